@@ -1,0 +1,1 @@
+"""Dock widgets: one module per pipeline stage, thin wrappers over the core."""

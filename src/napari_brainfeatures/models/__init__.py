@@ -1,0 +1,1 @@
+"""Neural networks: one file per model, plus self-describing checkpoints."""

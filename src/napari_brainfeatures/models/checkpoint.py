@@ -1,0 +1,162 @@
+"""Self-describing model files: safetensors weights with a JSON header.
+
+A model file is one ``.safetensors`` file.  Its metadata holds ``kind`` (which
+network), ``config`` (the architecture as JSON) and ``meta`` (classes, patch
+size, normalisation, voxel size, training record...).  Loading reads tensors
+and JSON only; nothing in the file is executed.  Writes are atomic (temporary
+file, then rename), so a crash never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+__all__ = ["ModelFileError", "save_checkpoint", "load_checkpoint", "read_header"]
+
+FORMAT = "napari-brainfeatures/1"
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, truncated, not safetensors, or of another architecture."""
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    *,
+    kind: str,
+    config: dict[str, Any],
+    meta: dict[str, Any] | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write ``model``'s weights and description atomically to ``path``.
+
+    Parameters
+    ----------
+    path : path-like
+        Target file; ``.safetensors`` is appended when missing.
+    model : nn.Module
+    kind : str
+        Network name, e.g. ``"BrainAreaCNN"``; checked on load.
+    config : dict
+        JSON-ready architecture config that rebuilds the network.
+    meta : dict, optional
+        JSON-ready extra description (classes, normalisation, training record).
+    overwrite : bool
+        If False, refuse to replace an existing file.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"model file {str(path)!r} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    header = {
+        "format": FORMAT,
+        "kind": kind,
+        "config": json.dumps(config),
+        "meta": json.dumps(meta or {}),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=header)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a model file's description without loading its weights.
+
+    Returns
+    -------
+    dict
+        ``{"kind": str, "config": dict, "meta": dict}``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {str(path)!r} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ModelFileError(f"{str(path)!r} is not a safetensors model file (too short)")
+        n = int.from_bytes(head, "little")
+        if n <= 0 or n > 100_000_000 or n + 8 > path.stat().st_size:
+            raise ModelFileError(
+                f"{str(path)!r} is not a safetensors model file or is truncated "
+                "(a pickled PyTorch .pt/.pth file cannot be loaded: it could run code)"
+            )
+        try:
+            raw = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ModelFileError(f"{str(path)!r} has a corrupt safetensors header") from None
+    md = raw.get("__metadata__") or {}
+    if md.get("format") != FORMAT:
+        raise ModelFileError(
+            f"{str(path)!r} is a safetensors file but not a napari-brainfeatures model "
+            f"(format {md.get('format')!r})"
+        )
+    try:
+        return {
+            "kind": md["kind"],
+            "config": json.loads(md["config"]),
+            "meta": json.loads(md.get("meta", "{}")),
+        }
+    except (KeyError, json.JSONDecodeError) as err:
+        raise ModelFileError(f"{str(path)!r} has an incomplete model description: {err}") from None
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], model: nn.Module, *, kind: str
+) -> dict[str, Any]:
+    """Load weights from ``path`` into ``model`` (built from :func:`read_header`).
+
+    Raises
+    ------
+    ModelFileError
+        If the file is of another kind, truncated, or its tensors do not match.
+    """
+    header = read_header(path)
+    if header["kind"] != kind:
+        raise ModelFileError(f"{str(path)!r} holds a {header['kind']!r}, expected a {kind!r}")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelFileError(f"{str(path)!r} is corrupt or truncated: {err}") from None
+    try:
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as err:  # shape mismatch
+        raise ModelFileError(
+            f"{str(path)!r} does not match the {kind} architecture: {err}"
+        ) from None
+    if missing or unexpected:
+        raise ModelFileError(
+            f"{str(path)!r} does not match the {kind} architecture "
+            f"(missing {missing!r}, unexpected {unexpected!r})"
+        )
+    return header
+
+
+def device_of(name: str | None = None) -> torch.device:
+    """``cuda`` when available (or asked for), else ``cpu``."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
