@@ -1,0 +1,203 @@
+"""Dock widget: paint area labels bound to the workspace class table.
+
+The Labels layer's data *is* the workspace's labels zarr store, so every brush
+stroke is written to disk as it happens (chunk by chunk, atomically): closing
+napari or a crash loses no annotation, and huge volumes need no memory copy.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import napari
+from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton
+from napari.layers import Image, Labels
+from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from napari_brainfeatures._widgets._common import (
+    image_choices,
+    refresh_choices_on_layer_change,
+    workspace_for,
+)
+from napari_brainfeatures.classes import ClassTable, default_table, prasad2020_table
+from napari_brainfeatures.workspace import Workspace
+
+PRESETS = {"paper: six areas": default_table, "Prasad 2020 annotation ids": prasad2020_table}
+_HEX = re.compile(r"^#?[0-9a-fA-F]{6}$")
+
+
+def labels_colormap(table: ClassTable) -> DirectLabelColormap:
+    """A napari colormap showing each class in its colour (unknown ids grey)."""
+    return DirectLabelColormap(color_dict=table.color_dict())
+
+
+class AnnotateWidget(Container):
+    """Create or pick the labels of an image, edit the class table, pick the class to paint."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.image = ComboBox(label="image", choices=image_choices(viewer))
+        self.bind_button = PushButton(text="Create / open labels in workspace")
+        self.klass = ComboBox(label="paint class", choices=[])
+        self.name = LineEdit(label="name")
+        self.colour = LineEdit(label="colour (#rrggbb)")
+        self.add_button = PushButton(text="Add class")
+        self.rename_button = PushButton(text="Rename")
+        self.recolour_button = PushButton(text="Recolour")
+        self.remove_button = PushButton(text="Remove class")
+        self.preset = ComboBox(label="preset", choices=list(PRESETS))
+        self.preset_button = PushButton(text="Use preset table")
+        self.legend = Label(value="")
+        self.status = Label(value="Pick an image and create its labels.")
+        edit_row = Container(
+            widgets=[self.add_button, self.rename_button, self.recolour_button, self.remove_button],
+            layout="horizontal",
+            labels=False,
+        )
+        super().__init__(
+            widgets=[
+                self.image,
+                self.bind_button,
+                self.klass,
+                self.name,
+                self.colour,
+                edit_row,
+                self.preset,
+                self.preset_button,
+                self.legend,
+                self.status,
+            ]
+        )
+        self.workspace: Workspace | None = None
+        self.labels_layer: Labels | None = None
+        refresh_choices_on_layer_change(viewer, self.image)
+        self.bind_button.changed.connect(self.bind)
+        self.klass.changed.connect(self._on_class)
+        self.add_button.changed.connect(self.add_class)
+        self.rename_button.changed.connect(self.rename_class)
+        self.recolour_button.changed.connect(self.recolour_class)
+        self.remove_button.changed.connect(self.remove_class)
+        self.preset_button.changed.connect(self.apply_preset)
+
+    # -- binding ----------------------------------------------------------
+    def bind(self) -> Labels | None:
+        """Open the workspace of the chosen image and show its labels as a layer."""
+        image: Image | None = self.image.value
+        if image is None:
+            show_info("Open or choose an image layer first.")
+            return None
+        try:
+            ws = workspace_for(image)
+            store = ws.labels()
+        except (ValueError, OSError) as err:
+            show_error(f"Cannot open the labels workspace: {err}")
+            return None
+        self.workspace = ws
+        name = f"{image.name} areas"
+        existing = next(
+            (lay for lay in self.viewer.layers if isinstance(lay, Labels) and lay.name == name), None
+        )
+        if existing is not None and existing.data is not store:
+            self.viewer.layers.remove(existing)
+        layer = self.viewer.add_labels(
+            store,
+            name=name,
+            scale=image.scale,
+            translate=image.translate,
+            metadata={"brainfeatures_workspace": str(ws.root)},
+        )
+        self.labels_layer = layer
+        self._apply_table(ws.classes, save=False)
+        layer.mode = "paint"
+        self.viewer.layers.selection.active = layer
+        self.status.value = f"Labels saved as you paint in\n{ws.labels_path}"
+        return layer
+
+    # -- class table editing ------------------------------------------------
+    @property
+    def table(self) -> ClassTable:
+        """The current class table (the workspace's, or the default before binding)."""
+        return self.workspace.classes if self.workspace is not None else default_table()
+
+    def _apply_table(self, table: ClassTable, *, save: bool = True) -> None:
+        if save:
+            if self.workspace is None:
+                show_info("Create the labels first: the class table lives in the workspace.")
+                return
+            self.workspace.save_classes(table)
+        current = self.klass.value
+        self.klass.choices = [(f"{c.id}: {c.name}", c.id) for c in table]
+        if current in table.ids:
+            self.klass.value = current
+        if self.labels_layer is not None:
+            self.labels_layer.colormap = labels_colormap(table)
+            self.labels_layer.metadata["classes"] = table.to_dict()
+        self.legend.value = "<br>".join(
+            f"<span style='color:{c.colour}'>&#9632;</span> {c.id} {c.name}"
+            + (f" — {c.long_name}" if c.long_name else "")
+            for c in table
+        )
+        self._on_class(self.klass.value)
+
+    def _on_class(self, class_id: Any) -> None:
+        if class_id is None:
+            return
+        if self.labels_layer is not None:
+            self.labels_layer.selected_label = int(class_id)
+        c = self.table.by_id(int(class_id))
+        self.name.value, self.colour.value = c.name, c.colour
+
+    def _edit(self, fn: Any) -> None:
+        try:
+            self._apply_table(fn(self.table))
+        except (ValueError, KeyError) as err:
+            show_error(f"Class table unchanged: {err}")
+
+    def _colour(self) -> str | None:
+        value = self.colour.value.strip()
+        if not _HEX.match(value):
+            show_error(f"Colour must look like #rrggbb, got {value!r}")
+            return None
+        return value if value.startswith("#") else "#" + value
+
+    def add_class(self) -> None:
+        """Add a class named by the name box, with the colour box's colour if it is new."""
+        name = self.name.value.strip()
+        colour: str | None = self.colour.value.strip()
+        taken = {c.colour.lower() for c in self.table}
+        if not _HEX.match(colour) or ("#" + colour.lstrip("#")).lower() in taken:
+            colour = None  # a fresh palette colour
+        else:
+            colour = "#" + colour.lstrip("#")
+        self._edit(lambda t: t.add(name, colour))
+        if name in self.table.names:
+            self.klass.value = self.table.by_name(name).id
+
+    def rename_class(self) -> None:
+        """Rename the selected class to the name box."""
+        cid = self.klass.value
+        if cid is not None:
+            self._edit(lambda t: t.rename(int(cid), self.name.value.strip()))
+
+    def recolour_class(self) -> None:
+        """Give the selected class the colour box's colour."""
+        cid, colour = self.klass.value, self._colour()
+        if cid is not None and colour is not None:
+            self._edit(lambda t: t.recolour(int(cid), colour))
+
+    def remove_class(self) -> None:
+        """Remove the selected class from the table (painted pixels keep their id)."""
+        cid = self.klass.value
+        if cid is None:
+            return
+        self._edit(lambda t: t.remove(int(cid)))
+        show_warning(
+            f"Class {cid} removed from the table; pixels painted with it keep id {cid} "
+            "(shown grey) until repainted."
+        )
+
+    def apply_preset(self) -> None:
+        """Replace the class table with a preset."""
+        self._edit(lambda _t: PRESETS[self.preset.value]())

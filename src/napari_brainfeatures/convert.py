@@ -1,0 +1,139 @@
+"""Convert a volume (TIFF stack, TIFF folder, zarr) to chunked multiscale OME-Zarr.
+
+The output follows OME-NGFF 0.4 (zarr v2 layout, read by napari, ome-zarr-py,
+Fiji/MoBIE and this package): levels ``0, 1, ...`` each halving Y and X.  It is
+written into a temporary folder beside the target and renamed at the end, so
+an interrupted conversion never leaves a half-written store under the name.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Generator
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import zarr
+
+from napari_brainfeatures import __version__
+from napari_brainfeatures._progress import Progress
+from napari_brainfeatures.io import Volume, open_volume
+
+__all__ = ["convert_to_ome_zarr", "n_levels_for"]
+
+
+def n_levels_for(shape: tuple[int, ...], *, min_size: int = 256) -> int:
+    """Number of 2x (Y, X) levels until the smaller side drops below ``min_size``."""
+    side, n = min(shape[-2:]), 1
+    while side // 2 >= min_size:
+        side //= 2
+        n += 1
+    return n
+
+
+def convert_to_ome_zarr(
+    source: str | Path | Volume,
+    target: str | Path,
+    *,
+    chunks: tuple[int, int, int] = (32, 256, 256),
+    levels: int | None = None,
+    voxel_size: tuple[float, float, float] | None = None,
+    overwrite: bool = False,
+) -> Generator[Progress, None, Path]:
+    """Write ``source`` as multiscale OME-Zarr at ``target`` (a generator).
+
+    Parameters
+    ----------
+    source : path or Volume
+        Anything :func:`napari_brainfeatures.io.open_volume` opens.
+    target : path
+        The ``.ome.zarr`` folder to create.
+    chunks : (int, int, int)
+        Chunk shape (Z, Y, X), default (32, 256, 256).
+    levels : int, optional
+        Resolution levels; default until the smaller side is below 256 px.
+    voxel_size : (float, float, float), optional
+        Micrometres (Z, Y, X); default from the source, else 1.0.
+    overwrite : bool
+        Replace an existing ``target``; default False (refuse).
+
+    Yields
+    ------
+    Progress
+        One record per written slab of Z chunks per level.
+
+    Returns
+    -------
+    Path
+        The written store.
+    """
+    vol = source if isinstance(source, Volume) else open_volume(source)
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{str(target)!r} exists; choose another name or pass overwrite=True")
+    if any(int(c) < 1 for c in chunks) or len(chunks) != 3:
+        raise ValueError(f"chunks must be three positive integers, got {chunks!r}")
+    n_levels = levels if levels is not None else n_levels_for(vol.shape)
+    if n_levels < 1:
+        raise ValueError(f"levels must be at least 1, got {levels!r}")
+    voxel = voxel_size or vol.voxel_size or (1.0, 1.0, 1.0)
+    tmp = target.with_name(f".{target.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+
+    data = vol.data
+    zchunk = min(chunks[0], data.shape[0])
+    n_slabs = -(-data.shape[0] // zchunk)
+    total, step = n_slabs * n_levels, 0
+    datasets = []
+    for level in range(n_levels):
+        shape = data.shape
+        lv_chunks = (zchunk, min(chunks[1], shape[1]), min(chunks[2], shape[2]))
+        arr = root.create_array(str(level), shape=shape, chunks=lv_chunks, dtype=data.dtype)
+        for z0 in range(0, shape[0], zchunk):
+            # One slab of Z chunks at a time keeps memory at one slab.
+            arr[z0 : z0 + zchunk] = np.asarray(data[z0 : z0 + zchunk])
+            step += 1
+            yield Progress(step, total, f"level {level}: z {z0}/{shape[0]}")
+        factor = 2**level
+        datasets.append(
+            {
+                "path": str(level),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": [voxel[0], voxel[1] * factor, voxel[2] * factor]}
+                ],
+            }
+        )
+        data = _downsample_yx(da.from_zarr(arr), data.dtype)
+    root.attrs.update(
+        {
+            "multiscales": [
+                {
+                    "version": "0.4",
+                    "name": vol.name,
+                    "axes": [
+                        {"name": ax, "type": "space", "unit": "micrometer"} for ax in ("z", "y", "x")
+                    ],
+                    "datasets": datasets,
+                    "type": "mean",
+                }
+            ],
+            "napari_brainfeatures": {"source": str(vol.path), "version": __version__},
+        }
+    )
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
+
+
+def _downsample_yx(arr: da.Array, dtype: np.dtype) -> da.Array:
+    """2x mean-downsample of Y and X (odd edges trimmed), keeping the dtype."""
+    y, x = (arr.shape[1] // 2) * 2, (arr.shape[2] // 2) * 2
+    arr = arr[:, :y, :x].astype(np.float32)
+    small = da.coarsen(np.mean, arr, {1: 2, 2: 2}, trim_excess=True)
+    if np.issubdtype(dtype, np.integer):
+        small = da.round(small)
+    return small.astype(dtype)

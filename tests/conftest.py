@@ -1,0 +1,50 @@
+"""Shared fixtures: small volumes on disk in every supported format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Workspaces of in-memory data go to a temporary home, never the user's."""
+    monkeypatch.setenv("BRAINFEATURES_HOME", str(tmp_path_factory.mktemp("bf-home")))
+
+
+@pytest.fixture
+def volume() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(6, 40, 50), dtype=np.uint8)
+
+
+@pytest.fixture
+def tiff_stack(tmp_path, volume):
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(
+        path, volume, imagej=True, resolution=(1 / 1.17, 1 / 1.17),
+        metadata={"spacing": 1.17, "unit": "um"},
+    )
+    return path
+
+
+@pytest.fixture
+def tiff_folder(tmp_path, volume):
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for i, sl in enumerate(volume):
+        tifffile.imwrite(folder / f"slice_{i}.tif", sl)
+    return folder
+
+
+@pytest.fixture(params=[2, 3], ids=["zarr-v2", "zarr-v3"])
+def zarr_array(request, tmp_path, volume):
+    path = tmp_path / f"vol_v{request.param}.zarr"
+    z = zarr.create_array(
+        str(path), shape=volume.shape, chunks=(2, 16, 16), dtype=volume.dtype,
+        zarr_format=request.param,
+    )
+    z[:] = volume
+    z.attrs["voxel_size_um"] = [1.17, 1.17, 1.17]
+    return path

@@ -1,0 +1,41 @@
+import pytest
+
+from napari_brainfeatures.classes import AreaClass, ClassTable, default_table, prasad2020_table
+
+
+def test_default_table_is_the_papers_six_areas_alphabetical():
+    t = default_table()
+    assert t.names == ["Ctx", "HypoTh", "Str", "VP", "WM", "ZI"]
+    assert t.ids == [1, 2, 3, 4, 5, 6]
+
+
+def test_prasad_ids():
+    t = prasad2020_table()
+    assert t.by_id(4).name == "VP" and t.by_id(6).name == "IC" and len(t) == 8
+
+
+def test_edit_and_json_round_trip():
+    t = default_table().add("CA1").rename(2, "Hyp").recolour(3, "#123456").remove(6)
+    assert ClassTable.from_json(t.to_json()) == t
+    assert t.by_name("CA1").id == 7
+    assert t.color_dict()[0][3] == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"id": 0, "name": "a", "colour": "#000000"}, "class id"),
+        ({"id": 1, "name": " ", "colour": "#000000"}, "name"),
+        ({"id": 1, "name": "a", "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_class(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AreaClass(**kwargs)
+
+
+def test_duplicates_refused():
+    with pytest.raises(ValueError, match="unique"):
+        default_table().add("Ctx")
+    with pytest.raises(ValueError, match="classes"):
+        ClassTable.from_dict({"nope": []})

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from napari_brainfeatures._progress import run
+from napari_brainfeatures.cli import main
+from napari_brainfeatures.convert import convert_to_ome_zarr, n_levels_for
+from napari_brainfeatures.io import open_volume
+
+
+def test_tiff_to_multiscale_ome_zarr(tiff_stack, volume, tmp_path):
+    out = run(convert_to_ome_zarr(tiff_stack, tmp_path / "o.ome.zarr", chunks=(2, 16, 16), levels=3))
+    vol = open_volume(out)
+    assert vol.kind == "ome-zarr" and vol.multiscale
+    assert [lv.shape for lv in vol.levels] == [(6, 40, 50), (6, 20, 25), (6, 10, 12)]
+    assert vol.voxel_size == pytest.approx((1.17, 1.17, 1.17))
+    np.testing.assert_array_equal(vol.data.compute(), volume)
+    expected = volume[:, :40, :50].astype(np.float32).reshape(6, 20, 2, 25, 2).mean((2, 4))
+    np.testing.assert_allclose(vol.levels[1].compute(), np.round(expected), atol=0)
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_refuses_to_overwrite(tiff_stack, tmp_path):
+    target = tmp_path / "o.ome.zarr"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="exists"):
+        run(convert_to_ome_zarr(tiff_stack, target))
+    assert (target / "keep.txt").read_text() == "mine"
+
+
+def test_n_levels():
+    assert n_levels_for((1, 300, 300)) == 1
+    assert n_levels_for((1, 1420, 5805)) == 3
+
+
+def test_cli_convert_and_info(tiff_folder, tmp_path, capsys):
+    assert main(["convert", str(tiff_folder), str(tmp_path / "f.ome.zarr"), "--levels", "2"]) == 0
+    assert main(["info", str(tmp_path / "f.ome.zarr")]) == 0
+    out = capsys.readouterr().out
+    assert '"kind": "ome-zarr"' in out
+    assert main(["info", str(tmp_path / "missing.zarr")]) == 2
+    assert "no such file" in capsys.readouterr().err
