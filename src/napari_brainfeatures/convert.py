@@ -36,7 +36,7 @@ def convert_to_ome_zarr(
     source: str | Path | Volume,
     target: str | Path,
     *,
-    chunks: tuple[int, int, int] = (32, 256, 256),
+    chunks: tuple[int, int, int] = (4, 512, 512),
     levels: int | None = None,
     voxel_size: tuple[float, float, float] | None = None,
     overwrite: bool = False,
@@ -50,7 +50,8 @@ def convert_to_ome_zarr(
     target : path
         The ``.ome.zarr`` folder to create.
     chunks : (int, int, int)
-        Chunk shape (Z, Y, X), default (32, 256, 256).
+        Chunk shape (Z, Y, X), default (4, 512, 512): thin in Z so that
+        showing one slice decodes little more than that slice.
     levels : int, optional
         Resolution levels; default until the smaller side is below 256 px.
     voxel_size : (float, float, float), optional

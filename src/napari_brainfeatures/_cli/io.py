@@ -16,7 +16,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "convert":
         parser.add_argument("out", help="the .ome.zarr folder to write")
         parser.add_argument(
-            "--chunks", type=int, nargs=3, default=(32, 256, 256), metavar=("Z", "Y", "X")
+            "--chunks", type=int, nargs=3, default=(4, 512, 512), metavar=("Z", "Y", "X")
         )
         parser.add_argument("--levels", type=int, default=None, help="resolution levels (default: auto)")
         parser.add_argument(

@@ -53,13 +53,6 @@ class TaskRunner(Container):
         def _body() -> Generator[Progress, Any, Any]:
             return (yield from gen)
 
-        worker: GeneratorWorker = create_worker(_body, _start_thread=False)
-        self.worker = worker
-        self.last_error = None
-        self.progress.max, self.progress.value = 1, 0
-        self.status.value = f"{name}: starting…"
-        self.cancel_button.enabled = True
-
         def _yielded(rec: Progress) -> None:
             if rec.total:
                 self.progress.max = max(int(rec.total), 1)
@@ -93,11 +86,23 @@ class TaskRunner(Container):
             if on_finish is not None:
                 on_finish()
 
-        worker.yielded.connect(_yielded)
-        worker.returned.connect(_returned)
-        worker.errored.connect(_errored)
-        worker.aborted.connect(_aborted)
-        worker.finished.connect(_finished)
+        # Connecting `errored` here stops superqt from re-raising in the GUI thread.
+        worker: GeneratorWorker = create_worker(
+            _body,
+            _start_thread=False,
+            _connect={
+                "yielded": _yielded,
+                "returned": _returned,
+                "errored": _errored,
+                "aborted": _aborted,
+                "finished": _finished,
+            },
+        )
+        self.worker = worker
+        self.last_error = None
+        self.progress.max, self.progress.value = 1, 0
+        self.status.value = f"{name}: starting…"
+        self.cancel_button.enabled = True
         worker.start()
         return worker
 

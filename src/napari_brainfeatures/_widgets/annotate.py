@@ -41,8 +41,8 @@ class AnnotateWidget(Container):
         self.image = ComboBox(label="image", choices=image_choices(viewer))
         self.bind_button = PushButton(text="Create / open labels in workspace")
         self.klass = ComboBox(label="paint class", choices=[])
-        self.name = LineEdit(label="name")
-        self.colour = LineEdit(label="colour (#rrggbb)")
+        self.class_name = LineEdit(label="name")
+        self.class_colour = LineEdit(label="colour (#rrggbb)")
         self.add_button = PushButton(text="Add class")
         self.rename_button = PushButton(text="Rename")
         self.recolour_button = PushButton(text="Recolour")
@@ -61,8 +61,8 @@ class AnnotateWidget(Container):
                 self.image,
                 self.bind_button,
                 self.klass,
-                self.name,
-                self.colour,
+                self.class_name,
+                self.class_colour,
                 edit_row,
                 self.preset,
                 self.preset_button,
@@ -147,7 +147,7 @@ class AnnotateWidget(Container):
         if self.labels_layer is not None:
             self.labels_layer.selected_label = int(class_id)
         c = self.table.by_id(int(class_id))
-        self.name.value, self.colour.value = c.name, c.colour
+        self.class_name.value, self.class_colour.value = c.name, c.colour
 
     def _edit(self, fn: Any) -> None:
         try:
@@ -156,7 +156,7 @@ class AnnotateWidget(Container):
             show_error(f"Class table unchanged: {err}")
 
     def _colour(self) -> str | None:
-        value = self.colour.value.strip()
+        value = self.class_colour.value.strip()
         if not _HEX.match(value):
             show_error(f"Colour must look like #rrggbb, got {value!r}")
             return None
@@ -164,8 +164,8 @@ class AnnotateWidget(Container):
 
     def add_class(self) -> None:
         """Add a class named by the name box, with the colour box's colour if it is new."""
-        name = self.name.value.strip()
-        colour: str | None = self.colour.value.strip()
+        name = self.class_name.value.strip()
+        colour: str | None = self.class_colour.value.strip()
         taken = {c.colour.lower() for c in self.table}
         if not _HEX.match(colour) or ("#" + colour.lstrip("#")).lower() in taken:
             colour = None  # a fresh palette colour
@@ -179,7 +179,7 @@ class AnnotateWidget(Container):
         """Rename the selected class to the name box."""
         cid = self.klass.value
         if cid is not None:
-            self._edit(lambda t: t.rename(int(cid), self.name.value.strip()))
+            self._edit(lambda t: t.rename(int(cid), self.class_name.value.strip()))
 
     def recolour_class(self) -> None:
         """Give the selected class the colour box's colour."""

@@ -1,0 +1,61 @@
+import numpy as np
+import zarr
+
+from napari_brainfeatures._widgets.annotate import AnnotateWidget
+from napari_brainfeatures.workspace import Workspace
+
+
+def _setup(make_napari_viewer, volume):
+    viewer = make_napari_viewer()
+    viewer.add_image(volume, name="ct", scale=(1.17, 1.17, 1.17))
+    w = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    return viewer, w
+
+
+def test_paint_is_saved_in_workspace(make_napari_viewer, volume):
+    viewer, w = _setup(make_napari_viewer, volume)
+    layer = w.bind()
+    assert layer is not None and layer.name == "ct areas"
+    ws_root = viewer.layers["ct"].metadata["brainfeatures_workspace"]
+    w.klass.value = 3
+    assert layer.selected_label == 3
+    layer.brush_size = 5
+    layer.paint((2, 20, 20), 3)
+    stored = np.asarray(zarr.open_array(f"{ws_root}/labels.zarr")[2])
+    assert (stored == 3).sum() > 5  # on disk already, no save step
+    # Reopening (a new viewer after closing napari) shows the same labels.
+    viewer.layers.remove(layer)
+    layer2 = w.bind()
+    assert (np.asarray(layer2.data[2]) == 3).sum() == (stored == 3).sum()
+
+
+def test_class_table_edits_follow_layer_and_disk(make_napari_viewer, volume):
+    viewer, w = _setup(make_napari_viewer, volume)
+    layer = w.bind()
+    w.class_name.value = "CA1"
+    w.class_colour.value = "#00ff00"
+    w.add_class()
+    ws = Workspace.open(w.workspace.root)
+    assert ws.classes.by_name("CA1").colour == "#00ff00"
+    assert w.klass.value == 7 and layer.selected_label == 7
+    np.testing.assert_allclose(layer.colormap.map(np.array([7]))[0][:3], [0, 1, 0], atol=1e-6)
+    w.class_colour.value = "#0000ff"
+    w.recolour_class()
+    np.testing.assert_allclose(layer.colormap.map(np.array([7]))[0][:3], [0, 0, 1], atol=1e-6)
+    w.klass.value = 1
+    w.class_name.value = "SSp"
+    w.rename_class()
+    assert Workspace.open(w.workspace.root).classes.by_id(1).name == "SSp"
+    assert "SSp" in w.legend.value
+
+
+def test_bad_edits_change_nothing(make_napari_viewer, volume):
+    viewer, w = _setup(make_napari_viewer, volume)
+    w.bind()
+    before = w.table
+    w.class_name.value = "Ctx"  # duplicate name
+    w.add_class()
+    w.class_colour.value = "purple"
+    w.recolour_class()
+    assert w.table == before
