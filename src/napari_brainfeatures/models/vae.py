@@ -1,0 +1,266 @@
+"""The β-VAE of the population paper (paper 004), DC-GAN-like.
+
+Following the authors' ``BetaVAE_Brain`` (nerdslab/brainsynth ``model.py``):
+the encoder has ``n_down`` (default 6) 4×4 stride-2 convolutions and one 4×4
+stride-1 convolution, all with 32 channels, padding 1 and ReLU, then fully
+connected layers ``flat -> 256 -> 256 -> 2L`` (mean and log-variance).  The
+decoder mirrors it with transposed convolutions and ends in a sigmoid.  For a
+320×448 section the last feature map is 4×6, so ``flat = 32·4·6 = 768`` as in
+the authors' code (their 448×320 input is our section transposed; the network
+is the same up to that transpose).
+
+A vanilla VAE is the same network trained with ``beta = 1``.  The likelihood
+is Bernoulli (binary cross-entropy on images scaled to [0, 1]) summed over
+pixels, the KL term summed over latents, both averaged over the batch, as in
+the authors' training code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from napari_brainfeatures.models.checkpoint import (
+    ModelFileError,
+    load_checkpoint,
+    read_header,
+    save_checkpoint,
+)
+
+__all__ = ["VAEConfig", "BetaVAE", "vae_loss", "save_vae", "load_vae", "KIND"]
+
+KIND = "BetaVAE"
+
+
+@dataclass
+class VAEConfig:
+    """Architecture (and β) of :class:`BetaVAE`.
+
+    Parameters
+    ----------
+    latent_dim : int
+        Latent size L, 1..64; default 8 (the paper's choice).
+    beta : float
+        Weight of the KL term, > 0; default 3.0.  1.0 gives a vanilla VAE.
+    image_shape : tuple of int
+        Section shape (H, W); default (320, 448).  Both sides must be
+        divisible by ``2**n_down``.
+    channels : int
+        Channels of every convolution; default 32.
+    n_down : int
+        Number of stride-2 convolutions; default 6 (the authors').  Tests use
+        fewer on small images.
+    fc : tuple of int
+        Hidden fully connected sizes; default (256, 256).
+    """
+
+    latent_dim: int = 8
+    beta: float = 3.0
+    image_shape: tuple[int, int] = (320, 448)
+    channels: int = 32
+    n_down: int = 6
+    fc: tuple[int, ...] = (256, 256)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.image_shape = tuple(int(s) for s in self.image_shape)  # type: ignore[assignment]
+        self.fc = tuple(int(f) for f in self.fc)
+        if not 1 <= int(self.latent_dim) <= 64:
+            raise ValueError(f"latent_dim must be in 1..64, got {self.latent_dim!r}")
+        self.latent_dim = int(self.latent_dim)
+        if not (np.isfinite(self.beta) and self.beta > 0):
+            raise ValueError(f"beta must be a positive number (1 = vanilla VAE), got {self.beta!r}")
+        self.beta = float(self.beta)
+        if len(self.image_shape) != 2:
+            raise ValueError(f"image_shape must be (H, W), got {self.image_shape!r}")
+        if self.channels < 1 or self.n_down < 1:
+            raise ValueError(
+                f"channels and n_down must be >= 1, got {self.channels!r}, {self.n_down!r}"
+            )
+        step = 2**self.n_down
+        if any(s % step or s // step < 2 for s in self.image_shape):
+            raise ValueError(
+                f"image_shape {self.image_shape!r} does not fit {self.n_down} stride-2 layers: "
+                f"both sides must be multiples of {step} and at least {2 * step} "
+                "(crop or pad the sections, or lower n_down)"
+            )
+        if not self.fc:
+            raise ValueError(f"fc needs at least one hidden size, got {self.fc!r}")
+
+    @property
+    def final_shape(self) -> tuple[int, int]:
+        """(h, w) of the last feature map: after the stride-2 layers, minus 1 (stride-1 conv)."""
+        h, w = (s // 2**self.n_down for s in self.image_shape)
+        return h - 1, w - 1
+
+    @property
+    def flat_size(self) -> int:
+        """Inputs of the first FC layer: 768 = 32·4·6 for the default 320×448 network."""
+        h, w = self.final_shape
+        return self.channels * h * w
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        d = asdict(self)
+        d["image_shape"], d["fc"] = list(self.image_shape), list(self.fc)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VAEConfig:
+        """Rebuild from :meth:`to_dict`, rejecting unknown keys."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown VAE config keys {sorted(unknown)!r}")
+        return cls(**d)
+
+
+class BetaVAE(nn.Module):
+    """Convolutional β-VAE for single-channel sections.
+
+    Input of :meth:`encode` / :meth:`forward`: float tensor ``(B, 1, H, W)`` in
+    [0, 1].  :meth:`decode` returns the same shape, in (0, 1).
+    """
+
+    def __init__(self, config: VAEConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or VAEConfig()
+        c = cfg.channels
+        enc: list[nn.Module] = []
+        c_in = 1
+        for _ in range(cfg.n_down):
+            enc += [nn.Conv2d(c_in, c, 4, 2, 1), nn.ReLU()]
+            c_in = c
+        enc += [nn.Conv2d(c, c, 4, 1, 1), nn.ReLU()]
+        self.encoder_convs = nn.Sequential(*enc)
+        sizes = (cfg.flat_size, *cfg.fc)
+        self.encoder_fc = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
+        self.to_stats = nn.Linear(cfg.fc[-1], 2 * cfg.latent_dim)
+        rev = (cfg.latent_dim, *cfg.fc[::-1], cfg.flat_size)
+        self.decoder_fc = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(rev))
+        dec: list[nn.Module] = [nn.ConvTranspose2d(c, c, 4, 1, 1)]
+        for i in range(cfg.n_down):
+            dec += [nn.ReLU(), nn.ConvTranspose2d(c, 1 if i == cfg.n_down - 1 else c, 4, 2, 1)]
+        self.decoder_convs = nn.Sequential(*dec)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Kaiming-normal weights and zero biases, as in the authors' code."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
+                nn.init.kaiming_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def latent_dim(self) -> int:
+        """Latent size L."""
+        return self.config.latent_dim
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log-variance, each ``(B, L)``, of ``x`` ``(B, 1, H, W)``."""
+        h = self.encoder_convs(x).flatten(1)  # (B, flat_size)
+        for fc in self.encoder_fc:
+            h = F.relu(fc(h))  # (B, fc_i)
+        stats = self.to_stats(h)  # (B, 2L)
+        mu, logvar = stats.chunk(2, dim=1)  # (B, L), (B, L)
+        return mu, logvar
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid decoder output ``(B, 1, H, W)`` of latents ``z`` ``(B, L)``."""
+        h = z
+        for fc in self.decoder_fc:
+            h = F.relu(fc(h))  # (B, fc_i) ... (B, flat_size)
+        fh, fw = self.config.final_shape
+        h = h.view(-1, self.config.channels, fh, fw)  # (B, C, h, w)
+        return self.decoder_convs(h)  # (B, 1, H, W)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoded sections ``(B, 1, H, W)`` in (0, 1) of latents ``z`` ``(B, L)``."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    def forward(
+        self, x: torch.Tensor, *, sample: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reconstruction **logits** ``(B, 1, H, W)``, ``mu`` and ``logvar`` ``(B, L)``.
+
+        With ``sample`` (training), z is drawn by the reparametrisation trick;
+        otherwise z = mu.  Logits keep the loss numerically stable; apply
+        ``torch.sigmoid`` (or use :meth:`decode`) for images.
+        """
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu  # (B, L)
+        return self.decode_logits(z), mu, logvar
+
+
+def vae_loss(
+    x: torch.Tensor,
+    x_hat: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    beta: float,
+    *,
+    from_logits: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """β-VAE loss: ``(total, recon, kl)``, each a scalar averaged over the batch.
+
+    Parameters
+    ----------
+    x : tensor (B, 1, H, W)
+        Targets in [0, 1].
+    x_hat : tensor (B, 1, H, W)
+        Reconstructions in (0, 1), or logits when ``from_logits``.
+    mu, logvar : tensor (B, L)
+        Posterior parameters.
+    beta : float
+        KL weight.
+    from_logits : bool
+        Whether ``x_hat`` holds logits (numerically safer); default False.
+
+    Returns
+    -------
+    total, recon, kl : tensor
+        ``recon`` = binary cross-entropy summed over pixels; ``kl`` =
+        KL(q(z|x) || N(0, I)) summed over latents; ``total = recon + beta·kl``.
+    """
+    b = x.shape[0]
+    if from_logits:
+        recon = F.binary_cross_entropy_with_logits(x_hat, x, reduction="sum") / b
+    else:
+        recon = F.binary_cross_entropy(x_hat, x, reduction="sum") / b
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / b
+    return recon + beta * kl, recon, kl
+
+
+def save_vae(
+    path: str | os.PathLike[str], model: BetaVAE, *, meta: dict[str, Any] | None = None
+) -> Any:
+    """Write ``model`` (kind ``"BetaVAE"``) with ``meta`` (preprocessing, ROI names, record)."""
+    return save_checkpoint(path, model, kind=KIND, config=model.config.to_dict(), meta=meta)
+
+
+def load_vae(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+) -> tuple[BetaVAE, dict[str, Any]]:
+    """Rebuild a :class:`BetaVAE` from its file; returns ``(model in eval mode, meta)``.
+
+    Raises
+    ------
+    ModelFileError
+        When the file is missing, corrupt, or holds another architecture.
+    """
+    header = read_header(path)
+    if header["kind"] != KIND:
+        raise ModelFileError(f"{str(path)!r} holds a {header['kind']!r}, expected a {KIND!r}")
+    try:
+        config = VAEConfig.from_dict(header["config"])
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{str(path)!r} has an invalid VAE config: {err}") from None
+    model = BetaVAE(config)
+    load_checkpoint(path, model, kind=KIND)
+    return model.to(device).eval(), header["meta"]
