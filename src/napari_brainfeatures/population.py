@@ -1,0 +1,260 @@
+"""A population of 2-D sections: validation, pre-processing and the PCA baseline.
+
+Pre-processing follows the population paper (paper 004, §3.1): each section's
+brightness is scaled to the dataset's average brightness, then pixels brighter
+than ``clip`` (3.8) times that average are set to that maximum.  For the
+sigmoid decoder the result is divided by the maximum, so every pixel lies in
+[0, 1] (``0`` black, ``1`` = 3.8× the average brightness).  The constants
+(``mean``, ``clip``) are kept with a trained model so new sections are mapped
+the same way.
+
+:class:`PCABaseline` is the paper's linear baseline with the same
+``encode``/``decode`` interface as the VAEs, so every latent analysis applies
+to it unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+from sklearn.decomposition import PCA
+from torch import nn
+
+from napari_brainfeatures.models.checkpoint import (
+    ModelFileError,
+    load_checkpoint,
+    read_header,
+    save_checkpoint,
+)
+
+__all__ = ["as_stack", "check_rois", "preprocess", "PCABaseline", "PCA_KIND"]
+
+PCA_KIND = "PCABaseline"
+
+
+def as_stack(images: ArrayLike | Sequence[ArrayLike], *, name: str = "images") -> NDArray[Any]:
+    """Validate a population and return it as one ``(N, H, W)`` array.
+
+    Parameters
+    ----------
+    images : array (N, H, W) or sequence of (H, W) arrays
+        The sections; all must have the same shape.
+    name : str
+        Used in error messages.
+
+    Raises
+    ------
+    ValueError
+        Mixed section sizes, wrong dimensionality, an empty population or
+        non-finite values.
+    """
+    if isinstance(images, list | tuple):
+        if not images:
+            raise ValueError(f"{name} is empty: pass at least one section")
+        shapes = sorted({tuple(np.shape(im)) for im in images})
+        if len(shapes) > 1:
+            raise ValueError(
+                f"{name} mixes section sizes {shapes!r}: crop or resample every section to "
+                "one (H, W) first (the network has a fixed input size)"
+            )
+        images = np.stack([np.asarray(im) for im in images])
+    arr = np.asarray(images)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"{name} must be (N, H, W) sections, got shape {arr.shape!r}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: pass at least one section")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype!r}")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values; fill or drop those sections")
+    return arr
+
+
+def check_rois(rois: ArrayLike, image_shape: tuple[int, ...]) -> NDArray[np.integer[Any]]:
+    """Validate an ROI label map ``(H, W)`` (0 = background) against the section shape."""
+    arr = np.asarray(rois)
+    if arr.shape != tuple(image_shape):
+        raise ValueError(
+            f"ROI map shape {arr.shape!r} does not match the sections' (H, W) "
+            f"{tuple(image_shape)!r}: use the atlas labels of the same section size"
+        )
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"ROI map must hold integer label ids, got dtype {arr.dtype!r}")
+    return arr
+
+
+def preprocess(
+    images: ArrayLike | Sequence[ArrayLike],
+    *,
+    mean: float | None = None,
+    clip: float = 3.8,
+) -> tuple[NDArray[np.float32], dict[str, float]]:
+    """Scale sections to the dataset brightness, clip bright leakage, map to [0, 1].
+
+    Parameters
+    ----------
+    images : array (N, H, W) or sequence of (H, W) arrays
+        Raw sections, non-negative intensities.
+    mean : float, optional
+        Target brightness.  Default: the dataset average (the mean of the
+        per-section means).  Pass a trained model's ``info["mean"]`` to map
+        new sections the same way.
+    clip : float
+        Pixels above ``clip × mean`` (after brightness scaling) are set to it;
+        default 3.8 (the paper's).
+
+    Returns
+    -------
+    scaled : float32 array (N, H, W)
+        In [0, 1]: ``min(x · mean / mean_i, clip · mean) / (clip · mean)``,
+        negative values set to 0.  A blank section (mean 0) stays 0.
+    info : dict
+        ``{"mean": float, "clip": float}``, JSON-ready.
+    """
+    arr = as_stack(images).astype(np.float32, copy=False)
+    if not (np.isfinite(clip) and clip > 0):
+        raise ValueError(f"clip must be a positive factor of the mean brightness, got {clip!r}")
+    per_image = arr.reshape(len(arr), -1).mean(axis=1, dtype=np.float64)  # (N,)
+    if mean is None:
+        mean = float(per_image.mean())
+    if not (np.isfinite(mean) and mean > 0):
+        raise ValueError(
+            f"the target brightness must be positive, got mean={mean!r} "
+            "(are the sections blank or negative?)"
+        )
+    gain = np.where(per_image > 0, mean / np.where(per_image > 0, per_image, 1.0), 0.0)
+    top = clip * mean
+    scaled = arr * gain.astype(np.float32)[:, None, None]  # (N, H, W)
+    np.clip(scaled, 0.0, top, out=scaled)
+    scaled /= np.float32(top)
+    return scaled, {"mean": float(mean), "clip": float(clip)}
+
+
+class _PCAWeights(nn.Module):
+    """Tensor container so a PCA baseline is saved like any model (no pickle)."""
+
+    def __init__(self, n_features: int, n_components: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("components", torch.zeros(n_components, n_features))
+        self.register_buffer("scale", torch.ones(n_components))
+
+
+class PCABaseline:
+    """PCA with the latent-model interface of the VAEs (``encode`` / ``decode``).
+
+    Parameters
+    ----------
+    latent_dim : int
+        Number of components L (1..64), default 8.
+    whiten : bool
+        Divide projections by each component's standard deviation (default),
+        so latents have unit variance like a VAE's prior and traversals over
+        c ∈ [−7, 7] are comparable.
+    seed : int
+        Seed of the randomized solver.
+
+    Attributes
+    ----------
+    mean_ : array (H·W,), components_ : array (L, H·W), scale_ : array (L,)
+        Fitted state.
+    image_shape_ : tuple of int
+    """
+
+    def __init__(self, latent_dim: int = 8, *, whiten: bool = True, seed: int = 0) -> None:
+        if not 1 <= int(latent_dim) <= 64:
+            raise ValueError(f"latent_dim must be in 1..64, got {latent_dim!r}")
+        self.latent_dim = int(latent_dim)
+        self.whiten = bool(whiten)
+        self.seed = int(seed)
+
+    def fit(self, images: ArrayLike) -> PCABaseline:
+        """Fit on pre-processed sections ``(N, H, W)`` (N > latent_dim)."""
+        arr = as_stack(images).astype(np.float32, copy=False)
+        n = len(arr)
+        if n <= self.latent_dim:
+            raise ValueError(
+                f"PCA with latent_dim={self.latent_dim} needs more than {self.latent_dim} "
+                f"sections, got {n}"
+            )
+        pca = PCA(self.latent_dim, svd_solver="randomized", random_state=self.seed)
+        pca.fit(arr.reshape(n, -1))
+        self.image_shape_ = tuple(int(s) for s in arr.shape[1:])
+        self.mean_ = pca.mean_.astype(np.float32)
+        self.components_ = pca.components_.astype(np.float32)
+        std = np.sqrt(np.maximum(pca.explained_variance_, 1e-12))
+        self.scale_ = (std if self.whiten else np.ones_like(std)).astype(np.float32)
+        self.explained_variance_ratio_ = pca.explained_variance_ratio_
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "components_"):
+            raise RuntimeError("PCABaseline is not fitted: call fit(images) or load() first")
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of the sections it was fitted on."""
+        self._check_fitted()
+        return self.image_shape_  # type: ignore[return-value]
+
+    def encode(self, images: ArrayLike) -> NDArray[np.float32]:
+        """Latent codes ``(N, L)`` of pre-processed sections ``(N, H, W)``."""
+        self._check_fitted()
+        arr = np.asarray(images, dtype=np.float32)
+        flat = arr.reshape(len(arr), -1) - self.mean_  # (N, H·W)
+        if flat.shape[1] != self.mean_.size:
+            raise ValueError(
+                f"sections of shape {arr.shape[1:]!r} do not match the fitted {self.image_shape_!r}"
+            )
+        return (flat @ self.components_.T) / self.scale_  # (N, L)
+
+    def decode(self, z: ArrayLike) -> NDArray[np.float32]:
+        """Sections ``(N, H, W)`` of latent codes ``z`` ``(N, L)`` (not clipped)."""
+        self._check_fitted()
+        z = np.atleast_2d(np.asarray(z, dtype=np.float32))
+        flat = (z * self.scale_) @ self.components_ + self.mean_  # (N, H·W)
+        return flat.reshape(len(z), *self.image_shape_)
+
+    def save(self, path: str | os.PathLike[str], *, meta: dict[str, Any] | None = None) -> Any:
+        """Write the fitted baseline as a safetensors model file (kind ``"PCABaseline"``)."""
+        self._check_fitted()
+        w = _PCAWeights(self.mean_.size, self.latent_dim)
+        w.mean.copy_(torch.from_numpy(self.mean_))
+        w.components.copy_(torch.from_numpy(self.components_))
+        w.scale.copy_(torch.from_numpy(self.scale_))
+        config = {
+            "latent_dim": self.latent_dim,
+            "whiten": self.whiten,
+            "seed": self.seed,
+            "image_shape": list(self.image_shape_),
+        }
+        return save_checkpoint(path, w, kind=PCA_KIND, config=config, meta=meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> tuple[PCABaseline, dict[str, Any]]:
+        """Read a baseline written by :meth:`save`; returns ``(baseline, meta)``."""
+        header = read_header(path)
+        if header["kind"] != PCA_KIND:
+            raise ModelFileError(
+                f"{str(path)!r} holds a {header['kind']!r}, expected a {PCA_KIND!r}"
+            )
+        cfg = header["config"]
+        try:
+            shape = tuple(int(s) for s in cfg["image_shape"])
+            self = cls(cfg["latent_dim"], whiten=cfg["whiten"], seed=cfg["seed"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelFileError(f"{str(path)!r} has an invalid PCA config: {err}") from None
+        w = _PCAWeights(int(np.prod(shape)), self.latent_dim)
+        load_checkpoint(path, w, kind=PCA_KIND)
+        self.image_shape_ = shape
+        self.mean_ = w.mean.numpy().copy()
+        self.components_ = w.components.numpy().copy()
+        self.scale_ = w.scale.numpy().copy()
+        return self, header["meta"]

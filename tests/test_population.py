@@ -1,0 +1,154 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_brainfeatures._progress import run
+from napari_brainfeatures.models.checkpoint import ModelFileError, save_checkpoint
+from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+from napari_brainfeatures.models.vae import VAEConfig, load_vae
+from napari_brainfeatures.population import PCABaseline, check_rois, preprocess
+from napari_brainfeatures.vae_training import fit_pca, load_latent_model, train_vae
+
+TINY = {"image_shape": (32, 48), "n_down": 3, "channels": 8, "fc": (32, 32), "latent_dim": 3}
+
+
+def toy_sections(n=24, shape=(32, 48), seed=0):
+    """Blobs whose brightness and position vary: a stand-in population."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    out = []
+    for _ in range(n):
+        cy, cx = shape[0] / 2 + rng.normal(0, 2), shape[1] / 2 + rng.normal(0, 3)
+        blob = np.exp(-(((yy - cy) / 8) ** 2 + ((xx - cx) / 12) ** 2))
+        out.append(rng.uniform(50, 150) * (0.2 + blob) + rng.normal(0, 2, shape))
+    return np.clip(np.stack(out), 0, None).astype(np.float32)
+
+
+def test_preprocess_equalises_brightness_and_clips():
+    imgs = toy_sections(6)
+    imgs[2, 5, 5] = 1e6  # leakage spike
+    scaled, info = preprocess(imgs)
+    assert scaled.dtype == np.float32 and scaled.shape == imgs.shape
+    assert scaled.min() >= 0 and scaled.max() <= 1
+    assert scaled[2, 5, 5] == pytest.approx(1.0)  # clipped at 3.8x the mean
+    # all but the spiked section have the same mean brightness after scaling
+    means = scaled.reshape(6, -1).mean(1)
+    keep = [0, 1, 3, 4, 5]
+    assert np.allclose(means[keep], 1 / 3.8, rtol=1e-4)
+    assert info["clip"] == 3.8 and info["mean"] > 0
+    again, info2 = preprocess(imgs, mean=info["mean"])
+    assert info2 == info and np.array_equal(again, scaled)
+
+
+def test_preprocess_validation():
+    with pytest.raises(ValueError, match="mixes section sizes"):
+        preprocess([np.ones((4, 5)), np.ones((4, 6))])
+    with pytest.raises(ValueError, match="empty"):
+        preprocess([])
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        preprocess(np.ones((2, 3, 4, 5)))
+    with pytest.raises(ValueError, match="NaN"):
+        preprocess(np.full((2, 4, 4), np.nan))
+    with pytest.raises(ValueError, match="blank"):
+        preprocess(np.zeros((2, 4, 4)))
+    with pytest.raises(ValueError, match="clip"):
+        preprocess(np.ones((2, 4, 4)), clip=0)
+
+
+def test_check_rois():
+    with pytest.raises(ValueError, match="does not match"):
+        check_rois(np.zeros((4, 4), np.uint8), (4, 5))
+    with pytest.raises(ValueError, match="integer"):
+        check_rois(np.zeros((4, 5)), (4, 5))
+    assert check_rois(np.zeros((4, 5), np.uint8), (4, 5)).shape == (4, 5)
+
+
+def test_pca_baseline_round_trip(tmp_path):
+    scaled, _ = preprocess(toy_sections(20))
+    pca = PCABaseline(3).fit(scaled)
+    z = pca.encode(scaled)
+    assert z.shape == (20, 3)
+    assert np.allclose(z.std(0, ddof=1), 1, atol=1e-3)  # whitened
+    err = np.abs(pca.decode(z) - scaled).mean()
+    assert err < np.abs(scaled - scaled.mean(0)).mean()  # better than the mean image
+    path = pca.save(tmp_path / "pca", meta={"k": 1})
+    back, meta = PCABaseline.load(path)
+    assert meta == {"k": 1}
+    assert np.allclose(back.decode(z), pca.decode(z), atol=1e-6)
+    with pytest.raises(ValueError, match="more than 3"):
+        PCABaseline(3).fit(scaled[:3])
+    with pytest.raises(ValueError, match="1..64"):
+        PCABaseline(0)
+
+
+def test_train_vae_progress_checkpoint_and_best(tmp_path):
+    imgs = toy_sections(24)
+    path = tmp_path / "vae.safetensors"
+    records = []
+    gen = train_vae(
+        imgs,
+        config=VAEConfig(**TINY),
+        epochs=3,
+        batch_size=8,
+        seed=0,
+        checkpoint_path=path,
+        roi_names=["a"],
+    )
+    result = run(gen, records.append)
+    epoch_recs = [r for r in records if r.values]
+    assert len(epoch_recs) == 3
+    assert set(epoch_recs[0].values) == {"loss", "recon", "kl", "val_loss", "val_recon", "val_kl"}
+    assert records[-1].step == records[-1].total
+    hist = result.history
+    assert hist[-1]["loss"] < hist[0]["loss"]  # it learns
+    best = min(h["val_loss"] for h in hist)
+    assert result.meta["training"]["best_val_loss"] == pytest.approx(best)
+    model, meta = load_vae(path)
+    assert meta["roi_names"] == ["a"] and meta["preprocessing"]["clip"] == 3.8
+    assert meta["model_type"] == "beta-vae"
+    x = torch.rand(2, 1, 32, 48)
+    with torch.no_grad():
+        assert torch.allclose(model.encode(x)[0], result.model.cpu().encode(x)[0])
+
+
+def test_train_vae_is_seeded_and_cancel_keeps_best(tmp_path):
+    imgs = toy_sections(12)
+    cfg = VAEConfig(**TINY, beta=1.0)
+    a = run(train_vae(imgs, config=cfg, epochs=1, batch_size=4, seed=3))
+    b = run(train_vae(imgs, config=cfg, epochs=1, batch_size=4, seed=3))
+    assert a.history == b.history
+    assert a.meta["model_type"] == "vae"
+    path = tmp_path / "m.safetensors"
+    gen = train_vae(imgs, config=cfg, epochs=5, batch_size=4, seed=3, checkpoint_path=path)
+    for rec in gen:
+        if rec.values:  # cancel after the first epoch, as the widget's Cancel does
+            gen.close()
+            break
+    _, meta = load_vae(path)
+    assert meta["training"]["epochs_run"] == 1
+
+
+def test_train_vae_validation():
+    imgs = toy_sections(6)
+    with pytest.raises(ValueError, match="does not match"):
+        run(train_vae(imgs, config=VAEConfig(**{**TINY, "image_shape": (64, 64)}), epochs=1))
+    with pytest.raises(ValueError, match="at least 2"):
+        run(train_vae(imgs[:1], config=VAEConfig(**TINY), epochs=1))
+    with pytest.raises(ValueError, match="epochs"):
+        run(train_vae(imgs, config=VAEConfig(**TINY), epochs=0))
+    with pytest.warns(UserWarning, match="batch_size 64 is larger"):
+        result = run(train_vae(imgs, config=VAEConfig(**TINY), epochs=1))
+    assert result.meta["training"]["batch_size"] == 5
+
+
+def test_load_latent_model_dispatch(tmp_path):
+    imgs = toy_sections(12)
+    pca, meta = fit_pca(imgs, latent_dim=2)
+    p = pca.save(tmp_path / "pca", meta=meta)
+    model, meta2 = load_latent_model(p)
+    assert isinstance(model, PCABaseline) and meta2["model_type"] == "pca"
+    cnn = save_checkpoint(
+        tmp_path / "cnn", BrainAreaCNN(), kind="BrainAreaCNN", config=CNNConfig().to_dict()
+    )
+    with pytest.raises(ModelFileError, match="latent model"):
+        load_latent_model(cnn)
