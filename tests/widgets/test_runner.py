@@ -1,0 +1,57 @@
+import time
+
+from napari_brainfeatures._progress import Progress
+from napari_brainfeatures._widgets._runner import TaskRunner
+
+
+def _slow(n, record):
+    try:
+        for i in range(n):
+            time.sleep(0.02)
+            yield Progress(i + 1, n, f"step {i + 1}", {"loss": 1.0 / (i + 1)})
+        return "finished"
+    finally:
+        record.append("closed")
+
+
+def test_progress_result_and_values(qtbot):
+    runner = TaskRunner()
+    seen, results, record = [], [], []
+    runner.start(_slow(5, record), name="job", on_progress=seen.append, on_done=results.append)
+    qtbot.waitUntil(lambda: not runner.running, timeout=5000)
+    assert results == ["finished"] and [r.step for r in seen] == [1, 2, 3, 4, 5]
+    assert runner.progress.value == runner.progress.max == 5
+    assert runner.status.value == "job: done"
+
+
+def test_cancel_stops_and_closes_the_generator(qtbot):
+    runner = TaskRunner()
+    results, record = [], []
+    runner.start(_slow(10_000, record), name="job", on_done=results.append)
+    qtbot.waitUntil(lambda: runner.progress.value >= 2, timeout=5000)
+    assert runner.cancel_button.enabled
+    runner.cancel_button.clicked.emit()
+    qtbot.waitUntil(lambda: not runner.running, timeout=5000)
+    assert results == [] and runner.status.value == "job: cancelled"
+    qtbot.waitUntil(lambda: record == ["closed"], timeout=5000)
+
+
+def test_second_start_is_refused_while_running(qtbot):
+    runner = TaskRunner()
+    record = []
+    runner.start(_slow(10_000, record), name="a")
+    other = []
+    assert runner.start(_slow(3, other), name="b") is None
+    runner.cancel()
+    qtbot.waitUntil(lambda: not runner.running, timeout=5000)
+
+
+def test_error_becomes_status_not_crash(qtbot):
+    def bad():
+        yield Progress(0, 1)
+        raise ValueError("bad input: got 'x'")
+
+    runner = TaskRunner()
+    runner.start(bad(), name="job")
+    qtbot.waitUntil(lambda: not runner.running, timeout=5000)
+    assert isinstance(runner.last_error, ValueError) and runner.status.value == "job: failed"
