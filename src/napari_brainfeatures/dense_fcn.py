@@ -197,8 +197,9 @@ class DenseCNN:
             for r0 in range(0, my, rows):
                 r1 = min(my, r0 + rows)
                 xin = fx[:, :, r0 * self.q : (r1 - 1) * self.q + self.final]
-                h = F.conv2d(xin, self.fc1_w.to(x.dtype), self.model.fcs[0].bias.to(x.dtype),
-                             stride=self.q)  # (n, fc0, r1-r0, mx)
+                h = F.conv2d(
+                    xin, self.fc1_w.to(x.dtype), self.model.fcs[0].bias.to(x.dtype), stride=self.q
+                )  # (n, fc0, r1-r0, mx)
                 for k, v in _head(self.model, h, which).items():
                     row_parts.setdefault(k, []).append(v)
             for k, v in row_parts.items():
