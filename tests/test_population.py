@@ -6,7 +6,7 @@ from napari_brainfeatures._progress import run
 from napari_brainfeatures.models.checkpoint import ModelFileError, save_checkpoint
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 from napari_brainfeatures.models.vae import VAEConfig, load_vae
-from napari_brainfeatures.population import PCABaseline, check_rois, preprocess
+from napari_brainfeatures.population import PCABaseline, check_rois, preprocess, read_population
 from napari_brainfeatures.vae_training import fit_pca, load_latent_model, train_vae
 
 TINY = {"image_shape": (32, 48), "n_down": 3, "channels": 8, "fc": (32, 32), "latent_dim": 3}
@@ -152,3 +152,75 @@ def test_load_latent_model_dispatch(tmp_path):
     )
     with pytest.raises(ModelFileError, match="latent model"):
         load_latent_model(cnn)
+
+
+def write_population(path, n=16, seed=0):
+    import zarr
+
+    imgs = toy_sections(n, seed=seed)
+    rng = np.random.default_rng(seed)
+    g = zarr.open_group(str(path), mode="w")
+    g.create_array("images", data=imgs)
+    g.create_array("clean", data=imgs)
+    rois = np.zeros(imgs.shape[1:], np.uint8)
+    rois[4:14, 4:20] = 1
+    rois[18:28, 26:44] = 2
+    g.create_array("rois", data=rois)
+    g.create_array("factors", data=rng.normal(size=(n, 2)).astype(np.float32))
+    g.create_array("artifact", data=(np.arange(n) % 4).astype(np.uint8))
+    g.attrs["roi_names"] = ["A", "B"]
+    return path
+
+
+def test_read_population(tmp_path):
+    pop = read_population(write_population(tmp_path / "pop.zarr"))
+    assert pop["images"].shape == (16, 32, 48) and pop["roi_names"] == ["A", "B"]
+    assert pop["factor_names"] == ["factor 0", "factor 1"]
+    with pytest.raises(FileNotFoundError):
+        read_population(tmp_path / "nope.zarr")
+    import zarr
+
+    zarr.open_group(str(tmp_path / "empty.zarr"), mode="w")
+    with pytest.raises(ValueError, match="no 'images'"):
+        read_population(tmp_path / "empty.zarr")
+
+
+@pytest.mark.parametrize("kind", ["pca", "vae"])
+def test_cli_train_and_latent(tmp_path, kind, capsys):
+    import json
+
+    from napari_brainfeatures import cli
+
+    pop = write_population(tmp_path / "pop.zarr")
+    model = tmp_path / "m.safetensors"
+    args = ["train-vae", str(pop), "--out", str(model), "--model", kind, "--latent", "2"]
+    small = ["--n-down", "3", "--channels", "4", "--epochs", "1", "--batch-size", "4"]
+    assert cli.main([*args, *small]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == kind
+    out = tmp_path / "out"
+    argv = ["latent", str(model), str(pop), "--out", str(out), "--step", "1", "--n-images", "8"]
+    assert cli.main(argv) == 0
+    report = json.loads((out / "latent.json").read_text())
+    assert {"traversal", "projective", "receptive", "quality"} <= set(report)
+    assert np.shape(report["receptive"]["impact"]) == (2, 2)
+    assert report["receptive"]["roi_names"] == ["A", "B"]
+    assert 0 < report["quality"]["cwssim_artifact"] <= 1
+    for f in ["traversal.png", "projective_0.png", "projective_1.png", "impact.png"]:
+        assert (out / f).stat().st_size > 0
+    assert (
+        cli.main(
+            [
+                "latent",
+                str(model),
+                str(pop),
+                "--out",
+                str(out),
+                "--section",
+                "99",
+                "--what",
+                "traversal",
+            ]
+        )
+        == 2
+    )
+    assert "--section" in capsys.readouterr().err

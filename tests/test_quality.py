@@ -54,7 +54,8 @@ def test_cw_ssim_batched_and_validation():
     with pytest.raises(ValueError, match="same shape"):
         cw_ssim(a[0], a[0][:, :10])
     with pytest.raises(ValueError, match="too small"):
-        cw_ssim(np.ones((16, 16)), np.ones((16, 16)))
+        cw_ssim(np.ones((16, 16)), np.ones((16, 16)), n_scales=4)
+    assert cw_ssim(a[0][:16, :16], a[0][:16, :16]) == pytest.approx(1)  # fewer scales
 
 
 def test_frechet_distance_closed_form():

@@ -32,7 +32,14 @@ from napari_brainfeatures.models.checkpoint import (
     save_checkpoint,
 )
 
-__all__ = ["as_stack", "check_rois", "preprocess", "PCABaseline", "PCA_KIND"]
+__all__ = [
+    "as_stack",
+    "check_rois",
+    "preprocess",
+    "read_population",
+    "PCABaseline",
+    "PCA_KIND",
+]
 
 PCA_KIND = "PCABaseline"
 
@@ -88,6 +95,49 @@ def check_rois(rois: ArrayLike, image_shape: tuple[int, ...]) -> NDArray[np.inte
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"ROI map must hold integer label ids, got dtype {arr.dtype!r}")
     return arr
+
+
+def read_population(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a population zarr group (as written by ``brainfeatures sample population``).
+
+    Returns
+    -------
+    dict
+        ``images`` (N, H, W) (required); when present ``clean`` (N, H, W),
+        ``rois`` (H, W), ``factors`` (N, F), ``artifact`` (N,), all numpy;
+        ``roi_names`` and ``factor_names`` lists from the group attributes
+        (default: ``"ROI <id>"`` / ``"factor <i>"``).
+    """
+    import zarr
+
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"population store {p!r} does not exist")
+    try:
+        group = zarr.open_group(p, mode="r")
+    except Exception as err:  # zarr raises several types for a non-group path
+        raise ValueError(f"{p!r} is not a zarr group of a population: {err}") from None
+    names = set(group.array_keys())
+    if "images" not in names:
+        raise ValueError(
+            f"{p!r} has no 'images' array (found {sorted(names)!r}); write one with "
+            "'brainfeatures sample population'"
+        )
+    out: dict[str, Any] = {"images": as_stack(group["images"][...])}
+    shape = out["images"].shape
+    for key in ("clean", "rois", "factors", "artifact"):
+        if key in names:
+            out[key] = np.asarray(group[key][...])
+    if "clean" in out and out["clean"].shape != shape:
+        raise ValueError(f"'clean' {out['clean'].shape!r} does not match 'images' {shape!r}")
+    if "rois" in out:
+        check_rois(out["rois"], shape[1:])
+    attrs = dict(group.attrs)
+    ids = sorted(int(i) for i in np.unique(out["rois"]) if i) if "rois" in out else []
+    out["roi_names"] = list(attrs.get("roi_names") or [f"ROI {i}" for i in ids])
+    n_f = out["factors"].shape[1] if "factors" in out and out["factors"].ndim == 2 else 0
+    out["factor_names"] = list(attrs.get("factor_names") or [f"factor {i}" for i in range(n_f)])
+    return out
 
 
 def preprocess(

@@ -63,7 +63,7 @@ def cw_ssim(
     x: ArrayLike,
     y: ArrayLike,
     *,
-    n_scales: int = 4,
+    n_scales: int | None = None,
     n_orient: int = 4,
     window: int = 7,
     k: float = 1e-3,
@@ -74,9 +74,11 @@ def cw_ssim(
     ----------
     x, y : array (H, W) or (N, H, W)
         Images on the same scale (e.g. pre-processed sections in [0, 1]).
-    n_scales, n_orient : int
-        Pyramid scales (default 4) and orientations (default 4).  Images need
-        at least ``8 · 2**(n_scales − 1)`` pixels per side.
+    n_scales : int, optional
+        Pyramid scales; images need at least ``8 · 2**(n_scales − 1)`` pixels
+        per side.  Default: 4, or fewer for small images.
+    n_orient : int
+        Orientations; default 4.
     window : int
         Side of the local window in coefficients; default 7 (Sampat et al.).
         Our subbands are not decimated, so at scale s the window spans
@@ -98,6 +100,8 @@ def cw_ssim(
         a, b = a[None], b[None]
     if a.ndim != 3:
         raise ValueError(f"expected (H, W) or (N, H, W) images, got shape {a.shape!r}")
+    if n_scales is None:
+        n_scales = int(np.clip(np.floor(np.log2(min(a.shape[1:]) / 8)) + 1, 1, 4))
     need = 8 * 2 ** (n_scales - 1)
     if min(a.shape[1:]) < need:
         raise ValueError(

@@ -1,0 +1,242 @@
+"""``brainfeatures train-vae`` and ``brainfeatures latent``.
+
+``train-vae POP.zarr --out MODEL.safetensors`` trains a β-VAE, a vanilla VAE
+or the PCA baseline on a population store.  ``latent MODEL POP.zarr --out DIR``
+writes traversals, projective fields, the receptive-field impact matrix and
+quality metrics as PNG pictures plus one ``latent.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures._progress import run as run_gen
+
+WHAT = ("traversal", "projective", "receptive", "quality")
+
+
+def register(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "train-vae":
+        parser.add_argument("population", help="population zarr group (arrays images, rois, ...)")
+        parser.add_argument("--out", required=True, help="model file to write (.safetensors)")
+        parser.add_argument("--model", choices=("beta-vae", "vae", "pca"), default="beta-vae")
+        parser.add_argument("--latent", type=int, default=8, help="latent size L (default 8)")
+        parser.add_argument("--beta", type=float, default=3.0, help="KL weight (beta-vae only)")
+        parser.add_argument("--epochs", type=int, default=10)
+        parser.add_argument(
+            "--n-down", type=int, default=6, help="stride-2 convolutions (6: the authors')"
+        )
+        parser.add_argument("--channels", type=int, default=32, help="conv channels (32)")
+        parser.add_argument("--batch-size", type=int, default=64)
+        parser.add_argument("--lr", type=float, default=2e-4)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if present)")
+        parser.add_argument("--clean", action="store_true", help="train on 'clean', not 'images'")
+        return
+    parser.add_argument("model", help="model file written by train-vae")
+    parser.add_argument("population", help="population zarr group")
+    parser.add_argument("--out", required=True, help="folder for PNG pictures and latent.json")
+    parser.add_argument("--what", nargs="+", choices=WHAT, default=list(WHAT))
+    parser.add_argument("--section", type=int, default=0, help="section for the traversal")
+    parser.add_argument("--c-max", type=float, default=7.0, help="half-range of latent sweeps")
+    parser.add_argument("--step", type=float, default=None, help="projective step (0.05 on CPU)")
+    parser.add_argument("--n-images", type=int, default=832, help="sections for receptive fields")
+    parser.add_argument("--device", default="cpu")
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    from napari_brainfeatures.population import read_population
+
+    pop = read_population(args.population)
+    printer = progress_printer if args.verbose else None
+    if name == "train-vae":
+        return _train(args, pop, printer)
+    return _latent(args, pop, printer)
+
+
+def _train(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
+    from napari_brainfeatures.models.vae import VAEConfig
+    from napari_brainfeatures.vae_training import fit_pca, train_vae
+
+    key = "clean" if args.clean else "images"
+    if key not in pop:
+        raise ValueError(f"{args.population!r} has no {key!r} array")
+    images = pop[key]
+    if args.model == "pca":
+        pca, meta = fit_pca(
+            images, latent_dim=args.latent, seed=args.seed, roi_names=pop["roi_names"]
+        )
+        path = pca.save(args.out, meta=meta)
+        summary: dict[str, Any] = {"model": "pca", "path": str(path)}
+        summary["explained_variance"] = float(sum(meta["explained_variance_ratio"]))
+    else:
+        beta = 1.0 if args.model == "vae" else args.beta
+        cfg = VAEConfig(
+            latent_dim=args.latent,
+            beta=beta,
+            image_shape=images.shape[1:],
+            n_down=args.n_down,
+            channels=args.channels,
+        )
+        result = run_gen(
+            train_vae(
+                images,
+                config=cfg,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                seed=args.seed,
+                device=args.device,
+                checkpoint_path=args.out,
+                roi_names=pop["roi_names"],
+            ),
+            printer,
+        )
+        tr = result.meta["training"]
+        summary = {"model": args.model, "path": str(result.path), "beta": beta}
+        summary |= {k: tr[k] for k in ("best_epoch", "best_val_loss", "wall_s", "device")}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _latent(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
+    from napari_brainfeatures.population import preprocess
+    from napari_brainfeatures.vae_training import load_latent_model
+
+    model, meta = load_latent_model(args.model, device=args.device)
+    pre = meta.get("preprocessing", {})
+    kw = {"mean": pre.get("mean"), "clip": pre.get("clip", 3.8)}
+    images, _ = preprocess(pop["images"], **kw)
+    clean = preprocess(pop["clean"], **kw)[0] if "clean" in pop else images
+    if images.shape[1:] != tuple(model.image_shape):
+        raise ValueError(
+            f"population sections {images.shape[1:]!r} do not match the model's "
+            f"{tuple(model.image_shape)!r}"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"model": str(args.model), "model_type": meta.get("model_type")}
+    codes = model.encode(clean)  # (N, L)
+    report["latent_mean"] = codes.mean(0).tolist()
+    report["latent_std"] = codes.std(0).tolist()
+    if "traversal" in args.what:
+        report["traversal"] = _traversal(model, images, args, out)
+    if "projective" in args.what:
+        report["projective"] = _projective(model, codes.mean(0), args, out, printer)
+    if "receptive" in args.what:
+        report["receptive"] = _receptive(model, clean, pop, args, out, printer)
+    if "quality" in args.what:
+        report["quality"] = _quality(model, images, clean, pop, codes)
+    (out / "latent.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k in ("model", "receptive", "quality")}))
+    return 0
+
+
+def _save_png(path: Path, img: np.ndarray, **kw: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    plt.imsave(path, img, **kw)
+
+
+def _traversal(model: Any, images: np.ndarray, args: argparse.Namespace, out: Path) -> dict:
+    from napari_brainfeatures.latent import traverse
+
+    if not 0 <= args.section < len(images):
+        raise ValueError(f"--section must be in 0..{len(images) - 1}, got {args.section}")
+    z0 = model.encode(images[args.section : args.section + 1])[0]
+    values = np.linspace(-args.c_max / 2, args.c_max / 2, 7)
+    rows = [np.concatenate(list(traverse(model, z0, k, values)), axis=1) for k in range(len(z0))]
+    _save_png(out / "traversal.png", np.clip(np.concatenate(rows, axis=0), 0, 1), cmap="magma")
+    return {"file": "traversal.png", "section": args.section, "values": values.tolist()}
+
+
+def _projective(model: Any, z0: np.ndarray, args: Any, out: Path, printer: Any) -> dict:
+    from napari_brainfeatures._progress import Progress
+    from napari_brainfeatures.latent import default_step, projective_field, projective_rgb
+
+    step = args.step or default_step(model)
+    files = []
+    for k in range(len(z0)):
+        field = projective_field(model, z0, k, c_max=args.c_max, step=step)
+        files.append(f"projective_{k}.png")
+        _save_png(out / files[-1], projective_rgb(field))
+        if printer:
+            printer(Progress(k + 1, len(z0), f"projective field {k}"))
+    return {"files": files, "step": step, "c_max": args.c_max, "z0": z0.tolist()}
+
+
+def _receptive(model: Any, clean: np.ndarray, pop: dict, args: Any, out: Path, printer: Any):
+    from napari_brainfeatures.latent import (
+        disentanglement_score,
+        impact_covariance,
+        receptive_fields,
+    )
+
+    if "rois" not in pop:
+        raise ValueError(f"{args.population!r} has no 'rois' array for receptive fields")
+    ids = sorted(int(i) for i in np.unique(pop["rois"]) if i)
+    names = pop["roi_names"] if len(pop["roi_names"]) == len(ids) else None
+    rf = run_gen(
+        receptive_fields(
+            model, clean, pop["rois"], roi_ids=ids, roi_names=names, n_images=args.n_images
+        ),
+        printer,
+    )
+    _impact_png(out / "impact.png", rf.impact, rf.roi_names)
+    return {
+        "file": "impact.png",
+        "roi_names": rf.roi_names,
+        "impact": rf.impact.tolist(),
+        "covariance": impact_covariance(rf.impact).tolist(),
+        "disentanglement": disentanglement_score(rf.impact),
+        "disentanglement_centered": disentanglement_score(rf.impact, centered=True),
+        "n_images": rf.n_images,
+    }
+
+
+def _impact_png(path: Path, impact: np.ndarray, names: list[str]) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1 + 0.6 * impact.shape[1], 1 + 0.45 * len(names)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(impact, cmap="viridis")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xticks(range(impact.shape[1]), [f"z{k}" for k in range(impact.shape[1])])
+    ax.set_title("ROI impact (KL)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _quality(model: Any, images: np.ndarray, clean: np.ndarray, pop: dict, codes: Any) -> dict:
+    from napari_brainfeatures.latent import factor_alignment
+    from napari_brainfeatures.quality import cw_ssim, pca_frechet_distance
+
+    recon = np.clip(model.decode(model.encode(images)), 0, 1)  # (N, H, W)
+    q: dict[str, Any] = {"cwssim_recon_vs_clean": float(np.mean(cw_ssim(recon, clean)))}
+    art = pop.get("artifact")
+    if art is not None and np.any(art > 0):
+        sel = np.asarray(art) > 0
+        q["cwssim_artifact"] = float(np.mean(cw_ssim(recon[sel], clean[sel])))
+        q["cwssim_artifact_input"] = float(np.mean(cw_ssim(images[sel], clean[sel])))
+    q["pca_fd_recon"] = pca_frechet_distance(clean, recon)
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(min(len(clean), 256), codes.shape[1])).astype(np.float32)
+    q["pca_fd_samples"] = pca_frechet_distance(clean, np.clip(model.decode(z), 0, 1))
+    if "factors" in pop:
+        fa = factor_alignment(codes, pop["factors"], factor_names=pop["factor_names"])
+        q["factor_alignment"] = fa["score"]
+        q["factor_alignment_gap"] = fa["gap"]
+        q["best_latent"] = fa["best_latent"]
+    return q
