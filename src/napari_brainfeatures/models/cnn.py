@@ -8,18 +8,45 @@ By default the convolutions have **no padding**, so a dense (fully
 convolutional) evaluation reproduces per-patch evaluation exactly; the
 authors' variant (paddings 1, 1, 0, 0; 3-channel input) is available through
 :meth:`CNNConfig.authors`.
+
+:func:`save_cnn` / :func:`load_cnn` write and read self-describing model files
+(safetensors weights; config, class table, patch size, normalisation and
+training record as JSON); :func:`to_input` turns raw patches into the network's
+input (scaled to [0, 1], grey repeated for 3-channel models).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CNNConfig", "BrainAreaCNN"]
+from napari_brainfeatures.classes import ClassTable
+from napari_brainfeatures.models.checkpoint import (
+    ModelFileError,
+    load_checkpoint,
+    read_header,
+    save_checkpoint,
+)
+
+__all__ = [
+    "KIND",
+    "CNNConfig",
+    "BrainAreaCNN",
+    "ModelMismatchError",
+    "input_scale_for",
+    "to_input",
+    "save_cnn",
+    "load_cnn",
+]
+
+KIND = "BrainAreaCNN"
 
 
 @dataclass
@@ -140,7 +167,9 @@ class BrainAreaCNN(nn.Module):
             c_in = c_out
         self.convs = nn.ModuleList(convs)
         sizes = (config.flat_size, *config.fc)
-        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.fcs = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
         self.head = nn.Linear(config.fc[-1], config.n_classes)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -170,3 +199,182 @@ class BrainAreaCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, n_classes)``."""
         return self.head(self.dropout(self.features(x, relu=True)))
+
+
+# -- input normalisation --------------------------------------------------------
+def input_scale_for(dtype: Any) -> tuple[float, str]:
+    """Scale factor to [0, 1] for an image dtype and its description.
+
+    Integer images are divided by their dtype's maximum (``"uint8/255"`` for
+    micro-CT bytes); float images are taken as already in [0, 1].
+    """
+    dt = np.dtype(dtype)
+    if dt.kind in "ui":
+        top = int(np.iinfo(dt).max)
+        return 1.0 / top, f"{dt.name}/{top}"
+    if dt.kind == "f":
+        return 1.0, "float (as is, expected in [0, 1])"
+    raise ValueError(f"patches must be integer or float images, got dtype {dt!r}")
+
+
+def to_input(
+    patches: np.ndarray | torch.Tensor,
+    *,
+    in_channels: int = 1,
+    scale: float | None = None,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Raw patches ``(B, P, P)`` -> network input ``(B, in_channels, P, P)`` float32.
+
+    Parameters
+    ----------
+    patches : array or tensor (B, P, P)
+        uint8 (divided by 255), other integer types (divided by their maximum) or
+        float (kept as is).
+    in_channels : int
+        1, or 3 for the authors' variant (the grey patch repeated).
+    scale : float, optional
+        Override the dtype's scale factor.
+    device : str or torch.device, optional
+        Where the result goes; default the input's device (CPU for numpy).
+    """
+    t = torch.as_tensor(patches)
+    if t.ndim != 3:
+        raise ValueError(f"patches must be (B, P, P), got shape {tuple(t.shape)!r}")
+    if scale is None:
+        scale = input_scale_for(str(t.dtype).removeprefix("torch."))[0]
+    if device is not None:
+        t = t.to(device, non_blocking=True)
+    x = t.to(torch.float32).mul_(scale)[:, None]  # (B, 1, P, P)
+    return x.expand(-1, in_channels, -1, -1) if in_channels > 1 else x  # (B, C, P, P)
+
+
+# -- model files --------------------------------------------------------------
+class ModelMismatchError(ModelFileError):
+    """A valid model file that was trained for other classes or another patch size."""
+
+
+def save_cnn(
+    path: str | os.PathLike[str],
+    model: BrainAreaCNN,
+    *,
+    classes: ClassTable,
+    meta: dict[str, Any] | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write ``model`` atomically with its class table and description.
+
+    Parameters
+    ----------
+    path : path-like
+        ``.safetensors`` is appended when missing.
+    model : BrainAreaCNN
+    classes : ClassTable
+        One class per output, in output order.
+    meta : dict, optional
+        Extra JSON-ready description (normalisation, voxel size, training record).
+        ``classes``, ``patch_size`` and ``kind`` are filled in here.
+    overwrite : bool
+        If False, refuse to replace an existing file.
+    """
+    if len(classes) != model.config.n_classes:
+        raise ValueError(
+            f"the class table has {len(classes)} classes but the model "
+            f"{model.config.n_classes} outputs; pass one class per output"
+        )
+    full = {"normalisation": "uint8/255", **(meta or {})}
+    full |= {"classes": classes.to_dict(), "patch_size": model.config.patch_size}
+    return save_checkpoint(
+        path, model, kind=KIND, config=model.config.to_dict(), meta=full, overwrite=overwrite
+    )
+
+
+def load_cnn(
+    path: str | os.PathLike[str],
+    *,
+    expect_classes: ClassTable | list[str] | None = None,
+    expect_patch_size: int | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[BrainAreaCNN, dict[str, Any]]:
+    """Rebuild a :class:`BrainAreaCNN` from its file; nothing in the file is executed.
+
+    Parameters
+    ----------
+    path : path-like
+        A file written by :func:`save_cnn`.
+    expect_classes : ClassTable or list of str, optional
+        Refuse a model trained for other classes (compared by id and name for
+        a table, by name for a list; order matters: it is the output order).
+    expect_patch_size : int, optional
+        Refuse a model trained on another patch size.
+    device : str or torch.device
+        Default ``"cpu"``.
+
+    Returns
+    -------
+    model, meta
+        The model in eval mode on ``device``; ``meta`` with ``classes`` as a
+        :class:`ClassTable` under ``"class_table"`` too.
+
+    Raises
+    ------
+    ModelFileError
+        Missing, truncated, pickled or foreign file, or another architecture.
+    ModelMismatchError
+        When the stated expectations are not met.
+    """
+    header = read_header(path)
+    if header["kind"] != KIND:
+        raise ModelFileError(f"{str(path)!r} holds a {header['kind']!r}, expected a {KIND!r}")
+    try:
+        config = CNNConfig.from_dict(header["config"])
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{str(path)!r} has an invalid CNN config: {err}") from None
+    meta = dict(header["meta"])
+    table = _table_from_meta(meta, config.n_classes, path)
+    _check_expectations(path, table, config.patch_size, expect_classes, expect_patch_size)
+    model = BrainAreaCNN(config)
+    load_checkpoint(path, model, kind=KIND)
+    meta["class_table"] = table
+    return model.to(device).eval(), meta
+
+
+def _table_from_meta(meta: dict[str, Any], n_classes: int, path: Any) -> ClassTable:
+    raw = meta.get("classes")
+    if raw is None:
+        return ClassTable.from_names([f"class{i + 1}" for i in range(n_classes)])
+    try:
+        table = ClassTable.from_dict(raw if isinstance(raw, dict) else {"classes": raw})
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{str(path)!r} has an invalid class table: {err}") from None
+    if len(table) != n_classes:
+        raise ModelFileError(
+            f"{str(path)!r} lists {len(table)} classes for a network with {n_classes} outputs"
+        )
+    return table
+
+
+def _check_expectations(
+    path: Any,
+    table: ClassTable,
+    patch_size: int,
+    expect_classes: ClassTable | list[str] | None,
+    expect_patch_size: int | None,
+) -> None:
+    if expect_patch_size is not None and int(expect_patch_size) != patch_size:
+        raise ModelMismatchError(
+            f"{str(path)!r} was trained on {patch_size} px patches, not {expect_patch_size} px; "
+            "retrain with this patch size or choose the matching model"
+        )
+    if expect_classes is None:
+        return
+    if isinstance(expect_classes, ClassTable):
+        want = [(c.id, c.name) for c in expect_classes]
+        have = [(c.id, c.name) for c in table]
+    else:
+        want, have = [str(n) for n in expect_classes], table.names
+    if want != have:
+        raise ModelMismatchError(
+            f"{str(path)!r} was trained for classes {have!r}, not {want!r}; "
+            "retrain for these classes or choose the matching model"
+        )

@@ -1,0 +1,398 @@
+"""Sample square patches of labelled brain areas from a volume, slice by slice.
+
+:func:`sample_patches` draws a class-balanced, seeded set of ``P x P`` patches
+from chosen z-slices of an image volume and its label volume (numpy, zarr or
+dask ``(Z, Y, X)``; only the listed slices are read).  The patch of centre
+``(y, x)`` covers rows ``y - P//2 .. y - P//2 + P - 1`` (the convention of the
+dense feature maps).  Training patches lie strictly inside one class (every
+pixel has the centre's class); validation and test patches need only their
+centre labelled.  Every patch lies fully inside the image.
+
+:func:`split_slices` gives the paper's train / validation / test sections 50 µm
+apart; :func:`sample_splits` samples all three with the paper's rules and
+checks that the slices are disjoint.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from napari_brainfeatures.classes import ClassTable, default_table
+
+__all__ = ["PatchSet", "Splits", "sample_patches", "sample_splits", "split_slices"]
+
+
+@dataclass
+class PatchSet:
+    """Patches with their labels and where they came from.
+
+    Attributes
+    ----------
+    patches : ndarray (N, P, P)
+        The image's dtype (uint8 for micro-CT).
+    labels : ndarray (N,) int64
+        Label id (class id) of each patch's centre.
+    centres : ndarray (N, 3) int64
+        ``(z, y, x)`` of each patch's centre pixel.
+    classes : ClassTable
+        The classes in output order (network output ``k`` is ``classes.ids[k]``).
+    interior : bool
+        True when every pixel of each patch has its class.
+    available : dict of int to int
+        How many distinct positions each class offered.
+    """
+
+    patches: NDArray[Any]
+    labels: NDArray[np.int64]
+    centres: NDArray[np.int64]
+    classes: ClassTable
+    interior: bool = False
+    available: dict[int, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def patch_size(self) -> int:
+        """Side P of the patches."""
+        return int(self.patches.shape[-1])
+
+    @property
+    def class_ids(self) -> list[int]:
+        """Label ids in output order."""
+        return self.classes.ids
+
+    @property
+    def slices(self) -> list[int]:
+        """The distinct z-slices the patches come from."""
+        return sorted({int(z) for z in self.centres[:, 0]})
+
+    @property
+    def counts(self) -> dict[int, int]:
+        """Patches per class id, in output order."""
+        return {i: int((self.labels == i).sum()) for i in self.class_ids}
+
+    @property
+    def targets(self) -> NDArray[np.int64]:
+        """Class index (0..K-1, output order) of each patch ``(N,)``."""
+        lut = {cid: k for k, cid in enumerate(self.class_ids)}
+        try:
+            return np.fromiter((lut[int(v)] for v in self.labels), np.int64, len(self.labels))
+        except KeyError as err:
+            raise ValueError(f"label {err} is not one of the classes {self.class_ids!r}") from None
+
+    def subset(self, index: Any) -> PatchSet:
+        """The patches selected by ``index`` (boolean mask or integer indices)."""
+        return PatchSet(
+            self.patches[index], self.labels[index], self.centres[index], self.classes,
+            self.interior, dict(self.available),
+        )
+
+
+@dataclass
+class Splits:
+    """Train, validation and test patches of :func:`sample_splits`."""
+
+    train: PatchSet
+    val: PatchSet
+    test: PatchSet
+
+    def slices(self) -> dict[str, list[int]]:
+        """The z-slices of each split."""
+        return {"train": self.train.slices, "val": self.val.slices, "test": self.test.slices}
+
+    def counts(self) -> dict[str, dict[int, int]]:
+        """Patches per class id in each split."""
+        return {"train": self.train.counts, "val": self.val.counts, "test": self.test.counts}
+
+
+def split_slices(
+    n_z: int,
+    *,
+    voxel_size: float | None = 1.17,
+    spacing_um: float = 50.0,
+    start: int | None = None,
+) -> tuple[int, int, int]:
+    """Train, validation and test z-slices ``spacing_um`` apart (the paper's rule).
+
+    Parameters
+    ----------
+    n_z : int
+        Depth of the volume.
+    voxel_size : float or None
+        z voxel size in µm; default 1.17 (the paper's), also when None.
+    spacing_um : float
+        Distance between the sections; default 50 µm, i.e. Δ = round(50 / 1.17) = 43.
+    start : int, optional
+        The training slice z0; default centres the three sections in the volume.
+
+    Returns
+    -------
+    (z0, z0 + Δ, z0 + 2Δ)
+        Δ shrinks to fit the volume when it must.
+    """
+    n_z = int(n_z)
+    if n_z < 3:
+        raise ValueError(f"train/val/test need 3 distinct slices; the volume has {n_z}")
+    voxel = float(voxel_size or 1.17)
+    if not voxel > 0 or not spacing_um > 0:
+        raise ValueError(
+            f"voxel_size and spacing_um must be positive, got {voxel!r}, {spacing_um!r}"
+        )
+    delta = max(1, round(spacing_um / voxel))
+    if start is None:
+        delta = min(delta, (n_z - 1) // 2)
+        start = (n_z - 1 - 2 * delta) // 2
+    start = int(start)
+    if not 0 <= start < n_z:
+        raise ValueError(f"start slice must be in 0..{n_z - 1}, got {start!r}")
+    delta = min(delta, (n_z - 1 - start) // 2)
+    if delta < 1:
+        raise ValueError(
+            f"no room for validation and test slices after z={start} in a volume of depth "
+            f"{n_z}; choose a training slice <= {n_z - 3}"
+        )
+    return start, start + delta, start + 2 * delta
+
+
+def _read_slice(arr: Any, z: int) -> NDArray[Any]:
+    """Read one z-slice of a numpy/zarr/dask volume (or a 2-D image when z is 0)."""
+    if arr.ndim == 2:
+        return np.asarray(arr)
+    sl = arr[int(z)]
+    return np.asarray(sl.compute() if hasattr(sl, "compute") else sl)
+
+
+def _class_table(classes: Any, present: Sequence[int]) -> ClassTable:
+    if isinstance(classes, ClassTable):
+        return classes
+    ids = sorted(int(i) for i in (present if classes is None else classes))
+    table = default_table()
+    if set(ids) <= set(table.ids):
+        return ClassTable(tuple(table.by_id(i) for i in ids))
+    generic = ClassTable.from_names([f"class{i}" for i in range(1, max(ids) + 1)])
+    return ClassTable(tuple(generic.by_id(i) for i in ids))
+
+
+def _interior_mask(mask: NDArray[np.bool_], p: int) -> NDArray[np.bool_]:
+    """Top-left corners ``(H-P+1, W-P+1)`` whose P x P window lies entirely in ``mask``."""
+    s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=s[1:, 1:])  # integral image
+    win = s[p:, p:] - s[:-p, p:] - s[p:, :-p] + s[:-p, :-p]  # (H-P+1, W-P+1)
+    return win == p * p
+
+
+def _check_inputs(image: Any, labels: Any, zs: list[int], p: int, per_class: int) -> None:
+    if tuple(image.shape) != tuple(labels.shape):
+        raise ValueError(
+            f"labels shape {tuple(labels.shape)!r} differs from image shape "
+            f"{tuple(image.shape)!r}; paint labels on the same grid as the image"
+        )
+    if image.ndim not in (2, 3):
+        raise ValueError(f"image must be (Z, Y, X) or (Y, X), got shape {tuple(image.shape)!r}")
+    h, w = image.shape[-2:]
+    if p < 2 or p > min(h, w):
+        raise ValueError(f"patch_size must be in 2..{min(h, w)} for a {h}x{w} image, got {p!r}")
+    if per_class < 1:
+        raise ValueError(f"per_class must be at least 1, got {per_class!r}")
+    n_z = 1 if image.ndim == 2 else image.shape[0]
+    bad = [z for z in zs if not 0 <= z < n_z]
+    if bad or not zs:
+        raise ValueError(f"slices must be in 0..{n_z - 1}, got {zs!r}")
+
+
+def sample_patches(
+    image: Any,
+    labels: Any,
+    *,
+    slices: int | Sequence[int],
+    patch_size: int = 128,
+    per_class: int = 2000,
+    interior: bool = True,
+    classes: ClassTable | Sequence[int] | None = None,
+    seed: int = 0,
+) -> PatchSet:
+    """Draw up to ``per_class`` patches of each class from the given z-slices.
+
+    Parameters
+    ----------
+    image : array-like (Z, Y, X) or (Y, X)
+        numpy, zarr or dask; only the listed slices are read.  Float images
+        must not contain NaN.
+    labels : array-like, same shape as ``image``
+        Integer label ids; 0 is unlabelled.
+    slices : int or sequence of int
+        The z-slices to sample from (patches of all of them are pooled).
+    patch_size : int
+        Side P of the square patches; default 128.
+    per_class : int
+        Patches wanted per class; default 2000.  A class offering fewer distinct
+        positions gives all of them, with a warning.
+    interior : bool
+        True (default, for training): every pixel of a patch has its class.
+        False (validation / test): only the centre pixel's label counts.
+    classes : ClassTable or sequence of int, optional
+        The classes to sample, in output order; default every label id found
+        on the slices (named from the paper's table when its ids fit).
+    seed : int
+        Seeds the choice of positions; same seed, same patches.
+
+    Returns
+    -------
+    PatchSet
+        Patches grouped by class in ``classes`` order, positions drawn without
+        replacement, ``available`` counts the distinct positions per class.
+
+    Raises
+    ------
+    ValueError
+        Mismatched shapes, a patch larger than the image, NaN in the image,
+        nothing painted, a single class, or a class with no valid position.
+    """
+    zs = [int(slices)] if np.isscalar(slices) else [int(z) for z in slices]  # type: ignore[arg-type]
+    if len(set(zs)) != len(zs):
+        raise ValueError(f"slices must be distinct, got {zs!r}")
+    p = int(patch_size)
+    _check_inputs(image, labels, zs, p, int(per_class))
+    lab2d = {z: _read_slice(labels, z) for z in zs}
+    if any(v.dtype.kind not in "uib" for v in lab2d.values()):
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype!r}")
+    present = sorted({int(i) for v in lab2d.values() for i in np.unique(v)} - {0})
+    if not present:
+        raise ValueError(f"no labels painted on slices {zs!r}; paint at least two classes there")
+    table = _class_table(classes, present)
+    if len(table) < 2:
+        raise ValueError(
+            f"training needs at least two classes; slices {zs!r} hold only {table.names!r}"
+        )
+    h, w = lab2d[zs[0]].shape
+    half = p // 2
+    inside = (slice(half, h - p + half + 1), slice(half, w - p + half + 1))
+    # Candidate centres per class and slice: flat indices into the (H-P+1, W-P+1) corner grid.
+    cands: dict[int, list[tuple[int, NDArray[np.int64]]]] = {c: [] for c in table.ids}
+    for z, lab in lab2d.items():
+        for c in table.ids:
+            m = lab == c
+            ok = _interior_mask(m, p) if interior else m[inside]
+            cands[c].append((z, np.flatnonzero(ok)))
+    available = {c: sum(len(f) for _, f in v) for c, v in cands.items()}
+    empty = [table.by_id(c).name for c, n in available.items() if n == 0]
+    if empty:
+        where = "entirely inside" if interior else "centred in"
+        raise ValueError(
+            f"no {p}x{p} patch fits {where} class(es) {empty!r} on slices {zs!r}; paint "
+            "larger regions, choose other slices or a smaller patch size"
+        )
+    rng = np.random.default_rng(seed)
+    imgs: dict[int, NDArray[Any]] = {}
+    out_p, out_l, out_c = [], [], []
+    for c in table.ids:
+        n_avail = available[c]
+        k = min(int(per_class), n_avail)
+        if k < per_class:
+            warnings.warn(
+                f"class {table.by_id(c).name!r} (id {c}) offers only {n_avail} "
+                f"{'interior ' if interior else ''}patch positions on slices {zs!r}; "
+                f"using {k} instead of {per_class}",
+                stacklevel=2,
+            )
+        pick = np.sort(rng.choice(n_avail, size=k, replace=False))
+        offsets = np.cumsum([0] + [len(f) for _, f in cands[c]])
+        for (z, flat), lo, hi in zip(cands[c], offsets[:-1], offsets[1:], strict=True):
+            sel = flat[pick[(pick >= lo) & (pick < hi)] - lo]
+            if not len(sel):
+                continue
+            if z not in imgs:
+                imgs[z] = _read_image_slice(image, z)
+            y0, x0 = np.divmod(sel, w - p + 1)
+            view = np.lib.stride_tricks.sliding_window_view(imgs[z], (p, p))  # (H-P+1, W-P+1, P, P)
+            out_p.append(view[y0, x0])  # (n, P, P)
+            out_l.append(np.full(len(sel), c, np.int64))
+            out_c.append(np.stack([np.full(len(sel), z), y0 + half, x0 + half], axis=1))
+    return PatchSet(
+        np.concatenate(out_p), np.concatenate(out_l), np.concatenate(out_c).astype(np.int64),
+        table, bool(interior), available,
+    )
+
+
+def _read_image_slice(image: Any, z: int) -> NDArray[Any]:
+    img = _read_slice(image, z)
+    if img.dtype.kind == "f" and np.isnan(img).any():
+        raise ValueError(f"image slice z={z} contains NaN; fill or mask them before sampling")
+    if img.dtype.kind not in "uif":
+        raise ValueError(f"image must be integer or float, got dtype {img.dtype!r}")
+    return img
+
+
+def sample_splits(
+    image: Any,
+    labels: Any,
+    *,
+    slices: tuple[int | Sequence[int], int | Sequence[int], int | Sequence[int]] | None = None,
+    voxel_size: float | None = None,
+    patch_size: int = 128,
+    per_class: int = 2000,
+    eval_per_class: int | None = None,
+    classes: ClassTable | Sequence[int] | None = None,
+    seed: int = 0,
+) -> Splits:
+    """Training (interior), validation and test (unrestricted) patches from disjoint slices.
+
+    Parameters
+    ----------
+    image, labels : array-like (Z, Y, X)
+        As for :func:`sample_patches`.
+    slices : (train, val, test), optional
+        z-slice (or slices) of each split; default :func:`split_slices` of the
+        volume's depth and ``voxel_size`` (sections 50 µm apart).
+    voxel_size : float, optional
+        z voxel size in µm for the default slices; default 1.17.
+    patch_size, per_class, seed
+        As for :func:`sample_patches`; validation and test use seeds ``seed + 1``
+        and ``seed + 2``.
+    eval_per_class : int, optional
+        Validation and test patches per class; default ``per_class // 2``
+        (the paper's 2000 / 1000).
+    classes : ClassTable or sequence of int, optional
+        Default: the label ids painted on the training slices.
+
+    Raises
+    ------
+    ValueError
+        When a slice is shared between splits, or any :func:`sample_patches` error.
+    """
+    if slices is None:
+        slices = split_slices(1 if image.ndim == 2 else image.shape[0], voxel_size=voxel_size)
+    sets = [[int(s)] if np.isscalar(s) else [int(v) for v in s] for s in slices]  # type: ignore[union-attr]
+    if len(sets) != 3:
+        raise ValueError(f"slices must be (train, val, test), got {slices!r}")
+    names = ("train", "val", "test")
+    for i in range(3):
+        for j in range(i + 1, 3):
+            shared = set(sets[i]) & set(sets[j])
+            if shared:
+                raise ValueError(
+                    f"{names[i]} and {names[j]} slices must be disjoint, "
+                    f"both use {sorted(shared)!r}"
+                )
+    n_eval = int(eval_per_class) if eval_per_class is not None else max(1, int(per_class) // 2)
+    kw: dict[str, Any] = {"patch_size": patch_size}
+    train = sample_patches(
+        image, labels, slices=sets[0], per_class=per_class, interior=True, classes=classes,
+        seed=seed, **kw,
+    )
+    val = sample_patches(
+        image, labels, slices=sets[1], per_class=n_eval, interior=False, classes=train.classes,
+        seed=seed + 1, **kw,
+    )
+    test = sample_patches(
+        image, labels, slices=sets[2], per_class=n_eval, interior=False, classes=train.classes,
+        seed=seed + 2, **kw,
+    )
+    return Splits(train, val, test)
