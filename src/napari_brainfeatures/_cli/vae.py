@@ -30,7 +30,10 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--beta", type=float, default=3.0, help="KL weight (beta-vae only)")
         parser.add_argument("--epochs", type=int, default=10)
         parser.add_argument(
-            "--n-down", type=int, default=6, help="stride-2 convolutions (6: the authors')"
+            "--n-down",
+            type=int,
+            default=None,
+            help="stride-2 convolutions (default: 6, the authors', or fewer for small sections)",
         )
         parser.add_argument("--channels", type=int, default=32, help="conv channels (32)")
         parser.add_argument("--batch-size", type=int, default=64)
@@ -77,12 +80,9 @@ def _train(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
         summary["explained_variance"] = float(sum(meta["explained_variance_ratio"]))
     else:
         beta = 1.0 if args.model == "vae" else args.beta
-        cfg = VAEConfig(
-            latent_dim=args.latent,
-            beta=beta,
-            image_shape=images.shape[1:],
-            n_down=args.n_down,
-            channels=args.channels,
+        kw = {"n_down": args.n_down} if args.n_down else {}
+        cfg = VAEConfig.for_shape(
+            images.shape[1:], latent_dim=args.latent, beta=beta, channels=args.channels, **kw
         )
         result = run_gen(
             train_vae(

@@ -94,6 +94,14 @@ class VAEConfig:
         if not self.fc:
             raise ValueError(f"fc needs at least one hidden size, got {self.fc!r}")
 
+    @classmethod
+    def for_shape(cls, image_shape: tuple[int, int], **kwargs: Any) -> VAEConfig:
+        """A config for ``image_shape`` with the most stride-2 layers (≤ 6) that fit it."""
+        n = 6
+        while n > 1 and any(s % 2**n or s // 2**n < 2 for s in image_shape):
+            n -= 1
+        return cls(image_shape=tuple(image_shape), n_down=kwargs.pop("n_down", n), **kwargs)
+
     @property
     def final_shape(self) -> tuple[int, int]:
         """(h, w) of the last feature map: after the stride-2 layers, minus 1 (stride-1 conv)."""

@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+
+from napari_brainfeatures._progress import run
+from napari_brainfeatures._widgets.vae import DECODE_LAYER, LatentWidget
+from napari_brainfeatures.models.vae import VAEConfig
+from napari_brainfeatures.vae_training import train_vae
+
+SHAPE = (32, 48)
+
+
+def population(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    out = []
+    for _ in range(n):
+        cy, cx = 16 + rng.normal(0, 2), 24 + rng.normal(0, 3)
+        blob = np.exp(-(((yy - cy) / 8) ** 2 + ((xx - cx) / 12) ** 2))
+        out.append(rng.uniform(50, 150) * (0.2 + blob))
+    return np.stack(out).astype(np.float32)
+
+
+def rois():
+    lab = np.zeros(SHAPE, np.uint8)
+    lab[4:14, 4:20] = 1
+    lab[18:28, 26:44] = 2
+    return lab
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    pop = population()
+    viewer.add_image(pop, name="population")
+    viewer.add_labels(rois(), name="rois", metadata={"roi_names": ["Ctx", "TH"]})
+    w = LatentWidget(viewer)
+    w.population.value = viewer.layers["population"]
+    w.rois.value = viewer.layers["rois"]
+    cfg = VAEConfig(image_shape=SHAPE, n_down=3, channels=4, fc=(16,), latent_dim=3)
+    path = tmp_path / "vae.safetensors"
+    run(train_vae(pop, config=cfg, epochs=1, batch_size=4, checkpoint_path=path))
+    return viewer, w, path
+
+
+def test_load_sliders_decode_and_difference(setup, qtbot):
+    viewer, w, path = setup
+    assert [name for name, _ in w._population_choices()] == ["population"]
+    w.preview_button.clicked.emit()
+    assert viewer.layers["pre-processed"].data.max() <= 1
+    w.model_path.value = path
+    w.load_button.clicked.emit()
+    assert len(w.sliders) == 3
+    layer = viewer.layers[DECODE_LAYER]
+    start = np.array(layer.data, copy=True)
+    assert start.shape == SHAPE
+    s0 = w.sliders[0]
+    s0.value = s0.max  # moving a slider decodes at once, in the GUI thread
+    moved = np.array(layer.data)
+    assert not np.allclose(moved, start)
+    assert np.allclose(moved, w.model.decode(w.z[None])[0])
+    w.difference.value = True
+    assert np.allclose(layer.data, moved - start, atol=1e-6)
+    w.difference.value = False
+    w.reset_button.clicked.emit()
+    assert w.sliders[0].value == pytest.approx(float(w.mean[0]), abs=1e-3)
+    w.random_button.clicked.emit()
+    assert all(s.min <= s.value <= s.max for s in w.sliders)
+    w.start.value = "current section"
+    viewer.dims.set_current_step(0, 5)
+    w.reset()
+    z5 = w.model.encode(w._scaled()[5][None])[0]
+    assert np.allclose(
+        w.z, np.clip(z5, [s.min for s in w.sliders], [s.max for s in w.sliders]), atol=1e-3
+    )
+
+
+def test_train_pca_projective_and_receptive(setup, qtbot, tmp_path):
+    viewer, w, _ = setup
+    w.model_type.value = "pca"
+    w.latent.value = 2
+    w.train_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running and w.model is not None, timeout=20000)
+    assert len(w.sliders) == 2 and DECODE_LAYER in viewer.layers
+    w.model_path.value = tmp_path / "pca.safetensors"
+    w.save_button.clicked.emit()
+    assert (tmp_path / "pca.safetensors").exists()
+    w.projective_button.clicked.emit()
+    qtbot.waitUntil(lambda: "projective fields" in viewer.layers, timeout=60000)
+    pf = viewer.layers["projective fields"]
+    assert pf.rgb and pf.data.shape == (2, *SHAPE, 3)
+    w.receptive_button.clicked.emit()
+    qtbot.waitUntil(lambda: "PCA" in w.scores.value, timeout=60000)
+    assert w.receptive_result.impact.shape == (2, 2)
+    assert w.receptive_result.roi_names == ["Ctx", "TH"]
+
+
+def test_train_vae_live_curves_and_bad_model_file(setup, qtbot, tmp_path):
+    viewer, w, _ = setup
+    w.latent.value = 2
+    w.epochs.value = 2
+    w.train_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
+    assert w.runner.last_error is None
+    assert len(w.history) == 2 and len(w.sliders) == 2
+    assert len(w.figure.axes) == 2  # recon and KL curves
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model")
+    w.model_path.value = bad
+    w.load()
+    assert len(w.sliders) == 2  # unchanged; the error became a notification
