@@ -1,0 +1,177 @@
+"""The patch CNN: shapes of both variants, features, and its model files."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from napari_brainfeatures.classes import ClassTable, default_table
+from napari_brainfeatures.models.checkpoint import ModelFileError, save_checkpoint
+from napari_brainfeatures.models.cnn import (
+    BrainAreaCNN,
+    CNNConfig,
+    ModelMismatchError,
+    input_scale_for,
+    load_cnn,
+    save_cnn,
+    to_input,
+)
+
+
+def test_default_network_shapes():
+    cfg = CNNConfig()
+    assert (cfg.final_size, cfg.flat_size, cfg.n_features) == (5, 3200, 64)
+    torch.manual_seed(0)
+    model = BrainAreaCNN(cfg).eval()
+    x = torch.rand(2, 1, 128, 128)
+    assert model.conv_features(x).shape == (2, 128, 5, 5)
+    assert model.fcs[0].in_features == 3200
+    assert model(x).shape == (2, 6)
+    assert model.features(x).shape == (2, 64)
+
+
+def test_authors_variant_shapes():
+    cfg = CNNConfig.authors()
+    assert (cfg.in_channels, cfg.paddings, cfg.flat_size, cfg.is_padded) == (
+        3, (1, 1, 0, 0), 4608, True
+    )
+    model = BrainAreaCNN(cfg).eval()
+    x = torch.rand(2, 3, 128, 128)
+    assert model.conv_features(x).shape == (2, 128, 6, 6)
+    assert model(x).shape == (2, 6)
+
+
+def test_features_relu_and_pre_relu():
+    torch.manual_seed(1)
+    model = BrainAreaCNN().eval()
+    x = torch.rand(4, 1, 128, 128)
+    with torch.no_grad():
+        post, pre = model.features(x, relu=True), model.features(x, relu=False)
+    assert (post >= 0).all()
+    assert (pre < 0).any()  # pre-ReLU features can be negative (the authors' choice)
+    torch.testing.assert_close(post, pre.clamp(min=0))
+
+
+def test_config_rejects_too_small_patch():
+    with pytest.raises(ValueError, match="too small"):
+        CNNConfig(patch_size=32)
+
+
+def test_to_input_scales_and_repeats():
+    raw = np.array([[[0, 255], [51, 102]]], np.uint8)  # (1, 2, 2)
+    x = to_input(raw, in_channels=3)
+    assert x.shape == (1, 3, 2, 2) and x.dtype == torch.float32
+    torch.testing.assert_close(x[0, 2], torch.tensor([[0.0, 1.0], [0.2, 0.4]]))
+    assert input_scale_for(np.uint8) == (1 / 255, "uint8/255")
+    assert input_scale_for(np.float32)[0] == 1.0
+
+
+def _small_config(**kw):
+    return CNNConfig(patch_size=32, n_classes=2, channels=(4, 8, 8), kernels=(3, 3, 3),
+                     paddings=(0, 0, 0), fc=(16, 8), **kw)
+
+
+def _two_classes():
+    return ClassTable(tuple(default_table().by_id(i) for i in (1, 3)))
+
+
+def test_model_round_trip(tmp_path):
+    torch.manual_seed(2)
+    model = BrainAreaCNN(_small_config()).eval()
+    meta = {"voxel_size_um": [1.17] * 3}
+    path = save_cnn(tmp_path / "m", model, classes=_two_classes(), meta=meta)
+    assert path.suffix == ".safetensors"
+    loaded, meta = load_cnn(path, expect_classes=_two_classes(), expect_patch_size=32)
+    assert loaded.config == model.config
+    assert meta["class_table"] == _two_classes()
+    assert meta["patch_size"] == 32 and meta["normalisation"] == "uint8/255"
+    assert meta["voxel_size_um"] == [1.17] * 3
+    x = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_save_refuses_class_count_mismatch(tmp_path):
+    with pytest.raises(ValueError, match="2 outputs"):
+        save_cnn(tmp_path / "m", BrainAreaCNN(_small_config()), classes=default_table())
+
+
+def test_save_refuses_overwrite_when_asked(tmp_path):
+    model = BrainAreaCNN(_small_config())
+    path = save_cnn(tmp_path / "m.safetensors", model, classes=_two_classes())
+    with pytest.raises(FileExistsError):
+        save_cnn(path, model, classes=_two_classes(), overwrite=False)
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    model = BrainAreaCNN(_small_config())
+    return save_cnn(tmp_path / "m.safetensors", model, classes=_two_classes())
+
+
+def test_load_refuses_other_classes(model_file):
+    with pytest.raises(ModelMismatchError, match="trained for classes"):
+        load_cnn(model_file, expect_classes=default_table())
+    with pytest.raises(ModelMismatchError, match="trained for classes"):
+        load_cnn(model_file, expect_classes=["Str", "Ctx"])  # order is the output order
+    load_cnn(model_file, expect_classes=["Ctx", "Str"])
+
+
+def test_load_refuses_other_patch_size(model_file):
+    with pytest.raises(ModelMismatchError, match="32 px patches, not 128 px"):
+        load_cnn(model_file, expect_patch_size=128)
+
+
+def test_truncated_file(model_file, tmp_path):
+    data = model_file.read_bytes()
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(data[: len(data) - 100])
+    with pytest.raises(ModelFileError, match="truncated|corrupt"):
+        load_cnn(bad)
+    bad.write_bytes(data[:20])
+    with pytest.raises(ModelFileError):
+        load_cnn(bad)
+
+
+def test_pickle_file_refused(tmp_path):
+    pt = tmp_path / "model.pt"
+    torch.save(BrainAreaCNN(_small_config()).state_dict(), pt)
+    with pytest.raises(ModelFileError, match="pickled"):
+        load_cnn(pt)
+    raw = tmp_path / "model.pkl"
+    raw.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(ModelFileError):
+        load_cnn(raw)
+
+
+def test_other_architecture_refused(tmp_path):
+    other = torch.nn.Linear(3, 2)
+    path = save_checkpoint(tmp_path / "lin", other, kind="Linear", config={})
+    with pytest.raises(ModelFileError, match="expected a 'BrainAreaCNN'"):
+        load_cnn(path)
+    # right kind, but weights of another shape than the config says
+    wrong = BrainAreaCNN(_small_config(in_channels=3))
+    path = save_checkpoint(tmp_path / "w", wrong, kind="BrainAreaCNN",
+                           config=_small_config().to_dict())
+    with pytest.raises(ModelFileError, match="does not match"):
+        load_cnn(path)
+
+
+def test_bad_config_and_missing_file(tmp_path):
+    model = BrainAreaCNN(_small_config())
+    cfg = {**_small_config().to_dict(), "bogus": 1}
+    path = save_checkpoint(tmp_path / "c", model, kind="BrainAreaCNN", config=cfg)
+    with pytest.raises(ModelFileError, match="invalid CNN config"):
+        load_cnn(path)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_cnn(tmp_path / "nope.safetensors")
+    foreign = tmp_path / "foreign.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(2)}, str(foreign), metadata={"x": json.dumps(1)})
+    with pytest.raises(ModelFileError, match="not a napari-brainfeatures model"):
+        load_cnn(foreign)
