@@ -187,7 +187,7 @@ def iter_evaluate(
             "pass the model's class table"
         )
     lut = {cid: k for k, cid in enumerate(classes.ids)}
-    unknown = sorted(set(patches.class_ids) - set(lut))
+    unknown = sorted({int(v) for v in np.unique(patches.labels)} - set(lut))
     if unknown:
         raise ValueError(f"patch labels {unknown!r} are not classes of the model {classes.ids!r}")
     y = np.array([lut[int(v)] for v in patches.labels], np.int64)

@@ -1,0 +1,134 @@
+"""CNN training: learns an easy task, checkpoints the best model, cancels cleanly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_brainfeatures._progress import run
+from napari_brainfeatures.evaluation import evaluate
+from napari_brainfeatures.models.cnn import CNNConfig, load_cnn
+from napari_brainfeatures.patches import sample_splits
+from napari_brainfeatures.training import augment_batch, make_config, train_cnn
+
+P = 32
+
+
+def textures(z: int = 5, h: int = 80, w: int = 96, seed: int = 0):
+    """Two bands of the same mean grey: smooth (id 1) and grainy (id 2)."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((z, h, w), np.uint8)
+    lab[:, :, : w // 2], lab[:, :, w // 2 :] = 1, 2
+    img = np.where(lab == 1, rng.normal(110, 8, lab.shape), rng.normal(110, 40, lab.shape))
+    return np.clip(img, 0, 255).astype(np.uint8), lab
+
+
+def small_config(**kw):
+    return CNNConfig(patch_size=P, n_classes=2, channels=(8, 16, 16), kernels=(5, 3, 3),
+                     paddings=(0, 0, 0), fc=(32, 16), **kw)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    img, lab = textures()
+    return sample_splits(img, lab, slices=(0, 2, 4), patch_size=P, per_class=60)
+
+
+KW = {"batch_size": 16, "lr": 3e-3, "device": "cpu", "num_threads": 1}
+
+
+def test_tiny_training_beats_chance(splits, tmp_path):
+    path = tmp_path / "cnn.safetensors"
+    records = []
+    result = run(
+        train_cnn(splits.train, splits.val, config=small_config(dropout=0.0), epochs=6,
+                  checkpoint_path=path, voxel_size=1.17, **KW),
+        records.append,
+    )
+    epoch_ends = [r for r in records if r.values]
+    assert [int(r.values["epoch"]) for r in epoch_ends] == list(range(1, len(epoch_ends) + 1))
+    assert set(epoch_ends[0].values) >= {"train_loss", "train_acc", "val_loss", "val_acc"}
+    assert records[-1].step == records[-1].total or result.stopped_early
+    assert result.best_val_acc == max(h["val_acc"] for h in result.history)
+    ev = evaluate(result.model, splits.test)
+    assert ev.accuracy >= 0.8, ev.to_dict()  # chance is 0.5
+    # the file holds the best model and a full description
+    model, meta = load_cnn(path, expect_classes=splits.train.classes, expect_patch_size=P)
+    assert meta["normalisation"] == "uint8/255" and meta["voxel_size_um"] == [1.17] * 3
+    tr = meta["training"]
+    assert tr["best_epoch"] == result.best_epoch and tr["seed"] == 0
+    assert tr["slices"] == {"train": [0], "val": [2]}
+    assert {"date", "package_version", "epochs", "best_val_acc"} <= set(tr)
+    x = torch.rand(4, 1, P, P)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), result.model(x))
+
+
+def test_cancel_keeps_best_model_on_disk(splits, tmp_path):
+    path = tmp_path / "cnn.safetensors"
+    gen = train_cnn(splits.train, splits.val, config=small_config(), epochs=50,
+                    checkpoint_path=path, **KW)
+    threads = torch.get_num_threads()
+    for rec in gen:
+        if rec.values.get("epoch") == 2:
+            break
+    gen.close()  # what the widget's Cancel does
+    _, meta = load_cnn(path)
+    assert meta["training"]["epochs_run"] in (1, 2)
+    assert torch.get_num_threads() == threads
+
+
+def test_same_seed_same_history(splits):
+    def hist(seed):
+        res = run(train_cnn(splits.train, splits.val, config=small_config(), epochs=2,
+                            seed=seed, **KW))
+        return [(h["train_loss"], h["val_acc"]) for h in res.history]
+
+    assert hist(3) == hist(3)
+    assert hist(3) != hist(4)
+
+
+def test_early_stopping(splits):
+    res = run(train_cnn(splits.train, splits.val, config=small_config(), epochs=20,
+                        patience=2, **{**KW, "lr": 1e-12}))
+    assert res.stopped_early and len(res.history) == 3 and res.best_epoch == 1
+
+
+def test_authors_variant_trains(splits):
+    cfg = CNNConfig.authors(patch_size=P, n_classes=2, channels=(4, 8, 8), kernels=(5, 3, 3),
+                            paddings=(1, 1, 0), fc=(16, 8))
+    res = run(train_cnn(splits.train, splits.val, config=cfg, epochs=1, **KW))
+    assert res.meta["variant"] == "authors" and res.model.config.in_channels == 3
+
+
+def test_augment_batch_is_a_symmetry_with_mild_jitter():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 8, 8)
+    y = augment_batch(x, g)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    syms = []
+    for t in (x, x.transpose(-1, -2)):
+        for k in range(4):
+            syms.append(torch.rot90(t, k, (-2, -1)))
+    # every output is close to one of the 8 symmetries of its input, not all the same one
+    err = torch.stack([(y - s).abs().mean((1, 2, 3)) for s in syms])  # (8, B)
+    assert (err.min(0).values < 0.1).all()
+    assert len(set(err.argmin(0).tolist())) > 4
+
+
+def test_input_checks(splits):
+    with pytest.raises(ValueError, match="network 128"):
+        next(train_cnn(splits.train, splits.val, config=make_config(n_classes=2)))
+    with pytest.raises(ValueError, match="n_classes"):
+        next(train_cnn(splits.train, splits.val,
+                       config=CNNConfig(patch_size=P, n_classes=3, channels=(4, 8, 8),
+                                        kernels=(5, 3, 3), paddings=(0, 0, 0))))
+    other = splits.val.subset(splits.val.labels == 1)
+    other.classes = other.classes.remove(2)
+    with pytest.raises(ValueError, match="differ from validation classes"):
+        next(train_cnn(splits.train, other, config=small_config()))
+    with pytest.raises(ValueError, match="share slices"):
+        next(train_cnn(splits.train, splits.train, config=small_config()))
+    with pytest.raises(ValueError, match="variant"):
+        make_config("resnet")
