@@ -183,6 +183,10 @@ class DenseJob:
         tile = int(tile) if tile else choose_tile(ev, model.config, budget, method)
         if tile < 1:
             raise ValueError(f"tile must be a positive number of outputs, got {tile!r}")
+        # No tile larger than the output grid (rounded up to whole fragments): small
+        # images do not pay for a full-size tile.
+        unit, longest = getattr(ev, "E", 1), max(-(-(b - a) // stride) for a, b in bounds[1:])
+        tile = min(tile, -(-longest // unit) * unit)
         sha = None
         if mask is not None:
             sha = hashlib.sha256(np.packbits(mask).tobytes() + str(mask.shape).encode()).hexdigest()
