@@ -18,7 +18,7 @@ import numpy as np
 
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.dense_fcn import OUTPUTS, DenseCNN, PatchCNN
-from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, input_scale_for
 
 EDGES = ("reflect", "zero", "invalid")
 METHODS = ("auto", "dense", "patch")
@@ -175,7 +175,7 @@ class DenseJob:
             method = "patch" if model.config.is_padded else "dense"
         dtype = np.dtype(getattr(image, "dtype", np.float32))
         if input_scale is None:
-            input_scale = 1.0 / np.iinfo(dtype).max if dtype.kind in "ui" else 1.0
+            input_scale = input_scale_for(dtype)[0]  # the training rule (uint8/255, ...)
         bounds, mask = parse_region(region, shape3)  # type: ignore[arg-type]
         batch = int(batch or (256 if method == "patch" else 65536 if "cuda" in device else 8192))
         ev = make_evaluator(model, method, int(stride), batch)

@@ -14,8 +14,7 @@ import torch
 
 from napari_brainfeatures._dense_plan import DenseJob, make_evaluator
 from napari_brainfeatures.dense_store import write_tile
-from napari_brainfeatures.models.checkpoint import load_checkpoint, read_header
-from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+from napari_brainfeatures.models.cnn import BrainAreaCNN, load_cnn
 
 
 def pad_index(idx: np.ndarray, n: int, edge: str) -> np.ndarray:
@@ -40,15 +39,14 @@ def model_id(model: BrainAreaCNN) -> str:
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[BrainAreaCNN, dict[str, Any], str]:
-    """Load a :class:`BrainAreaCNN` model file: ``(model in eval mode, header, file sha256)``."""
-    header = read_header(path)
-    model = BrainAreaCNN(CNNConfig.from_dict(header["config"]))
-    load_checkpoint(path, model, kind="BrainAreaCNN")
+    """Load a model file (:func:`load_cnn`): ``(model in eval mode, header, file sha256)``."""
+    model, meta = load_cnn(path)
+    meta.pop("class_table", None)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return model.eval(), {**header, "path": str(Path(path).resolve())}, h.hexdigest()
+    return model, {"meta": meta, "path": str(Path(path).resolve())}, h.hexdigest()
 
 
 def resolve_device(device: str | torch.device | None) -> str:

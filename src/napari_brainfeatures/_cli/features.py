@@ -1,0 +1,123 @@
+"""``brainfeatures features``: dense feature maps of a trained CNN into a zarr store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures._progress import run as run_gen
+
+EDGES = ("reflect", "zero", "invalid")
+
+
+def register(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="model file (.safetensors) of a trained CNN")
+    parser.add_argument(
+        "image", help="volume: zarr / OME-Zarr (path.zarr or path.zarr/array), TIFF or TIFF folder"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the feature store STORE.zarr")
+    zs = parser.add_mutually_exclusive_group()
+    zs.add_argument("--z", type=int, default=None, help="one z-slice (default: all)")
+    zs.add_argument(
+        "--z-range", type=int, nargs=2, default=None, metavar=("A", "B"), help="z-slices A..B-1"
+    )
+    parser.add_argument("--stride", type=int, default=1, help="pixels between outputs (default 1)")
+    parser.add_argument(
+        "--tile", type=int, default=None, help="outputs per tile side (default: auto)"
+    )
+    parser.add_argument("--memory-mb", type=float, default=None, help="working-set budget per tile")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if any)")
+    parser.add_argument(
+        "--mixed-precision", action="store_true", help="autocast (float16 on CUDA, bfloat16 on CPU)"
+    )
+    parser.add_argument(
+        "--edge",
+        choices=EDGES,
+        default="reflect",
+        help="patches leaving the image: mirror, zeros, or NaN/0 (default reflect)",
+    )
+    parser.add_argument(
+        "--which",
+        default="features,probs,areas",
+        help="comma list of features, features_pre, probs, areas",
+    )
+    parser.add_argument(
+        "--exact-patches",
+        action="store_true",
+        help="per-patch evaluation (exact for padded networks; slow)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        help="'local' (a LocalCluster) or a dask scheduler address tcp://host:port",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="LocalCluster processes (default 2)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a feature store made by another job"
+    )
+
+
+def open_image(path: str) -> Any:
+    """A lazy ``(Z, Y, X)`` array for ``path`` (``io.open_volume``; zarr fallback)."""
+    try:
+        from napari_brainfeatures.io import open_volume
+    except ImportError:  # pragma: no cover - io not installed in this build
+        import dask.array as da
+        import zarr
+
+        p = Path(path)
+        if not p.exists() and p.parent.suffix == ".zarr":
+            return da.from_zarr(zarr.open_array(p.parent, path=p.name, mode="r"))
+        return da.from_zarr(zarr.open_array(p, mode="r"))
+    return open_volume(path).data
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    from napari_brainfeatures.dense import compute_feature_map
+
+    image = open_image(args.image)
+    region = args.z if args.z is not None else tuple(args.z_range) if args.z_range else None
+    options = {
+        "stride": args.stride,
+        "region": region,
+        "tile": args.tile,
+        "device": args.device,
+        "precision": "mixed" if args.mixed_precision else "float32",
+        "edge": args.edge,
+        "which": tuple(w.strip() for w in args.which.split(",") if w.strip()),
+        "method": "patch" if args.exact_patches else "auto",
+        "memory_mb": args.memory_mb,
+        "overwrite": args.overwrite,
+        "image_name": str(args.image),
+    }
+    if args.scheduler:
+        from napari_brainfeatures.dense_distributed import compute_feature_map_distributed
+
+        gen = compute_feature_map_distributed(
+            image,
+            args.model,
+            out=args.out,
+            scheduler=args.scheduler,
+            n_workers=args.workers,
+            **options,
+        )
+    else:
+        gen = compute_feature_map(image, args.model, out=args.out, **options)
+    store = run_gen(gen, progress_printer)
+    done, total = store.progress()
+    print(
+        json.dumps(
+            {
+                "store": str(store.path),
+                "shape": list(store.shape),
+                "stride": store.stride,
+                "tiles": total,
+                "complete": done == total,
+                "method": store.attrs["method"],
+            }
+        )
+    )
+    return 0
