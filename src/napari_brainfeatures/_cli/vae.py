@@ -134,7 +134,13 @@ def _latent(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
     if "quality" in args.what:
         report["quality"] = _quality(model, images, clean, pop, codes)
     (out / "latent.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v for k, v in report.items() if k in ("model", "receptive", "quality")}))
+    summary = {"out": str(out), "model": str(args.model)}
+    if "receptive" in report:
+        summary["disentanglement"] = report["receptive"]["disentanglement"]
+    for key, value in report.get("quality", {}).items():
+        if isinstance(value, float):
+            summary[key] = value
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -1,0 +1,124 @@
+"""β-VAE benchmark: slider decode latency, disentanglement, artifact rejection, alignment.
+
+Trains a β-VAE (β = 3), a vanilla VAE (β = 1) and the PCA baseline (L = 8) on
+a synthetic population with artifacts, then measures
+
+- ``decode_median_ms`` / ``decode_p95_ms``: one latent vector decoded at
+  320×448 on the CPU into the numpy array a napari layer gets (the slider
+  path of the widget; target median ≤ 30 ms);
+- ``disentanglement_*``: receptive-field impact matrices on clean sections
+  and the score s = Tr(A) / (ΣA − Tr(A)) (target: β-VAE > VAE);
+- ``cwssim_artifact_*``: CW-SSIM between each model's reconstruction of an
+  artifact-corrupted section and the clean section (target: β-VAE > PCA, VAE);
+- ``alignment_*``: mean over known factors of the best latent's |Spearman ρ|;
+- training wall times and the device.
+
+``--quick`` trains on 192 sections of 64×96 (``n_down`` 5) for 10 epochs;
+the full run on 512 sections at 320×448 (the paper's network) for 20 epochs.
+``BENCH_VAE_SHAPE=H,W``, ``BENCH_VAE_N`` and ``BENCH_VAE_EPOCHS`` override these.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_brainfeatures._progress import run as run_gen
+from napari_brainfeatures.latent import disentanglement_score, factor_alignment, receptive_fields
+from napari_brainfeatures.models.vae import BetaVAE, VAEConfig
+from napari_brainfeatures.population import preprocess
+from napari_brainfeatures.quality import cw_ssim, pca_frechet_distance
+from napari_brainfeatures.vae_training import VAELatentModel, fit_pca, train_vae
+
+
+def population(n: int, shape: tuple[int, int], seed: int):
+    from napari_brainfeatures.synthetic import make_population
+
+    return make_population(n, shape=shape, seed=seed)
+
+
+def decode_latency(model: VAELatentModel, n: int = 60) -> tuple[float, float]:
+    rng = np.random.default_rng(0)
+    zs = rng.normal(size=(n + 5, model.latent_dim)).astype(np.float32)
+    for z in zs[:5]:
+        model.decode(z[None])[0]
+    times = []
+    for z in zs[5:]:
+        t = time.perf_counter()
+        img = model.decode(z[None])[0]  # (H, W) float32: what the layer gets
+        times.append((time.perf_counter() - t) * 1000)
+    assert img.shape == tuple(model.image_shape)
+    return float(np.median(times)), float(np.percentile(times, 95))
+
+
+def run(quick: bool, out: Path) -> dict:
+    torch.manual_seed(0)
+    env = os.environ.get
+    shape = tuple(
+        int(s) for s in env("BENCH_VAE_SHAPE", "64,96" if quick else "320,448").split(",")
+    )
+    n = int(env("BENCH_VAE_N", 192 if quick else 512))
+    epochs = int(env("BENCH_VAE_EPOCHS", 10 if quick else 20))
+    pop = population(n, shape, seed=0)
+    res: dict = {
+        "n_sections": n,
+        "shape": list(shape),
+        "epochs": epochs,
+        "load_1min": os.getloadavg()[0],
+    }
+
+    # decode latency of the full-size network (weights do not change the cost)
+    full = VAELatentModel(BetaVAE(VAEConfig()).eval(), device="cpu")
+    res["decode_median_ms"], res["decode_p95_ms"] = decode_latency(full)
+
+    scaled_clean, info = preprocess(pop.clean)
+    models = {}
+    for name, beta in (("beta_vae", 3.0), ("vae", 1.0)):
+        cfg = VAEConfig.for_shape(shape, latent_dim=8, beta=beta)
+        t = time.perf_counter()
+        result = run_gen(
+            train_vae(pop.images, config=cfg, epochs=epochs, batch_size=16, lr=1e-3, seed=0)
+        )
+        res[f"train_wall_s_{name}"] = round(time.perf_counter() - t, 2)
+        res[f"best_val_loss_{name}"] = result.meta["training"]["best_val_loss"]
+        models[name] = (result.latent_model(), result.meta)
+    res["train_device"] = result.meta["training"]["device"]
+    t = time.perf_counter()
+    models["pca"] = fit_pca(pop.images, latent_dim=8)
+    res["train_wall_s_pca"] = round(time.perf_counter() - t, 2)
+
+    clean_idx = np.flatnonzero(pop.artifact == 0)
+    art_idx = np.flatnonzero(pop.artifact > 0)
+    for name, (model, meta) in models.items():
+        pre = meta["preprocessing"]
+        images = preprocess(pop.images, mean=pre["mean"], clip=pre["clip"])[0]
+        clean = preprocess(pop.clean, mean=pre["mean"], clip=pre["clip"])[0]
+        rf = run_gen(
+            receptive_fields(model, clean[clean_idx], pop.rois, roi_names=list(pop.roi_names))
+        )
+        res[f"disentanglement_{name}"] = disentanglement_score(rf.impact)
+        res[f"disentanglement_centered_{name}"] = disentanglement_score(rf.impact, centered=True)
+        recon = np.clip(model.decode(model.encode(images[art_idx])), 0, 1)
+        res[f"cwssim_artifact_{name}"] = float(np.mean(cw_ssim(recon, clean[art_idx])))
+        recon_clean = np.clip(model.decode(model.encode(clean[clean_idx])), 0, 1)
+        res[f"cwssim_clean_{name}"] = float(np.mean(cw_ssim(recon_clean, clean[clean_idx])))
+        res[f"pca_fd_{name}"] = pca_frechet_distance(
+            clean, np.clip(model.decode(model.encode(images)), 0, 1)
+        )
+        fa = factor_alignment(model.encode(clean), pop.factors)
+        res[f"alignment_{name}"], res[f"alignment_gap_{name}"] = fa["score"], fa["gap"]
+    res["cwssim_artifact_input"] = float(
+        np.mean(
+            cw_ssim(preprocess(pop.images[art_idx], mean=info["mean"])[0], scaled_clean[art_idx])
+        )
+    )
+    res["target_decode_ms"] = res["decode_median_ms"] <= 30
+    res["target_disentanglement"] = res["disentanglement_beta_vae"] > res["disentanglement_vae"]
+    res["target_artifact"] = res["cwssim_artifact_beta_vae"] > max(
+        res["cwssim_artifact_pca"], res["cwssim_artifact_vae"]
+    )
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()}
