@@ -1,0 +1,287 @@
+"""NMF (torch block HALS vs scikit-learn), validation, heatmaps and greedy factor selection."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from napari_brainfeatures._progress import Progress, run
+from napari_brainfeatures.factors import (
+    FeatureNMF,
+    factor_maps,
+    fit_nmf,
+    rgb_composite,
+    select_factors,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny problems: BLAS threads only add synchronisation (slow on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
+def low_rank(n=300, d=12, k=4, seed=0, noise=0.0):
+    rng = np.random.default_rng(seed)
+    W = rng.random((n, k)) * (rng.random((n, k)) < 0.6)
+    H = rng.random((k, d)) * (rng.random((k, d)) < 0.7) + 0.01
+    X = W @ H + noise * rng.standard_normal((n, d))
+    return np.clip(X, 0, None).astype(np.float32)
+
+
+# -- NMF --------------------------------------------------------------------------------------
+def test_exact_low_rank_is_recovered():
+    X = low_rank()
+    m = FeatureNMF(4, max_iter=500, tol=1e-8, block_rows=64).fit(X)  # several blocks
+    assert m.components_.shape == (4, 12)
+    assert m.rel_error_ < 1e-3
+    W = m.fit_transform(X)
+    assert W.shape == (300, 4) and W.dtype == np.float32 and (W >= 0).all()
+    err = np.linalg.norm(X - W @ m.components_) / np.linalg.norm(X)
+    assert err == pytest.approx(m.rel_error_, rel=1e-3, abs=1e-6)
+
+
+def test_torch_agrees_with_sklearn_on_noisy_data():
+    X = low_rank(n=400, d=16, k=6, seed=1, noise=0.05)
+    torch_res = run(fit_nmf(X, 5, solver="torch"))
+    sk_res = run(fit_nmf(X, 5, solver="sklearn"))
+    assert sk_res.solver == "sklearn-NMF"
+    assert abs(torch_res.rel_error - sk_res.rel_error) < 0.01
+    # the reported error is the true error
+    for res in (torch_res, sk_res):
+        direct = np.linalg.norm(X - res.W @ res.H) / np.linalg.norm(X)
+        assert res.rel_error == pytest.approx(direct, rel=1e-4)
+
+
+def test_minibatch_solver_runs():
+    X = low_rank(n=200, d=8, k=3, seed=2)
+    res = run(fit_nmf(X, 3, solver="sklearn-minibatch", max_iter=50))
+    assert res.W.shape == (200, 3) and res.rel_error < 0.5
+
+
+def test_progress_is_yielded_per_iteration_and_error_falls():
+    X = low_rank(n=200, d=10, k=5, seed=3, noise=0.02)
+    gen = fit_nmf(X, 5, max_iter=30, tol=0)
+    records = []
+    res = run(gen, records.append)
+    iters = [r for r in records if r.step > 0]
+    assert all(isinstance(r, Progress) for r in records)
+    assert len(iters) == res.n_iter == 30
+    errs = [r.values["rel_error"] for r in iters]
+    assert errs == pytest.approx(res.history)
+    assert errs[-1] <= errs[0]
+    assert all(b <= a + 1e-5 for a, b in zip(errs, errs[1:], strict=False))  # monotone
+
+
+def test_image_shaped_and_dask_input():
+    X = low_rank(n=12 * 10, d=8, k=3, seed=4).reshape(12, 10, 8)
+    W = FeatureNMF(3, seed=0).fit_transform(X)
+    assert W.shape == (12, 10, 3)
+    Wd = FeatureNMF(3, seed=0).fit_transform(da.from_array(X, chunks=(5, 10, 8)))
+    np.testing.assert_allclose(W, Wd, atol=1e-5)
+
+
+def test_transform_new_rows_reproduces_coefficients():
+    X = low_rank(n=300, d=12, k=4, seed=5)
+    m = FeatureNMF(4, max_iter=500, tol=1e-8)
+    W = m.fit_transform(X)
+    W2 = m.transform(X[:50], sweeps=200)
+    np.testing.assert_allclose(W2 @ m.components_, W[:50] @ m.components_, atol=2e-3)
+    with pytest.raises(ValueError, match="12"):
+        m.transform(np.ones((5, 7), np.float32))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        FeatureNMF(2).transform(X)
+
+
+def test_random_init_is_seeded():
+    X = low_rank(n=100, d=8, k=3, seed=6, noise=0.05)
+    a = run(fit_nmf(X, 3, init="random", seed=1, max_iter=20))
+    b = run(fit_nmf(X, 3, init="random", seed=1, max_iter=20))
+    np.testing.assert_array_equal(a.H, b.H)
+
+
+@pytest.mark.parametrize(
+    ("k", "shape", "match"),
+    [(13, (50, 12), r"1\.\.12"), (6, (5, 12), r"1\.\.5"), (0, (50, 12), "got 0"),
+     (2.5, (50, 12), "integer")],
+)  # fmt: skip
+def test_bad_component_counts(k, shape, match):
+    with pytest.raises(ValueError, match=match):
+        FeatureNMF(k).fit(np.ones(shape, np.float32))
+
+
+def test_negative_and_nan_features_are_refused_with_counts():
+    X = low_rank(n=50, d=6, k=2)
+    neg = X.copy()
+    neg[:3, 0] = -1.0
+    with pytest.raises(ValueError, match=r"3 values .* negative.*post-ReLU"):
+        FeatureNMF(2).fit(neg)
+    bad = X.copy()
+    bad[4, :2] = np.nan
+    bad[7, 0] = np.inf
+    with pytest.raises(ValueError, match="3 NaN or infinite"):
+        FeatureNMF(2, solver="sklearn").fit(bad)
+    with pytest.raises(ValueError, match="all zero"):
+        FeatureNMF(2).fit(np.zeros((10, 4), np.float32))
+
+
+def test_bad_options():
+    X = low_rank(n=50, d=6, k=2)
+    with pytest.raises(ValueError, match="solver"):
+        FeatureNMF(2, solver="magic").fit(X)
+    with pytest.raises(ValueError, match="init"):
+        FeatureNMF(2, init="svd").fit(X)
+    with pytest.raises(ValueError, match="max_iter"):
+        FeatureNMF(2, max_iter=0).fit(X)
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        FeatureNMF(2).fit(np.ones(5, np.float32))
+
+
+# -- heatmaps ---------------------------------------------------------------------------------
+def test_factor_maps_and_valid_mask():
+    U = np.arange(24, dtype=np.float32).reshape(12, 2)
+    maps = factor_maps(U, (3, 4))
+    assert maps.shape == (2, 3, 4)
+    assert maps[1, 2, 3] == U[11, 1]
+    valid = np.zeros((4, 5), bool)
+    valid.flat[[0, 3, 7, 8, 9, 10, 11, 12, 13, 14, 15, 19]] = True
+    m2 = factor_maps(U, (4, 5), valid=valid)
+    assert np.isnan(m2[0, 0, 1]) and m2[0, 0, 3] == U[1, 0]
+    with pytest.raises(ValueError, match="do not fill"):
+        factor_maps(U, (5, 5))
+    with pytest.raises(ValueError, match="True entries"):
+        factor_maps(U, (4, 5), valid=np.ones((4, 5), bool))
+
+
+def test_rgb_composite_scales_each_channel():
+    rng = np.random.default_rng(0)
+    maps = rng.random((4, 20, 30)).astype(np.float32) * np.array([1, 10, 100, 1000])[:, None, None]
+    maps[0, 0, 0] = np.nan
+    rgb = rgb_composite(maps, (3, 1, 2))
+    assert rgb.shape == (20, 30, 3) and rgb.dtype == np.float32
+    assert rgb.min() >= 0 and rgb.max() <= 1
+    for c in range(3):  # robust scaling makes every channel span [0, 1]
+        assert rgb[..., c].max() == 1.0 and rgb[..., c].min() == 0.0
+    assert rgb_composite(maps, (0, 1, 2))[0, 0, 0] == 0.0  # NaN is black
+    with pytest.raises(ValueError, match="three factor indices"):
+        rgb_composite(maps, (0, 1, 9))
+    with pytest.raises(ValueError, match="percentiles"):
+        rgb_composite(maps, percentiles=(50, 10))
+
+
+# -- selection --------------------------------------------------------------------------------
+def toy_selection_data():
+    """4 factors on a 1-D strip of 100 points; ROI 1 = points 0..59, ROI 2 = 60..99.
+
+    f0: active on 0..59 (ROI 1 exactly)      -> s(1) = 60,  s(2) = 40 - 0.5*60... etc.
+    f1: active on 0..99 (everywhere)
+    f2: active on 60..79 (half of ROI 2)
+    f3: active on 50..99 (all ROI 2 + 10 of ROI 1)
+    """
+    U = np.zeros((100, 4), np.float32)
+    U[:60, 0] = 1
+    U[:, 1] = 0.5
+    U[60:80, 2] = 2
+    U[50:, 3] = 1
+    rois = np.zeros(100, np.int32)
+    rois[:60], rois[60:] = 1, 2
+    return U, rois
+
+
+def test_score_matrix_matches_the_formula():
+    U, rois = toy_selection_data()
+    sel = select_factors(U, rois, lam=0.5)
+    # coverage / leakage counts, columns = ROIs 1, 2
+    np.testing.assert_array_equal(sel.coverage, [[60, 0], [60, 40], [0, 20], [10, 40]])
+    np.testing.assert_array_equal(sel.leakage, [[0, 60], [40, 60], [20, 0], [40, 10]])
+    np.testing.assert_allclose(sel.scores, sel.coverage - 0.5 * sel.leakage)
+    assert sel.roi_ids == [1, 2] and sel.roi_sizes == [60, 40]
+
+
+def test_greedy_picks_skip_used_factors_and_rois():
+    U, rois = toy_selection_data()
+    sel = select_factors(U, rois, lam=0.5)
+    # scores: f0 (60, -30), f1 (40, 10), f2 (-10, 20), f3 (-10, 35)
+    # best is f0/ROI1 = 60; then f1/ROI1 = 40 is skipped (ROI 1 taken); f3/ROI2 = 35
+    assert sel.pairs == [(0, 1, 60.0), (3, 2, 35.0)]
+    assert sel.factors == [0, 3]
+    assert sel.coverage_fraction == [1.0, 1.0]
+    # with p = 1 only the best pair
+    assert select_factors(U, rois, p=1).pairs == [(0, 1, 60.0)]
+
+
+def test_lambda_trades_coverage_against_leakage():
+    U, rois = toy_selection_data()
+    # λ = 0: leakage is free, f1 covers ROI 2 fully as well as f3 does (tie: lower index)
+    assert select_factors(U, rois, lam=0.0).pairs[1][:2] == (1, 2)
+    # large λ: only localised factors; f2 (20 in ROI 2, 0 outside) beats f3 (leaks 10)
+    assert select_factors(U, rois, lam=3.0).pairs[1][:2] == (2, 2)
+
+
+def test_area_normalisation_stops_large_rois_dominating():
+    U = np.zeros((1000, 2), np.float32)
+    rois = np.zeros(1000, np.int32)
+    rois[:900], rois[900:] = 1, 2  # a big ROI and a small one
+    U[:500, 0] = 1  # f0: half of the big ROI
+    U[900:, 1] = 1  # f1: exactly the small ROI
+    U[:450, 1] = 1  # ... and half of the big one too
+    raw = select_factors(U, rois, lam=0.5, p=1)
+    assert raw.pairs[0][:2] == (0, 1)  # 500 raw points win
+    area = select_factors(U, rois, lam=0.5, p=1, normalise="area")
+    assert area.pairs[0][:2] == (1, 2)  # f1 covers 100 % of ROI 2 with 50 % leakage
+    assert area.pairs[0][2] == pytest.approx(1.0 - 0.5 * 450 / 900)
+
+
+def test_eps_threshold_ignores_faint_activity():
+    U, rois = toy_selection_data()
+    U = U + 1e-4  # dense coefficients: nothing exactly 0
+    dense = select_factors(U, rois)
+    assert (dense.coverage == np.array([60, 40])).all()  # every factor covers everything
+    sel = select_factors(U, rois, eps=0.05)
+    np.testing.assert_array_equal(sel.coverage, [[60, 0], [60, 40], [0, 20], [10, 40]])
+    assert sel.thresholds[2] == pytest.approx(0.05 * (2 + 1e-4), rel=1e-3)
+
+
+def test_outside_labelled_ignores_unlabelled_points_and_nan_rows():
+    U, rois = toy_selection_data()
+    rois = rois.copy()
+    rois[90:] = 0  # unlabelled
+    U[95:] = np.nan  # no data
+    all_ = select_factors(U, rois, lam=1.0)
+    lab = select_factors(U, rois, lam=1.0, outside="labelled")
+    assert all_.leakage[1, 0] == 30 + 5  # f1 outside ROI 1: 30 labelled + 5 unlabelled finite
+    assert lab.leakage[1, 0] == 30
+    assert all_.roi_sizes == [60, 30]
+
+
+def test_image_shaped_inputs_and_json():
+    U, rois = toy_selection_data()
+    sel = select_factors(U.reshape(10, 10, 4), rois.reshape(10, 10))
+    d = sel.to_dict()
+    assert d["pairs"][0] == {"factor": 0, "roi": 1, "score": 60.0, "coverage_fraction": 1.0}
+    assert d["params"]["lam"] == 0.5
+
+
+def test_selection_errors():
+    U, rois = toy_selection_data()
+    with pytest.raises(ValueError, match="all 0"):
+        select_factors(U, np.zeros(100, int))
+    with pytest.raises(ValueError, match="must match"):
+        select_factors(U, rois[:50])
+    with pytest.raises(ValueError, match=r"1\.\.2"):
+        select_factors(U, rois, p=3)
+    with pytest.raises(ValueError, match="normalise"):
+        select_factors(U, rois, normalise="size")
+    with pytest.raises(ValueError, match="lam"):
+        select_factors(U, rois, lam=-1)
+    with pytest.raises(ValueError, match="eps"):
+        select_factors(U, rois, eps=1.0)
+    with pytest.raises(ValueError, match="negative"):
+        select_factors(U, -rois)
