@@ -1,0 +1,143 @@
+"""Cluster maps: blobs recovered, masks, erosion, scores, layer profiles and matching."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from skimage.morphology import binary_erosion, disk
+from sklearn.metrics import adjusted_rand_score
+from threadpoolctl import threadpool_limits
+
+from napari_brainfeatures.clustering import (
+    cluster_map,
+    erode_mask,
+    gmm_bic_curve,
+    layer_profile,
+    match_profiles,
+    score_against,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with threadpool_limits(1):
+        yield
+
+
+def striped_map(h=30, w=40, d=6, seed=0, noise=0.3):
+    """A map with 3 vertical stripes of distinct feature means; truth ids 1..3."""
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.repeat([[1, 2, 3]], h, axis=0), [10, 15, w - 25], axis=1)
+    centres = rng.random((4, d)) * 4
+    feats = centres[truth] + noise * rng.standard_normal((h, w, d))
+    return feats.astype(np.float32), truth
+
+
+@pytest.mark.parametrize("method", ["kmeans", "gmm"])
+def test_blobs_are_recovered(method):
+    feats, truth = striped_map()
+    res = cluster_map(feats, method=method, k=3, seed=0)
+    assert res.labels.shape == truth.shape and res.labels.dtype == np.int32
+    assert set(np.unique(res.labels)) == {1, 2, 3}
+    assert adjusted_rand_score(truth.ravel(), res.labels.ravel()) > 0.95
+    assert (res.bic is None) == (method == "kmeans")
+    # label 1 is the largest cluster (the widest stripe, 15 columns)
+    assert np.bincount(res.labels.ravel()).argmax() == 1
+
+
+def test_mask_pca_subsample_and_nan_rows():
+    feats, truth = striped_map()
+    feats[0, 0] = np.nan
+    mask = np.zeros(truth.shape, bool)
+    mask[5:25, 5:35] = True
+    res = cluster_map(da.from_array(feats, chunks=(7, 40, 6)), k=2, pca_components=2,
+                      mask=mask, max_fit=100, seed=1, block_rows=97)  # fmt: skip
+    assert res.n_fit == 100 and res.pca is not None and res.pca.n_components_ == 2
+    assert (res.labels[~mask] == 0).all() and (res.labels[mask] > 0).all()
+    assert res.labels[0, 0] == 0 and res.n_labelled == mask.sum()
+    nan_in_mask = feats.copy()
+    nan_in_mask[10, 10] = np.nan
+    res2 = cluster_map(nan_in_mask, k=2, mask=mask)
+    assert res2.labels[10, 10] == 0 and res2.n_labelled == mask.sum() - 1
+
+
+def test_rows_input_and_seeding():
+    feats, _ = striped_map(seed=2)
+    rows = feats.reshape(-1, feats.shape[-1])
+    a = cluster_map(rows, method="gmm", k=3, seed=5, max_fit=300)
+    b = cluster_map(rows, method="gmm", k=3, seed=5, max_fit=300)
+    assert a.labels.shape == (rows.shape[0],)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_cluster_errors():
+    feats, truth = striped_map()
+    with pytest.raises(ValueError, match="no pixels"):
+        cluster_map(feats, k=2, mask=np.zeros(truth.shape, bool))
+    tiny = np.zeros(truth.shape, bool)
+    tiny[0, :2] = True
+    with pytest.raises(ValueError, match="fewer than k = 3"):
+        cluster_map(feats, k=3, mask=tiny)
+    with pytest.raises(ValueError, match=">= 1, got 0"):
+        cluster_map(feats, k=0)
+    with pytest.raises(ValueError, match="method"):
+        cluster_map(feats, method="dbscan")
+    with pytest.raises(ValueError, match="mask shape"):
+        cluster_map(feats, mask=np.ones((3, 3), bool))
+    with pytest.raises(ValueError, match="pca_components"):
+        cluster_map(feats, pca_components=10)
+
+
+def test_erode_mask_matches_skimage_disk():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((60, 70), bool)
+    mask[5:50, 8:65] = True
+    mask[20:30, 30:40] = False
+    mask |= rng.random(mask.shape) > 0.97
+    for r in (0, 1, 3, 7):
+        expected = binary_erosion(mask, disk(r)) if r else mask
+        np.testing.assert_array_equal(erode_mask(mask, r), expected)
+    with pytest.raises(ValueError, match="radius"):
+        erode_mask(mask, -1)
+
+
+def test_gmm_bic_prefers_the_true_k():
+    feats, _ = striped_map(noise=0.2)
+    bic = gmm_bic_curve(feats, [1, 2, 3, 4], seed=0)
+    assert list(bic) == [1, 2, 3, 4]
+    assert min(bic, key=bic.get) == 3
+
+
+def test_score_against():
+    truth = np.array([[1, 1, 2, 2], [0, 1, 2, 2]])
+    perfect = np.array([[5, 5, 7, 7], [3, 5, 7, 7]])
+    s = score_against(truth, perfect)
+    assert s["v_measure"] == pytest.approx(1.0) and s["ari"] == pytest.approx(1.0)
+    assert s["n"] == 7  # truth 0 ignored
+    bad = np.array([[1, 2, 1, 2], [1, 2, 1, 2]])
+    assert score_against(truth, bad)["v_measure"] < 0.2
+    mask = np.array([[1, 1, 1, 1], [0, 0, 0, 0]], bool)
+    assert score_against(truth, perfect, mask)["n"] == 4
+    with pytest.raises(ValueError, match="must match"):
+        score_against(truth, perfect[:1])
+    with pytest.raises(ValueError, match="no pixel"):
+        score_against(truth, np.zeros_like(truth))
+
+
+def test_layer_profile_and_js_matching():
+    layers = np.repeat([[1, 2, 3, 4]], 5, axis=0)  # 4 layers, 5 px each
+    c_a = np.where(layers <= 2, 1, 2)  # cluster 1: L1-L2, cluster 2: L3-L4
+    c_a[0, 1] = 2
+    prof_a = layer_profile(c_a, layers)
+    assert prof_a.cluster_ids == [1, 2] and prof_a.layer_ids == [1, 2, 3, 4]
+    np.testing.assert_allclose(prof_a.matrix.sum(axis=1), 1.0)
+    np.testing.assert_allclose(prof_a.matrix[0], [5 / 9, 4 / 9, 0, 0])
+    assert prof_a.counts.sum() == 20
+    c_b = np.where(layers <= 2, 8, 3)  # the same two clusters, other ids
+    m = match_profiles(prof_a, layer_profile(c_b, layers))
+    assert [(a, b) for a, b, _ in m["pairs"]] == [(1, 8), (2, 3)]
+    assert m["distance"].shape == (2, 2)
+    assert m["pairs"][0][2] < 0.3 and m["distance"][0, 0] > 0.9  # matched vs crossed
+    with pytest.raises(ValueError, match="no pixel"):
+        layer_profile(np.zeros_like(layers), layers)
