@@ -114,7 +114,7 @@ def read_population(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not os.path.exists(p):
         raise FileNotFoundError(f"population store {p!r} does not exist")
     try:
-        group = zarr.open_group(p, mode="r")
+        group: Any = zarr.open_group(p, mode="r")
     except Exception as err:  # zarr raises several types for a non-group path
         raise ValueError(f"{p!r} is not a zarr group of a population: {err}") from None
     names = set(group.array_keys())
@@ -189,6 +189,10 @@ def preprocess(
 
 class _PCAWeights(nn.Module):
     """Tensor container so a PCA baseline is saved like any model (no pickle)."""
+
+    mean: torch.Tensor
+    components: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(self, n_features: int, n_components: int) -> None:
         super().__init__()

@@ -142,7 +142,7 @@ def train_vae(
     images : array (N, H, W)
         Raw sections (pre-processed with :func:`~napari_brainfeatures.population.preprocess`).
     config : VAEConfig, optional
-        Default ``VAEConfig(image_shape=(H, W))`` (L = 8, β = 3).  β = 1 gives a vanilla VAE.
+        Default ``VAEConfig.for_shape((H, W))`` (L = 8, β = 3).  β = 1 gives a vanilla VAE.
     epochs : int
         Passes over the training sections; default 10.
     batch_size : int
@@ -179,7 +179,7 @@ def train_vae(
         raise ValueError(f"epochs must be >= 1, got {epochs!r}")
     if int(batch_size) < 1 or not lr > 0:
         raise ValueError(f"batch_size and lr must be positive, got {batch_size!r}, {lr!r}")
-    config = config or VAEConfig(image_shape=arr.shape[1:])
+    config = config or VAEConfig.for_shape(arr.shape[1:])
     if tuple(config.image_shape) != arr.shape[1:]:
         raise ValueError(
             f"config.image_shape {config.image_shape!r} does not match the sections "
@@ -251,7 +251,8 @@ def train_vae(
         values = {k: float(v) for k, v in rec.items() if k != "epoch"}
         msg = f"epoch {epoch}/{epochs}: val_loss {va[0]:.1f}" + (" (best)" if improved else "")
         yield Progress(epoch * n_batches, total, msg, values)
-    model.load_state_dict(best_state)  # set in epoch 1: finite losses always improve on inf
+    if best_state is not None:  # set in epoch 1: finite losses always improve on inf
+        model.load_state_dict(best_state)
     meta["training"] = _record(
         history, best_epoch, best, lr, batch_size, seed, train_idx, val_idx, dev, t0
     )

@@ -134,7 +134,7 @@ def _latent(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
     if "quality" in args.what:
         report["quality"] = _quality(model, images, clean, pop, codes)
     (out / "latent.json").write_text(json.dumps(report, indent=2))
-    summary = {"out": str(out), "model": str(args.model)}
+    summary: dict[str, Any] = {"out": str(out), "model": str(args.model)}
     if "receptive" in report:
         summary["disentanglement"] = report["receptive"]["disentanglement"]
     for key, value in report.get("quality", {}).items():

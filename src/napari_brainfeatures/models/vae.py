@@ -100,7 +100,8 @@ class VAEConfig:
         n = 6
         while n > 1 and any(s % 2**n or s // 2**n < 2 for s in image_shape):
             n -= 1
-        return cls(image_shape=tuple(image_shape), n_down=kwargs.pop("n_down", n), **kwargs)
+        shape = (int(image_shape[0]), int(image_shape[1]))
+        return cls(image_shape=shape, n_down=kwargs.pop("n_down", n), **kwargs)
 
     @property
     def final_shape(self) -> tuple[int, int]:
@@ -163,7 +164,8 @@ class BetaVAE(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
                 nn.init.kaiming_normal_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     @property
     def latent_dim(self) -> int:
