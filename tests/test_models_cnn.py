@@ -15,6 +15,7 @@ from napari_brainfeatures.models.cnn import (
     BrainAreaCNN,
     CNNConfig,
     ModelMismatchError,
+    fold_input_normalisation,
     input_scale_for,
     load_cnn,
     save_cnn,
@@ -68,6 +69,21 @@ def test_to_input_scales_and_repeats():
     torch.testing.assert_close(x[0, 2], torch.tensor([[0.0, 1.0], [0.2, 0.4]]))
     assert input_scale_for(np.uint8) == (1 / 255, "uint8/255")
     assert input_scale_for(np.float32)[0] == 1.0
+
+
+def test_fold_input_normalisation_is_exact():
+    torch.manual_seed(3)
+    model = BrainAreaCNN().eval()
+    folded = fold_input_normalisation(model, 0.45, 0.07)
+    x = torch.rand(3, 1, 128, 128)
+    with torch.no_grad():
+        want = model((x - 0.45) / 0.07)
+        torch.testing.assert_close(folded(x), want, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(folded.features(x), model.features((x - 0.45) / 0.07),
+                                   rtol=1e-4, atol=1e-4)
+    assert model.convs[0].weight.abs().max() < folded.convs[0].weight.abs().max()  # a copy
+    with pytest.raises(ValueError, match="padding 1"):
+        fold_input_normalisation(BrainAreaCNN(CNNConfig.authors()), 0.5, 0.1)
 
 
 def _small_config(**kw):

@@ -56,6 +56,7 @@ def test_tiny_training_beats_chance(splits, tmp_path):
     # the file holds the best model and a full description
     model, meta = load_cnn(path, expect_classes=splits.train.classes, expect_patch_size=P)
     assert meta["normalisation"] == "uint8/255" and meta["voxel_size_um"] == [1.17] * 3
+    assert meta["training_standardisation"]["folded_into_first_conv"]
     tr = meta["training"]
     assert tr["best_epoch"] == result.best_epoch and tr["seed"] == 0
     assert tr["slices"] == {"train": [0], "val": [2]}
@@ -95,11 +96,21 @@ def test_early_stopping(splits):
     assert res.stopped_early and len(res.history) == 3 and res.best_epoch == 1
 
 
-def test_authors_variant_trains(splits):
+def test_authors_variant_trains_without_standardisation(splits):
     cfg = CNNConfig.authors(patch_size=P, n_classes=2, channels=(4, 8, 8), kernels=(5, 3, 3),
                             paddings=(1, 1, 0), fc=(16, 8))
     res = run(train_cnn(splits.train, splits.val, config=cfg, epochs=1, **KW))
     assert res.meta["variant"] == "authors" and res.model.config.in_channels == 3
+    assert not res.meta["training_standardisation"]["applied"]
+
+
+def test_standardised_training_gives_a_raw_input_model(splits):
+    """Validation accuracy during training equals that of the returned (folded) model."""
+    res = run(train_cnn(splits.train, splits.val, config=small_config(), epochs=1, **KW))
+    st = res.meta["training_standardisation"]
+    assert st["applied"] and 0.2 < st["mean"] < 0.6 and 0 < st["std"] < 0.3
+    ev = evaluate(res.model, splits.val)
+    assert ev.accuracy == pytest.approx(res.best_val_acc)
 
 
 def test_augment_batch_is_a_symmetry_with_mild_jitter():

@@ -17,6 +17,7 @@ input (scaled to [0, 1], grey repeated for 3-channel models).
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "CNNConfig",
     "BrainAreaCNN",
     "ModelMismatchError",
+    "fold_input_normalisation",
     "input_scale_for",
     "to_input",
     "save_cnn",
@@ -247,6 +249,31 @@ def to_input(
         t = t.to(device, non_blocking=True)
     x = t.to(torch.float32).mul_(scale)[:, None]  # (B, 1, P, P)
     return x.expand(-1, in_channels, -1, -1) if in_channels > 1 else x  # (B, C, P, P)
+
+
+def fold_input_normalisation(model: BrainAreaCNN, mean: float, std: float) -> BrainAreaCNN:
+    """A copy of ``model`` taking raw input ``x`` where ``model`` took ``(x - mean) / std``.
+
+    The normalisation is folded into the first convolution (weights / std, bias
+    minus mean / std times the weight sums), so the copy reads plain [0, 1]
+    patches like every model file.  Exact (up to float rounding) because the
+    first convolution does not pad; a padded one would see different borders.
+    """
+    if model.config.paddings[0] != 0:
+        raise ValueError(
+            "cannot fold an input normalisation into a first convolution with padding "
+            f"{model.config.paddings[0]}: the zero padding would change meaning"
+        )
+    if not std > 0:
+        raise ValueError(f"std must be positive, got {std!r}")
+    folded = copy.deepcopy(model)
+    conv = folded.convs[0]
+    with torch.no_grad():
+        w = conv.weight.detach().clone()  # (C1, C0, k, k)
+        conv.weight.copy_(w / std)
+        if conv.bias is not None:
+            conv.bias.sub_(w.sum(dim=(1, 2, 3)) * (mean / std))  # (C1,)
+    return folded
 
 
 # -- model files --------------------------------------------------------------

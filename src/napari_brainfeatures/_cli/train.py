@@ -1,0 +1,247 @@
+"""``brainfeatures train-cnn`` and ``brainfeatures evaluate``.
+
+``train-cnn IMAGE --labels LABELS --out MODEL.safetensors`` samples patches
+from three slices 50 µm apart (training patches inside one area, validation and
+test unrestricted), trains the CNN (progress on stderr), tests it on the test
+slice and prints the test metrics as JSON on stdout.  ``evaluate MODEL IMAGE
+--labels LABELS --slice Z`` tests a model file on other slices.
+
+Volumes are zarr / OME-Zarr / TIFF (see :func:`napari_brainfeatures.io.open_volume`);
+``store.zarr/name`` selects an array of a group.  When ``--labels`` is left
+out, the ``areas`` array beside the image is used (the synthetic sample's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures._progress import Progress
+from napari_brainfeatures._progress import run as run_gen
+
+
+def register(name: str, parser: argparse.ArgumentParser) -> None:
+    from napari_brainfeatures.training import DEFAULTS
+
+    if name == "train-cnn":
+        parser.add_argument("image", help="image volume: zarr store / group path / TIFF")
+        _labels_arg(parser)
+        parser.add_argument("--out", required=True, help="model file to write (.safetensors)")
+        parser.add_argument("--patch-size", type=int, default=128, help="patch side (default 128)")
+        parser.add_argument("--per-class", type=int, default=DEFAULTS["per_class"],
+                            help="training patches per class (default %(default)s)")
+        parser.add_argument("--eval-per-class", type=int, default=DEFAULTS["eval_per_class"],
+                            help="validation and test patches per class (default %(default)s)")
+        for split in ("train", "val", "test"):
+            parser.add_argument(f"--{split}-slice", type=int, nargs="+", default=None,
+                                metavar="Z", help=f"{split} z-slice(s) (default: 50 µm rule)")
+        parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+        parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+        parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+        parser.add_argument("--patience", type=int, default=DEFAULTS["patience"],
+                            help="early stopping patience in epochs (0: never stop early)")
+        parser.add_argument("--variant", choices=("default", "authors"), default="default",
+                            help="default: no internal padding (exact dense maps); authors: "
+                            "paddings 1,1,0,0 and 3-channel input")
+        parser.add_argument("--no-augment", action="store_true", help="no flips/rotations/jitter")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if present)")
+        parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+        return
+    parser.add_argument("model", help="model file written by train-cnn")
+    parser.add_argument("image", help="image volume: zarr store / group path / TIFF")
+    _labels_arg(parser)
+    parser.add_argument("--slice", type=int, nargs="+", required=True, metavar="Z",
+                        help="test z-slice(s)")
+    parser.add_argument("--per-class", type=int, default=1000, help="patches per class")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    parser.add_argument("--figure", default=None, help="write the confusion matrix as PNG")
+    parser.add_argument("--predict-stride", type=int, default=None, metavar="S",
+                        help="also classify the whole first slice every S px (slice accuracy)")
+
+
+def _labels_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--labels", default=None,
+                        help="label volume (default: the 'areas' array beside the image)")
+
+
+def _open(args: argparse.Namespace) -> tuple[Any, Any, Any, tuple[float, ...] | None]:
+    """(image, labels, class table or None, voxel size) from the command line."""
+    from napari_brainfeatures.classes import ClassTable
+    from napari_brainfeatures.io import is_zarr_store, open_volume
+
+    image = open_volume(args.image)
+    lab_path = args.labels
+    if lab_path is None:
+        p = Path(args.image)
+        group = p if (p / "areas").exists() else p.parent
+        if not (is_zarr_store(group) and (group / "areas").exists()):
+            raise ValueError(
+                f"no --labels given and no 'areas' array beside {args.image!r}; "
+                "pass --labels LABELS.zarr (or group.zarr/name)"
+            )
+        lab_path = str(group / "areas")
+    labels = open_volume(lab_path)
+    if labels.shape != image.shape:
+        raise ValueError(
+            f"labels {lab_path!r} have shape {labels.shape!r}, the image {image.shape!r}"
+        )
+    attrs = {**_group_attrs(args.image), **image.attrs}
+    lab_attrs = {**_group_attrs(lab_path), **labels.attrs}
+    raw = lab_attrs.get("classes") or attrs.get("classes")
+    table = ClassTable.from_dict(raw) if isinstance(raw, dict) else None
+    voxel = image.voxel_size
+    if voxel is None and attrs.get("voxel_size_um"):
+        voxel = tuple(float(v) for v in attrs["voxel_size_um"])
+    return image.data, labels.data, table, voxel
+
+
+def _group_attrs(path: str) -> dict[str, Any]:
+    """Attributes of the zarr group holding the array at ``path`` (empty if none)."""
+    import zarr
+
+    from napari_brainfeatures.io import is_zarr_store
+
+    parent = Path(path).parent
+    if not is_zarr_store(parent):
+        return {}
+    try:
+        return dict(zarr.open_group(str(parent), mode="r").attrs)
+    except Exception:  # not a group, or unreadable: no extra metadata
+        return {}
+
+
+def _present_table(table: Any, labels: Any, zs: list[int]) -> Any:
+    """The table's classes painted on ``zs`` (all of them when there is no table)."""
+    if table is None:
+        return None
+    import numpy as np
+
+    from napari_brainfeatures.classes import ClassTable
+
+    ids: set[int] = set()
+    for z in zs:
+        ids |= {int(i) for i in np.unique(np.asarray(labels[z]))}
+    return ClassTable(tuple(c for c in table if c.id in ids))
+
+
+def _printer(verbose: bool) -> Any:
+    def show(rec: Progress) -> None:
+        if verbose or rec.values or "batch" not in rec.message:
+            progress_printer(rec)
+
+    return show
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    if name == "train-cnn":
+        return _train(args)
+    return _evaluate(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from napari_brainfeatures.evaluation import evaluate
+    from napari_brainfeatures.models.cnn import save_cnn
+    from napari_brainfeatures.patches import sample_splits, split_slices
+    from napari_brainfeatures.training import make_config, train_cnn
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        out = out.with_name(out.name + ".safetensors")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"model file {str(out)!r} exists; pass --overwrite to replace it")
+    image, labels, table, voxel = _open(args)
+    chosen = (args.train_slice, args.val_slice, args.test_slice)
+    if any(s is None for s in chosen):
+        auto = split_slices(image.shape[0], voxel_size=voxel[0] if voxel else None,
+                            start=args.train_slice[0] if args.train_slice else None)
+        chosen = tuple(s if s is not None else [a] for s, a in zip(chosen, auto, strict=True))
+    show = _printer(args.verbose)
+    show(Progress(0, None, f"sampling patches: train {chosen[0]}, val {chosen[1]}, "
+                           f"test {chosen[2]}"))
+    splits = sample_splits(
+        image, labels, slices=chosen, patch_size=args.patch_size, per_class=args.per_class,
+        eval_per_class=args.eval_per_class, seed=args.seed,
+        classes=_present_table(table, labels, list(chosen[0])),
+    )
+    show(Progress(0, None, f"patches per class: {splits.counts()}"))
+    config = make_config(args.variant, patch_size=args.patch_size,
+                         n_classes=len(splits.train.class_ids))
+    result = run_gen(
+        train_cnn(
+            splits.train, splits.val, config=config, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, augment=not args.no_augment,
+            patience=args.patience or None, device=args.device, seed=args.seed,
+            checkpoint_path=out, voxel_size=voxel, num_threads=args.threads,
+        ),
+        show,
+    )
+    ev = evaluate(result.model, splits.test, device=args.device)
+    meta = {**result.meta, "test": {**ev.to_dict(), "slices": splits.test.slices}}
+    save_cnn(out, result.model, classes=splits.train.classes, meta=meta)
+    tr = result.meta["training"]
+    summary = {
+        "model": str(out),
+        "test_accuracy": ev.accuracy,
+        "macro_f1": ev.macro_f1,
+        "per_class_f1": dict(zip(ev.class_names, ev.f1.tolist(), strict=True)),
+        "confusion": ev.confusion.tolist(),
+        "best_epoch": result.best_epoch,
+        "best_val_acc": result.best_val_acc,
+        "epochs_run": tr["epochs_run"],
+        "stopped_early": result.stopped_early,
+        "slices": splits.slices(),
+        "counts": {k: {str(c): n for c, n in v.items()} for k, v in splits.counts().items()},
+        "wall_s": tr["wall_s"],
+        "device": tr["device"],
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from napari_brainfeatures.evaluation import (
+        confusion_figure,
+        iter_evaluate,
+        predict_slice,
+        slice_accuracy,
+    )
+    from napari_brainfeatures.models.cnn import load_cnn
+    from napari_brainfeatures.patches import sample_patches
+
+    model, meta = load_cnn(args.model, device=args.device or "cpu")
+    table = meta["class_table"]
+    image, labels, _, _ = _open(args)
+    present = _present_table(table, labels, args.slice)
+    if len(present) < len(table):
+        missing = sorted(set(table.names) - set(present.names))
+        show = _printer(args.verbose)
+        show(Progress(0, None, f"classes {missing} are not painted on slices {args.slice}"))
+    patches = sample_patches(
+        image, labels, slices=args.slice, patch_size=model.config.patch_size,
+        per_class=args.per_class, interior=False, classes=present, seed=args.seed,
+    )
+    printer = progress_printer if args.verbose else None
+    ev = run_gen(iter_evaluate(model, patches, batch_size=args.batch_size, classes=table),
+                 printer)
+    report: dict[str, Any] = {"model": str(args.model), "slices": patches.slices, **ev.to_dict()}
+    if args.predict_stride:
+        z = args.slice[0]
+        pred = run_gen(predict_slice(model, image[z], stride=args.predict_stride,
+                                     batch_size=args.batch_size, classes=table), printer)
+        report["slice_accuracy"] = {"z": z, "stride": args.predict_stride,
+                                    "accuracy": slice_accuracy(pred, labels[z])}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.figure:
+        confusion_figure(ev, args.figure)
+    print(json.dumps(report, indent=2))
+    return 0
