@@ -51,8 +51,15 @@ def test_mask_pca_subsample_and_nan_rows():
     feats[0, 0] = np.nan
     mask = np.zeros(truth.shape, bool)
     mask[5:25, 5:35] = True
-    res = cluster_map(da.from_array(feats, chunks=(7, 40, 6)), k=2, pca_components=2,
-                      mask=mask, max_fit=100, seed=1, block_rows=97)  # fmt: skip
+    res = cluster_map(
+        da.from_array(feats, chunks=(7, 40, 6)),
+        k=2,
+        pca_components=2,
+        mask=mask,
+        max_fit=100,
+        seed=1,
+        block_rows=97,
+    )
     assert res.n_fit == 100 and res.pca is not None and res.pca.n_components_ == 2
     assert (res.labels[~mask] == 0).all() and (res.labels[mask] > 0).all()
     assert res.labels[0, 0] == 0 and res.n_labelled == mask.sum()

@@ -1,0 +1,192 @@
+"""Paper-000 analyses: probes, V-measure, Gram distance, PCA, noise curve, extractors."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from napari_brainfeatures._progress import Progress, run
+from napari_brainfeatures.analysis import (
+    compare_extractors,
+    feature_extractor,
+    gmm_vmeasure,
+    gram_block_distance,
+    gram_matrix,
+    noise_robustness,
+    pca_scatter,
+    probe_scores,
+    report_figure,
+    report_json,
+)
+from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+
+SMALL = CNNConfig(patch_size=64, n_classes=3, channels=(4, 4, 4, 4), fc=(16, 8))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
+def blobs(n_per=40, d=5, k=3, seed=0, spread=0.3):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k, d)) * 3
+    y = np.repeat(np.arange(k), n_per)
+    return centres[y] + spread * rng.standard_normal((len(y), d)), y
+
+
+def quadrant_patches(n_per=30, p=8, seed=0):
+    """3 classes of patches: bright left half, bright top half, uniformly grey."""
+    rng = np.random.default_rng(seed)
+    base = np.full((3, p, p), 0.3, np.float32)
+    base[0, :, : p // 2] = 0.8
+    base[1, : p // 2] = 0.8
+    base[2] = 0.55
+    y = np.repeat(np.arange(3), n_per)
+    return np.clip(base[y] + 0.05 * rng.standard_normal((len(y), p, p)), 0, 1), y
+
+
+def quadrant_means(patches):
+    p = np.asarray(patches)
+    p = p / 255.0 if p.dtype == np.uint8 else p
+    h = p.shape[-1] // 2
+    q = [p[:, :h, :h], p[:, :h, h:], p[:, h:, :h], p[:, h:, h:]]
+    return np.stack([x.mean(axis=(1, 2)) for x in q], axis=1)
+
+
+# -- features ---------------------------------------------------------------------------------
+def test_gram_distance_equals_the_naive_formula():
+    X, y = blobs(n_per=15, seed=1)
+    X[3] = 0  # a zero row stays zero
+    Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    G = Xn @ Xn.T
+    D = (y[:, None] == y[None, :]).astype(float)
+    naive = np.linalg.norm(G - D) / len(y)
+    assert gram_block_distance(X, y) == pytest.approx(naive, rel=1e-9)
+    # ideal features: one orthogonal unit vector per class -> distance 0
+    assert gram_block_distance(np.eye(3)[y] * 5, y) == pytest.approx(0, abs=1e-12)
+    G2, y2 = gram_matrix(X, y, max_n=20, seed=0)
+    assert G2.shape == (20, 20) and (np.diff(y2) >= 0).all()
+    np.testing.assert_allclose(np.diag(G2)[np.linalg.norm(G2, axis=1) > 0], 1.0)
+
+
+def test_probes_beat_chance_and_fail_on_shuffled_labels():
+    X, y = blobs(seed=2)
+    Xt, yt = blobs(seed=2, n_per=20)
+    s = probe_scores(X, y, Xt, yt)
+    assert set(s) == {"linear_svm", "rbf_svm", "logistic"}
+    assert min(s.values()) > 0.9
+    rng = np.random.default_rng(0)
+    shuffled = probe_scores(X, rng.permutation(y), Xt, yt)
+    assert max(shuffled.values()) < 0.75
+    with pytest.raises(ValueError, match="two classes"):
+        probe_scores(X, np.zeros_like(y), Xt, yt)
+    with pytest.raises(ValueError, match="need X"):
+        probe_scores(X, y[:5], Xt, yt)
+
+
+def test_gmm_vmeasure():
+    X, y = blobs(seed=3)
+    Xt, yt = blobs(seed=3, n_per=25)
+    assert gmm_vmeasure(X, Xt, yt, 3) > 0.9
+    noise = np.random.default_rng(0).standard_normal(X.shape)
+    assert gmm_vmeasure(noise, noise, y, 3) < 0.2
+    with pytest.raises(ValueError, match="n_components"):
+        gmm_vmeasure(X, Xt, yt, 0)
+
+
+def test_pca_scatter():
+    X, _ = blobs(seed=4)
+    coords, evr = pca_scatter(X, 3)
+    assert coords.shape == (120, 3) and evr.shape == (3,)
+    assert (np.diff(evr) <= 0).all() and evr.sum() <= 1 + 1e-9
+    with pytest.raises(ValueError, match="n must be"):
+        pca_scatter(X, 9)
+
+
+# -- noise ------------------------------------------------------------------------------------
+def test_noise_robustness_decreases():
+    patches, y = quadrant_patches()
+    curve = noise_robustness(quadrant_means, patches, y, [0.0, 0.3, 1.0, 3.0], seed=0)
+    acc = curve["accuracy"]
+    assert curve["sigmas"] == [0.0, 0.3, 1.0, 3.0]
+    assert acc[0] > 0.95 and acc[-1] < 0.7
+    assert all(b <= a + 0.05 for a, b in zip(acc, acc[1:], strict=False))
+    u8 = (patches * 255).astype(np.uint8)  # uint8 input works the same
+    te, yte = quadrant_patches(seed=1)
+    c2 = noise_robustness(quadrant_means, u8, y, [0.0], test_patches=te, test_labels=yte)
+    assert c2["accuracy"][0] > 0.95
+    with pytest.raises(ValueError, match="sigmas"):
+        noise_robustness(quadrant_means, patches, y, [-1.0])
+
+
+# -- extractors -------------------------------------------------------------------------------
+def test_cnn_and_random_extractors():
+    rng = np.random.default_rng(0)
+    patches = rng.integers(0, 256, (5, 64, 64), dtype=np.uint8)
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        model = BrainAreaCNN(SMALL)
+    trained = feature_extractor("cnn", model=model, batch_size=2)
+    f = trained(patches)
+    assert f.shape == (5, 8) and f.dtype == np.float32
+    with torch.no_grad():
+        ref = model.eval().features(torch.from_numpy(patches[:, None] / 255).float(), relu=False)
+    np.testing.assert_allclose(f, ref.numpy(), atol=1e-5)
+    assert (feature_extractor("cnn", model=model, relu=True)(patches) >= 0).all()
+    np.testing.assert_allclose(trained(patches / 255.0), f, atol=1e-5)  # float in [0, 1]
+    r1 = feature_extractor("random", config=SMALL, seed=1)(patches)
+    r1b = feature_extractor("random", model=model, seed=1)(patches)  # model's architecture
+    r2 = feature_extractor("random", config=SMALL, seed=2)(patches)
+    np.testing.assert_array_equal(r1, r1b)
+    assert not np.allclose(r1, r2) and not np.allclose(r1, f)
+    with pytest.raises(ValueError, match="64x64"):
+        trained(patches[:, :32, :32])
+    with pytest.raises(ValueError, match=r"\(N, P, P\)"):
+        trained(patches[0])
+
+
+def test_extractor_errors(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="kind must be"):
+        feature_extractor("vgg")
+    with pytest.raises(ValueError, match="needs a BrainAreaCNN"):
+        feature_extractor("cnn")
+    with pytest.raises(ValueError, match="arch="):
+        feature_extractor("torchvision", arch="resnet18")
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # as if not installed
+    with pytest.raises(ImportError, match="torchvision"):
+        feature_extractor("torchvision", arch="resnet18", weights=tmp_path / "w.pth")
+
+
+# -- all together -----------------------------------------------------------------------------
+def test_compare_extractors_report_json_and_figure():
+    train, test = quadrant_patches(n_per=20, seed=0), quadrant_patches(n_per=20, seed=1)
+    rng = np.random.default_rng(0)
+
+    def junk(p):
+        return rng.standard_normal((len(p), 4))
+
+    gen = compare_extractors(
+        {"quadrants": quadrant_means, "junk": junk}, train, test, sigmas=[0.0, 1.0]
+    )
+    records = []
+    report = run(gen, records.append)
+    assert all(isinstance(r, Progress) for r in records) and records[-1].step == 8
+    good, bad = report["quadrants"], report["junk"]
+    assert good["probes"]["logistic"] > 0.9 and bad["probes"]["logistic"] < 0.6
+    assert good["vmeasure"] > bad["vmeasure"]
+    assert good["gram_distance"] < bad["gram_distance"]
+    js = report_json(report)
+    json.dumps(js)
+    assert set(js["quadrants"]) == {"probes", "vmeasure", "gram_distance", "noise", "pca_explained"}
+    fig = report_figure(report)
+    assert len(fig.axes) == 2 * 2 + 2
