@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +266,9 @@ class FeatureStore:
             raise KeyError(
                 f"{name!r} was not computed in {str(self.path)!r}; rerun with it in which="
             )
-        arr = da.from_zarr(self.group[name])
+        # A fresh dask name per call: a viewer refreshing during a run never gets
+        # chunks cached from before they were written.
+        arr = da.from_zarr(self.group[name], name=f"brainfeatures-{name}-{uuid.uuid4().hex}")
         return arr[0] if self.is_2d else arr
 
     def features(self, *, pre_relu: bool = False) -> da.Array:

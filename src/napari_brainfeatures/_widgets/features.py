@@ -1,0 +1,272 @@
+"""Dock widget: dense feature maps of a trained CNN, shown live while they are written.
+
+One core call (:func:`napari_brainfeatures.dense.compute_feature_map`) run by a
+:class:`TaskRunner`; the store's arrays are added as lazy layers (area labels in
+the class colours, confidence, one feature channel) at the first finished tile
+and refreshed as tiles arrive.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from napari.layers import Image, Shapes
+from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.notifications import show_error
+
+from napari_brainfeatures._dense_tile import load_model
+from napari_brainfeatures._progress import Progress
+from napari_brainfeatures._widgets._common import (
+    image_choices,
+    layers_of,
+    refresh_choices_on_layer_change,
+    source_path,
+    workspace_for,
+)
+from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures.dense import compute_feature_map, measure_padding_deviation
+from napari_brainfeatures.dense_store import FeatureStore
+from napari_brainfeatures.workspace import default_workspace_path
+
+REGIONS = ("current slice", "z-range", "all slices", "box of a Shapes layer")
+
+
+class FeatureMapWidget(Container):
+    """Pick image, model, stride and region; compute the feature map into the workspace."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.image = ComboBox(label="image", choices=image_choices(viewer))
+        self.model_path = FileEdit(label="model file", mode="r", filter="*.safetensors")
+        self.model_info = Label(value="Pick a trained model file.")
+        self.exact = CheckBox(text="exact per-patch evaluation (slow; for padded networks)")
+        self.stride = SpinBox(label="stride (px)", min=1, max=512, value=4)
+        self.region = ComboBox(label="region", choices=list(REGIONS), value=REGIONS[0])
+        self.z_start = SpinBox(label="z from", min=0, max=1_000_000, value=0)
+        self.z_stop = SpinBox(label="z to (excl.)", min=1, max=1_000_000, value=1)
+        self.shapes = ComboBox(
+            label="box layer",
+            choices=lambda _w: [(s.name, s) for s in layers_of(viewer, Shapes)],
+        )
+        self.out = FileEdit(label="output store", mode="w", filter="*.zarr")
+        self.overwrite = CheckBox(text="replace a store made by another job")
+        self.run_button = PushButton(text="Compute feature map")
+        self.runner = TaskRunner()
+        self.channel = SpinBox(label="feature channel", min=0, max=63, value=0)
+        self.channel_button = PushButton(text="Show channel")
+        self.status = Label(value="")
+        super().__init__(widgets=[
+            self.image, self.model_path, self.model_info, self.exact, self.stride, self.region,
+            self.z_start, self.z_stop, self.shapes, self.out, self.overwrite, self.run_button,
+            self.runner, self.channel, self.channel_button, self.status,
+        ])  # fmt: skip
+        refresh_choices_on_layer_change(viewer, self.image, self.shapes)
+        self.model_path.changed.connect(self.load_model)
+        for w in (self.image, self.model_path, self.stride):
+            w.changed.connect(self._default_out)
+        self.run_button.changed.connect(self.run)
+        self.channel_button.changed.connect(self.show_channel)
+        self.model: Any = None
+        self.store: FeatureStore | None = None
+        self._auto_out = ""
+        self._target: Image | None = None
+        self._last_refresh = 0.0
+        self._default_out()
+
+    # -- model and output path ------------------------------------------
+    def load_model(self, *_: Any) -> None:
+        """Read the model file; show its classes and patch size (and deviation if padded)."""
+        path = Path(str(self.model_path.value))
+        self.model = None
+        if not path.is_file():
+            self.model_info.value = "Pick a trained model file."
+            return
+        try:
+            self.model, header, _ = load_model(path)
+        except (ValueError, OSError) as err:
+            self.model_info.value = f"cannot load: {err}"
+            show_error(f"Feature map: cannot load {path.name}: {err}")
+            return
+        cfg = self.model.config
+        names = [c["name"] for c in header["meta"].get("classes", {}).get("classes", [])]
+        text = f"{cfg.n_classes} classes ({', '.join(names) or '?'}); {cfg.patch_size} px patches"
+        self.channel.max = cfg.n_features - 1
+        if cfg.is_padded:
+            dev = measure_padding_deviation(self.model, self._sample(cfg.patch_size), n=8)
+            text += (
+                f"\npadded network: dense evaluation deviates by {dev['rel_deviation']:.2%} "
+                f"(cosine {dev['cosine']:.4f}); exact per-patch evaluation is on"
+            )
+            self.exact.value = True
+        else:
+            text += "; dense evaluation is exact"
+            self.exact.value = False
+        self.model_info.value = text
+
+    def _sample(self, patch: int) -> np.ndarray:
+        """A central 2-D crop of the current image slice (noise when there is none)."""
+        layer = self.image.value
+        if layer is None:
+            return np.random.default_rng(0).random((2 * patch, 2 * patch)).astype(np.float32)
+        data = layer.data[0] if layer.multiscale else layer.data
+        plane = data[self._current_z(layer)] if data.ndim == 3 else data
+        h, w = plane.shape
+        y0, x0 = max(h // 2 - patch, 0), max(w // 2 - patch, 0)
+        crop = np.asarray(plane[y0 : y0 + 2 * patch, x0 : x0 + 2 * patch], dtype=np.float32)
+        return crop / 255.0 if np.dtype(data.dtype).kind in "ui" else crop
+
+    def _default_out(self, *_: Any) -> None:
+        """``<workspace>/features/<model>-s<stride>.zarr`` unless the user chose a path."""
+        layer = self.image.value
+        if layer is None or str(self.out.value) not in ("", ".", self._auto_out):
+            return
+        name = f"{Path(str(self.model_path.value)).stem or 'model'}-s{self.stride.value}.zarr"
+        try:
+            path = workspace_for(layer).path("features", name)
+        except Exception:  # a workspace that does not fit: the same folder rule
+            path = default_workspace_path(source_path(layer), name=layer.name) / "features" / name
+        self._auto_out = str(path)
+        self.out.value = path
+
+    # -- region ----------------------------------------------------------
+    def _current_z(self, layer: Image) -> int:
+        z = layer.world_to_data(self.viewer.dims.point)[-3]
+        n = (layer.data[0] if layer.multiscale else layer.data).shape[0]
+        return int(np.clip(round(z), 0, n - 1))
+
+    def region_value(self, layer: Image, ndim: int) -> Any:
+        """The ``region=`` argument for the chosen region kind."""
+        kind = self.region.value
+        z = self._current_z(layer) if ndim == 3 else None
+        if kind == "current slice":
+            return z
+        if kind == "z-range":
+            return (int(self.z_start.value), int(self.z_stop.value)) if ndim == 3 else None
+        if kind == "all slices":
+            return None
+        shapes = self.shapes.value
+        if shapes is None or len(shapes.data) == 0:
+            raise ValueError("draw a rectangle in a Shapes layer and pick it as 'box layer'")
+        world = np.asarray([shapes.data_to_world(v) for v in shapes.data[0]])
+        pts = np.asarray([layer.world_to_data(p) for p in world])[:, -2:]
+        shape = (layer.data[0] if layer.multiscale else layer.data).shape[-2:]
+        lo = np.clip(np.floor(pts.min(axis=0)), 0, np.asarray(shape) - 1).astype(int)
+        hi = np.clip(np.ceil(pts.max(axis=0)) + 1, lo + 1, shape).astype(int)
+        return {"z": z, "y": (lo[0], hi[0]), "x": (lo[1], hi[1])}
+
+    # -- running ---------------------------------------------------------
+    def run(self, *_: Any) -> None:
+        """Start the computation in a worker; layers appear as tiles are written."""
+        layer = self.image.value
+        path = Path(str(self.model_path.value))
+        if layer is None or not path.is_file():
+            show_error("Feature map: pick an image layer and a model file first.")
+            return
+        data = layer.data[0] if layer.multiscale else layer.data
+        try:
+            region = self.region_value(layer, data.ndim)
+        except ValueError as err:
+            show_error(f"Feature map: {err}")
+            return
+        self.store, self._target = None, layer
+        self._out_path = Path(str(self.out.value))
+        gen = compute_feature_map(
+            data,
+            path,
+            out=self._out_path,
+            stride=int(self.stride.value),
+            region=region,
+            method="patch" if self.exact.value else "auto",
+            overwrite=bool(self.overwrite.value),
+            image_name=layer.name,
+        )
+        self.runner.start(
+            gen, name="Feature map", on_progress=self._on_progress, on_done=self._on_done
+        )
+
+    def _on_progress(self, rec: Progress) -> None:
+        now = time.monotonic()
+        if self.store is None or now - self._last_refresh > 0.5:
+            self._last_refresh = now
+            self.refresh_layers()
+
+    def _on_done(self, store: FeatureStore) -> None:
+        self.store = store
+        self.refresh_layers()
+        done, total = store.progress()
+        self.status.value = f"{store.path.name}: {done}/{total} tiles"
+
+    def _geometry(self, store: FeatureStore) -> dict[str, tuple[float, ...]]:
+        img = self._target
+        kw = store.layer_kwargs()
+        if img is None or len(img.scale) != len(kw["scale"]):
+            return kw
+        scale = tuple(float(a * b) for a, b in zip(img.scale, kw["scale"], strict=True))
+        translate = tuple(
+            float(t + a * o)
+            for t, a, o in zip(img.translate, img.scale, kw["translate"], strict=True)
+        )
+        return {"scale": scale, "translate": translate}
+
+    def _put(self, name: str, data: Any, kind: str, **kwargs: Any) -> None:
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = data
+        else:
+            getattr(self.viewer, f"add_{kind}")(data, name=name, **kwargs)
+
+    def refresh_layers(self) -> None:
+        """Add (or refresh) the lazy layers of the store being written."""
+        try:
+            self.store = FeatureStore(self._out_path)
+        except FileNotFoundError:
+            return
+        st, base = self.store, self._target.name if self._target else "image"
+        geo = self._geometry(st)
+        if "areas" in st.attrs["which"]:
+            cmap = DirectLabelColormap(color_dict=st.classes.color_dict())
+            self._put(f"{base} areas", st.areas, "labels", colormap=cmap, opacity=0.5, **geo)
+        if "probs" in st.attrs["which"]:
+            self._put(
+                f"{base} confidence",
+                st.confidence(),
+                "image",
+                colormap="viridis",
+                contrast_limits=(0.0, 1.0),
+                visible=False,
+                **geo,
+            )
+        for layer in list(self.viewer.layers):
+            if layer.metadata.get("brainfeatures_channel") is not None and layer.name.startswith(
+                f"{base} feature "
+            ):
+                layer.data = self._channel(st, layer.metadata["brainfeatures_channel"])
+
+    @staticmethod
+    def _channel(st: FeatureStore, c: int) -> Any:
+        f = st.features()
+        return f[:, c] if f.ndim == 4 else f[c]
+
+    def show_channel(self, *_: Any) -> None:
+        """Add the chosen feature channel as an Image layer."""
+        if self.store is None:
+            show_error("Feature map: compute (or wait for) a feature map first.")
+            return
+        c = int(self.channel.value)
+        base = self._target.name if self._target else "image"
+        data = self._channel(self.store, c)
+        sample = np.asarray(data[(0,) * (data.ndim - 2)][:256, :256])
+        top = float(np.nanmax(sample)) if np.isfinite(sample).any() else 1.0
+        self._put(
+            f"{base} feature {c}",
+            data,
+            "image",
+            colormap="magma",
+            contrast_limits=(0.0, max(top, 1e-6)),
+            metadata={"brainfeatures_channel": c},
+            **self._geometry(self.store),
+        )

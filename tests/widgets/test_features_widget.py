@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+from napari.layers import Image, Labels
+
+from napari_brainfeatures._widgets.features import FeatureMapWidget
+from napari_brainfeatures.classes import ClassTable, default_table
+from napari_brainfeatures.dense_store import FeatureStore
+from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, save_cnn
+
+TINY = dict(channels=(4, 8, 8), kernels=(5, 3, 3), fc=(16, 8), n_classes=3)
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    torch.manual_seed(0)
+    model = BrainAreaCNN(CNNConfig(patch_size=32, paddings=(0, 0, 0), **TINY))
+    return save_cnn(
+        tmp_path / "tiny.safetensors", model, classes=ClassTable(default_table().classes[:3])
+    )
+
+
+def _widget(make_napari_viewer, data):
+    viewer = make_napari_viewer()
+    viewer.add_image(data, name="ct", scale=(1.0, 2.0, 2.0)[-data.ndim :])
+    w = FeatureMapWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    return viewer, w
+
+
+def test_run_on_current_slice_shows_live_layers(make_napari_viewer, qtbot, model_file):
+    vol = np.random.default_rng(0).integers(0, 256, (3, 40, 36), dtype=np.uint8)
+    viewer, w = _widget(make_napari_viewer, vol)
+    viewer.dims.set_point(0, 1)
+    w.model_path.value = model_file
+    assert "3 classes (Ctx, HypoTh, Str)" in w.model_info.value and "exact" in w.model_info.value
+    assert not w.exact.value
+    w.stride.value = 2
+    out = str(w.out.value)
+    assert out.endswith("features/tiny-s2.zarr") and ".brainfeatures" in out
+    refreshes = []
+    original = w.refresh_layers
+    w.refresh_layers = lambda: (refreshes.append(1), original())[1]
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert w.runner.last_error is None, w.runner.last_error
+    assert refreshes  # layers were refreshed while tiles arrived
+    areas, conf = viewer.layers["ct areas"], viewer.layers["ct confidence"]
+    assert isinstance(areas, Labels) and isinstance(conf, Image)
+    assert areas.data.shape == (1, 20, 18)
+    np.testing.assert_allclose(areas.scale, (1, 4, 4))
+    np.testing.assert_allclose(areas.translate, (1, 0, 0))
+    assert set(np.unique(np.asarray(areas.data))) <= {1, 2, 3}
+    store = FeatureStore(out)
+    assert store.complete and store.attrs["region"]["z"] == [1, 2]
+    w.channel.value = 5
+    w.channel_button.clicked.emit()
+    layer = viewer.layers["ct feature 5"]
+    np.testing.assert_array_equal(np.asarray(layer.data), np.asarray(store.features()[:, 5]))
+
+
+def test_padded_model_offers_exact_mode_and_box_region(make_napari_viewer, qtbot, tmp_path):
+    torch.manual_seed(1)
+    cfg = CNNConfig.authors(patch_size=32, paddings=(1, 1, 0), **TINY)
+    path = save_cnn(
+        tmp_path / "padded", BrainAreaCNN(cfg), classes=ClassTable(default_table().classes[:3])
+    )
+    img = np.random.default_rng(1).random((30, 30)).astype(np.float32)
+    viewer, w = _widget(make_napari_viewer, img)
+    w.model_path.value = path
+    assert "deviates by" in w.model_info.value and w.exact.value
+    viewer.add_shapes([np.array([[8, 10], [8, 30], [20, 30], [20, 10]])], shape_type="rectangle")
+    w.shapes.reset_choices()
+    w.region.value = "box of a Shapes layer"
+    w.stride.value = 3
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert w.runner.last_error is None, w.runner.last_error
+    store = w.store
+    assert store.attrs["method"] == "patch"
+    assert store.attrs["region"]["y"] == [4, 11] and store.attrs["region"]["x"] == [5, 16]
