@@ -190,3 +190,57 @@ def test_compare_extractors_report_json_and_figure():
     assert set(js["quadrants"]) == {"probes", "vmeasure", "gram_distance", "noise", "pca_explained"}
     fig = report_figure(report)
     assert len(fig.axes) == 2 * 2 + 2
+
+
+def test_analyse_cli(tmp_path, capsys):
+    import zarr
+
+    from napari_brainfeatures import cli
+    from napari_brainfeatures.classes import ClassTable
+    from napari_brainfeatures.models.cnn import save_cnn
+
+    cfg = CNNConfig(
+        patch_size=32,
+        channels=(4, 8, 8),
+        kernels=(5, 3, 3),
+        paddings=(0, 0, 0),
+        fc=(16, 8),
+        n_classes=2,
+    )
+    torch.manual_seed(0)
+    model_path = save_cnn(
+        tmp_path / "m", BrainAreaCNN(cfg), classes=ClassTable.from_names(["a", "b"])
+    )
+    rng = np.random.default_rng(0)
+    image = (rng.random((2, 80, 80)) * 100).astype(np.uint8)
+    image[:, :, 40:] += 150
+    areas = np.ones((2, 80, 80), np.uint8)
+    areas[:, :, 40:] = 2
+    g = zarr.open_group(str(tmp_path / "vol.zarr"), mode="w")
+    g.create_array("image", data=image)
+    g.create_array("areas", data=areas)
+    out = tmp_path / "an"
+    argv = [
+        "analyse",
+        str(model_path),
+        str(tmp_path / "vol.zarr"),
+        "--train-slice",
+        "0",
+        "--test-slice",
+        "1",
+        "--per-class",
+        "15",
+        "--sigmas",
+        "0",
+        "0.5",
+        "--out",
+        str(out),
+    ]
+    assert cli.main(argv) == 0
+    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rep["n_train"] == rep["n_test"] == 30 and rep["classes"] == ["a", "b"]
+    assert set(rep["results"]) == {"trained", "random"}
+    trained = rep["results"]["trained"]
+    assert trained["probes"]["logistic"] > 0.9  # brightness is easy even at random weights
+    assert trained["noise"]["sigmas"] == [0.0, 0.5] and 0 <= trained["gram_distance"] <= 1
+    assert (out / "analysis.png").exists() and json.loads((out / "analysis.json").read_text())

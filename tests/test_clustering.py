@@ -148,3 +148,48 @@ def test_layer_profile_and_js_matching():
     assert m["pairs"][0][2] < 0.3 and m["distance"][0, 0] > 0.9  # matched vs crossed
     with pytest.raises(ValueError, match="no pixel"):
         layer_profile(np.zeros_like(layers), layers)
+
+
+def test_cluster_cli_on_a_plain_array_with_mask_erosion_and_truth(tmp_path, capsys):
+    import json
+
+    import zarr
+
+    from napari_brainfeatures import cli
+
+    feats, truth = striped_map()
+    zarr.create_array(str(tmp_path / "f.zarr"), data=feats)
+    vol = zarr.create_array(str(tmp_path / "t.zarr"), data=truth[None].astype(np.uint8))
+    assert vol.shape == (1, 30, 40)
+    mask = np.zeros((1, 30, 40), np.uint8)
+    mask[0, 2:28, 2:38] = 5
+    zarr.create_array(str(tmp_path / "m.zarr"), data=mask)
+    argv = [
+        "cluster",
+        str(tmp_path / "f.zarr"),
+        "--k",
+        "3",
+        "--method",
+        "gmm",
+        "--mask",
+        str(tmp_path / "m.zarr"),
+        "--mask-id",
+        "5",
+        "--erode",
+        "2",
+        "--truth",
+        str(tmp_path / "t.zarr"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert cli.main(argv) == 0
+    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rep["n_labelled"] == erode_mask(mask[0] > 0, 2).sum() == 22 * 32
+    assert rep["scores"]["ari"] > 0.95 and rep["bic"] is not None
+    assert rep["layer_profile"]["layers"] == [1, 2, 3]
+    assert (tmp_path / "o" / "clusters.png").exists()
+    saved = json.loads((tmp_path / "o" / "clusters.json").read_text())
+    assert saved["scores"] == rep["scores"]
+    argv[argv.index("--erode") + 1] = "40"
+    assert cli.main(argv) == 2
+    assert "erode less" in capsys.readouterr().err

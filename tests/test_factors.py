@@ -109,9 +109,13 @@ def test_random_init_is_seeded():
 
 @pytest.mark.parametrize(
     ("k", "shape", "match"),
-    [(13, (50, 12), r"1\.\.12"), (6, (5, 12), r"1\.\.5"), (0, (50, 12), "got 0"),
-     (2.5, (50, 12), "integer")],
-)  # fmt: skip
+    [
+        (13, (50, 12), r"1\.\.12"),
+        (6, (5, 12), r"1\.\.5"),
+        (0, (50, 12), "got 0"),
+        (2.5, (50, 12), "integer"),
+    ],
+)
 def test_bad_component_counts(k, shape, match):
     with pytest.raises(ValueError, match=match):
         FeatureNMF(k).fit(np.ones(shape, np.float32))
@@ -285,3 +289,92 @@ def test_selection_errors():
         select_factors(U, rois, eps=1.0)
     with pytest.raises(ValueError, match="negative"):
         select_factors(U, -rois)
+
+
+# -- command line -----------------------------------------------------------------------------
+def test_factors_cli_on_a_feature_store(tmp_path, capsys):
+    import json
+
+    import zarr
+
+    from napari_brainfeatures import cli
+    from napari_brainfeatures.dense import compute_feature_map
+    from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+
+    cfg = CNNConfig(
+        patch_size=32,
+        channels=(4, 8, 8),
+        kernels=(5, 3, 3),
+        paddings=(0, 0, 0),
+        fc=(16, 8),
+        n_classes=3,
+    )
+    torch.manual_seed(0)
+    model = BrainAreaCNN(cfg).eval()
+    rng = np.random.default_rng(0)
+    image = (rng.random((1, 40, 44)) * 120).astype(np.uint8)
+    image[:, :, 22:] += 120  # two areas of different brightness
+    store = tmp_path / "feat.zarr"
+    run(compute_feature_map(image, model, out=store, stride=2, tile=8, edge="reflect"))
+    rois = np.zeros((1, 40, 44), np.uint8)
+    rois[:, :, :22], rois[:, :, 22:] = 1, 2
+    zarr.create_array(str(tmp_path / "rois.zarr"), data=rois, chunks=(1, 40, 44))
+    out = tmp_path / "res"
+    argv = [
+        "factors",
+        str(store),
+        "--k",
+        "3",
+        "--rois",
+        str(tmp_path / "rois.zarr"),
+        "--out",
+        str(out),
+        "--normalise",
+        "area",
+    ]
+    assert cli.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["k"] == 3 and summary["n_rows"] == 20 * 22
+    assert len(summary["selected"]) == 2 and 0 < summary["rel_error"] < 1
+    group = zarr.open_group(str(out / "factors.zarr"), mode="r")
+    assert group["maps"].shape == (3, 20, 22) and group["components"].shape == (3, 8)
+    assert group.attrs["brainfeatures"]["kind"] == "nmf-factors"
+    assert group.attrs["brainfeatures"]["step"] == [2, 2]
+    sel = json.loads((out / "selection.json").read_text())
+    assert sel["roi_ids"] == [1, 2] and sel["roi_sizes"] == [220, 220]
+    assert (out / "rgb.png").exists() and (out / "factor_02.png").exists()
+    # then cluster the NMF coefficients inside ROI 2
+    argv = [
+        "cluster",
+        str(out / "factors.zarr"),
+        "--k",
+        "2",
+        "--method",
+        "kmeans",
+        "--mask",
+        str(tmp_path / "rois.zarr"),
+        "--mask-id",
+        "2",
+        "--out",
+        str(out),
+    ]
+    assert cli.main(argv) == 0
+    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rep["n_labelled"] == 220 and sum(rep["sizes"]) == 220
+    labels = zarr.open_group(str(out / "clusters.zarr"), mode="r")["labels"][:]
+    assert (labels[:, :11] == 0).all() and (labels[:, 11:] > 0).all()
+
+
+def test_factors_cli_errors(tmp_path, capsys):
+    import zarr
+
+    from napari_brainfeatures import cli
+
+    assert cli.main(["factors", str(tmp_path / "missing.zarr")]) == 2
+    assert "no such feature store" in capsys.readouterr().err
+    zarr.create_array(str(tmp_path / "neg.zarr"), data=-np.ones((4, 5, 6), np.float32))
+    assert cli.main(["factors", str(tmp_path / "neg.zarr"), "--k", "2"]) == 2
+    assert "post-ReLU" in capsys.readouterr().err
+    zarr.create_array(str(tmp_path / "z.zarr"), data=np.ones((2, 4, 5, 6), np.float32))
+    assert cli.main(["factors", str(tmp_path / "z.zarr"), "--k", "2"]) == 2
+    assert "--z" in capsys.readouterr().err

@@ -28,6 +28,7 @@ __all__ = [
     "gmm_bic_curve",
     "layer_profile",
     "match_profiles",
+    "on_grid",
     "score_against",
 ]
 
@@ -324,3 +325,37 @@ def match_profiles(a: LayerProfile, b: LayerProfile) -> dict[str, Any]:
         for i, j in zip(rows, cols, strict=True)
     ]
     return {"distance": dist, "pairs": pairs, "layer_ids": layers}
+
+
+def on_grid(
+    labels: Any,
+    shape: tuple[int, int],
+    *,
+    origin: tuple[int, int] = (0, 0),
+    step: tuple[int, int] = (1, 1),
+) -> np.ndarray:
+    """Labels of a 2-D image read at the pixels of a (strided) feature grid.
+
+    Grid output ``(i, j)`` sits on image pixel ``origin + step * (i, j)`` (the dense
+    feature store's convention), so ``on_grid(labels, store_shape, origin=(y0, x0),
+    step=(s, s))`` gives the ROI label of every feature row.
+
+    Returns
+    -------
+    ndarray ``shape``, the labels' dtype
+    """
+    labels = np.asarray(labels)
+    (h, w), (y0, x0), (sy, sx) = shape, origin, step
+    ys, xs = y0 + sy * np.arange(h), x0 + sx * np.arange(w)
+    if (
+        labels.ndim != 2
+        or ys[-1] >= labels.shape[0]
+        or xs[-1] >= labels.shape[1]
+        or min(y0, x0) < 0
+    ):
+        raise ValueError(
+            f"labels of shape {labels.shape!r} do not cover a {h}x{w} grid at origin "
+            f"{(y0, x0)!r} with step {(sy, sx)!r}; use the labels of the image the features "
+            "were computed on"
+        )
+    return labels[np.ix_(ys, xs)]
