@@ -98,6 +98,8 @@ def test_train_vae_live_curves_and_bad_model_file(setup, qtbot, tmp_path):
     viewer, w, _ = setup
     w.latent.value = 2
     w.epochs.value = 2
+    assert w.lr.value == pytest.approx(1e-3) and w.batch.value == 16
+    w.batch.value = 4
     w.train_button.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
     assert w.runner.last_error is None

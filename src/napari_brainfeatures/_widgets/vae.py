@@ -79,6 +79,9 @@ class LatentWidget(Container):
         self.latent = SpinBox(label="latents L", value=8, min=1, max=64)
         self.beta = FloatSpinBox(label="β", value=3.0, min=0.01, max=100.0, step=0.5)
         self.epochs = SpinBox(label="epochs", value=10, min=1, max=10_000)
+        # CPU preset (paper: 64 / 2e-4, hours on a GPU); see train_vae
+        self.batch = SpinBox(label="batch size", value=16, min=1, max=1024)
+        self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
         self.train_button = PushButton(text="Train")
         self.model_path = FileEdit(label="model file", mode="w", filter="*.safetensors")
         self.load_button = PushButton(text="Load")
@@ -100,8 +103,8 @@ class LatentWidget(Container):
         super().__init__(
             widgets=[
                 self.population, self.rois, self.preview_button, self.model_type, self.latent,
-                self.beta, self.epochs, self.train_button, self.model_path, files, self.start,
-                moves, self.difference, self.sliders, self.projective_button,
+                self.beta, self.epochs, self.batch, self.lr, self.train_button, self.model_path,
+                files, self.start, moves, self.difference, self.sliders, self.projective_button,
                 self.receptive_button, self.scores, self.status, self.runner,
             ]
         )  # fmt: skip
@@ -112,6 +115,9 @@ class LatentWidget(Container):
         self.z_start: np.ndarray | None = None
         self.start_image: np.ndarray | None = None
         self.disentanglement: dict[str, float] = {}
+        self.mean = np.zeros(0, np.float32)  # population latent mean (slider centres)
+        self.codes: np.ndarray | None = None  # population latent codes (N, L)
+        self.receptive_result: Any = None
         self._quiet = False
         refresh_choices_on_layer_change(viewer, self.population, self.rois)
         self.preview_button.changed.connect(self.preview)
@@ -173,7 +179,10 @@ class LatentWidget(Container):
             except ValueError as err:
                 show_error(f"Cannot train on sections of shape {images.shape[1:]}: {err}")
                 return
-            gen = train_vae(images, config=cfg, epochs=self.epochs.value, roi_names=self._names())
+            gen = train_vae(
+                images, config=cfg, epochs=self.epochs.value, batch_size=self.batch.value,
+                lr=self.lr.value, roi_names=self._names(),
+            )  # fmt: skip
         self.history = []
         self.runner.start(gen, name=f"Train {NAMES[kind]}", on_progress=self._on_epoch,
                           on_done=self._trained)  # fmt: skip
