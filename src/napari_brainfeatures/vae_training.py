@@ -173,6 +173,14 @@ def train_vae(
     -------
     TrainResult
         The best model (eval mode, on ``device``), its metadata and the history.
+
+    Notes
+    -----
+    The defaults are the paper's (batch 64, lr 2e-4: ~4 h on a GPU).  On a CPU
+    far fewer steps fit in minutes, so the CLI and the widget default to
+    batch 16 and lr 1e-3: measured on 192 synthetic 64×96 sections, 8 epochs,
+    CW-SSIM of clean reconstructions 0.87 against 0.64 with the paper's
+    values (a 320×448 training step costs ~0.13 s per section on 2 cores).
     """
     arr = as_stack(images)
     if int(epochs) < 1:
