@@ -1,0 +1,318 @@
+"""Dock widget: sample patches from painted areas, train / load the CNN, test it, predict a slice.
+
+Pick the image and its labels, choose three slices (by default the current z
+and the next two sections 50 µm apart), "Sample patches" (centres shown as a
+Points layer coloured by class, counts per class), then "Train" (progress bar,
+Cancel, live loss/accuracy curves; the best model so far is kept in the
+workspace), "Evaluate" on the test slice (accuracy, per-class table, confusion
+matrix), save or load model files, and "Predict this slice" (predicted areas
+and confidence layers at the current z).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox, Table
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from napari.layers import Image
+from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from napari_brainfeatures._progress import Progress, ProgressGen
+from napari_brainfeatures._widgets._common import (
+    image_choices,
+    image_shape,
+    labels_choices,
+    refresh_choices_on_layer_change,
+    workspace_for,
+)
+from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures.classes import ClassTable
+from napari_brainfeatures.evaluation import Evaluation, iter_evaluate, plot_confusion, predict_slice
+from napari_brainfeatures.models.checkpoint import ModelFileError
+from napari_brainfeatures.models.cnn import load_cnn, save_cnn
+from napari_brainfeatures.patches import Splits, sample_splits, split_slices
+from napari_brainfeatures.training import DEFAULTS, VARIANTS, make_config, train_cnn
+
+POINTS_LAYER, AREAS_LAYER, CONFIDENCE_LAYER = "patch centres", "predicted areas", "confidence"
+
+
+def _sample_gen(image: Any, labels: Any, **kw: Any) -> ProgressGen[tuple[Splits, list[str]]]:
+    yield Progress(0, 1, "reading slices and sampling patches")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = sample_splits(image, labels, **kw)
+    return splits, [str(w.message) for w in caught]
+
+
+def _data(layer: Any) -> Any:
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+class TrainWidget(Container):
+    """Sample patches, train / load / save the brain-area CNN, evaluate, predict a slice."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.image = ComboBox(label="image", choices=image_choices(viewer))
+        self.area_labels = ComboBox(label="labels", choices=labels_choices(viewer))
+        self.patch_size = SpinBox(label="patch size", value=128, min=16, max=1024)
+        self.per_class = SpinBox(label="train / class", value=DEFAULTS["per_class"], min=1,
+                                 max=1_000_000)
+        self.eval_per_class = SpinBox(label="val, test / class",
+                                      value=DEFAULTS["eval_per_class"], min=1, max=1_000_000)
+        self.train_slice = SpinBox(label="train slice", min=0, max=0)
+        self.val_slice = SpinBox(label="val slice", min=0, max=0)
+        self.test_slice = SpinBox(label="test slice", min=0, max=0)
+        self.slices_button = PushButton(text="Slices from current z (50 µm apart)")
+        self.sample_button = PushButton(text="Sample patches")
+        self.counts = Label(value="")
+        self.variant = ComboBox(label="network", choices=list(VARIANTS), value="default")
+        self.epochs = SpinBox(label="epochs", value=DEFAULTS["epochs"], min=1, max=10_000)
+        self.batch_size = SpinBox(label="batch size", value=DEFAULTS["batch_size"], min=1,
+                                  max=4096)
+        self.train_button = PushButton(text="Train")
+        self.evaluate_button = PushButton(text="Evaluate on test slice")
+        self.scores = Label(value="")
+        self.table = Table(value=[[]])
+        self.model_path = FileEdit(label="model file", mode="w", filter="*.safetensors")
+        self.save_button = PushButton(text="Save model…")
+        self.load_button = PushButton(text="Load model…")
+        self.stride = SpinBox(label="predict stride", value=16, min=1, max=512)
+        self.predict_button = PushButton(text="Predict this slice")
+        self.status = Label(value="Pick an image and its labels, then sample patches.")
+        self.runner = TaskRunner()
+        files = Container(widgets=[self.save_button, self.load_button], layout="horizontal")
+        super().__init__(widgets=[
+            self.image, self.area_labels, self.patch_size, self.per_class, self.eval_per_class,
+            self.train_slice, self.val_slice, self.test_slice, self.slices_button,
+            self.sample_button, self.counts, self.variant, self.epochs, self.batch_size,
+            self.train_button, self.evaluate_button, self.scores, self.table, self.model_path,
+            files, self.stride, self.predict_button, self.status, self.runner,
+        ])  # fmt: skip
+        self.figure = Figure(figsize=(4, 2.4), layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.cm_figure = Figure(figsize=(4, 3.6), layout="constrained")
+        self.cm_canvas = FigureCanvasQTAgg(self.cm_figure)
+        self.native.layout().addWidget(self.canvas)
+        self.native.layout().addWidget(self.cm_canvas)
+        self.splits: Splits | None = None
+        self.model: Any = None
+        self.meta: dict[str, Any] = {}
+        self.classes: ClassTable | None = None
+        self.history: list[dict[str, float]] = []
+        self.evaluation: Evaluation | None = None
+        refresh_choices_on_layer_change(viewer, self.image, self.area_labels)
+        self.image.changed.connect(self.default_slices)
+        self.slices_button.changed.connect(self.default_slices)
+        self.sample_button.changed.connect(self.sample)
+        self.train_button.changed.connect(self.train)
+        self.evaluate_button.changed.connect(self.evaluate)
+        self.save_button.changed.connect(self.save)
+        self.load_button.changed.connect(self.load)
+        self.predict_button.changed.connect(self.predict)
+        self.default_slices()
+
+    # -- slices and patches ----------------------------------------------------
+    def _current_z(self, layer: Image) -> int:
+        z = layer.world_to_data(self.viewer.dims.point)[0]
+        return int(np.clip(round(float(z)), 0, image_shape(layer)[0] - 1))
+
+    def default_slices(self, _event: Any = None) -> None:
+        """Train slice = current z; validation and test 50 µm and 100 µm further on."""
+        layer = self.image.value
+        if layer is None or len(image_shape(layer)) != 3:
+            return
+        n_z = image_shape(layer)[0]
+        voxel = layer.metadata.get("brainfeatures", {}).get("voxel_size_um") or [layer.scale[0]]
+        voxel_z = float(voxel[0]) if float(voxel[0]) != 1.0 else 1.17
+        for box in (self.train_slice, self.val_slice, self.test_slice):
+            box.max = n_z - 1
+        try:
+            zs = split_slices(n_z, voxel_size=voxel_z, start=self._current_z(layer))
+        except ValueError:
+            zs = split_slices(n_z, voxel_size=voxel_z) if n_z >= 3 else (0, 0, 0)
+        self.train_slice.value, self.val_slice.value, self.test_slice.value = zs
+
+    def _label_table(self) -> ClassTable | None:
+        raw = self.area_labels.value.metadata.get("classes") if self.area_labels.value else None
+        return ClassTable.from_dict(raw) if isinstance(raw, dict) else None
+
+    def sample(self) -> None:
+        """Sample train / validation / test patches in a worker."""
+        if self.image.value is None or self.area_labels.value is None:
+            show_info("Choose an image layer and a labels layer first.")
+            return
+        image, labels = _data(self.image.value), _data(self.area_labels.value)
+        table = self._label_table()
+        z = self.train_slice.value
+        if table is not None:
+            present = {int(v) for v in np.unique(np.asarray(labels[z]))}
+            table = ClassTable(tuple(c for c in table if c.id in present))
+        gen = _sample_gen(
+            image, labels, patch_size=self.patch_size.value, per_class=self.per_class.value,
+            eval_per_class=self.eval_per_class.value, classes=table or None,
+            slices=(self.train_slice.value, self.val_slice.value, self.test_slice.value),
+        )
+        self.runner.start(gen, name="Sample patches", on_done=self._show_patches)
+
+    def _show_patches(self, result: tuple[Splits, list[str]]) -> None:
+        splits, warned = result
+        self.splits, self.classes = splits, splits.train.classes
+        for msg in warned:
+            show_warning(msg)
+        centres = np.concatenate([splits.train.centres, splits.val.centres, splits.test.centres])
+        ids = np.concatenate([splits.train.labels, splits.val.labels, splits.test.labels])
+        rgba = {c.id: c.rgba for c in self.classes}
+        colours = np.array([rgba[int(i)] for i in ids])
+        layer = self.image.value
+        kw = {"scale": layer.scale, "translate": layer.translate}
+        if POINTS_LAYER in self.viewer.layers:
+            self.viewer.layers.remove(POINTS_LAYER)
+        self.viewer.add_points(centres, name=POINTS_LAYER, face_color=colours, size=6,
+                               border_width=0, **kw)
+        names = {c.id: c.name for c in self.classes}
+        lines = [f"{split}: " + ", ".join(f"{names[c]} {n}" for c, n in counts.items())
+                 for split, counts in splits.counts().items()]
+        self.counts.value = "\n".join(lines)
+        self.status.value = f"{len(centres)} patches sampled; train when ready."
+
+    # -- training ---------------------------------------------------------------
+    def train(self) -> None:
+        """Train in a worker; the best model so far is written to the workspace."""
+        if self.splits is None:
+            show_info("Sample patches first.")
+            return
+        s = self.splits
+        config = make_config(self.variant.value, patch_size=s.train.patch_size,
+                             n_classes=len(s.train.class_ids))
+        name = f"cnn-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+        path = workspace_for(self.image.value).path("models", name)
+        layer = self.image.value
+        gen = train_cnn(
+            s.train, s.val, config=config, epochs=self.epochs.value,
+            batch_size=self.batch_size.value, checkpoint_path=path, classes=self.classes,
+            voxel_size=tuple(float(v) for v in layer.scale[-3:]),
+        )
+        self.history = []
+        self._plot_history()
+        self.status.value = f"training; best model so far kept in {path}"
+        self.runner.start(gen, name="Train CNN", on_progress=self._on_epoch,
+                          on_done=self._trained)
+
+    def _on_epoch(self, rec: Progress) -> None:
+        if "val_acc" in rec.values:
+            self.history.append(dict(rec.values))
+            self._plot_history()
+
+    def _plot_history(self) -> None:
+        self.figure.clear()
+        loss, acc = self.figure.subplots(1, 2)
+        if self.history:
+            ep = [h["epoch"] for h in self.history]
+            for key, ax in (("loss", loss), ("acc", acc)):
+                ax.plot(ep, [h[f"train_{key}"] for h in self.history], ".-", label="train")
+                ax.plot(ep, [h[f"val_{key}"] for h in self.history], ".-", label="val")
+            acc.legend(fontsize=7)
+        loss.set_title("loss", fontsize=8)
+        acc.set_title("accuracy", fontsize=8)
+        self.canvas.draw_idle()
+
+    def _trained(self, result: Any) -> None:
+        self.model, self.meta = result.model, result.meta
+        self.status.value = (f"best val accuracy {result.best_val_acc:.1%} (epoch "
+                             f"{result.best_epoch}); model in {result.path}")
+
+    # -- evaluation and prediction ------------------------------------------------
+    def evaluate(self) -> None:
+        """Score the model on the test patches in a worker."""
+        if self.model is None or self.splits is None:
+            show_info("Train or load a model, and sample patches, first.")
+            return
+        gen = iter_evaluate(self.model, self.splits.test, classes=self.classes)
+        self.runner.start(gen, name="Evaluate", on_done=self._show_evaluation)
+
+    def _show_evaluation(self, ev: Evaluation) -> None:
+        self.evaluation = ev
+        self.scores.value = f"test accuracy {ev.accuracy:.1%}, macro F1 {ev.macro_f1:.3f}"
+        per = ev.per_class()
+        rows = [[round(d["precision"], 3), round(d["recall"], 3), round(d["f1"], 3), d["support"]]
+                for d in per.values()]
+        self.table.value = {"data": rows, "index": list(per),
+                            "columns": ["precision", "recall", "F1", "n"]}
+        self.cm_figure.clear()
+        plot_confusion(ev, self.cm_figure.add_subplot())
+        self.cm_canvas.draw_idle()
+
+    def predict(self) -> None:
+        """Classify the current z-slice; adds predicted-area and confidence layers."""
+        if self.model is None or self.image.value is None:
+            show_info("Train or load a model and choose an image first.")
+            return
+        layer = self.image.value
+        z = self._current_z(layer)
+        gen = predict_slice(self.model, _data(layer)[z], stride=self.stride.value,
+                            classes=self.classes)
+        self.runner.start(gen, name="Predict slice", on_done=lambda r: self._show_slice(r, z))
+
+    def _show_slice(self, pred: Any, z: int) -> None:
+        layer = self.image.value
+        scale = tuple(layer.scale)
+        translate = (layer.translate[0] + z * scale[0], *layer.translate[1:])
+        for name in (AREAS_LAYER, CONFIDENCE_LAYER):
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        self.viewer.add_image(pred.confidence[None], name=CONFIDENCE_LAYER, scale=scale,
+                              translate=translate, colormap="viridis", contrast_limits=(0, 1),
+                              visible=False)
+        self.viewer.add_labels(pred.areas[None], name=AREAS_LAYER, scale=scale,
+                               translate=translate, opacity=0.5,
+                               colormap=DirectLabelColormap(color_dict=pred.classes.color_dict()))
+        self.status.value = f"predicted slice z={z} (stride {pred.stride})"
+
+    # -- files ----------------------------------------------------------------------
+    def _path(self) -> str | None:
+        path = str(self.model_path.value)
+        if not path or path == "." or self.model_path.value.is_dir():
+            show_info("Choose a model file (.safetensors) first.")
+            return None
+        return path
+
+    def save(self) -> None:
+        """Write the current model to the chosen file."""
+        path = self._path()
+        if path is None:
+            return
+        if self.model is None:
+            show_info("Train or load a model first.")
+            return
+        try:
+            out = save_cnn(path, self.model, classes=self.classes, meta=self.meta)
+        except (OSError, ValueError) as err:
+            show_error(f"Could not save the model: {err}")
+            return
+        self.status.value = f"model saved to {out}"
+
+    def load(self) -> None:
+        """Load a model file; refused (notification) if it does not fit the sampled patches."""
+        path = self._path()
+        if path is None:
+            return
+        expect = {}
+        if self.splits is not None:
+            expect = {"expect_classes": self.splits.train.classes,
+                      "expect_patch_size": self.splits.train.patch_size}
+        try:
+            model, meta = load_cnn(path, **expect)
+        except ModelFileError as err:
+            show_error(f"Model not loaded: {err}")
+            return
+        self.model, self.meta, self.classes = model, meta, meta.pop("class_table")
+        self.patch_size.value = model.config.patch_size
+        self.status.value = f"loaded {path}: {', '.join(self.classes.names)}"

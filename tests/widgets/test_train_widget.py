@@ -1,0 +1,127 @@
+"""TrainWidget: sample, train (live curves), evaluate, save/load, predict — tiny sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_brainfeatures.classes import default_table
+from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, save_cnn
+
+P = 56  # the smallest patch the paper's network takes is 54
+
+
+def toy():
+    rng = np.random.default_rng(0)
+    areas = np.zeros((7, 72, 150), np.uint8)
+    areas[:, :, :75], areas[:, :, 75:] = 1, 5
+    img = np.where(areas == 1, rng.normal(110, 8, areas.shape), rng.normal(110, 40, areas.shape))
+    return np.clip(img, 0, 255).astype(np.uint8), areas
+
+
+@pytest.fixture
+def widget(make_napari_viewer, qtbot):
+    from napari_brainfeatures._widgets.train import TrainWidget
+
+    viewer = make_napari_viewer()
+    img, areas = toy()
+    viewer.add_image(img, name="ct")
+    viewer.add_labels(areas, name="areas", metadata={"classes": default_table().to_dict()})
+    viewer.dims.set_current_step(0, 1)
+    w = TrainWidget(viewer)
+    w.patch_size.value, w.per_class.value, w.eval_per_class.value = P, 12, 6
+    w.epochs.value, w.batch_size.value = 2, 8
+    yield w
+    if w.runner.worker is not None:
+        w.runner.cancel()
+        qtbot.waitUntil(lambda: w.runner.worker is None, timeout=30_000)
+
+
+def wait(qtbot, w, timeout=120_000):
+    qtbot.waitUntil(lambda: w.runner.worker is None, timeout=timeout)
+    assert w.runner.last_error is None, w.runner.last_error
+
+
+def test_default_slices_follow_current_z(widget):
+    # 7 slices, 1.17 µm: 50 µm is clipped to fit: z=1 -> 1, 3, 5
+    assert (widget.train_slice.value, widget.val_slice.value, widget.test_slice.value) == (1, 3, 5)
+    widget.viewer.dims.set_current_step(0, 6)  # no room after z=6: centred instead
+    widget.default_slices()
+    assert (widget.train_slice.value, widget.val_slice.value, widget.test_slice.value) == (0, 3, 6)
+
+
+def test_sample_train_evaluate_predict_save_load(widget, qtbot, tmp_path):
+    w = widget
+    w.sample()
+    wait(qtbot, w)
+    points = w.viewer.layers["patch centres"]
+    assert len(points.data) == 2 * 12 + 2 * 6 * 2
+    assert set(points.data[:, 0]) == {1, 3, 5}
+    assert "Ctx 12" in w.counts.value and "WM 6" in w.counts.value
+
+    w.train()
+    wait(qtbot, w)
+    assert len(w.history) >= 1 and w.model is not None
+    assert w.figure.axes[0].lines  # the live curves were drawn
+    assert "best val accuracy" in w.status.value
+
+    w.evaluate()
+    wait(qtbot, w)
+    assert w.evaluation is not None and w.evaluation.n == 12
+    assert "test accuracy" in w.scores.value
+    assert w.table.shape == (2, 4) and w.table.row_headers == ("Ctx", "WM")
+    assert w.cm_figure.axes
+
+    w.stride.value = 16
+    w.predict()
+    wait(qtbot, w)
+    areas = w.viewer.layers["predicted areas"]
+    assert areas.data.shape == (1, 72, 150)
+    assert set(np.unique(areas.data)) <= {0, 1, 5}
+    assert np.isnan(w.viewer.layers["confidence"].data[0, 0, 0])
+
+    path = tmp_path / "m.safetensors"
+    w.model_path.value = path
+    w.save()
+    assert path.exists()
+    old = w.model
+    w.model = None
+    w.load()
+    assert w.model is not None and w.model is not old
+    assert w.classes.names == ["Ctx", "WM"]
+
+
+def test_load_refuses_model_for_other_classes(widget, qtbot, tmp_path, monkeypatch):
+    import napari_brainfeatures._widgets.train as mod
+
+    errors = []
+    monkeypatch.setattr(mod, "show_error", errors.append)
+    widget.sample()
+    wait(qtbot, widget)
+    other = tmp_path / "six.safetensors"
+    save_cnn(other, BrainAreaCNN(CNNConfig(patch_size=P)), classes=default_table())
+    widget.model_path.value = other
+    widget.load()
+    assert widget.model is None
+    assert errors and "trained for classes" in errors[0]
+    small = tmp_path / "p64.safetensors"
+    two = default_table().remove(2).remove(3).remove(4).remove(6)
+    save_cnn(small, BrainAreaCNN(CNNConfig(patch_size=64, n_classes=2)), classes=two)
+    widget.model_path.value = small
+    widget.load()
+    assert widget.model is None and "64 px patches" in errors[-1]
+
+
+def test_cancel_training_keeps_checkpoint(widget, qtbot):
+    w = widget
+    w.sample()
+    wait(qtbot, w)
+    w.epochs.value = 500
+    w.train()
+    qtbot.waitUntil(lambda: len(w.history) >= 1, timeout=120_000)
+    w.runner.cancel()
+    qtbot.waitUntil(lambda: w.runner.worker is None, timeout=60_000)
+    models = list(w.status.value.split("kept in ")[-1:])
+    from pathlib import Path
+
+    assert Path(models[0]).exists()
