@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_brainfeatures._dense_plan import estimate_bytes, make_evaluator
 from napari_brainfeatures._dense_tile import pad_index
 from napari_brainfeatures._progress import run
 from napari_brainfeatures.dense import compute_feature_map, measure_padding_deviation
-from napari_brainfeatures.dense_fcn import DenseCNN, PatchCNN
+from napari_brainfeatures.dense_fcn import DenseCNN, PatchCNN, estimate_bytes, make_evaluator
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 
 # D = 8 (three pools) and D = 16 (the paper's four pools, smaller filters).

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from napari_brainfeatures.classes import ClassTable
-from napari_brainfeatures.dense_fcn import OUTPUTS, DenseCNN, PatchCNN
-from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, input_scale_for
+from napari_brainfeatures.dense_fcn import OUTPUTS, choose_tile, make_evaluator
+from napari_brainfeatures.models.cnn import BrainAreaCNN, input_scale_for
 
 EDGES = ("reflect", "zero", "invalid")
 METHODS = ("auto", "dense", "patch")
@@ -27,14 +27,14 @@ PRECISIONS = ("float32", "mixed")
 
 @dataclass(frozen=True)
 class Region:
-    """Where to compute: half-open ``(start, stop)`` pixel ranges and/or a bool mask.
+    """Where to compute: z/y/x as an index, slice or half-open ``(start, stop)``, and/or a mask.
 
     ``mask`` is ``(Y, X)`` (every z) or ``(Z, Y, X)`` over the whole image.
     """
 
-    z: tuple[int, int] | None = None
-    y: tuple[int, int] | None = None
-    x: tuple[int, int] | None = None
+    z: Any = None
+    y: Any = None
+    x: Any = None
     mask: Any = None
 
 
@@ -94,7 +94,7 @@ def parse_region(region: Any, shape3: tuple[int, int, int]) -> tuple[list[tuple[
         m = np.asarray(mask).astype(bool, copy=False)
         if m.shape not in (shape3[1:], shape3):
             raise ValueError(f"region mask must have shape {shape3[1:]} or {shape3}, got {m.shape}")
-        any_yx = m if m.ndim == 2 else m[zr[0] : zr[1]].any(axis=0)
+        any_yx = np.asarray(m if m.ndim == 2 else m[zr[0] : zr[1]].any(axis=0))
         ys, xs = np.nonzero(any_yx[yr[0] : yr[1], xr[0] : xr[1]])
         if ys.size == 0:
             raise ValueError("region mask selects no pixel inside the region")
@@ -316,39 +316,3 @@ class DenseJob:
                 )
         specs["done"] = ((zo, ny, nx), (1, 1, 1), "uint8", 0, ("z", "ty", "tx"))
         return specs
-
-
-def make_evaluator(model: BrainAreaCNN, method: str, stride: int, batch: int) -> Any:
-    """:class:`DenseCNN` (``"dense"``) or :class:`PatchCNN` (``"patch"``)."""
-    if method == "patch":
-        return PatchCNN(model, stride=stride, batch=batch)
-    return DenseCNN(model, stride=stride, fc_outputs=batch)
-
-
-def choose_tile(ev: Any, cfg: CNNConfig, budget: float, method: str) -> int:
-    """Largest tile (outputs per side, multiple of the fragment count) within ``budget`` bytes."""
-    unit = getattr(ev, "E", 1)
-    cap = 64 if method == "patch" else 256
-    best = unit
-    for t in range(unit, max(cap, unit) + 1, unit):
-        if estimate_bytes(ev, cfg, t) <= budget:
-            best = t
-    return best
-
-
-def estimate_bytes(ev: Any, cfg: CNNConfig, t: int) -> float:
-    """Rough peak working set (bytes) of one tile of ``t x t`` outputs."""
-    n_out = t * t
-    results = n_out * (2 * cfg.n_features + 2 * cfg.n_classes + 2) * 4 * 3
-    if isinstance(ev, PatchCNN):
-        per_patch = cfg.patch_size**2 * (1 + 2 * cfg.channels[0]) * 4
-        return ev.input_length(t) ** 2 * 4 * 2 + ev.batch * per_patch + results
-    side = ev.input_length(t)
-    dens, c_in, peak = 1.0, 1, 0.0
-    for i, c in enumerate(cfg.channels):
-        after = dens / 4 if i < ev.n_plain else dens
-        peak = max(peak, side * side * 4 * (c_in * dens + c * dens + 2 * c * after))
-        dens, c_in = after, c
-    frag = side * side * dens * c_in * 4
-    fc = min(ev.fc_outputs, n_out) * (cfg.flat_size + 3 * cfg.fc[0]) * 4
-    return peak + frag + fc + results

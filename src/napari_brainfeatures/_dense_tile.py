@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_brainfeatures._dense_plan import DenseJob, make_evaluator
+from napari_brainfeatures._dense_plan import DenseJob
+from napari_brainfeatures.dense_fcn import make_evaluator
 from napari_brainfeatures.dense_store import write_tile
 from napari_brainfeatures.models.cnn import BrainAreaCNN, load_cnn
 
@@ -117,7 +118,7 @@ class TileWorker:
         ix = pad_index(x0 + job.stride * sx.start - job.before + ar, w, job.edge)
         vy, vx = iy >= 0, ix >= 0
         ylo, yhi, xlo, xhi = iy[vy].min(), iy[vy].max() + 1, ix[vx].min(), ix[vx].max() + 1
-        key = (slice(ylo, yhi), slice(xlo, xhi))
+        key: tuple[Any, ...] = (slice(ylo, yhi), slice(xlo, xhi))
         if len(job.image_shape) == 3:
             key = (z0 + t[0], *key)
         import dask
@@ -148,11 +149,14 @@ class TileWorker:
         job = self.job
         sy, sx = job.box(t)
         ny, nx = sy.stop - sy.start, sx.stop - sx.start
-        if window is None:  # nothing to compute: fill values
+        if window is None:  # masked out: the fill values
+            n_cls = len(self.class_ids)
             return {
-                n: (np.zeros((ny, nx), self.class_ids.dtype) if n == "areas" else None)
+                n: np.zeros((ny, nx), self.class_ids.dtype)
+                if n == "areas"
+                else np.full((n_cls if n == "probs" else job.n_features, ny, nx), np.nan, "f4")
                 for n in job.which
-            }  # type: ignore[misc]
+            }
         x = torch.from_numpy(window)[None, None].to(self.device)  # (1, 1, L, L)
         with self._context():
             res = self.ev(x, job.tile, job.tile, which=job.which)
@@ -173,14 +177,4 @@ class TileWorker:
         """Write tile ``t`` and mark it done."""
         if self.job.path is None:
             raise RuntimeError("the job has no store path; plan it with plan_job")
-        arrays = self.arrays
-        full = {}
-        for name, arr in data.items():
-            if arr is None:  # masked-out tile: the fill value
-                shape = arrays[name].shape
-                sy, sx = self.job.box(t)
-                arr = np.full(
-                    (shape[1], sy.stop - sy.start, sx.stop - sx.start), np.nan, np.float32
-                )
-            full[name] = arr
-        write_tile(self.job.path, arrays, t, self.job.box(t), full)
+        write_tile(self.job.path, self.arrays, t, self.job.box(t), data)

@@ -236,7 +236,7 @@ def compute_feature_map(
         image_name=image_name,
     )
     worker = TileWorker(job, model, image)
-    todo = [t for t in job.tiles() if t not in done_tiles(job.path)]
+    todo = [t for t in job.tiles() if t not in done_tiles(out)]
     total = job.n_tiles
     step = total - len(todo)
     if step:
@@ -268,11 +268,11 @@ def compute_feature_map(
         for _, fut, _ in pending:  # finish (or fail) writes already started, never half-mark
             fut.exception()
         pool.shutdown(wait=True, cancel_futures=True)
-    if len(done_tiles(job.path)) == total:
+    if len(done_tiles(out)) == total:
         from zarr import open_group
 
-        mark_complete(open_group(job.path, mode="r+"))
-    return FeatureStore(job.path)
+        mark_complete(open_group(out, mode="r+"))
+    return FeatureStore(out)
 
 
 def measure_padding_deviation(

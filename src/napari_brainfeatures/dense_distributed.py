@@ -144,7 +144,7 @@ def compute_feature_map_distributed(
         "config": net.config.to_dict(),
         "state": {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()},
     }
-    todo = [t for t in job.tiles() if t not in done_tiles(job.path)]
+    todo = [t for t in job.tiles() if t not in done_tiles(out)]
     total, step = job.n_tiles, job.n_tiles - len(todo)
     if step:
         yield Progress(step, total, f"resuming: {step}/{total} tiles already done")
@@ -174,8 +174,8 @@ def compute_feature_map_distributed(
         client.close()
         if cluster is not None:
             cluster.close()
-    if len(done_tiles(job.path)) == total:
+    if len(done_tiles(out)) == total:
         from zarr import open_group
 
-        mark_complete(open_group(job.path, mode="r+"))
-    return FeatureStore(job.path)
+        mark_complete(open_group(out, mode="r+"))
+    return FeatureStore(out)

@@ -28,9 +28,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from napari_brainfeatures.models.cnn import BrainAreaCNN
+from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 
-__all__ = ["OUTPUTS", "DenseCNN", "PatchCNN", "padded_twin_geometry"]
+__all__ = [
+    "OUTPUTS",
+    "DenseCNN",
+    "PatchCNN",
+    "choose_tile",
+    "estimate_bytes",
+    "make_evaluator",
+    "padded_twin_geometry",
+]
 
 OUTPUTS = ("features", "features_pre", "probs", "areas")
 
@@ -55,10 +63,19 @@ def padded_twin_geometry(model: BrainAreaCNN) -> tuple[int, int]:
     return cfg.patch_size + 2 * shift, shift
 
 
+def _layers(model: BrainAreaCNN) -> tuple[list[nn.Conv2d], list[nn.Linear], nn.Linear]:
+    """The model's convolutions, hidden FC layers and head, typed."""
+    return list(model.convs), list(model.fcs), model.head  # type: ignore[return-value, arg-type]
+
+
 def _head(model: BrainAreaCNN, h: torch.Tensor, which: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Hidden FC layers after FC1 and the head as 1x1 convs: ``h`` (N, fc0, H, W) pre-ReLU."""
-    for fc in model.fcs[1:]:
-        h = F.conv2d(F.relu(h), fc.weight[:, :, None, None], fc.bias)  # (N, fc_i, H, W)
+    """FC layers after FC1, and the head, on channels-last ``h`` (N, H, W, fc0) pre-ReLU.
+
+    Returns ``(N, H, W, ch)`` tensors (channels last: every layer is one GEMM).
+    """
+    _, fcs, head = _layers(model)
+    for fc in fcs[1:]:
+        h = F.linear(h.relu_(), fc.weight, fc.bias)  # (N, H, W, fc_i)
     out: dict[str, torch.Tensor] = {}
     post = F.relu(h)
     if "features_pre" in which:
@@ -66,13 +83,26 @@ def _head(model: BrainAreaCNN, h: torch.Tensor, which: tuple[str, ...]) -> dict[
     if "features" in which:
         out["features"] = post.float()
     if "probs" in which or "areas" in which:
-        w = model.head.weight[:, :, None, None]
-        logits = F.conv2d(post, w, model.head.bias).float()  # (N, K, H, W)
+        logits = F.linear(post, head.weight, head.bias).float()  # (N, H, W, K)
         if "probs" in which:
-            out["probs"] = torch.softmax(logits, dim=1)
+            out["probs"] = torch.softmax(logits, dim=-1)
         if "areas" in which:
-            out["areas"] = logits.argmax(dim=1, keepdim=True)  # (N, 1, H, W)
+            out["areas"] = logits.argmax(dim=-1, keepdim=True)  # (N, H, W, 1)
     return out
+
+
+def _pool_fragments(x: torch.Tensor) -> torch.Tensor:
+    """Stride-1 2x2 max-pool, then its four phases to the batch: (N, C, H, W) -> (4N, C, h, w).
+
+    Fragment ``(ay * 2 + ax) * N + n`` holds ``maxpool2x2(x[n, :, ay:, ax:])``; two
+    shifted maxima are several times faster than ``max_pool2d(stride=1)`` on CPU.
+    """
+    n, c, h, w = x.shape
+    h2, w2 = (h - 1) // 2, (w - 1) // 2
+    a = torch.maximum(x[:, :, :-1], x[:, :, 1:])[:, :, : 2 * h2]  # (N, C, 2h, W)
+    a = a.reshape(n, c, h2, 2, w).permute(3, 0, 1, 2, 4)  # (2, N, C, h, W)
+    b = torch.maximum(a[..., :-1], a[..., 1:])[..., : 2 * w2].reshape(2, n, c, h2, w2, 2)
+    return b.permute(0, 5, 1, 2, 3, 4).reshape(4 * n, c, h2, w2)  # (4N, C, h, w)
 
 
 class DenseCNN:
@@ -104,12 +134,15 @@ class DenseCNN:
         self.n_plain = int(math.log2(g))  # first pools stay plain 2x2 pools
         self.E = self.D // g  # fragments per axis
         self.q = self.stride // g  # odd: FC1 conv stride inside a fragment
-        w1 = model.convs[0].weight
+        self.convs, fcs, _ = _layers(model)
+        w1 = self.convs[0].weight
         # Identical grey input channels: sum conv1 over them (3x cheaper, same maths).
         self.w1 = w1.sum(dim=1, keepdim=True) if w1.shape[1] > 1 else w1  # (16, 1, k, k)
-        self.fc1_w = model.fcs[0].weight.reshape(
-            -1, cfg.channels[-1], self.final, self.final
+        fc1 = fcs[0]
+        self.fc1_w = fc1.weight.reshape(-1, cfg.channels[-1], self.final, self.final).contiguous(
+            memory_format=torch.channels_last
         )  # (fc0, C, f, f)
+        self.fc1_b = fc1.bias
         # Per-axis residue -> (crop c inside the fragment, output phase i_r).
         rho = np.arange(self.E)
         if self.q > 1:
@@ -149,17 +182,14 @@ class DenseCNN:
     def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """Conv trunk on ``x`` (B, 1, Ly, Lx) -> fragments (F*B, C, h, w) and residues (F,)."""
         res_y, res_x = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-        for i, conv in enumerate(self.model.convs):
+        for i, conv in enumerate(self.convs):
             w = self.w1 if i == 0 else conv.weight
-            x = F.relu(F.conv2d(x, w.to(x.dtype), conv.bias.to(x.dtype)))  # (N, C_i, H, W)
+            bias = conv.bias.to(x.dtype) if conv.bias is not None else None
+            x = F.conv2d(x, w.to(x.dtype), bias).relu_()  # (N, C_i, H, W)
             if i < self.n_plain:
                 x = F.max_pool2d(x, 2)  # (N, C_i, H/2, W/2)
                 continue
-            x = F.max_pool2d(x, 2, stride=1)  # (N, C_i, H-1, W-1)
-            n, c, h, w_ = x.shape
-            h2, w2 = h // 2, w_ // 2
-            x = x[:, :, : 2 * h2, : 2 * w2].reshape(n, c, h2, 2, w2, 2)
-            x = x.permute(3, 5, 0, 1, 2, 4).reshape(4 * n, c, h2, w2)  # (4N, C_i, h2, w2)
+            x = _pool_fragments(x)  # (4N, C_i, (H-1)/2, (W-1)/2)
             step = 2**i
             res_y = np.concatenate([res_y + ay * step for ay in (0, 1) for _ in (0, 1)])
             res_x = np.concatenate([res_x + ax * step for _ in (0, 1) for ax in (0, 1)])
@@ -197,20 +227,20 @@ class DenseCNN:
             for r0 in range(0, my, rows):
                 r1 = min(my, r0 + rows)
                 xin = fx[:, :, r0 * self.q : (r1 - 1) * self.q + self.final]
-                h = F.conv2d(
-                    xin, self.fc1_w.to(x.dtype), self.model.fcs[0].bias.to(x.dtype), stride=self.q
-                )  # (n, fc0, r1-r0, mx)
-                for k, v in _head(self.model, h, which).items():
-                    row_parts.setdefault(k, []).append(v)
-            for k, v in row_parts.items():
-                parts.setdefault(k, []).append(torch.cat(v, dim=2))
+                xin = xin.contiguous(memory_format=torch.channels_last)
+                h = F.conv2d(xin, self.fc1_w.to(x.dtype), self.fc1_b.to(x.dtype), stride=self.q)
+                h = h.permute(0, 2, 3, 1)  # (n, r1-r0, mx, fc0), contiguous: channels last
+                for k, t in _head(self.model, h, which).items():
+                    row_parts.setdefault(k, []).append(t)
+            for k, rows_k in row_parts.items():
+                parts.setdefault(k, []).append(torch.cat(rows_k, dim=1))
         order = np.argsort(self._phase[ry] * self.E + self._phase[rx], kind="stable")
         idx = torch.as_tensor(order)
         out = {}
-        for k, v in parts.items():
-            z = torch.cat(v).reshape(n_frag, b, -1, my, mx)[idx]  # (F, B, ch, my, mx)
-            ch = z.shape[2]
-            z = z.reshape(self.E, self.E, b, ch, my, mx).permute(2, 3, 4, 0, 5, 1)
+        for k, pieces in parts.items():
+            z = torch.cat(pieces).reshape(n_frag, b, my, mx, -1)[idx]  # (F, B, my, mx, ch)
+            ch = z.shape[-1]
+            z = z.reshape(self.E, self.E, b, my, mx, ch).permute(2, 5, 3, 0, 4, 1)
             out[k] = z.reshape(b, ch, my * self.E, mx * self.E)[:, :, :ny, :nx]
         return out
 
@@ -243,7 +273,7 @@ class PatchCNN:
         self, x: torch.Tensor, ny: int, nx: int, *, which: tuple[str, ...] = OUTPUTS
     ) -> dict[str, torch.Tensor]:
         """Evaluate a tile patch by patch; see the module docstring for shapes."""
-        m: nn.Module = self.model
+        m = self.model
         b, p, s = x.shape[0], self.patch, self.stride
         cin = m.config.in_channels
         win = x.unfold(2, p, s).unfold(3, p, s)[:, :, :ny, :nx]  # (B, 1, ny, nx, P, P)
@@ -252,9 +282,47 @@ class PatchCNN:
         for i in range(0, win.shape[0], self.batch):
             xb = win[i : i + self.batch].expand(-1, cin, p, p)  # (n, cin, P, P)
             h = m.conv_features(xb).flatten(1)  # (n, flat)
-            h = m.fcs[0](h)[:, :, None, None]  # (n, fc0, 1, 1)
+            h = _layers(m)[1][0](h)[:, None, None, :]  # (n, 1, 1, fc0)
             for k, v in _head(m, h, which).items():
-                parts.setdefault(k, []).append(v[:, :, 0, 0])
+                parts.setdefault(k, []).append(v[:, 0, 0])
         return {
             k: torch.cat(v).reshape(b, ny, nx, -1).permute(0, 3, 1, 2) for k, v in parts.items()
         }
+
+
+def make_evaluator(
+    model: BrainAreaCNN, method: str, stride: int, batch: int
+) -> DenseCNN | PatchCNN:
+    """:class:`DenseCNN` (``"dense"``) or :class:`PatchCNN` (``"patch"``)."""
+    if method == "patch":
+        return PatchCNN(model, stride=stride, batch=batch)
+    return DenseCNN(model, stride=stride, fc_outputs=batch)
+
+
+def choose_tile(ev: DenseCNN | PatchCNN, cfg: CNNConfig, budget: float, method: str) -> int:
+    """Largest tile (outputs per side, multiple of the fragment count) within ``budget`` bytes."""
+    unit = getattr(ev, "E", 1)
+    cap = 64 if method == "patch" else 256
+    best = unit
+    for t in range(unit, max(cap, unit) + 1, unit):
+        if estimate_bytes(ev, cfg, t) <= budget:
+            best = t
+    return best
+
+
+def estimate_bytes(ev: DenseCNN | PatchCNN, cfg: CNNConfig, t: int) -> float:
+    """Rough peak working set (bytes) of one tile of ``t x t`` outputs."""
+    n_out = t * t
+    results = n_out * (2 * cfg.n_features + 2 * cfg.n_classes + 2) * 4 * 3
+    if isinstance(ev, PatchCNN):
+        per_patch = cfg.patch_size**2 * (1 + 2 * cfg.channels[0]) * 4
+        return ev.input_length(t) ** 2 * 4 * 2 + ev.batch * per_patch + results
+    side = ev.input_length(t)
+    dens, c_in, peak = 1.0, 1, 0.0
+    for i, c in enumerate(cfg.channels):
+        after = dens / 4 if i < ev.n_plain else dens
+        peak = max(peak, side * side * 4 * (c_in * dens + c * dens + 2 * c * after))
+        dens, c_in = after, c
+    frag = side * side * dens * c_in * 4
+    fc = min(ev.fc_outputs, n_out) * (cfg.flat_size + 3 * cfg.fc[0]) * 4
+    return peak + frag + fc + results

@@ -57,9 +57,14 @@ class StoreMismatchError(FileExistsError):
     """An existing store was made by another job (model, stride, region, ...)."""
 
 
+def _provenance(group: zarr.Group) -> dict[str, Any]:
+    raw: Any = group.attrs.get(ATTR)
+    return dict(raw) if isinstance(raw, dict) else {}
+
+
 def _is_feature_store(path: Path) -> bool:
     try:
-        return zarr.open_group(path, mode="r").attrs.get(ATTR, {}).get("kind") == KIND
+        return _provenance(zarr.open_group(path, mode="r")).get("kind") == KIND
     except Exception:  # not zarr, or not a group
         return False
 
@@ -113,7 +118,7 @@ def prepare(
     check_writable(path)
     if path.exists():
         if _is_feature_store(path):
-            old = zarr.open_group(path, mode="r").attrs[ATTR]
+            old = _provenance(zarr.open_group(path, mode="r"))
             diff = [k for k in JOB_KEYS if old.get(k) != provenance.get(k)]
             if not diff:
                 return zarr.open_group(path, mode="r+")
@@ -155,7 +160,7 @@ def prepare(
 def done_tiles(path: str | os.PathLike[str]) -> set[tuple[int, int, int]]:
     """Tiles ``(kz, ty, tx)`` whose ``done`` marker exists (listing only, no chunk reads)."""
     root = Path(path) / "done" / "c"
-    found = set()
+    found: set[tuple[int, int, int]] = set()
     for dirpath, _, files in os.walk(root):
         rel = Path(dirpath).relative_to(root).parts
         if len(rel) == 2:
@@ -195,7 +200,7 @@ def write_tile(
 
 def mark_complete(group: zarr.Group) -> None:
     """Record in the provenance that every tile is done."""
-    attrs = dict(group.attrs[ATTR])
+    attrs = _provenance(group)
     attrs["complete"] = True
     group.attrs[ATTR] = attrs
 
@@ -211,7 +216,7 @@ class FeatureStore:
         if not _is_feature_store(self.path):
             raise FileNotFoundError(f"{str(self.path)!r} is not a dense feature store")
         self.group = zarr.open_group(self.path, mode="r")
-        self.attrs: dict[str, Any] = dict(self.group.attrs[ATTR])
+        self.attrs: dict[str, Any] = _provenance(self.group)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> FeatureStore:
@@ -240,7 +245,7 @@ class FeatureStore:
     @property
     def complete(self) -> bool:
         """True once every tile was written."""
-        return bool(zarr.open_group(self.path, mode="r").attrs[ATTR].get("complete"))
+        return bool(_provenance(zarr.open_group(self.path, mode="r")).get("complete"))
 
     @property
     def classes(self) -> ClassTable:
@@ -259,7 +264,7 @@ class FeatureStore:
 
     def progress(self) -> tuple[int, int]:
         """``(tiles done, tiles in all)``."""
-        return len(done_tiles(self.path)), int(np.prod(self.group["done"].shape))
+        return len(done_tiles(self.path)), int(np.prod(self.group["done"].shape))  # type: ignore[union-attr]
 
     def _lazy(self, name: str) -> da.Array:
         if name not in self.group:
