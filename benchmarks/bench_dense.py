@@ -122,9 +122,9 @@ def run(quick: bool, out: Path) -> dict:
     return result
 
 
-def _cuda(out: Path, quick: bool) -> dict:
+def _cuda(out: Path, quick: bool, side: int | None = None) -> dict:
     """A 2400 x 2400 slice at stride 1, zarr -> zarr, float32 and mixed precision."""
-    side = 1200 if quick else 2400
+    side = side or (1200 if quick else 2400)
     image = _image(side, out / "gpu.zarr")
     res: dict = {"gpu_side": side}
     stores = {}
