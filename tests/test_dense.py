@@ -180,6 +180,7 @@ def test_mask_outside_pixels_are_nan_and_zero(tmp_path):
     feats = np.asarray(store.features())
     sub = mask[3:11, 4:16]
     assert (areas[sub] > 0).all() and (areas[~sub] == 0).all()
+    assert np.array_equal(np.asarray(store.valid()), sub)
     assert np.isnan(feats[:, ~sub]).all() and not np.isnan(feats[:, sub]).any()
 
 

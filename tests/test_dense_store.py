@@ -164,6 +164,7 @@ def test_feature_store_accessors(tmp_path, model, image):
     conf = np.asarray(store.confidence())
     assert conf.shape == (15, 14) and (conf >= 1 / 3 - 1e-6).all()
     assert store.progress() == (4, 4)
+    assert store.valid().shape == (15, 14) and bool(store.valid().all())
     assert store.layer_kwargs() == {"scale": (2.0, 2.0), "translate": (0.0, 0.0)}
     attrs = store.attrs
     assert attrs["model_id"] and attrs["edge"] == "reflect" and attrs["halo"] == [16, 15]

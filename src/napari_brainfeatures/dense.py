@@ -56,6 +56,7 @@ __all__ = [
     "Region",
     "TileDone",
     "compute_feature_map",
+    "compute_feature_map_distributed",  # noqa: F822 (lazy, see __getattr__)
     "load_model",
     "measure_padding_deviation",
     "plan_job",
@@ -322,3 +323,13 @@ def measure_padding_deviation(
         "cosine": float(cos.mean()),
         "area_agreement": float((res["dense"]["areas"] == res["patch"]["areas"]).float().mean()),
     }
+
+
+def __getattr__(name: str) -> Any:
+    # The distributed runner imports this module: expose it lazily (and dask.distributed
+    # is imported only when it is used).
+    if name == "compute_feature_map_distributed":
+        from napari_brainfeatures.dense_distributed import compute_feature_map_distributed
+
+        return compute_feature_map_distributed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

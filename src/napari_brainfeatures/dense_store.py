@@ -294,6 +294,13 @@ class FeatureStore:
         """Probability of the most probable class ``(Z, Y, X)``."""
         return self.probs.max(axis=-3)
 
+    def valid(self) -> da.Array:
+        """Bool ``(Z, Y, X)``: outputs that were computed (not NaN / label 0)."""
+        for name in ("features", "features_pre", "probs"):
+            if name in self.attrs["which"]:
+                return ~da.isnan(self._lazy(name)[..., 0, :, :])
+        return self.areas > 0
+
     def feature_rows(self, *, pre_relu: bool = False) -> da.Array:
         """Features as rows ``(N, C)``, raster order of the output grid (NaN: not computed)."""
         f = self.features(pre_relu=pre_relu)
