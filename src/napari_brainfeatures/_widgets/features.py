@@ -22,11 +22,11 @@ from napari.utils.notifications import show_error
 from napari_brainfeatures._dense_tile import load_model
 from napari_brainfeatures._progress import Progress
 from napari_brainfeatures._widgets._common import (
+    WORKSPACE_KEY,
     image_choices,
     layers_of,
     refresh_choices_on_layer_change,
     source_path,
-    workspace_for,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.dense import compute_feature_map, measure_padding_deviation
@@ -126,10 +126,11 @@ class FeatureMapWidget(Container):
         if layer is None or str(self.out.value) not in ("", ".", self._auto_out):
             return
         name = f"{Path(str(self.model_path.value)).stem or 'model'}-s{self.stride.value}.zarr"
-        try:
-            path = workspace_for(layer).path("features", name)
-        except Exception:  # a workspace that does not fit: the same folder rule
-            path = default_workspace_path(source_path(layer), name=layer.name) / "features" / name
+        # The workspace rule, without creating anything until a run writes the store.
+        root = layer.metadata.get(WORKSPACE_KEY) or default_workspace_path(
+            source_path(layer), name=layer.name
+        )
+        path = Path(root) / "features" / name
         self._auto_out = str(path)
         self.out.value = path
 
