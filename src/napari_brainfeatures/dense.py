@@ -188,6 +188,7 @@ def compute_feature_map(
         Default: CUDA when available, else CPU (all cores).
     precision : {"float32", "mixed"}
         ``"mixed"``: autocast (float16 on CUDA, bfloat16 on CPU); stores stay float32.
+        Meant for CUDA: CPUs without bfloat16 units run it slower than float32.
     which : sequence of str
         Any of ``"features"`` (post-ReLU), ``"features_pre"`` (pre-ReLU),
         ``"probs"``, ``"areas"``.

@@ -235,7 +235,7 @@ class DenseCNN:
             for k, rows_k in row_parts.items():
                 parts.setdefault(k, []).append(torch.cat(rows_k, dim=1))
         order = np.argsort(self._phase[ry] * self.E + self._phase[rx], kind="stable")
-        idx = torch.as_tensor(order)
+        idx = torch.as_tensor(order, device=x.device)
         out = {}
         for k, pieces in parts.items():
             z = torch.cat(pieces).reshape(n_frag, b, my, mx, -1)[idx]  # (F, B, my, mx, ch)
