@@ -11,6 +11,7 @@ workers rebuild it once and reuse it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -50,11 +51,23 @@ def _tile_task(
         if worker is None:
             model = BrainAreaCNN(CNNConfig.from_dict(weights["config"]))
             model.load_state_dict({k: torch.from_numpy(v) for k, v in weights["state"].items()})
-            worker = TileWorker(job, model.eval(), image.value)
+            worker = TileWorker(_own_gpu(job), model.eval(), image.value)
             _CACHE.clear()  # one job at a time per worker process
             _CACHE[key] = worker
     worker.write(tile, worker.compute(tile, worker.read(tile)))
     return tile, job.n_outputs(tile), time.perf_counter() - t0
+
+
+def _own_gpu(job: DenseJob) -> DenseJob:
+    """On a machine with several GPUs, spread workers over them (one GPU per worker)."""
+    n_gpu = torch.cuda.device_count()
+    if job.device != "cuda" or n_gpu < 2:
+        return job
+    from distributed import get_worker
+
+    name = get_worker().name
+    index = int(name) if str(name).isdigit() else abs(hash(name))
+    return dataclasses.replace(job, device=f"cuda:{index % n_gpu}")
 
 
 def connect(
