@@ -231,3 +231,17 @@ def test_cli_features_end_to_end(tmp_path, model, image, capsys):
     # Another stride into the same store: a clear error, exit status 2.
     assert cli.main([*argv[:-4], "--stride", "2"]) == 2
     assert "overwrite" in capsys.readouterr().err
+
+
+def test_numpy_zarr_and_dask_images_give_the_same_bytes(tmp_path, model, image):
+    import dask.array as da
+
+    z = zarr.create_array(
+        str(tmp_path / "img.zarr"), shape=image.shape, chunks=(1, 7, 9), dtype=image.dtype
+    )
+    z[:] = image
+    stores = {}
+    for name, img in (("np", image), ("zarr", z), ("dask", da.from_zarr(z))):
+        stores[name] = tmp_path / f"{name}.zarr"
+        run(compute_feature_map(img, model, out=stores[name], **OPTS))
+    assert chunk_bytes(stores["np"]) == chunk_bytes(stores["zarr"]) == chunk_bytes(stores["dask"])
