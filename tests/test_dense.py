@@ -256,3 +256,14 @@ def test_bad_options_are_refused_with_clear_messages(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         run(compute_feature_map(image, make_model(TINY), out=tmp_path / "x.zarr", **kwargs))
     assert not (tmp_path / "x.zarr").exists()
+
+
+def test_3d_mask_with_a_z_range(tmp_path):
+    model = make_model(TINY)
+    vol = np.random.default_rng(7).random((4, 20, 22)).astype(np.float32)
+    mask = np.zeros(vol.shape, bool)
+    mask[1, 2:5, 3:9] = mask[2, 10:14, 6:8] = mask[3, 0:20, 0:22] = True  # z=3 is outside
+    region = {"z": (1, 3), "mask": mask}
+    store = run(compute_feature_map(vol, model, out=tmp_path / "m.zarr", region=region, tile=4))
+    assert store.attrs["origin"] == [1, 2, 3] and store.shape == (2, 12, 6)
+    assert np.array_equal(np.asarray(store.valid()), mask[1:3, 2:14, 3:9])

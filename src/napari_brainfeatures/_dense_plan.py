@@ -29,7 +29,8 @@ PRECISIONS = ("float32", "mixed")
 class Region:
     """Where to compute: z/y/x as an index, slice or half-open ``(start, stop)``, and/or a mask.
 
-    ``mask`` is ``(Y, X)`` (every z) or ``(Z, Y, X)`` over the whole image.
+    ``mask`` is ``(Y, X)`` (every z) or ``(Z, Y, X)`` over the whole image (numpy, zarr
+    or dask; a 3-D mask is read for the region's z-slices only).
     """
 
     z: Any = None
@@ -91,10 +92,12 @@ def parse_region(region: Any, shape3: tuple[int, int, int]) -> tuple[list[tuple[
     )
     mask = region.mask
     if mask is not None:
-        m = np.asarray(mask).astype(bool, copy=False)
-        if m.shape not in (shape3[1:], shape3):
-            raise ValueError(f"region mask must have shape {shape3[1:]} or {shape3}, got {m.shape}")
-        any_yx = np.asarray(m if m.ndim == 2 else m[zr[0] : zr[1]].any(axis=0))
+        shape = tuple(getattr(mask, "shape", np.shape(mask)))
+        if shape not in (shape3[1:], shape3):
+            raise ValueError(f"region mask must have shape {shape3[1:]} or {shape3}, got {shape}")
+        # A 3-D mask is read for the region's z-slices only (kept relative to z0).
+        m = np.asarray(mask if len(shape) == 2 else mask[zr[0] : zr[1]]).astype(bool, copy=False)
+        any_yx = np.asarray(m if m.ndim == 2 else m.any(axis=0))
         ys, xs = np.nonzero(any_yx[yr[0] : yr[1], xr[0] : xr[1]])
         if ys.size == 0:
             raise ValueError("region mask selects no pixel inside the region")

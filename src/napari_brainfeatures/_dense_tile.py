@@ -88,12 +88,12 @@ class TileWorker:
         """Which outputs of tile ``t`` to keep (None: all)."""
         job, s = self.job, self.job.stride
         sy, sx = job.box(t)
-        (z0, _), (y0, _), (x0, _) = job.bounds
+        _, (y0, _), (x0, _) = job.bounds
         ys = y0 + s * np.arange(sy.start, sy.stop)
         xs = x0 + s * np.arange(sx.start, sx.stop)
         keep = None
         if job.mask is not None:
-            m = job.mask if job.mask.ndim == 2 else job.mask[z0 + t[0]]
+            m = job.mask if job.mask.ndim == 2 else job.mask[t[0]]  # z relative to z0
             keep = np.asarray(m[ys[0] : ys[-1] + 1 : s, xs[0] : xs[-1] + 1 : s], dtype=bool)
         if job.edge == "invalid":
             h, w = job.image_shape[-2:]
