@@ -14,7 +14,7 @@ a synthetic population with artifacts, then measures
 - training wall times and the device.
 
 ``--quick`` trains on 192 sections of 64×96 (``n_down`` 5) for 10 epochs;
-the full run on 512 sections at 320×448 (the paper's network) for 20 epochs.
+the full run on 256 sections at 320×448 (the paper's network) for 10 epochs.
 ``BENCH_VAE_SHAPE=H,W``, ``BENCH_VAE_N`` and ``BENCH_VAE_EPOCHS`` override these.
 """
 
@@ -61,8 +61,8 @@ def run(quick: bool, out: Path) -> dict:
     shape = tuple(
         int(s) for s in env("BENCH_VAE_SHAPE", "64,96" if quick else "320,448").split(",")
     )
-    n = int(env("BENCH_VAE_N", 192 if quick else 512))
-    epochs = int(env("BENCH_VAE_EPOCHS", 10 if quick else 20))
+    n = int(env("BENCH_VAE_N", 192 if quick else 256))
+    epochs = int(env("BENCH_VAE_EPOCHS", 10))
     pop = population(n, shape, seed=0)
     res: dict = {
         "n_sections": n,

@@ -262,7 +262,7 @@ def receptive_fields(
     Yields
     ------
     Progress
-        One per ROI.
+        One per ROI and chunk of 64 sections.
 
     Returns
     -------
@@ -285,20 +285,24 @@ def receptive_fields(
         imgs = imgs[np.sort(pick)]
     if len(imgs) < 2:
         raise ValueError(f"need at least 2 clean sections to fit Gaussians, got {len(imgs)}")
-    L = model.latent_dim
-    means = np.zeros((len(ids), w.size, L))
-    variances = np.zeros_like(means)
-    for r, rid in enumerate(ids):
-        mask = labels == rid  # (H, W)
+    masks = [labels == rid for rid in ids]  # (H, W) each
+    for rid, mask in zip(ids, masks, strict=True):
         if not mask.any():
             raise ValueError(f"ROI id {rid} does not occur in the ROI map")
-        for j, wj in enumerate(w):
-            pert = imgs.copy()
-            pert[:, mask] *= np.float32(1.0 - wj)  # x0 + w * (-x0) inside the ROI
-            np.clip(pert, 0.0, 1.0, out=pert)
-            codes = np.asarray(model.encode(pert), dtype=np.float64)  # (N, L)
-            means[r, j], variances[r, j] = codes.mean(0), codes.var(0, ddof=1)
-        yield Progress(r + 1, len(ids), f"ROI {names[r]} ({r + 1}/{len(ids)})")
+    codes = np.zeros((len(ids), w.size, len(imgs), model.latent_dim))  # (R, W, N, L)
+    chunk = 64  # sections per perturbed copy: bounded memory at 320x448
+    steps = len(ids) * -(-len(imgs) // chunk)
+    for r, mask in enumerate(masks):
+        for c0 in range(0, len(imgs), chunk):
+            part = imgs[c0 : c0 + chunk]  # (B, H, W)
+            for j, wj in enumerate(w):
+                pert = part.copy()
+                pert[:, mask] *= np.float32(1.0 - wj)  # x0 + w * (-x0) inside the ROI
+                np.clip(pert, 0.0, 1.0, out=pert)
+                codes[r, j, c0 : c0 + len(part)] = model.encode(pert)  # (B, L)
+            done = r * -(-len(imgs) // chunk) + c0 // chunk + 1
+            yield Progress(done, steps, f"ROI {names[r]} ({r + 1}/{len(ids)})")
+    means, variances = codes.mean(axis=2), codes.var(axis=2, ddof=1)  # (R, W, L)
     floor = max(var_floor * float(variances.mean()), 1e-12)
     v = np.maximum(variances, floor)
     impact = gaussian_kl(means[:, 0], v[:, 0], means[:, -1], v[:, -1])  # (R, L)
