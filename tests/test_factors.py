@@ -378,3 +378,13 @@ def test_factors_cli_errors(tmp_path, capsys):
     zarr.create_array(str(tmp_path / "z.zarr"), data=np.ones((2, 4, 5, 6), np.float32))
     assert cli.main(["factors", str(tmp_path / "z.zarr"), "--k", "2"]) == 2
     assert "--z" in capsys.readouterr().err
+
+
+def test_thread_pool_gives_the_serial_result_and_restores_threads():
+    X = low_rank(n=500, d=10, k=4, seed=7, noise=0.05)
+    serial = run(fit_nmf(X, 4, block_rows=64, max_iter=15))
+    torch.set_num_threads(2)
+    pooled = run(fit_nmf(X, 4, block_rows=64, max_iter=15))  # blocks on 2 threads
+    assert torch.get_num_threads() == 2
+    np.testing.assert_array_equal(serial.H, pooled.H)
+    np.testing.assert_array_equal(serial.W, pooled.W)

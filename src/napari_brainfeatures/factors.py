@@ -216,8 +216,8 @@ class FeatureNMF:
         check_features(rows, block=self.block_rows)
         dev = _device(self.device)
         H = torch.from_numpy(self.components_).to(dev)
-        W, _ = _solve_w(rows, H, None, block=self.block_rows, sweeps=sweeps, dev=dev)
-        return W.numpy().reshape(*X.shape[:-1], -1)
+        Wt, _ = _solve_w(rows, H, None, block=self.block_rows, sweeps=sweeps, dev=dev)
+        return Wt.cpu().numpy().T.reshape(*X.shape[:-1], -1)
 
 
 # -- heatmaps ---------------------------------------------------------------------------------
@@ -252,7 +252,7 @@ def factor_maps(
                 f"{U.shape[0]} coefficient rows do not fill a map of shape {shape!r}; "
                 "pass valid= (the mask of rows used) or the right shape"
             )
-        return np.ascontiguousarray(np.moveaxis(U.reshape(*shape, k), -1, 0))
+        return np.ascontiguousarray(U.T).reshape(k, *shape)  # free for fit_nmf's W
     valid = np.asarray(valid, dtype=bool)
     if valid.shape != shape or int(valid.sum()) != U.shape[0]:
         raise ValueError(
