@@ -161,6 +161,12 @@ def split_slices(
     return start, start + delta, start + 2 * delta
 
 
+def _as_slices(slices: int | Sequence[int]) -> list[int]:
+    if isinstance(slices, int | np.integer):
+        return [int(slices)]
+    return [int(z) for z in slices]
+
+
 def _read_slice(arr: Any, z: int) -> NDArray[Any]:
     """Read one z-slice of a numpy/zarr/dask volume (or a 2-D image when z is 0)."""
     if arr.ndim == 2:
@@ -255,7 +261,7 @@ def sample_patches(
         Mismatched shapes, a patch larger than the image, NaN in the image,
         nothing painted, a single class, or a class with no valid position.
     """
-    zs = [int(slices)] if np.isscalar(slices) else [int(z) for z in slices]  # type: ignore[arg-type]
+    zs = _as_slices(slices)
     if len(set(zs)) != len(zs):
         raise ValueError(f"slices must be distinct, got {zs!r}")
     p = int(patch_size)
@@ -369,7 +375,7 @@ def sample_splits(
     """
     if slices is None:
         slices = split_slices(1 if image.ndim == 2 else image.shape[0], voxel_size=voxel_size)
-    sets = [[int(s)] if np.isscalar(s) else [int(v) for v in s] for s in slices]  # type: ignore[union-attr]
+    sets = [_as_slices(s) for s in slices]
     if len(sets) != 3:
         raise ValueError(f"slices must be (train, val, test), got {slices!r}")
     names = ("train", "val", "test")

@@ -97,7 +97,7 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any, tuple[float, ...] | 
     lab_attrs = {**_group_attrs(lab_path), **labels.attrs}
     raw = lab_attrs.get("classes") or attrs.get("classes")
     table = ClassTable.from_dict(raw) if isinstance(raw, dict) else None
-    voxel = image.voxel_size
+    voxel: tuple[float, ...] | None = image.voxel_size
     if voxel is None and attrs.get("voxel_size_um"):
         voxel = tuple(float(v) for v in attrs["voxel_size_um"])
     return image.data, labels.data, table, voxel
@@ -158,7 +158,7 @@ def _train(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"model file {str(out)!r} exists; pass --overwrite to replace it")
     image, labels, table, voxel = _open(args)
-    chosen = (args.train_slice, args.val_slice, args.test_slice)
+    chosen: tuple[Any, ...] = (args.train_slice, args.val_slice, args.test_slice)
     if any(s is None for s in chosen):
         auto = split_slices(image.shape[0], voxel_size=voxel[0] if voxel else None,
                             start=args.train_slice[0] if args.train_slice else None)

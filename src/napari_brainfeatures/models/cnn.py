@@ -21,7 +21,7 @@ import copy
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -267,7 +267,7 @@ def fold_input_normalisation(model: BrainAreaCNN, mean: float, std: float) -> Br
     if not std > 0:
         raise ValueError(f"std must be positive, got {std!r}")
     folded = copy.deepcopy(model)
-    conv = folded.convs[0]
+    conv = cast(nn.Conv2d, folded.convs[0])
     with torch.no_grad():
         w = conv.weight.detach().clone()  # (C1, C0, k, k)
         conv.weight.copy_(w / std)
@@ -395,6 +395,8 @@ def _check_expectations(
         )
     if expect_classes is None:
         return
+    want: list[Any]
+    have: list[Any]
     if isinstance(expect_classes, ClassTable):
         want = [(c.id, c.name) for c in expect_classes]
         have = [(c.id, c.name) for c in table]
