@@ -118,6 +118,9 @@ def test_train_vae_is_seeded_and_cancel_keeps_best(tmp_path):
     b = run(train_vae(imgs, config=cfg, epochs=1, batch_size=4, seed=3))
     assert a.history == b.history
     assert a.meta["model_type"] == "vae"
+    warm = run(train_vae(imgs, config=cfg, epochs=1, batch_size=4, seed=3, kl_warmup=2))
+    assert warm.meta["training"]["kl_warmup"] == 2
+    assert warm.history != a.history  # the KL weight ramps during the epoch
     path = tmp_path / "m.safetensors"
     gen = train_vae(imgs, config=cfg, epochs=5, batch_size=4, seed=3, checkpoint_path=path)
     for rec in gen:
@@ -136,6 +139,8 @@ def test_train_vae_validation():
         run(train_vae(imgs[:1], config=VAEConfig(**TINY), epochs=1))
     with pytest.raises(ValueError, match="epochs"):
         run(train_vae(imgs, config=VAEConfig(**TINY), epochs=0))
+    with pytest.raises(ValueError, match="kl_warmup"):
+        run(train_vae(imgs, config=VAEConfig(**TINY), epochs=1, kl_warmup=-1))
     with pytest.warns(UserWarning, match="batch_size 64 is larger"):
         result = run(train_vae(imgs, config=VAEConfig(**TINY), epochs=1))
     assert result.meta["training"]["batch_size"] == 5

@@ -134,6 +134,7 @@ def train_vae(
     val_fraction: float = 0.1,
     clip: float = 3.8,
     roi_names: list[str] | None = None,
+    kl_warmup: float = 0.0,
 ) -> ProgressGen[TrainResult]:
     """Train a β-VAE on raw sections (pre-processed here, constants kept in the model).
 
@@ -162,6 +163,11 @@ def train_vae(
         Pre-processing clip factor; default 3.8.
     roi_names : list of str, optional
         Stored in the model's metadata.
+    kl_warmup : float
+        Epochs over which the KL weight ramps linearly from 0 to β (default
+        0: none, as in the paper).  A short warm-up keeps the latents from
+        collapsing early when only a few hundred steps fit (CPU).  The
+        validation loss always uses the full β.
 
     Yields
     ------
@@ -185,6 +191,8 @@ def train_vae(
     arr = as_stack(images)
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs!r}")
+    if kl_warmup < 0:
+        raise ValueError(f"kl_warmup must be >= 0 epochs, got {kl_warmup!r}")
     if int(batch_size) < 1 or not lr > 0:
         raise ValueError(f"batch_size and lr must be positive, got {batch_size!r}, {lr!r}")
     config = config or VAEConfig.for_shape(arr.shape[1:])
@@ -225,11 +233,14 @@ def train_vae(
         for b in range(n_batches):
             idx = order[b * batch_size : (b + 1) * batch_size]
             x = data[idx].to(dev, non_blocking=True)  # (B, 1, H, W)
-            loss, recon, kl = _batch_loss(model, x, config.beta, sample=True)
+            ramp = min(1.0, (epoch - 1 + b / n_batches) / kl_warmup) if kl_warmup > 0 else 1.0
+            loss, recon, kl = _batch_loss(model, x, config.beta * ramp, sample=True)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sums += np.array([loss.item(), recon.item(), kl.item()]) * len(idx)
+            sums += np.array([(recon + config.beta * kl).item(), recon.item(), kl.item()]) * len(
+                idx
+            )
             step = (epoch - 1) * n_batches + b + 1
             yield Progress(step, total, f"epoch {epoch}/{epochs}, batch {b + 1}/{n_batches}")
         model.eval()
@@ -252,7 +263,17 @@ def train_vae(
             best, best_epoch = float(va[0]), epoch
             best_state = copy.deepcopy(model.state_dict())
             meta["training"] = _record(
-                history, best_epoch, best, lr, batch_size, seed, train_idx, val_idx, dev, t0
+                history,
+                best_epoch,
+                best,
+                lr,
+                batch_size,
+                seed,
+                train_idx,
+                val_idx,
+                dev,
+                t0,
+                kl_warmup,
             )
             if checkpoint_path is not None:
                 save_vae(checkpoint_path, model, meta=meta)
@@ -262,7 +283,7 @@ def train_vae(
     if best_state is not None:  # set in epoch 1: finite losses always improve on inf
         model.load_state_dict(best_state)
     meta["training"] = _record(
-        history, best_epoch, best, lr, batch_size, seed, train_idx, val_idx, dev, t0
+        history, best_epoch, best, lr, batch_size, seed, train_idx, val_idx, dev, t0, kl_warmup
     )
     path = None
     if checkpoint_path is not None:
@@ -270,8 +291,9 @@ def train_vae(
     return TrainResult(model.eval(), meta, history, path)
 
 
-def _record(history, best_epoch, best, lr, batch_size, seed, train_idx, val_idx, dev, t0):
+def _record(history, best_epoch, best, lr, batch_size, seed, train_idx, val_idx, dev, t0, warm):
     return {
+        "kl_warmup": warm,
         "epochs_run": len(history),
         "best_epoch": best_epoch,
         "best_val_loss": best,
