@@ -47,6 +47,7 @@ __all__ = [
     "fit_nmf",
     "check_features",
     "factor_maps",
+    "finite_rows",
     "rgb_composite",
     "Selection",
     "select_factors",
@@ -218,6 +219,39 @@ class FeatureNMF:
         H = torch.from_numpy(self.components_).to(dev)
         Wt, _ = _solve_w(rows, H, None, block=self.block_rows, sweeps=sweeps, dev=dev)
         return Wt.cpu().numpy().T.reshape(*X.shape[:-1], -1)
+
+
+def finite_rows(features: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The computed pixels of a feature map as rows, read in bands of rows.
+
+    Parameters
+    ----------
+    features : array ``(H, W, D)``, numpy or dask
+        NaN marks pixels that were not computed (outside a region, invalid edges).
+
+    Returns
+    -------
+    rows : ndarray ``(n, D)`` float32
+        Rows whose every value is finite, in raster order.
+    valid : bool ndarray ``(H, W)``
+        Where they come from (pass it to :func:`factor_maps`).
+    """
+    if features.ndim != 3:
+        raise ValueError(f"features must have shape (H, W, D), got {features.shape!r}")
+    h, w, d = features.shape
+    valid = np.zeros((h, w), dtype=bool)
+    rows = np.empty((h * w, d), dtype=np.float32)  # filled from the top: no second copy
+    n = 0
+    band = max(1, 1_000_000 // max(w, 1))
+    for y in range(0, h, band):
+        block = np.asarray(features[y : y + band], dtype=np.float32).reshape(-1, d)
+        ok = np.isfinite(block).all(axis=1)
+        valid[y : y + band] = ok.reshape(-1, w)
+        rows[n : n + int(ok.sum())] = block[ok]
+        n += int(ok.sum())
+    if n == 0:
+        raise ValueError("the feature map has no computed (finite) pixel")
+    return rows[:n], valid
 
 
 # -- heatmaps ---------------------------------------------------------------------------------

@@ -135,22 +135,6 @@ def labels_on_grid(path: str, grid: dict[str, Any], shape: tuple[int, int]) -> n
     return on_grid(np.asarray(vol[zi]), shape, origin=origin, step=step)  # type: ignore[arg-type]
 
 
-def finite_rows(f: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows (n, D) float32 with every value finite, valid mask (H, W))``, block by block."""
-    h, w, d = f.shape
-    valid = np.zeros((h, w), dtype=bool)
-    parts = []
-    step = max(1, 2_000_000 // max(w, 1))
-    for y in range(0, h, step):
-        block = np.asarray(f[y : y + step], dtype=np.float32).reshape(-1, d)
-        ok = np.isfinite(block).all(axis=1)
-        valid[y : y + step] = ok.reshape(-1, w)
-        parts.append(block[ok])
-    if not valid.any():
-        raise ValueError("the feature map has no computed (finite) pixel")
-    return np.concatenate(parts), valid
-
-
 # -- outputs ----------------------------------------------------------------------------------
 def _out_dir(args: argparse.Namespace, suffix: str) -> Path:
     out = args.out or Path(args.store).with_name(Path(args.store).stem + suffix)
@@ -189,7 +173,13 @@ def run(name: str, args: argparse.Namespace) -> int:
 def _factors(args: argparse.Namespace) -> int:
     from matplotlib.image import imsave
 
-    from napari_brainfeatures.factors import factor_maps, fit_nmf, rgb_composite, select_factors
+    from napari_brainfeatures.factors import (
+        factor_maps,
+        finite_rows,
+        fit_nmf,
+        rgb_composite,
+        select_factors,
+    )
     from napari_brainfeatures.workspace import write_json_atomic
 
     f, grid = load_map(args.store, args.z)

@@ -1,0 +1,292 @@
+"""Dock widget: NMF factor heatmaps, ROI-aligned factor selection and cluster maps (paper 001).
+
+Three core calls, each run by the :class:`TaskRunner`: :func:`fit_nmf` on one z-slice of a
+dense feature store (layers "NMF factor i", hidden except the selected ones, plus an
+RGB composite), :func:`select_factors` against a Labels layer of ROIs (a score table
+with the picked pairs highlighted) and :func:`cluster_map` of the NMF coefficients or
+features inside an (eroded) mask (a Labels layer, scored against a ground-truth layer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import napari
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    SpinBox,
+    Table,
+)
+from napari.layers import Labels
+from napari.utils.notifications import show_error
+from qtpy.QtGui import QColor
+
+from napari_brainfeatures._progress import Progress, ProgressGen
+from napari_brainfeatures._widgets._common import (
+    image_choices,
+    labels_choices,
+    refresh_choices_on_layer_change,
+)
+from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures.clustering import cluster_map, erode_mask, on_grid, score_against
+from napari_brainfeatures.dense_store import FeatureStore
+from napari_brainfeatures.factors import (
+    NMFResult,
+    factor_maps,
+    finite_rows,
+    fit_nmf,
+    rgb_composite,
+    select_factors,
+)
+
+PREFIX = "NMF factor "
+SOLVERS = ("auto", "torch", "sklearn", "sklearn-minibatch")
+
+
+class FactorsWidget(Container):
+    """NMF of a feature store, factor selection against ROIs, and cluster maps."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        none = [("(none)", None)]
+        self.store_path = FileEdit(label="feature store", mode="d")
+        self.z = SpinBox(label="store z index", min=0, max=100_000, value=0)
+        self.image = ComboBox(
+            label="placed on image", choices=lambda w: none + image_choices(viewer)(w)
+        )
+        self.k = SpinBox(label="factors k", min=1, max=64, value=15)
+        self.solver = ComboBox(label="solver", choices=list(SOLVERS), value="auto")
+        self.nmf_button = PushButton(text="Run NMF")
+        self.rois = ComboBox(label="ROI labels", choices=labels_choices(viewer))
+        self.lam = FloatSpinBox(label="leakage λ", min=0.0, max=100.0, step=0.05, value=0.5)
+        self.normalise = ComboBox(label="normalise", choices=["none", "area"], value="none")
+        self.eps = FloatSpinBox(label="activity threshold", min=0.0, max=0.99, step=0.01, value=0.0)
+        self.p = SpinBox(label="picks p (0: all)", min=0, max=64, value=0)
+        self.select_button = PushButton(text="Select factors")
+        self.table = Table(value=[[]])
+        self.rgb = Container(
+            layout="horizontal",
+            widgets=[SpinBox(label=c, min=0, max=63, value=i) for i, c in enumerate("RGB")],
+        )
+        self.rgb_button = PushButton(text="Show RGB composite")
+        self.method = ComboBox(label="cluster method", choices=["gmm", "kmeans"], value="gmm")
+        self.on = ComboBox(label="cluster on", choices=["NMF coefficients", "features"])
+        self.n_clusters = SpinBox(label="clusters", min=1, max=64, value=4)
+        self.mask = ComboBox(
+            label="mask labels", choices=lambda w: none + labels_choices(viewer)(w)
+        )
+        self.mask_id = SpinBox(label="mask id", min=1, max=65535, value=1)
+        self.erode = SpinBox(label="erode (image px)", min=0, max=10_000, value=0)
+        self.truth = ComboBox(
+            label="ground truth", choices=lambda w: none + labels_choices(viewer)(w)
+        )
+        self.cluster_button = PushButton(text="Cluster")
+        self.status = Label(value="Pick a feature store written by the Feature maps widget.")
+        self.runner = TaskRunner()
+        super().__init__(
+            widgets=[
+                self.store_path,
+                self.z,
+                self.image,
+                self.k,
+                self.solver,
+                self.nmf_button,
+                self.rois,
+                self.lam,
+                self.normalise,
+                self.eps,
+                self.p,
+                self.select_button,
+                self.table,
+                self.rgb,
+                self.rgb_button,
+                self.method,
+                self.on,
+                self.n_clusters,
+                self.mask,
+                self.mask_id,
+                self.erode,
+                self.truth,
+                self.cluster_button,
+                self.status,
+                self.runner,
+            ]
+        )
+        refresh_choices_on_layer_change(viewer, self.image, self.rois, self.mask, self.truth)
+        self.nmf_button.changed.connect(self.run_nmf)
+        self.select_button.changed.connect(self.select)
+        self.rgb_button.changed.connect(self.show_rgb)
+        self.cluster_button.changed.connect(self.cluster)
+        self.result: NMFResult | None = None
+        self.maps: np.ndarray | None = None  # (k, H, W)
+        self.valid: np.ndarray | None = None  # (H, W)
+        self.grid: dict[str, Any] = {}
+        self.selection: Any = None
+        self.scores: dict[str, float] = {}
+
+    # -- reading the store ------------------------------------------------------------------
+    def _features(self) -> tuple[Any, dict[str, Any]]:
+        """The chosen z-slice of the store as ``(H, W, D)`` and its grid on the image."""
+        store = FeatureStore(Path(str(self.store_path.value)))
+        f = store.features()  # (Z, C, Y, X) or (C, Y, X)
+        z = int(self.z.value)
+        if not store.is_2d:
+            if not 0 <= z < f.shape[0]:
+                raise ValueError(f"the store has z indices 0..{f.shape[0] - 1}, got {z}")
+            f = f[z]
+        origin, step = store.attrs["origin"], store.attrs["step"]
+        z_img = int(origin[0]) + (0 if store.is_2d else z) * int(step[0])
+        grid = {"origin": origin[1:], "step": step[1:], "z_image": z_img}
+        return da.moveaxis(f, 0, -1), grid
+
+    def _nmf_job(self, k: int, solver: str) -> ProgressGen[tuple[NMFResult, np.ndarray, Any]]:
+        f, grid = self._features()
+        yield Progress(0, None, f"reading {f.shape[0]}x{f.shape[1]} feature rows")
+        rows, valid = finite_rows(f)
+        res = yield from fit_nmf(rows, k, solver=solver)
+        return res, valid, grid
+
+    # -- placing 2-D grid maps on the image -------------------------------------------------
+    def _geometry(self, data: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        (y0, x0), (sy, sx) = self.grid["origin"], self.grid["step"]
+        img = self.image.value
+        if img is None:
+            return data, {"scale": (sy, sx), "translate": (y0, x0)}
+        sc, tr = np.asarray(img.scale, float), np.asarray(img.translate, float)
+        scale, translate = [sc[-2] * sy, sc[-1] * sx], [tr[-2] + sc[-2] * y0, tr[-1] + sc[-1] * x0]
+        if img.ndim == 3:  # one slice of the volume, at its z
+            data = data[None]
+            scale, translate = [sc[0], *scale], [tr[0] + sc[0] * self.grid["z_image"], *translate]
+        return data, {"scale": tuple(scale), "translate": tuple(translate)}
+
+    def _put(self, name: str, data: np.ndarray, kind: str = "image", **kwargs: Any) -> Any:
+        data, geo = self._geometry(data)
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        return getattr(self.viewer, f"add_{kind}")(data, name=name, **geo, **kwargs)
+
+    # -- NMF --------------------------------------------------------------------------------
+    def run_nmf(self, *_: Any) -> None:
+        """Factorise the chosen slice of the store in a worker."""
+        path = str(self.store_path.value)
+        if path in ("", ".") or not Path(path).is_dir():
+            show_error("Factors: pick a feature store (a .zarr folder) first.")
+            return
+        gen = self._nmf_job(int(self.k.value), str(self.solver.value))
+        self.runner.start(gen, name="NMF", on_done=self._nmf_done)
+
+    def _nmf_done(self, out: tuple[NMFResult, np.ndarray, Any]) -> None:
+        self.result, self.valid, self.grid = out
+        self.maps = factor_maps(self.result.W, self.valid.shape, valid=self.valid)
+        self.selection = None
+        for layer in [ly for ly in self.viewer.layers if ly.name.startswith(PREFIX)]:
+            self.viewer.layers.remove(layer)
+        for i, m in enumerate(self.maps):
+            top = float(np.nanpercentile(m, 99.5)) if np.isfinite(m).any() else 1.0
+            self._put(
+                f"{PREFIX}{i}",
+                m,
+                colormap="magma",
+                blending="additive",
+                contrast_limits=(0.0, max(top, 1e-6)),
+                visible=i < 3,
+            )
+        for i, w in enumerate(self.rgb):
+            w.max, w.value = len(self.maps) - 1, min(i, len(self.maps) - 1)
+        self.status.value = (
+            f"NMF k={len(self.maps)}: relative error {self.result.rel_error:.4f} after "
+            f"{self.result.n_iter} iterations ({self.result.wall_s:.1f} s)"
+        )
+
+    def show_rgb(self, *_: Any) -> None:
+        """Add the three chosen factors as one RGB layer."""
+        if self.maps is None:
+            show_error("Factors: run the NMF first.")
+            return
+        idx = tuple(int(w.value) for w in self.rgb)
+        self._put("NMF RGB", rgb_composite(self.maps, idx), rgb=True)  # type: ignore[arg-type]
+
+    # -- selection --------------------------------------------------------------------------
+    def _on_grid(self, layer: Labels) -> np.ndarray:
+        data = np.asarray(layer.data[self.grid["z_image"]] if layer.ndim == 3 else layer.data)
+        shape = self.valid.shape  # type: ignore[union-attr]
+        return on_grid(
+            data, shape, origin=tuple(self.grid["origin"]), step=tuple(self.grid["step"])
+        )
+
+    def select(self, *_: Any) -> None:
+        """Score factors against the ROIs, pick pairs greedily, show the table."""
+        if self.result is None or self.rois.value is None:
+            show_error("Factors: run the NMF and pick a Labels layer of ROIs first.")
+            return
+        try:
+            rois = self._on_grid(self.rois.value)[self.valid]
+            self.selection = sel = select_factors(
+                self.result.W,
+                rois,
+                lam=float(self.lam.value),
+                p=int(self.p.value) or None,
+                normalise=str(self.normalise.value),
+                eps=float(self.eps.value),
+            )
+        except ValueError as err:
+            show_error(f"Factors: {err}")
+            return
+        self.table.value = {
+            "data": np.round(sel.scores, 4).tolist(),
+            "index": [f"F{i}" for i in range(sel.scores.shape[0])],
+            "columns": [f"ROI {a}" for a in sel.roi_ids],
+        }
+        for i, a, _ in sel.pairs:
+            item = self.table.native.item(i, sel.roi_ids.index(a))
+            if item is not None:
+                item.setBackground(QColor("#2e7d32"))
+        for layer in self.viewer.layers:
+            if layer.name.startswith(PREFIX):
+                layer.visible = int(layer.name[len(PREFIX) :]) in sel.factors
+        for w, f in zip(self.rgb, sel.factors[:3], strict=False):
+            w.value = f
+        picks = ", ".join(
+            f"F{i}→ROI {a} ({c:.0%})"
+            for (i, a, _), c in zip(sel.pairs, sel.coverage_fraction, strict=True)
+        )
+        self.status.value = f"selected: {picks}"
+
+    # -- clustering -------------------------------------------------------------------------
+    def cluster(self, *_: Any) -> None:
+        """Cluster inside the (eroded) mask; add a Labels layer; score against the truth."""
+        on_nmf = self.on.value == "NMF coefficients"
+        if self.maps is None:
+            show_error("Factors: run the NMF first (it also sets the store slice).")
+            return
+        mask = None
+        if self.mask.value is not None:
+            mask = self._on_grid(self.mask.value) == int(self.mask_id.value)
+            mask = erode_mask(mask, float(self.erode.value) / float(min(self.grid["step"])))
+        opts = {"method": str(self.method.value), "k": int(self.n_clusters.value), "mask": mask}
+        maps = self.maps
+
+        def job() -> ProgressGen[Any]:
+            yield Progress(0, None, "clustering")
+            feats = np.moveaxis(maps, 0, -1) if on_nmf else self._features()[0]
+            return cluster_map(feats, **opts)
+
+        self.runner.start(job(), name="Clustering", on_done=self._cluster_done)
+
+    def _cluster_done(self, res: Any) -> None:
+        self._put("clusters", res.labels, kind="labels", opacity=0.6)
+        text = f"{res.k} clusters on {res.n_labelled} px"
+        if res.bic is not None:
+            text += f"; BIC {res.bic:.4g}"
+        if self.truth.value is not None:
+            self.scores = score_against(self._on_grid(self.truth.value), res.labels)
+            text += f"; V-measure {self.scores['v_measure']:.3f}, ARI {self.scores['ari']:.3f}"
+        self.status.value = text

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+import torch
+from napari.layers import Image, Labels
+
+from napari_brainfeatures._progress import run
+from napari_brainfeatures._widgets.factors import FactorsWidget
+from napari_brainfeatures.dense import compute_feature_map
+from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+
+TINY = CNNConfig(
+    patch_size=32,
+    channels=(4, 8, 8),
+    kernels=(5, 3, 3),
+    paddings=(0, 0, 0),
+    fc=(16, 8),
+    n_classes=3,
+)
+
+
+@pytest.fixture
+def scene(tmp_path):
+    """A 2-area image, its feature store (stride 2) and ROI labels."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    image = (rng.random((40, 44)) * 120).astype(np.uint8)
+    image[:, 22:] += 120
+    store = tmp_path / "feat.zarr"
+    run(compute_feature_map(image, BrainAreaCNN(TINY).eval(), out=store, stride=2, tile=8))
+    rois = np.zeros((40, 44), np.uint8)
+    rois[:, :22], rois[:, 22:] = 1, 2
+    return image, store, rois
+
+
+def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
+    image, store, rois = scene
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="ct", scale=(0.5, 0.5))
+    viewer.add_labels(rois, name="rois", scale=(0.5, 0.5))
+    w = FactorsWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.store_path.value = store
+    w.image.value = viewer.layers["ct"]
+    w.k.value = 3
+    w.nmf_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert w.runner.last_error is None, w.runner.last_error
+    layers = [viewer.layers[f"NMF factor {i}"] for i in range(3)]
+    assert all(isinstance(ly, Image) for ly in layers)
+    assert layers[0].data.shape == (20, 22)
+    np.testing.assert_allclose(layers[0].scale, (1.0, 1.0))  # stride 2 x image scale 0.5
+    assert "relative error" in w.status.value
+    # selection against the two ROIs
+    w.rois.value = viewer.layers["rois"]
+    w.normalise.value = "area"
+    w.select_button.clicked.emit()
+    sel = w.selection
+    assert sel is not None and sel.roi_ids == [1, 2] and len(sel.pairs) == 2
+    assert w.table.shape == (3, 2)
+    picked = sel.pairs[0]
+    item = w.table.native.item(picked[0], sel.roi_ids.index(picked[1]))
+    assert item.background().color().name() == "#2e7d32"
+    assert [ly.visible for ly in layers] == [i in sel.factors for i in range(3)]
+    assert [wd.value for wd in w.rgb][:2] == sel.factors
+    w.rgb_button.clicked.emit()
+    rgb = viewer.layers["NMF RGB"]
+    assert rgb.rgb and rgb.data.shape == (20, 22, 3) and 0 <= rgb.data.min() <= rgb.data.max() <= 1
+    # clusters of the NMF coefficients inside ROI 2, scored against the ROIs
+    w.mask.value = viewer.layers["rois"]
+    w.mask_id.value = 2
+    w.method.value = "kmeans"
+    w.n_clusters.value = 2
+    w.truth.value = viewer.layers["rois"]
+    w.cluster_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert w.runner.last_error is None, w.runner.last_error
+    clusters = viewer.layers["clusters"]
+    assert isinstance(clusters, Labels) and clusters.data.shape == (20, 22)
+    assert (clusters.data[:, :11] == 0).all() and (clusters.data[:, 11:] > 0).all()
+    assert "V-measure" in w.status.value and set(w.scores) >= {"v_measure", "ari"}
+
+
+def test_errors_become_notifications(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    viewer = make_napari_viewer()
+    w = FactorsWidget(viewer)
+    shown = []
+    monkeypatch.setattr("napari_brainfeatures._widgets.factors.show_error", shown.append)
+    w.nmf_button.clicked.emit()  # no store
+    w.select_button.clicked.emit()  # no NMF
+    w.cluster_button.clicked.emit()
+    assert len(shown) == 3 and "feature store" in shown[0]
+    (tmp_path / "not_a_store.zarr").mkdir()
+    w.store_path.value = tmp_path / "not_a_store.zarr"
+    w.nmf_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=20_000)
+    assert isinstance(w.runner.last_error, FileNotFoundError)
