@@ -477,5 +477,6 @@ def report_figure(report: dict[str, Any], figure: Any = None) -> Any:
         ax.bar(np.arange(4) + i * width, vals, width, label=name)
     ax.set_xticks(np.arange(4) + 0.4 - width / 2, ["lin SVM", "RBF SVM", "LR", "V-meas."])
     ax.set_ylim(0, 1), ax.legend(fontsize=8)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     return fig

@@ -1,0 +1,182 @@
+"""Dock widget: how good are the CNN's features? Probes, V-measure, Gram matrix, noise (paper 000).
+
+One core call, :func:`napari_brainfeatures.analysis.compare_extractors`, run by the
+:class:`TaskRunner` on patches sampled from a training and a test slice: the trained
+network against the same architecture with random weights (and optionally a
+torchvision network from a local weights file).  Results: a table and a figure
+(Gram matrices, PCA scatters, noise curves, probe accuracies).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+    Table,
+)
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from napari.utils.notifications import show_error
+
+from napari_brainfeatures._progress import Progress, ProgressGen
+from napari_brainfeatures._widgets._common import (
+    image_choices,
+    labels_choices,
+    refresh_choices_on_layer_change,
+)
+from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures.analysis import compare_extractors, feature_extractor, report_figure
+from napari_brainfeatures.models.cnn import load_cnn
+from napari_brainfeatures.patches import sample_patches
+
+
+def parse_sigmas(text: str) -> list[float]:
+    """``"0, 0.05 0.1"`` -> ``[0.0, 0.05, 0.1]``."""
+    try:
+        values = [float(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(
+            f"noise levels must be numbers like '0, 0.05, 0.1', got {text!r}"
+        ) from None
+    if not values or any(v < 0 for v in values):
+        raise ValueError(f"give at least one noise level >= 0, got {text!r}")
+    return values
+
+
+class AnalyseWidget(Container):
+    """Compare the trained CNN's features with random-weight (and ImageNet) baselines."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.image = ComboBox(label="image", choices=image_choices(viewer))
+        self.area_labels = ComboBox(label="area labels", choices=labels_choices(viewer))
+        self.model_path = FileEdit(label="model file", mode="r", filter="*.safetensors")
+        self.train_slice = SpinBox(label="train z", min=0, max=1_000_000, value=0)
+        self.test_slice = SpinBox(label="test z", min=0, max=1_000_000, value=0)
+        self.per_class = SpinBox(label="patches / class", min=2, max=100_000, value=200)
+        self.sigmas = LineEdit(label="noise σ", value="0, 0.05, 0.1, 0.2, 0.3")
+        self.relu = CheckBox(text="post-ReLU features (paper: pre-ReLU)", value=False)
+        self.tv_arch = LineEdit(label="torchvision arch", value="")
+        self.tv_weights = FileEdit(label="its weights", mode="r")
+        self.run_button = PushButton(text="Analyse features")
+        self.table = Table(value=[[]])
+        self.status = Label(value="Pick image, labels and a trained model file.")
+        self.runner = TaskRunner()
+        super().__init__(
+            widgets=[
+                self.image,
+                self.area_labels,
+                self.model_path,
+                self.train_slice,
+                self.test_slice,
+                self.per_class,
+                self.sigmas,
+                self.relu,
+                self.tv_arch,
+                self.tv_weights,
+                self.run_button,
+                self.status,
+                self.runner,
+                self.table,
+            ]
+        )
+        self.figure = Figure(figsize=(7, 6), layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.native.layout().addWidget(self.canvas)
+        refresh_choices_on_layer_change(viewer, self.image, self.area_labels)
+        self.run_button.changed.connect(self.run)
+        self.report: dict[str, Any] | None = None
+
+    def _job(self, image: Any, labels: Any, model_path: Path) -> ProgressGen[dict[str, Any]]:
+        yield Progress(0, None, "loading the model, sampling patches")
+        model, meta = load_cnn(model_path)
+        sigmas = parse_sigmas(str(self.sigmas.value))
+        tz, sz = int(self.train_slice.value), int(self.test_slice.value)
+        lab = (
+            (lambda z: np.asarray(labels[z]))
+            if labels.ndim == 3
+            else (lambda z: np.asarray(labels))
+        )
+        present = set(np.unique(lab(tz))) & set(np.unique(lab(sz)))
+        ids = [i for i in meta["class_table"].ids if i in present]
+        if len(ids) < 2:
+            raise ValueError(
+                f"fewer than two of the model's classes are painted on z={tz} and z={sz}"
+            )
+        opts = {
+            "patch_size": model.config.patch_size,
+            "per_class": int(self.per_class.value),
+            "classes": ids,
+        }
+        zs = (tz, sz) if image.ndim == 3 else (0, 0)
+        train = sample_patches(image, labels, slices=zs[0], interior=True, seed=0, **opts)
+        test = sample_patches(image, labels, slices=zs[1], interior=False, seed=1, **opts)
+        fx = {"relu": bool(self.relu.value)}
+        extractors = {
+            "trained": feature_extractor("cnn", model=model, **fx),
+            "random": feature_extractor("random", model=model, seed=1, **fx),
+        }
+        arch = str(self.tv_arch.value).strip()
+        if arch:
+            extractors[arch] = feature_extractor(
+                "torchvision",
+                arch=arch,
+                weights=str(self.tv_weights.value),
+                input_size=299 if "inception" in arch else 224,
+            )
+        return (
+            yield from compare_extractors(
+                extractors,
+                (train.patches, train.labels),
+                (test.patches, test.labels),
+                sigmas=sigmas,
+            )
+        )
+
+    def run(self, *_: Any) -> None:
+        """Sample patches and run every analysis in a worker."""
+        img, lab, path = self.image.value, self.area_labels.value, Path(str(self.model_path.value))
+        if img is None or lab is None or not path.is_file():
+            show_error("Analyse: pick an image, its area labels and a model file first.")
+            return
+        if img.ndim == 3 and self.train_slice.value == self.test_slice.value:
+            self.status.value = "note: train and test slices are the same"
+        data = img.data[0] if img.multiscale else img.data
+        self.runner.start(self._job(data, lab.data, path), name="Analyse", on_done=self._done)
+
+    def _done(self, report: dict[str, Any]) -> None:
+        self.report = report
+        names = list(report)
+        rows = [
+            [round(report[n]["probes"][m], 3) for n in names]
+            for m in ("linear_svm", "rbf_svm", "logistic")
+        ]
+        rows.append([round(report[n]["vmeasure"], 3) for n in names])
+        rows.append([round(report[n]["gram_distance"], 3) for n in names])
+        rows.append([round(report[n]["noise"]["accuracy"][-1], 3) for n in names])
+        last = report[names[0]]["noise"]["sigmas"][-1]
+        index = [
+            "linear SVM",
+            "RBF SVM",
+            "logistic",
+            "GMM V-measure",
+            "Gram distance",
+            f"LR acc. at σ={last:g}",
+        ]
+        self.table.value = {"data": rows, "index": index, "columns": names}
+        report_figure(report, self.figure)
+        self.canvas.draw_idle()
+        self.status.value = "done: " + ", ".join(
+            f"{n} V-measure {report[n]['vmeasure']:.2f}" for n in names
+        )

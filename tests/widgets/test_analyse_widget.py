@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_brainfeatures._widgets.analyse import AnalyseWidget, parse_sigmas
+from napari_brainfeatures.classes import ClassTable
+from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, save_cnn
+
+TINY = CNNConfig(
+    patch_size=32,
+    channels=(4, 8, 8),
+    kernels=(5, 3, 3),
+    paddings=(0, 0, 0),
+    fc=(16, 8),
+    n_classes=2,
+)
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    torch.manual_seed(0)
+    return save_cnn(tmp_path / "m", BrainAreaCNN(TINY), classes=ClassTable.from_names(["a", "b"]))
+
+
+def test_analyse_trained_vs_random(make_napari_viewer, qtbot, model_file):
+    rng = np.random.default_rng(0)
+    image = (rng.random((2, 80, 80)) * 100).astype(np.uint8)
+    image[:, :, 40:] += 150
+    areas = np.ones((2, 80, 80), np.uint8)
+    areas[:, :, 40:] = 2
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="ct")
+    viewer.add_labels(areas, name="areas")
+    w = AnalyseWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.model_path.value = model_file
+    w.test_slice.value = 1
+    w.per_class.value = 12
+    w.sigmas.value = "0, 0.5"
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    assert w.runner.last_error is None, w.runner.last_error
+    assert set(w.report) == {"trained", "random"}
+    assert w.table.shape == (6, 2)
+    assert w.report["trained"]["noise"]["sigmas"] == [0.0, 0.5]
+    assert len(w.figure.axes) == 6 and "V-measure" in w.status.value
+
+
+def test_bad_inputs(make_napari_viewer, qtbot, model_file, monkeypatch):
+    viewer = make_napari_viewer()
+    w = AnalyseWidget(viewer)
+    shown = []
+    monkeypatch.setattr("napari_brainfeatures._widgets.analyse.show_error", shown.append)
+    w.run_button.clicked.emit()
+    assert shown and "pick an image" in shown[0]
+    assert parse_sigmas("0, 0.1 0.2") == [0.0, 0.1, 0.2]
+    with pytest.raises(ValueError, match="numbers"):
+        parse_sigmas("0, a")
+    with pytest.raises(ValueError, match=">= 0"):
+        parse_sigmas("-1")
+    viewer.add_image(np.zeros((2, 40, 40), np.uint8), name="ct")
+    viewer.add_labels(np.ones((2, 40, 40), np.uint8), name="areas")  # one class only
+    w.model_path.value = model_file
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert "fewer than two" in str(w.runner.last_error)
