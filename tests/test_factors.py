@@ -12,6 +12,7 @@ from napari_brainfeatures._progress import Progress, run
 from napari_brainfeatures.factors import (
     FeatureNMF,
     factor_maps,
+    finite_rows,
     fit_nmf,
     rgb_composite,
     select_factors,
@@ -162,6 +163,23 @@ def test_factor_maps_and_valid_mask():
         factor_maps(U, (5, 5))
     with pytest.raises(ValueError, match="True entries"):
         factor_maps(U, (4, 5), valid=np.ones((4, 5), bool))
+
+
+def test_finite_rows_round_trip_through_factor_maps():
+    rng = np.random.default_rng(0)
+    f = rng.random((7, 9, 3)).astype(np.float32)
+    f[2, 3] = np.nan
+    f[5, :, 1] = np.nan
+    rows, valid = finite_rows(da.from_array(f, chunks=(2, 9, 3)))
+    assert rows.shape == (7 * 9 - 1 - 9, 3) and valid.sum() == rows.shape[0]
+    assert not valid[2, 3] and not valid[5].any()
+    np.testing.assert_array_equal(rows, f[valid])
+    back = factor_maps(rows, (7, 9), valid=valid)  # rows as "coefficients"
+    np.testing.assert_array_equal(np.moveaxis(back, 0, -1)[valid], f[valid])
+    with pytest.raises(ValueError, match="no computed"):
+        finite_rows(np.full((2, 2, 3), np.nan))
+    with pytest.raises(ValueError, match=r"\(H, W, D\)"):
+        finite_rows(np.ones((4, 3)))
 
 
 def test_rgb_composite_scales_each_channel():
