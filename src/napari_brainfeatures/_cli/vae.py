@@ -41,6 +41,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--batch-size", type=int, default=16, help="default 16 (paper: 64)")
         parser.add_argument("--lr", type=float, default=1e-3, help="default 1e-3 (paper: 2e-4)")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--kl-warmup", type=float, default=0.0, help="epochs of KL ramp (0)")
         parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if present)")
         parser.add_argument("--clean", action="store_true", help="train on 'clean', not 'images'")
         return
@@ -97,6 +98,7 @@ def _train(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
                 device=args.device,
                 checkpoint_path=args.out,
                 roi_names=pop["roi_names"],
+                kl_warmup=args.kl_warmup,
             ),
             printer,
         )
