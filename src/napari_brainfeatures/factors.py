@@ -61,7 +61,7 @@ def fit_nmf(
     solver: str = "auto",
     init: str = "nndsvda",
     max_iter: int = 200,
-    tol: float = 1e-4,
+    tol: float | None = None,
     seed: int = 0,
     device: str | None = None,
     block_rows: int = 32_768,
@@ -80,10 +80,13 @@ def fit_nmf(
         'auto' = 'torch' (block HALS in PyTorch).
     init : {'nndsvda', 'random'}
         Start, as in scikit-learn.
-    max_iter, tol : int, float
-        Stop after ``max_iter`` iterations or when the relative error falls by less
-        than ``tol`` (relative) in one iteration (torch); scikit-learn's own
-        criteria for its solvers.  Defaults 200 and 1e-4.
+    max_iter : int
+        At most this many iterations (passes over ``X``), default 200.
+    tol : float, optional
+        Torch: stop when the relative error falls by less than ``tol`` (relative) in
+        one iteration; default 1e-5, which reaches the error scikit-learn's default
+        (tol 1e-4 on its own, gradient-based measure) reaches.  scikit-learn solvers:
+        their own criterion, default 1e-4.
     seed : int
         Seed for 'random' init and scikit-learn.
     device : str, optional
@@ -104,6 +107,8 @@ def fit_nmf(
         raise ValueError(f"solver must be one of {SOLVERS!r}, got {solver!r}")
     if not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if tol is None:
+        tol = 1e-4 if solver.startswith("sklearn") else 1e-5
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol!r}")
     if not isinstance(block_rows, int) or block_rows < 1:
@@ -164,7 +169,7 @@ class FeatureNMF:
         solver: str = "auto",
         init: str = "nndsvda",
         max_iter: int = 200,
-        tol: float = 1e-4,
+        tol: float | None = None,
         seed: int = 0,
         device: str | None = None,
         block_rows: int = 32_768,

@@ -46,7 +46,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         add("--k", type=int, default=15, help="number of factors (default 15)")
         add("--solver", default="auto", choices=("auto", "torch", "sklearn", "sklearn-minibatch"))
         add("--max-iter", type=int, default=200)
-        add("--tol", type=float, default=1e-4)
+        add("--tol", type=float, default=None, help="default 1e-5 (torch), 1e-4 (sklearn)")
         add("--device", default=None, help="cpu / cuda (default: cuda if present)")
         add("--rois", default=None, help="ROI label volume for the factor selection")
         add("--roi-ids", type=int, nargs="+", default=None, help="ROI ids (default: all painted)")
