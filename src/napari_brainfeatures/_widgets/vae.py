@@ -108,6 +108,7 @@ class LatentWidget(Container):
                 self.receptive_button, self.scores, self.status, self.runner,
             ]
         )  # fmt: skip
+        self.canvas.setMinimumHeight(220)
         self.native.layout().addWidget(self.canvas)
         self.model: Any = None
         self.meta: dict[str, Any] = {}
