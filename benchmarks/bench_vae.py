@@ -31,7 +31,7 @@ import torch
 from napari_brainfeatures._progress import run as run_gen
 from napari_brainfeatures.latent import disentanglement_score, factor_alignment, receptive_fields
 from napari_brainfeatures.models.vae import BetaVAE, VAEConfig
-from napari_brainfeatures.population import preprocess
+from napari_brainfeatures.population import preprocess, roi_names_for
 from napari_brainfeatures.quality import cw_ssim, pca_frechet_distance
 from napari_brainfeatures.vae_training import VAELatentModel, fit_pca, train_vae
 
@@ -136,6 +136,8 @@ def run(quick: bool, out: Path) -> dict:
     models["pca"] = fit_pca(pop.images, latent_dim=8)
     res["train_wall_s_pca"] = round(time.perf_counter() - t, 2)
 
+    ids = sorted(int(i) for i in np.unique(pop.rois) if i)
+    names = roi_names_for(ids, list(pop.roi_names))
     clean_idx = np.flatnonzero(pop.artifact == 0)
     art_idx = np.flatnonzero(pop.artifact > 0)
     for name, (model, meta) in models.items():
@@ -143,7 +145,7 @@ def run(quick: bool, out: Path) -> dict:
         images = preprocess(pop.images, mean=pre["mean"], clip=pre["clip"])[0]
         clean = preprocess(pop.clean, mean=pre["mean"], clip=pre["clip"])[0]
         rf = run_gen(
-            receptive_fields(model, clean[clean_idx], pop.rois, roi_names=list(pop.roi_names))
+            receptive_fields(model, clean[clean_idx], pop.rois, roi_ids=ids, roi_names=names)
         )
         res[f"disentanglement_{name}"] = disentanglement_score(rf.impact)
         res[f"disentanglement_centered_{name}"] = disentanglement_score(rf.impact, centered=True)

@@ -6,7 +6,13 @@ from napari_brainfeatures._progress import run
 from napari_brainfeatures.models.checkpoint import ModelFileError, save_checkpoint
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 from napari_brainfeatures.models.vae import VAEConfig, load_vae
-from napari_brainfeatures.population import PCABaseline, check_rois, preprocess, read_population
+from napari_brainfeatures.population import (
+    PCABaseline,
+    check_rois,
+    preprocess,
+    read_population,
+    roi_names_for,
+)
 from napari_brainfeatures.vae_training import fit_pca, load_latent_model, train_vae
 
 TINY = {"image_shape": (32, 48), "n_down": 3, "channels": 8, "fc": (32, 32), "latent_dim": 3}
@@ -53,6 +59,13 @@ def test_preprocess_validation():
         preprocess(np.zeros((2, 4, 4)))
     with pytest.raises(ValueError, match="clip"):
         preprocess(np.ones((2, 4, 4)), clip=0)
+
+
+def test_roi_names_for():
+    assert roi_names_for([1, 2], ["a", "b"]) == ["a", "b"]
+    assert roi_names_for([1, 3], ["bg", "a", "b", "c"]) == ["a", "c"]  # indexed by id
+    assert roi_names_for([1, 2], None) == ["ROI 1", "ROI 2"]
+    assert roi_names_for([1, 5], ["a"]) == ["ROI 1", "ROI 5"]
 
 
 def test_check_rois():

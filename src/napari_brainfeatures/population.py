@@ -37,6 +37,7 @@ __all__ = [
     "check_rois",
     "preprocess",
     "read_population",
+    "roi_names_for",
     "PCABaseline",
     "PCA_KIND",
 ]
@@ -95,6 +96,19 @@ def check_rois(rois: ArrayLike, image_shape: tuple[int, ...]) -> NDArray[np.inte
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"ROI map must hold integer label ids, got dtype {arr.dtype!r}")
     return arr
+
+
+def roi_names_for(ids: Sequence[int], names: Sequence[str] | None) -> list[str]:
+    """Names of ROI ``ids``: ``names`` lists them in id order, or is indexed by id (0 = background).
+
+    Falls back to ``"ROI <id>"`` when ``names`` fits neither reading.
+    """
+    ids = [int(i) for i in ids]
+    if names is not None and len(names) == len(ids):
+        return [str(n) for n in names]
+    if names is not None and ids and len(names) > max(ids):
+        return [str(names[i]) for i in ids]
+    return [f"ROI {i}" for i in ids]
 
 
 def read_population(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -190,11 +190,12 @@ def _receptive(model: Any, clean: np.ndarray, pop: dict, args: Any, out: Path, p
         impact_covariance,
         receptive_fields,
     )
+    from napari_brainfeatures.population import roi_names_for
 
     if "rois" not in pop:
         raise ValueError(f"{args.population!r} has no 'rois' array for receptive fields")
     ids = sorted(int(i) for i in np.unique(pop["rois"]) if i)
-    names = pop["roi_names"] if len(pop["roi_names"]) == len(ids) else None
+    names = roi_names_for(ids, pop["roi_names"])
     rf = run_gen(
         receptive_fields(
             model, clean, pop["rois"], roi_ids=ids, roi_names=names, n_images=args.n_images

@@ -42,7 +42,7 @@ from napari_brainfeatures.latent import (
     receptive_fields,
 )
 from napari_brainfeatures.models.vae import VAEConfig, save_vae
-from napari_brainfeatures.population import preprocess
+from napari_brainfeatures.population import preprocess, roi_names_for
 from napari_brainfeatures.vae_training import (
     VAELatentModel,
     fit_pca,
@@ -232,8 +232,7 @@ class LatentWidget(Container):
     def _names(self) -> list[str]:
         lab = self.rois.value
         ids = sorted(int(i) for i in np.unique(np.asarray(lab.data)) if i) if lab else []
-        names = lab.metadata.get("roi_names") if lab is not None else None
-        return list(names) if names and len(names) == len(ids) else [f"ROI {i}" for i in ids]
+        return roi_names_for(ids, lab.metadata.get("roi_names") if lab is not None else None)
 
     # -- sliders --------------------------------------------------------------
     def set_model(self, model: Any, meta: dict[str, Any]) -> None:
