@@ -31,7 +31,8 @@ def rois():
 def setup(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     pop = population()
-    viewer.add_image(pop, name="population")
+    artifact = [0] * 10 + [1, 2]
+    viewer.add_image(pop, name="population", metadata={"artifact": artifact})
     viewer.add_labels(rois(), name="rois", metadata={"roi_names": ["Ctx", "TH"]})
     w = LatentWidget(viewer)
     w.population.value = viewer.layers["population"]
@@ -92,6 +93,7 @@ def test_train_pca_projective_and_receptive(setup, qtbot, tmp_path):
     qtbot.waitUntil(lambda: "PCA" in w.scores.value, timeout=60000)
     assert w.receptive_result.impact.shape == (2, 2)
     assert w.receptive_result.roi_names == ["Ctx", "TH"]
+    assert w.receptive_result.n_images == 10  # artifact sections left out
 
 
 def test_train_vae_live_curves_and_bad_model_file(setup, qtbot, tmp_path):

@@ -326,15 +326,23 @@ class LatentWidget(Container):
         )  # fmt: skip
 
     def receptive(self) -> None:
-        """Receptive fields: ROI × latent impact, covariance and disentanglement score."""
+        """Receptive fields: ROI × latent impact, covariance and disentanglement score.
+
+        Uses the sections without artifacts when the population layer's
+        metadata says which (``artifact``, 0 = none, as the sample data has).
+        """
         if self.model is None or self.rois.value is None:
             show_info("Load a model and choose the ROI labels layer first.")
             return
         scaled = self._scaled()
         if scaled is None:
             return
+        art = np.asarray(self.population.value.metadata.get("artifact", []))
+        if art.shape == (len(scaled),) and np.count_nonzero(art == 0) >= 2:
+            scaled = scaled[art == 0]
         labels = np.asarray(self.rois.value.data)
-        gen = receptive_fields(self.model, scaled, labels, roi_names=self._names())
+        ids = sorted(int(i) for i in np.unique(labels) if i)
+        gen = receptive_fields(self.model, scaled, labels, roi_ids=ids, roi_names=self._names())
         self.runner.start(gen, name="Receptive fields", on_done=self._show_receptive)
 
     def _show_receptive(self, rf: Any) -> None:
