@@ -39,7 +39,7 @@ from napari_brainfeatures.vae_training import VAELatentModel, fit_pca, train_vae
 def population(n: int, shape: tuple[int, int], seed: int):
     """The package's synthetic population, or a small stand-in while it is missing."""
     try:
-        from napari_brainfeatures.synthetic import make_population
+        from napari_brainfeatures.synthetic.population import make_population
     except ImportError:
         return _standin(n, shape, seed), "bench stand-in (synthetic.make_population missing)"
     return make_population(n, shape=shape, seed=seed), "synthetic.make_population"
