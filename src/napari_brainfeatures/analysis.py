@@ -463,7 +463,14 @@ def report_figure(report: dict[str, Any], figure: Any = None) -> Any:
         ax.set_title(f"{name}: Gram, distance {r['gram_distance']:.3f}", fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
         ax = fig.add_subplot(n, 3, 3 * row + 2, projection="3d" if r["pca"].shape[1] == 3 else None)
-        ax.scatter(*r["pca"].T[:3], c=r["test_labels"], s=3, cmap="tab10")
+        xyz = list(r["pca"].T[:3])
+        if len(xyz) == 1:
+            xyz.append(np.zeros_like(xyz[0]))
+        style = {"c": r["test_labels"], "s": 3, "cmap": "tab10"}
+        if len(xyz) == 3:
+            ax.scatter(xyz[0], xyz[1], xyz[2], **style)
+        else:
+            ax.scatter(xyz[0], xyz[1], **style)
         ax.set_title(f"{name}: PCA of test features", fontsize=9)
     ax = fig.add_subplot(2, 3, 3)
     for name, r in report.items():

@@ -327,14 +327,14 @@ def rgb_composite(
     maps = np.asarray(maps)
     if maps.ndim != 3:
         raise ValueError(f"maps must have shape (k, H, W), got {maps.shape!r}")
-    idx = tuple(int(i) for i in idx)
-    if len(idx) != 3 or not all(0 <= i < maps.shape[0] for i in idx):
+    chosen = [int(i) for i in idx]
+    if len(chosen) != 3 or not all(0 <= i < maps.shape[0] for i in chosen):
         raise ValueError(f"idx must be three factor indices in 0..{maps.shape[0] - 1}, got {idx!r}")
     lo_p, hi_p = percentiles
     if not 0 <= lo_p < hi_p <= 100:
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}")
     out = np.zeros((*maps.shape[1:], 3), dtype=np.float32)
-    for c, i in enumerate(idx):
+    for c, i in enumerate(chosen):
         ch = maps[i].astype(np.float32)
         finite = ch[np.isfinite(ch)]
         if finite.size == 0:

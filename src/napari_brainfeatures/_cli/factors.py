@@ -92,13 +92,11 @@ def load_map(path: str | os.PathLike[str], z: int | None) -> tuple[Any, dict[str
         grid = {"origin": origin[1:], "step": step[1:], "z_image": origin[0] + (z or 0) * step[0]}
         return da.moveaxis(f, 0, -1), {**grid, "source": str(path), "z": z}
     node = zarr.open(path, mode="r")
-    attrs = dict(node.attrs.get(ATTR, {})) if hasattr(node, "attrs") else {}
-    if attrs.get("kind") == KIND:
+    attrs = dict(node.attrs).get(ATTR) if isinstance(node, zarr.Group) else None
+    if isinstance(node, zarr.Group) and isinstance(attrs, dict) and attrs.get("kind") == KIND:
         maps = da.from_zarr(node["maps"])  # (k, H, W)
-        return da.moveaxis(maps, 0, -1), {k: attrs[k] for k in ("origin", "step", "z_image")} | {
-            "source": str(path),
-            "z": attrs.get("z"),
-        }
+        info = {k: attrs[k] for k in ("origin", "step", "z_image")}
+        return da.moveaxis(maps, 0, -1), {**info, "source": str(path), "z": attrs.get("z")}
     arr = node["features"] if isinstance(node, zarr.Group) and "features" in node else node
     if not isinstance(arr, zarr.Array) or arr.ndim not in (3, 4):
         raise ValueError(
