@@ -20,8 +20,8 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         help="run the whole pipeline without a window, writing results and pictures into DIR",
     )
     parser.add_argument(
-        "--size", choices=["small", "full"], default="small",
-        help="sample size: small (fast) or full (128x1024x1024 micro-CT)",
+        "--size", choices=["tiny", "small", "full"], default="small",
+        help="tiny (a minute), small (default, a few minutes) or full (128x1024x1024, paper sizes)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-show", action="store_true", help=argparse.SUPPRESS)
@@ -37,6 +37,11 @@ def run(name: str, args: argparse.Namespace) -> int:
         )
         print(json.dumps(summary, indent=2))
         return 0
+    from napari_brainfeatures._progress import run as run_gen
+    from napari_brainfeatures._sample_data import ensure_microct
+
+    # Generate the sample once (about a minute), with progress, before the window opens.
+    run_gen(ensure_microct(seed=args.seed), progress_printer)
     viewer = open_demo_viewer(show=not args.no_show)
     if args.no_show:
         viewer.close()

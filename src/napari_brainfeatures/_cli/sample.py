@@ -1,0 +1,76 @@
+"""``brainfeatures sample microct|population OUT.zarr``: write the synthetic sample data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures._progress import run as run_gen
+
+
+def register(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=["microct", "population"])
+    parser.add_argument("out", type=Path, help="the zarr group to write")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--shape", type=int, nargs=3, default=(128, 1024, 1024), metavar=("Z", "Y", "X"),
+        help="micro-CT volume shape (default 128 1024 1024)",
+    )
+    parser.add_argument(
+        "--chunks", type=int, nargs=3, default=(16, 256, 256), metavar=("Z", "Y", "X"),
+        help="micro-CT zarr chunks",
+    )
+    parser.add_argument("--n", type=int, default=256, help="population: number of sections")
+    parser.add_argument(
+        "--section-shape", type=int, nargs=2, default=(320, 448), metavar=("H", "W"),
+        help="population: section shape (default 320 448)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(f"{str(args.out)!r} exists; choose another path or pass --overwrite")
+    if args.kind == "microct":
+        from napari_brainfeatures.synthetic import iter_write_microct
+
+        run_gen(
+            iter_write_microct(
+                args.out, shape=tuple(args.shape), seed=args.seed, chunks=tuple(args.chunks),
+                overwrite=args.overwrite,
+            ),
+            progress_printer if args.verbose else None,
+        )
+    else:
+        write_population(args.out, n=args.n, shape=tuple(args.section_shape), seed=args.seed)
+    print(json.dumps({"written": str(args.out), "kind": args.kind, "seed": args.seed}))
+    return 0
+
+
+def write_population(out: Path, *, n: int, shape: tuple[int, int], seed: int) -> Path:
+    """Write a synthetic population as the zarr group that ``train-vae`` reads."""
+    import zarr
+
+    from napari_brainfeatures.synthetic import make_population
+
+    pop = make_population(n, shape=shape, seed=seed)
+    group = zarr.open_group(str(out), mode="w")
+    for key in ("images", "clean", "rois", "factors", "artifact"):
+        arr = np.asarray(getattr(pop, key))
+        chunks = (min(16, arr.shape[0]), *arr.shape[1:]) if arr.ndim == 3 else arr.shape
+        group.create_array(key, shape=arr.shape, dtype=arr.dtype, chunks=chunks)[...] = arr
+    group.attrs.update(
+        {
+            "generator": "napari_brainfeatures.synthetic.make_population",
+            "seed": seed,
+            # names of ROI ids 1, 2, ... (index 0 of pop.roi_names is the background)
+            "roi_names": list(pop.roi_names)[1:],
+            "factor_names": list(pop.factor_names),
+            "artifact_names": list(getattr(pop, "artifact_names", ())),
+        }
+    )
+    return out

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from napari_brainfeatures import _sample_data
+from napari_brainfeatures._progress import run
+from napari_brainfeatures.cli import main
+from napari_brainfeatures.io import open_volume
+
+
+@pytest.fixture
+def small_microct(monkeypatch):
+    monkeypatch.setattr(_sample_data, "MICROCT_SHAPE", (4, 160, 192))
+    return run(_sample_data.ensure_microct((4, 160, 192)))
+
+
+def test_microct_sample_is_cached_and_lazy(small_microct):
+    path = small_microct
+    assert path.exists() and not list(path.parent.glob(".*partial*"))
+    again = run(_sample_data.ensure_microct((4, 160, 192)))  # no regeneration
+    assert again == path
+    layers = _sample_data.microct_layers(path)
+    (img, img_kw, kind), (areas, areas_kw, kind2), (_lay, _kw, kind3) = layers
+    assert (kind, kind2, kind3) == ("image", "labels", "labels")
+    assert img.shape == areas.shape == (4, 160, 192) and img.dtype == np.uint8
+    assert img_kw["scale"] == pytest.approx((1.17, 1.17, 1.17))
+    assert set(np.unique(np.asarray(areas[2]))) - {0} <= set(range(1, 7))
+    assert areas_kw["colormap"][1][3] == 1.0  # class colours
+    assert open_volume(path).name == "image"  # the reader opens the cache too
+
+
+def test_sample_microct_in_viewer(make_napari_viewer, small_microct):
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in _sample_data.sample_microct():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    assert [lay.name for lay in viewer.layers] == [
+        "micro-CT (synthetic)", "areas (truth)", "cortical layers (truth)"
+    ]
+
+
+def test_cli_sample_microct_refuses_overwrite(tmp_path, capsys):
+    out = tmp_path / "ct.zarr"
+    assert main(["sample", "microct", str(out), "--shape", "2", "64", "64", "--chunks", "2", "32", "32"]) == 0
+    assert open_volume(out).shape == (2, 64, 64)
+    assert main(["sample", "microct", str(out), "--shape", "2", "64", "64"]) == 2
+    assert "exists" in capsys.readouterr().err
