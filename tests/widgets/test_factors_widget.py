@@ -6,6 +6,7 @@ from napari.layers import Image, Labels
 from napari_brainfeatures._progress import run
 from napari_brainfeatures._widgets.factors import FactorsWidget
 from napari_brainfeatures.dense import compute_feature_map
+from napari_brainfeatures.factors import rgb_composite
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 
 TINY = CNNConfig(
@@ -50,6 +51,7 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     assert layers[0].data.shape == (20, 22)
     np.testing.assert_allclose(layers[0].scale, (1.0, 1.0))  # stride 2 x image scale 0.5
     assert "relative error" in w.status.value
+    assert viewer.layers["NMF RGB"].rgb  # factors 0, 1, 2 until a selection is made
     # selection against the two ROIs
     w.rois.value = viewer.layers["rois"]
     w.normalise.value = "area"
@@ -62,6 +64,10 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     assert item.background().color().name() == "#2e7d32"
     assert [ly.visible for ly in layers] == [i in sel.factors for i in range(3)]
     assert [wd.value for wd in w.rgb][:2] == sel.factors
+    rgb = viewer.layers["NMF RGB"]
+    np.testing.assert_allclose(
+        rgb.data[..., 0], rgb_composite(w.maps, (sel.factors[0], 0, 1))[..., 0]
+    )
     w.rgb_button.clicked.emit()
     rgb = viewer.layers["NMF RGB"]
     assert rgb.rgb and rgb.data.shape == (20, 22, 3) and 0 <= rgb.data.min() <= rgb.data.max() <= 1

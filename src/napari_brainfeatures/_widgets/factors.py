@@ -201,6 +201,7 @@ class FactorsWidget(Container):
             )
         for i, w in enumerate(self.rgb):
             w.max, w.value = len(self.maps) - 1, min(i, len(self.maps) - 1)
+        self.show_rgb()
         self.status.value = (
             f"NMF k={len(self.maps)}: relative error {self.result.rel_error:.4f} after "
             f"{self.result.n_iter} iterations ({self.result.wall_s:.1f} s)"
@@ -254,6 +255,7 @@ class FactorsWidget(Container):
                 layer.visible = int(layer.name[len(PREFIX) :]) in sel.factors
         for w, f in zip(self.rgb, sel.factors[:3], strict=False):
             w.value = f
+        self.show_rgb()  # the top three selected factors
         picks = ", ".join(
             f"F{i}→ROI {a} ({c:.0%})"
             for (i, a, _), c in zip(sel.pairs, sel.coverage_fraction, strict=True)
