@@ -33,8 +33,9 @@ CTX, HYPO, STR, VP, WM, ZI = 1, 2, 3, 4, 5, 6
 # Cortical depth (0 = pia, 1 = white matter) where L2..L6 start.
 _LAYER_TOPS = (0.09, 0.20, 0.33, 0.50, 0.69)
 _BARREL_PERIOD = (160.0, 170.0)  # (z, tangential x) voxels
-_BARREL_HALF = ((48.0, 60.0), (56.0, 68.0))  # ranges of half-widths (z, x)
-_BARREL_JITTER = 14.0
+_BARREL_HALF = ((56.0, 66.0), (56.0, 68.0))  # ranges of half-widths (z, x)
+_BARREL_JITTER = 12.0  # alternate columns are staggered by half a period in z: every section
+# crosses barrels in at least every other column
 
 
 def region_index(areas: NDArray[np.uint8], layers: NDArray[np.uint8]) -> NDArray[np.uint8]:
@@ -132,7 +133,9 @@ class Geometry:
     def in_barrel(self, z: NDArray, x: NDArray) -> NDArray:
         """Whether the column at (z, x) runs through a barrel (an elliptic cylinder)."""
         pz, px = _BARREL_PERIOD
-        iz, ix = np.floor(z / pz), np.floor(x / px)
+        ix = np.floor(x / px)
+        z = z - (ix % 2) * (pz / 2)
+        iz = np.floor(z / pz)
         key = (iz.astype(np.int64), ix.astype(np.int64))
         jz = (uhash(*key, 11, seed=self.seed) - 0.5) * 2 * _BARREL_JITTER
         jx = (uhash(*key, 12, seed=self.seed) - 0.5) * 2 * _BARREL_JITTER

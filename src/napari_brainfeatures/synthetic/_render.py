@@ -23,14 +23,14 @@ __all__ = ["render_box", "render_labels"]
 Box = tuple[int, int, int]
 # Per region:  clear   L1     L2     L3     L4     L5     L6     WM     Str    VP     ZI     HypoTh
 BACKGROUND = np.array(
-    [30, 124.7, 133, 133.9, 131.7, 133.2, 132.8, 109.8, 131.2, 131.5, 125.7, 133.1], np.float32
+    [30, 124.6, 131.6, 132.7, 130.6, 131.8, 131.4, 109.7, 130.4, 129.3, 124.4, 132.9], np.float32
 )
 TEX_GAIN = np.array(
-    [0, 2.582, 1.036, 0.858, 1.124, 0.753, 0.895, 1.868, 0.906, 0.728, 1.342, 1.394], np.float64
+    [0, 2.587, 1.019, 0.851, 1.11, 0.743, 0.884, 1.869, 0.904, 0.71, 1.504, 1.392], np.float64
 )
 N_KIND = np.array([0, 0, 1, 1, 0, 1, 1, 0, 0, 0, 0, 0])  # 0 round, 1 pyramidal
 N_DENSITY = np.array([0, 0.2, 4.0, 3.2, 5.0, 0.9, 3.0, 0, 3.5, 1.3, 0.8, 9.0]) * 1e-4  # per voxel
-N_RADIUS = np.array([1, 4.5, 5.0, 5.5, 3.8, 9.0, 5.8, 1, 4.8, 7.5, 6.0, 3.2])
+N_RADIUS = np.array([1, 4.5, 5.0, 5.5, 3.8, 9.0, 5.8, 1, 4.8, 7.5, 5.5, 3.2])
 N_CV = np.array([0, 0.15, 0.12, 0.12, 0.12, 0.15, 0.15, 0, 0.10, 0.15, 0.20, 0.12])
 G_DENSITY = np.array([0, 1.0, 0.4, 0.4, 0.4, 0.8, 0.6, 1.4, 0.6, 0.9, 0.8, 0.4]) * 1e-4
 N_CONTRAST, G_CONTRAST = 60.0, 70.0
@@ -44,19 +44,19 @@ PYRAMID_JITTER = np.deg2rad(12.0)
 # Fibre families: name -> (first region, last region, amplitude, options); coordinates in _coords.
 FAMILIES = {
     "L1": (1, 1, 50.0, dict(spacing=(7.0, 3.0), presence=0.5, sigma=(0.6, 0.9), bead=0.6)),
-    "radial": (2, 6, 65.0, dict(spacing=(11.0, 3.0), presence=0.6, sigma=(0.7, 1.1), bead=0.5)),
+    "radial": (2, 6, 70.0, dict(spacing=(8.0, 3.0), presence=0.6, sigma=(0.7, 1.1), bead=0.5)),
     "callosum": (7, 7, 90.0, dict(along=25.0, threshold=0.1)),
     "capsule": (7, 7, 90.0, dict(along=10.0, threshold=0.1)),
     "pencil": (8, 8, 90.0, dict(along=10.0, threshold=0.1)),
     "speckle": (8, 10, 50.0, dict(along=2.0, threshold=0.25)),
-    "VP1": (9, 9, 60.0, dict(spacing=(12.0, 3.0), presence=0.5, sigma=(0.7, 1.1), bead=0.6)),
-    "VP2": (9, 9, 60.0, dict(spacing=(12.0, 3.0), presence=0.5, sigma=(0.7, 1.1), bead=0.6)),
+    "VP1": (9, 9, 70.0, dict(spacing=(9.0, 3.0), presence=0.55, sigma=(0.7, 1.1), bead=0.6)),
+    "VP2": (9, 9, 70.0, dict(spacing=(9.0, 3.0), presence=0.55, sigma=(0.7, 1.1), bead=0.6)),
     "ZI": (10, 10, 60.0, dict(spacing=(9.0, 3.0), presence=0.55, sigma=(0.7, 1.0), bead=0.6)),
     "HypoTh": (11, 11, 40.0, dict(spacing=(40.0, 3.0), presence=0.3, sigma=(0.6, 1.0), bead=0.6)),
 }
 _FAMILY_ID = {name: 20 + i for i, name in enumerate(FAMILIES)}
-_INPLANE_DEG = {"VP1": 15.0, "VP2": 145.0, "HypoTh": 40.0}
-PENCIL = dict(spacing=80.0, presence=0.8, radius=(7.0, 16.0))
+_INPLANE_DEG = {"VP1": 40.0, "VP2": 130.0, "HypoTh": 165.0}
+PENCIL = dict(spacing=60.0, presence=0.85, radius=(6.0, 13.0))
 PENCIL_BASE = 25.0  # extra myelin brightness inside a pencil
 FASCICLE = dict(spacing=64.0, presence=0.85, radius=(11.0, 21.0))
 HYPO_NEST = dict(spacing=44.0, presence=0.9, radius=(12.0, 19.0))  # nests of small cells
