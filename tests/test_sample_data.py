@@ -43,3 +43,19 @@ def test_cli_sample_microct_refuses_overwrite(tmp_path, capsys):
     assert open_volume(out).shape == (2, 64, 64)
     assert main(["sample", "microct", str(out), "--shape", "2", "64", "64"]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_demo_viewer_docks_every_widget(small_microct, qtbot):
+    from npe2 import PluginManager
+
+    from napari_brainfeatures._cli.demo import open_demo_viewer
+
+    viewer = open_demo_viewer(show=False)
+    try:
+        manifest = PluginManager.instance().get_manifest("napari-brainfeatures")
+        names = {c.display_name for c in manifest.contributions.widgets}
+        docked = set(viewer.window._dock_widgets)
+        assert all(any(n in d for d in docked) for n in names), docked
+        assert viewer.layers[0].name == "micro-CT (synthetic)"
+    finally:
+        viewer.close()

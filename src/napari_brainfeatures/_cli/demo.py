@@ -60,8 +60,10 @@ def open_demo_viewer(*, show: bool = True):  # type: ignore[no-untyped-def]
     viewer = napari.Viewer(title="napari-brainfeatures demo", show=show)
     viewer.open_sample("napari-brainfeatures", "microct")
     manifest = PluginManager.instance().get_manifest("napari-brainfeatures")
-    for i, contrib in enumerate(manifest.contributions.widgets or []):
-        viewer.window.add_plugin_dock_widget(
-            "napari-brainfeatures", contrib.display_name, tabify=i > 0
-        )
+    docks = [
+        viewer.window.add_plugin_dock_widget("napari-brainfeatures", c.display_name, tabify=i > 0)[0]
+        for i, c in enumerate(manifest.contributions.widgets or [])
+    ]
+    if len(docks) > 1:
+        docks[1].raise_()  # "Annotate areas": the first step on the sample
     return viewer
