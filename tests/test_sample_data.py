@@ -54,7 +54,7 @@ def test_demo_viewer_docks_every_widget(small_microct, qtbot):
     try:
         manifest = PluginManager.instance().get_manifest("napari-brainfeatures")
         names = {c.display_name for c in manifest.contributions.widgets}
-        docked = set(viewer.window._dock_widgets)
+        docked = set(viewer.window.dock_widgets)
         assert all(any(n in d for d in docked) for n in names), docked
         assert viewer.layers[0].name == "micro-CT (synthetic)"
     finally:
