@@ -27,7 +27,7 @@ REACH = (14, 44, 44)  # the largest kernel's half-extent (z, y, x), pyramids wit
 
 
 def candidates(
-    lo: tuple[int, int, int], hi: tuple[int, int, int], *, density: float, seed: int
+    lo: tuple[int, ...], hi: tuple[int, ...], *, density: float, seed: int
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Candidate cells whose kernels may touch the box ``[lo, hi)``.
 
@@ -49,7 +49,7 @@ def candidates(
                 unis.append(u[:, 3:])
     if not cents:
         return np.zeros((0, 3), np.int64), np.zeros((0, 6))
-    c, u = np.concatenate(cents), np.concatenate(unis)
+    c, u = np.concatenate(cents).astype(np.int64), np.concatenate(unis)
     keep = np.all((c >= np.array(lo) - REACH) & (c < np.array(hi) + REACH), axis=1)
     return c[keep], u[keep]
 
@@ -103,8 +103,8 @@ def kernel(kind: int, r_bin: int, a_bin: int = 0) -> tuple[NDArray[np.int64], ND
 
 
 def splat(
-    shape: tuple[int, int, int],
-    origin: tuple[int, int, int],
+    shape: tuple[int, ...],
+    origin: tuple[int, ...],
     centres: NDArray[np.int64],
     keys: NDArray[np.int64],
     amplitude: NDArray[np.float64],

@@ -2,13 +2,16 @@
 
 Each texture region (``_geometry.REGION_NAMES``: clear, L1..L6, WM, Str, VP,
 ZI, HypoTh) has its own cells (density, radius, shape) and fibre families.
-``BACKGROUND`` and ``TEX_GAIN`` were then calibrated (by rendering slices and
-iterating) so that every region has a mean grey value of 128 and a standard
-deviation of 24: regions differ by microstructure, not by brightness.
-Change a texture and the calibration must be redone (see the tests' checks).
+``BACKGROUND`` and ``TEX_GAIN`` were then calibrated (``python -m
+napari_brainfeatures.synthetic._calibrate``) so that every region has a mean
+grey value of 128 and a standard deviation of 24: regions differ by
+microstructure, not by brightness.  Change a texture and re-run the
+calibration (``tests/test_synthetic_microct.py`` checks the outcome).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,7 +23,7 @@ from napari_brainfeatures.synthetic._textures import bundle, dense_fibres, fibre
 
 __all__ = ["render_box", "render_labels"]
 
-Box = tuple[int, int, int]
+Box = tuple[int, ...]  # (z, y, x) corner of a box
 # Per region:  clear   L1     L2     L3     L4     L5     L6     WM     Str    VP     ZI     HypoTh
 BACKGROUND = np.array(
     [30, 124.6, 131.6, 132.7, 130.6, 131.8, 131.4, 109.7, 130.4, 129.3, 124.4, 132.9], np.float32
@@ -42,7 +45,7 @@ CLEAR, LUMEN = 30.0, 25.0
 NOISE = 38.0  # before the blur; about 9 grey levels after it
 PYRAMID_JITTER = np.deg2rad(12.0)
 # Fibre families: name -> (first region, last region, amplitude, options); coordinates in _coords.
-FAMILIES = {
+FAMILIES: dict[str, tuple[int, int, float, dict[str, Any]]] = {
     "L1": (1, 1, 50.0, dict(spacing=(7.0, 3.0), presence=0.5, sigma=(0.6, 0.9), bead=0.6)),
     "radial": (2, 6, 70.0, dict(spacing=(8.0, 3.0), presence=0.6, sigma=(0.7, 1.1), bead=0.5)),
     "callosum": (7, 7, 90.0, dict(along=25.0, threshold=0.1)),
@@ -56,10 +59,12 @@ FAMILIES = {
 }
 _FAMILY_ID = {name: 20 + i for i, name in enumerate(FAMILIES)}
 _INPLANE_DEG = {"VP1": 40.0, "VP2": 130.0, "HypoTh": 165.0}
-PENCIL = dict(spacing=60.0, presence=0.85, radius=(6.0, 13.0))
+PENCIL: dict[str, Any] = dict(spacing=60.0, presence=0.85, radius=(6.0, 13.0))
 PENCIL_BASE = 25.0  # extra myelin brightness inside a pencil
-FASCICLE = dict(spacing=64.0, presence=0.85, radius=(11.0, 21.0))
-HYPO_NEST = dict(spacing=44.0, presence=0.9, radius=(12.0, 19.0))  # nests of small cells
+FASCICLE: dict[str, Any] = dict(spacing=64.0, presence=0.85, radius=(11.0, 21.0))
+HYPO_NEST: dict[str, Any] = dict(
+    spacing=44.0, presence=0.9, radius=(12.0, 19.0)
+)  # nests of small cells
 PENCIL_TILT, CAPSULE_TILT = (0.30, -0.20), (0.25, 0.12)
 
 
@@ -151,13 +156,13 @@ def _add_fibres(
             sel = below if name == "capsule" else ~below
             flat, iz, ix, z, y, x = flat[sel], iz[sel], ix[sel], z[sel], y[sel], x[sel]
         p, q, a = _coords(name, grid, iz, ix, z, y, x)
-        fam = dense_fibres if "along" in kw else fibres
-        val = fam(p, q, a, family=_FAMILY_ID[name], seed=geom.seed, **kw)  # type: ignore[operator]
+        fam: Any = dense_fibres if "along" in kw else fibres
+        val: NDArray[Any] = fam(p, q, a, family=_FAMILY_ID[name], seed=geom.seed, **kw)
         reg = flat_reg[flat]
         if name == "capsule":  # fibres gathered in fascicles
             val *= 0.2 + 1.2 * bundle(p, q, family=51, seed=geom.seed, **FASCICLE)
         elif name == "pencil":  # round bundles of fibres through the striatum
-            val = _pencil(z, y, x, geom.seed) * (PENCIL_BASE / amp + val) * 1.5
+            val = _pencil(z, y, x, geom.seed) * (np.float32(PENCIL_BASE / amp) + val) * 1.5
         elif name == "speckle":
             val *= SPECKLE[reg]
         elif name == "radial":

@@ -153,9 +153,7 @@ def _disc(r: float) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     return np.stack([dy[keep], dx[keep]], axis=1), w[keep].astype(np.float32)
 
 
-def vessels(
-    lo: tuple[int, int, int], hi: tuple[int, int, int], *, seed: int
-) -> NDArray[np.float32]:
+def vessels(lo: tuple[int, ...], hi: tuple[int, ...], *, seed: int) -> NDArray[np.float32]:
     """Vessel lumen occupancy (0..1) over the box ``[lo, hi)``.
 
     Vessels are tilted tubes, mostly crossing z: one per 64×80×80 cell with
