@@ -13,7 +13,7 @@ from napari_brainfeatures.population import (
     read_population,
     roi_names_for,
 )
-from napari_brainfeatures.vae_training import fit_pca, load_latent_model, train_vae
+from napari_brainfeatures.vae_training import fit_pca, load_latent_model, torch_threads, train_vae
 
 TINY = {"image_shape": (32, 48), "n_down": 3, "channels": 8, "fc": (32, 32), "latent_dim": 3}
 
@@ -242,3 +242,12 @@ def test_cli_train_and_latent(tmp_path, kind, capsys):
         == 2
     )
     assert "--section" in capsys.readouterr().err
+
+
+def test_torch_threads_restores():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before

@@ -47,6 +47,7 @@ from napari_brainfeatures.vae_training import (
     VAELatentModel,
     fit_pca,
     load_latent_model,
+    torch_threads,
     train_vae,
 )
 
@@ -296,7 +297,8 @@ class LatentWidget(Container):
         """Decode the sliders' vector into the decode layer (GUI thread, one decode)."""
         if self._quiet or self.model is None:
             return None
-        img = self.model.decode(self.z[None])[0]  # (H, W)
+        with torch_threads(1):  # robust latency when the cores are busy (see torch_threads)
+            img = self.model.decode(self.z[None])[0]  # (H, W)
         if self.difference.value and self.start_image is not None:
             img = img - self.start_image
             m = max(float(np.abs(img).max()), 1e-6)
