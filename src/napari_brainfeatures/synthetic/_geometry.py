@@ -75,10 +75,10 @@ class Geometry:
         u = x / self.W
         c = self._shift(z)
         pia = 0.015 + 0.06 * (1 - u) ** 2 + c + self._wiggle(0, u, z, 0.006)
-        ctx = pia + 0.285 + self._wiggle(1, u, z, 0.006)
-        wm = ctx + 0.125 + self._wiggle(2, u, z, 0.005)
+        ctx = pia + 0.255 + self._wiggle(1, u, z, 0.006)
+        wm = ctx + 0.13 + self._wiggle(2, u, z, 0.005)
         vz = wm + 0.19 + 0.03 * (u - 0.7) + self._wiggle(3, u, z, 0.006)
-        zh = vz + 0.175 + self._wiggle(4, u, z, 0.005)
+        zh = vz + 0.2 + self._wiggle(4, u, z, 0.005)
         return {
             k: v * self.H
             for k, v in (("pia", pia), ("ctx", ctx), ("wm", wm), ("vz", vz), ("zh", zh))
@@ -89,7 +89,7 @@ class Geometry:
         v = y / self.H
         centre = 0.335 + 0.06 * (v - 0.45) + self._wiggle(5, v, z, 0.006)
         centre = centre + 0.012 * np.sin(z * (2 * np.pi / 450.0) + self._phase[6, 0])
-        return (centre - 0.08) * self.W, (centre + 0.08) * self.W
+        return (centre - 0.085) * self.W, (centre + 0.085) * self.W
 
     def layer_tops(self, z: NDArray, x: NDArray) -> list[NDArray]:
         """Cortical depth (0..1) at which L2, L3, L4, L5, L6 begin at (z, x)."""

@@ -26,10 +26,10 @@ __all__ = ["render_box", "render_labels"]
 Box = tuple[int, ...]  # (z, y, x) corner of a box
 # Per region:  clear   L1     L2     L3     L4     L5     L6     WM     Str    VP     ZI     HypoTh
 BACKGROUND = np.array(
-    [30, 124.6, 131.6, 132.7, 130.6, 131.8, 131.4, 109.7, 130.4, 129.3, 124.4, 132.9], np.float32
+    [30, 124.4, 131.4, 132.4, 131.1, 130.9, 131.9, 109.9, 130.4, 129.0, 124.4, 132.9], np.float32
 )
 TEX_GAIN = np.array(
-    [0, 2.587, 1.019, 0.851, 1.11, 0.743, 0.884, 1.869, 0.904, 0.71, 1.504, 1.392], np.float64
+    [0, 2.54, 1.017, 0.893, 1.043, 0.79, 0.851, 1.876, 0.906, 0.72, 1.459, 1.389], np.float64
 )
 N_KIND = np.array([0, 0, 1, 1, 0, 1, 1, 0, 0, 0, 0, 0])  # 0 round, 1 pyramidal
 N_DENSITY = np.array([0, 0.2, 4.0, 3.2, 5.0, 0.9, 3.0, 0, 3.5, 1.3, 0.8, 9.0]) * 1e-4  # per voxel
