@@ -126,7 +126,7 @@ def _template(h: int, w: int) -> dict[str, NDArray[Any]]:
     cortex = brain * below_ctx * (1 - hy)
     under_cc = 1 - soft((lev - (1 - _T - _CC)) * 0.75)
     cc = brain * (1 - under_cc) * (1 - below_ctx) * soft(0.3 - v) * (1 - hy)
-    ic = soft(0.035 - np.abs(au - 0.47 - 0.1 * v)) * soft(v + 0.1) * soft(0.5 - v) * brain
+    ic = soft(0.03 - np.abs(au - 0.5 - 0.3 * v)) * soft(v + 0.05) * soft(0.45 - v) * brain
     rho_h = _ell(au, v, *_HPF, 0.2)
     hpf = soft((1 - rho_h) * _HPF[1][1]) * under_cc
     ca = np.exp(-(((rho_h - 0.72) / 0.06) ** 2)) * (v < _HPF[0][1] + 0.03)
@@ -148,7 +148,7 @@ def _template(h: int, w: int) -> dict[str, NDArray[Any]]:
               + 0.15 * np.exp(-(((depth - 0.75) / 0.1) ** 2)))  # fmt: skip
     img = np.full((h, w), 0.9)
     for mask, val in ((cortex, layers), (hy, 0.85), (th, 1.12), (stri, 0.98 - 0.4 * dots),
-                      (ic * (1 - stri), 1.35), (cc, 1.4), (hpf, 0.72 + 0.75 * ca + 0.6 * dg),
+                      (ic * (1 - stri), 1.2), (cc, 1.4), (hpf, 0.72 + 0.75 * ca + 0.6 * dg),
                       (vl, 0.12)):  # fmt: skip
         img = img + mask * (val - img)
     fissure = np.exp(-((u * sx / 1.2) ** 2)) * soft(-0.5 - v)
