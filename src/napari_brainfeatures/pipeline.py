@@ -278,11 +278,12 @@ def _stage_vae(out: Path, p: Preset, seed: int, summary: dict[str, Any]):  # typ
             seed=seed, checkpoint_path=out / f"{name}.safetensors",
         )
         trained = yield from _relay(gen, 6, f"train {name}", every="loss")
-        models[name] = trained.latent_model
-    models["pca"] = fit_pca(pop.images, latent_dim=8, seed=seed)
+        models[name] = trained.latent_model()
+    models["pca"], _meta = fit_pca(pop.images, latent_dim=8, seed=seed)
     clean, _ = preprocess(pop.clean)
     for name, m in models.items():
-        rf = receptive_fields(m, clean, pop.rois, roi_names=list(pop.roi_names)[1:] or None, seed=seed)
+        gen = receptive_fields(m, clean, pop.rois, roi_names=list(pop.roi_names)[1:] or None, seed=seed)
+        rf = yield from _relay(gen, 6, f"receptive fields {name}")
         results[name] = {"disentanglement": round(float(disentanglement_score(rf.impact)), 4)}
     z0 = models["beta_vae"].encode(clean[:64]).mean(0)
     field = projective_field(models["beta_vae"], z0, 0)

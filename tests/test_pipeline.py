@@ -1,0 +1,33 @@
+"""End to end: the headless demo pipeline on tiny synthetic data."""
+
+import json
+
+import pytest
+
+from napari_brainfeatures._progress import run
+from napari_brainfeatures.cli import main
+from napari_brainfeatures.pipeline import run_pipeline
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_writes_every_result(tmp_path):
+    records = []
+    summary = run(run_pipeline(tmp_path, size="tiny", seed=0), records.append)
+    # every stage reported, in order
+    steps = [r.step for r in records]
+    assert steps == sorted(steps) and set(steps) >= {0, 1, 2, 3, 4, 5}
+    for name in summary["files"]:
+        assert (tmp_path / name).exists(), name
+    assert json.loads((tmp_path / "summary.json").read_text())["size"] == "tiny"
+    assert 0.0 <= summary["cnn"]["test_accuracy"] <= 1.0
+    assert summary["dense"]["grid"] == [128, 128]
+    assert summary["factors"]["k"] == 15 and len(summary["factors"]["pairs"]) == 6
+    assert set(summary["analysis"]) == {"trained CNN", "random weights"}
+    assert "vae" in summary and set(summary["vae"]) == {"beta_vae", "vae", "pca"}
+
+
+def test_unknown_size_is_refused(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["demo", "--headless", str(tmp_path), "--size", "huge"])
+    with pytest.raises(ValueError, match="size must be one of"):
+        run(run_pipeline(tmp_path, size="huge"))
