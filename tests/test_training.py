@@ -8,9 +8,9 @@ import torch
 
 from napari_brainfeatures._progress import run
 from napari_brainfeatures.evaluation import evaluate
-from napari_brainfeatures.models.cnn import CNNConfig, load_cnn
+from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, load_cnn
 from napari_brainfeatures.patches import sample_splits
-from napari_brainfeatures.training import augment_batch, make_config, train_cnn
+from napari_brainfeatures.training import augment_batch, init_weights, make_config, train_cnn
 
 P = 32
 
@@ -128,6 +128,18 @@ def test_augment_batch_is_a_symmetry_with_mild_jitter():
     assert len(set(err.argmin(0).tolist())) > 4
 
 
+def test_he_init_keeps_activations_at_unit_scale():
+    x = torch.randn(8, 1, 128, 128)
+    torch.manual_seed(0)
+    default = BrainAreaCNN().eval()
+    he = init_weights(BrainAreaCNN().eval(), seed=1)
+    with torch.no_grad():
+        assert default.features(x).std() < 0.1 < 0.5 < he.features(x).std() < 10
+    again = init_weights(BrainAreaCNN(), seed=1)
+    torch.testing.assert_close(again.convs[0].weight, he.convs[0].weight)
+    assert (he.fcs[0].bias == 0).all()
+
+
 def test_input_checks(splits):
     with pytest.raises(ValueError, match="network 128"):
         next(train_cnn(splits.train, splits.val, config=make_config(n_classes=2)))
@@ -143,3 +155,5 @@ def test_input_checks(splits):
         next(train_cnn(splits.train, splits.train, config=small_config()))
     with pytest.raises(ValueError, match="variant"):
         make_config("resnet")
+    with pytest.raises(ValueError, match="init"):
+        next(train_cnn(splits.train, splits.val, config=small_config(), init="xavier"))
