@@ -10,7 +10,13 @@ from napari_brainfeatures._progress import run
 from napari_brainfeatures.evaluation import evaluate
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, load_cnn
 from napari_brainfeatures.patches import sample_splits
-from napari_brainfeatures.training import augment_batch, init_weights, make_config, train_cnn
+from napari_brainfeatures.training import (
+    augment_batch,
+    border_mix,
+    init_weights,
+    make_config,
+    train_cnn,
+)
 
 P = 32
 
@@ -42,7 +48,7 @@ def test_tiny_training_beats_chance(splits, tmp_path):
     path = tmp_path / "cnn.safetensors"
     records = []
     result = run(
-        train_cnn(splits.train, splits.val, config=small_config(dropout=0.0), epochs=6,
+        train_cnn(splits.train, splits.val, config=small_config(dropout=0.0), epochs=10,
                   checkpoint_path=path, voxel_size=1.17, **KW),
         records.append,
     )
@@ -116,7 +122,7 @@ def test_standardised_training_gives_a_raw_input_model(splits):
 def test_augment_batch_is_a_symmetry_with_mild_jitter():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(64, 1, 8, 8)
-    y = augment_batch(x, g)
+    y = augment_batch(x, g, mix=0.0)
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
     syms = []
     for t in (x, x.transpose(-1, -2)):
@@ -126,6 +132,20 @@ def test_augment_batch_is_a_symmetry_with_mild_jitter():
     err = torch.stack([(y - s).abs().mean((1, 2, 3)) for s in syms])  # (8, B)
     assert (err.min(0).values < 0.1).all()
     assert len(set(err.argmin(0).tolist())) > 4
+
+
+def test_border_mix_keeps_the_centre_and_the_majority():
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(64, dtype=torch.float32)[:, None, None, None].expand(64, 1, 32, 32)
+    y = border_mix(x, g, p=0.5)
+    own = (y == x).float().mean((1, 2, 3))  # (B,)
+    assert (y[:, :, 8:24, 8:24] == x[:, :, 8:24, 8:24]).all()  # centre untouched
+    assert (own > 0.5).all()
+    assert 16 < int((own < 1).sum()) < 48  # about half of the patches were mixed
+    # the strips come from other patches of the batch
+    changed = y[y != x]
+    assert set(changed.unique().tolist()) <= set(range(64))
+    assert torch.equal(border_mix(x, g, p=0.0), x)
 
 
 def test_he_init_keeps_activations_at_unit_scale():

@@ -38,7 +38,8 @@ from napari_brainfeatures.models.cnn import (
 from napari_brainfeatures.patches import PatchSet
 
 __all__ = [
-    "DEFAULTS", "VARIANTS", "TrainResult", "augment_batch", "init_weights", "make_config",
+    "DEFAULTS", "VARIANTS", "TrainResult", "augment_batch", "border_mix", "init_weights",
+    "make_config",
     "train_cnn",
 ]  # fmt: skip
 
@@ -100,12 +101,41 @@ def make_config(
     raise ValueError(f"variant must be one of {VARIANTS!r}, got {variant!r}")
 
 
-def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random dihedral transform, brightness/contrast jitter and noise per patch.
+def border_mix(x: torch.Tensor, generator: torch.Generator, *, p: float = 0.5) -> torch.Tensor:
+    """Replace a strip along one side of some patches by the same strip of another patch.
+
+    Interior training patches never show an area boundary, but validation and
+    test patches often do (their centre's class is the label).  With
+    probability ``p`` a patch gets a strip 8 px to ``P // 2 - 8`` px deep from a
+    random other patch of the batch along a random side, so its centre and the
+    majority of its pixels keep its own class.  ``x``: ``(B, C, P, P)``.
+    """
+    b, pp = x.shape[0], x.shape[-1]
+    if b < 2 or p <= 0 or pp < 32:
+        return x
+    partner = torch.randperm(b, generator=generator).to(x.device)  # (B,)
+    use = (torch.rand(b, generator=generator) < p).to(x.device)  # (B,)
+    side = torch.randint(0, 4, (b,), generator=generator).to(x.device)  # (B,)
+    depth = torch.randint(8, pp // 2 - 7, (b,), generator=generator).to(x.device)  # (B,)
+    idx = torch.arange(pp, device=x.device)
+    rows, cols, d = idx[None, :, None], idx[None, None, :], depth[:, None, None]  # broadcast
+    s = side[:, None, None]
+    mask = (((s == 0) & (rows < d)) | ((s == 1) & (rows >= pp - d))
+            | ((s == 2) & (cols < d)) | ((s == 3) & (cols >= pp - d)))  # (B, P, P)
+    mask = mask & use[:, None, None]
+    return torch.where(mask[:, None], x[partner], x)  # (B, C, P, P)
+
+
+def augment_batch(
+    x: torch.Tensor, generator: torch.Generator, *, mix: float = 0.5
+) -> torch.Tensor:
+    """Border mixing, a random dihedral transform, contrast/brightness jitter and noise.
 
     ``x``: ``(B, C, P, P)`` in [0, 1]; returns a new tensor of the same shape,
     clipped to [0, 1].  Randomness comes from ``generator`` (a CPU generator).
+    ``mix`` is the probability of :func:`border_mix` per patch.
     """
+    x = border_mix(x, generator, p=mix)
     b = x.shape[0]
     r = torch.rand(b, 6, generator=generator).to(x.device)  # (B, 6)
     m = (r[:, :3] < 0.5)[:, :, None, None, None]  # (B, 3, 1, 1, 1)
@@ -203,6 +233,7 @@ def train_cnn(
     lr: float = DEFAULTS["lr"],
     augment: bool = True,
     standardise: bool | None = None,
+    mix: float = 0.5,
     init: str = "he",
     patience: int | None = DEFAULTS["patience"],
     device: str | torch.device | None = None,
@@ -228,6 +259,10 @@ def train_cnn(
         Adam learning rate; default 1e-4 (the paper's).
     augment : bool
         Random flips/90° rotations, ±10 % contrast, ±0.05 brightness, noise; default True.
+    mix : float
+        With ``augment``, the probability that a training patch gets a border
+        strip from another patch (:func:`border_mix`), so that the network sees
+        boundary patches like those of validation and test; default 0.5, 0 off.
     standardise : bool, optional
         Train on ``(x - mean) / std`` of the training patches (much faster
         learning on low-contrast micro-CT), then fold it into the first
@@ -284,13 +319,15 @@ def train_cnn(
         return (yield from _train(
             train, val, config, epochs, batch_size, lr, augment, patience, dev, seed,
             checkpoint_path, classes, voxel_size, scale, norm, bool(standardise), init,
+            float(mix),
         ))
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, seed,
-           checkpoint_path, classes, voxel_size, scale, norm, standardise, init):  # noqa: ANN001
+           checkpoint_path, classes, voxel_size, scale, norm, standardise, init,
+           mix):  # noqa: ANN001
     mean, std = _input_stats(train.patches, scale, seed) if standardise else (0.0, 1.0)
     prep = (scale, mean, std)
 
@@ -322,6 +359,7 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
         "voxel_size_um": _voxel(voxel_size),
         "variant": "authors" if config.is_padded else "default",
         "init": init,
+        "border_mix": mix if augment else 0.0,
         "training_standardisation": {"applied": standardise, "mean": mean, "std": std,
                                      "folded_into_first_conv": standardise},
     }
@@ -339,7 +377,7 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
             x = xs[idx].to(dev, non_blocking=True).float().mul_(scale)  # (B, 1, P, P)
             t = ys[idx].to(dev)  # (B,)
             if augment:
-                x = augment_batch(x, gen)
+                x = augment_batch(x, gen, mix=mix)
             if standardise:
                 x = x.sub_(mean).div_(std)
             logits = model(x.expand(-1, c, -1, -1))  # (B, K)
