@@ -49,7 +49,7 @@ def test_tiny_training_beats_chance(splits, tmp_path):
     records = []
     result = run(
         train_cnn(splits.train, splits.val, config=small_config(dropout=0.0), epochs=10,
-                  checkpoint_path=path, voxel_size=1.17, **KW),
+                  schedule="constant", checkpoint_path=path, voxel_size=1.17, **KW),
         records.append,
     )
     epoch_ends = [r for r in records if r.values]
@@ -177,3 +177,5 @@ def test_input_checks(splits):
         make_config("resnet")
     with pytest.raises(ValueError, match="init"):
         next(train_cnn(splits.train, splits.val, config=small_config(), init="xavier"))
+    with pytest.raises(ValueError, match="schedule"):
+        next(train_cnn(splits.train, splits.val, config=small_config(), schedule="step"))

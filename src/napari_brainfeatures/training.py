@@ -234,6 +234,7 @@ def train_cnn(
     augment: bool = True,
     standardise: bool | None = None,
     mix: float = 0.5,
+    schedule: str = "cosine",
     init: str = "he",
     patience: int | None = DEFAULTS["patience"],
     device: str | torch.device | None = None,
@@ -269,6 +270,9 @@ def train_cnn(
         convolution so the saved model reads plain [0, 1] input.  Default: on
         when the first convolution does not pad (the default variant), off for
         the authors' padded variant (their recipe: [0, 1] input, no normalisation).
+    schedule : str
+        ``"cosine"`` (default: lr decays to 0 along a half cosine over ``epochs``,
+        batch by batch) or ``"constant"`` (the paper's).
     init : str
         ``"he"`` (default: :func:`init_weights`) or ``"torch"`` (PyTorch's default).
     patience : int or None
@@ -308,6 +312,8 @@ def train_cnn(
         raise ValueError(f"classes has {len(classes)} entries for {config.n_classes} outputs")
     if standardise is None:
         standardise = config.paddings[0] == 0
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     if init not in ("he", "torch"):
         raise ValueError(f"init must be 'he' or 'torch', got {init!r}")
     scale, norm = input_scale_for(train.patches.dtype)
@@ -319,7 +325,7 @@ def train_cnn(
         return (yield from _train(
             train, val, config, epochs, batch_size, lr, augment, patience, dev, seed,
             checkpoint_path, classes, voxel_size, scale, norm, bool(standardise), init,
-            float(mix),
+            float(mix), schedule,
         ))
     finally:
         torch.set_num_threads(old_threads)
@@ -327,7 +333,7 @@ def train_cnn(
 
 def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, seed,
            checkpoint_path, classes, voxel_size, scale, norm, standardise, init,
-           mix):  # noqa: ANN001
+           mix, schedule):  # noqa: ANN001
     mean, std = _input_stats(train.patches, scale, seed) if standardise else (0.0, 1.0)
     prep = (scale, mean, std)
 
@@ -353,6 +359,9 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
                           dtype=torch.float32, device=dev)  # (K,): 1 when balanced
     n_batches = -(-len(ys) // batch_size)
     total = epochs * n_batches
+    sched = None
+    if schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     meta: dict[str, Any] = {
         "normalisation": norm,
         "input_scale": scale,
@@ -360,6 +369,7 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
         "variant": "authors" if config.is_padded else "default",
         "init": init,
         "border_mix": mix if augment else 0.0,
+        "lr_schedule": schedule,
         "training_standardisation": {"applied": standardise, "mean": mean, "std": std,
                                      "folded_into_first_conv": standardise},
     }
@@ -385,6 +395,8 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == t).sum())
             step = (epoch - 1) * n_batches + b + 1
