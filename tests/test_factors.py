@@ -406,3 +406,32 @@ def test_thread_pool_gives_the_serial_result_and_restores_threads():
     assert torch.get_num_threads() == 2
     np.testing.assert_array_equal(serial.H, pooled.H)
     np.testing.assert_array_equal(serial.W, pooled.W)
+
+
+def test_hals_keeps_a_row_whose_partner_is_dead():
+    """A zero row of H must not zero the matching row of W (it would stay dead for good)."""
+    from napari_brainfeatures._nmf import _hals_rows
+
+    gen = torch.Generator().manual_seed(0)
+    H = torch.rand(3, 6, generator=gen)
+    H[1] = 0  # a dead factor
+    X = torch.rand(20, 6, generator=gen)
+    Wt = torch.rand(3, 20, generator=gen)
+    before = Wt[1].clone()
+    _hals_rows(Wt, H @ X.T, H @ H.T, 2)
+    torch.testing.assert_close(Wt[1], before)
+    assert (Wt >= 0).all()
+
+
+def test_components_stay_alive_on_cnn_like_features():
+    """ReLU of a linear map of class-clustered latents (like CNN features): all k factors
+    stay alive (a bug once killed some: 14 of 15 here, 25 % worse error on real features)."""
+    rng = np.random.default_rng(1)
+    latent = (rng.standard_normal((6, 8)) * 2)[rng.integers(0, 6, 1000)]
+    latent += rng.standard_normal((1000, 8))
+    X = np.maximum(latent @ rng.standard_normal((8, 64)) + rng.standard_normal(64) * 2 - 2, 0)
+    X = X.astype(np.float32)
+    ours = run(fit_nmf(X, 15, seed=0))
+    ref = run(fit_nmf(X, 15, solver="sklearn", seed=0))
+    assert (ours.H.max(axis=1) > 0).all() and (ours.W.max(axis=0) > 0).all()
+    assert ours.rel_error <= ref.rel_error * 1.02

@@ -196,13 +196,17 @@ def _hals_rows(Wt: torch.Tensor, P: torch.Tensor, Q: torch.Tensor, sweeps: int) 
     ``max(0, (P[j] − Σ_{l≠j} Q[j, l] Wt[l]) / Q[j, j])``: with ``P`` and ``Q`` scaled by
     ``1 / Q[j, j]`` beforehand that is one matrix-vector product and one clamp, so
     few parallel regions (each costs a barrier, which is slow on a busy machine).
+    A row whose ``Q[j, j]`` is 0 (its partner row is all zero) is left as it is, as
+    in scikit-learn: zeroing it too would make that component dead for good.
     """
-    inv = 1.0 / Q.diagonal().clamp(min=_TINY)  # (k,)
+    diag = Q.diagonal()
+    inv = 1.0 / diag.clamp(min=_TINY)  # (k,)
     Ps = P.mul_(inv[:, None])  # (k, B)
     Qs = (Q * inv[:, None]).fill_diagonal_(0)  # (k, k)
     tmp = torch.empty_like(Wt[0])  # (B,)
+    live = [j for j, q in enumerate(diag.tolist()) if q > _TINY]
     for _ in range(sweeps):
-        for j in range(Q.shape[0]):
+        for j in live:
             torch.addmv(Ps[j], Wt.T, Qs[j], alpha=-1.0, out=tmp)  # (B,)
             torch.clamp(tmp, min=0, out=Wt[j])
 

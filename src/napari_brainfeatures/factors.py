@@ -424,7 +424,10 @@ def select_factors(
     For factor i and ROI a (point set A): coverage ``s_c = #{x ∈ A : v_i(x) > t_i}``,
     leakage ``s_l = λ · #{x ∉ A : v_i(x) > t_i}``, score ``s_t = s_c − s_l``.  From the
     ``(k, r)`` score matrix, repeatedly pick the highest score whose factor and ROI
-    are both not yet picked.
+    are both not yet picked.  One guard beyond the paper: a factor that is not
+    active anywhere in an ROI (``s_c = 0``) is never picked for it, otherwise a
+    dead factor (all zero, score 0) "wins" every ROI whose live factors all leak
+    more than they cover; such an ROI stays unpicked.
 
     Parameters
     ----------
@@ -436,7 +439,8 @@ def select_factors(
         Leakage weight λ >= 0, default 0.5 (the paper's whole-slice value; 0.3 for
         cortical layers).  Larger favours localised factors.
     p : int, optional
-        Number of picks, default ``min(k, r)``.
+        Number of picks, default ``min(k, r)`` (fewer when the guard above leaves
+        ROIs without a candidate).
     normalise : {'none', 'area'}
         'none' (the paper): raw counts, so large ROIs dominate.  'area': coverage
         divided by ``|A|`` and leakage by the number of points outside ``A``, so
@@ -512,7 +516,7 @@ def select_factors(
     used_a: set[int] = set()
     for flat in np.argsort(-scores, axis=None, kind="stable"):
         i, a = divmod(int(flat), r)
-        if i in used_f or a in used_a:
+        if i in used_f or a in used_a or coverage[i, a] == 0:
             continue
         pairs.append((i, ids[a], float(scores[i, a])))
         used_f.add(i)
