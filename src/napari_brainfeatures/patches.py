@@ -252,8 +252,10 @@ def sample_patches(
     Returns
     -------
     PatchSet
-        Patches grouped by class in ``classes`` order, positions drawn without
-        replacement, ``available`` counts the distinct positions per class.
+        Patches grouped by class in ``classes`` order (slice by slice, in random
+        order within a class and slice, so any prefix is an unbiased subset),
+        positions drawn without replacement; ``available`` counts the distinct
+        positions per class.
 
     Raises
     ------
@@ -308,7 +310,7 @@ def sample_patches(
                 f"using {k} instead of {per_class}",
                 stacklevel=2,
             )
-        pick = np.sort(rng.choice(n_avail, size=k, replace=False))
+        pick = rng.choice(n_avail, size=k, replace=False)  # random order, no repeats
         offsets = np.cumsum([0] + [len(f) for _, f in cands[c]])
         for (z, flat), lo, hi in zip(cands[c], offsets[:-1], offsets[1:], strict=True):
             sel = flat[pick[(pick >= lo) & (pick < hi)] - lo]
