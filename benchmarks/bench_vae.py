@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -37,52 +36,9 @@ from napari_brainfeatures.vae_training import VAELatentModel, fit_pca, torch_thr
 
 
 def population(n: int, shape: tuple[int, int], seed: int):
-    """The package's synthetic population, or a small stand-in while it is missing."""
-    try:
-        from napari_brainfeatures.synthetic.population import make_population
-    except ImportError:
-        return _standin(n, shape, seed), "bench stand-in (synthetic.make_population missing)"
+    from napari_brainfeatures.synthetic.population import make_population
+
     return make_population(n, shape=shape, seed=seed), "synthetic.make_population"
-
-
-def _standin(n: int, shape: tuple[int, int], seed: int) -> SimpleNamespace:
-    """Ellipse 'brains': 6 ROIs, 4 factors (size, 3 ROI gains), 30 % artifacts (3 kinds)."""
-    rng = np.random.default_rng(seed)
-    h, w = shape
-    yy, xx = np.mgrid[:h, :w] / np.array([h, w])[:, None, None]
-
-    def ell(cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
-        return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-
-    spots = [(0.3, 0.3, 0.12, 0.15), (0.3, 0.7, 0.12, 0.15), (0.55, 0.5, 0.1, 0.2),
-             (0.75, 0.35, 0.08, 0.1), (0.75, 0.65, 0.08, 0.1), (0.15, 0.5, 0.06, 0.3)]  # fmt: skip
-    rois = np.zeros(shape, np.uint8)
-    for i, c in enumerate(spots):
-        rois[ell(*c) & (rois == 0)] = i + 1
-    f = rng.normal(size=(n, 4))
-    art = rng.choice(4, n, p=[0.7, 0.1, 0.1, 0.1])
-    clean, images = [], []
-    for i in range(n):
-        img = ell(0.5, 0.5, 0.42 * (1 + 0.05 * f[i, 0]), 0.45 * (1 + 0.05 * f[i, 0])) * 100.0
-        gains = [1.5 + 0.4 * f[i, 1], 0.6, 1.3 + 0.4 * f[i, 2], 0.8 + 0.3 * f[i, 3], 1.2, 0.7]
-        for c, g in zip(spots, gains, strict=True):
-            img[ell(*c)] *= g
-        img = np.clip(img + rng.normal(0, 5, shape), 0, None)
-        clean.append(img.copy())
-        if art[i] == 1:  # bright leakage
-            cy, cx = rng.uniform(0.2, 0.8, 2)
-            img += 600 * np.exp(-(((yy - cy) / 0.05) ** 2 + ((xx - cx) / 0.05) ** 2))
-        elif art[i] == 2:  # a missing stripe
-            r0 = rng.integers(0, h - h // 10)
-            img[r0 : r0 + max(1, int(0.06 * h))] = 0
-        elif art[i] == 3:  # scanning grid
-            img *= 1 + 0.4 * ((np.arange(w) // 8) % 2)[None, :]
-        images.append(img)
-    return SimpleNamespace(
-        images=np.stack(images).astype(np.float32), clean=np.stack(clean).astype(np.float32),
-        rois=rois, roi_names=["Ctx", "HPF", "STR", "TH", "HY", "WM"], factors=f,
-        factor_names=["size", "ctx", "str", "th"], artifact=art,
-    )  # fmt: skip
 
 
 def decode_latency(model: VAELatentModel, n: int = 60) -> tuple[float, float]:
