@@ -5,9 +5,17 @@ it yields a record after every batch and, at the end of every epoch, one whose
 ``values`` hold ``train_loss``, ``train_acc``, ``val_loss`` and ``val_acc``.
 Whenever validation accuracy improves, the model is written atomically to
 ``checkpoint_path``, so a run that is cancelled (the generator closed) keeps
-the best model so far on disk.  Adam, cross-entropy, the paper's lr 1e-4;
-augmentation by the 8 flips/rotations of the square, mild intensity jitter
-and noise; early stopping after ``patience`` epochs without improvement.
+the best model so far on disk.
+
+The paper's recipe is Adam (lr 1e-4), cross-entropy and [0, 1] input.  On a
+CPU budget the defaults add what makes the same network learn in a few epochs
+(each can be switched off): He initialisation, training on standardised input
+(folded into the first convolution afterwards, so model files still read
+[0, 1] patches), lr 1e-3 with a cosine decay, and augmentation -- the 8
+flips/rotations of the square, mild contrast/brightness jitter and noise, and
+"border mixing" (another patch beyond a random straight line) so that interior
+training patches prepare the network for the boundary patches of validation
+and test.  Early stopping after ``patience`` epochs without improvement.
 """
 
 from __future__ import annotations
@@ -47,11 +55,11 @@ VARIANTS = ("default", "authors")
 # Defaults sized for a CPU (2 cores, ~10 min on the synthetic sample; see
 # benchmarks/bench_train_cnn.py); the paper used 2000 / 1000 patches per class.
 DEFAULTS: dict[str, Any] = {
-    "per_class": 500,
+    "per_class": 600,
     "eval_per_class": 250,
-    "epochs": 15,
+    "epochs": 14,
     "batch_size": 32,
-    "lr": 1e-4,
+    "lr": 1e-3,
     "patience": 5,
 }
 
@@ -102,27 +110,27 @@ def make_config(
 
 
 def border_mix(x: torch.Tensor, generator: torch.Generator, *, p: float = 0.5) -> torch.Tensor:
-    """Replace a strip along one side of some patches by the same strip of another patch.
+    """Replace the far side of a random straight boundary by the same pixels of another patch.
 
     Interior training patches never show an area boundary, but validation and
     test patches often do (their centre's class is the label).  With
-    probability ``p`` a patch gets a strip 8 px to ``P // 2 - 8`` px deep from a
-    random other patch of the batch along a random side, so its centre and the
-    majority of its pixels keep its own class.  ``x``: ``(B, C, P, P)``.
+    probability ``p`` a patch gets, beyond a line of random orientation at
+    distance ``P // 16`` to ``P // 2 - 4`` px from its centre, the pixels of a
+    random other patch of the batch, so its centre and the majority of its
+    pixels keep its own class.  ``x``: ``(B, C, P, P)``.
     """
     b, pp = x.shape[0], x.shape[-1]
     if b < 2 or p <= 0 or pp < 32:
         return x
     partner = torch.randperm(b, generator=generator).to(x.device)  # (B,)
     use = (torch.rand(b, generator=generator) < p).to(x.device)  # (B,)
-    side = torch.randint(0, 4, (b,), generator=generator).to(x.device)  # (B,)
-    depth = torch.randint(8, pp // 2 - 7, (b,), generator=generator).to(x.device)  # (B,)
-    idx = torch.arange(pp, device=x.device)
-    rows, cols, d = idx[None, :, None], idx[None, None, :], depth[:, None, None]  # broadcast
-    s = side[:, None, None]
-    mask = (((s == 0) & (rows < d)) | ((s == 1) & (rows >= pp - d))
-            | ((s == 2) & (cols < d)) | ((s == 3) & (cols >= pp - d)))  # (B, P, P)
-    mask = mask & use[:, None, None]
+    theta = (2 * torch.pi * torch.rand(b, generator=generator)).to(x.device)  # (B,)
+    lo, hi = max(2, pp // 16), pp // 2 - 4
+    dist = (lo + (hi - lo) * torch.rand(b, generator=generator)).to(x.device)  # (B,)
+    c = torch.arange(pp, device=x.device, dtype=x.dtype) - (pp - 1) / 2
+    along = (theta.cos()[:, None, None] * c[None, :, None]
+             + theta.sin()[:, None, None] * c[None, None, :])  # (B, P, P)
+    mask = (along > dist[:, None, None]) & use[:, None, None]  # (B, P, P)
     return torch.where(mask[:, None], x[partner], x)  # (B, C, P, P)
 
 
@@ -233,7 +241,7 @@ def train_cnn(
     lr: float = DEFAULTS["lr"],
     augment: bool = True,
     standardise: bool | None = None,
-    mix: float = 0.5,
+    mix: float = 0.8,
     schedule: str = "cosine",
     init: str = "he",
     patience: int | None = DEFAULTS["patience"],
@@ -253,17 +261,19 @@ def train_cnn(
     config : CNNConfig, optional
         Default ``make_config("default", patch_size=P, n_classes=K)``.
     epochs : int
-        Maximum passes over ``train``; default 20.
+        Maximum passes over ``train``; default 14.
     batch_size : int
-        Default 64.
+        Default 32.
     lr : float
-        Adam learning rate; default 1e-4 (the paper's).
+        Adam learning rate; default 1e-3 (the paper's 1e-4 with its constant
+        rate learns far slower; see ``DEFAULTS``).
     augment : bool
         Random flips/90° rotations, ±10 % contrast, ±0.05 brightness, noise; default True.
     mix : float
-        With ``augment``, the probability that a training patch gets a border
-        strip from another patch (:func:`border_mix`), so that the network sees
-        boundary patches like those of validation and test; default 0.5, 0 off.
+        With ``augment``, the probability that a training patch gets another
+        patch beyond a straight boundary (:func:`border_mix`), so that the
+        network sees boundary patches like those of validation and test;
+        default 0.8 (0.5: 86.3 %, 0.8: 87.1 % held-out accuracy on the sample), 0 off.
     standardise : bool, optional
         Train on ``(x - mean) / std`` of the training patches (much faster
         learning on low-contrast micro-CT), then fold it into the first
@@ -346,7 +356,8 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
     model = BrainAreaCNN(config)
     if init == "he":
         init_weights(model, seed=seed)
-    model = model.to(dev)
+    # channels-last activations: about 1.3x faster training steps on a CPU (oneDNN)
+    model = model.to(dev, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     xs = torch.from_numpy(np.ascontiguousarray(train.patches))[:, None]  # (N, 1, P, P)
     ys = torch.from_numpy(train.targets)  # (N,)
@@ -390,7 +401,8 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
                 x = augment_batch(x, gen, mix=mix)
             if standardise:
                 x = x.sub_(mean).div_(std)
-            logits = model(x.expand(-1, c, -1, -1))  # (B, K)
+            x = x.expand(-1, c, -1, -1).contiguous(memory_format=torch.channels_last)
+            logits = model(x)  # (B, K)
             loss = F.cross_entropy(logits, t, weight=weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -424,7 +436,7 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
             stopped = True
             break
     model.load_state_dict(best_state)  # set in epoch 1: any accuracy beats -1
-    model = deployable(model)
+    model = deployable(model.to(memory_format=torch.contiguous_format))
     meta["training"] = _record(history, best_epoch, best_acc, best_loss, train, val,
                                lr, batch_size, augment, seed, dev, t0, epochs)
     meta["training"]["stopped_early"] = stopped
