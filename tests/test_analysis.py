@@ -98,6 +98,8 @@ def test_gmm_vmeasure():
     X, y = blobs(seed=3)
     Xt, yt = blobs(seed=3, n_per=25)
     assert gmm_vmeasure(X, Xt, yt, 3) > 0.9
+    # scale-free: tiny features (a random network's) are not swamped by reg_covar
+    assert gmm_vmeasure(X * 1e-4, Xt * 1e-4, yt, 3) == pytest.approx(gmm_vmeasure(X, Xt, yt, 3))
     noise = np.random.default_rng(0).standard_normal(X.shape)
     assert gmm_vmeasure(noise, noise, y, 3) < 0.2
     with pytest.raises(ValueError, match="n_components"):

@@ -231,7 +231,14 @@ def gmm_vmeasure(
     seed: int = 0,
     covariance_type: str = "full",
 ) -> float:
-    """V-measure of a Gaussian mixture fitted on train features, predicting test clusters."""
+    """V-measure of a Gaussian mixture fitted on train features, predicting test clusters.
+
+    Features are standardised with the training set's mean and standard
+    deviation first, so the score does not depend on their scale (a
+    random-weight network's features are orders of magnitude smaller than a
+    trained one's, and a fixed covariance regularisation would otherwise
+    swamp them into a single cluster).
+    """
     from sklearn.metrics import v_measure_score
     from sklearn.mixture import GaussianMixture
 
@@ -239,10 +246,12 @@ def gmm_vmeasure(
     Xte, yte = _xy(X_test, y_test, "test")
     if not 1 <= n_components <= len(Xtr):
         raise ValueError(f"n_components must be in 1..{len(Xtr)}, got {n_components!r}")
+    mean, std = Xtr.mean(0), Xtr.std(0)
+    std[std == 0] = 1.0  # a constant feature stays constant (0)
     gmm = GaussianMixture(
         n_components, covariance_type=covariance_type, random_state=seed, reg_covar=1e-4
-    ).fit(Xtr)
-    return float(v_measure_score(yte, gmm.predict(Xte)))
+    ).fit((Xtr - mean) / std)
+    return float(v_measure_score(yte, gmm.predict((Xte - mean) / std)))
 
 
 def _normalised(X: np.ndarray) -> np.ndarray:
