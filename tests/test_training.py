@@ -15,6 +15,7 @@ from napari_brainfeatures.training import (
     border_mix,
     init_weights,
     make_config,
+    random_rotation,
     train_cnn,
 )
 
@@ -147,10 +148,24 @@ def test_border_mix_keeps_the_centre_and_the_majority():
     assert set(changed.unique().tolist()) <= set(range(64))
     # oblique boundaries too: some mixed patch changes neither whole rows nor whole columns
     diff = (y != x)[:, 0]  # (B, P, P)
-    rows_or_cols = [bool(((d.all(1) | ~d.any(1)).all() or (d.all(0) | ~d.any(0)).all()))
+    rows_or_cols = [bool((d.all(1) | ~d.any(1)).all() or (d.all(0) | ~d.any(0)).all())
                     for d in diff]
     assert not all(rows_or_cols)
     assert torch.equal(border_mix(x, g, p=0.0), x)
+
+
+def test_random_rotation_turns_structure_and_fills_corners():
+    g = torch.Generator().manual_seed(0)
+    flat = torch.full((16, 1, 32, 32), 0.7)
+    torch.testing.assert_close(random_rotation(flat, g, p=1.0), flat)  # corners mirrored, not 0
+    stripes = (torch.arange(32)[None, None, :, None] % 8 < 4).float().expand(16, 1, 32, 32)
+    out = random_rotation(stripes, g, p=1.0)
+    # horizontal stripes are constant along rows; rotated ones are not
+    assert (out.std(-1).mean((1, 2)) > 0.05).sum() >= 12
+    half = random_rotation(stripes, g, p=0.5)
+    kept = [torch.equal(h, s) for h, s in zip(half, stripes, strict=True)]
+    assert 3 <= sum(kept) <= 13  # about half untouched, exactly
+    assert torch.equal(random_rotation(stripes, g, p=0.0), stripes)
 
 
 def test_he_init_keeps_activations_at_unit_scale():
