@@ -12,7 +12,8 @@ CPU budget the defaults add what makes the same network learn in a few epochs
 (each can be switched off): He initialisation, training on standardised input
 (folded into the first convolution afterwards, so model files still read
 [0, 1] patches), lr 1e-3 with a cosine decay, and augmentation -- the 8
-flips/rotations of the square, mild contrast/brightness jitter and noise, and
+flips/rotations of the square, rotation by a random angle, mild
+contrast/brightness jitter and noise, and
 "border mixing" (another patch beyond a random straight line) so that interior
 training patches prepare the network for the boundary patches of validation
 and test.  Early stopping after ``patience`` epochs without improvement.
