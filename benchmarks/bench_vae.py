@@ -15,7 +15,8 @@ a synthetic population with artifacts, then measures
 
 ``--quick`` trains on 192 sections of 64×96 (``n_down`` 5) for 10 epochs;
 the full run on 256 sections at 320×448 (the paper's network) for 10 epochs.
-``BENCH_VAE_SHAPE=H,W``, ``BENCH_VAE_N`` and ``BENCH_VAE_EPOCHS`` override these.
+``BENCH_VAE_SHAPE=H,W``, ``BENCH_VAE_N`` and ``BENCH_VAE_EPOCHS`` override these;
+``BENCH_VAE_KL_WARMUP`` sets ``train_vae``'s KL warm-up (epochs, default 0).
 """
 
 from __future__ import annotations
@@ -63,12 +64,14 @@ def run(quick: bool, out: Path) -> dict:
     )
     n = int(env("BENCH_VAE_N", 192 if quick else 256))
     epochs = int(env("BENCH_VAE_EPOCHS", 10))
+    kl_warmup = float(env("BENCH_VAE_KL_WARMUP", 0))
     pop, source = population(n, shape, seed=0)
     res: dict = {
         "population": source,
         "n_sections": n,
         "shape": list(shape),
         "epochs": epochs,
+        "kl_warmup": kl_warmup,
         "load_1min": os.getloadavg()[0],
     }
 
@@ -85,7 +88,8 @@ def run(quick: bool, out: Path) -> dict:
         cfg = VAEConfig.for_shape(shape, latent_dim=8, beta=beta)
         t = time.perf_counter()
         result = run_gen(
-            train_vae(pop.images, config=cfg, epochs=epochs, batch_size=16, lr=1e-3, seed=0)
+            train_vae(pop.images, config=cfg, epochs=epochs, batch_size=16, lr=1e-3, seed=0,
+                      kl_warmup=kl_warmup)
         )
         res[f"train_wall_s_{name}"] = round(time.perf_counter() - t, 2)
         res[f"best_val_loss_{name}"] = result.meta["training"]["best_val_loss"]
