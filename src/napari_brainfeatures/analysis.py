@@ -241,17 +241,17 @@ def gmm_vmeasure(
     """
     from sklearn.metrics import v_measure_score
     from sklearn.mixture import GaussianMixture
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     Xtr = np.asarray(X_train, dtype=np.float64)
     Xte, yte = _xy(X_test, y_test, "test")
     if not 1 <= n_components <= len(Xtr):
         raise ValueError(f"n_components must be in 1..{len(Xtr)}, got {n_components!r}")
-    mean, std = Xtr.mean(0), Xtr.std(0)
-    std[std == 0] = 1.0  # a constant feature stays constant (0)
-    gmm = GaussianMixture(
+    gmm = make_pipeline(StandardScaler(), GaussianMixture(
         n_components, covariance_type=covariance_type, random_state=seed, reg_covar=1e-4
-    ).fit((Xtr - mean) / std)
-    return float(v_measure_score(yte, gmm.predict((Xte - mean) / std)))
+    )).fit(Xtr)
+    return float(v_measure_score(yte, gmm.predict(Xte)))
 
 
 def _normalised(X: np.ndarray) -> np.ndarray:

@@ -148,9 +148,9 @@ def random_rotation(x: torch.Tensor, generator: torch.Generator, *, p: float = 0
     if p <= 0 or b == 0:
         return x
     use = torch.rand(b, generator=generator) < p  # (B,)
-    theta = (torch.rand(b, generator=generator) - 0.5) * (torch.pi / 2) * use  # (B,)
     if not bool(use.any()):
         return x
+    theta = (torch.rand(b, generator=generator) - 0.5) * (torch.pi / 2)  # (B,)
     cos, sin = theta.cos(), theta.sin()
     affine = torch.zeros(b, 2, 3)
     affine[:, 0, 0], affine[:, 0, 1], affine[:, 1, 0], affine[:, 1, 1] = cos, -sin, sin, cos
