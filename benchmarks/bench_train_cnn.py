@@ -4,8 +4,10 @@ The paper's protocol on the synthetic sample (128 x 1024 x 1024, 1.17 µm
 voxels): training, validation and test patches from three slices 50 µm (43
 slices) apart; training patches inside one area, validation/test unrestricted;
 the paper's network (default variant: no internal padding), Adam, lr 1e-4,
-best epoch on validation.  Target: test accuracy >= 0.90 within 10 minutes of
-wall time on 2 CPU cores.  ``--quick`` is a ~1 minute CI run (fewer patches and
+best epoch on validation; test scored with the default evaluation (each patch
+the mean of its 8 flips/rotations; ``test_accuracy_single_view`` scores each
+once).  Target: test accuracy >= 0.90 within 10 minutes of wall time on 2 CPU
+cores.  ``--quick`` is a ~1 minute CI run (fewer patches and
 epochs; its accuracy is not the target).
 """
 
@@ -48,13 +50,16 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
         checkpoint_path=out / "cnn.safetensors", voxel_size=VOXEL_SIZE_UM,
     ))
     t_train = time.perf_counter() - t0 - t_sample
-    ev = evaluate(result.model, splits.test)
+    ev = evaluate(result.model, splits.test)  # default: mean over the 8 flips of each patch
     wall = time.perf_counter() - t0
+    single = evaluate(result.model, splits.test, tta=False)  # not part of the timed run
     n_seen = len(splits.train) * len(result.history)
     train_only = sum(h["seconds"] for h in result.history)
     return {
         "test_accuracy": round(ev.accuracy, 4),
         "macro_f1": round(ev.macro_f1, 4),
+        "tta": ev.tta,
+        "test_accuracy_single_view": round(single.accuracy, 4),
         "per_class_f1": {n: round(float(f), 4) for n, f in zip(ev.class_names, ev.f1, strict=True)},
         "confusion": ev.confusion.tolist(),
         "best_val_acc": round(result.best_val_acc, 4),

@@ -15,6 +15,7 @@ from napari_brainfeatures.evaluation import (
     Evaluation,
     confusion_figure,
     evaluate,
+    predict_proba,
     predict_slice,
     slice_accuracy,
 )
@@ -43,7 +44,8 @@ def centre_model() -> CentreModel:
 def patchset(centres_bright: list[bool], labels: list[int]) -> PatchSet:
     n = len(labels)
     patches = np.zeros((n, P, P), np.uint8)
-    patches[np.array(centres_bright), P // 2, P // 2] = 255
+    # the central 2 x 2 block: unchanged by the 8 flips of the default evaluation
+    patches[np.array(centres_bright), P // 2 - 1 : P // 2 + 1, P // 2 - 1 : P // 2 + 1] = 255
     return PatchSet(patches, np.array(labels, np.int64), np.zeros((n, 3), np.int64), TABLE)
 
 
@@ -62,6 +64,34 @@ def test_metrics_match_sklearn():
     assert ev.support.tolist() == [3, 3, 2] and ev.n == 8
     assert ev.class_names == ["a", "b", "c"] and ev.class_ids == [1, 2, 3]
     assert ev.per_class()["b"]["recall"] == pytest.approx(2 / 3)
+
+
+class CornerModel(BrainAreaCNN):
+    """Class 1 ('b') when the top-left pixel is bright: not invariant to flips."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x[:, 0, 0, 0]  # (B,)
+        return torch.stack([(0.5 - c) * 20, (c - 0.5) * 20, torch.zeros_like(c) - 5], 1)
+
+
+def test_tta_is_the_mean_over_the_eight_flips():
+    cfg = centre_model().config
+    model = CornerModel(cfg).eval()
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (5, P, P)).astype(np.uint8)
+    x[:2, 0, 0] = 255
+    x[:2, 0, -1] = x[:2, -1, 0] = x[:2, -1, -1] = 0  # only one bright corner
+    views = [np.rot90(x, k, (1, 2)) for k in range(4)]
+    views += [v.transpose(0, 2, 1) for v in views]
+    want = np.mean([predict_proba(model, np.ascontiguousarray(v)) for v in views], 0)
+    got = predict_proba(model, x, tta=True, batch_size=2)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert not np.allclose(got, predict_proba(model, x))  # the flips matter to this model
+    ps = PatchSet(x[:2], np.array([2, 2]), np.zeros((2, 3), np.int64), TABLE)
+    assert evaluate(model, ps, tta=False).accuracy == 1.0  # corner bright: 'b' seen once
+    ev = evaluate(model, ps)  # default: 2 of 8 views see the bright corner -> 'a'
+    assert ev.tta and ev.accuracy == 0.0
+    assert Evaluation.from_dict(ev.to_dict()).tta
 
 
 def test_json_round_trip(tmp_path):

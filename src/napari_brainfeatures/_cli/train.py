@@ -51,6 +51,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if present)")
         parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
         parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+        _tta_arg(parser)
         return
     parser.add_argument("model", help="model file written by train-cnn")
     parser.add_argument("image", help="image volume: zarr store / group path / TIFF")
@@ -61,10 +62,16 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default=None)
+    _tta_arg(parser)
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     parser.add_argument("--figure", default=None, help="write the confusion matrix as PNG")
     parser.add_argument("--predict-stride", type=int, default=None, metavar="S",
                         help="also classify the whole first slice every S px (slice accuracy)")
+
+
+def _tta_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-tta", action="store_true",
+                        help="score each test patch once, not as the mean of its 8 flips")
 
 
 def _labels_arg(parser: argparse.ArgumentParser) -> None:
@@ -183,7 +190,7 @@ def _train(args: argparse.Namespace) -> int:
         ),
         show,
     )
-    ev = evaluate(result.model, splits.test, device=args.device)
+    ev = evaluate(result.model, splits.test, device=args.device, tta=not args.no_tta)
     meta = {**result.meta, "test": {**ev.to_dict(), "slices": splits.test.slices}}
     save_cnn(out, result.model, classes=splits.train.classes, meta=meta)
     tr = result.meta["training"]
@@ -229,7 +236,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         per_class=args.per_class, interior=False, classes=present, seed=args.seed,
     )
     printer = progress_printer if args.verbose else None
-    ev = run_gen(iter_evaluate(model, patches, batch_size=args.batch_size, classes=table),
+    ev = run_gen(iter_evaluate(model, patches, batch_size=args.batch_size, classes=table,
+                               tta=not args.no_tta),
                  printer)
     report: dict[str, Any] = {"model": str(args.model), "slices": patches.slices, **ev.to_dict()}
     if args.predict_stride:

@@ -17,7 +17,16 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox, Table
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    PushButton,
+    SpinBox,
+    Table,
+)
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Image
@@ -79,6 +88,7 @@ class TrainWidget(Container):
                                   max=4096)
         self.train_button = PushButton(text="Train")
         self.evaluate_button = PushButton(text="Evaluate on test slice")
+        self.tta = CheckBox(text="score each patch as the mean of its 8 flips", value=True)
         self.scores = Label(value="")
         self.table = Table(value=[[]])
         self.model_path = FileEdit(label="model file", mode="w", filter="*.safetensors")
@@ -93,8 +103,8 @@ class TrainWidget(Container):
             self.image, self.area_labels, self.patch_size, self.per_class, self.eval_per_class,
             self.train_slice, self.val_slice, self.test_slice, self.slices_button,
             self.sample_button, self.counts, self.variant, self.epochs, self.batch_size,
-            self.train_button, self.evaluate_button, self.scores, self.table, self.model_path,
-            files, self.stride, self.predict_button, self.status, self.runner,
+            self.train_button, self.evaluate_button, self.tta, self.scores, self.table,
+            self.model_path, files, self.stride, self.predict_button, self.status, self.runner,
         ])  # fmt: skip
         self.figure = Figure(figsize=(4, 2.4), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
@@ -235,12 +245,15 @@ class TrainWidget(Container):
         if self.model is None or self.splits is None:
             show_info("Train or load a model, and sample patches, first.")
             return
-        gen = iter_evaluate(self.model, self.splits.test, classes=self.classes)
+        gen = iter_evaluate(self.model, self.splits.test, classes=self.classes,
+                            tta=self.tta.value)
         self.runner.start(gen, name="Evaluate", on_done=self._show_evaluation)
 
     def _show_evaluation(self, ev: Evaluation) -> None:
         self.evaluation = ev
-        self.scores.value = f"test accuracy {ev.accuracy:.1%}, macro F1 {ev.macro_f1:.3f}"
+        views = " (mean of 8 flips)" if ev.tta else ""
+        self.scores.value = (f"test accuracy {ev.accuracy:.1%}, macro F1 {ev.macro_f1:.3f}"
+                             f"{views}")
         per = ev.per_class()
         rows = [[round(d["precision"], 3), round(d["recall"], 3), round(d["f1"], 3), d["support"]]
                 for d in per.values()]
