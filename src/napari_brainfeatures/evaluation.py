@@ -147,7 +147,7 @@ def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def iter_predict_proba(
-    model: BrainAreaCNN, patches: NDArray[Any], *, batch_size: int = 256,
+    model: BrainAreaCNN, patches: NDArray[Any], *, batch_size: int = 64,
     device: str | torch.device | None = None, scale: float | None = None, tta: bool = False,
 ) -> ProgressGen[NDArray[np.float32]]:
     """Softmax probabilities ``(N, K)`` of raw patches ``(N, P, P)``, yielding per batch.
@@ -164,14 +164,20 @@ def iter_predict_proba(
     dev = _model_device(model, device)
     out = np.zeros((len(patches), model.config.n_classes), np.float32)
     n = len(patches)
-    for i in range(0, n, int(batch_size)):
-        x = to_input(np.ascontiguousarray(patches[i : i + batch_size]), scale=scale,
-                     in_channels=model.config.in_channels, device=dev)  # (B, C, P, P)
-        views = _dihedral(x) if tta else [x]
-        with torch.inference_mode():
-            p = sum(torch.softmax(model(v.contiguous()), 1).float() for v in views)  # (B, K)
-            out[i : i + len(x)] = (p / len(views)).cpu().numpy()
-        yield Progress(min(i + batch_size, n), n, f"patches {min(i + batch_size, n)}/{n}")
+    cl = torch.channels_last  # ~1.8x faster convolutions on a CPU (oneDNN); same values
+    model.to(memory_format=cl)
+    try:
+        for i in range(0, n, int(batch_size)):
+            x = to_input(np.ascontiguousarray(patches[i : i + batch_size]), scale=scale,
+                         in_channels=model.config.in_channels, device=dev)  # (B, C, P, P)
+            views = _dihedral(x) if tta else [x]
+            with torch.inference_mode():
+                p = sum(torch.softmax(model(v.contiguous(memory_format=cl)), 1).float()
+                        for v in views)  # (B, K)
+                out[i : i + len(x)] = (p / len(views)).cpu().numpy()
+            yield Progress(min(i + batch_size, n), n, f"patches {min(i + batch_size, n)}/{n}")
+    finally:
+        model.to(memory_format=torch.contiguous_format)
     return out
 
 
@@ -194,7 +200,7 @@ def _scores(y: NDArray[np.int64], pred: NDArray[np.int64], classes: ClassTable) 
 
 
 def iter_evaluate(
-    model: BrainAreaCNN, patches: PatchSet, *, batch_size: int = 256,
+    model: BrainAreaCNN, patches: PatchSet, *, batch_size: int = 64,
     device: str | torch.device | None = None, classes: ClassTable | None = None,
     tta: bool = True,
 ) -> ProgressGen[Evaluation]:
@@ -218,7 +224,7 @@ def iter_evaluate(
 
 
 def evaluate(
-    model: BrainAreaCNN, patches: PatchSet, *, batch_size: int = 256,
+    model: BrainAreaCNN, patches: PatchSet, *, batch_size: int = 64,
     device: str | torch.device | None = None, classes: ClassTable | None = None,
     tta: bool = True,
 ) -> Evaluation:
@@ -230,7 +236,7 @@ def evaluate(
     patches : PatchSet
         Labelled patches (usually unrestricted test patches).
     batch_size : int
-        Patches per forward pass; default 256.
+        Patches per forward pass; default 64.
     device : str or torch.device, optional
         Default: where the model is.
     classes : ClassTable, optional

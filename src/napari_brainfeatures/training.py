@@ -253,7 +253,8 @@ def _score(model: BrainAreaCNN, data: torch.Tensor, y: torch.Tensor, norm: tuple
     for i in _batches(len(y), batch_size):
         x = _prepare(data[i : i + batch_size], norm, dev)  # (B, 1, P, P)
         t = y[i : i + batch_size].to(dev)  # (B,)
-        logits = model(x.expand(-1, c, -1, -1))  # (B, K)
+        x = x.expand(-1, c, -1, -1).contiguous(memory_format=torch.channels_last)
+        logits = model(x)  # (B, K)
         loss += F.cross_entropy(logits, t, weight=weight, reduction="sum").item()
         correct += int((logits.argmax(1) == t).sum())
     return loss / len(y), correct / len(y)
@@ -451,7 +452,7 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
             raise FloatingPointError(
                 f"training diverged in epoch {epoch} (loss {tr_loss!r}); lower lr (got {lr!r})"
             )
-        va_loss, va_acc = _score(model, xv, yv, prep, 4 * batch_size, dev, weight)
+        va_loss, va_acc = _score(model, xv, yv, prep, 64, dev, weight)
         rec = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc,
                "val_loss": va_loss, "val_acc": va_acc, "seconds": time.perf_counter() - te}
         history.append({k: float(v) for k, v in rec.items()})

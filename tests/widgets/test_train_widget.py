@@ -67,8 +67,12 @@ def test_sample_train_evaluate_predict_save_load(widget, qtbot, tmp_path):
 
     w.evaluate()
     wait(qtbot, w)
-    assert w.evaluation is not None and w.evaluation.n == 12
-    assert "test accuracy" in w.scores.value
+    assert w.evaluation is not None and w.evaluation.n == 12 and w.evaluation.tta
+    assert "test accuracy" in w.scores.value and "mean of 8 flips" in w.scores.value
+    w.tta.value = False  # each test patch scored once
+    w.evaluate()
+    wait(qtbot, w)
+    assert not w.evaluation.tta and "flips" not in w.scores.value
     assert w.table.shape == (2, 4) and w.table.row_headers == ("Ctx", "WM")
     assert w.cm_figure.axes
 

@@ -60,7 +60,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
                         help="test z-slice(s)")
     parser.add_argument("--per-class", type=int, default=1000, help="patches per class")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None)
     _tta_arg(parser)
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
