@@ -9,11 +9,15 @@ by 64 px (scaled to the slab) → ARI / V-measure against the five layer groups
 (L1, L2/3, L4, L5, L6) → feature analyses of the trained network against the same
 architecture with random weights (``analysis.compare_extractors``).
 
-Keys: ``layer_ari``, ``layer_vmeasure``, ``areas_with_own_factor`` (areas whose
-selected factor is active on ≥ 50 % of the area; the selection gives every area
-a distinct factor), ``vmeasure_trained`` / ``vmeasure_random`` (GMM fitted on
-validation features, V-measure on test features), ``noise_acc_trained`` /
-``noise_acc_random`` (logistic regression under growing Gaussian noise).
+Keys: ``layer_ari``, ``layer_vmeasure``, ``layer_probe_accuracy`` (supervised
+linear/RBF/logistic probes of the layer group from the features, fitted on the
+left half of the eroded cortex and scored on the right: the ceiling for any
+clustering; ``layer_probe_chance`` the majority-group share),
+``areas_with_own_factor`` (areas whose selected factor is active on ≥ 50 % of
+the area; the selection gives every area a distinct factor),
+``vmeasure_trained`` / ``vmeasure_random`` (GMM fitted on validation features,
+V-measure on test features), ``noise_acc_trained`` / ``noise_acc_random``
+(logistic regression under growing Gaussian noise).
 Targets: layer ARI ≥ 0.5; ≥ 5 of 6 areas; trained beats random in V-measure and
 under noise.
 """
@@ -78,7 +82,7 @@ def _pictures(folder: Path, U, sel, areas, layers, clusters) -> None:  # noqa: A
 
 def run(quick: bool, out: Path) -> dict:
     from napari_brainfeatures._progress import run as drive
-    from napari_brainfeatures.analysis import compare_extractors, feature_extractor
+    from napari_brainfeatures.analysis import compare_extractors, feature_extractor, probe_scores
     from napari_brainfeatures.clustering import cluster_map, erode_mask, on_grid, score_against
     from napari_brainfeatures.dense import compute_feature_map
     from napari_brainfeatures.factors import finite_rows, fit_nmf, select_factors
@@ -144,7 +148,8 @@ def run(quick: bool, out: Path) -> dict:
     )
     times["dense_s"] = time.perf_counter() - t
     f = store.features()[0]  # (C, Y, X) of the test slice
-    rows, valid = finite_rows(np.moveaxis(np.asarray(f), 0, -1))
+    fmap = np.moveaxis(np.asarray(f), 0, -1)  # (Y, X, C)
+    rows, valid = finite_rows(fmap)
     t = time.perf_counter()
     nmf = drive(fit_nmf(rows, 15, seed=0))
     times["nmf_s"] = time.perf_counter() - t
@@ -168,6 +173,13 @@ def run(quick: bool, out: Path) -> dict:
     for g, (_, ids) in enumerate(LAYER_GROUPS.items(), start=1):
         group[list(ids)] = g
     scores = score_against(group[layers], clusters.labels, cortex)
+    # the supervised ceiling: how much layer information the features hold at all
+    # (probes fitted on the left half of the cortex mask, scored on the right half)
+    left = np.zeros_like(cortex)
+    left[:, : cortex.shape[1] // 2] = True
+    truth = group[layers]
+    layer_probe = probe_scores(fmap[cortex & left], truth[cortex & left],
+                               fmap[cortex & ~left], truth[cortex & ~left], seed=0)
 
     t = time.perf_counter()
     extractors = {
@@ -189,6 +201,10 @@ def run(quick: bool, out: Path) -> dict:
     return {
         "layer_ari": round(float(scores["ari"]), 4),
         "layer_vmeasure": round(float(scores["v_measure"]), 4),
+        "layer_probe_accuracy": {k: round(v, 4) for k, v in layer_probe.items()},
+        "layer_probe_chance": round(
+            float(np.bincount(truth[cortex & ~left]).max() / (cortex & ~left).sum()), 4
+        ),
         "areas_with_own_factor": int(own),
         "coverage_per_area": {
             ct.classes.by_id(a).name: round(c, 3)

@@ -151,13 +151,17 @@ def random_rotation(x: torch.Tensor, generator: torch.Generator, *, p: float = 0
     if not bool(use.any()):
         return x
     theta = (torch.rand(b, generator=generator) - 0.5) * (torch.pi / 2)  # (B,)
-    cos, sin = theta.cos(), theta.sin()
-    affine = torch.zeros(b, 2, 3)
+    idx = use.nonzero()[:, 0]  # (R,): only these are resampled; the others stay exact
+    cos, sin = theta[idx].cos(), theta[idx].sin()
+    affine = torch.zeros(len(idx), 2, 3)
     affine[:, 0, 0], affine[:, 0, 1], affine[:, 1, 0], affine[:, 1, 1] = cos, -sin, sin, cos
     affine = affine.to(x.device, x.dtype)
-    grid = F.affine_grid(affine, list(x.shape), align_corners=False)  # (B, P, P, 2)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    return torch.where(use.to(x.device)[:, None, None, None], out, x)  # unrotated stay exact
+    sub = x[idx.to(x.device)]  # (R, C, P, P)
+    grid = F.affine_grid(affine, list(sub.shape), align_corners=False)  # (R, P, P, 2)
+    out = x.clone()
+    out[idx.to(x.device)] = F.grid_sample(sub, grid, mode="bilinear", padding_mode="reflection",
+                                          align_corners=False)
+    return out
 
 
 def augment_batch(
