@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.name not in names:
         parser.error(f"unknown benchmark {args.name!r}; choose from {', '.join(names)}")
-    spec = importlib.util.spec_from_file_location(f"bench_{args.name}", HERE / f"bench_{args.name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"bench_{args.name}", HERE / f"bench_{args.name}.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(HERE))

@@ -8,7 +8,9 @@ from napari_brainfeatures.io import open_volume
 
 
 def test_tiff_to_multiscale_ome_zarr(tiff_stack, volume, tmp_path):
-    out = run(convert_to_ome_zarr(tiff_stack, tmp_path / "o.ome.zarr", chunks=(2, 16, 16), levels=3))
+    out = run(
+        convert_to_ome_zarr(tiff_stack, tmp_path / "o.ome.zarr", chunks=(2, 16, 16), levels=3)
+    )
     vol = open_volume(out)
     assert vol.kind == "ome-zarr" and vol.multiscale
     assert [lv.shape for lv in vol.levels] == [(6, 40, 50), (6, 20, 25), (6, 10, 12)]

@@ -20,11 +20,12 @@ def test_core_modules_exist():
 
 
 def test_core_imports_without_napari_or_qt():
+    blocked = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui")
     code = f"""
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui'):
+        if name.split('.')[0] in {blocked!r}:
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 import importlib

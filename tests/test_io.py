@@ -69,7 +69,7 @@ def test_not_an_image(tmp_path):
 
 @pytest.mark.parametrize("shape", [(40, 50), (2, 3, 40, 50)])
 def test_wrong_dimensionality(tmp_path, shape):
-    z = zarr.create_array(str(tmp_path / "x.zarr"), shape=shape, dtype="uint8")
+    zarr.create_array(str(tmp_path / "x.zarr"), shape=shape, dtype="uint8")
     with pytest.raises(VolumeError, match=f"{len(shape)}-D"):
         open_volume(tmp_path / "x.zarr")
 

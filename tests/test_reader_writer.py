@@ -27,7 +27,11 @@ def test_write_labels_round_trip_and_replace(tmp_path, suffix):
     assert write_labels(str(target), labels, {"name": "areas"}) == [str(target)]
     labels[0, 0, 0] = 300
     write_labels(str(target), labels, {"name": "areas"})  # replaces atomically
-    back = np.asarray(zarr.open_array(str(target))[:]) if suffix == ".zarr" else tifffile.imread(target)
+    back = (
+        np.asarray(zarr.open_array(str(target))[:])
+        if suffix == ".zarr"
+        else tifffile.imread(target)
+    )
     np.testing.assert_array_equal(back, labels)
     assert back.dtype == np.uint16
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]

@@ -39,7 +39,9 @@ def test_sample_microct_in_viewer(make_napari_viewer, small_microct):
 
 def test_cli_sample_microct_refuses_overwrite(tmp_path, capsys):
     out = tmp_path / "ct.zarr"
-    assert main(["sample", "microct", str(out), "--shape", "2", "64", "64", "--chunks", "2", "32", "32"]) == 0
+    assert main(
+        ["sample", "microct", str(out), "--shape", "2", "64", "64", "--chunks", "2", "32", "32"]
+    ) == 0
     assert open_volume(out).shape == (2, 64, 64)
     assert main(["sample", "microct", str(out), "--shape", "2", "64", "64"]) == 2
     assert "exists" in capsys.readouterr().err

@@ -20,7 +20,9 @@ def test_create_reopen_and_labels_persist(tmp_path):
     again = Workspace.open(tmp_path / "w.brainfeatures", shape=(3, 20, 30))
     stored = np.asarray(again.labels()[:])
     assert stored.dtype == np.uint16 and stored.sum() == 4 * 12
-    assert json.loads((tmp_path / "w.brainfeatures" / "workspace.json").read_text())["shape"] == [3, 20, 30]
+    assert json.loads(
+        (tmp_path / "w.brainfeatures" / "workspace.json").read_text()
+    )["shape"] == [3, 20, 30]
 
 
 def test_shape_mismatch_is_refused(tmp_path):

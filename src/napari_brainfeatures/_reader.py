@@ -9,7 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from napari_brainfeatures.io import TIFF_SUFFIXES, Volume, is_zarr_store, open_volume, sample_contrast_limits
+from napari_brainfeatures.io import (
+    TIFF_SUFFIXES,
+    Volume,
+    is_zarr_store,
+    open_volume,
+    sample_contrast_limits,
+)
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -23,7 +29,9 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
     p = Path(path)
     if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES:
         return read_volume
-    if p.is_dir() and (is_zarr_store(p) or any(c.suffix.lower() in TIFF_SUFFIXES for c in p.iterdir())):
+    if p.is_dir() and (
+        is_zarr_store(p) or any(c.suffix.lower() in TIFF_SUFFIXES for c in p.iterdir())
+    ):
         return read_volume
     return None
 

@@ -34,7 +34,9 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         if suffix == ".zarr":
             out = tmp / target.name
             chunks = (1, *[min(512, s) for s in arr.shape[1:]]) if arr.ndim == 3 else None
-            z = zarr.create_array(str(out), shape=arr.shape, dtype=arr.dtype, chunks=chunks or "auto")
+            z = zarr.create_array(
+                str(out), shape=arr.shape, dtype=arr.dtype, chunks=chunks or "auto"
+            )
             z[...] = arr
             z.attrs.update({"name": meta.get("name", ""), "scale": list(meta.get("scale", []))})
         elif suffix in (".tif", ".tiff"):

@@ -19,9 +19,15 @@ __all__ = ["main", "COMMANDS"]
 
 # name -> (module in napari_brainfeatures._cli, one-line help); pipeline order.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "sample": ("sample", "write the synthetic sample data (micro-CT volume or VAE population) to zarr"),
+    "sample": (
+        "sample",
+        "write the synthetic sample data (micro-CT volume or VAE population) to zarr",
+    ),
     "info": ("io", "describe a volume (shape, dtype, chunks, voxel size, levels)"),
-    "convert": ("io", "convert a TIFF stack or folder of TIFF slices to chunked multiscale OME-Zarr"),
+    "convert": (
+        "io",
+        "convert a TIFF stack or folder of TIFF slices to chunked multiscale OME-Zarr",
+    ),
     "train-cnn": ("train", "sample patches from labels and train the brain-area CNN"),
     "evaluate": ("train", "test a trained CNN on held-out slices (accuracy, confusion, F1)"),
     "features": ("features", "dense sliding-window feature maps of a trained CNN into zarr"),

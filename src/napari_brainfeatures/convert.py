@@ -115,7 +115,8 @@ def convert_to_ome_zarr(
                     "version": "0.4",
                     "name": vol.name,
                     "axes": [
-                        {"name": ax, "type": "space", "unit": "micrometer"} for ax in ("z", "y", "x")
+                        {"name": ax, "type": "space", "unit": "micrometer"}
+                        for ax in ("z", "y", "x")
                     ],
                     "datasets": datasets,
                     "type": "mean",

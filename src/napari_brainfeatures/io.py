@@ -28,7 +28,8 @@ __all__ = [
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 SUPPORTED_DTYPES = tuple(
-    np.dtype(t) for t in ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
+    np.dtype(t)
+    for t in ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
 )
 # Preferred names of the image array inside a plain zarr group.
 IMAGE_NAMES = ("image", "raw", "data", "volume", "0")
@@ -270,7 +271,11 @@ def _natural_key(p: Path) -> list[Any]:
 
 def _tiff_files(path: Path) -> list[Path]:
     return sorted(
-        (p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")),
+        (
+            p
+            for p in path.iterdir()
+            if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")
+        ),
         key=_natural_key,
     )
 
@@ -308,7 +313,9 @@ def _open_tiff_folder(path: Path, *, check_all_below: int = 2000) -> Volume:
         f = files[block_id[0]]
         img = tifffile.imread(f)
         if img.shape != shape or img.dtype != dtype:
-            raise VolumeError(f"slice {str(f)!r} is {img.shape} {img.dtype}, expected {shape} {dtype}")
+            raise VolumeError(
+                f"slice {str(f)!r} is {img.shape} {img.dtype}, expected {shape} {dtype}"
+            )
         return img[None]
 
     arr = da.map_blocks(
@@ -345,7 +352,10 @@ def _short_name(path: Path) -> str:
 
 
 def sample_contrast_limits(
-    volume: Volume | da.Array, *, percentiles: tuple[float, float] = (0.5, 99.5), max_voxels: int = 2_000_000
+    volume: Volume | da.Array,
+    *,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    max_voxels: int = 2_000_000,
 ) -> tuple[float, float]:
     """Contrast limits from a small sample of the data, never the whole volume.
 

@@ -55,7 +55,9 @@ PRESETS = {
 }
 
 
-def _save_map(path: Path, img: np.ndarray, *, title: str, cmap: str = "gray", labels: bool = False) -> str:
+def _save_map(
+    path: Path, img: np.ndarray, *, title: str, cmap: str = "gray", labels: bool = False
+) -> str:
     fig = Figure(figsize=(6, 6 * img.shape[0] / max(img.shape[1], 1) + 0.4), dpi=100)
     ax = fig.add_subplot()
     kw: dict[str, Any] = {"interpolation": "nearest"} if labels else {}
@@ -130,7 +132,9 @@ def _stage_sample(out: Path, p: Preset, seed: int, summary: dict[str, Any]):  # 
     z = p.shape[0] // 2
     summary["files"] += [
         _save_map(out / "sample_image.png", ct.image[z], title=f"synthetic micro-CT, z={z}"),
-        _save_map(out / "sample_areas.png", ct.areas[z], title="areas (truth)", cmap="tab10", labels=True),
+        _save_map(
+            out / "sample_areas.png", ct.areas[z], title="areas (truth)", cmap="tab10", labels=True
+        ),
     ]
     return ct
 
@@ -142,8 +146,8 @@ def _stage_train(out: Path, p: Preset, seed: int, ct: Any, summary: dict[str, An
 
     yield Progress(1, N_STAGES, "patches: sampling train / val / test slices 50 µm apart")
     splits = sample_splits(
-        ct.image, ct.areas, slices=p.slices, voxel_size=ct.voxel_size_um[0], patch_size=p.patch_size,
-        per_class=p.per_class, classes=ct.classes, seed=seed,
+        ct.image, ct.areas, slices=p.slices, voxel_size=ct.voxel_size_um[0],
+        patch_size=p.patch_size, per_class=p.per_class, classes=ct.classes, seed=seed,
     )
     config = make_config(patch_size=p.patch_size, n_classes=len(ct.classes))
     gen = train_cnn(
@@ -185,7 +189,10 @@ def _stage_dense(out: Path, p: Preset, model: Any, ct: Any, splits: Any, summary
         "slice_accuracy": round(float((areas[valid] == truth[valid]).mean()), 4),
     }
     summary["files"] += [
-        _save_map(out / "dense_areas.png", areas, title="predicted areas (dense)", cmap="tab10", labels=True),
+        _save_map(
+            out / "dense_areas.png", areas, title="predicted areas (dense)", cmap="tab10",
+            labels=True,
+        ),
         _save_map(out / "dense_confidence.png", conf, title="confidence", cmap="magma"),
     ]
     return store
@@ -221,7 +228,9 @@ def _stage_factors(out: Path, p: Preset, seed: int, store: Any, ct: Any, summary
     fig.savefig(out / "nmf_factors.png")
     summary["files"] += [
         "factor_selection.json", "nmf_factors.png",
-        _save_map(out / "nmf_rgb.png", rgb_composite(maps, tuple(top)), title=f"factors {top} as RGB"),
+        _save_map(
+            out / "nmf_rgb.png", rgb_composite(maps, tuple(top)), title=f"factors {top} as RGB"
+        ),
     ]
     cortex = erode_mask(truth == ct.classes.by_name("Ctx").id, p.erode / s)
     clusters = cluster_map(U.reshape(*grid, -1), method="gmm", k=4, mask=cortex, seed=seed)
@@ -241,14 +250,21 @@ def _stage_factors(out: Path, p: Preset, seed: int, store: Any, ct: Any, summary
 
 
 def _stage_analyse(out: Path, seed: int, model: Any, splits: Any, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
-    from napari_brainfeatures.analysis import compare_extractors, feature_extractor, report_figure, report_json
+    from napari_brainfeatures.analysis import (
+        compare_extractors,
+        feature_extractor,
+        report_figure,
+        report_json,
+    )
 
     extractors = {
         "trained CNN": feature_extractor("cnn", model=model),
         "random weights": feature_extractor("random", config=model.config, seed=seed),
     }
     gen = compare_extractors(
-        extractors, (splits.val.patches, splits.val.labels), (splits.test.patches, splits.test.labels),
+        extractors,
+        (splits.val.patches, splits.val.labels),
+        (splits.test.patches, splits.test.labels),
         seed=seed,
     )
     report = yield from _relay(gen, 5, "analyse")
@@ -256,13 +272,20 @@ def _stage_analyse(out: Path, seed: int, model: Any, splits: Any, summary: dict[
     report_figure(report).savefig(out / "analysis.png")
     summary["files"] += ["analysis.json", "analysis.png"]
     summary["analysis"] = {
-        name: {"vmeasure": r["vmeasure"], "gram_distance": r["gram_distance"], "probes": r["probes"]}
+        name: {
+            "vmeasure": r["vmeasure"], "gram_distance": r["gram_distance"], "probes": r["probes"]
+        }
         for name, r in report_json(report).items()
     }
 
 
 def _stage_vae(out: Path, p: Preset, seed: int, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
-    from napari_brainfeatures.latent import disentanglement_score, projective_field, projective_rgb, receptive_fields
+    from napari_brainfeatures.latent import (
+        disentanglement_score,
+        projective_field,
+        projective_rgb,
+        receptive_fields,
+    )
     from napari_brainfeatures.models.vae import VAEConfig
     from napari_brainfeatures.population import preprocess
     from napari_brainfeatures.synthetic import make_population
@@ -282,12 +305,16 @@ def _stage_vae(out: Path, p: Preset, seed: int, summary: dict[str, Any]):  # typ
     models["pca"], _meta = fit_pca(pop.images, latent_dim=8, seed=seed)
     clean, _ = preprocess(pop.clean)
     for name, m in models.items():
-        gen = receptive_fields(m, clean, pop.rois, roi_names=list(pop.roi_names)[1:] or None, seed=seed)
+        gen = receptive_fields(
+            m, clean, pop.rois, roi_names=list(pop.roi_names)[1:] or None, seed=seed
+        )
         rf = yield from _relay(gen, 6, f"receptive fields {name}")
         results[name] = {"disentanglement": round(float(disentanglement_score(rf.impact)), 4)}
     z0 = models["beta_vae"].encode(clean[:64]).mean(0)
     field = projective_field(models["beta_vae"], z0, 0)
     summary["files"].append(
-        _save_map(out / "beta_vae_projective_field_0.png", projective_rgb(field), title="β-VAE latent 0")
+        _save_map(
+            out / "beta_vae_projective_field_0.png", projective_rgb(field), title="β-VAE latent 0"
+        )
     )
     summary["vae"] = results

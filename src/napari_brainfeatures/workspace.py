@@ -55,7 +55,9 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
             os.unlink(tmp)
 
 
-def default_workspace_path(data_path: str | os.PathLike[str] | None, name: str = "untitled") -> Path:
+def default_workspace_path(
+    data_path: str | os.PathLike[str] | None, name: str = "untitled"
+) -> Path:
     """Where the workspace of ``data_path`` lives.
 
     Beside the data (``/d/brain.zarr`` -> ``/d/brain.brainfeatures``) when the
@@ -129,9 +131,13 @@ class Workspace:
                 )
             return cls(root, info)
         if shape is None:
-            raise WorkspaceError(f"no workspace at {str(root)!r}; give the volume shape to create one")
+            raise WorkspaceError(
+                f"no workspace at {str(root)!r}; give the volume shape to create one"
+            )
         if len(shape) != 3 or any(int(s) < 1 for s in shape):
-            raise WorkspaceError(f"workspace shape must be (Z, Y, X) positive, got {tuple(shape)!r}")
+            raise WorkspaceError(
+                f"workspace shape must be (Z, Y, X) positive, got {tuple(shape)!r}"
+            )
         if root.exists() and any(root.iterdir()):
             raise WorkspaceError(
                 f"{str(root)!r} exists and is not a workspace (no workspace.json); "
@@ -141,7 +147,7 @@ class Workspace:
             "format": "napari-brainfeatures-workspace/1",
             "shape": [int(s) for s in shape],
             "data_path": str(data_path) if data_path else None,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "version": __version__,
         }
         root.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,9 @@ def test_open_ome_zarr_multiscale(make_napari_viewer, qtbot, tiff_stack, tmp_pat
     from napari_brainfeatures._progress import run
     from napari_brainfeatures.convert import convert_to_ome_zarr
 
-    out = run(convert_to_ome_zarr(tiff_stack, tmp_path / "m.ome.zarr", chunks=(2, 16, 16), levels=2))
+    out = run(
+        convert_to_ome_zarr(tiff_stack, tmp_path / "m.ome.zarr", chunks=(2, 16, 16), levels=2)
+    )
     viewer = make_napari_viewer()
     w = LoadWidget(viewer)
     w.path.value = out

@@ -1,4 +1,6 @@
-"""Subcommands of ``brainfeatures``; each module has ``register(name, parser)`` and ``run(name, args)``.
+"""Subcommands of ``brainfeatures``.
+
+Each module has ``register(name, parser)`` and ``run(name, args)``.
 
 Progress of long work is printed to stderr by :func:`progress_printer`.
 """

@@ -61,7 +61,9 @@ def open_demo_viewer(*, show: bool = True):  # type: ignore[no-untyped-def]
     viewer.open_sample("napari-brainfeatures", "microct")
     manifest = PluginManager.instance().get_manifest("napari-brainfeatures")
     docks = [
-        viewer.window.add_plugin_dock_widget("napari-brainfeatures", c.display_name, tabify=i > 0)[0]
+        viewer.window.add_plugin_dock_widget(
+            "napari-brainfeatures", c.display_name, tabify=i > 0
+        )[0]
         for i, c in enumerate(manifest.contributions.widgets or [])
     ]
     if len(docks) > 1:

@@ -18,7 +18,9 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--chunks", type=int, nargs=3, default=(4, 512, 512), metavar=("Z", "Y", "X")
         )
-        parser.add_argument("--levels", type=int, default=None, help="resolution levels (default: auto)")
+        parser.add_argument(
+            "--levels", type=int, default=None, help="resolution levels (default: auto)"
+        )
         parser.add_argument(
             "--voxel-size", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
             help="micrometres (default: from the source, else 1)",

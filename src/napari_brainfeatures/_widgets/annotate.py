@@ -97,7 +97,8 @@ class AnnotateWidget(Container):
         self.workspace = ws
         name = f"{image.name} areas"
         existing = next(
-            (lay for lay in self.viewer.layers if isinstance(lay, Labels) and lay.name == name), None
+            (lay for lay in self.viewer.layers if isinstance(lay, Labels) and lay.name == name),
+            None,
         )
         if existing is not None and existing.data is not store:
             self.viewer.layers.remove(existing)
