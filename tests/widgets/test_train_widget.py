@@ -129,3 +129,15 @@ def test_cancel_training_keeps_checkpoint(widget, qtbot):
     from pathlib import Path
 
     assert Path(models[0]).exists()
+
+
+def test_content_scrolls_instead_of_squeezing_plots(widget):
+    from qtpy.QtWidgets import QScrollArea
+
+    area = widget.native.findChild(QScrollArea)
+    assert area is not None
+    for w in (widget.canvas, widget.cm_canvas, widget.table.native, widget.train_button.native):
+        assert area.widget().isAncestorOf(w)
+    assert widget.cm_canvas.minimumHeight() == 280 and widget.table.native.minimumHeight() == 170
+    # the dock is asked for the content's width: only the height scrolls
+    assert area.minimumSizeHint().width() >= area.widget().minimumSizeHint().width()

@@ -6,6 +6,8 @@ from typing import Any
 
 import napari
 from napari.layers import Image, Labels
+from qtpy.QtCore import QEvent, QSize, Qt
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from napari_brainfeatures.workspace import Workspace, default_workspace_path
 
@@ -59,3 +61,61 @@ def refresh_choices_on_layer_change(viewer: napari.Viewer, *combos: Any) -> None
     viewer.layers.events.inserted.connect(_reset)
     viewer.layers.events.removed.connect(_reset)
     viewer.layers.events.reordered.connect(_reset)
+
+
+class _VerticalScroll(QScrollArea):
+    """A scroll area that scrolls vertically only and asks for its content's width."""
+
+    def __init__(self, body: QWidget) -> None:
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(body)
+        body.installEventFilter(self)
+
+    def _width(self, content: int) -> int:
+        return content + self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: D102
+        hint = super().minimumSizeHint()
+        return QSize(self._width(self.widget().minimumSizeHint().width()), hint.height())
+
+    def sizeHint(self) -> QSize:  # noqa: D102
+        hint = super().sizeHint()
+        return QSize(self._width(self.widget().sizeHint().width()), hint.height())
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: D102
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the content grew (e.g. a longer label): re-ask the dock
+        return super().eventFilter(obj, event)
+
+
+def scroll_body(container: Any, min_heights: dict[Any, int] | None = None) -> QScrollArea:
+    """Put a dock widget's content into a vertical scroll area; returns the area.
+
+    napari docks do not scroll, so a tall widget (controls, tables, plots) in
+    a short window squeezes its plots to a few pixels.  Call this last in
+    ``__init__``: every widget in the container's layout moves into a
+    scroll area that fills the container and is as wide as its content.
+    ``min_heights`` maps Qt widgets (e.g. plot canvases) to the height they
+    keep; the area scrolls instead.
+    """
+    outer = container.native.layout()
+    body = QWidget()
+    inner = QVBoxLayout(body)
+    inner.setContentsMargins(outer.contentsMargins())
+    inner.setSpacing(outer.spacing())
+    while outer.count():
+        item = outer.takeAt(0)
+        if item.widget() is not None:
+            inner.addWidget(item.widget())
+        else:
+            inner.addItem(item)
+    inner.addStretch(1)
+    for widget, height in (min_heights or {}).items():
+        widget.setMinimumHeight(int(height))
+    area = _VerticalScroll(body)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(area)
+    return area

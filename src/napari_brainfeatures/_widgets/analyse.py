@@ -34,6 +34,7 @@ from napari_brainfeatures._widgets._common import (
     image_choices,
     labels_choices,
     refresh_choices_on_layer_change,
+    scroll_body,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.analysis import compare_extractors, feature_extractor, report_figure
@@ -94,6 +95,7 @@ class AnalyseWidget(Container):
         self.figure = Figure(figsize=(7, 6), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.native.layout().addWidget(self.canvas)
+        scroll_body(self, {self.canvas: 420, self.table.native: 160})
         refresh_choices_on_layer_change(viewer, self.image, self.area_labels)
         self.run_button.changed.connect(self.run)
         self.report: dict[str, Any] | None = None

@@ -34,6 +34,7 @@ from napari_brainfeatures._widgets._common import (
     image_choices,
     labels_choices,
     refresh_choices_on_layer_change,
+    scroll_body,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.clustering import cluster_map, erode_mask, on_grid, score_against
@@ -120,6 +121,7 @@ class FactorsWidget(Container):
                 self.runner,
             ]
         )
+        scroll_body(self, {self.table.native: 160})
         refresh_choices_on_layer_change(viewer, self.image, self.rois, self.mask, self.truth)
         self.nmf_button.changed.connect(self.run_nmf)
         self.select_button.changed.connect(self.select)

@@ -39,6 +39,7 @@ from napari_brainfeatures._widgets._common import (
     image_shape,
     labels_choices,
     refresh_choices_on_layer_change,
+    scroll_body,
     workspace_for,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
@@ -112,6 +113,7 @@ class TrainWidget(Container):
         self.cm_canvas = FigureCanvasQTAgg(self.cm_figure)
         self.native.layout().addWidget(self.canvas)
         self.native.layout().addWidget(self.cm_canvas)
+        scroll_body(self, {self.canvas: 200, self.cm_canvas: 280, self.table.native: 170})
         self.splits: Splits | None = None
         self.model: Any = None
         self.meta: dict[str, Any] = {}

@@ -32,7 +32,11 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
 from napari_brainfeatures._progress import Progress, ProgressGen
-from napari_brainfeatures._widgets._common import layers_of, refresh_choices_on_layer_change
+from napari_brainfeatures._widgets._common import (
+    layers_of,
+    refresh_choices_on_layer_change,
+    scroll_body,
+)
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.latent import (
     disentanglement_score,
@@ -109,8 +113,8 @@ class LatentWidget(Container):
                 self.receptive_button, self.scores, self.status, self.runner,
             ]
         )  # fmt: skip
-        self.canvas.setMinimumHeight(220)
         self.native.layout().addWidget(self.canvas)
+        scroll_body(self, {self.canvas: 220})
         self.model: Any = None
         self.meta: dict[str, Any] = {}
         self.history: list[dict[str, float]] = []
