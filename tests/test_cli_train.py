@@ -61,6 +61,7 @@ def test_train_then_evaluate(sample, tmp_path, capsys):
     report = json.loads(captured.out)
     assert report["n"] == 20 and report["slices"] == [5]
     assert json.loads(js.read_text())["accuracy"] == report["accuracy"]
+    assert report["tta"] and meta["test"]["tta"]  # trained with flips: scored as their mean
     assert fig.read_bytes()[:4] == b"\x89PNG"
     assert 0 <= report["slice_accuracy"]["accuracy"] <= 1
 
@@ -73,6 +74,19 @@ def test_default_slices_and_labels_beside_image(sample, tmp_path, capsys):
     summary = json.loads(captured.out)
     assert summary["model"].endswith("m.safetensors")
     assert summary["slices"] == {"train": [0], "val": [3], "test": [6]}  # 50 µm rule, clipped
+
+
+def test_no_augment_model_is_scored_once(sample, tmp_path, capsys):
+    out = tmp_path / "plain.safetensors"
+    rc = main(["train-cnn", str(sample), "--out", str(out), *ARGS, "--epochs", "1",
+               "--no-augment"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert load_cnn(out)[1]["test"]["tta"] is False  # no flips in training: none in testing
+    rc = main(["evaluate", str(out), str(sample), "--slice", "5", "--per-class", "5"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert json.loads(captured.out)["tta"] is False
 
 
 def test_errors_are_reported(sample, tmp_path, capsys):

@@ -17,6 +17,7 @@ from napari_brainfeatures.evaluation import (
     evaluate,
     predict_proba,
     predict_slice,
+    trained_with_flips,
     slice_accuracy,
 )
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
@@ -92,6 +93,12 @@ def test_tta_is_the_mean_over_the_eight_flips():
     ev = evaluate(model, ps)  # default: 2 of 8 views see the bright corner -> 'a'
     assert ev.tta and ev.accuracy == 0.0
     assert Evaluation.from_dict(ev.to_dict()).tta
+
+
+def test_trained_with_flips_reads_the_training_record():
+    assert trained_with_flips({"training": {"augment": True}})
+    assert not trained_with_flips({"training": {"augment": False}})
+    assert trained_with_flips({})  # no record (an imported model): the paper's augmentation
 
 
 def test_json_round_trip(tmp_path):

@@ -36,6 +36,7 @@ __all__ = [
     "predict_proba",
     "predict_slice",
     "slice_accuracy",
+    "trained_with_flips",
     "confusion_figure",
     "plot_confusion",
 ]
@@ -138,6 +139,18 @@ def _model_device(model: BrainAreaCNN, device: str | torch.device | None) -> tor
     dev = device_of(str(device)) if device else next(model.parameters()).device
     model.to(dev).eval()
     return dev
+
+
+def trained_with_flips(meta: dict[str, Any]) -> bool:
+    """Whether a model's metadata says it was trained with the flip/rotation augmentation.
+
+    The default for scoring with ``tta``: averaging over the 8 flips suits a
+    network trained to be indifferent to them, not one trained without
+    augmentation.  Models without a training record (e.g. imported) count as
+    augmented, as the paper's were.
+    """
+    training = meta.get("training") if isinstance(meta, dict) else None
+    return bool(training.get("augment", True)) if isinstance(training, dict) else True
 
 
 def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
@@ -243,7 +256,8 @@ def evaluate(
         The model's classes in output order; default ``patches.classes``.
     tta : bool
         Score each patch as the mean of its 8 flips/rotations (default), the
-        symmetries of the training augmentation; ``False`` scores it once.
+        symmetries of the training augmentation; ``False`` scores it once (use
+        :func:`trained_with_flips` on the model's metadata to choose).
 
     Returns
     -------

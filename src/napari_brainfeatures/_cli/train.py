@@ -71,7 +71,8 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 
 def _tta_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tta", action="store_true",
-                        help="score each test patch once, not as the mean of its 8 flips")
+                        help="score each test patch once, not as the mean of its 8 flips "
+                             "(always once for a model trained without augmentation)")
 
 
 def _labels_arg(parser: argparse.ArgumentParser) -> None:
@@ -190,7 +191,8 @@ def _train(args: argparse.Namespace) -> int:
         ),
         show,
     )
-    ev = evaluate(result.model, splits.test, device=args.device, tta=not args.no_tta)
+    tta = not args.no_tta and not args.no_augment  # flips suit a flip-trained network only
+    ev = evaluate(result.model, splits.test, device=args.device, tta=tta)
     meta = {**result.meta, "test": {**ev.to_dict(), "slices": splits.test.slices}}
     save_cnn(out, result.model, classes=splits.train.classes, meta=meta)
     tr = result.meta["training"]
@@ -219,6 +221,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         iter_evaluate,
         predict_slice,
         slice_accuracy,
+        trained_with_flips,
     )
     from napari_brainfeatures.models.cnn import load_cnn
     from napari_brainfeatures.patches import sample_patches
@@ -237,7 +240,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     printer = progress_printer if args.verbose else None
     ev = run_gen(iter_evaluate(model, patches, batch_size=args.batch_size, classes=table,
-                               tta=not args.no_tta),
+                               tta=not args.no_tta and trained_with_flips(meta)),
                  printer)
     report: dict[str, Any] = {"model": str(args.model), "slices": patches.slices, **ev.to_dict()}
     if args.predict_stride:

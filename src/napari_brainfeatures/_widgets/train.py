@@ -44,7 +44,13 @@ from napari_brainfeatures._widgets._common import (
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.classes import ClassTable
-from napari_brainfeatures.evaluation import Evaluation, iter_evaluate, plot_confusion, predict_slice
+from napari_brainfeatures.evaluation import (
+    Evaluation,
+    iter_evaluate,
+    plot_confusion,
+    predict_slice,
+    trained_with_flips,
+)
 from napari_brainfeatures.models.checkpoint import ModelFileError
 from napari_brainfeatures.models.cnn import load_cnn, save_cnn
 from napari_brainfeatures.patches import Splits, sample_splits, split_slices
@@ -238,6 +244,7 @@ class TrainWidget(Container):
 
     def _trained(self, result: Any) -> None:
         self.model, self.meta = result.model, result.meta
+        self.tta.value = trained_with_flips(self.meta)
         self.status.value = (f"best val accuracy {result.best_val_acc:.1%} (epoch "
                              f"{result.best_epoch}); model in {result.path}")
 
@@ -329,5 +336,6 @@ class TrainWidget(Container):
             show_error(f"Model not loaded: {err}")
             return
         self.model, self.meta, self.classes = model, meta, meta.pop("class_table")
+        self.tta.value = trained_with_flips(self.meta)
         self.patch_size.value = model.config.patch_size
         self.status.value = f"loaded {path}: {', '.join(self.classes.names)}"
