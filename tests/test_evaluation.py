@@ -17,8 +17,8 @@ from napari_brainfeatures.evaluation import (
     evaluate,
     predict_proba,
     predict_slice,
-    trained_with_flips,
     slice_accuracy,
+    trained_with_flips,
 )
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 from napari_brainfeatures.patches import PatchSet
