@@ -61,3 +61,16 @@ def test_demo_viewer_docks_every_widget(small_microct, qtbot):
         assert viewer.layers[0].name == "micro-CT (synthetic)"
     finally:
         viewer.close()
+
+
+def test_demo_without_a_display_says_so(monkeypatch, capsys):
+    from napari_brainfeatures._cli import demo
+
+    monkeypatch.setattr(demo.sys, "platform", "linux")
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["demo"]) == 2  # a message, not Qt aborting the process
+    err = capsys.readouterr().err
+    assert "no display" in err and "--headless" in err
+    monkeypatch.setenv("DISPLAY", ":99")
+    assert demo.display_problem() is None

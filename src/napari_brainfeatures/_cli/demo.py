@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 
 from napari_brainfeatures._cli import progress_printer
@@ -37,6 +39,10 @@ def run(name: str, args: argparse.Namespace) -> int:
         )
         print(json.dumps(summary, indent=2))
         return 0
+    problem = display_problem()
+    if problem and not args.no_show:
+        print(f"brainfeatures demo: {problem}", file=sys.stderr)
+        return 2
     from napari_brainfeatures._progress import run as run_gen
     from napari_brainfeatures._sample_data import ensure_microct
 
@@ -50,6 +56,23 @@ def run(name: str, args: argparse.Namespace) -> int:
 
     napari.run()
     return 0
+
+
+def display_problem() -> str | None:
+    """Why a napari window cannot open here (no display on Linux), or None.
+
+    Qt aborts the whole process when it finds no display, so the demo asks first.
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return (
+        "no display to open the napari window on (neither DISPLAY nor WAYLAND_DISPLAY is "
+        "set). Run it where a display is, or under a virtual one (`xvfb-run -a "
+        "brainfeatures demo`), or run the whole pipeline without a window: "
+        "`brainfeatures demo --headless DIR`."
+    )
 
 
 def open_demo_viewer(*, show: bool = True):  # type: ignore[no-untyped-def]
