@@ -90,8 +90,10 @@ def test_sample_train_evaluate_predict_save_load(widget, qtbot, tmp_path):
     assert path.exists()
     old = w.model
     w.model = None
+    w.history = []
     w.load()
     assert w.model is not None and w.model is not old
+    assert len(w.history) >= 1 and w.figure.axes[0].lines  # the file's curves are shown
     assert w.classes.names == ["Ctx", "WM"]
 
 

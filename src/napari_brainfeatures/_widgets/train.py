@@ -67,6 +67,16 @@ def _sample_gen(image: Any, labels: Any, **kw: Any) -> ProgressGen[tuple[Splits,
     return splits, [str(w.message) for w in caught]
 
 
+def _saved_history(meta: dict[str, Any]) -> list[dict[str, float]]:
+    """Per-epoch records from a model file's training metadata (empty if absent or odd)."""
+    training = meta.get("training")
+    rows = training.get("history") if isinstance(training, dict) else None
+    keys = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")
+    if not isinstance(rows, list):
+        return []
+    return [dict(r) for r in rows if isinstance(r, dict) and all(k in r for k in keys)]
+
+
 def _data(layer: Any) -> Any:
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
@@ -337,5 +347,7 @@ class TrainWidget(Container):
             return
         self.model, self.meta, self.classes = model, meta, meta.pop("class_table")
         self.tta.value = trained_with_flips(self.meta)
+        self.history = _saved_history(self.meta)  # the file's training curves, if it has them
+        self._plot_history()
         self.patch_size.value = model.config.patch_size
         self.status.value = f"loaded {path}: {', '.join(self.classes.names)}"
