@@ -16,7 +16,8 @@ a synthetic population with artifacts, then measures
 ``--quick`` trains on 192 sections of 64×96 (``n_down`` 5) for 10 epochs;
 the full run on 256 sections at 320×448 (the paper's network) for 10 epochs.
 ``BENCH_VAE_SHAPE=H,W``, ``BENCH_VAE_N`` and ``BENCH_VAE_EPOCHS`` override these;
-``BENCH_VAE_KL_WARMUP`` sets ``train_vae``'s KL warm-up (epochs, default 0).
+``BENCH_VAE_KL_WARMUP`` sets ``train_vae``'s KL warm-up (epochs, default 0);
+``BENCH_VAE_ARTIFACT_FRACTION`` the share of corrupted sections (default 0.1).
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ from napari_brainfeatures.quality import cw_ssim, pca_frechet_distance
 from napari_brainfeatures.vae_training import VAELatentModel, fit_pca, torch_threads, train_vae
 
 
-def population(n: int, shape: tuple[int, int], seed: int):
+def population(n: int, shape: tuple[int, int], seed: int, artifact_fraction: float = 0.1):
     from napari_brainfeatures.synthetic.population import make_population
 
-    return make_population(n, shape=shape, seed=seed), "synthetic.make_population"
+    pop = make_population(n, shape=shape, seed=seed, artifact_fraction=artifact_fraction)
+    return pop, "synthetic.make_population"
 
 
 def decode_latency(model: VAELatentModel, n: int = 60) -> tuple[float, float]:
@@ -65,13 +67,15 @@ def run(quick: bool, out: Path) -> dict:
     n = int(env("BENCH_VAE_N", 192 if quick else 256))
     epochs = int(env("BENCH_VAE_EPOCHS", 10))
     kl_warmup = float(env("BENCH_VAE_KL_WARMUP", 0))
-    pop, source = population(n, shape, seed=0)
+    artifact_fraction = float(env("BENCH_VAE_ARTIFACT_FRACTION", 0.1))
+    pop, source = population(n, shape, seed=0, artifact_fraction=artifact_fraction)
     res: dict = {
         "population": source,
         "n_sections": n,
         "shape": list(shape),
         "epochs": epochs,
         "kl_warmup": kl_warmup,
+        "artifact_fraction": artifact_fraction,
         "load_1min": os.getloadavg()[0],
     }
 
