@@ -84,6 +84,34 @@ def _pictures(folder: Path, U, sel, areas, layers, clusters) -> None:  # noqa: A
     fig.savefig(folder / "discovery.png")
 
 
+def _layer_measures(U, fmap, layers, cortex, *, max_rows: int = 20_000):  # noqa: ANN001, ANN202
+    """Layer clusters and probes in the cortex: ``(clusters, scores, probes, chance, truth)``.
+
+    GMM(4) on the NMF coefficients ``U`` inside ``cortex``, scored against the
+    five layer groups; supervised probes of the group from the features
+    ``fmap`` (the ceiling for any clustering), fitted on the left half of the
+    mask and scored on the right, at most ``max_rows`` pixels a side.
+    """
+    from napari_brainfeatures.analysis import probe_scores
+    from napari_brainfeatures.clustering import cluster_map, score_against
+    from napari_brainfeatures.synthetic import LAYER_GROUPS
+
+    group = np.zeros(256, np.uint8)
+    for g, (_, ids) in enumerate(LAYER_GROUPS.items(), start=1):
+        group[list(ids)] = g
+    truth = group[layers]
+    clusters = cluster_map(U, method="gmm", k=4, mask=cortex, seed=0)
+    left = np.zeros_like(cortex)
+    left[:, : cortex.shape[1] // 2] = True
+    rng = np.random.default_rng(0)
+    tr, te = (np.sort(rng.permutation(np.flatnonzero(m))[:max_rows])
+              for m in (cortex & left, cortex & ~left))
+    f2, t2 = fmap.reshape(-1, fmap.shape[-1]), truth.ravel()
+    probe = probe_scores(f2[tr], t2[tr], f2[te], t2[te], seed=0)
+    chance = float(np.bincount(t2[te]).max() / len(te))
+    return clusters, score_against(truth, clusters.labels, cortex), probe, chance, truth
+
+
 def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) -> dict:  # noqa: ANN001
     """The layer measures on the cortex of the same slab rendered ``scale``× larger.
 
@@ -93,11 +121,10 @@ def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) ->
     top 45 % of the slice (cortex and callosum) is rendered.
     """
     from napari_brainfeatures._progress import run as drive
-    from napari_brainfeatures.analysis import probe_scores
-    from napari_brainfeatures.clustering import cluster_map, erode_mask, on_grid, score_against
+    from napari_brainfeatures.clustering import erode_mask, on_grid
     from napari_brainfeatures.dense import compute_feature_map
     from napari_brainfeatures.factors import finite_rows, fit_nmf
-    from napari_brainfeatures.synthetic import LAYER_GROUPS, make_microct_lazy
+    from napari_brainfeatures.synthetic import make_microct_lazy
 
     big = (shape[0], round(shape[1] * scale), round(shape[2] * scale))
     ct = make_microct_lazy(big, chunks=(1, 512, 512))
@@ -108,24 +135,14 @@ def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) ->
     rows, valid = finite_rows(fmap)
     origin, step = store.attrs["origin"][-2:], store.attrs["step"][-2:]
     grid = lambda a: on_grid(np.asarray(a[z, :top]), valid.shape, origin=origin, step=step)  # noqa: E731
-    group = np.zeros(256, np.uint8)
-    for g, (_, ids) in enumerate(LAYER_GROUPS.items(), start=1):
-        group[list(ids)] = g
-    truth = group[grid(ct.layers)]
     cortex = erode_mask((grid(ct.areas) == ct.classes.by_name("Ctx").id) & valid,
                         cfg["erode"] / step[0])
     U = np.zeros((*valid.shape, 15), np.float32)
     U[valid] = drive(fit_nmf(rows, 15, seed=0)).W
-    clusters = cluster_map(U, method="gmm", k=4, mask=cortex, seed=0)
-    left = np.zeros_like(cortex)
-    left[:, : cortex.shape[1] // 2] = True
-    rng = np.random.default_rng(0)
-    tr, te = (rng.permutation(np.flatnonzero(m))[:20_000] for m in (cortex & left, cortex & ~left))
-    f2, t2 = fmap.reshape(-1, fmap.shape[-1]), truth.ravel()  # at most 20 000 rows a side
-    probe = probe_scores(f2[tr], t2[tr], f2[te], t2[te], seed=0)
+    _, scores, probe, _, _ = _layer_measures(U, fmap, grid(ct.layers), cortex)
     return {
         "scale": scale,
-        "layer_ari": round(float(score_against(truth, clusters.labels, cortex)["ari"]), 4),
+        "layer_ari": round(float(scores["ari"]), 4),
         "layer_probe_logistic": round(probe["logistic"], 4),
         "cortex_pixels": int(cortex.sum()),
     }
@@ -133,15 +150,14 @@ def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) ->
 
 def run(quick: bool, out: Path) -> dict:
     from napari_brainfeatures._progress import run as drive
-    from napari_brainfeatures.analysis import compare_extractors, feature_extractor, probe_scores
-    from napari_brainfeatures.clustering import cluster_map, erode_mask, on_grid, score_against
+    from napari_brainfeatures.analysis import compare_extractors, feature_extractor
+    from napari_brainfeatures.clustering import erode_mask, on_grid
     from napari_brainfeatures.dense import compute_feature_map
     from napari_brainfeatures.factors import finite_rows, fit_nmf, select_factors
     from napari_brainfeatures.models.cnn import load_cnn
     from napari_brainfeatures.patches import sample_splits, split_slices
     from napari_brainfeatures.synthetic import (
         DEFAULT_SHAPE,
-        LAYER_GROUPS,
         VOXEL_SIZE_UM,
         make_microct_lazy,
     )
@@ -219,18 +235,7 @@ def run(quick: bool, out: Path) -> dict:
     U[valid] = nmf.W
     ctx = ct.classes.by_name("Ctx").id
     cortex = erode_mask((areas == ctx) & valid, cfg["erode"] / step[0])
-    clusters = cluster_map(U, method="gmm", k=4, mask=cortex, seed=0)
-    group = np.zeros(256, np.uint8)
-    for g, (_, ids) in enumerate(LAYER_GROUPS.items(), start=1):
-        group[list(ids)] = g
-    scores = score_against(group[layers], clusters.labels, cortex)
-    # the supervised ceiling: how much layer information the features hold at all
-    # (probes fitted on the left half of the cortex mask, scored on the right half)
-    left = np.zeros_like(cortex)
-    left[:, : cortex.shape[1] // 2] = True
-    truth = group[layers]
-    layer_probe = probe_scores(fmap[cortex & left], truth[cortex & left],
-                               fmap[cortex & ~left], truth[cortex & ~left], seed=0)
+    clusters, scores, layer_probe, layer_chance, truth = _layer_measures(U, fmap, layers, cortex)
 
     t = time.perf_counter()
     extractors = {
@@ -252,16 +257,14 @@ def run(quick: bool, out: Path) -> dict:
         t = time.perf_counter()
         scaled = layers_at_scale(model, shape, z, float(os.environ[SCALE_ENV]), cfg, out)
         times["scaled_s"] = time.perf_counter() - t
-    _pictures(out / "maps", U, sel, areas, group[layers], clusters.labels)
+    _pictures(out / "maps", U, sel, areas, truth, clusters.labels)
     r = {k: report[k] for k in ("trained", "random")}
     return {
         "layer_ari": round(float(scores["ari"]), 4),
         "layer_vmeasure": round(float(scores["v_measure"]), 4),
         "layer_probe_accuracy": {k: round(v, 4) for k, v in layer_probe.items()},
         "layer_at_scale": scaled,
-        "layer_probe_chance": round(
-            float(np.bincount(truth[cortex & ~left]).max() / (cortex & ~left).sum()), 4
-        ),
+        "layer_probe_chance": round(layer_chance, 4),
         "areas_with_own_factor": int(own),
         "coverage_per_area": {
             ct.classes.by_id(a).name: round(c, 3)

@@ -171,3 +171,14 @@ def test_predict_slice_input_checks():
         run(predict_slice(centre_model(), np.zeros((2, 40, 40), np.uint8)))
     with pytest.raises(ValueError, match="stride"):
         run(predict_slice(centre_model(), np.zeros((40, 40), np.uint8), stride=0))
+
+
+def test_scoring_leaves_the_model_layout_as_it_was():
+    model = BrainAreaCNN(centre_model().config).eval()
+    w = model.convs[-1].weight
+    x = np.zeros((3, P, P), np.uint8)
+    predict_proba(model, x, tta=True)
+    assert w.is_contiguous()  # converted for the run, then restored
+    model.to(memory_format=torch.channels_last)
+    predict_proba(model, x)
+    assert not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,6 +155,24 @@ def trained_with_flips(meta: dict[str, Any]) -> bool:
     return bool(training.get("augment", True)) if isinstance(training, dict) else True
 
 
+@contextmanager
+def _channels_last(model: BrainAreaCNN) -> Iterator[None]:
+    """Run ``model`` channels-last (~1.8x faster convolutions on a CPU, same values).
+
+    Restores the contiguous layout afterwards; inside another such block (or
+    for a model already channels-last) it changes nothing.
+    """
+    w = model.convs[-1].weight  # (O, I, k, k) with I > 1: the two layouts differ
+    if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():
+        yield
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+
+
 def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
     """The 8 flips/rotations of the square of ``x`` ``(B, C, P, P)``."""
     turns = [torch.rot90(x, k, (-2, -1)) for k in range(4)]
@@ -177,9 +197,8 @@ def iter_predict_proba(
     dev = _model_device(model, device)
     out = np.zeros((len(patches), model.config.n_classes), np.float32)
     n = len(patches)
-    cl = torch.channels_last  # ~1.8x faster convolutions on a CPU (oneDNN); same values
-    model.to(memory_format=cl)
-    try:
+    cl = torch.channels_last
+    with _channels_last(model):
         for i in range(0, n, int(batch_size)):
             x = to_input(np.ascontiguousarray(patches[i : i + batch_size]), scale=scale,
                          in_channels=model.config.in_channels, device=dev)  # (B, C, P, P)
@@ -189,8 +208,6 @@ def iter_predict_proba(
                         for v in views)  # (B, K)
                 out[i : i + len(x)] = (p / len(views)).cpu().numpy()
             yield Progress(min(i + batch_size, n), n, f"patches {min(i + batch_size, n)}/{n}")
-    finally:
-        model.to(memory_format=torch.contiguous_format)
     return out
 
 
@@ -330,11 +347,12 @@ def predict_slice(
     view = np.lib.stride_tricks.sliding_window_view(img, (p, p))[::stride, ::stride]  # (ny,nx,P,P)
     probs = np.zeros((ny * nx, k), np.float32)
     n, bs = ny * nx, int(batch_size)
-    for i in range(0, n, bs):
-        gy, gx = np.divmod(np.arange(i, min(i + bs, n)), nx)
-        batch = view[gy, gx]  # (B, P, P): only this batch is copied
-        probs[i : i + bs] = predict_proba(model, batch, batch_size=bs, device=device)
-        yield Progress(min(i + bs, n), n, f"patches {min(i + bs, n)}/{n}")
+    with _channels_last(model):  # once for the slice, not per batch
+        for i in range(0, n, bs):
+            gy, gx = np.divmod(np.arange(i, min(i + bs, n)), nx)
+            batch = view[gy, gx]  # (B, P, P): only this batch is copied
+            probs[i : i + bs] = predict_proba(model, batch, batch_size=bs, device=device)
+            yield Progress(min(i + bs, n), n, f"patches {min(i + bs, n)}/{n}")
     ids = np.asarray(classes.ids, np.int32)
     grid_area = ids[probs.argmax(1)].reshape(ny, nx)
     grid_conf = probs.max(1).reshape(ny, nx)

@@ -153,13 +153,14 @@ def random_rotation(x: torch.Tensor, generator: torch.Generator, *, p: float = 0
     theta = (torch.rand(b, generator=generator) - 0.5) * (torch.pi / 2)  # (B,)
     idx = use.nonzero()[:, 0]  # (R,): only these are resampled; the others stay exact
     cos, sin = theta[idx].cos(), theta[idx].sin()
+    idx = idx.to(x.device)
     affine = torch.zeros(len(idx), 2, 3)
     affine[:, 0, 0], affine[:, 0, 1], affine[:, 1, 0], affine[:, 1, 1] = cos, -sin, sin, cos
     affine = affine.to(x.device, x.dtype)
-    sub = x[idx.to(x.device)]  # (R, C, P, P)
+    sub = x[idx]  # (R, C, P, P)
     grid = F.affine_grid(affine, list(sub.shape), align_corners=False)  # (R, P, P, 2)
     out = x.clone()
-    out[idx.to(x.device)] = F.grid_sample(sub, grid, mode="bilinear", padding_mode="reflection",
+    out[idx] = F.grid_sample(sub, grid, mode="bilinear", padding_mode="reflection",
                                           align_corners=False)
     return out
 

@@ -155,7 +155,7 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from napari_brainfeatures.evaluation import evaluate
+    from napari_brainfeatures.evaluation import evaluate, trained_with_flips
     from napari_brainfeatures.models.cnn import save_cnn
     from napari_brainfeatures.patches import sample_splits, split_slices
     from napari_brainfeatures.training import make_config, train_cnn
@@ -191,7 +191,7 @@ def _train(args: argparse.Namespace) -> int:
         ),
         show,
     )
-    tta = not args.no_tta and not args.no_augment  # flips suit a flip-trained network only
+    tta = not args.no_tta and trained_with_flips(result.meta)
     ev = evaluate(result.model, splits.test, device=args.device, tta=tta)
     meta = {**result.meta, "test": {**ev.to_dict(), "slices": splits.test.slices}}
     save_cnn(out, result.model, classes=splits.train.classes, meta=meta)
