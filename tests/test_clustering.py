@@ -16,6 +16,7 @@ from napari_brainfeatures.clustering import (
     layer_profile,
     match_profiles,
     score_against,
+    smooth_within,
 )
 
 
@@ -94,6 +95,58 @@ def test_cluster_errors():
         cluster_map(feats, mask=np.ones((3, 3), bool))
     with pytest.raises(ValueError, match="pca_components"):
         cluster_map(feats, pca_components=10)
+
+
+def test_smooth_within_is_a_masked_gaussian_mean():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    feats = rng.random((40, 50, 3)).astype(np.float32)
+    # all pixels valid: away from the border it is the plain Gaussian filter
+    full = smooth_within(feats, 2.0)
+    plain = ndimage.gaussian_filter(feats, (2, 2, 0))
+    np.testing.assert_allclose(full[10:30, 10:40], plain[10:30, 10:40], rtol=1e-4, atol=1e-5)
+    # a constant map stays constant up to the mask's edge (no dimming at borders)
+    mask = np.zeros((40, 50), bool)
+    mask[5:20, 5:45] = True
+    const = np.full((40, 50, 2), 3.0, np.float32)
+    np.testing.assert_allclose(smooth_within(const, 4.0, mask)[mask], 3.0, rtol=1e-5)
+    # nothing leaks in from outside the mask or from NaN pixels
+    outside = feats.copy()
+    outside[~mask] = 1e6
+    outside[10, 10] = np.nan
+    sm = smooth_within(outside, 3.0, mask)
+    assert np.isnan(sm[~mask]).all() and np.isnan(sm[10, 10]).all()
+    inside = mask.copy()
+    inside[10, 10] = False
+    assert np.isfinite(sm[inside]).all() and sm[inside].max() < 1.0
+    # sigma 0 copies the masked pixels; one sigma per axis; bad input
+    np.testing.assert_array_equal(smooth_within(feats, 0, mask)[mask], feats[mask])
+    along_x = smooth_within(feats, (0, 3))
+    np.testing.assert_allclose(along_x[:, 20], ndimage.gaussian_filter1d(feats, 3, axis=1)[:, 20],
+                               rtol=1e-4, atol=1e-5)
+    for bad in (-1, float("nan")):
+        with pytest.raises(ValueError, match="sigma"):
+            smooth_within(feats, bad)
+    with pytest.raises(ValueError, match="mask shape"):
+        smooth_within(feats, 1.0, np.ones((3, 3), bool))
+
+
+def test_smoothing_recovers_bands_that_pixel_noise_hides():
+    """Two bands whose feature means differ by much less than the per-pixel noise."""
+    rng = np.random.default_rng(1)
+    truth = np.repeat(np.array([1, 2]), 30)[:, None].repeat(60, axis=1)  # (60, 60)
+    feats = (0.5 * (truth[..., None] == 2) + rng.standard_normal((60, 60, 4))).astype(np.float32)
+    mask = np.ones(truth.shape, bool)
+    mask[:, :5] = False
+    raw = cluster_map(feats, method="gmm", k=2, mask=mask, seed=0)
+    smoothed = cluster_map(da.from_array(feats, chunks=20), method="gmm", k=2, mask=mask,
+                           seed=0, smooth=4.0)
+    assert adjusted_rand_score(truth[mask], raw.labels[mask]) < 0.3
+    assert adjusted_rand_score(truth[mask], smoothed.labels[mask]) > 0.8
+    assert (smoothed.labels[~mask] == 0).all()
+    with pytest.raises(ValueError, match="sigma"):
+        cluster_map(feats, k=2, smooth=-2)
 
 
 def test_erode_mask_matches_skimage_disk():
