@@ -243,6 +243,16 @@ def test_cluster_cli_on_a_plain_array_with_mask_erosion_and_truth(tmp_path, caps
     assert (tmp_path / "o" / "clusters.png").exists()
     saved = json.loads((tmp_path / "o" / "clusters.json").read_text())
     assert saved["scores"] == rep["scores"]
+    assert rep["smooth_px"] == 0
+    assert cli.main([*argv, "--smooth", "1.5"]) == 0
+    smoothed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    eroded = erode_mask(mask[0] > 0, 2)
+    api = cluster_map(feats, method="gmm", k=3, mask=eroded, seed=0, smooth=1.5)
+    assert smoothed["smooth_px"] == 1.5
+    assert smoothed["scores"]["ari"] == pytest.approx(score_against(truth, api.labels)["ari"])
+    assert smoothed["scores"]["ari"] != pytest.approx(rep["scores"]["ari"])  # it did smooth
+    assert cli.main([*argv, "--smooth", "-1"]) == 2
+    assert "sigma" in capsys.readouterr().err
     argv[argv.index("--erode") + 1] = "40"
     assert cli.main(argv) == 2
     assert "erode less" in capsys.readouterr().err

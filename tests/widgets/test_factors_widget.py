@@ -84,6 +84,19 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     assert isinstance(clusters, Labels) and clusters.data.shape == (20, 22)
     assert (clusters.data[:, :11] == 0).all() and (clusters.data[:, 11:] > 0).all()
     assert "V-measure" in w.status.value and set(w.scores) >= {"v_measure", "ari"}
+    # smoothing inside the mask: σ = 4 image px = 2 steps of the stride-2 grid
+    from napari_brainfeatures.clustering import cluster_map
+
+    raw = clusters.data.copy()
+    w.smooth.value = 4
+    w.cluster_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert w.runner.last_error is None, w.runner.last_error
+    smoothed = viewer.layers["clusters"].data
+    expected = cluster_map(np.moveaxis(w.maps, 0, -1), method="kmeans", k=2,
+                           mask=rois[::2, ::2] == 2, smooth=(2.0, 2.0))
+    np.testing.assert_array_equal(smoothed, expected.labels)
+    assert (smoothed[:, :11] == 0).all() and not np.array_equal(smoothed, raw)
 
 
 def test_errors_become_notifications(make_napari_viewer, qtbot, tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ are left out) and writes into DIR (default ``STORE_factors`` beside the store):
 ``--rois``), ``factor_XX.png`` heatmaps and ``rgb.png`` (the top three selected
 factors, or the first three).  A JSON summary goes to stdout.
 
-``cluster PATH --k 4 --method gmm [--mask LABELS --mask-id 1 --erode 64]
+``cluster PATH --k 4 --method gmm [--mask LABELS --mask-id 1 --erode 64 --smooth 64]
 [--truth LAYERS]`` clusters a feature store or a ``factors.zarr`` (the paper: GMM on
 the NMF coefficients of cortex eroded by 64 px) and writes ``clusters.zarr``,
 ``clusters.png`` and ``clusters.json`` (BIC, V-measure / ARI and layer profile
@@ -63,6 +63,8 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     add("--mask", default=None, help="label volume restricting the clustering")
     add("--mask-id", type=int, nargs="+", default=[1], help="ids of --mask to keep (default 1)")
     add("--erode", type=float, default=0.0, help="erode the mask by a disk of R image px")
+    add("--smooth", type=float, default=0.0,
+        help="first smooth the map inside the mask by a Gaussian of σ image px (default 0)")
     add("--truth", default=None, help="label volume (e.g. cortical layers) to score against")
 
 
@@ -271,10 +273,12 @@ def _cluster(args: argparse.Namespace) -> int:
         mask=mask,
         max_fit=args.max_fit,
         seed=args.seed,
+        smooth=tuple(args.smooth / float(s) for s in grid["step"][-2:]),
     )
     report: dict[str, Any] = {
         "k": args.k,
         "method": args.method,
+        "smooth_px": args.smooth,
         "bic": res.bic,
         "n_fit": res.n_fit,
         "n_labelled": res.n_labelled,
