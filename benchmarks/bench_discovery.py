@@ -9,12 +9,15 @@ by 64 px (scaled to the slab) → ARI / V-measure against the five layer groups
 (L1, L2/3, L4, L5, L6) → feature analyses of the trained network against the same
 architecture with random weights (``analysis.compare_extractors``).
 
-Keys: ``layer_ari``, ``layer_vmeasure``, ``layer_probe_accuracy`` (supervised
+Keys: ``layer_ari``, ``layer_vmeasure``, ``layer_ari_smoothed`` (the same GMM(4)
+after smoothing the coefficients inside the eroded cortex by a Gaussian of
+``layer_smooth_px``, half the patch size: ``clustering.smooth_within``),
+``layer_probe_accuracy`` (supervised
 linear/RBF/logistic probes of the layer group from the features, fitted on the
 left half of the eroded cortex and scored on the right: the ceiling for any
 clustering; ``layer_probe_chance`` the majority-group share),
 ``layer_at_scale`` (with ``BRAINFEATURES_DISCOVERY_LAYER_SCALE=S``: the layer
-ARI and logistic probe on the test slice rendered S× larger, whose cortex is
+ARI (plain and smoothed) and logistic probe on the test slice rendered S× larger, whose cortex is
 S× thicker; see :func:`layers_at_scale`), ``areas_with_own_factor`` (areas
 whose selected factor is active on ≥ 50 % of the area; the selection gives
 every area a distinct factor),
@@ -47,6 +50,7 @@ SIZES = {
         "stride": 4,
         "slices": (1, 4, 6),
         "erode": 16,
+        "smooth": 32,
     },
     False: {
         "shape": None,
@@ -57,6 +61,7 @@ SIZES = {
         "stride": 4,
         "slices": None,
         "erode": 64,
+        "smooth": 64,
     },
 }
 MODEL_ENV = "BRAINFEATURES_DISCOVERY_MODEL"  # a trained model file to reuse (skips training)
@@ -84,13 +89,15 @@ def _pictures(folder: Path, U, sel, areas, layers, clusters) -> None:  # noqa: A
     fig.savefig(folder / "discovery.png")
 
 
-def _layer_measures(U, fmap, layers, cortex, *, max_rows: int = 20_000):  # noqa: ANN001, ANN202
+def _layer_measures(U, fmap, layers, cortex, smooth, *, max_rows: int = 20_000):  # noqa: ANN001, ANN202
     """Layer clusters and probes in the cortex: ``(clusters, scores, probes, chance, truth)``.
 
     GMM(4) on the NMF coefficients ``U`` inside ``cortex``, scored against the
-    five layer groups; supervised probes of the group from the features
-    ``fmap`` (the ceiling for any clustering), fitted on the left half of the
-    mask and scored on the right, at most ``max_rows`` pixels a side.
+    five layer groups, as the paper does it and (``scores["smoothed"]``) after
+    smoothing ``U`` inside the mask by a Gaussian of ``smooth`` grid px;
+    supervised probes of the group from the features ``fmap`` (the ceiling for
+    any clustering of single pixels), fitted on the left half of the mask and
+    scored on the right, at most ``max_rows`` pixels a side.
     """
     from napari_brainfeatures.analysis import probe_scores
     from napari_brainfeatures.clustering import cluster_map, score_against
@@ -101,6 +108,7 @@ def _layer_measures(U, fmap, layers, cortex, *, max_rows: int = 20_000):  # noqa
         group[list(ids)] = g
     truth = group[layers]
     clusters = cluster_map(U, method="gmm", k=4, mask=cortex, seed=0)
+    smoothed = cluster_map(U, method="gmm", k=4, mask=cortex, seed=0, smooth=smooth)
     left = np.zeros_like(cortex)
     left[:, : cortex.shape[1] // 2] = True
     rng = np.random.default_rng(0)
@@ -109,7 +117,9 @@ def _layer_measures(U, fmap, layers, cortex, *, max_rows: int = 20_000):  # noqa
     f2, t2 = fmap.reshape(-1, fmap.shape[-1]), truth.ravel()
     probe = probe_scores(f2[tr], t2[tr], f2[te], t2[te], seed=0)
     chance = float(np.bincount(t2[te]).max() / len(te))
-    return clusters, score_against(truth, clusters.labels, cortex), probe, chance, truth
+    scores = score_against(truth, clusters.labels, cortex)
+    scores["smoothed"] = score_against(truth, smoothed.labels, cortex)
+    return clusters, scores, probe, chance, truth
 
 
 def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) -> dict:  # noqa: ANN001
@@ -139,10 +149,13 @@ def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) ->
                         cfg["erode"] / step[0])
     U = np.zeros((*valid.shape, 15), np.float32)
     U[valid] = drive(fit_nmf(rows, 15, seed=0)).W
-    _, scores, probe, _, _ = _layer_measures(U, fmap, grid(ct.layers), cortex)
+    _, scores, probe, _, _ = _layer_measures(
+        U, fmap, grid(ct.layers), cortex, cfg["smooth"] / step[0]
+    )
     return {
         "scale": scale,
         "layer_ari": round(float(scores["ari"]), 4),
+        "layer_ari_smoothed": round(float(scores["smoothed"]["ari"]), 4),
         "layer_probe_logistic": round(probe["logistic"], 4),
         "cortex_pixels": int(cortex.sum()),
     }
@@ -235,7 +248,9 @@ def run(quick: bool, out: Path) -> dict:
     U[valid] = nmf.W
     ctx = ct.classes.by_name("Ctx").id
     cortex = erode_mask((areas == ctx) & valid, cfg["erode"] / step[0])
-    clusters, scores, layer_probe, layer_chance, truth = _layer_measures(U, fmap, layers, cortex)
+    clusters, scores, layer_probe, layer_chance, truth = _layer_measures(
+        U, fmap, layers, cortex, cfg["smooth"] / step[0]
+    )
 
     t = time.perf_counter()
     extractors = {
@@ -262,6 +277,8 @@ def run(quick: bool, out: Path) -> dict:
     return {
         "layer_ari": round(float(scores["ari"]), 4),
         "layer_vmeasure": round(float(scores["v_measure"]), 4),
+        "layer_ari_smoothed": round(float(scores["smoothed"]["ari"]), 4),
+        "layer_smooth_px": cfg["smooth"],
         "layer_probe_accuracy": {k: round(v, 4) for k, v in layer_probe.items()},
         "layer_at_scale": scaled,
         "layer_probe_chance": round(layer_chance, 4),
