@@ -14,6 +14,7 @@ from napari_brainfeatures.training import (
     augment_batch,
     border_mix,
     init_weights,
+    intensity_range,
     make_config,
     random_rotation,
     train_cnn,
@@ -118,6 +119,45 @@ def test_standardised_training_gives_a_raw_input_model(splits):
     assert st["applied"] and 0.2 < st["mean"] < 0.6 and 0 < st["std"] < 0.3
     ev = evaluate(res.model, splits.val)
     assert ev.accuracy == pytest.approx(res.best_val_acc)
+
+
+@pytest.mark.parametrize(
+    "kind", ["uint16 12-bit", "float HU-like"], ids=["uint16", "float"]
+)
+def test_training_works_at_the_data_intensity_scale(kind):
+    """A 12-bit detector in uint16, or floats in their own units, train like uint8 data.
+
+    Jitter and clipping used to assume [0, 1]: 12-bit data spans 0.06 of it and
+    was swamped by the noise; floats outside [0, 1] were clipped flat.
+    """
+    img, lab = textures()
+    img = (img.astype(np.uint16) * 2 + 1000) if kind.startswith("uint16") else (
+        img.astype(np.float32) * 13.0 - 500.0)
+    sp = sample_splits(img, lab, slices=(0, 2, 4), patch_size=P, per_class=60)
+    val_before = sp.val.patches.copy()
+    result = run(train_cnn(sp.train, sp.val, config=small_config(dropout=0.0), epochs=10,
+                           schedule="constant", **KW))
+    np.testing.assert_array_equal(sp.val.patches, val_before)  # inputs never written to
+    assert evaluate(result.model, sp.test).accuracy >= 0.9  # chance 0.5; [0, 1] jitter: 0.5-0.75
+
+
+def test_intensity_range_and_augmentation_follow_the_data_scale():
+    assert intensity_range(np.array([0, 246], np.uint8), 1 / 255) == (0.0, 1.0)
+    assert intensity_range(np.array([923, 3812], np.uint16), 1 / 65535) == (0.0, 4095 / 65535)
+    assert intensity_range(np.array([0, 60000], np.uint16), 1 / 65535) == (0.0, 1.0)
+    assert intensity_range(np.array([0.1, 0.8], np.float32), 1.0) == (0.0, 1.0)
+    assert intensity_range(np.array([-517.0, 2786.0], np.float32), 1.0) == (-517.0, 2786.0)
+    with pytest.raises(ValueError, match="NaN"):
+        intensity_range(np.array([0.0, np.nan], np.float32), 1.0)
+    # jitter is equivariant under an affine change of intensity units
+    x = torch.rand(16, 1, 32, 32)
+    a, b = 2500.0, -400.0
+    y = augment_batch(x, torch.Generator().manual_seed(3), mix=0.5, rotate=0.5)
+    ya = augment_batch(a * x + b, torch.Generator().manual_seed(3), mix=0.5, rotate=0.5,
+                       intensity=(b, a + b))
+    torch.testing.assert_close(ya, a * y + b, rtol=1e-4, atol=1e-2)
+    with pytest.raises(ValueError, match="lo < hi"):
+        augment_batch(x, torch.Generator(), intensity=(1.0, 1.0))
 
 
 def test_augment_batch_is_a_symmetry_with_mild_jitter():

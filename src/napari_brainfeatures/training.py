@@ -48,6 +48,7 @@ from napari_brainfeatures.patches import PatchSet
 
 __all__ = [
     "DEFAULTS", "VARIANTS", "TrainResult", "augment_batch", "border_mix", "init_weights",
+    "intensity_range",
     "random_rotation",
     "make_config",
     "train_cnn",
@@ -165,15 +166,47 @@ def random_rotation(x: torch.Tensor, generator: torch.Generator, *, p: float = 0
     return out
 
 
+def intensity_range(patches: np.ndarray, scale: float) -> tuple[float, float]:
+    """The intensity scale ``(lo, hi)`` of raw patches, in network units (after ``scale``).
+
+    Brightness and noise jitter are fractions of this span, and augmented
+    patches are clipped to it.  Unsigned integers: 0 up to the full range of
+    the bit depth the data uses (255 for 8-bit micro-CT, 4095 for a 12-bit
+    detector stored as uint16), so a uint8 or full-range image gives ``(0, 1)``.
+    Floats within [0, 1]: ``(0, 1)``.  Other floats and signed integers (e.g.
+    Hounsfield units): the patches' own minimum and maximum.
+    """
+    p = np.asarray(patches)
+    if p.size == 0:
+        raise ValueError("no patches to take an intensity range from")
+    lo, hi = float(p.min()), float(p.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("patches hold NaN or infinite values")
+    if p.dtype.kind == "u":
+        bits = max(int(hi).bit_length(), 1)
+        return 0.0, (2**bits - 1) / int(np.iinfo(p.dtype).max)
+    if p.dtype.kind == "f" and 0.0 <= lo and hi <= 1.0:
+        return 0.0, 1.0
+    lo, hi = lo * scale, hi * scale
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
 def augment_batch(
-    x: torch.Tensor, generator: torch.Generator, *, mix: float = 0.5, rotate: float = 0.0
+    x: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    mix: float = 0.5,
+    rotate: float = 0.0,
+    intensity: tuple[float, float] = (0.0, 1.0),
 ) -> torch.Tensor:
     """Rotation, border mixing, a random dihedral transform, contrast/brightness jitter, noise.
 
-    ``x``: ``(B, C, P, P)`` in [0, 1]; returns a new tensor of the same shape,
-    clipped to [0, 1].  Randomness comes from ``generator`` (a CPU generator).
-    ``mix`` is the probability of :func:`border_mix` per patch, ``rotate``
-    that of :func:`random_rotation`.
+    ``x``: ``(B, C, P, P)`` with intensities in ``intensity = (lo, hi)``
+    (:func:`intensity_range`; default [0, 1]); returns a new tensor of the same
+    shape, clipped to it.  Contrast ±10 % about the range's middle, brightness
+    ±5 % and noise sd up to 3 % of its span.  Randomness comes from
+    ``generator`` (a CPU generator).  ``mix`` is the probability of
+    :func:`border_mix` per patch, ``rotate`` that of :func:`random_rotation`.
     """
     x = random_rotation(x, generator, p=rotate)
     x = border_mix(x, generator, p=mix)
@@ -183,11 +216,15 @@ def augment_batch(
     x = torch.where(m[:, 0], x.transpose(-1, -2), x)  # the three generate all 8 symmetries
     x = torch.where(m[:, 1], x.flip(-1), x)
     x = torch.where(m[:, 2], x.flip(-2), x)
+    lo, hi = (float(v) for v in intensity)
+    if not hi > lo:
+        raise ValueError(f"intensity range must have lo < hi, got {intensity!r}")
+    mid, span = (lo + hi) / 2, hi - lo  # 0.5 and 1 for [0, 1]: the same arithmetic as before
     gain = (0.9 + 0.2 * r[:, 3])[:, None, None, None]  # (B, 1, 1, 1): contrast +-10 %
-    shift = (0.1 * r[:, 4] - 0.05)[:, None, None, None]  # brightness +-0.05
-    sigma = (0.03 * r[:, 5])[:, None, None, None]  # noise sd up to 0.03
+    shift = span * (0.1 * r[:, 4] - 0.05)[:, None, None, None]  # brightness +-5 % of the span
+    sigma = span * (0.03 * r[:, 5])[:, None, None, None]  # noise sd up to 3 % of the span
     noise = torch.randn(x.shape, generator=generator).to(x.device)  # (B, C, P, P)
-    return ((x - 0.5) * gain + 0.5 + shift + sigma * noise).clamp_(0.0, 1.0)
+    return ((x - mid) * gain + mid + shift + sigma * noise).clamp_(lo, hi)
 
 
 def init_weights(model: BrainAreaCNN, *, seed: int = 0) -> BrainAreaCNN:
@@ -236,9 +273,13 @@ def _batches(n: int, batch_size: int) -> range:
 
 
 def _prepare(raw: torch.Tensor, norm: tuple[float, ...], dev: torch.device) -> torch.Tensor:
-    """Raw patches -> ``(x * scale - mean) / std`` as float32 on ``dev``."""
+    """Raw patches -> ``(x * scale - mean) / std`` as a new float32 tensor on ``dev``.
+
+    ``raw`` is never written to: for float32 patches on the same device ``.to``
+    and ``.float`` return ``raw`` itself, so the first step must not be in place.
+    """
     scale, mean, std = norm
-    x = raw.to(dev, non_blocking=True).float().mul_(scale)  # (B, 1, P, P)
+    x = raw.to(dev, non_blocking=True).float() * scale  # (B, 1, P, P), a new tensor
     return x.sub_(mean).div_(std) if (mean, std) != (0.0, 1.0) else x
 
 
@@ -384,6 +425,7 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
            mix, schedule, rotate):  # noqa: ANN001
     mean, std = _input_stats(train.patches, scale, seed) if standardise else (0.0, 1.0)
     prep = (scale, mean, std)
+    intensity = intensity_range(train.patches, scale)
 
     def deployable(m: BrainAreaCNN) -> BrainAreaCNN:
         return fold_input_normalisation(m, mean, std) if standardise else m
@@ -419,6 +461,7 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
         "init": init,
         "border_mix": mix if augment else 0.0,
         "rotate": rotate if augment else 0.0,
+        "augment_intensity_range": list(intensity) if augment else None,
         "lr_schedule": schedule,
         "training_standardisation": {"applied": standardise, "mean": mean, "std": std,
                                      "folded_into_first_conv": standardise},
@@ -437,7 +480,7 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
             x = xs[idx].to(dev, non_blocking=True).float().mul_(scale)  # (B, 1, P, P)
             t = ys[idx].to(dev)  # (B,)
             if augment:
-                x = augment_batch(x, gen, mix=mix, rotate=rotate)
+                x = augment_batch(x, gen, mix=mix, rotate=rotate, intensity=intensity)
             if standardise:
                 x = x.sub_(mean).div_(std)
             x = x.expand(-1, c, -1, -1).contiguous(memory_format=torch.channels_last)

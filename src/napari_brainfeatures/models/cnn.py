@@ -247,7 +247,7 @@ def to_input(
         scale = input_scale_for(str(t.dtype).removeprefix("torch."))[0]
     if device is not None:
         t = t.to(device, non_blocking=True)
-    x = t.to(torch.float32).mul_(scale)[:, None]  # (B, 1, P, P)
+    x = t.to(torch.float32, copy=True).mul_(scale)[:, None]  # (B, 1, P, P); never the input
     return x.expand(-1, in_channels, -1, -1) if in_channels > 1 else x  # (B, C, P, P)
 
 
