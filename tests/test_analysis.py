@@ -131,6 +131,24 @@ def test_noise_robustness_decreases():
         noise_robustness(quadrant_means, patches, y, [-1.0])
 
 
+def dtype_scaled_means(patches):
+    """Like the CNN extractors: integers divided by their dtype's maximum, floats as they are."""
+    p = np.asarray(patches)
+    p = p / np.iinfo(p.dtype).max if p.dtype.kind in "ui" else p
+    return quadrant_means(p.astype(np.float32))
+
+
+@pytest.mark.parametrize("units", ["uint16 12-bit", "float HU"])
+def test_noise_curve_in_the_data_intensity_range(units):
+    """Clean accuracy stays high for any dtype; noise is a share of the data's range."""
+    patches, y = quadrant_patches()
+    data = ((patches * 4000).astype(np.uint16) if units.startswith("uint16")
+            else (patches * 3000 - 1000).astype(np.float32))
+    curve = noise_robustness(dtype_scaled_means, data, y, [0.0, 0.3, 3.0], seed=0)
+    acc = curve["accuracy"]
+    assert acc[0] > 0.95 and acc[-1] < 0.7, acc  # [0, 1] clipping gave chance even at σ = 0
+
+
 # -- extractors -------------------------------------------------------------------------------
 def test_cnn_and_random_extractors():
     rng = np.random.default_rng(0)

@@ -143,6 +143,8 @@ def test_training_works_at_the_data_intensity_scale(kind):
 
 def test_intensity_range_and_augmentation_follow_the_data_scale():
     assert intensity_range(np.array([0, 246], np.uint8), 1 / 255) == (0.0, 1.0)
+    assert intensity_range(np.array([3, 90], np.uint8), 1 / 255) == (0.0, 1.0)  # dim bytes
+    assert intensity_range(np.array([3, 90], np.uint16), 1 / 65535) == (0.0, 255 / 65535)
     assert intensity_range(np.array([923, 3812], np.uint16), 1 / 65535) == (0.0, 4095 / 65535)
     assert intensity_range(np.array([0, 60000], np.uint16), 1 / 65535) == (0.0, 1.0)
     assert intensity_range(np.array([0.1, 0.8], np.float32), 1.0) == (0.0, 1.0)

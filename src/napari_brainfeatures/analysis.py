@@ -21,7 +21,13 @@ import numpy as np
 import torch
 
 from napari_brainfeatures._progress import Progress, ProgressGen, run
-from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, load_cnn, to_input
+from napari_brainfeatures.models.cnn import (
+    BrainAreaCNN,
+    CNNConfig,
+    input_scale_for,
+    load_cnn,
+    to_input,
+)
 
 __all__ = [
     "FeatureFn",
@@ -304,9 +310,19 @@ def pca_scatter(X: Any, n: int = 3) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- analyses on patches ----------------------------------------------------------------------
-def _as_unit(patches: np.ndarray) -> np.ndarray:
+def _as_unit(patches: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """Patches in network units (what the extractors see) and their intensity range.
+
+    Integers are divided by their dtype's maximum (uint8: / 255), floats kept; the
+    range is :func:`~napari_brainfeatures.training.intensity_range` ([0, 1] for
+    uint8 micro-CT, the bit depth's full scale for other unsigned integers).
+    """
+    from napari_brainfeatures.training import intensity_range
+
     p = np.asarray(patches)
-    return p.astype(np.float32) / 255.0 if p.dtype == np.uint8 else p.astype(np.float32)
+    scale = input_scale_for(p.dtype)[0]
+    top = float(np.iinfo(p.dtype).max) if p.dtype.kind in "ui" else 1.0
+    return p.astype(np.float32) / top, intensity_range(p, scale)
 
 
 def noise_curve(
@@ -338,11 +354,12 @@ def noise_curve(
         labels, test_labels = labels[tr], labels[te]
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
     clf.fit(extract(patches), labels)
-    clean = _as_unit(test_patches)
+    clean, (lo, hi) = _as_unit(test_patches)
     rng = np.random.default_rng(seed)
     acc: list[float] = []
     for i, sigma in enumerate(sigmas):
-        noisy = np.clip(clean + sigma * rng.standard_normal(clean.shape, np.float32), 0, 1)
+        sd = sigma * (hi - lo)  # sigma for [0, 1] images; a share of the range otherwise
+        noisy = np.clip(clean + sd * rng.standard_normal(clean.shape, np.float32), lo, hi)
         acc.append(float(clf.score(extract(noisy), np.asarray(test_labels))))
         yield Progress(
             i + 1,
@@ -365,12 +382,14 @@ def noise_robustness(
     Parameters
     ----------
     extract : feature function or BrainAreaCNN
-    patches, labels : ``(N, P, P)`` uint8 or float in [0, 1], ``(N,)``
+    patches, labels : ``(N, P, P)`` images (uint8, other integers, float), ``(N,)``
         Training patches (the probe is fitted on their clean features).  Without
         ``test_patches``, a stratified half of them is held out for testing.
     sigmas : sequence of float
-        Standard deviations of the Gaussian noise added to the [0, 1] test images
-        (then clipped to [0, 1]).
+        Standard deviations of the Gaussian noise added to the test images, as a
+        share of their intensity range (:func:`~napari_brainfeatures.training.
+        intensity_range`: [0, 1] for uint8 micro-CT, as in the paper); noisy
+        images are clipped to that range.
     test_patches, test_labels, seed
         Keyword-only, optional.
 

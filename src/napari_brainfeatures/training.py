@@ -171,8 +171,8 @@ def intensity_range(patches: np.ndarray, scale: float) -> tuple[float, float]:
 
     Brightness and noise jitter are fractions of this span, and augmented
     patches are clipped to it.  Unsigned integers: 0 up to the full range of
-    the bit depth the data uses (255 for 8-bit micro-CT, 4095 for a 12-bit
-    detector stored as uint16), so a uint8 or full-range image gives ``(0, 1)``.
+    the bit depth the data uses, at least 8 bits (255 for micro-CT bytes, 4095
+    for a 12-bit detector stored as uint16), so uint8 always gives ``(0, 1)``.
     Floats within [0, 1]: ``(0, 1)``.  Other floats and signed integers (e.g.
     Hounsfield units): the patches' own minimum and maximum.
     """
@@ -183,7 +183,7 @@ def intensity_range(patches: np.ndarray, scale: float) -> tuple[float, float]:
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError("patches hold NaN or infinite values")
     if p.dtype.kind == "u":
-        bits = max(int(hi).bit_length(), 1)
+        bits = max(int(hi).bit_length(), 8)  # no detector has fewer than 8 bits
         return 0.0, (2**bits - 1) / int(np.iinfo(p.dtype).max)
     if p.dtype.kind == "f" and 0.0 <= lo and hi <= 1.0:
         return 0.0, 1.0
