@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import zarr
 
 from napari_brainfeatures._progress import run
 from napari_brainfeatures.cli import main
@@ -18,7 +19,7 @@ def test_tiff_to_multiscale_ome_zarr(tiff_stack, volume, tmp_path):
     np.testing.assert_array_equal(vol.data.compute(), volume)
     expected = volume[:, :40, :50].astype(np.float32).reshape(6, 20, 2, 25, 2).mean((2, 4))
     np.testing.assert_allclose(vol.levels[1].compute(), np.round(expected), atol=0)
-    assert not list(tmp_path.glob(".*partial"))
+    assert not list(tmp_path.glob(".*partial*"))
 
 
 def test_refuses_to_overwrite(tiff_stack, tmp_path):
@@ -28,6 +29,50 @@ def test_refuses_to_overwrite(tiff_stack, tmp_path):
     with pytest.raises(FileExistsError, match="exists"):
         run(convert_to_ome_zarr(tiff_stack, target))
     assert (target / "keep.txt").read_text() == "mine"
+
+
+def test_overwrite_never_deletes_the_input_or_other_files(
+    tiff_stack, tiff_folder, tmp_path, capsys
+):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "stack.tif").write_bytes(tiff_stack.read_bytes())
+    (victim / "notes.txt").write_text("x")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "notes.txt").write_text("y")
+    cases = [
+        (victim / "stack.tif", victim, "is or contains the input"),
+        (tiff_folder, tiff_folder, "is or contains the input"),
+        (tiff_stack, tiff_stack, "is or contains the input"),
+        (tiff_folder, plain, "not a zarr store"),
+        (tiff_folder, plain / "notes.txt", "not a folder"),
+    ]
+    for src, out, why in cases:
+        assert main(["convert", str(src), str(out), "--overwrite"]) == 2
+        assert why in capsys.readouterr().err
+    assert sorted(p.name for p in victim.iterdir()) == ["notes.txt", "stack.tif"]
+    assert len(list(tiff_folder.iterdir())) == 6 and tiff_stack.stat().st_size > 0
+    assert (plain / "notes.txt").read_text() == "y"
+    store = run(convert_to_ome_zarr(tiff_stack, tmp_path / "o.ome.zarr", levels=1))
+    with pytest.raises(FileExistsError, match="is or contains the input"):
+        run(convert_to_ome_zarr(store, store, overwrite=True))
+    with pytest.raises(FileExistsError, match="inside the input store"):
+        run(convert_to_ome_zarr(store, store / "0", overwrite=True))
+    assert open_volume(store).shape == (6, 40, 50)
+
+
+def test_overwrite_replaces_a_store_only_when_done(tiff_stack, tiff_folder, tmp_path):
+    target = tmp_path / "o.ome.zarr"
+    run(convert_to_ome_zarr(tiff_stack, target, chunks=(2, 16, 16), levels=1))
+    gen = convert_to_ome_zarr(tiff_folder, target, chunks=(2, 16, 16), levels=1, overwrite=True)
+    next(gen)
+    gen.close()  # cancelled half-way: the old store stays, no leftovers
+    assert zarr.open_group(target).attrs["napari_brainfeatures"]["source"] == str(tiff_stack)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.ome.zarr", "slices", "stack.tif"]
+    run(convert_to_ome_zarr(tiff_folder, target, chunks=(2, 16, 16), levels=1, overwrite=True))
+    assert zarr.open_group(target).attrs["napari_brainfeatures"]["source"] == str(tiff_folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.ome.zarr", "slices", "stack.tif"]
 
 
 def test_n_levels():

@@ -244,6 +244,21 @@ def test_cli_train_and_latent(tmp_path, kind, capsys):
     assert "--section" in capsys.readouterr().err
 
 
+def test_cli_train_vae_refuses_to_overwrite(tmp_path, capsys):
+    from napari_brainfeatures import cli
+
+    pop = write_population(tmp_path / "pop.zarr")
+    model = tmp_path / "cnn.safetensors"
+    model.write_bytes(b"a trained CNN")
+    for out in (model, tmp_path / "cnn"):  # .safetensors is appended on saving
+        argv = ["train-vae", str(pop), "--out", str(out), "--model", "pca", "--latent", "2"]
+        assert cli.main(argv) == 2
+        assert "pass --overwrite" in capsys.readouterr().err
+    assert model.read_bytes() == b"a trained CNN"
+    assert cli.main([*argv, "--overwrite"]) == 0
+    assert load_latent_model(model)[1]["model_type"] == "pca"
+
+
 def test_torch_threads_restores():
     before = torch.get_num_threads()
     with torch_threads(1):

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import zarr
 
 from napari_brainfeatures import _sample_data
 from napari_brainfeatures._progress import run
@@ -45,6 +46,23 @@ def test_cli_sample_microct_refuses_overwrite(tmp_path, capsys):
     assert open_volume(out).shape == (2, 64, 64)
     assert main(["sample", "microct", str(out), "--shape", "2", "64", "64"]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["microct", "population"])
+def test_cli_sample_overwrite_replaces_only_a_zarr_store(tmp_path, capsys, kind):
+    small = "--shape 2 64 64 --chunks 2 64 64 --n 4 --section-shape 32 32".split()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("mine")
+    for out in (victim, victim / "notes.txt"):
+        assert main(["sample", kind, str(out), "--overwrite", *small]) == 2
+        assert "never deleted" in capsys.readouterr().err
+    assert [p.name for p in victim.iterdir()] == ["notes.txt"]
+    store = tmp_path / "s.zarr"
+    assert main(["sample", kind, str(store), *small]) == 0
+    assert main(["sample", kind, str(store), "--overwrite", "--seed", "1", *small]) == 0
+    assert zarr.open_group(store, mode="r").attrs["seed"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr", "victim"]
 
 
 def test_demo_viewer_docks_every_widget(small_microct, qtbot):

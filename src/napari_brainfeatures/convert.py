@@ -3,11 +3,13 @@
 The output follows OME-NGFF 0.4 (zarr v2 layout, read by napari, ome-zarr-py,
 Fiji/MoBIE and this package): levels ``0, 1, ...`` each halving Y and X.  It is
 written into a temporary folder beside the target and renamed at the end, so
-an interrupted conversion never leaves a half-written store under the name.
+an interrupted conversion never leaves a half-written store under the name and
+a failed one keeps the store it was to replace.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Generator
 from pathlib import Path
@@ -17,6 +19,7 @@ import numpy as np
 import zarr
 
 from napari_brainfeatures import __version__
+from napari_brainfeatures._overwrite import check_target, swap_in
 from napari_brainfeatures._progress import Progress
 from napari_brainfeatures.io import Volume, open_volume
 
@@ -57,7 +60,9 @@ def convert_to_ome_zarr(
     voxel_size : (float, float, float), optional
         Micrometres (Z, Y, X); default from the source, else 1.0.
     overwrite : bool
-        Replace an existing ``target``; default False (refuse).
+        Replace an existing ``target``; default False (refuse).  Only a zarr
+        store (or an empty folder) that is not the source and does not hold
+        it is ever replaced.
 
     Yields
     ------
@@ -68,22 +73,45 @@ def convert_to_ome_zarr(
     -------
     Path
         The written store.
+
+    Raises
+    ------
+    FileExistsError
+        ``target`` exists and ``overwrite`` is False, or ``target`` is a file,
+        a folder that is not a zarr store, or is, holds or lies in the source
+        store (never deleted).
     """
     vol = source if isinstance(source, Volume) else open_volume(source)
     target = Path(target)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{str(target)!r} exists; choose another name or pass overwrite=True")
+    inputs = [vol.path] if isinstance(source, Volume) else [source, vol.path]
+    check_target(target, overwrite=overwrite, inputs=inputs)
     if any(int(c) < 1 for c in chunks) or len(chunks) != 3:
         raise ValueError(f"chunks must be three positive integers, got {chunks!r}")
     n_levels = levels if levels is not None else n_levels_for(vol.shape)
     if n_levels < 1:
         raise ValueError(f"levels must be at least 1, got {levels!r}")
     voxel = voxel_size or vol.voxel_size or (1.0, 1.0, 1.0)
-    tmp = target.with_name(f".{target.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+    final = target.expanduser().resolve()
+    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield from _write(vol, tmp, chunks=chunks, n_levels=n_levels, voxel=voxel)
+        swap_in(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
+
+def _write(
+    vol: Volume,
+    tmp: Path,
+    *,
+    chunks: tuple[int, int, int],
+    n_levels: int,
+    voxel: tuple[float, float, float],
+) -> Generator[Progress, None, None]:
+    """Write every level and the OME metadata of ``vol`` into the new store ``tmp``."""
+    root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
     data = vol.data
     zchunk = min(chunks[0], data.shape[0])
     n_slabs = -(-data.shape[0] // zchunk)
@@ -125,10 +153,6 @@ def convert_to_ome_zarr(
             "napari_brainfeatures": {"source": str(vol.path), "version": __version__},
         }
     )
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
-    return target
 
 
 def _downsample_yx(arr: da.Array, dtype: np.dtype) -> da.Array:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,24 +31,33 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         "--section-shape", type=int, nargs=2, default=(320, 448), metavar=("H", "W"),
         help="population: section shape (default 320 448)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing OUT (zarr stores only)"
+    )
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    if args.out.exists() and not args.overwrite:
-        raise FileExistsError(f"{str(args.out)!r} exists; choose another path or pass --overwrite")
-    if args.kind == "microct":
-        from napari_brainfeatures.synthetic import iter_write_microct
+    from napari_brainfeatures._overwrite import check_target, swap_in
 
-        run_gen(
-            iter_write_microct(
-                args.out, shape=tuple(args.shape), seed=args.seed, chunks=tuple(args.chunks),
-                overwrite=args.overwrite,
-            ),
-            progress_printer if args.verbose else None,
-        )
-    else:
-        write_population(args.out, n=args.n, shape=tuple(args.section_shape), seed=args.seed)
+    check_target(args.out, overwrite=args.overwrite)
+    # Written beside OUT and swapped in when complete: a failed run keeps the old store.
+    out = args.out.expanduser().resolve()
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        if args.kind == "microct":
+            from napari_brainfeatures.synthetic import iter_write_microct
+
+            run_gen(
+                iter_write_microct(
+                    tmp, shape=tuple(args.shape), seed=args.seed, chunks=tuple(args.chunks)
+                ),
+                progress_printer if args.verbose else None,
+            )
+        else:
+            write_population(tmp, n=args.n, shape=tuple(args.section_shape), seed=args.seed)
+        swap_in(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({"written": str(args.out), "kind": args.kind, "seed": args.seed}))
     return 0
 

@@ -44,6 +44,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--kl-warmup", type=float, default=0.0, help="epochs of KL ramp (0)")
         parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if present)")
         parser.add_argument("--clean", action="store_true", help="train on 'clean', not 'images'")
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
         return
     parser.add_argument("model", help="model file written by train-vae")
     parser.add_argument("population", help="population zarr group")
@@ -59,6 +60,12 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 def run(name: str, args: argparse.Namespace) -> int:
     from napari_brainfeatures.population import read_population
 
+    if name == "train-vae":
+        out = Path(args.out)
+        if out.suffix != ".safetensors":  # as the model file is named on saving
+            out = out.with_name(out.name + ".safetensors")
+        if out.exists() and not args.overwrite:
+            raise FileExistsError(f"model file {str(out)!r} exists; pass --overwrite to replace it")
     pop = read_population(args.population)
     printer = progress_printer if args.verbose else None
     if name == "train-vae":

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from napari_brainfeatures._overwrite import check_target
 from napari_brainfeatures._progress import Progress, ProgressGen
 from napari_brainfeatures._progress import run as run_progress
 from napari_brainfeatures.classes import ClassTable, default_table
@@ -264,8 +265,7 @@ def iter_write_microct(
     shp, seed = _check(shape, seed, chunks)
     chunks = tuple(int(c) for c in chunks)  # type: ignore[assignment]
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{str(path)!r} exists; choose another path or pass overwrite=True")
+    check_target(path, overwrite=overwrite)
     group = zarr.open_group(str(path), mode="w")
     group.attrs.update(_attrs(shp, seed))
     arrays = {k: group.create_array(k, shape=shp, chunks=chunks, dtype=np.uint8) for k in _ARRAYS}
@@ -306,7 +306,8 @@ def write_microct(
     Raises
     ------
     FileExistsError
-        ``path`` exists and ``overwrite`` is False.
+        ``path`` exists and ``overwrite`` is False, or it is a file or a folder
+        that is not a zarr store (never deleted, even with ``overwrite``).
     """
     return run_progress(
         iter_write_microct(
