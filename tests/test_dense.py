@@ -184,6 +184,20 @@ def test_mask_outside_pixels_are_nan_and_zero(tmp_path):
     assert np.isnan(feats[:, ~sub]).all() and not np.isnan(feats[:, sub]).any()
 
 
+@pytest.mark.parametrize("method", ["dense", "patch"])
+def test_nan_pixels_give_no_area(tmp_path, method):
+    """Outputs whose patch holds a NaN pixel: NaN features and area 0, not a class id."""
+    model = make_model(TINY)
+    image = np.random.default_rng(5).random((80, 80)).astype(np.float32)
+    image[4, 4] = np.nan
+    store = run(compute_feature_map(image, model, out=tmp_path / f"{method}.zarr", tile=8,
+                                    stride=4, method=method))
+    feats, areas = np.asarray(store.features()), np.asarray(store.areas)
+    bad = np.isnan(feats).any(axis=0)
+    assert bad.any() and not bad.all()
+    assert (areas[bad] == 0).all() and (areas[~bad] > 0).all()
+
+
 def test_padded_network_deviation_and_exact_patch_path(tmp_path):
     cfg = CNNConfig.authors(patch_size=64, channels=(4, 4, 8, 8), fc=(16, 8), n_classes=3)
     model = make_model(cfg)

@@ -165,7 +165,10 @@ class TileWorker:
         for name, v in res.items():
             arr = v[0, :, :ny, :nx].cpu().numpy()  # (C, ny, nx)
             if name == "areas":
-                arr = self.class_ids[arr[0]]  # (ny, nx) label ids
+                idx = arr[0]  # (ny, nx) class index, -1 = not finite
+                arr = np.where(idx >= 0, self.class_ids[np.maximum(idx, 0)], 0).astype(
+                    self.class_ids.dtype
+                )  # (ny, nx) label ids, 0 where the features are NaN
                 if keep is not None:
                     arr[~keep] = 0
             elif keep is not None:

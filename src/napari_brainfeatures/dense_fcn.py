@@ -16,7 +16,8 @@ top-left corners are ``stride * (i, j)``:
 - :class:`PatchCNN` -- batched per-patch evaluation (exact for any network).
 
 Output keys: ``features`` (post-ReLU, >= 0), ``features_pre`` (pre-ReLU),
-``probs`` (softmax) and ``areas`` (argmax class index 0..K-1, int64).
+``probs`` (softmax) and ``areas`` (argmax class index 0..K-1, int64; -1 where the
+logits are not finite, e.g. a NaN pixel inside the patch).
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ def _head(model: BrainAreaCNN, h: torch.Tensor, which: tuple[str, ...]) -> dict[
         if "probs" in which:
             out["probs"] = torch.softmax(logits, dim=-1)
         if "areas" in which:
-            out["areas"] = logits.argmax(dim=-1, keepdim=True)  # (N, H, W, 1)
+            best = logits.argmax(dim=-1, keepdim=True)  # (N, H, W, 1)
+            finite = torch.isfinite(logits).all(dim=-1, keepdim=True)  # NaN argmax is arbitrary
+            out["areas"] = torch.where(finite, best, torch.full_like(best, -1))
     return out
 
 
