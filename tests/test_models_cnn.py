@@ -15,6 +15,7 @@ from napari_brainfeatures.models.cnn import (
     BrainAreaCNN,
     CNNConfig,
     ModelMismatchError,
+    check_image_dtype,
     fold_input_normalisation,
     input_scale_for,
     load_cnn,
@@ -140,6 +141,26 @@ def test_load_refuses_other_classes(model_file):
 def test_load_refuses_other_patch_size(model_file):
     with pytest.raises(ModelMismatchError, match="32 px patches, not 128 px"):
         load_cnn(model_file, expect_patch_size=128)
+
+
+def test_image_dtype_must_match_the_training_dtype(model_file, tmp_path):
+    _, meta = load_cnn(model_file)
+    assert meta["normalisation"] == "uint8/255"
+    check_image_dtype(meta, np.uint8)
+    for other in (np.uint16, np.float32):
+        with pytest.raises(ModelMismatchError, match=r"trained on uint8 images .* is "):
+            check_image_dtype(meta, other)
+    check_image_dtype({"normalisation": "float (as is, expected in [0, 1])"}, np.float64)
+    check_image_dtype({}, np.int16)  # nothing recorded: not checked
+    # the dense maps refuse a model file that does not match the image
+    from napari_brainfeatures._progress import run
+    from napari_brainfeatures.dense import compute_feature_map
+
+    image = np.zeros((40, 40), np.uint16)
+    with pytest.raises(ModelMismatchError, match="uint16"):
+        run(compute_feature_map(image, model_file, out=tmp_path / "f.zarr"))
+    assert not (tmp_path / "f.zarr").exists()
+    run(compute_feature_map(image.astype(np.uint8), model_file, out=tmp_path / "f.zarr"))
 
 
 def test_truncated_file(model_file, tmp_path):

@@ -47,7 +47,7 @@ from napari_brainfeatures._progress import Progress, ProgressGen
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.dense_fcn import OUTPUTS, DenseCNN, PatchCNN
 from napari_brainfeatures.dense_store import FeatureStore, done_tiles, mark_complete, prepare
-from napari_brainfeatures.models.cnn import BrainAreaCNN
+from napari_brainfeatures.models.cnn import BrainAreaCNN, check_image_dtype
 
 __all__ = [
     "EDGES",
@@ -94,6 +94,8 @@ def plan_job(
     )
     if not isinstance(model, BrainAreaCNN):
         raise TypeError(f"model must be a BrainAreaCNN or a model file, got {type(model).__name__}")
+    if header and input_scale is None:
+        check_image_dtype(header.get("meta", {}), getattr(image, "dtype", np.float32))
     job = DenseJob.build(
         image,
         model,

@@ -42,6 +42,7 @@ __all__ = [
     "BrainAreaCNN",
     "ModelMismatchError",
     "fold_input_normalisation",
+    "check_image_dtype",
     "input_scale_for",
     "to_input",
     "save_cnn",
@@ -217,6 +218,33 @@ def input_scale_for(dtype: Any) -> tuple[float, str]:
     if dt.kind == "f":
         return 1.0, "float (as is, expected in [0, 1])"
     raise ValueError(f"patches must be integer or float images, got dtype {dt!r}")
+
+
+def check_image_dtype(meta: dict[str, Any], dtype: Any) -> None:
+    """Refuse images of another dtype than the model was trained on.
+
+    A model reads its input divided by the training dtype's maximum
+    (``meta["normalisation"]``, e.g. ``"uint16/65535"``); the same pixels stored
+    as another dtype reach it on another scale and give confident nonsense.
+    Float images go with a float-trained model whatever their precision.
+    Models without a recorded normalisation are not checked.
+
+    Raises
+    ------
+    ModelMismatchError
+    """
+    norm = meta.get("normalisation")
+    if not isinstance(norm, str):
+        return
+    dt = np.dtype(dtype)
+    trained = "float" if norm.startswith("float") else norm.split("/")[0]
+    if trained == ("float" if dt.kind == "f" else dt.name):
+        return
+    raise ModelMismatchError(
+        f"the model was trained on {trained} images (input {norm}) but this image is "
+        f"{dt.name}: its intensities would reach the network on another scale. Use the image "
+        f"as {trained} (as it was for training), or train a model on this data"
+    )
 
 
 def to_input(
