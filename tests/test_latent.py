@@ -95,7 +95,10 @@ def test_projective_field_of_betavae_and_default_step():
 
 
 def test_receptive_fields_of_a_disentangled_encoder():
-    rf = run(receptive_fields(RoiMeanModel(), sections(), rois(), weights=(-1, 0, 1)))
+    records = []
+    rf = run(receptive_fields(RoiMeanModel(), sections(), rois(), weights=(-1, 0, 1)),
+             records.append)
+    assert records[0].message == "receptive field of ROI 1 (1/2 ROIs)"  # no "ROI ROI 1"
     assert rf.impact.shape == (2, 2)
     assert rf.roi_ids == [1, 2] and rf.roi_names == ["ROI 1", "ROI 2"]
     assert rf.means.shape == (2, 3, 2) and rf.n_images == 30

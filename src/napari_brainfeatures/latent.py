@@ -301,7 +301,7 @@ def receptive_fields(
                 np.clip(pert, 0.0, 1.0, out=pert)
                 codes[r, j, c0 : c0 + len(part)] = model.encode(pert)  # (B, L)
             done = r * -(-len(imgs) // chunk) + c0 // chunk + 1
-            yield Progress(done, steps, f"ROI {names[r]} ({r + 1}/{len(ids)})")
+            yield Progress(done, steps, f"receptive field of {names[r]} ({r + 1}/{len(ids)} ROIs)")
     means, variances = codes.mean(axis=2), codes.var(axis=2, ddof=1)  # (R, W, L)
     floor = max(var_floor * float(variances.mean()), 1e-12)
     v = np.maximum(variances, floor)
