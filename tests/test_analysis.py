@@ -264,3 +264,33 @@ def test_analyse_cli(tmp_path, capsys):
     assert trained["probes"]["logistic"] > 0.9  # brightness is easy even at random weights
     assert trained["noise"]["sigmas"] == [0.0, 0.5] and 0 <= trained["gram_distance"] <= 1
     assert (out / "analysis.png").exists() and json.loads((out / "analysis.json").read_text())
+    # input errors are named before any patch is read or feature extracted
+    for opt, z in (("--train-slice", "9"), ("--test-slice", "-1")):
+        bad = [*argv]
+        bad[bad.index(opt) + 1] = z
+        assert cli.main(bad) == 2
+        err = capsys.readouterr().err
+        assert f"{opt} {z} is out of range" in err and "0..1" in err
+
+
+def test_analyse_cli_without_torchvision(tmp_path, capsys, monkeypatch):
+    import zarr
+
+    from napari_brainfeatures import cli
+    from napari_brainfeatures.classes import ClassTable
+    from napari_brainfeatures.models.cnn import save_cnn
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision -> ImportError
+    cfg = CNNConfig(patch_size=32, channels=(4, 8, 8), kernels=(5, 3, 3), paddings=(0, 0, 0),
+                    fc=(16, 8), n_classes=2)
+    model = save_cnn(tmp_path / "m", BrainAreaCNN(cfg), classes=ClassTable.from_names(["a", "b"]))
+    areas = np.ones((2, 40, 40), np.uint8)
+    areas[:, :, 20:] = 2
+    g = zarr.open_group(str(tmp_path / "vol.zarr"), mode="w")
+    g.create_array("image", data=areas * 100)
+    g.create_array("areas", data=areas)
+    argv = ["analyse", str(model), str(tmp_path / "vol.zarr"), "--train-slice", "0",
+            "--test-slice", "1", "--torchvision", "resnet18", str(tmp_path / "r.pth")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "torchvision is not installed; pip install torchvision" in err and "--torchvision" in err

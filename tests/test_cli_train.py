@@ -96,3 +96,62 @@ def test_errors_are_reported(sample, tmp_path, capsys):
     zarr.create_array(str(lonely), shape=(3, 60, 60), dtype=np.uint8)
     rc = main(["train-cnn", str(lonely), "--out", str(tmp_path / "x"), *ARGS])
     assert rc == 2 and "--labels" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """A small untrained model of the sample's classes (Ctx, WM): enough for input checks."""
+    import torch
+
+    from napari_brainfeatures.classes import ClassTable
+    from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, save_cnn
+
+    cfg = CNNConfig(patch_size=32, channels=(4, 8, 8), kernels=(5, 3, 3), paddings=(0, 0, 0),
+                    fc=(16, 8), n_classes=2)
+    torch.manual_seed(0)
+    table = ClassTable(tuple(c for c in default_table() if c.id in (1, 5)))
+    return save_cnn(tmp_path_factory.mktemp("m") / "m", BrainAreaCNN(cfg), classes=table)
+
+
+@pytest.mark.parametrize("z", ["7", "-1"])
+def test_evaluate_refuses_slices_out_of_range(sample, untrained, z, capsys):
+    rc = main(["evaluate", str(untrained), str(sample), "--slice", "2", z])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"--slice {z} is out of range" in err and "0..6" in err
+    assert "Traceback" not in err
+
+
+def test_evaluate_on_one_class_names_evaluation(sample, untrained, tmp_path, capsys):
+    group = zarr.open_group(str(tmp_path / "one.zarr"), mode="w")
+    group.create_array("image", data=np.full((3, 72, 150), 100, np.uint8))
+    areas = np.zeros((3, 72, 150), np.uint8)
+    areas[1] = 1  # only Ctx painted
+    group.create_array("areas", data=areas)
+    rc = main(["evaluate", str(untrained), str(tmp_path / "one.zarr"), "--slice", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "evaluate needs" in err and "['Ctx']" in err and "training" not in err
+
+
+def test_predict_stride_must_be_positive(sample, untrained, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(untrained), str(sample), "--slice", "2", "--predict-stride", "0"])
+    assert exit_.value.code == 2 and "--predict-stride: must be >= 1" in capsys.readouterr().err
+
+
+def test_default_split_on_unpainted_slices_suggests_options(tmp_path, capsys):
+    group = zarr.open_group(str(tmp_path / "five.zarr"), mode="w")
+    group.create_array("image", data=np.full((5, 72, 150), 100, np.uint8))
+    areas = np.zeros((5, 72, 150), np.uint8)
+    areas[1:4, :, :75], areas[1:4, :, 75:] = 1, 5  # painted on z = 1..3; default 0 / 2 / 4
+    group.create_array("areas", data=areas)
+    rc = main(["train-cnn", str(tmp_path / "five.zarr"), "--out", str(tmp_path / "x"), *ARGS])
+    err = capsys.readouterr().err
+    assert rc == 2 and "z = [1, 2, 3]" in err and "--train-slice Z --val-slice Z" in err
+
+
+@pytest.mark.parametrize("argv", [["-v", "info", "x"], ["info", "x", "-v"], ["info", "-v", "x"]])
+def test_verbose_before_or_after_the_stage(argv):
+    from napari_brainfeatures.cli import build_parser
+
+    assert build_parser("info").parse_args(argv).verbose is True
+    assert build_parser("info").parse_args(["info", "x"]).verbose is False

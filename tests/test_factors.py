@@ -435,3 +435,59 @@ def test_components_stay_alive_on_cnn_like_features():
     ref = run(fit_nmf(X, 15, solver="sklearn", seed=0))
     assert (ours.H.max(axis=1) > 0).all() and (ours.W.max(axis=0) > 0).all()
     assert ours.rel_error <= ref.rel_error * 1.02
+
+
+def _tiny_map(tmp_path):
+    """A plain (H, W, D) feature array and a two-ROI label volume on its pixels."""
+    import zarr
+
+    f = np.random.default_rng(0).random((20, 22, 4)).astype(np.float32)
+    f[:, 11:, :2] += 2
+    zarr.create_array(str(tmp_path / "feat.zarr"), data=f)
+    rois = np.zeros((1, 20, 22), np.uint8)
+    rois[:, :, :11], rois[:, :, 11:] = 1, 2
+    zarr.create_array(str(tmp_path / "rois.zarr"), data=rois)
+    return str(tmp_path / "feat.zarr"), str(tmp_path / "rois.zarr")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--roi-ids", "1", "9"], "--roi-ids [9] not found"),
+        (["--p", "5"], "--p must be in 1..2"),
+        (["--lam", "-1"], "--lam must be >= 0"),
+    ],
+)
+def test_factors_cli_checks_the_selection_before_the_nmf(tmp_path, capsys, extra, expected):
+    from napari_brainfeatures import cli
+
+    feat, rois = _tiny_map(tmp_path)
+    out = tmp_path / "out"
+    argv = ["factors", feat, "--k", "2", "--rois", rois, "--out", str(out), *extra]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "iteration" not in err  # refused before the NMF ran
+    assert not out.exists()  # and no empty output folder
+    if "--roi-ids" in extra:
+        assert "ids present are [1, 2]" in err
+
+
+def test_factors_cli_names_a_folder_that_is_no_zarr(tmp_path, capsys):
+    from napari_brainfeatures import cli
+
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["factors", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a feature store (no zarr group found)" in err and "No group" not in err
+
+
+def test_cluster_cli_names_absent_mask_ids_and_max_fit_below_k(tmp_path, capsys):
+    from napari_brainfeatures import cli
+
+    feat, rois = _tiny_map(tmp_path)
+    argv = ["cluster", feat, "--k", "2", "--mask", rois, "--mask-id", "9", "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--mask-id [9] not present" in err and "ids present are [1, 2]" in err
+    assert cli.main(["cluster", feat, "--k", "4", "--max-fit", "2"]) == 2
+    assert "--max-fit must be >= --k" in capsys.readouterr().err

@@ -266,3 +266,16 @@ def test_torch_threads_restores():
     assert torch.get_num_threads() == before
     with torch_threads(None):
         assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("command", ["train-vae", "latent"])
+def test_cli_names_a_folder_that_is_no_population(tmp_path, capsys, command):
+    from napari_brainfeatures import cli
+
+    (tmp_path / "empty").mkdir()
+    argv = [str(tmp_path / "empty"), "--out", str(tmp_path / "m")]
+    if command == "latent":
+        argv = [str(tmp_path / "m.safetensors"), *argv]
+    assert cli.main([command, *argv]) == 2
+    err = capsys.readouterr().err
+    assert "is not a population (no zarr group found)" in err and "No group" not in err

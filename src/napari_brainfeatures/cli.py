@@ -48,9 +48,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    # -v also after the stage name; SUPPRESS keeps a subparser from resetting it to False.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log progress to stderr",
+    )
     sub = parser.add_subparsers(dest="command", metavar="STAGE")
     for name, (module, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_, description=help_, parents=[verbose])
         if name == only:
             mod = importlib.import_module(f"napari_brainfeatures._cli.{module}")
             mod.register(name, p)

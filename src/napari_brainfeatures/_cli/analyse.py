@@ -52,7 +52,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from napari_brainfeatures._cli.train import _open, _present_table
+    from napari_brainfeatures._cli.train import _open, _present_table, check_slices
     from napari_brainfeatures.analysis import (
         compare_extractors,
         feature_extractor,
@@ -66,6 +66,28 @@ def run(name: str, args: argparse.Namespace) -> int:
     model, meta = load_cnn(args.model, device=args.device or "cpu")
     table = meta["class_table"]
     image, labels, _, _ = _open(args)
+    check_slices("--train-slice", args.train_slice, image.shape[0])
+    check_slices("--test-slice", args.test_slice, image.shape[0])
+    opts = {"relu": args.relu, "device": args.device}
+    extractors = {
+        "trained": feature_extractor("cnn", model=model, **opts),
+        "random": feature_extractor("random", model=model, seed=args.random_seed, **opts),
+    }
+    if args.torchvision:  # built before sampling: a missing package or file fails at once
+        arch, weights = args.torchvision
+        try:
+            extractors[arch] = feature_extractor(
+                "torchvision",
+                arch=arch,
+                weights=weights,
+                input_size=299 if "inception" in arch else 224,
+                device=args.device,
+            )
+        except ImportError:
+            raise ValueError(
+                "torchvision is not installed; pip install torchvision (the build matching "
+                "your torch) to use --torchvision, or leave --torchvision out"
+            ) from None
     present = _present_table(table, labels, args.train_slice + args.test_slice)
     p = model.config.patch_size
     common: dict[str, Any] = {"patch_size": p, "per_class": args.per_class, "classes": present}
@@ -75,20 +97,6 @@ def run(name: str, args: argparse.Namespace) -> int:
     test = sample_patches(
         image, labels, slices=args.test_slice, interior=False, seed=args.seed + 1, **common
     )
-    opts = {"relu": args.relu, "device": args.device}
-    extractors = {
-        "trained": feature_extractor("cnn", model=model, **opts),
-        "random": feature_extractor("random", model=model, seed=args.random_seed, **opts),
-    }
-    if args.torchvision:
-        arch, weights = args.torchvision
-        extractors[arch] = feature_extractor(
-            "torchvision",
-            arch=arch,
-            weights=weights,
-            input_size=299 if "inception" in arch else 224,
-            device=args.device,
-        )
     report = run_gen(
         compare_extractors(
             extractors,

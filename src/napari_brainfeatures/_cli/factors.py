@@ -80,10 +80,16 @@ def load_map(path: str | os.PathLike[str], z: int | None) -> tuple[Any, dict[str
     import zarr
 
     from napari_brainfeatures.dense_store import FeatureStore, _is_feature_store
+    from napari_brainfeatures.io import is_zarr_store
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such feature store: {str(path)!r}")
+    if not is_zarr_store(path):
+        raise ValueError(
+            f"{str(path)!r} is not a feature store (no zarr group found); pass the STORE.zarr "
+            "written by 'brainfeatures features' (or a factors.zarr to cluster)"
+        )
     if _is_feature_store(path):
         store = FeatureStore(path)
         f = store.features()  # (Z, C, Y, X) or (C, Y, X)
@@ -183,7 +189,15 @@ def _factors(args: argparse.Namespace) -> int:
     from napari_brainfeatures.workspace import write_json_atomic
 
     f, grid = load_map(args.store, args.z)
+    rois, roi_ids = _check_factor_args(args, grid, tuple(f.shape[:2]))
     rows, valid = finite_rows(f)
+    if rois is not None:
+        empty = [i for i in roi_ids if not np.any(rois[valid] == i)]
+        if empty:
+            raise ValueError(
+                f"ROI id(s) {empty} of {args.rois!r} lie only where no feature was computed "
+                "(NaN in the store); compute features there or choose other ids with --roi-ids"
+            )
     res = run_gen(
         fit_nmf(
             rows,
@@ -205,10 +219,8 @@ def _factors(args: argparse.Namespace) -> int:
         "n_iter": res.n_iter,
         "wall_s": round(res.wall_s, 3),
     }
-    out = _out_dir(args, "_factors")
     selection = None
-    if args.rois:
-        rois = labels_on_grid(args.rois, grid, valid.shape)
+    if rois is not None:
         selection = select_factors(
             res.W,
             rois[valid],
@@ -217,10 +229,12 @@ def _factors(args: argparse.Namespace) -> int:
             normalise=args.normalise,
             eps=args.eps,
             outside=args.outside,
-            roi_ids=args.roi_ids,
+            roi_ids=roi_ids,
         )
-        write_json_atomic(out / "selection.json", selection.to_dict())
         summary["selected"] = selection.to_dict()["pairs"]
+    out = _out_dir(args, "_factors")  # only now: a failed run leaves no empty folder
+    if selection is not None:
+        write_json_atomic(out / "selection.json", selection.to_dict())
     attrs = {
         "kind": KIND,
         **grid,
@@ -242,6 +256,41 @@ def _factors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_factor_args(
+    args: argparse.Namespace, grid: dict[str, Any], shape: tuple[int, int]
+) -> tuple[np.ndarray | None, list[int]]:
+    """Validate the options before the NMF runs; the ROIs on the grid and their ids."""
+    if args.k < 1:
+        raise ValueError(f"--k must be >= 1, got {args.k}")
+    if args.rois is None:
+        for opt in ("roi_ids", "p"):
+            if getattr(args, opt) is not None:
+                raise ValueError(f"--{opt.replace('_', '-')} needs --rois LABELS")
+        return None, []
+    if not args.lam >= 0:
+        raise ValueError(f"--lam must be >= 0, got {args.lam}")
+    if not 0 <= args.eps < 1:
+        raise ValueError(f"--eps must be in [0, 1), got {args.eps}")
+    rois = labels_on_grid(args.rois, grid, shape)  # (H, W) on the store's grid
+    present = [int(i) for i in np.unique(rois) if i != 0]
+    if not present:
+        raise ValueError(f"no ROI is painted in {args.rois!r} at the features' pixels; paint one")
+    ids = present if args.roi_ids is None else [int(i) for i in args.roi_ids]
+    missing = [i for i in ids if i not in present]
+    if missing:
+        raise ValueError(
+            f"--roi-ids {missing} not found in {args.rois!r} at the features' pixels; "
+            f"the ids present are {present}"
+        )
+    top = min(args.k, len(ids))
+    if args.p is not None and not 1 <= args.p <= top:
+        raise ValueError(
+            f"--p must be in 1..{top} (at most --k {args.k} and the {len(ids)} ROI(s)), "
+            f"got {args.p}"
+        )
+    return rois, ids
+
+
 def _cluster(args: argparse.Namespace) -> int:
     from matplotlib.image import imsave
 
@@ -253,11 +302,24 @@ def _cluster(args: argparse.Namespace) -> int:
     )
     from napari_brainfeatures.workspace import write_json_atomic
 
+    if args.max_fit < args.k:
+        raise ValueError(
+            f"--max-fit must be >= --k (one row per cluster at least), got {args.max_fit} < "
+            f"{args.k}"
+        )
     f, grid = load_map(args.store, args.z)
     shape = tuple(f.shape[:2])
     mask = None
     if args.mask:
-        mask = np.isin(labels_on_grid(args.mask, grid, shape), args.mask_id)  # type: ignore[arg-type]
+        ids = labels_on_grid(args.mask, grid, shape)  # type: ignore[arg-type]
+        present = [int(i) for i in np.unique(ids) if i != 0]
+        missing = [i for i in args.mask_id if i not in present]
+        if missing:
+            raise ValueError(
+                f"--mask-id {missing} not present in {args.mask!r} at the features' pixels; "
+                f"the ids present are {present}"
+            )
+        mask = np.isin(ids, args.mask_id)
         radius = args.erode / float(min(grid["step"]))  # image px -> grid px
         mask = erode_mask(mask, radius)
         if not mask.any():

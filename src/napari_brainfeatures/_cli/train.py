@@ -65,8 +65,40 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     _tta_arg(parser)
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     parser.add_argument("--figure", default=None, help="write the confusion matrix as PNG")
-    parser.add_argument("--predict-stride", type=int, default=None, metavar="S",
+    parser.add_argument("--predict-stride", type=positive_int, default=None, metavar="S",
                         help="also classify the whole first slice every S px (slice accuracy)")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def check_slices(option: str, zs: list[int] | None, n_z: int) -> None:
+    """Refuse z-slices outside ``0..n_z - 1`` (negative ones too) before anything is read."""
+    bad = [z for z in zs or [] if not 0 <= z < n_z]
+    if bad:
+        raise ValueError(
+            f"{option} {' '.join(map(str, bad))} is out of range: the volume has {n_z} "
+            f"z-slices, so Z must be in 0..{n_z - 1} (negative indices are not accepted)"
+        )
+
+
+def painted_slices(labels: Any, max_bytes: int = 2**31) -> list[int] | None:
+    """The z-slices with any non-zero label (None when the volume is too big to scan)."""
+    import dask.array as da
+    import numpy as np
+
+    if labels.ndim != 3 or labels.size * labels.dtype.itemsize > max_bytes:
+        return None
+    arr = labels if isinstance(labels, da.Array) else da.from_array(labels)
+    return [int(z) for z in np.flatnonzero(np.asarray((arr != 0).any(axis=(1, 2))))]
 
 
 def _tta_arg(parser: argparse.ArgumentParser) -> None:
@@ -167,18 +199,32 @@ def _train(args: argparse.Namespace) -> int:
         raise FileExistsError(f"model file {str(out)!r} exists; pass --overwrite to replace it")
     image, labels, table, voxel = _open(args)
     chosen: tuple[Any, ...] = (args.train_slice, args.val_slice, args.test_slice)
-    if any(s is None for s in chosen):
+    for split, zs in zip(("train", "val", "test"), chosen, strict=True):
+        check_slices(f"--{split}-slice", zs, image.shape[0])
+    default_split = any(s is None for s in chosen)
+    if default_split:
         auto = split_slices(image.shape[0], voxel_size=voxel[0] if voxel else None,
                             start=args.train_slice[0] if args.train_slice else None)
         chosen = tuple(s if s is not None else [a] for s, a in zip(chosen, auto, strict=True))
     show = _printer(args.verbose)
     show(Progress(0, None, f"sampling patches: train {chosen[0]}, val {chosen[1]}, "
                            f"test {chosen[2]}"))
-    splits = sample_splits(
-        image, labels, slices=chosen, patch_size=args.patch_size, per_class=args.per_class,
-        eval_per_class=args.eval_per_class, seed=args.seed,
-        classes=_present_table(table, labels, list(chosen[0])),
-    )
+    try:
+        splits = sample_splits(
+            image, labels, slices=chosen, patch_size=args.patch_size, per_class=args.per_class,
+            eval_per_class=args.eval_per_class, seed=args.seed,
+            classes=_present_table(table, labels, list(chosen[0])),
+        )
+    except ValueError as err:
+        if not default_split:
+            raise
+        painted = painted_slices(labels)
+        where = "" if painted is None else f"labels are painted on z = {painted}; "
+        raise ValueError(
+            f"{err}. The slices train {chosen[0]}, val {chosen[1]}, test {chosen[2]} come "
+            f"from the default 50 µm rule; {where}choose painted slices with "
+            "--train-slice Z --val-slice Z --test-slice Z"
+        ) from None
     show(Progress(0, None, f"patches per class: {splits.counts()}"))
     config = make_config(args.variant, patch_size=args.patch_size,
                          n_classes=len(splits.train.class_ids))
@@ -229,7 +275,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     model, meta = load_cnn(args.model, device=args.device or "cpu")
     table = meta["class_table"]
     image, labels, _, _ = _open(args)
+    check_slices("--slice", args.slice, image.shape[0])
     present = _present_table(table, labels, args.slice)
+    if len(present) < 2:
+        # sample_patches draws at least two classes (its check is worded for training).
+        found = f"only {present.names!r}" if len(present) else "none"
+        raise ValueError(
+            f"evaluate needs patches of at least two of the model's classes {table.names!r}; "
+            f"slices {args.slice} hold {found}; add a --slice Z where another class is painted"
+        )
     if len(present) < len(table):
         missing = sorted(set(table.names) - set(present.names))
         show = _printer(args.verbose)

@@ -58,8 +58,15 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
+    from napari_brainfeatures.io import is_zarr_store
     from napari_brainfeatures.population import read_population
 
+    population = Path(args.population)
+    if population.exists() and not is_zarr_store(population):  # missing: read_population says
+        raise ValueError(
+            f"{args.population!r} is not a population (no zarr group found); pass the .zarr "
+            "folder written by 'brainfeatures sample population OUT'"
+        )
     if name == "train-vae":
         out = Path(args.out)
         if out.suffix != ".safetensors":  # as the model file is named on saving
