@@ -75,7 +75,7 @@ def test_load_sliders_decode_and_difference(setup, qtbot):
     )
 
 
-def test_train_pca_projective_and_receptive(setup, qtbot, tmp_path):
+def test_train_pca_projective_and_receptive(setup, qtbot, tmp_path, monkeypatch):
     viewer, w, _ = setup
     w.model_type.value = "pca"
     w.latent.value = 2
@@ -85,6 +85,28 @@ def test_train_pca_projective_and_receptive(setup, qtbot, tmp_path):
     w.model_path.value = tmp_path / "pca.safetensors"
     w.save_button.clicked.emit()
     assert (tmp_path / "pca.safetensors").exists()
+    w.save_button.clicked.emit()  # saving again replaces the same kind of model
+    # a model of another kind, a non-model file and a folder are never replaced
+    from napari_brainfeatures.classes import ClassTable
+    from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, save_cnn
+
+    cnn = save_cnn(tmp_path / "cnn.safetensors",
+                   BrainAreaCNN(CNNConfig(patch_size=64, n_classes=2, channels=(4, 4, 4, 4),
+                                            fc=(8, 4))),
+                   classes=ClassTable.from_names(["a", "b"]))
+    notes = tmp_path / "notes.safetensors"
+    notes.write_text("mine")
+    folder = tmp_path / "folder.safetensors"
+    folder.mkdir()
+    shown = []
+    monkeypatch.setattr("napari_brainfeatures._widgets.vae.show_error", shown.append)
+    for target in (cnn, notes, folder):
+        before = target.read_bytes() if target.is_file() else None
+        w.model_path.value = target
+        w.save_button.clicked.emit()
+        assert before is None or target.read_bytes() == before
+    assert len(shown) == 3 and "holds a BrainAreaCNN" in shown[0]
+    assert "not a model file" in shown[1] and "folder" in shown[2]
     w.projective_button.clicked.emit()
     qtbot.waitUntil(lambda: "projective fields" in viewer.layers, timeout=60000)
     pf = viewer.layers["projective fields"]

@@ -51,8 +51,8 @@ from napari_brainfeatures.evaluation import (
     predict_slice,
     trained_with_flips,
 )
-from napari_brainfeatures.models.checkpoint import ModelFileError
-from napari_brainfeatures.models.cnn import load_cnn, save_cnn
+from napari_brainfeatures.models.checkpoint import ModelFileError, check_save_path
+from napari_brainfeatures.models.cnn import KIND, load_cnn, save_cnn
 from napari_brainfeatures.patches import Splits, sample_splits, split_slices
 from napari_brainfeatures.training import DEFAULTS, VARIANTS, make_config, train_cnn
 
@@ -325,6 +325,7 @@ class TrainWidget(Container):
             show_info("Train or load a model first.")
             return
         try:
+            check_save_path(path, KIND)
             out = save_cnn(path, self.model, classes=self.classes, meta=self.meta)
         except (OSError, ValueError) as err:
             show_error(f"Could not save the model: {err}")

@@ -45,8 +45,10 @@ from napari_brainfeatures.latent import (
     projective_rgb,
     receptive_fields,
 )
+from napari_brainfeatures.models.checkpoint import check_save_path
+from napari_brainfeatures.models.vae import KIND as VAE_KIND
 from napari_brainfeatures.models.vae import VAEConfig, save_vae
-from napari_brainfeatures.population import preprocess, roi_names_for
+from napari_brainfeatures.population import PCA_KIND, preprocess, roi_names_for
 from napari_brainfeatures.vae_training import (
     VAELatentModel,
     fit_pca,
@@ -228,10 +230,16 @@ class LatentWidget(Container):
             show_info("Train or load a model first.")
             return
         path = str(self.model_path.value)
-        if isinstance(self.model, VAELatentModel):
-            out = save_vae(path, self.model.model, meta=self.meta)
-        else:
-            out = self.model.save(path, meta=self.meta)
+        is_vae = isinstance(self.model, VAELatentModel)
+        try:
+            check_save_path(path, VAE_KIND if is_vae else PCA_KIND)
+            if is_vae:
+                out = save_vae(path, self.model.model, meta=self.meta)
+            else:
+                out = self.model.save(path, meta=self.meta)
+        except (OSError, ValueError) as err:
+            show_error(f"Could not save the model: {err}")
+            return
         self.status.value = f"saved {out}"
 
     def _names(self) -> list[str]:

@@ -20,13 +20,55 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["ModelFileError", "save_checkpoint", "load_checkpoint", "read_header"]
+__all__ = [
+    "ModelFileError",
+    "check_save_path",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_header",
+]
 
 FORMAT = "napari-brainfeatures/1"
 
 
 class ModelFileError(ValueError):
     """A model file is missing, truncated, not safetensors, or of another architecture."""
+
+
+def model_path(path: str | os.PathLike[str]) -> Path:
+    """The file :func:`save_checkpoint` writes for ``path`` (``.safetensors`` appended)."""
+    path = Path(path)
+    return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
+
+
+def check_save_path(path: str | os.PathLike[str], kind: str) -> Path:
+    """The file a ``kind`` model would be saved to, if writing it loses no other work.
+
+    An existing file is replaced only when it is a model of the same kind (saving
+    again); a folder, a file that is not a model file and a model of another kind
+    (a trained CNN when saving a VAE) are refused.
+
+    Raises
+    ------
+    ModelFileError
+    """
+    p = model_path(path)
+    if p.is_dir():
+        raise ModelFileError(f"{str(p)!r} is a folder; choose a file name for the model")
+    if p.exists():
+        try:
+            found = read_header(p)["kind"]
+        except ModelFileError:
+            raise ModelFileError(
+                f"{str(p)!r} exists and is not a model file; it is not replaced: choose "
+                "another file name"
+            ) from None
+        if found != kind:
+            raise ModelFileError(
+                f"{str(p)!r} holds a {found} model; it is not replaced by a {kind}: choose "
+                "another file name"
+            )
+    return p
 
 
 def save_checkpoint(
@@ -59,9 +101,7 @@ def save_checkpoint(
     Path
         The file written.
     """
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        path = path.with_name(path.name + ".safetensors")
+    path = model_path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"model file {str(path)!r} exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
