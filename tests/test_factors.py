@@ -381,6 +381,17 @@ def test_factors_cli_on_a_feature_store(tmp_path, capsys):
     assert rep["n_labelled"] == 220 and sum(rep["sizes"]) == 220
     labels = zarr.open_group(str(out / "clusters.zarr"), mode="r")["labels"][:]
     assert (labels[:, :11] == 0).all() and (labels[:, 11:] > 0).all()
+    assert cli.main(argv) == 0  # a second run replaces its own earlier result
+    capsys.readouterr()
+    # a folder of the user's under the result's name is never deleted
+    import shutil
+
+    shutil.rmtree(out / "clusters.zarr")
+    (out / "clusters.zarr").mkdir()
+    (out / "clusters.zarr" / "notes.txt").write_text("mine")
+    assert cli.main(argv) == 2
+    assert "never deleted" in capsys.readouterr().err
+    assert (out / "clusters.zarr" / "notes.txt").read_text() == "mine"
 
 
 def test_factors_cli_errors(tmp_path, capsys):

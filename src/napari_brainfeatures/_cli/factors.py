@@ -148,10 +148,19 @@ def _out_dir(args: argparse.Namespace, suffix: str) -> Path:
     return out
 
 
-def _write_group(target: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
-    """Write a zarr group atomically (build beside, then swap)."""
+def _write_group(
+    target: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any], source: Any
+) -> None:
+    """Write a zarr group atomically (build beside, then swap).
+
+    An earlier result (a zarr store) is replaced; anything else at ``target``,
+    and a target in or holding the ``source`` store, is refused, never deleted.
+    """
     import zarr
 
+    from napari_brainfeatures._overwrite import check_target, swap_in
+
+    check_target(target, overwrite=True, inputs=[source])
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     group = zarr.open_group(tmp, mode="w")
@@ -159,9 +168,7 @@ def _write_group(target: Path, arrays: dict[str, np.ndarray], attrs: dict[str, A
         chunks = tuple(min(s, 1 if i < a.ndim - 2 else 1024) for i, s in enumerate(a.shape))
         group.create_array(name, data=a, chunks=chunks)
     group.attrs[ATTR] = attrs
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    swap_in(tmp, target)
 
 
 def _heatmap_png(path: Path, m: np.ndarray, cmap: str = "magma") -> None:
@@ -241,7 +248,7 @@ def _factors(args: argparse.Namespace) -> int:
         **summary,
         "selection": selection.to_dict() if selection else None,
     }
-    _write_group(out / "factors.zarr", {"maps": maps, "components": res.H}, attrs)
+    _write_group(out / "factors.zarr", {"maps": maps, "components": res.H}, attrs, args.store)
     for i, m in enumerate(maps):
         _heatmap_png(out / f"factor_{i:02d}.png", m)
     top = (
@@ -357,7 +364,10 @@ def _cluster(args: argparse.Namespace) -> int:
         }
     out = _out_dir(args, "_clusters")
     _write_group(
-        out / "clusters.zarr", {"labels": res.labels}, {"kind": "cluster-map", **grid, **report}
+        out / "clusters.zarr",
+        {"labels": res.labels},
+        {"kind": "cluster-map", **grid, **report},
+        args.store,
     )
     write_json_atomic(out / "clusters.json", report)
     from matplotlib import colormaps
