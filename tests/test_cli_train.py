@@ -132,6 +132,19 @@ def test_evaluate_on_one_class_names_evaluation(sample, untrained, tmp_path, cap
     assert rc == 2 and "evaluate needs" in err and "['Ctx']" in err and "training" not in err
 
 
+@pytest.mark.parametrize("stage", ["evaluate", "analyse"])
+def test_a_uint8_model_refuses_a_uint16_volume(untrained, tmp_path, capsys, stage):
+    group = zarr.open_group(str(tmp_path / "u16.zarr"), mode="w")
+    group.create_array("image", data=np.full((3, 72, 150), 1000, np.uint16))
+    areas = np.zeros((3, 72, 150), np.uint8)
+    areas[:, :, :75], areas[:, :, 75:] = 1, 5
+    group.create_array("areas", data=areas)
+    slices = ["--slice", "1"] if stage == "evaluate" else ["--train-slice", "0", "--test-slice", "2"]
+    rc = main([stage, str(untrained), str(tmp_path / "u16.zarr"), *slices])
+    err = capsys.readouterr().err
+    assert rc == 2 and "trained on uint8 images" in err and "uint16" in err
+
+
 def test_predict_stride_must_be_positive(sample, untrained, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", str(untrained), str(sample), "--slice", "2", "--predict-stride", "0"])

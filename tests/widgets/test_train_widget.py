@@ -116,6 +116,13 @@ def test_load_refuses_model_for_other_classes(widget, qtbot, tmp_path, monkeypat
     widget.model_path.value = small
     widget.load()
     assert widget.model is None and "64 px patches" in errors[-1]
+    # a model trained on another dtype than the image: refused before any work
+    widget.model = BrainAreaCNN(CNNConfig(patch_size=P, n_classes=2))
+    widget.meta = {"normalisation": "uint16/65535"}
+    for action in (widget.predict, widget.evaluate):
+        action()
+        assert "trained on uint16 images" in errors[-1] and "uint8" in errors[-1]
+        assert not widget.runner.running
 
 
 def test_cancel_training_keeps_checkpoint(widget, qtbot):

@@ -59,7 +59,7 @@ def run(name: str, args: argparse.Namespace) -> int:
         report_figure,
         report_json,
     )
-    from napari_brainfeatures.models.cnn import load_cnn
+    from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
     from napari_brainfeatures.patches import sample_patches
     from napari_brainfeatures.workspace import write_json_atomic
 
@@ -67,6 +67,7 @@ def run(name: str, args: argparse.Namespace) -> int:
     table = meta["class_table"]
     image, labels, _, _ = _open(args)
     check_slices("--train-slice", args.train_slice, image.shape[0])
+    check_image_dtype(meta, image.dtype)
     check_slices("--test-slice", args.test_slice, image.shape[0])
     opts = {"relu": args.relu, "device": args.device}
     extractors = {

@@ -269,13 +269,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         slice_accuracy,
         trained_with_flips,
     )
-    from napari_brainfeatures.models.cnn import load_cnn
+    from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
     from napari_brainfeatures.patches import sample_patches
 
     model, meta = load_cnn(args.model, device=args.device or "cpu")
     table = meta["class_table"]
     image, labels, _, _ = _open(args)
     check_slices("--slice", args.slice, image.shape[0])
+    check_image_dtype(meta, image.dtype)
     present = _present_table(table, labels, args.slice)
     if len(present) < 2:
         # sample_patches draws at least two classes (its check is worded for training).

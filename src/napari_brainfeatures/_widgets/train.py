@@ -52,7 +52,7 @@ from napari_brainfeatures.evaluation import (
     trained_with_flips,
 )
 from napari_brainfeatures.models.checkpoint import ModelFileError, check_save_path
-from napari_brainfeatures.models.cnn import KIND, load_cnn, save_cnn
+from napari_brainfeatures.models.cnn import KIND, check_image_dtype, load_cnn, save_cnn
 from napari_brainfeatures.patches import Splits, sample_splits, split_slices
 from napari_brainfeatures.training import DEFAULTS, VARIANTS, make_config, train_cnn
 
@@ -264,9 +264,20 @@ class TrainWidget(Container):
         if self.model is None or self.splits is None:
             show_info("Train or load a model, and sample patches, first.")
             return
+        if not self._dtype_ok(self.splits.test.patches.dtype):
+            return
         gen = iter_evaluate(self.model, self.splits.test, classes=self.classes,
                             tta=self.tta.value)
         self.runner.start(gen, name="Evaluate", on_done=self._show_evaluation)
+
+    def _dtype_ok(self, dtype: Any) -> bool:
+        """False (and a notification) when the model was trained on another dtype."""
+        try:
+            check_image_dtype(self.meta or {}, dtype)
+        except ValueError as err:
+            show_error(f"Train CNN: {err}")
+            return False
+        return True
 
     def _show_evaluation(self, ev: Evaluation) -> None:
         self.evaluation = ev
@@ -288,6 +299,8 @@ class TrainWidget(Container):
             show_info("Train or load a model and choose an image first.")
             return
         layer = self.image.value
+        if not self._dtype_ok(_data(layer).dtype):
+            return
         z = self._current_z(layer)
         gen = predict_slice(self.model, _data(layer)[z], stride=self.stride.value,
                             classes=self.classes)
