@@ -139,7 +139,8 @@ def test_a_uint8_model_refuses_a_uint16_volume(untrained, tmp_path, capsys, stag
     areas = np.zeros((3, 72, 150), np.uint8)
     areas[:, :, :75], areas[:, :, 75:] = 1, 5
     group.create_array("areas", data=areas)
-    slices = ["--slice", "1"] if stage == "evaluate" else ["--train-slice", "0", "--test-slice", "2"]
+    slices = (["--slice", "1"] if stage == "evaluate"
+              else ["--train-slice", "0", "--test-slice", "2"])
     rc = main([stage, str(untrained), str(tmp_path / "u16.zarr"), *slices])
     err = capsys.readouterr().err
     assert rc == 2 and "trained on uint8 images" in err and "uint16" in err
