@@ -76,6 +76,33 @@ def test_default_slices_and_labels_beside_image(sample, tmp_path, capsys):
     assert summary["slices"] == {"train": [0], "val": [3], "test": [6]}  # 50 µm rule, clipped
 
 
+def test_labels_and_class_names_painted_in_the_workspace(sample, tmp_path, capsys):
+    """A TIFF painted in the viewer: labels and names come from its workspace."""
+    import tifffile
+
+    from napari_brainfeatures.classes import ClassTable
+    from napari_brainfeatures.models.cnn import load_cnn
+    from napari_brainfeatures.workspace import Workspace, default_workspace_path
+
+    group = zarr.open_group(str(sample), mode="r")
+    image, areas = group["image"][:], group["areas"][:]
+    tif = tmp_path / "brain.tif"
+    tifffile.imwrite(tif, image)
+    ws = Workspace.open(default_workspace_path(tif), shape=image.shape, data_path=tif,
+                        classes=ClassTable.from_names(["cortex", "fibres"]))
+    ws.save_labels(np.where(areas == 5, 2, areas).astype(np.uint16))
+    out = tmp_path / "painted.safetensors"
+    rc = main(["train-cnn", str(tif), "--out", str(out), *ARGS, "--epochs", "1"])
+    assert rc == 0, capsys.readouterr().err
+    _, meta = load_cnn(out)
+    assert meta["class_table"].names == ["cortex", "fibres"]
+    # the same labels passed explicitly keep their names too
+    rc = main(["train-cnn", str(tif), "--labels", str(ws.labels_path), "--out", str(out),
+               "--overwrite", *ARGS, "--epochs", "1"])
+    assert rc == 0, capsys.readouterr().err
+    assert load_cnn(out)[1]["class_table"].names == ["cortex", "fibres"]
+
+
 def test_no_augment_model_is_scored_once(sample, tmp_path, capsys):
     out = tmp_path / "plain.safetensors"
     rc = main(["train-cnn", str(sample), "--out", str(out), *ARGS, "--epochs", "1",

@@ -117,17 +117,24 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any, tuple[float, ...] | 
     from napari_brainfeatures.classes import ClassTable
     from napari_brainfeatures.io import is_zarr_store, open_volume
 
+    from napari_brainfeatures.workspace import SUFFIX, default_workspace_path
+
     image = open_volume(args.image)
     lab_path = args.labels
     if lab_path is None:
         p = Path(args.image)
         group = p if (p / "areas").exists() else p.parent
-        if not (is_zarr_store(group) and (group / "areas").exists()):
+        painted = default_workspace_path(p) / "labels.zarr"  # the viewer's painting
+        if is_zarr_store(group) and (group / "areas").exists():
+            lab_path = str(group / "areas")
+        elif is_zarr_store(painted):
+            lab_path = str(painted)
+        else:
             raise ValueError(
-                f"no --labels given and no 'areas' array beside {args.image!r}; "
-                "pass --labels LABELS.zarr (or group.zarr/name)"
+                f"no --labels given, no 'areas' array beside {args.image!r} and no labels "
+                f"painted in its workspace {str(painted.parent)!r}; pass --labels LABELS.zarr "
+                "(or group.zarr/name)"
             )
-        lab_path = str(group / "areas")
     labels = open_volume(lab_path)
     if labels.shape != image.shape:
         raise ValueError(
@@ -137,6 +144,10 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any, tuple[float, ...] | 
     lab_attrs = {**_group_attrs(lab_path), **labels.attrs}
     raw = lab_attrs.get("classes") or attrs.get("classes")
     table = ClassTable.from_dict(raw) if isinstance(raw, dict) else None
+    workspace = Path(lab_path).parent
+    if table is None and workspace.name.endswith(SUFFIX) and (workspace / "classes.json").is_file():
+        # labels painted in the viewer: their names and ids are the workspace's class table
+        table = ClassTable.from_json((workspace / "classes.json").read_text(encoding="utf-8"))
     voxel: tuple[float, ...] | None = image.voxel_size
     if voxel is None and attrs.get("voxel_size_um"):
         voxel = tuple(float(v) for v in attrs["voxel_size_um"])
