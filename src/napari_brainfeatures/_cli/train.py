@@ -116,7 +116,6 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any, tuple[float, ...] | 
     """(image, labels, class table or None, voxel size) from the command line."""
     from napari_brainfeatures.classes import ClassTable
     from napari_brainfeatures.io import is_zarr_store, open_volume
-
     from napari_brainfeatures.workspace import SUFFIX, default_workspace_path
 
     image = open_volume(args.image)
