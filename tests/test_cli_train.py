@@ -161,6 +161,11 @@ def test_evaluate_on_one_class_names_evaluation(sample, untrained, tmp_path, cap
 
 @pytest.mark.parametrize("stage", ["evaluate", "analyse"])
 def test_a_uint8_model_refuses_a_uint16_volume(untrained, tmp_path, capsys, stage):
+    from napari_brainfeatures.models.cnn import load_cnn, save_cnn
+
+    model, meta = load_cnn(untrained)
+    trained = save_cnn(tmp_path / "u8.safetensors", model, classes=meta["class_table"],
+                       meta={"normalisation": "uint8/255", "input_scale": 1 / 255})
     group = zarr.open_group(str(tmp_path / "u16.zarr"), mode="w")
     group.create_array("image", data=np.full((3, 72, 150), 1000, np.uint16))
     areas = np.zeros((3, 72, 150), np.uint8)
@@ -168,7 +173,7 @@ def test_a_uint8_model_refuses_a_uint16_volume(untrained, tmp_path, capsys, stag
     group.create_array("areas", data=areas)
     slices = (["--slice", "1"] if stage == "evaluate"
               else ["--train-slice", "0", "--test-slice", "2"])
-    rc = main([stage, str(untrained), str(tmp_path / "u16.zarr"), *slices])
+    rc = main([stage, str(trained), str(tmp_path / "u16.zarr"), *slices])
     err = capsys.readouterr().err
     assert rc == 2 and "trained on uint8 images" in err and "uint16" in err
 

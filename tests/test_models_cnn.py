@@ -144,13 +144,18 @@ def test_load_refuses_other_patch_size(model_file):
 
 
 def test_image_dtype_must_match_the_training_dtype(model_file, tmp_path):
+    _, bare = load_cnn(model_file)
+    check_image_dtype(bare, np.float32)  # no training record: "uint8/255" is only a default
+    model_file = save_cnn(tmp_path / "trained.safetensors", BrainAreaCNN(_small_config()),
+                          classes=_two_classes(),
+                          meta={"normalisation": "uint8/255", "input_scale": 1 / 255})
     _, meta = load_cnn(model_file)
-    assert meta["normalisation"] == "uint8/255"
     check_image_dtype(meta, np.uint8)
     for other in (np.uint16, np.float32):
         with pytest.raises(ModelMismatchError, match=r"trained on uint8 images .* is "):
             check_image_dtype(meta, other)
-    check_image_dtype({"normalisation": "float (as is, expected in [0, 1])"}, np.float64)
+    check_image_dtype({"normalisation": "float (as is, expected in [0, 1])", "input_scale": 1.0},
+                      np.float64)
     check_image_dtype({}, np.int16)  # nothing recorded: not checked
     # the dense maps refuse a model file that does not match the image
     from napari_brainfeatures._progress import run

@@ -118,7 +118,7 @@ def test_load_refuses_model_for_other_classes(widget, qtbot, tmp_path, monkeypat
     assert widget.model is None and "64 px patches" in errors[-1]
     # a model trained on another dtype than the image: refused before any work
     widget.model = BrainAreaCNN(CNNConfig(patch_size=P, n_classes=2))
-    widget.meta = {"normalisation": "uint16/65535"}
+    widget.meta = {"normalisation": "uint16/65535", "input_scale": 1 / 65535}
     for action in (widget.predict, widget.evaluate):
         action()
         assert "trained on uint16 images" in errors[-1] and "uint8" in errors[-1]

@@ -227,14 +227,16 @@ def check_image_dtype(meta: dict[str, Any], dtype: Any) -> None:
     (``meta["normalisation"]``, e.g. ``"uint16/65535"``); the same pixels stored
     as another dtype reach it on another scale and give confident nonsense.
     Float images go with a float-trained model whatever their precision.
-    Models without a recorded normalisation are not checked.
+    Only models whose training recorded its input (``meta["input_scale"]``,
+    written by :func:`~napari_brainfeatures.training.train_cnn`) are checked: a
+    bare saved network's ``"uint8/255"`` is a default, not a fact.
 
     Raises
     ------
     ModelMismatchError
     """
     norm = meta.get("normalisation")
-    if not isinstance(norm, str):
+    if not isinstance(norm, str) or "input_scale" not in meta:
         return
     dt = np.dtype(dtype)
     trained = "float" if norm.startswith("float") else norm.split("/")[0]
