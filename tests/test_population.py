@@ -242,6 +242,14 @@ def test_cli_train_and_latent(tmp_path, kind, capsys):
         == 2
     )
     assert "--section" in capsys.readouterr().err
+    # a population without ROIs: refused before anything is written
+    import zarr
+
+    g = zarr.open_group(str(pop), mode="a")
+    del g["rois"]
+    fresh = tmp_path / "fresh"
+    assert cli.main(["latent", str(model), str(pop), "--out", str(fresh), "--step", "1"]) == 2
+    assert "no 'rois' array" in capsys.readouterr().err and not fresh.exists()
 
 
 def test_cli_train_vae_refuses_to_overwrite(tmp_path, capsys):

@@ -137,6 +137,14 @@ def _latent(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
             f"population sections {images.shape[1:]!r} do not match the model's "
             f"{tuple(model.image_shape)!r}"
         )
+    # every request is checked before anything is written
+    if "traversal" in args.what and not 0 <= args.section < len(images):
+        raise ValueError(f"--section must be in 0..{len(images) - 1}, got {args.section}")
+    if "receptive" in args.what and "rois" not in pop:
+        raise ValueError(
+            f"{args.population!r} has no 'rois' array for receptive fields; add one, or leave "
+            "'receptive' out of --what"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"model": str(args.model), "model_type": meta.get("model_type")}
