@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_brainfeatures.classes import default_table
+from napari_brainfeatures.classes import ClassTable, default_table
 from napari_brainfeatures.workspace import (
     Workspace,
     WorkspaceError,
@@ -67,6 +67,28 @@ def test_save_labels_region(tmp_path):
 def test_atomic_json_leaves_no_temp(tmp_path):
     write_json_atomic(tmp_path / "a.json", {"x": 1})
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path, umask):
+    """mkstemp makes 0600 files; results and models follow the umask like any file."""
+    import os
+
+    from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, save_cnn
+
+    old = os.umask(umask)
+    try:
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+        write_json_atomic(tmp_path / "a.json", {"x": 1})
+        model = save_cnn(tmp_path / "m", BrainAreaCNN(CNNConfig(patch_size=64, n_classes=2)),
+                         classes=ClassTable.from_names(["a", "b"]))
+    finally:
+        os.umask(old)
+    want = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert want == 0o666 & ~umask
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == want
+    assert model.stat().st_mode & 0o777 == want
 
 
 def test_default_paths(tmp_path, monkeypatch):

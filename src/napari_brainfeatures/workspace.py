@@ -27,6 +27,7 @@ import numpy as np
 import zarr
 
 from napari_brainfeatures import __version__
+from napari_brainfeatures._files import as_if_created
 from napari_brainfeatures.classes import ClassTable, default_table
 
 __all__ = ["Workspace", "WorkspaceError", "write_json_atomic", "default_workspace_path"]
@@ -49,6 +50,7 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
             json.dump(data, f, indent=2)
             f.flush()
             os.fsync(f.fileno())
+        as_if_created(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -20,6 +20,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from napari_brainfeatures._files import as_if_created
+
 __all__ = [
     "ModelFileError",
     "check_save_path",
@@ -116,6 +118,7 @@ def save_checkpoint(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=header)
+        as_if_created(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
