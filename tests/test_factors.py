@@ -361,6 +361,11 @@ def test_factors_cli_on_a_feature_store(tmp_path, capsys):
     sel = json.loads((out / "selection.json").read_text())
     assert sel["roi_ids"] == [1, 2] and sel["roi_sizes"] == [220, 220]
     assert (out / "rgb.png").exists() and (out / "factor_02.png").exists()
+    (out / "factor_07.png").write_bytes(b"from a run with k = 8")
+    (out / "factor_notes.png").write_bytes(b"the user's")
+    assert cli.main(argv) == 0  # again: a result of a larger k leaves no stale pictures
+    capsys.readouterr()
+    assert not (out / "factor_07.png").exists() and (out / "factor_notes.png").exists()
     # then cluster the NMF coefficients inside ROI 2
     argv = [
         "cluster",

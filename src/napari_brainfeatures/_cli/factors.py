@@ -251,6 +251,10 @@ def _factors(args: argparse.Namespace) -> int:
     _write_group(out / "factors.zarr", {"maps": maps, "components": res.H}, attrs, args.store)
     for i, m in enumerate(maps):
         _heatmap_png(out / f"factor_{i:02d}.png", m)
+    for stale in out.glob("factor_*.png"):  # pictures of an earlier run with a larger k
+        index = stale.stem.removeprefix("factor_")
+        if index.isdigit() and int(index) >= len(maps):
+            stale.unlink()
     top = (
         (selection.factors + [i for i in range(args.k) if i not in selection.factors])[:3]
         if (selection)
