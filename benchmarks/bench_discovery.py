@@ -16,7 +16,8 @@ after smoothing the coefficients inside the eroded cortex by a Gaussian of
 linear/RBF/logistic probes of the layer group from the features, fitted on the
 left half of the eroded cortex and scored on the right: the ceiling for any
 clustering; ``layer_probe_chance`` the majority-group share),
-``layer_at_scale`` (with ``BRAINFEATURES_DISCOVERY_LAYER_SCALE=S``: the layer
+``layer_at_scale`` (full runs: the slab rendered at the paper's slice size, 2.29×;
+``BRAINFEATURES_DISCOVERY_LAYER_SCALE=S`` for another scale, 0 for none: the layer
 ARI (plain and smoothed) and logistic probe on the test slice rendered S× larger, whose cortex is
 S× thicker; see :func:`layers_at_scale`), ``areas_with_own_factor`` (areas
 whose selected factor is active on ≥ 50 % of the area; the selection gives
@@ -65,7 +66,10 @@ SIZES = {
     },
 }
 MODEL_ENV = "BRAINFEATURES_DISCOVERY_MODEL"  # a trained model file to reuse (skips training)
-SCALE_ENV = "BRAINFEATURES_DISCOVERY_LAYER_SCALE"  # e.g. 3: also measure layers on a 3x rendering
+SCALE_ENV = "BRAINFEATURES_DISCOVERY_LAYER_SCALE"  # e.g. 3: layers on a 3x rendering; 0: none
+# Full runs also measure the layers on the slab rendered at the paper's slice size: its
+# test slice has ~5.5 M pixels (paper 001), sqrt(5.5e6 / 1024**2) = 2.29 x the sample's.
+PAPER_SCALE = 2.29
 
 
 def _pictures(folder: Path, U, sel, areas, layers, clusters) -> None:  # noqa: ANN001
@@ -268,9 +272,10 @@ def run(quick: bool, out: Path) -> dict:
     )
     times["analyse_s"] = time.perf_counter() - t
     scaled = None
-    if os.environ.get(SCALE_ENV):  # opt-in: the layer measures on a thicker cortex
+    scale = float(os.environ.get(SCALE_ENV) or (0 if quick else PAPER_SCALE))
+    if scale > 0:  # the layer measures on a thicker cortex
         t = time.perf_counter()
-        scaled = layers_at_scale(model, shape, z, float(os.environ[SCALE_ENV]), cfg, out)
+        scaled = layers_at_scale(model, shape, z, scale, cfg, out)
         times["scaled_s"] = time.perf_counter() - t
     _pictures(out / "maps", U, sel, areas, truth, clusters.labels)
     r = {k: report[k] for k in ("trained", "random")}
