@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -45,7 +47,7 @@ def test_run_on_current_slice_shows_live_layers(make_napari_viewer, qtbot, model
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert w.runner.last_error is None, w.runner.last_error
     assert refreshes  # layers were refreshed while tiles arrived
-    areas, conf = viewer.layers["ct areas"], viewer.layers["ct confidence"]
+    areas, conf = viewer.layers["ct predicted areas"], viewer.layers["ct confidence"]
     assert isinstance(areas, Labels) and isinstance(conf, Image)
     assert areas.data.shape == (1, 20, 18)
     np.testing.assert_allclose(areas.scale, (1, 4, 4))
@@ -57,6 +59,23 @@ def test_run_on_current_slice_shows_live_layers(make_napari_viewer, qtbot, model
     w.channel_button.clicked.emit()
     layer = viewer.layers["ct feature 5"]
     np.testing.assert_array_equal(np.asarray(layer.data), np.asarray(store.features()[:, 5]))
+    # a second run on another slice moves the layers there
+    viewer.dims.set_point(0, 2)
+    w.out.value = str(Path(out).with_name("second.zarr"))
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    for name in ("ct predicted areas", "ct confidence", "ct feature 5"):
+        np.testing.assert_allclose(viewer.layers[name].translate, (2, 0, 0))
+    # a layer of the user's under an output's name is never touched
+    viewer.layers.remove("ct predicted areas")
+    mine = viewer.add_labels(np.zeros((3, 40, 36), np.uint8), name="ct predicted areas")
+    w.out.value = str(Path(out).with_name("third.zarr"))
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert not np.asarray(mine.data).any() and mine.data.shape == (3, 40, 36)
+    ours = [ly for ly in viewer.layers if ly.name.startswith("ct predicted areas")
+            and ly is not mine]
+    assert len(ours) == 1 and ours[0].data.shape == (1, 20, 18)
 
 
 def test_padded_model_offers_exact_mode_and_box_region(make_napari_viewer, qtbot, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import napari
+import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtCore import QEvent, QSize, Qt
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
@@ -89,6 +90,38 @@ class _VerticalScroll(QScrollArea):
         if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
             self.updateGeometry()  # the content grew (e.g. a longer label): re-ask the dock
         return super().eventFilter(obj, event)
+
+
+OWNER_KEY = "brainfeatures_owner"  # layer metadata: the widget whose output a layer shows
+OWNER_TAG = "brainfeatures_output"  # ... and which of its outputs
+_LIVE_KEYS = ("scale", "translate", "contrast_limits")
+
+
+def put_layer(viewer: napari.Viewer, name: str, data: Any, kind: str, *, owner: str,
+              **kwargs: Any) -> Any:
+    """Show ``data`` as the layer ``name`` that the widget ``owner`` made earlier, or a new one.
+
+    Only the layer tagged as that output of ``owner`` is reused: its data, and the
+    scale, translate and contrast limits given, are updated in place (the
+    user's colour and visibility choices stay), or it is replaced when the data
+    no longer fits it.  A layer of the user's with the same name (an annotation
+    layer, say) is never touched: napari gives the new layer a free name.
+    """
+    layer_type = {"image": Image, "labels": Labels}.get(kind)
+    tag = f"{owner}: {name}"  # found by its tag, whatever napari or the user named it
+    for layer in list(viewer.layers):
+        if layer.metadata.get(OWNER_TAG) != tag:
+            continue
+        same = layer_type is not None and type(layer) is layer_type
+        if same and np.ndim(layer.data) == np.ndim(data) and not kwargs.get("rgb"):
+            layer.data = data
+            for key in _LIVE_KEYS:
+                if key in kwargs:
+                    setattr(layer, key, kwargs[key])
+            return layer
+        viewer.layers.remove(layer)
+    meta = {**kwargs.pop("metadata", {}), OWNER_KEY: owner, OWNER_TAG: tag}
+    return getattr(viewer, f"add_{kind}")(data, name=name, metadata=meta, **kwargs)
 
 
 def scroll_body(container: Any, min_heights: dict[Any, int] | None = None) -> QScrollArea:

@@ -31,8 +31,10 @@ from qtpy.QtGui import QColor
 
 from napari_brainfeatures._progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
+    OWNER_KEY,
     image_choices,
     labels_choices,
+    put_layer,
     refresh_choices_on_layer_change,
     scroll_body,
 )
@@ -183,9 +185,7 @@ class FactorsWidget(Container):
 
     def _put(self, name: str, data: np.ndarray, kind: str = "image", **kwargs: Any) -> Any:
         data, geo = self._geometry(data)
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        return getattr(self.viewer, f"add_{kind}")(data, name=name, **geo, **kwargs)
+        return put_layer(self.viewer, name, data, kind, owner="factors", **geo, **kwargs)
 
     # -- NMF --------------------------------------------------------------------------------
     def run_nmf(self, *_: Any) -> None:
@@ -201,7 +201,8 @@ class FactorsWidget(Container):
         self.result, self.valid, self.grid = out
         self.maps = factor_maps(self.result.W, self.valid.shape, valid=self.valid)
         self.selection = None
-        for layer in [ly for ly in self.viewer.layers if ly.name.startswith(PREFIX)]:
+        for layer in [ly for ly in self.viewer.layers if ly.metadata.get(OWNER_KEY) == "factors"
+                      and ly.name.startswith(PREFIX)]:
             self.viewer.layers.remove(layer)
         for i, m in enumerate(self.maps):
             top = float(np.nanpercentile(m, 99.5)) if np.isfinite(m).any() else 1.0
@@ -265,7 +266,7 @@ class FactorsWidget(Container):
             if item is not None:
                 item.setBackground(QColor("#2e7d32"))
         for layer in self.viewer.layers:
-            if layer.name.startswith(PREFIX):
+            if layer.name.startswith(PREFIX) and layer.metadata.get(OWNER_KEY) == "factors":
                 layer.visible = int(layer.name[len(PREFIX) :]) in sel.factors
         for w, f in zip(self.rgb, sel.factors[:3], strict=False):
             w.value = f

@@ -25,6 +25,7 @@ from napari_brainfeatures._widgets._common import (
     WORKSPACE_KEY,
     image_choices,
     layers_of,
+    put_layer,
     refresh_choices_on_layer_change,
     source_path,
 )
@@ -215,10 +216,7 @@ class FeatureMapWidget(Container):
         return {"scale": scale, "translate": translate}
 
     def _put(self, name: str, data: Any, kind: str, **kwargs: Any) -> None:
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = data
-        else:
-            getattr(self.viewer, f"add_{kind}")(data, name=name, **kwargs)
+        put_layer(self.viewer, name, data, kind, owner="feature maps", **kwargs)
 
     def refresh_layers(self) -> None:
         """Add (or refresh) the lazy layers of the store being written."""
@@ -230,7 +228,9 @@ class FeatureMapWidget(Container):
         geo = self._geometry(st)
         if "areas" in st.attrs["which"]:
             cmap = DirectLabelColormap(color_dict=st.classes.color_dict())
-            self._put(f"{base} areas", st.areas, "labels", colormap=cmap, opacity=0.5, **geo)
+            self._put(
+                f"{base} predicted areas", st.areas, "labels", colormap=cmap, opacity=0.5, **geo
+            )
         if "probs" in st.attrs["which"]:
             self._put(
                 f"{base} confidence",
@@ -246,6 +246,7 @@ class FeatureMapWidget(Container):
                 f"{base} feature "
             ):
                 layer.data = self._channel(st, layer.metadata["brainfeatures_channel"])
+                layer.scale, layer.translate = geo["scale"], geo["translate"]
 
     @staticmethod
     def _channel(st: FeatureStore, c: int) -> Any:
