@@ -167,7 +167,11 @@ def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) ->
 
 def run(quick: bool, out: Path) -> dict:
     from napari_brainfeatures._progress import run as drive
-    from napari_brainfeatures.analysis import compare_extractors, feature_extractor
+    from napari_brainfeatures.analysis import (
+        compare_extractors,
+        feature_extractor,
+        training_input_stats,
+    )
     from napari_brainfeatures.clustering import erode_mask, on_grid
     from napari_brainfeatures.dense import compute_feature_map
     from napari_brainfeatures.factors import finite_rows, fit_nmf, select_factors
@@ -201,7 +205,7 @@ def run(quick: bool, out: Path) -> dict:
     times["sample_s"] = time.perf_counter() - t
     t = time.perf_counter()
     if os.environ.get(MODEL_ENV):
-        model, _ = load_cnn(os.environ[MODEL_ENV], expect_patch_size=cfg["patch"])
+        model, meta = load_cnn(os.environ[MODEL_ENV], expect_patch_size=cfg["patch"])
         best_val = float("nan")
     else:
         trained = drive(
@@ -215,7 +219,7 @@ def run(quick: bool, out: Path) -> dict:
                 checkpoint_path=out / "cnn.safetensors",
             )
         )
-        model, best_val = trained.model, float(trained.best_val_acc)
+        model, best_val, meta = trained.model, float(trained.best_val_acc), trained.meta
     times["train_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -259,7 +263,8 @@ def run(quick: bool, out: Path) -> dict:
     t = time.perf_counter()
     extractors = {
         "trained": feature_extractor("cnn", model=model),
-        "random": feature_extractor("random", config=model.config, seed=1),
+        "random": feature_extractor("random", config=model.config, seed=1,
+                                    input_stats=training_input_stats(meta)),
     }
     report = drive(
         compare_extractors(

@@ -150,6 +150,24 @@ def test_noise_curve_in_the_data_intensity_range(units):
 
 
 # -- extractors -------------------------------------------------------------------------------
+def test_random_baseline_shares_the_trained_input_standardisation(tmp_path):
+    """A 12-bit scan reaches the random network standardised, as it reaches the trained one."""
+    from napari_brainfeatures.classes import ClassTable
+    from napari_brainfeatures.models.cnn import save_cnn
+
+    patches = np.random.default_rng(0).integers(900, 4000, (6, 64, 64)).astype(np.uint16)
+    mean, std = 0.035, 0.012
+    folded = feature_extractor("random", config=SMALL, seed=2, input_stats=(mean, std))
+    plain = feature_extractor("random", config=SMALL, seed=2)
+    z = (patches.astype(np.float32) / 65535 - mean) / std  # what the trained network sees
+    np.testing.assert_allclose(folded(patches), plain(z), rtol=1e-3, atol=1e-4)
+    path = save_cnn(tmp_path / "m", BrainAreaCNN(SMALL), classes=ClassTable.from_names("abc"),
+                    meta={"training_standardisation": {"applied": True, "mean": mean,
+                                                        "std": std}})
+    auto = feature_extractor("random", model=path, seed=2)  # from the file's training record
+    np.testing.assert_allclose(auto(patches), folded(patches), rtol=1e-5)
+
+
 def test_cnn_and_random_extractors():
     rng = np.random.default_rng(0)
     patches = rng.integers(0, 256, (5, 64, 64), dtype=np.uint8)

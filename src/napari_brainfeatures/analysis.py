@@ -24,6 +24,7 @@ from napari_brainfeatures._progress import Progress, ProgressGen, run
 from napari_brainfeatures.models.cnn import (
     BrainAreaCNN,
     CNNConfig,
+    fold_input_normalisation,
     input_scale_for,
     load_cnn,
     to_input,
@@ -40,6 +41,7 @@ __all__ = [
     "pca_scatter",
     "probe_scores",
     "report_figure",
+    "training_input_stats",
 ]
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
@@ -128,6 +130,14 @@ def _torchvision_fn(
     return _batched(net, prep, batch_size, dev)
 
 
+def training_input_stats(meta: dict[str, Any]) -> tuple[float, float] | None:
+    """The (mean, std) a model's training standardised its input by, if it did."""
+    rec = meta.get("training_standardisation") or {}
+    if rec.get("applied") and "mean" in rec and "std" in rec:
+        return float(rec["mean"]), float(rec["std"])
+    return None
+
+
 def feature_extractor(
     kind: str,
     *,
@@ -141,6 +151,7 @@ def feature_extractor(
     arch_kwargs: dict[str, Any] | None = None,
     batch_size: int = 256,
     device: str | None = None,
+    input_stats: tuple[float, float] | None = None,
 ) -> FeatureFn:
     """A function ``patches (N, P, P) -> features (N, D) float32``.
 
@@ -164,11 +175,19 @@ def feature_extractor(
     batch_size : int
     device : str, optional
         Default CUDA when available.
+    input_stats : (mean, std), optional
+        'random': standardise the input by these, as the trained network does
+        (its training folds the training patches' mean and std into its first
+        convolution); default: the ones recorded in ``model``'s training
+        (:func:`training_input_stats`), none without a record.  Without them a
+        random network fed a 12-bit scan scaled by 1/65535 sees nearly constant
+        patches, and the baseline measures the intensity scale, not the features.
     """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if kind in ("cnn", "random"):
         if isinstance(model, str | os.PathLike):
-            model, _ = load_cnn(model)
+            model, meta = load_cnn(model)
+            input_stats = input_stats or training_input_stats(meta)
         if kind == "cnn":
             if not isinstance(model, BrainAreaCNN):
                 raise ValueError(f"kind='cnn' needs a BrainAreaCNN or model file, got {model!r}")
@@ -177,6 +196,8 @@ def feature_extractor(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             rand = BrainAreaCNN(cfg)
+        if input_stats is not None:
+            rand = fold_input_normalisation(rand, *input_stats)
         return _cnn_fn(rand, relu, batch_size, dev)
     if kind == "torchvision":
         if not arch or weights is None:

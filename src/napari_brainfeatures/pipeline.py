@@ -259,7 +259,8 @@ def _stage_analyse(out: Path, seed: int, model: Any, splits: Any, summary: dict[
 
     extractors = {
         "trained CNN": feature_extractor("cnn", model=model),
-        "random weights": feature_extractor("random", config=model.config, seed=seed),
+        # the saved model file records its input standardisation, which the baseline shares
+        "random weights": feature_extractor("random", model=out / "cnn.safetensors", seed=seed),
     }
     gen = compare_extractors(
         extractors,

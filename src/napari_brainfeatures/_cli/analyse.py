@@ -58,6 +58,7 @@ def run(name: str, args: argparse.Namespace) -> int:
         feature_extractor,
         report_figure,
         report_json,
+        training_input_stats,
     )
     from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
     from napari_brainfeatures.patches import sample_patches
@@ -72,7 +73,8 @@ def run(name: str, args: argparse.Namespace) -> int:
     opts = {"relu": args.relu, "device": args.device}
     extractors = {
         "trained": feature_extractor("cnn", model=model, **opts),
-        "random": feature_extractor("random", model=model, seed=args.random_seed, **opts),
+        "random": feature_extractor("random", model=model, seed=args.random_seed,
+                                    input_stats=training_input_stats(meta), **opts),
     }
     if args.torchvision:  # built before sampling: a missing package or file fails at once
         arch, weights = args.torchvision

@@ -37,7 +37,12 @@ from napari_brainfeatures._widgets._common import (
     scroll_body,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
-from napari_brainfeatures.analysis import compare_extractors, feature_extractor, report_figure
+from napari_brainfeatures.analysis import (
+    compare_extractors,
+    feature_extractor,
+    report_figure,
+    training_input_stats,
+)
 from napari_brainfeatures.models.cnn import load_cnn
 from napari_brainfeatures.patches import sample_patches
 
@@ -127,7 +132,8 @@ class AnalyseWidget(Container):
         fx = {"relu": bool(self.relu.value)}
         extractors = {
             "trained": feature_extractor("cnn", model=model, **fx),
-            "random": feature_extractor("random", model=model, seed=1, **fx),
+            "random": feature_extractor("random", model=model, seed=1,
+                                        input_stats=training_input_stats(meta), **fx),
         }
         arch = str(self.tv_arch.value).strip()
         if arch:
