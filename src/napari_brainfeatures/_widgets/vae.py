@@ -74,6 +74,19 @@ def _projective_gen(model: Any, z0: np.ndarray) -> ProgressGen[np.ndarray]:
     return np.stack(fields)  # (L, H, W, 3)
 
 
+def _display_range(images: np.ndarray) -> tuple[float, float]:
+    """Fixed contrast limits for sections: 0 to the 99.5th percentile of a sample of pixels.
+
+    Pre-processed sections sit around 1/clip (the dataset mean brightness) in
+    [0, 1]; limits (0, 1) would show them as a dim, nearly flat image.  Fixed
+    while the sliders move, so brightness changes stay visible.
+    """
+    flat = np.asarray(images, dtype=np.float32).reshape(-1)
+    sample = flat[:: max(1, flat.size // 1_000_000)]
+    top = float(np.nanpercentile(sample, 99.5)) if np.isfinite(sample).any() else 1.0
+    return 0.0, max(top, 1e-6)
+
+
 class LatentWidget(Container):
     """Train / load a latent model of a population and traverse its latents with sliders."""
 
@@ -124,6 +137,7 @@ class LatentWidget(Container):
         self.start_image: np.ndarray | None = None
         self.disentanglement: dict[str, float] = {}
         self.mean = np.zeros(0, np.float32)  # population latent mean (slider centres)
+        self.clim = (0.0, 1.0)  # contrast of decoded sections (set with the model)
         self.codes: np.ndarray | None = None  # population latent codes (N, L)
         self.receptive_result: Any = None
         self._quiet = False
@@ -168,7 +182,7 @@ class LatentWidget(Container):
         images = self._images()
         if images is not None:
             scaled, info = preprocess(images)
-            self._set_layer("pre-processed", scaled, contrast_limits=(0, 1))
+            self._set_layer("pre-processed", scaled, contrast_limits=_display_range(scaled))
             self.status.value = f"mean brightness {info['mean']:.4g}, clip at {info['clip']}×"
 
     # -- training and files ---------------------------------------------------
@@ -257,8 +271,10 @@ class LatentWidget(Container):
             codes = model.encode(scaled)  # (N, L)
             self.mean, std = codes.mean(0), np.maximum(codes.std(0), 1e-3)
             self.codes = codes
+            self.clim = _display_range(scaled)
         else:
             self.mean, std, self.codes = np.zeros(L, np.float32), np.full(L, 7 / 3), None
+            self.clim = _display_range(model.decode(self.mean[None]))
         self._quiet = True
         self.sliders.clear()
         for k in range(L):
@@ -316,7 +332,7 @@ class LatentWidget(Container):
             m = max(float(np.abs(img).max()), 1e-6)
             self._set_layer(DECODE_LAYER, img, colormap="PiYG", contrast_limits=(-m, m))
         else:
-            self._set_layer(DECODE_LAYER, img, colormap="magma", contrast_limits=(0, 1))
+            self._set_layer(DECODE_LAYER, img, colormap="magma", contrast_limits=self.clim)
         return img
 
     def _set_layer(self, name: str, data: np.ndarray, **kwargs: Any) -> Image:
