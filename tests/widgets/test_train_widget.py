@@ -134,10 +134,10 @@ def test_cancel_training_keeps_checkpoint(widget, qtbot):
     qtbot.waitUntil(lambda: len(w.history) >= 1, timeout=120_000)
     w.runner.cancel()
     qtbot.waitUntil(lambda: w.runner.worker is None, timeout=60_000)
-    models = list(w.status.value.split("kept in ")[-1:])
     from pathlib import Path
 
-    assert Path(models[0]).exists()
+    kept = Path(w.status.tooltip)  # the status names the file; its tooltip has the path
+    assert kept.exists() and w.status.value.endswith(f"kept in {kept.name}")
 
 
 def test_content_scrolls_instead_of_squeezing_plots(widget):

@@ -113,7 +113,8 @@ class AnnotateWidget(Container):
         self._apply_table(ws.classes, save=False)
         layer.mode = "paint"
         self.viewer.layers.selection.active = layer
-        self.status.value = f"Labels saved as you paint in\n{ws.labels_path}"
+        self.status.value = f"Labels saved as you paint in\n{ws.root.name}/labels.zarr"
+        self.status.tooltip = str(ws.labels_path)  # a full path would widen the dock
         return layer
 
     # -- class table editing ------------------------------------------------

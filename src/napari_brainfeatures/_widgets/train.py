@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import napari
@@ -230,7 +231,8 @@ class TrainWidget(Container):
         )
         self.history = []
         self._plot_history()
-        self.status.value = f"training; best model so far kept in {path}"
+        self.status.value = f"training; best model so far kept in {Path(path).name}"
+        self.status.tooltip = str(path)  # a full path would widen the dock
         self.runner.start(gen, name="Train CNN", on_progress=self._on_epoch,
                           on_done=self._trained)
 
@@ -343,7 +345,8 @@ class TrainWidget(Container):
         except (OSError, ValueError) as err:
             show_error(f"Could not save the model: {err}")
             return
-        self.status.value = f"model saved to {out}"
+        self.status.value = f"model saved to {Path(out).name}"
+        self.status.tooltip = str(out)
 
     def load(self) -> None:
         """Load a model file; refused (notification) if it does not fit the sampled patches."""
@@ -364,4 +367,5 @@ class TrainWidget(Container):
         self.history = _saved_history(self.meta)  # the file's training curves, if it has them
         self._plot_history()
         self.patch_size.value = model.config.patch_size
-        self.status.value = f"loaded {path}: {', '.join(self.classes.names)}"
+        self.status.value = f"loaded {Path(path).name}: {', '.join(self.classes.names)}"
+        self.status.tooltip = str(path)

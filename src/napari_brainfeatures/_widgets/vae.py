@@ -11,6 +11,7 @@ this session) run in a worker with a progress bar and Cancel.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import napari
@@ -236,7 +237,8 @@ class LatentWidget(Container):
         except (ValueError, OSError) as err:  # ModelFileError is a ValueError
             show_error(f"Cannot load the model: {err}")
             return
-        self.status.value = f"loaded {self.model_path.value}"
+        self.status.value = f"loaded {Path(str(self.model_path.value)).name}"
+        self.status.tooltip = str(self.model_path.value)  # a full path would widen the dock
 
     def save(self) -> None:
         """Save the current model to the model file."""
@@ -254,7 +256,8 @@ class LatentWidget(Container):
         except (OSError, ValueError) as err:
             show_error(f"Could not save the model: {err}")
             return
-        self.status.value = f"saved {out}"
+        self.status.value = f"saved {Path(out).name}"
+        self.status.tooltip = str(out)
 
     def _names(self) -> list[str]:
         lab = self.rois.value
