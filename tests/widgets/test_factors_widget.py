@@ -97,6 +97,15 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
                            mask=rois[::2, ::2] == 2, smooth=(2.0, 2.0))
     np.testing.assert_array_equal(smoothed, expected.labels)
     assert (smoothed[:, :11] == 0).all() and not np.array_equal(smoothed, raw)
+    # sparse painting with raw counts: every score negative, and the status says what to try
+    sparse = np.zeros((40, 44), np.uint8)
+    sparse[4:8, 4:8], sparse[30:34, 30:34] = 1, 2
+    viewer.add_labels(sparse, name="sparse", scale=(0.5, 0.5))
+    w.rois.value = viewer.layers["sparse"]
+    w.normalise.value = "none"
+    w.select_button.clicked.emit()
+    assert max(score for *_, score in w.selection.pairs) <= 0
+    assert "Every score is negative" in w.status.value and "normalise = area" in w.status.value
 
 
 def test_errors_become_notifications(make_napari_viewer, qtbot, tmp_path, monkeypatch):

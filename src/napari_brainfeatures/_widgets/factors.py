@@ -276,6 +276,12 @@ class FactorsWidget(Container):
             for (i, a, _), c in zip(sel.pairs, sel.coverage_fraction, strict=True)
         )
         self.status.value = f"selected: {picks}"
+        if sel.pairs and max(score for *_, score in sel.pairs) <= 0:
+            self.status.value += (
+                "\nEvery score is negative: leakage outweighs coverage (raw pixel counts; "
+                "sparse painting leaves most pixels outside the ROIs). Try normalise = area, "
+                "a smaller λ or an activity threshold."
+            )
 
     # -- clustering -------------------------------------------------------------------------
     def cluster(self, *_: Any) -> None:

@@ -32,6 +32,7 @@ from napari_brainfeatures._widgets._common import (
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.dense import compute_feature_map, measure_padding_deviation
 from napari_brainfeatures.dense_store import FeatureStore
+from napari_brainfeatures.models.cnn import input_scale_for
 from napari_brainfeatures.workspace import default_workspace_path
 
 REGIONS = ("current slice", "z-range", "all slices", "box of a Shapes layer")
@@ -119,7 +120,7 @@ class FeatureMapWidget(Container):
         h, w = plane.shape
         y0, x0 = max(h // 2 - patch, 0), max(w // 2 - patch, 0)
         crop = np.asarray(plane[y0 : y0 + 2 * patch, x0 : x0 + 2 * patch], dtype=np.float32)
-        return crop / 255.0 if np.dtype(data.dtype).kind in "ui" else crop
+        return crop * np.float32(input_scale_for(data.dtype)[0])  # as the network reads it
 
     def _default_out(self, *_: Any) -> None:
         """``<workspace>/features/<model>-s<stride>.zarr`` unless the user chose a path."""
