@@ -112,7 +112,9 @@ def test_train_pca_projective_and_receptive(setup, qtbot, tmp_path, monkeypatch)
     w.projective_button.clicked.emit()
     qtbot.waitUntil(lambda: "projective fields" in viewer.layers, timeout=60000)
     pf = viewer.layers["projective fields"]
-    assert pf.rgb and pf.data.shape == (2, *SHAPE, 3)
+    # both latents side by side in one picture, beside the sections (not one per section)
+    assert pf.rgb and pf.data.shape == (SHAPE[0], 2 * SHAPE[1] + 4, 3)
+    assert pf.translate[-1] > SHAPE[1] and "z0..z1" in w.status.value
     w.receptive_button.clicked.emit()
     qtbot.waitUntil(lambda: "PCA" in w.scores.value, timeout=60000)
     assert w.receptive_result.impact.shape == (2, 2)

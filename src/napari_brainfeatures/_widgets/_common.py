@@ -92,6 +92,22 @@ class _VerticalScroll(QScrollArea):
         return super().eventFilter(obj, event)
 
 
+def status_label(text: str = "", lines: int = 2) -> Any:
+    """A magicgui Label whose messages wrap over ``lines`` lines instead of widening the dock.
+
+    The height is reserved up front: magicgui's labelled rows inside a scroll
+    area do not grow when a wrapped text needs another line.
+    """
+    from magicgui.widgets import Label
+
+    label = Label(value=text)
+    native = label.native
+    native.setWordWrap(True)
+    metrics = native.fontMetrics()
+    native.setMinimumHeight(lines * metrics.lineSpacing() + metrics.descent())
+    return label
+
+
 OWNER_KEY = "brainfeatures_owner"  # layer metadata: the widget whose output a layer shows
 OWNER_TAG = "brainfeatures_output"  # ... and which of its outputs
 _LIVE_KEYS = ("scale", "translate", "contrast_limits")

@@ -19,7 +19,6 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
-    Label,
     LineEdit,
     PushButton,
     SpinBox,
@@ -35,6 +34,7 @@ from napari_brainfeatures._widgets._common import (
     labels_choices,
     refresh_choices_on_layer_change,
     scroll_body,
+    status_label,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.analysis import (
@@ -77,7 +77,7 @@ class AnalyseWidget(Container):
         self.tv_weights = FileEdit(label="its weights", mode="r")
         self.run_button = PushButton(text="Analyse features")
         self.table = Table(value=[[]])
-        self.status = Label(value="Pick image, labels and a trained model file.")
+        self.status = status_label("Pick image, labels and a trained model file.")
         self.runner = TaskRunner()
         super().__init__(
             widgets=[

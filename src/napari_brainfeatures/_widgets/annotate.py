@@ -19,6 +19,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from napari_brainfeatures._widgets._common import (
     image_choices,
     refresh_choices_on_layer_change,
+    status_label,
     workspace_for,
 )
 from napari_brainfeatures.classes import ClassTable, default_table, prasad2020_table
@@ -50,7 +51,7 @@ class AnnotateWidget(Container):
         self.preset = ComboBox(label="preset", choices=list(PRESETS))
         self.preset_button = PushButton(text="Use preset table")
         self.legend = Label(value="")
-        self.status = Label(value="Pick an image and create its labels.")
+        self.status = status_label("Pick an image and create its labels.")
         edit_row = Container(
             widgets=[self.add_button, self.rename_button, self.recolour_button, self.remove_button],
             layout="horizontal",

@@ -20,7 +20,6 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSpinBox,
-    Label,
     PushButton,
     SpinBox,
     Table,
@@ -37,6 +36,7 @@ from napari_brainfeatures._widgets._common import (
     put_layer,
     refresh_choices_on_layer_change,
     scroll_body,
+    status_label,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.clustering import cluster_map, erode_mask, on_grid, score_against
@@ -103,7 +103,7 @@ class FactorsWidget(Container):
             label="ground truth", choices=lambda w: none + labels_choices(viewer)(w)
         )
         self.cluster_button = PushButton(text="Cluster")
-        self.status = Label(value="Pick a feature store written by the Feature maps widget.")
+        self.status = status_label("Pick a feature store written by the Feature maps widget.")
         self.runner = TaskRunner()
         super().__init__(
             widgets=[

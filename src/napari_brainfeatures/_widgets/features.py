@@ -28,6 +28,7 @@ from napari_brainfeatures._widgets._common import (
     put_layer,
     refresh_choices_on_layer_change,
     source_path,
+    status_label,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.dense import compute_feature_map, measure_padding_deviation
@@ -61,7 +62,7 @@ class FeatureMapWidget(Container):
         self.runner = TaskRunner()
         self.channel = SpinBox(label="feature channel", min=0, max=63, value=0)
         self.channel_button = PushButton(text="Show channel")
-        self.status = Label(value="")
+        self.status = status_label("")
         super().__init__(widgets=[
             self.image, self.model_path, self.model_info, self.exact, self.stride, self.region,
             self.z_start, self.z_stop, self.shapes, self.out, self.overwrite, self.run_button,

@@ -41,6 +41,7 @@ from napari_brainfeatures._widgets._common import (
     labels_choices,
     refresh_choices_on_layer_change,
     scroll_body,
+    status_label,
     workspace_for,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
@@ -107,14 +108,14 @@ class TrainWidget(Container):
         self.train_button = PushButton(text="Train")
         self.evaluate_button = PushButton(text="Evaluate on test slice")
         self.tta = CheckBox(text="score each patch as the mean of its 8 flips", value=True)
-        self.scores = Label(value="")
+        self.scores = status_label("")
         self.table = Table(value=[[]])
         self.model_path = FileEdit(label="model file", mode="w", filter="*.safetensors")
         self.save_button = PushButton(text="Save model…")
         self.load_button = PushButton(text="Load model…")
         self.stride = SpinBox(label="predict stride", value=16, min=1, max=512)
         self.predict_button = PushButton(text="Predict this slice")
-        self.status = Label(value="Pick an image and its labels, then sample patches.")
+        self.status = status_label("Pick an image and its labels, then sample patches.")
         self.runner = TaskRunner()
         files = Container(widgets=[self.save_button, self.load_button], layout="horizontal")
         super().__init__(widgets=[

@@ -23,7 +23,6 @@ from magicgui.widgets import (
     FileEdit,
     FloatSlider,
     FloatSpinBox,
-    Label,
     PushButton,
     SpinBox,
 )
@@ -37,6 +36,7 @@ from napari_brainfeatures._widgets._common import (
     layers_of,
     refresh_choices_on_layer_change,
     scroll_body,
+    status_label,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.latent import (
@@ -73,6 +73,18 @@ def _projective_gen(model: Any, z0: np.ndarray) -> ProgressGen[np.ndarray]:
         fields.append(projective_rgb(projective_field(model, z0, k)))
         yield Progress(k + 1, len(z0), f"latent {k + 1}/{len(z0)}")
     return np.stack(fields)  # (L, H, W, 3)
+
+
+def _montage(fields: np.ndarray, cols: int = 4, gap: int = 4) -> np.ndarray:
+    """``(L, H, W, 3)`` pictures as one ``(rows·(H+gap), cols·(W+gap), 3)`` grid, row by row."""
+    n, h, w, c = fields.shape
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    out = np.zeros((rows * (h + gap) - gap, cols * (w + gap) - gap, c), fields.dtype)
+    for k in range(n):
+        r, q = divmod(k, cols)
+        out[r * (h + gap) : r * (h + gap) + h, q * (w + gap) : q * (w + gap) + w] = fields[k]
+    return out
 
 
 def _display_range(images: np.ndarray) -> tuple[float, float]:
@@ -114,8 +126,8 @@ class LatentWidget(Container):
         self.sliders = Container(labels=True)
         self.projective_button = PushButton(text="Projective fields")
         self.receptive_button = PushButton(text="Receptive fields")
-        self.scores = Label(value="")
-        self.status = Label(value="Pick a population layer, then train or load a model.")
+        self.scores = status_label("")
+        self.status = status_label("Pick a population layer, then train or load a model.")
         self.runner = TaskRunner()
         self.figure = Figure(figsize=(4, 2.6), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
@@ -355,8 +367,20 @@ class LatentWidget(Container):
             return
         self.runner.start(
             _projective_gen(self.model, self.z_start), name="Projective fields",
-            on_done=lambda f: self._set_layer("projective fields", f, rgb=True),
+            on_done=self._show_projective,
         )  # fmt: skip
+
+    def _show_projective(self, fields: np.ndarray) -> None:
+        """All latents' fields in one picture beside the sections (not one per section)."""
+        montage = _montage(fields)
+        width = fields.shape[2]
+        layer = self._set_layer("projective fields", montage, rgb=True)
+        layer.translate = (0.0, 1.1 * width)  # to the right of the sections
+        cols = min(len(fields), 4)
+        self.status.value = (
+            f"projective fields z0..z{len(fields) - 1}, {cols} per row; red: small −c, "
+            "green: small +c, blue: large |c|"
+        )
 
     def receptive(self) -> None:
         """Receptive fields: ROI × latent impact, covariance and disentanglement score.
