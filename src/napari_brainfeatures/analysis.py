@@ -531,7 +531,8 @@ def report_figure(report: dict[str, Any], figure: Any = None) -> Any:
     for i, (name, r) in enumerate(report.items()):
         vals = [r["probes"][m] for m in metrics[:3]] + [r["vmeasure"]]
         ax.bar(np.arange(4) + i * width, vals, width, label=name)
-    ax.set_xticks(np.arange(4) + 0.4 - width / 2, ["lin SVM", "RBF SVM", "LR", "V-meas."])
+    ax.set_xticks(np.arange(4) + 0.4 - width / 2, ["lin.\nSVM", "RBF\nSVM", "LR", "V-\nmeas."],
+                  fontsize=8)
     ax.set_ylim(0, 1), ax.legend(fontsize=8)
     if fig.get_layout_engine() is None:
         fig.tight_layout()

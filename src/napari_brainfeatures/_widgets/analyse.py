@@ -158,8 +158,9 @@ class AnalyseWidget(Container):
         if img is None or lab is None or not path.is_file():
             show_error("Analyse: pick an image, its area labels and a model file first.")
             return
+        self.status.value = "running…"  # a failed run must not leave the last run's result
         if img.ndim == 3 and self.train_slice.value == self.test_slice.value:
-            self.status.value = "note: train and test slices are the same"
+            self.status.value = "running… (note: train and test slices are the same)"
         data = img.data[0] if img.multiscale else img.data
         self.runner.start(self._job(data, lab.data, path), name="Analyse", on_done=self._done)
 
