@@ -19,6 +19,10 @@ def test_edit_and_json_round_trip():
     assert ClassTable.from_json(t.to_json()) == t
     assert t.by_name("CA1").id == 7
     assert t.color_dict()[0][3] == 0.0
+    assert default_table().by_id(2).long_name and not t.by_id(2).long_name  # renamed: no stale
+    assert default_table().rename(1, "SSp", "primary somatosensory").by_id(1).long_name == (
+        "primary somatosensory"
+    )
 
 
 @pytest.mark.parametrize(

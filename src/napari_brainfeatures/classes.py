@@ -108,10 +108,14 @@ class ClassTable:
         colour = colour or _PALETTE[(new_id - 1) % len(_PALETTE)]
         return ClassTable((*self.classes, AreaClass(new_id, name, colour, long_name)))
 
-    def rename(self, class_id: int, name: str) -> ClassTable:
-        """Return a new table where class ``class_id`` is called ``name``."""
+    def rename(self, class_id: int, name: str, long_name: str = "") -> ClassTable:
+        """Return a new table where class ``class_id`` is called ``name``.
+
+        The long name is replaced too (default: none): it described the old name
+        ("Ctx — somatosensory cortex" renamed "granular" must not keep it).
+        """
         old = self.by_id(class_id)
-        return self._replace(AreaClass(old.id, name, old.colour, old.long_name))
+        return self._replace(AreaClass(old.id, name, old.colour, long_name))
 
     def recolour(self, class_id: int, colour: str) -> ClassTable:
         """Return a new table where class ``class_id`` has colour ``colour``."""
