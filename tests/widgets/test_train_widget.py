@@ -48,6 +48,8 @@ def test_default_slices_follow_current_z(widget):
     widget.viewer.dims.set_current_step(0, 6)  # no room after z=6: centred instead
     widget.default_slices()
     assert (widget.train_slice.value, widget.val_slice.value, widget.test_slice.value) == (0, 3, 6)
+    assert widget.status.value.startswith("slices 0/3/6: 4 µm apart")
+    assert "43 slices at 1.17 µm, assumed: the image has no voxel size" in widget.status.value
 
 
 def test_sample_train_evaluate_predict_save_load(widget, qtbot, tmp_path):

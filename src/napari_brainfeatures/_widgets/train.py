@@ -161,7 +161,8 @@ class TrainWidget(Container):
             return
         n_z = image_shape(layer)[0]
         voxel = layer.metadata.get("brainfeatures", {}).get("voxel_size_um") or [layer.scale[0]]
-        voxel_z = float(voxel[0]) if float(voxel[0]) != 1.0 else 1.17
+        assumed = float(voxel[0]) == 1.0  # napari's default scale: no voxel size known
+        voxel_z = 1.17 if assumed else float(voxel[0])
         for box in (self.train_slice, self.val_slice, self.test_slice):
             box.max = n_z - 1
         try:
@@ -169,6 +170,14 @@ class TrainWidget(Container):
         except ValueError:
             zs = split_slices(n_z, voxel_size=voxel_z) if n_z >= 3 else (0, 0, 0)
         self.train_slice.value, self.val_slice.value, self.test_slice.value = zs
+        want = max(1, round(50.0 / voxel_z))
+        got = zs[1] - zs[0]
+        where = "assumed: the image has no voxel size" if assumed else "from the image"
+        self.status.value = f"slices {zs[0]}/{zs[1]}/{zs[2]}: {got * voxel_z:.0f} µm apart"
+        if got < want:
+            self.status.value += (
+                f" (50 µm is {want} slices at {voxel_z:g} µm, {where}; the volume has {n_z})"
+            )
 
     def _label_table(self) -> ClassTable | None:
         raw = self.area_labels.value.metadata.get("classes") if self.area_labels.value else None
