@@ -214,8 +214,9 @@ class TrainWidget(Container):
         kw = {"scale": layer.scale, "translate": layer.translate}
         if POINTS_LAYER in self.viewer.layers:
             self.viewer.layers.remove(POINTS_LAYER)
-        self.viewer.add_points(centres, name=POINTS_LAYER, face_color=colours, size=6,
-                               border_width=0, **kw)
+        # a white rim: class-coloured dots would vanish on the same colour of painted labels
+        self.viewer.add_points(centres, name=POINTS_LAYER, face_color=colours, size=8,
+                               border_color="white", border_width=0.2, **kw)
         names = {c.id: c.name for c in self.classes}
         lines = [f"{split}: " + ", ".join(f"{names[c]} {n}" for c, n in counts.items())
                  for split, counts in splits.counts().items()]
