@@ -14,7 +14,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, PushButton, SpinBox
 from napari.layers import Image, Shapes
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error
@@ -27,6 +27,7 @@ from napari_brainfeatures._widgets._common import (
     layers_of,
     put_layer,
     refresh_choices_on_layer_change,
+    scroll_body,
     source_path,
     status_label,
 )
@@ -46,7 +47,7 @@ class FeatureMapWidget(Container):
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=image_choices(viewer))
         self.model_path = FileEdit(label="model file", mode="r", filter="*.safetensors")
-        self.model_info = Label(value="Pick a trained model file.")
+        self.model_info = status_label("Pick a trained model file.", lines=3)
         self.exact = CheckBox(text="exact per-patch evaluation (slow; for padded networks)")
         self.stride = SpinBox(label="stride (px)", min=1, max=512, value=4)
         self.region = ComboBox(label="region", choices=list(REGIONS), value=REGIONS[0])
@@ -68,6 +69,7 @@ class FeatureMapWidget(Container):
             self.z_start, self.z_stop, self.shapes, self.out, self.overwrite, self.run_button,
             self.runner, self.channel, self.channel_button, self.status,
         ])  # fmt: skip
+        scroll_body(self)  # stacked with other docks it scrolls instead of keeping its height
         refresh_choices_on_layer_change(viewer, self.image, self.shapes)
         self.model_path.changed.connect(self.load_model)
         for w in (self.image, self.model_path, self.stride):
