@@ -148,15 +148,25 @@ def test_evaluate_refuses_slices_out_of_range(sample, untrained, z, capsys):
     assert "Traceback" not in err
 
 
-def test_evaluate_on_one_class_names_evaluation(sample, untrained, tmp_path, capsys):
+def test_evaluate_on_one_painted_class(sample, untrained, tmp_path, capsys):
+    """A test slice where only cortex is painted: scored (its recall), not refused."""
     group = zarr.open_group(str(tmp_path / "one.zarr"), mode="w")
     group.create_array("image", data=np.full((3, 72, 150), 100, np.uint8))
     areas = np.zeros((3, 72, 150), np.uint8)
     areas[1] = 1  # only Ctx painted
     group.create_array("areas", data=areas)
+    rc = main(["evaluate", str(untrained), str(tmp_path / "one.zarr"), "--slice", "1",
+               "--per-class", "5", "--no-tta"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["n"] == 5 and report["per_class"]["Ctx"]["support"] == 5
+    assert report["per_class"]["WM"]["support"] == 0 and 0.0 <= report["accuracy"] <= 1.0
+    areas[1] = 0  # nothing of the model's classes painted
+    group.create_array("areas", data=areas, overwrite=True)
     rc = main(["evaluate", str(untrained), str(tmp_path / "one.zarr"), "--slice", "1"])
     err = capsys.readouterr().err
-    assert rc == 2 and "evaluate needs" in err and "['Ctx']" in err and "training" not in err
+    assert rc == 2 and "none of the model's classes" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("stage", ["evaluate", "analyse"])

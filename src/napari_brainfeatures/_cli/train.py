@@ -288,12 +288,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     check_slices("--slice", args.slice, image.shape[0])
     check_image_dtype(meta, image.dtype)
     present = _present_table(table, labels, args.slice)
-    if len(present) < 2:
-        # sample_patches draws at least two classes (its check is worded for training).
-        found = f"only {present.names!r}" if len(present) else "none"
+    if not len(present):
         raise ValueError(
-            f"evaluate needs patches of at least two of the model's classes {table.names!r}; "
-            f"slices {args.slice} hold {found}; add a --slice Z where another class is painted"
+            f"slices {args.slice} hold none of the model's classes {table.names!r}; "
+            "add a --slice Z where they are painted"
         )
     if len(present) < len(table):
         missing = sorted(set(table.names) - set(present.names))
