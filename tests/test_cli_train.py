@@ -188,6 +188,24 @@ def test_a_uint8_model_refuses_a_uint16_volume(untrained, tmp_path, capsys, stag
     assert rc == 2 and "trained on uint8 images" in err and "uint16" in err
 
 
+def test_reports_never_overwrite_inputs(sample, untrained, tmp_path, capsys):
+    """--json / --figure / --out pointing at the model, the volume or a foreign file."""
+    model_bytes = untrained.read_bytes()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    base = ["evaluate", str(untrained), str(sample), "--slice", "2"]
+    for extra, says in ((["--json", str(untrained)], "is or lies inside the input"),
+                        (["--figure", str(sample / "image")], "is or lies inside the input"),
+                        (["--json", str(notes)], "is not a .json file"),
+                        (["--figure", str(tmp_path)], "is a folder")):
+        assert main([*base, *extra]) == 2
+        assert says in capsys.readouterr().err
+    assert untrained.read_bytes() == model_bytes and notes.read_text() == "mine"
+    rc = main(["analyse", str(untrained), str(sample), "--train-slice", "0", "--test-slice", "2",
+               "--out", str(notes)])
+    assert rc == 2 and "is a file" in capsys.readouterr().err and notes.read_text() == "mine"
+
+
 def test_predict_stride_must_be_positive(sample, untrained, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", str(untrained), str(sample), "--slice", "2", "--predict-stride", "0"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from napari_brainfeatures.io import is_zarr_store
 
-__all__ = ["check_target", "swap_in"]
+__all__ = ["check_output_file", "check_target", "swap_in"]
 
 
 def check_target(
@@ -94,3 +94,36 @@ def swap_in(tmp: Path, target: Path) -> None:
         old.unlink()
     else:
         shutil.rmtree(old)
+
+
+def check_output_file(
+    path: str | os.PathLike[str],
+    *,
+    suffixes: Iterable[str],
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    what: str = "output",
+) -> Path:
+    """Raise unless a result file (a report, a figure) may be written at ``path``.
+
+    An earlier result with one of ``suffixes`` is replaced; the inputs, anything
+    inside them, a folder and a file of another kind (a volume, a model) are
+    refused, never overwritten.
+    """
+    p = Path(path).expanduser()
+    resolved = p.resolve()
+    for src in inputs:
+        src = Path(src).expanduser().resolve()
+        if resolved == src or src in resolved.parents:
+            raise FileExistsError(
+                f"the {what} {str(p)!r} is or lies inside the input {str(src)!r}; choose "
+                "another file name"
+            )
+    if p.is_dir():
+        raise FileExistsError(f"the {what} {str(p)!r} is a folder; choose a file name")
+    allowed = tuple(s.lower() for s in suffixes)
+    if p.exists() and p.suffix.lower() not in allowed:
+        raise FileExistsError(
+            f"the {what} {str(p)!r} exists and is not a {'/'.join(allowed)} file; it is not "
+            "overwritten: choose another file name"
+        )
+    return p

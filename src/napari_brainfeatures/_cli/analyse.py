@@ -64,6 +64,12 @@ def run(name: str, args: argparse.Namespace) -> int:
     from napari_brainfeatures.patches import sample_patches
     from napari_brainfeatures.workspace import write_json_atomic
 
+    out = args.out or Path(args.model).with_name(Path(args.model).stem + "_analysis")
+    if out.exists() and not out.is_dir():  # checked before any work
+        raise FileExistsError(f"--out {str(out)!r} is a file; give a folder for the results")
+    for src in (args.model, args.image, *([args.labels] if args.labels else [])):
+        if Path(src).resolve() in (out.resolve(), *out.resolve().parents):
+            raise FileExistsError(f"--out {str(out)!r} is or lies inside the input {src!r}")
     model, meta = load_cnn(args.model, device=args.device or "cpu")
     table = meta["class_table"]
     image, labels, _, _ = _open(args)
@@ -110,7 +116,6 @@ def run(name: str, args: argparse.Namespace) -> int:
         ),
         progress_printer if args.verbose else None,
     )
-    out = args.out or Path(args.model).with_name(Path(args.model).stem + "_analysis")
     out.mkdir(parents=True, exist_ok=True)
     summary = {
         "model": str(args.model),

@@ -282,6 +282,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
     from napari_brainfeatures.patches import sample_patches
 
+    from napari_brainfeatures._overwrite import check_output_file
+
+    inputs = [args.model, args.image, *([args.labels] if args.labels else [])]
+    if args.json:  # checked before any work: never over an input, a model or a volume
+        check_output_file(args.json, suffixes=(".json",), inputs=inputs, what="--json file")
+    if args.figure:
+        check_output_file(args.figure, suffixes=(".png", ".pdf", ".svg", ".jpg", ".jpeg"),
+                          inputs=inputs, what="--figure")
     model, meta = load_cnn(args.model, device=args.device or "cpu")
     table = meta["class_table"]
     image, labels, _, _ = _open(args)
