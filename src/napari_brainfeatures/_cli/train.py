@@ -272,6 +272,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from napari_brainfeatures._overwrite import check_output_file
     from napari_brainfeatures.evaluation import (
         confusion_figure,
         iter_evaluate,
@@ -281,8 +282,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
     from napari_brainfeatures.patches import sample_patches
-
-    from napari_brainfeatures._overwrite import check_output_file
 
     inputs = [args.model, args.image, *([args.labels] if args.labels else [])]
     if args.json:  # checked before any work: never over an input, a model or a volume
