@@ -18,6 +18,7 @@ from napari_brainfeatures.training import (
     make_config,
     random_rotation,
     train_cnn,
+    value_range,
 )
 
 P = 32
@@ -122,17 +123,22 @@ def test_standardised_training_gives_a_raw_input_model(splits):
 
 
 @pytest.mark.parametrize(
-    "kind", ["uint16 12-bit", "float HU-like"], ids=["uint16", "float"]
+    "kind", ["uint16 12-bit", "uint16 offset", "uint16 hot pixels", "float HU-like"]
 )
 def test_training_works_at_the_data_intensity_scale(kind):
-    """A 12-bit detector in uint16, or floats in their own units, train like uint8 data.
+    """12-bit data in uint16 (also offset, or with hot pixels) and floats in their own units.
 
     Jitter and clipping used to assume [0, 1]: 12-bit data spans 0.06 of it and
-    was swamped by the noise; floats outside [0, 1] were clipped flat.
+    was swamped by the noise; floats outside [0, 1] were clipped flat.  A range
+    from the dtype or the maximum fails on an offset or a few saturated pixels.
     """
     img, lab = textures()
-    img = (img.astype(np.uint16) * 2 + 1000) if kind.startswith("uint16") else (
-        img.astype(np.float32) * 13.0 - 500.0)
+    if kind.startswith("uint16"):
+        img = img.astype(np.uint16) * 2 + (30000 if kind.endswith("offset") else 1000)
+        if kind.endswith("hot pixels"):
+            img.reshape(-1)[::9973] = 65535  # 0.01 % saturated
+    else:
+        img = img.astype(np.float32) * 13.0 - 500.0
     sp = sample_splits(img, lab, slices=(0, 2, 4), patch_size=P, per_class=60)
     val_before = sp.val.patches.copy()
     result = run(train_cnn(sp.train, sp.val, config=small_config(dropout=0.0), epochs=10,
@@ -143,12 +149,16 @@ def test_training_works_at_the_data_intensity_scale(kind):
 
 def test_intensity_range_and_augmentation_follow_the_data_scale():
     assert intensity_range(np.array([0, 246], np.uint8), 1 / 255) == (0.0, 1.0)
-    assert intensity_range(np.array([3, 90], np.uint8), 1 / 255) == (0.0, 1.0)  # dim bytes
-    assert intensity_range(np.array([3, 90], np.uint16), 1 / 65535) == (0.0, 255 / 65535)
-    assert intensity_range(np.array([923, 3812], np.uint16), 1 / 65535) == (0.0, 4095 / 65535)
-    assert intensity_range(np.array([0, 60000], np.uint16), 1 / 65535) == (0.0, 1.0)
-    assert intensity_range(np.array([0.1, 0.8], np.float32), 1.0) == (0.0, 1.0)
-    assert intensity_range(np.array([-517.0, 2786.0], np.float32), 1.0) == (-517.0, 2786.0)
+    assert intensity_range(np.array([3, 90], np.uint8), 1 / 255) == (0.0, 1.0)  # bytes: as paper
+    rng = np.random.default_rng(0)
+    signal = rng.integers(30923, 33812, (8, 32, 32)).astype(np.uint16)
+    signal.reshape(-1)[::5000] = 65535  # a few hot pixels do not set the scale
+    lo, hi = intensity_range(signal, 1 / 65535)
+    assert 30923 / 65535 <= lo < 31000 / 65535 and 33700 / 65535 < hi <= 33812 / 65535
+    assert value_range(signal, 1 / 65535) == (signal.min() / 65535, 1.0)  # clipping: min..max
+    hu = rng.uniform(-517.0, 2786.0, (8, 32, 32)).astype(np.float32)
+    lo, hi = intensity_range(hu, 1.0)
+    assert -517 <= lo < -500 and 2770 < hi <= 2786
     with pytest.raises(ValueError, match="NaN"):
         intensity_range(np.array([0.0, np.nan], np.float32), 1.0)
     # jitter is equivariant under an affine change of intensity units

@@ -331,19 +331,22 @@ def pca_scatter(X: Any, n: int = 3) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- analyses on patches ----------------------------------------------------------------------
-def _as_unit(patches: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+def _as_unit(
+    patches: np.ndarray,
+) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
     """Patches in network units (what the extractors see) and their intensity range.
 
-    Integers are divided by their dtype's maximum (uint8: / 255), floats kept; the
-    range is :func:`~napari_brainfeatures.training.intensity_range` ([0, 1] for
-    uint8 micro-CT, the bit depth's full scale for other unsigned integers).
+    Integers are divided by their dtype's maximum (uint8: / 255), floats kept;
+    the ranges are :func:`~napari_brainfeatures.training.intensity_range` (the
+    noise scale: [0, 1] for uint8 micro-CT, the 0.1-99.9th percentiles
+    otherwise) and :func:`~napari_brainfeatures.training.value_range` (clipping).
     """
-    from napari_brainfeatures.training import intensity_range
+    from napari_brainfeatures.training import intensity_range, value_range
 
     p = np.asarray(patches)
     scale = input_scale_for(p.dtype)[0]
     top = float(np.iinfo(p.dtype).max) if p.dtype.kind in "ui" else 1.0
-    return p.astype(np.float32) / top, intensity_range(p, scale)
+    return p.astype(np.float32) / top, intensity_range(p, scale), value_range(p, scale)
 
 
 def noise_curve(
@@ -375,12 +378,12 @@ def noise_curve(
         labels, test_labels = labels[tr], labels[te]
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
     clf.fit(extract(patches), labels)
-    clean, (lo, hi) = _as_unit(test_patches)
+    clean, (lo, hi), (bottom, top) = _as_unit(test_patches)
     rng = np.random.default_rng(seed)
     acc: list[float] = []
     for i, sigma in enumerate(sigmas):
         sd = sigma * (hi - lo)  # sigma for [0, 1] images; a share of the range otherwise
-        noisy = np.clip(clean + sd * rng.standard_normal(clean.shape, np.float32), lo, hi)
+        noisy = np.clip(clean + sd * rng.standard_normal(clean.shape, np.float32), bottom, top)
         acc.append(float(clf.score(extract(noisy), np.asarray(test_labels))))
         yield Progress(
             i + 1,

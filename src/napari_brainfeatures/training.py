@@ -48,7 +48,7 @@ from napari_brainfeatures.patches import PatchSet
 
 __all__ = [
     "DEFAULTS", "VARIANTS", "TrainResult", "augment_batch", "border_mix", "init_weights",
-    "intensity_range",
+    "intensity_range", "value_range",
     "random_rotation",
     "make_config",
     "train_cnn",
@@ -169,26 +169,36 @@ def random_rotation(x: torch.Tensor, generator: torch.Generator, *, p: float = 0
 def intensity_range(patches: np.ndarray, scale: float) -> tuple[float, float]:
     """The intensity scale ``(lo, hi)`` of raw patches, in network units (after ``scale``).
 
-    Brightness and noise jitter are fractions of this span, and augmented
-    patches are clipped to it.  Unsigned integers: 0 up to the full range of
-    the bit depth the data uses, at least 8 bits (255 for micro-CT bytes, 4095
-    for a 12-bit detector stored as uint16), so uint8 always gives ``(0, 1)``.
-    Floats within [0, 1]: ``(0, 1)``.  Other floats and signed integers (e.g.
-    Hounsfield units): the patches' own minimum and maximum.
+    Brightness and noise jitter are fractions of this span.  uint8 (micro-CT
+    bytes, the paper's data): ``(0, 1)``, the full byte range.  Anything else:
+    the 0.1th and 99.9th percentiles of the patches' pixels, so neither an
+    offset (a 12-bit signal at 30000-34000 in uint16), a narrow range inside a
+    wide dtype, nor a few hot pixels sets the scale.
     """
     p = np.asarray(patches)
     if p.size == 0:
         raise ValueError("no patches to take an intensity range from")
-    lo, hi = float(p.min()), float(p.max())
+    if p.dtype == np.uint8:
+        return 0.0, 1.0
+    if p.dtype.kind == "f" and not np.isfinite(p).all():
+        raise ValueError("patches hold NaN or infinite values")
+    sample = p[:: max(1, len(p) // 256)].reshape(-1)[::4].astype(np.float64)
+    lo, hi = (float(v) * scale for v in np.percentile(sample, [0.1, 99.9]))
+    return (lo, hi) if hi > lo else (lo, lo + max(abs(lo), 1.0) * 1e-3)
+
+
+def value_range(patches: np.ndarray, scale: float) -> tuple[float, float]:
+    """Where augmented or noisy patches are clipped, in network units.
+
+    uint8: ``(0, 1)``; anything else: the patches' minimum and maximum.
+    """
+    p = np.asarray(patches)
+    if p.dtype == np.uint8:
+        return 0.0, 1.0
+    lo, hi = float(p.min()) * scale, float(p.max()) * scale
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError("patches hold NaN or infinite values")
-    if p.dtype.kind == "u":
-        bits = max(int(hi).bit_length(), 8)  # no detector has fewer than 8 bits
-        return 0.0, (2**bits - 1) / int(np.iinfo(p.dtype).max)
-    if p.dtype.kind == "f" and 0.0 <= lo and hi <= 1.0:
-        return 0.0, 1.0
-    lo, hi = lo * scale, hi * scale
-    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+    return lo, hi
 
 
 def augment_batch(
@@ -198,13 +208,15 @@ def augment_batch(
     mix: float = 0.5,
     rotate: float = 0.0,
     intensity: tuple[float, float] = (0.0, 1.0),
+    clip: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Rotation, border mixing, a random dihedral transform, contrast/brightness jitter, noise.
 
     ``x``: ``(B, C, P, P)`` with intensities in ``intensity = (lo, hi)``
     (:func:`intensity_range`; default [0, 1]); returns a new tensor of the same
-    shape, clipped to it.  Contrast ±10 % about the range's middle, brightness
-    ±5 % and noise sd up to 3 % of its span.  Randomness comes from
+    shape, clipped to ``clip`` (:func:`value_range`; default ``intensity``).
+    Contrast ±10 % about the range's middle, brightness ±5 % and noise sd up
+    to 3 % of its span.  Randomness comes from
     ``generator`` (a CPU generator).  ``mix`` is the probability of
     :func:`border_mix` per patch, ``rotate`` that of :func:`random_rotation`.
     """
@@ -224,7 +236,8 @@ def augment_batch(
     shift = span * (0.1 * r[:, 4] - 0.05)[:, None, None, None]  # brightness +-5 % of the span
     sigma = span * (0.03 * r[:, 5])[:, None, None, None]  # noise sd up to 3 % of the span
     noise = torch.randn(x.shape, generator=generator).to(x.device)  # (B, C, P, P)
-    return ((x - mid) * gain + mid + shift + sigma * noise).clamp_(lo, hi)
+    bottom, top = clip if clip is not None else (lo, hi)
+    return ((x - mid) * gain + mid + shift + sigma * noise).clamp_(bottom, top)
 
 
 def init_weights(model: BrainAreaCNN, *, seed: int = 0) -> BrainAreaCNN:
@@ -426,6 +439,7 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
     mean, std = _input_stats(train.patches, scale, seed) if standardise else (0.0, 1.0)
     prep = (scale, mean, std)
     intensity = intensity_range(train.patches, scale)
+    clip = value_range(train.patches, scale)
 
     def deployable(m: BrainAreaCNN) -> BrainAreaCNN:
         return fold_input_normalisation(m, mean, std) if standardise else m
@@ -480,7 +494,8 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
             x = xs[idx].to(dev, non_blocking=True).float().mul_(scale)  # (B, 1, P, P)
             t = ys[idx].to(dev)  # (B,)
             if augment:
-                x = augment_batch(x, gen, mix=mix, rotate=rotate, intensity=intensity)
+                x = augment_batch(x, gen, mix=mix, rotate=rotate, intensity=intensity,
+                                  clip=clip)
             if standardise:
                 x = x.sub_(mean).div_(std)
             x = x.expand(-1, c, -1, -1).contiguous(memory_format=torch.channels_last)
