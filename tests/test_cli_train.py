@@ -229,3 +229,16 @@ def test_verbose_before_or_after_the_stage(argv):
 
     assert build_parser("info").parse_args(argv).verbose is True
     assert build_parser("info").parse_args(["info", "x"]).verbose is False
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a CPU-only torch")
+@pytest.mark.parametrize("stage", ["evaluate", "train-cnn", "analyse"])
+@pytest.mark.parametrize("device", ["cuda", "gpu"])
+def test_unavailable_device_is_a_message(sample, untrained, capsys, stage, device):
+    argv = {"evaluate": ["evaluate", str(untrained), str(sample), "--slice", "2"],
+            "train-cnn": ["train-cnn", str(sample), "--out", "unused.safetensors"],
+            "analyse": ["analyse", str(untrained), str(sample), "--train-slice", "0",
+                        "--test-slice", "2"]}[stage]
+    assert main([*argv, "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ("CUDA is not available" in err or "device must be" in err)

@@ -81,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     module = importlib.import_module(f"napari_brainfeatures._cli.{COMMANDS[args.command][0]}")
     try:
+        if getattr(args, "device", None):  # 'cuda' on a CPU-only torch, 'gpu': say so
+            from napari_brainfeatures._dense_tile import resolve_device
+
+            resolve_device(args.device)
         return int(module.run(args.command, args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError) as err:
         # The core raises specific, explained errors: show them without a traceback.
