@@ -74,6 +74,12 @@ def test_wrong_dimensionality(tmp_path, shape):
         open_volume(tmp_path / "x.zarr")
 
 
+def test_int64_labels_open(tmp_path):
+    """numpy's default integer: label volumes written from numpy code are often int64."""
+    zarr.create_array(str(tmp_path / "l.zarr"), data=np.ones((2, 3, 4), np.int64))
+    assert open_volume(tmp_path / "l.zarr").dtype == np.int64
+
+
 @pytest.mark.parametrize("dtype", ["complex64", "bool"])
 def test_unsupported_dtype(tmp_path, dtype):
     zarr.create_array(str(tmp_path / "x.zarr"), shape=(2, 3, 4), dtype=dtype)

@@ -29,7 +29,10 @@ __all__ = [
 TIFF_SUFFIXES = (".tif", ".tiff")
 SUPPORTED_DTYPES = tuple(
     np.dtype(t)
-    for t in ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
+    for t in (
+        "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32",
+        "float64",
+    )  # int64: numpy's default integer, so many label volumes
 )
 # Preferred names of the image array inside a plain zarr group.
 IMAGE_NAMES = ("image", "raw", "data", "volume", "0")
