@@ -111,6 +111,17 @@ def test_classes_from_a_table_keep_its_order_and_names():
     assert (ps.targets[ps.labels == 4] == 0).all()
 
 
+def test_ids_beyond_the_default_table_get_generic_names():
+    img, lab = toy()
+    lab = lab.astype(np.int64)
+    lab[lab == 4] = 40000  # int64 labels, an id beyond the default table
+    ps = sample_patches(img, lab, slices=0, patch_size=P, per_class=3)
+    assert ps.class_ids == [1, 2, 40000] and ps.classes.names[-1] == "class40000"
+    atlas = np.where(lab == 40000, 512_000_000, lab)  # an Allen-atlas-like id
+    with pytest.raises(ValueError, match="outside 1..65535.*relabel"):
+        sample_patches(img, atlas, slices=0, patch_size=P, per_class=3)
+
+
 @pytest.mark.parametrize(
     ("change", "match"),
     [

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from napari_brainfeatures.classes import ClassTable, default_table
+from napari_brainfeatures.classes import _PALETTE, AreaClass, ClassTable, default_table
 
 __all__ = ["PatchSet", "Splits", "sample_patches", "sample_splits", "split_slices"]
 
@@ -182,8 +182,14 @@ def _class_table(classes: Any, present: Sequence[int]) -> ClassTable:
     table = default_table()
     if set(ids) <= set(table.ids):
         return ClassTable(tuple(table.by_id(i) for i in ids))
-    generic = ClassTable.from_names([f"class{i}" for i in range(1, max(ids) + 1)])
-    return ClassTable(tuple(generic.by_id(i) for i in ids))
+    too_big = [i for i in ids if not 1 <= i <= 65535]
+    if too_big:
+        raise ValueError(
+            f"label ids {too_big[:5]!r}{' …' if len(too_big) > 5 else ''} are outside 1..65535 "
+            "(e.g. Allen atlas ids); relabel the areas to 1..N (0 = unlabelled) first"
+        )
+    return ClassTable(tuple(AreaClass(i, f"class{i}", _PALETTE[(i - 1) % len(_PALETTE)])
+                            for i in ids))
 
 
 def _interior_mask(mask: NDArray[np.bool_], p: int) -> NDArray[np.bool_]:
