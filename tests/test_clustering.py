@@ -97,6 +97,48 @@ def test_cluster_errors():
         cluster_map(feats, pca_components=10)
 
 
+def dead_channel_map(seed=0, h=30, w=40, d=16, n_dead=20):
+    """Like a raw dense store: 3 stripes in nearly collinear channels of large values,
+    plus post-ReLU dead channels (all zero, or nonzero on only 3 pixels)."""
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.repeat([[1, 2, 3]], h, axis=0), [10, 15, w - 25], axis=1)
+    centres = rng.random((4, d)) * 4
+    live = centres[truth] + 0.3 * rng.standard_normal((h, w, 2)) @ rng.standard_normal((2, d))
+    dead = np.zeros((h * w, n_dead))
+    dead[rng.choice(h * w, 3, replace=False), : n_dead // 2] = rng.random((3, n_dead // 2))
+    feats = np.concatenate([live, dead.reshape(h, w, n_dead)], axis=-1) * 10
+    return np.maximum(feats, 0).astype(np.float32), truth
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gmm_survives_dead_and_collinear_channels(seed):
+    feats, truth = dead_channel_map(seed)
+    res = cluster_map(feats, method="gmm", k=3, seed=0)
+    assert adjusted_rand_score(truth.ravel(), res.labels.ravel()) > 0.95
+    np.testing.assert_array_equal(res.columns, np.arange(26))  # the all-zero ones dropped
+    assert np.isfinite(res.bic)
+    bic = gmm_bic_curve(feats, [2, 3], seed=0)
+    assert all(np.isfinite(v) for v in bic.values())
+
+
+def test_collapsed_gmm_says_what_to_try(monkeypatch):
+    import napari_brainfeatures.clustering as clustering
+
+    class Collapsing:
+        def fit(self, z):
+            raise ValueError(
+                "Fitting the mixture model failed because some components have "
+                "ill-defined empirical covariance (for instance caused by ...)"
+            )
+
+    monkeypatch.setattr(clustering, "_model", lambda *a: Collapsing())
+    feats, _ = striped_map()
+    with pytest.raises(ValueError, match=r"--pca N.*kmeans.*fewer clusters"):
+        cluster_map(feats, method="gmm", k=3)
+    with pytest.raises(ValueError, match="constant"):
+        cluster_map(np.ones((5, 6, 3), np.float32), k=2)
+
+
 def test_smooth_within_is_a_masked_gaussian_mean():
     from scipy import ndimage
 

@@ -51,10 +51,14 @@ class ClusterResult:
     bic : float or None
         Bayesian information criterion of the GMM on the fit sample.
     model : KMeans or GaussianMixture
-        Fitted on the (PCA-reduced) sample; predicts ``order[label - 1]``.
+        Fitted on the kept columns (then PCA-reduced) of the sample; predicts
+        ``order[label - 1]``.
     pca : PCA or None
     n_fit, n_labelled : int
         Rows used to fit, rows labelled.
+    columns : ndarray of int, or None
+        The feature channels used: those not constant on the fit sample (dead
+        channels carry no information and make Gaussian mixtures fail).
     """
 
     labels: np.ndarray
@@ -65,6 +69,7 @@ class ClusterResult:
     pca: Any
     n_fit: int
     n_labelled: int
+    columns: np.ndarray | None = None
 
 
 def erode_mask(mask: np.ndarray, radius: float) -> np.ndarray:
@@ -186,6 +191,18 @@ def _check_k(k: Any) -> int:
     return int(k)
 
 
+def _informative(sample: np.ndarray) -> np.ndarray:
+    """Indices of the columns of ``sample`` ``(n, D)`` that are not constant."""
+    cols = np.flatnonzero(sample.max(axis=0) > sample.min(axis=0))
+    if cols.size == 0:
+        raise ValueError(
+            f"every one of the {sample.shape[1]} feature channels is constant on the "
+            f"{sample.shape[0]} pixels sampled in the mask, so there is nothing to cluster; "
+            "check the mask (ROI) and that the map holds features"
+        )
+    return cols
+
+
 def _reduce(sample: np.ndarray, pca_components: int | None, seed: int) -> tuple[Any, np.ndarray]:
     if pca_components is None:
         return None, sample
@@ -207,6 +224,25 @@ def _model(method: str, k: int, seed: int) -> Any:
     from sklearn.mixture import GaussianMixture
 
     return GaussianMixture(n_components=k, covariance_type="full", random_state=seed)
+
+
+def _fit(method: str, k: int, seed: int, z: np.ndarray) -> Any:
+    """Fit :func:`_model` to ``z`` ``(n, d)``; a collapsed mixture says what to try."""
+    if method == "gmm":
+        # sklearn keeps float32 input in float32, where the rounding of nearly
+        # collinear CNN channels (covariances of rank < d) dwarfs reg_covar = 1e-6.
+        z = z.astype(np.float64)
+    try:
+        return _model(method, k, seed).fit(z)
+    except ValueError as err:
+        if "ill-defined empirical covariance" not in str(err):
+            raise
+        raise ValueError(
+            f"the Gaussian mixture with k = {k} components collapsed on {z.shape[0]} pixels "
+            f"with {z.shape[1]} dimensions (a component has too few distinct pixels); reduce "
+            "the features first with pca_components (--pca N, e.g. 10), or use method "
+            "'kmeans' (--method kmeans), or fewer clusters"
+        ) from err
 
 
 def cluster_map(
@@ -265,8 +301,9 @@ def cluster_map(
             f"only {sample.shape[0]} pixels with finite features in the mask, fewer than "
             f"k = {k} clusters; enlarge the ROI (or erode less) or lower k"
         )
-    pca, z = _reduce(sample, pca_components, seed)
-    model = _model(method, k, seed).fit(z)
+    cols = _informative(sample)
+    pca, z = _reduce(sample[:, cols], pca_components, seed)
+    model = _fit(method, k, seed, z)
     sizes = np.bincount(model.predict(z), minlength=k)
     rank = np.empty(k, dtype=np.int32)
     rank[np.argsort(-sizes, kind="stable")] = np.arange(1, k + 1)  # 1 = largest cluster
@@ -274,13 +311,13 @@ def cluster_map(
     for s in range(0, rows.shape[0], block_rows):
         v = valid[s : s + block_rows]
         if v.any():
-            xb = np.asarray(rows[s : s + block_rows], dtype=np.float32)[v]
+            xb = np.asarray(rows[s : s + block_rows], dtype=np.float32)[v][:, cols]
             labels[s : s + block_rows][v] = rank[
                 model.predict(xb if pca is None else pca.transform(xb))
             ]
-    bic = float(model.bic(z)) if method == "gmm" else None
+    bic = float(model.bic(z.astype(np.float64))) if method == "gmm" else None
     return ClusterResult(
-        labels.reshape(shape), k, method, bic, model, pca, int(z.shape[0]), int(valid.sum())
+        labels.reshape(shape), k, method, bic, model, pca, int(z.shape[0]), int(valid.sum()), cols
     )
 
 
@@ -295,7 +332,8 @@ def gmm_bic_curve(
 ) -> dict[int, float]:
     """BIC of a Gaussian mixture for each number of components ``k`` (lower is better).
 
-    All fits use the same random subsample of the masked, finite pixels.
+    All fits use the same random subsample of the masked, finite pixels, without
+    the feature channels that are constant on it.
 
     Returns
     -------
@@ -306,8 +344,9 @@ def gmm_bic_curve(
     sample, _ = _gather(rows, _candidates(shape, mask), max_fit, seed, 262_144)
     if sample.shape[0] < max(ks):
         raise ValueError(f"only {sample.shape[0]} pixels for up to {max(ks)} components")
-    _, z = _reduce(sample, pca_components, seed)
-    return {k: float(_model("gmm", k, seed).fit(z).bic(z)) for k in ks}
+    _, z = _reduce(sample[:, _informative(sample)], pca_components, seed)
+    z = z.astype(np.float64)
+    return {k: float(_fit("gmm", k, seed, z).bic(z)) for k in ks}
 
 
 def score_against(truth: Any, pred: Any, mask: Any = None) -> dict[str, float]:
