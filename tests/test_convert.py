@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import zarr
@@ -87,3 +89,40 @@ def test_cli_convert_and_info(tiff_folder, tmp_path, capsys):
     assert '"kind": "ome-zarr"' in out
     assert main(["info", str(tmp_path / "missing.zarr")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_interrupt_leaves_no_partial_and_keeps_the_old_store(
+    tiff_stack, tiff_folder, tmp_path, monkeypatch
+):
+    import napari_brainfeatures.convert as convert
+
+    target = tmp_path / "o.ome.zarr"
+    run(convert_to_ome_zarr(tiff_stack, target, chunks=(2, 16, 16), levels=1))
+
+    def ctrl_c(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(convert, "_downsample_yx", ctrl_c)  # after level 0 is written
+    with pytest.raises(KeyboardInterrupt):
+        run(convert_to_ome_zarr(tiff_folder, target, chunks=(2, 16, 16), levels=2, overwrite=True))
+    assert zarr.open_group(target).attrs["napari_brainfeatures"]["source"] == str(tiff_stack)
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_stale_partials_of_the_target_are_removed(tiff_stack, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    stale = tmp_path / f".o.ome.zarr.partial-{dead}"
+    alive = tmp_path / f".o.ome.zarr.partial-{os.getppid()}"  # another run still writing
+    other = tmp_path / f".other.ome.zarr.partial-{dead}"  # not our target
+    for p in (stale, alive, other):
+        (p / "0").mkdir(parents=True)
+    run(convert_to_ome_zarr(tiff_stack, tmp_path / "o.ome.zarr", levels=1))
+    assert not stale.exists() and alive.exists() and other.exists()

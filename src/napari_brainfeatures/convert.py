@@ -4,13 +4,17 @@ The output follows OME-NGFF 0.4 (zarr v2 layout, read by napari, ome-zarr-py,
 Fiji/MoBIE and this package): levels ``0, 1, ...`` each halving Y and X.  It is
 written into a temporary folder beside the target and renamed at the end, so
 an interrupted conversion never leaves a half-written store under the name and
-a failed one keeps the store it was to replace.
+a failed one keeps the store it was to replace.  The temporary folder is removed
+on any error, Ctrl-C included, and a later conversion to the same target removes
+those that a killed run left behind.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import time
 from collections.abc import Generator
 from pathlib import Path
 
@@ -92,14 +96,45 @@ def convert_to_ome_zarr(
         raise ValueError(f"levels must be at least 1, got {levels!r}")
     voxel = voxel_size or vol.voxel_size or (1.0, 1.0, 1.0)
     final = target.expanduser().resolve()
+    _remove_stale_partials(final)
     tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove(tmp)
     try:
         yield from _write(vol, tmp, chunks=chunks, n_levels=n_levels, voxel=voxel)
         swap_in(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:  # KeyboardInterrupt and GeneratorExit (a cancelled worker) too
+        _remove(tmp)
+        raise
     return target
+
+
+def _remove(path: Path) -> None:
+    """Delete a temporary store; retried, as zarr may still be finishing chunk writes."""
+    for _ in range(3):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.2)
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # os.kill would end the process on Windows; keep what we cannot check
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_partials(final: Path) -> None:
+    """Delete the ``.NAME.partial-PID`` folders of ``final`` left by runs no longer alive."""
+    for old in final.parent.glob(f".{glob.escape(final.name)}.partial-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            _remove(old)
 
 
 def _write(
