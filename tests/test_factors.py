@@ -507,3 +507,16 @@ def test_cluster_cli_names_absent_mask_ids_and_max_fit_below_k(tmp_path, capsys)
     assert "--mask-id [9] not present" in err and "ids present are [1, 2]" in err
     assert cli.main(["cluster", feat, "--k", "4", "--max-fit", "2"]) == 2
     assert "--max-fit must be >= --k" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--smooth", "-2"), ("--erode", "-5"), ("--smooth", "nan")]
+)
+def test_cluster_cli_quotes_a_bad_smooth_or_erode_as_typed(tmp_path, capsys, flag, value):
+    from napari_brainfeatures import cli
+
+    feat, rois = _tiny_map(tmp_path)
+    argv = ["cluster", feat, "--k", "2", "--mask", rois, "--mask-id", "1", flag, value]
+    assert cli.main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} must be a finite number of image px >= 0, got {value}" in err

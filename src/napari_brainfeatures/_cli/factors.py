@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -318,6 +319,10 @@ def _cluster(args: argparse.Namespace) -> int:
             f"--max-fit must be >= --k (one row per cluster at least), got {args.max_fit} < "
             f"{args.k}"
         )
+    # Checked in the image px the user typed, before they become grid px.
+    for flag, value in (("--smooth", args.smooth), ("--erode", args.erode)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{flag} must be a finite number of image px >= 0, got {value:g}")
     f, grid = load_map(args.store, args.z)
     shape = tuple(f.shape[:2])
     mask = None
