@@ -294,7 +294,7 @@ def test_cluster_cli_on_a_plain_array_with_mask_erosion_and_truth(tmp_path, caps
     assert smoothed["scores"]["ari"] == pytest.approx(score_against(truth, api.labels)["ari"])
     assert smoothed["scores"]["ari"] != pytest.approx(rep["scores"]["ari"])  # it did smooth
     assert cli.main([*argv, "--smooth", "-1"]) == 2
-    assert "sigma" in capsys.readouterr().err
+    assert "--smooth must be a finite number of image px >= 0, got -1" in capsys.readouterr().err
     argv[argv.index("--erode") + 1] = "40"
     assert cli.main(argv) == 2
     assert "erode less" in capsys.readouterr().err
