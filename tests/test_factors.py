@@ -307,6 +307,8 @@ def test_selection_errors():
         select_factors(U, rois, eps=1.0)
     with pytest.raises(ValueError, match="negative"):
         select_factors(U, -rois)
+    with pytest.raises(ValueError, match="integer label ids, got dtype float32"):
+        select_factors(U, rois.astype(np.float32) + 0.5)  # an image passed as ROIs
 
 
 # -- command line -----------------------------------------------------------------------------

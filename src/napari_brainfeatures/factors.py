@@ -477,6 +477,11 @@ def select_factors(
     U = U.reshape(-1, k)
     n = U.shape[0]
     rois = np.asarray(rois).reshape(-1)
+    if rois.dtype.kind not in "uib":
+        raise ValueError(
+            f"rois must be integer label ids, got dtype {rois.dtype} (an image rather than "
+            "labels?); pass the painted labels"
+        )
     if rois.shape[0] != n:
         raise ValueError(f"rois have {rois.shape[0]} points but U has {n} rows; they must match")
     if rois.size and rois.min() < 0:

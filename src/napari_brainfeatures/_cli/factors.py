@@ -284,6 +284,11 @@ def _check_factor_args(
     if not 0 <= args.eps < 1:
         raise ValueError(f"--eps must be in [0, 1), got {args.eps}")
     rois = labels_on_grid(args.rois, grid, shape)  # (H, W) on the store's grid
+    if rois.dtype.kind not in "uib":
+        raise ValueError(
+            f"--rois {args.rois!r} has dtype {rois.dtype}: it is an image, not integer labels; "
+            "pass the painted labels"
+        )
     present = [int(i) for i in np.unique(rois) if i != 0]
     if not present:
         raise ValueError(f"no ROI is painted in {args.rois!r} at the features' pixels; paint one")
