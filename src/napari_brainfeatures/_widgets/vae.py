@@ -229,8 +229,9 @@ class LatentWidget(Container):
         self.figure.clear()
         for i, key in enumerate(("recon", "kl")):
             ax = self.figure.add_subplot(1, 2, i + 1)
-            ax.plot([h[key] for h in self.history], label="train")
-            ax.plot([h[f"val_{key}"] for h in self.history], label="val")
+            ep = [h.get("epoch", i + 1) for i, h in enumerate(self.history)]  # from 1
+            ax.plot(ep, [h[key] for h in self.history], label="train")
+            ax.plot(ep, [h[f"val_{key}"] for h in self.history], label="val")
             ax.set_title(key)
             ax.set_xlabel("epoch")
         ax.legend(fontsize="small")
