@@ -122,13 +122,26 @@ def test_ids_beyond_the_default_table_get_generic_names():
         sample_patches(img, atlas, slices=0, patch_size=P, per_class=3)
 
 
+def test_nan_pixels_are_kept_out_of_every_patch():
+    """Float scans often hold NaN outside the field of view: sampled around, not refused."""
+    img, lab = toy()
+    img = img.astype(np.float32)
+    img[:, :, 40:44] = np.nan  # a NaN stripe through class 2 (columns 30-59)
+    for interior in (True, False):
+        ps = sample_patches(img, lab, slices=(0, 1), patch_size=P, per_class=20,
+                            interior=interior)
+        assert np.isfinite(ps.patches).all() and set(ps.class_ids) == {1, 2, 4}
+    assert (np.abs(ps.centres[:, 2] - 41.5) >= P // 2 - 1).all()  # no window over the stripe
+
+
 @pytest.mark.parametrize(
     ("change", "match"),
     [
         (lambda i, lab: (i, lab[:, :, :-1]), "labels shape"),
         (lambda i, lab: (i, np.zeros_like(lab)), "no labels painted"),
         (lambda i, lab: (i, np.where(lab > 0, 2, 0).astype(np.uint8)), "at least two classes"),
-        (lambda i, lab: (i.astype(np.float32) * np.where(lab == 1, np.nan, 1), lab), "NaN"),
+        (lambda i, lab: (i.astype(np.float32) * np.where(lab == 1, np.nan, 1), lab),
+         "free of NaN pixels.*'Ctx'"),
         (lambda i, lab: (i[:, :10, :10], lab[:, :10, :10]), "patch_size must be"),
     ],
     ids=["shape", "unpainted", "one-class", "nan", "too-small"],

@@ -236,7 +236,8 @@ def sample_patches(
     ----------
     image : array-like (Z, Y, X) or (Y, X)
         numpy, zarr or dask; only the listed slices are read.  Float images
-        must not contain NaN.
+        may hold NaN (e.g. outside a reconstruction's field of view): no patch
+        includes a NaN pixel.
     labels : array-like, same shape as ``image``
         Integer label ids; 0 is unlabelled.
     slices : int or sequence of int
@@ -266,8 +267,8 @@ def sample_patches(
     Raises
     ------
     ValueError
-        Mismatched shapes, a patch larger than the image, NaN in the image,
-        nothing painted, a single class, or a class with no valid position.
+        Mismatched shapes, a patch larger than the image, nothing painted, a
+        single class, or a class with no valid (NaN-free) position.
     """
     zs = _as_slices(slices)
     if len(set(zs)) != len(zs):
@@ -288,23 +289,35 @@ def sample_patches(
     h, w = lab2d[zs[0]].shape
     half = p // 2
     inside = (slice(half, h - p + half + 1), slice(half, w - p + half + 1))
+    imgs: dict[int, NDArray[Any]] = {}
+    clean: dict[int, NDArray[np.bool_] | None] = {}  # corners whose window has no NaN
+    for z in zs:
+        if np.dtype(image.dtype).kind == "f":  # e.g. NaN outside a reconstruction's circle
+            imgs[z] = _read_image_slice(image, z)
+            finite = np.isfinite(imgs[z])
+            clean[z] = None if finite.all() else _interior_mask(finite, p)
+        else:
+            clean[z] = None
     # Candidate centres per class and slice: flat indices into the (H-P+1, W-P+1) corner grid.
     cands: dict[int, list[tuple[int, NDArray[np.int64]]]] = {c: [] for c in table.ids}
     for z, lab in lab2d.items():
         for c in table.ids:
             m = lab == c
             ok = _interior_mask(m, p) if interior else m[inside]
+            if clean[z] is not None:
+                ok = ok & clean[z]
             cands[c].append((z, np.flatnonzero(ok)))
     available = {c: sum(len(f) for _, f in v) for c, v in cands.items()}
     empty = [table.by_id(c).name for c, n in available.items() if n == 0]
     if empty:
         where = "entirely inside" if interior else "centred in"
+        nan = any(v is not None for v in clean.values())
         raise ValueError(
-            f"no {p}x{p} patch fits {where} class(es) {empty!r} on slices {zs!r}; paint "
-            "larger regions, choose other slices or a smaller patch size"
+            f"no {p}x{p} patch {'free of NaN pixels ' if nan else ''}fits {where} class(es) "
+            f"{empty!r} on slices {zs!r}; paint larger regions, choose other slices or a "
+            "smaller patch size"
         )
     rng = np.random.default_rng(seed)
-    imgs: dict[int, NDArray[Any]] = {}
     out_p, out_l, out_c = [], [], []
     for c in table.ids:
         n_avail = available[c]
@@ -337,8 +350,6 @@ def sample_patches(
 
 def _read_image_slice(image: Any, z: int) -> NDArray[Any]:
     img = _read_slice(image, z)
-    if img.dtype.kind == "f" and np.isnan(img).any():
-        raise ValueError(f"image slice z={z} contains NaN; fill or mask them before sampling")
     if img.dtype.kind not in "uif":
         raise ValueError(f"image must be integer or float, got dtype {img.dtype!r}")
     return img
