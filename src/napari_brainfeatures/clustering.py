@@ -135,13 +135,11 @@ def smooth_within(features: Any, sigma: Any, mask: Any = None) -> np.ndarray:
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(keep))
     k = keep[box].astype(np.float32)
     weight = ndimage.gaussian_filter(k, sig, mode="constant")
-    sub = f[box]
-    res = out[box]
+    sub, res = f[box], out[box]  # res is a view: filling it fills out
     for c in range(f.shape[-1]):
         chan = np.where(k > 0, sub[..., c], np.float32(0))
         num = ndimage.gaussian_filter(chan, sig, mode="constant")
         res[..., c] = np.where(k > 0, num / np.maximum(weight, 1e-12), np.nan)
-    out[box] = res
     return out
 
 
@@ -227,11 +225,12 @@ def _model(method: str, k: int, seed: int) -> Any:
 
 
 def _fit(method: str, k: int, seed: int, z: np.ndarray) -> Any:
-    """Fit :func:`_model` to ``z`` ``(n, d)``; a collapsed mixture says what to try."""
-    if method == "gmm":
-        # sklearn keeps float32 input in float32, where the rounding of nearly
-        # collinear CNN channels (covariances of rank < d) dwarfs reg_covar = 1e-6.
-        z = z.astype(np.float64)
+    """Fit :func:`_model` to ``z`` ``(n, d)``; a collapsed mixture says what to try.
+
+    Give a Gaussian mixture float64 ``z``: sklearn keeps float32 input in float32,
+    where the rounding of nearly collinear CNN channels (covariances of rank < d)
+    dwarfs reg_covar = 1e-6.
+    """
     try:
         return _model(method, k, seed).fit(z)
     except ValueError as err:
@@ -289,12 +288,10 @@ def cluster_map(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS!r}, got {method!r}")
     k = _check_k(k)
-    if np.any(np.asarray(smooth, dtype=float) != 0):
-        _rows(features)  # shape check first
-        _candidates(tuple(features.shape[:-1]), mask)
-        features = smooth_within(features, smooth, mask)
     rows, shape = _rows(features)
     cand = _candidates(shape, mask)
+    if np.any(np.asarray(smooth, dtype=float) != 0):
+        rows = smooth_within(features, smooth, mask).reshape(rows.shape)
     sample, valid = _gather(rows, cand, max_fit, seed, block_rows)
     if sample.shape[0] < k:
         raise ValueError(
@@ -303,6 +300,8 @@ def cluster_map(
         )
     cols = _informative(sample)
     pca, z = _reduce(sample[:, cols], pca_components, seed)
+    if method == "gmm":
+        z = z.astype(np.float64)  # see _fit
     model = _fit(method, k, seed, z)
     sizes = np.bincount(model.predict(z), minlength=k)
     rank = np.empty(k, dtype=np.int32)
@@ -315,7 +314,7 @@ def cluster_map(
             labels[s : s + block_rows][v] = rank[
                 model.predict(xb if pca is None else pca.transform(xb))
             ]
-    bic = float(model.bic(z.astype(np.float64))) if method == "gmm" else None
+    bic = float(model.bic(z)) if method == "gmm" else None
     return ClusterResult(
         labels.reshape(shape), k, method, bic, model, pca, int(z.shape[0]), int(valid.sum()), cols
     )
