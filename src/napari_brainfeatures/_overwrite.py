@@ -12,12 +12,30 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from napari_brainfeatures.io import is_zarr_store
 
-__all__ = ["check_output_file", "check_target", "swap_in"]
+__all__ = ["check_output_file", "check_target", "input_overlaps", "swap_in"]
+
+
+def input_overlaps(
+    target: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]
+) -> Iterator[tuple[Path, str]]:
+    """How ``target`` overlaps each input: ``(input, "is" | "contains" | "inside")``.
+
+    Paths are resolved; inputs apart from ``target`` are not listed.
+    """
+    resolved = Path(target).expanduser().resolve()
+    for src in inputs:
+        src = Path(src).expanduser().resolve()
+        if resolved == src:
+            yield src, "is"
+        elif resolved in src.parents:
+            yield src, "contains"
+        elif src in resolved.parents:
+            yield src, "inside"
 
 
 def check_target(
@@ -45,15 +63,13 @@ def check_target(
         ``overwrite`` may delete (it is then never deleted).
     """
     path = Path(target).expanduser()
-    resolved = path.resolve()
-    for src in inputs:
-        src = Path(src).expanduser().resolve()
-        if resolved == src or resolved in src.parents:
+    for src, how in input_overlaps(path, inputs):
+        if how != "inside":
             raise FileExistsError(
                 f"the output {str(path)!r} is or contains the input {str(src)!r}; "
                 "choose an output path outside the input"
             )
-        if src in resolved.parents and is_zarr_store(src):
+        if is_zarr_store(src):
             raise FileExistsError(
                 f"the output {str(path)!r} lies inside the input store {str(src)!r}; "
                 "choose an output path outside the input"
@@ -110,10 +126,8 @@ def check_output_file(
     refused, never overwritten.
     """
     p = Path(path).expanduser()
-    resolved = p.resolve()
-    for src in inputs:
-        src = Path(src).expanduser().resolve()
-        if resolved == src or src in resolved.parents:
+    for src, how in input_overlaps(p, inputs):
+        if how != "contains":  # a folder holding an input is refused below, as a folder
             raise FileExistsError(
                 f"the {what} {str(p)!r} is or lies inside the input {str(src)!r}; choose "
                 "another file name"

@@ -53,6 +53,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 
 def run(name: str, args: argparse.Namespace) -> int:
     from napari_brainfeatures._cli.train import _open, _present_table, check_slices
+    from napari_brainfeatures._overwrite import input_overlaps
     from napari_brainfeatures.analysis import (
         compare_extractors,
         feature_extractor,
@@ -67,9 +68,10 @@ def run(name: str, args: argparse.Namespace) -> int:
     out = args.out or Path(args.model).with_name(Path(args.model).stem + "_analysis")
     if out.exists() and not out.is_dir():  # checked before any work
         raise FileExistsError(f"--out {str(out)!r} is a file; give a folder for the results")
-    for src in (args.model, args.image, *([args.labels] if args.labels else [])):
-        if Path(src).resolve() in (out.resolve(), *out.resolve().parents):
-            raise FileExistsError(f"--out {str(out)!r} is or lies inside the input {src!r}")
+    inputs = (args.model, args.image, *([args.labels] if args.labels else []))
+    for src, how in input_overlaps(out, inputs):
+        if how != "contains":  # results beside the model, in its folder, are fine
+            raise FileExistsError(f"--out {str(out)!r} is or lies inside the input {str(src)!r}")
     model, meta = load_cnn(args.model, device=args.device or "cpu")
     table = meta["class_table"]
     image, labels, _, _ = _open(args)
