@@ -176,6 +176,12 @@ class ClassTable:
         return cls.from_dict(data)
 
     @classmethod
+    def generic(cls, ids: Sequence[int]) -> ClassTable:
+        """A table of the given ids named ``class<id>``, with palette colours by id."""
+        return cls(tuple(AreaClass(int(i), f"class{i}", _PALETTE[(int(i) - 1) % len(_PALETTE)])
+                         for i in ids))
+
+    @classmethod
     def from_names(cls, names: Sequence[str]) -> ClassTable:
         """A table with ids 1..n and palette colours for the given names."""
         return cls(

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from napari_brainfeatures.classes import _PALETTE, AreaClass, ClassTable, default_table
+from napari_brainfeatures.classes import ClassTable, default_table
 
 __all__ = ["PatchSet", "Splits", "sample_patches", "sample_splits", "split_slices"]
 
@@ -188,8 +188,7 @@ def _class_table(classes: Any, present: Sequence[int]) -> ClassTable:
             f"label ids {too_big[:5]!r}{' …' if len(too_big) > 5 else ''} are outside 1..65535 "
             "(e.g. Allen atlas ids); relabel the areas to 1..N (0 = unlabelled) first"
         )
-    return ClassTable(tuple(AreaClass(i, f"class{i}", _PALETTE[(i - 1) % len(_PALETTE)])
-                            for i in ids))
+    return ClassTable.generic(ids)
 
 
 def _interior_mask(mask: NDArray[np.bool_], p: int) -> NDArray[np.bool_]:
@@ -290,14 +289,12 @@ def sample_patches(
     half = p // 2
     inside = (slice(half, h - p + half + 1), slice(half, w - p + half + 1))
     imgs: dict[int, NDArray[Any]] = {}
-    clean: dict[int, NDArray[np.bool_] | None] = {}  # corners whose window has no NaN
-    for z in zs:
-        if np.dtype(image.dtype).kind == "f":  # e.g. NaN outside a reconstruction's circle
+    clean: dict[int, NDArray[np.bool_] | None] = dict.fromkeys(zs)  # NaN-free corners
+    if np.dtype(image.dtype).kind == "f":  # e.g. NaN outside a reconstruction's circle
+        for z in zs:
             imgs[z] = _read_image_slice(image, z)
             finite = np.isfinite(imgs[z])
             clean[z] = None if finite.all() else _interior_mask(finite, p)
-        else:
-            clean[z] = None
     # Candidate centres per class and slice: flat indices into the (H-P+1, W-P+1) corner grid.
     cands: dict[int, list[tuple[int, NDArray[np.int64]]]] = {c: [] for c in table.ids}
     for z, lab in lab2d.items():
