@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import napari
@@ -106,6 +107,15 @@ def status_label(text: str = "", lines: int = 2) -> Any:
     metrics = native.fontMetrics()
     native.setMinimumHeight(lines * metrics.lineSpacing() + metrics.descent())
     return label
+
+
+def say_file(label: Any, message: str, path: Any) -> None:
+    """Show ``message`` in ``label`` with ``{}`` as the file's name; its full path as tooltip.
+
+    A full path in a status line would widen the dock and squeeze the canvas.
+    """
+    label.value = message.replace("{}", Path(str(path)).name, 1)  # not format: names with {}
+    label.tooltip = str(path)
 
 
 OWNER_KEY = "brainfeatures_owner"  # layer metadata: the widget whose output a layer shows

@@ -19,6 +19,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from napari_brainfeatures._widgets._common import (
     image_choices,
     refresh_choices_on_layer_change,
+    say_file,
     status_label,
     workspace_for,
 )
@@ -114,8 +115,7 @@ class AnnotateWidget(Container):
         self._apply_table(ws.classes, save=False)
         layer.mode = "paint"
         self.viewer.layers.selection.active = layer
-        self.status.value = f"Labels saved as you paint in\n{ws.root.name}/labels.zarr"
-        self.status.tooltip = str(ws.labels_path)  # a full path would widen the dock
+        say_file(self.status, f"Labels saved as you paint in\n{ws.root.name}/{{}}", ws.labels_path)
         return layer
 
     # -- class table editing ------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import napari
@@ -40,6 +39,7 @@ from napari_brainfeatures._widgets._common import (
     image_shape,
     labels_choices,
     refresh_choices_on_layer_change,
+    say_file,
     scroll_body,
     status_label,
     workspace_for,
@@ -242,8 +242,7 @@ class TrainWidget(Container):
         )
         self.history = []
         self._plot_history()
-        self.status.value = f"training; best model so far kept in {Path(path).name}"
-        self.status.tooltip = str(path)  # a full path would widen the dock
+        say_file(self.status, "training; best model so far kept in {}", path)
         self.runner.start(gen, name="Train CNN", on_progress=self._on_epoch,
                           on_done=self._trained)
 
@@ -356,8 +355,7 @@ class TrainWidget(Container):
         except (OSError, ValueError) as err:
             show_error(f"Could not save the model: {err}")
             return
-        self.status.value = f"model saved to {Path(out).name}"
-        self.status.tooltip = str(out)
+        say_file(self.status, "model saved to {}", out)
 
     def load(self) -> None:
         """Load a model file; refused (notification) if it does not fit the sampled patches."""
@@ -378,5 +376,4 @@ class TrainWidget(Container):
         self.history = _saved_history(self.meta)  # the file's training curves, if it has them
         self._plot_history()
         self.patch_size.value = model.config.patch_size
-        self.status.value = f"loaded {Path(path).name}: {', '.join(self.classes.names)}"
-        self.status.tooltip = str(path)
+        say_file(self.status, "loaded {}: " + ", ".join(self.classes.names), path)

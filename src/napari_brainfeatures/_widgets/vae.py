@@ -11,7 +11,6 @@ this session) run in a worker with a progress bar and Cancel.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import napari
@@ -35,6 +34,7 @@ from napari_brainfeatures._progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
     layers_of,
     refresh_choices_on_layer_change,
+    say_file,
     scroll_body,
     status_label,
 )
@@ -250,8 +250,7 @@ class LatentWidget(Container):
         except (ValueError, OSError) as err:  # ModelFileError is a ValueError
             show_error(f"Cannot load the model: {err}")
             return
-        self.status.value = f"loaded {Path(str(self.model_path.value)).name}"
-        self.status.tooltip = str(self.model_path.value)  # a full path would widen the dock
+        say_file(self.status, "loaded {}", self.model_path.value)
 
     def save(self) -> None:
         """Save the current model to the model file."""
@@ -269,8 +268,7 @@ class LatentWidget(Container):
         except (OSError, ValueError) as err:
             show_error(f"Could not save the model: {err}")
             return
-        self.status.value = f"saved {Path(out).name}"
-        self.status.tooltip = str(out)
+        say_file(self.status, "saved {}", out)
 
     def _names(self) -> list[str]:
         lab = self.rois.value
