@@ -34,6 +34,24 @@ def test_full_size_shapes_and_sigmoid_range():
     assert float(out.min()) >= 0 and float(out.max()) <= 1
 
 
+def test_decode_runs_channels_last_with_the_same_values():
+    """The decoder works on a channels-last map (fast on CPU) and equals the plain layout."""
+    torch.manual_seed(0)
+    model = BetaVAE(VAEConfig(**TINY)).eval()
+    z = torch.randn(3, 4)
+    with torch.no_grad():
+        out = model.decode(z)
+        h = z
+        for fc in model.decoder_fc:
+            h = torch.relu(fc(h))
+        h = h.view(3, model.config.channels, *model.config.final_shape)  # plain NCHW
+        assert h.is_contiguous()
+        plain = torch.sigmoid(model.decoder_convs(h))
+    assert out.shape == plain.shape == (3, 1, 32, 48)
+    torch.testing.assert_close(out, plain)
+    assert next(model.parameters()).is_contiguous()  # the weights keep their layout
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

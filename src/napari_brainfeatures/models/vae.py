@@ -187,7 +187,12 @@ class BetaVAE(nn.Module):
         for fc in self.decoder_fc:
             h = F.relu(fc(h))  # (B, fc_i) ... (B, flat_size)
         fh, fw = self.config.final_shape
-        h = h.view(-1, self.config.channels, fh, fw)  # (B, C, h, w)
+        # channels-last lets oneDNN run the transposed convolutions about 2.5x faster on
+        # a CPU (one 320x448 decode on one thread: 35 -> 13 ms, the slider's latency);
+        # the weights keep their layout, and the values are the same to float rounding
+        h = h.view(-1, self.config.channels, fh, fw).contiguous(
+            memory_format=torch.channels_last
+        )  # (B, C, h, w)
         return self.decoder_convs(h)  # (B, 1, H, W)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
