@@ -287,3 +287,13 @@ def test_cli_names_a_folder_that_is_no_population(tmp_path, capsys, command):
     assert cli.main([command, *argv]) == 2
     err = capsys.readouterr().err
     assert "is not a population (no zarr group found)" in err and "No group" not in err
+
+
+def test_check_population_size_names_a_volume():
+    from napari_brainfeatures.population import check_population_size
+
+    check_population_size((256, 320, 448), memory=2**30)  # 0.4 GiB of copies: fine
+    with pytest.raises(ValueError, match=r"720 sections of 1420×5805\).* more than half"):
+        check_population_size((720, 1420, 5805), memory=24 * 2**30)
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        check_population_size((2, 3, 4, 5))

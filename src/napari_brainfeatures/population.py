@@ -34,6 +34,7 @@ from napari_brainfeatures.models.checkpoint import (
 
 __all__ = [
     "as_stack",
+    "check_population_size",
     "check_rois",
     "preprocess",
     "read_population",
@@ -83,6 +84,49 @@ def as_stack(images: ArrayLike | Sequence[ArrayLike], *, name: str = "images") -
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values; fill or drop those sections")
     return arr
+
+
+def check_population_size(
+    shape: Sequence[int], *, name: str = "the population", memory: int | None = None
+) -> None:
+    """Refuse a population whose float32 working copies would not fit in memory.
+
+    Pre-processing and training hold about three float32 copies of the
+    sections (the raw values, the scaled sections, the training tensors).
+    A micro-CT volume picked by mistake (10⁹–10¹⁰ voxels) is refused here,
+    before any of it is read, instead of filling the memory of the viewer.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        ``(N, H, W)`` (or ``(H, W)``, one section).
+    name : str
+        Used in the message.
+    memory : int, optional
+        Bytes of memory; default the machine's physical memory.
+
+    Raises
+    ------
+    ValueError
+        When three float32 copies need more than half of ``memory``.
+    """
+    import psutil  # a napari dependency
+
+    dims = [int(s) for s in shape]
+    if len(dims) == 2:
+        dims = [1, *dims]
+    if len(dims) != 3:
+        raise ValueError(f"{name} must be (N, H, W) sections, got shape {tuple(dims)!r}")
+    need = 3 * 4 * int(np.prod(dims, dtype=np.int64))
+    total = int(memory if memory is not None else psutil.virtual_memory().total)
+    if need > total // 2:
+        n, h, w = dims
+        raise ValueError(
+            f"{name} ({n} sections of {h}×{w}) would need about {need / 2**30:.1f} GiB as "
+            f"float32 while training, more than half of this machine's {total / 2**30:.1f} "
+            "GiB: is it a volume rather than a stack of 2-D sections? Use fewer sections, or "
+            "crop or downsample them (the paper's sections are 320×448)"
+        )
 
 
 def check_rois(rois: ArrayLike, image_shape: tuple[int, ...]) -> NDArray[np.integer[Any]]:
@@ -137,6 +181,7 @@ def read_population(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{p!r} has no 'images' array (found {sorted(names)!r}); write one with "
             "'brainfeatures sample population'"
         )
+    check_population_size(group["images"].shape, name=f"{p!r}")
     out: dict[str, Any] = {"images": as_stack(group["images"][...])}
     shape = out["images"].shape
     for key in ("clean", "rois", "factors", "artifact"):

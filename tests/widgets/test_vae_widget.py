@@ -138,3 +138,23 @@ def test_train_vae_live_curves_and_bad_model_file(setup, qtbot, tmp_path):
     w.model_path.value = bad
     w.load()
     assert len(w.sliders) == 2  # unchanged; the error became a notification
+
+
+def test_a_volume_is_refused_as_a_population(setup, monkeypatch):
+    """A multiscale volume or a stack too large for memory is named, not read or trained."""
+    import dask.array as da
+
+    viewer, w, _ = setup
+    errors = []
+    monkeypatch.setattr("napari_brainfeatures._widgets.vae.show_error", errors.append)
+    big = da.zeros((4000, 1420, 5805), dtype=np.uint8, chunks=(1, 1420, 5805))  # 33 G voxels
+    viewer.add_image(big, name="micro-CT")
+    w.population.value = viewer.layers["micro-CT"]
+    w.train_button.clicked.emit()
+    assert not w.runner.running
+    assert "would need about" in errors[-1] and "volume" in errors[-1]
+    viewer.add_image([big, big[:, ::2, ::2]], name="pyramid", multiscale=True)
+    w.population.value = viewer.layers["pyramid"]
+    w.preview_button.clicked.emit()
+    assert "multiscale" in errors[-1]
+    assert "pre-processed" not in viewer.layers

@@ -49,7 +49,12 @@ from napari_brainfeatures.latent import (
 from napari_brainfeatures.models.checkpoint import check_save_path
 from napari_brainfeatures.models.vae import KIND as VAE_KIND
 from napari_brainfeatures.models.vae import VAEConfig, save_vae
-from napari_brainfeatures.population import PCA_KIND, preprocess, roi_names_for
+from napari_brainfeatures.population import (
+    PCA_KIND,
+    check_population_size,
+    preprocess,
+    roi_names_for,
+)
 from napari_brainfeatures.vae_training import (
     VAELatentModel,
     fit_pca,
@@ -179,6 +184,17 @@ class LatentWidget(Container):
         layer = self.population.value
         if layer is None:
             show_info("Choose a population image layer (N×H×W) first.")
+            return None
+        if layer.multiscale:
+            show_error(
+                f"{layer.name!r} is a multiscale image, a volume rather than a population: "
+                "choose a stack of 2-D sections (N×H×W)"
+            )
+            return None
+        try:
+            check_population_size(layer.data.shape, name=repr(layer.name))
+        except ValueError as err:
+            show_error(str(err))
             return None
         return np.asarray(layer.data)
 
