@@ -48,10 +48,12 @@ def test_load_sliders_decode_and_difference(setup, qtbot):
     assert [name for name, _ in w._population_choices()] == ["population"]
     w.preview_button.clicked.emit()
     assert viewer.layers["pre-processed"].data.max() <= 1
+    mine = viewer.add_image(np.ones(SHAPE, np.float32), name=DECODE_LAYER)  # the user's
     w.model_path.value = path
     w.load_button.clicked.emit()
     assert len(w.sliders) == 3
-    layer = viewer.layers[DECODE_LAYER]
+    layer = viewer.layers[-1]
+    assert layer is not mine and layer.name != DECODE_LAYER  # napari gave it a free name
     start = np.array(layer.data, copy=True)
     assert start.shape == SHAPE
     s0 = w.sliders[0]
@@ -59,9 +61,14 @@ def test_load_sliders_decode_and_difference(setup, qtbot):
     moved = np.array(layer.data)
     assert not np.allclose(moved, start)
     assert np.allclose(moved, w.model.decode(w.z[None])[0])
+    # the slider writes into the layer's array: what napari shows must follow
+    assert np.allclose(np.asarray(layer._slice.image.view), moved)
     w.difference.value = True
     assert np.allclose(layer.data, moved - start, atol=1e-6)
+    assert layer.colormap.name == "PiYG"
     w.difference.value = False
+    assert layer.colormap.name == "magma" and np.allclose(layer.data, moved)
+    assert np.array_equal(mine.data, np.ones(SHAPE)) and mine.colormap.name == "gray"
     w.reset_button.clicked.emit()
     assert w.sliders[0].value == pytest.approx(float(w.mean[0]), abs=1e-3)
     w.random_button.clicked.emit()

@@ -124,7 +124,7 @@ _LIVE_KEYS = ("scale", "translate", "contrast_limits")
 
 
 def put_layer(viewer: napari.Viewer, name: str, data: Any, kind: str, *, owner: str,
-              **kwargs: Any) -> Any:
+              in_place: bool = False, **kwargs: Any) -> Any:
     """Show ``data`` as the layer ``name`` that the widget ``owner`` made earlier, or a new one.
 
     Only the layer tagged as that output of ``owner`` is reused: its data, and the
@@ -132,6 +132,12 @@ def put_layer(viewer: napari.Viewer, name: str, data: Any, kind: str, *, owner: 
     user's colour and visibility choices stay), or it is replaced when the data
     no longer fits it.  A layer of the user's with the same name (an annotation
     layer, say) is never touched: napari gives the new layer a free name.
+
+    With ``in_place`` a numpy ``data`` of the layer's shape and dtype is copied
+    into the layer's own array, which is then refreshed: about 3 ms for a
+    320×448 image against 10 ms for a new ``data`` (napari re-derives its
+    dimensions), the difference a slider feels.  The array the layer was made
+    with is then overwritten, so pass a fresh one each time.
     """
     layer_type = {"image": Image, "labels": Labels}.get(kind)
     tag = f"{owner}: {name}"  # found by its tag, whatever napari or the user named it
@@ -140,10 +146,18 @@ def put_layer(viewer: napari.Viewer, name: str, data: Any, kind: str, *, owner: 
             continue
         same = layer_type is not None and type(layer) is layer_type
         if same and np.ndim(layer.data) == np.ndim(data) and not kwargs.get("rgb"):
-            layer.data = data
+            old = layer.data
+            copy = (in_place and isinstance(old, np.ndarray) and isinstance(data, np.ndarray)
+                    and old.shape == data.shape and old.dtype == data.dtype and old is not data)
+            if copy:
+                old[...] = data
+            else:
+                layer.data = data
             for key in _LIVE_KEYS:
-                if key in kwargs:
+                if key in kwargs and not np.array_equal(getattr(layer, key), kwargs[key]):
                     setattr(layer, key, kwargs[key])
+            if copy:
+                layer.refresh()
             return layer
         viewer.layers.remove(layer)
     meta = {**kwargs.pop("metadata", {}), OWNER_KEY: owner, OWNER_TAG: tag}

@@ -33,6 +33,7 @@ from napari.utils.notifications import show_error, show_info
 from napari_brainfeatures._progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
     layers_of,
+    put_layer,
     refresh_choices_on_layer_change,
     say_file,
     scroll_body,
@@ -360,19 +361,18 @@ class LatentWidget(Container):
         if self.difference.value and self.start_image is not None:
             img = img - self.start_image
             m = max(float(np.abs(img).max()), 1e-6)
-            self._set_layer(DECODE_LAYER, img, colormap="PiYG", contrast_limits=(-m, m))
+            cmap, clim = "PiYG", (-m, m)
         else:
-            self._set_layer(DECODE_LAYER, img, colormap="magma", contrast_limits=self.clim)
+            cmap, clim = "magma", self.clim
+        layer = self._set_layer(DECODE_LAYER, img, in_place=True, colormap=cmap,
+                                contrast_limits=clim)
+        if layer.colormap.name != cmap:  # the difference box was toggled
+            layer.colormap = cmap
         return img
 
     def _set_layer(self, name: str, data: np.ndarray, **kwargs: Any) -> Image:
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            layer.data = data
-            for key, value in kwargs.items():
-                setattr(layer, key, value)
-            return layer
-        return self.viewer.add_image(data, name=name, **kwargs)
+        """Show ``data`` in this dock's own layer ``name`` (never a user's layer of that name)."""
+        return put_layer(self.viewer, name, data, "image", owner="Latent", **kwargs)
 
     # -- analyses -------------------------------------------------------------
     def projective(self) -> None:
