@@ -252,6 +252,41 @@ def test_cli_train_and_latent(tmp_path, kind, capsys):
     assert "no 'rois' array" in capsys.readouterr().err and not fresh.exists()
 
 
+def test_cli_latent_compares_several_models(tmp_path, capsys):
+    import json
+
+    from napari_brainfeatures import cli
+
+    pop = write_population(tmp_path / "pop.zarr")
+    small = ["--n-down", "3", "--channels", "4", "--epochs", "1", "--batch-size", "4"]
+    models = []
+    for kind, latent in (("pca", 2), ("vae", 2), ("beta-vae", 3)):
+        models.append(tmp_path / kind / "m.safetensors")  # two files of the same name
+        argv = ["train-vae", str(pop), "--out", str(models[-1]), "--model", kind]
+        assert cli.main([*argv, "--latent", str(latent), *small]) == 0
+    capsys.readouterr()
+    out = tmp_path / "cmp"
+    argv = ["latent", *map(str, models), str(pop), "--out", str(out), "--what", "quality",
+            "receptive", "--n-images", "8"]  # fmt: skip
+    assert cli.main(argv) == 0
+    rows = json.loads((out / "comparison.json").read_text())
+    assert [r["label"] for r in rows] == ["PCA L=2", "VAE L=2", "β-VAE L=3 β=3"]
+    for row in rows:
+        assert {"disentanglement", "cwssim_recon", "cwssim_artifact", "pca_fd_samples"} <= set(row)
+    assert json.loads(capsys.readouterr().out)["comparison"] == rows
+    for i in range(3):  # one folder per model, numbered as the names clash
+        assert (out / f"{i}_m" / "latent.json").exists() and (out / f"{i}_m" / "impact.png").exists()
+    # sections of another size are refused, naming the model, before anything is written
+    import zarr
+
+    other = tmp_path / "other.zarr"
+    zarr.open_group(str(other), mode="w").create_array("images", data=np.ones((4, 64, 64)))
+    fresh = tmp_path / "fresh"
+    argv = ["latent", *map(str, models), str(other), "--out", str(fresh), "--what", "quality"]
+    assert cli.main(argv) == 2
+    assert str(models[0]) in capsys.readouterr().err and not fresh.exists()
+
+
 def test_cli_train_vae_refuses_to_overwrite(tmp_path, capsys):
     from napari_brainfeatures import cli
 

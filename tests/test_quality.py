@@ -77,3 +77,87 @@ def test_pca_frechet_grows_with_shift():
         pca_frechet_distance(real, real[:, :5])
     with pytest.raises(ValueError, match="at least 2"):
         pca_frechet_distance(real[:1], real)
+
+
+class _Copy:
+    """A 'model' that reconstructs its input exactly (keeps every artifact)."""
+
+    def __init__(self, shape):
+        self.image_shape, self.latent_dim = shape, shape[0] * shape[1]
+
+    def encode(self, x):
+        x = np.asarray(x, np.float32)
+        return x.reshape(len(x), -1)
+
+    def decode(self, z):
+        return np.asarray(z, np.float32).reshape(-1, *self.image_shape)
+
+
+class _Clean(_Copy):
+    """A 'model' that returns the clean version of each section it is shown (rejects all)."""
+
+    def __init__(self, images, clean):
+        super().__init__(clean.shape[1:])
+        self.images, self.clean, self.latent_dim = images, clean, 1
+
+    def encode(self, x):
+        x = np.asarray(x, np.float32)
+        return np.array([[np.flatnonzero((self.images == xi).all((1, 2)))[0]] for xi in x],
+                        np.float32)  # fmt: skip
+
+    def decode(self, z):
+        idx = np.clip(np.rint(np.asarray(z)[:, 0]), 0, len(self.clean) - 1).astype(int)
+        return self.clean[idx]
+
+
+def _population(n=12, shape=(32, 48), seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    clean = np.stack([0.3 + 0.4 * np.exp(-(((yy - 16 - rng.normal(0, 3)) / 8) ** 2 +
+                                           ((xx - 24 - rng.normal(0, 4)) / 12) ** 2))
+                      for _ in range(n)]).astype(np.float32)  # fmt: skip
+    images = clean.copy()
+    artifact = np.zeros(n, np.int8)
+    artifact[[3, 7]] = 2
+    images[[3, 7], 10:16] = 0.0  # a missing stripe
+    return images, clean, artifact
+
+
+def test_model_quality_scores_artifact_rejection():
+    from napari_brainfeatures._progress import run
+    from napari_brainfeatures.quality import model_quality
+
+    images, clean, artifact = _population()
+    copy = run(model_quality(_Copy(images.shape[1:]), images, clean=clean, artifact=artifact,
+                             n_samples=4))  # fmt: skip
+    assert copy["cwssim_recon"] == pytest.approx(1.0)
+    # copying the input keeps the stripe: exactly the input's own score, a large penalty
+    assert copy["cwssim_artifact"] == pytest.approx(copy["cwssim_artifact_input"])
+    assert copy["artifact_penalty"] > 0.05
+    assert copy["pca_fd_recon"] > 0
+    rejecting = run(model_quality(_Clean(images, clean), images, clean=clean, artifact=artifact,
+                                  n_samples=4))  # fmt: skip
+    assert rejecting["cwssim_artifact"] == pytest.approx(1.0)
+    assert rejecting["artifact_penalty"] == pytest.approx(0.0, abs=1e-9)
+    # without clean sections there is nothing to reject towards: no artifact keys
+    plain = run(model_quality(_Copy(images.shape[1:]), images, artifact=artifact, n_samples=4))
+    assert "cwssim_artifact" not in plain and plain["cwssim_recon"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"clean": np.zeros((12, 32, 40))}, "do not match the sections"),
+        ({"artifact": np.zeros(5)}, "one entry per section"),
+        ({"artifact": np.ones(12), "clean": "same"}, "every section has an artifact"),
+    ],
+)
+def test_model_quality_bad_input(kwargs, match):
+    from napari_brainfeatures._progress import run
+    from napari_brainfeatures.quality import model_quality
+
+    images, clean, _ = _population()
+    if isinstance(kwargs.get("clean"), str):
+        kwargs["clean"] = clean
+    with pytest.raises(ValueError, match=match):
+        run(model_quality(_Copy(images.shape[1:]), images, **kwargs))

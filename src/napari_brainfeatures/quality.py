@@ -29,7 +29,15 @@ from scipy import linalg
 from scipy.ndimage import uniform_filter
 from sklearn.decomposition import PCA
 
-__all__ = ["steerable_filters", "cw_ssim", "pca_frechet_distance", "frechet_distance"]
+from napari_brainfeatures._progress import Progress, ProgressGen
+
+__all__ = [
+    "steerable_filters",
+    "cw_ssim",
+    "pca_frechet_distance",
+    "frechet_distance",
+    "model_quality",
+]
 
 
 @lru_cache(maxsize=8)
@@ -184,3 +192,121 @@ def pca_frechet_distance(
     return frechet_distance(
         pr.mean(0), np.cov(pr, rowvar=False), pg.mean(0), np.cov(pg, rowvar=False)
     )
+
+
+def model_quality(
+    model: Any,
+    images: ArrayLike,
+    *,
+    clean: ArrayLike | None = None,
+    artifact: ArrayLike | None = None,
+    max_sections: int = 64,
+    n_samples: int = 256,
+    seed: int = 0,
+    chunk: int = 8,
+) -> ProgressGen[dict[str, Any]]:
+    """CW-SSIM and PCA-Fréchet distance of a latent model's reconstructions and samples.
+
+    A progress generator (CW-SSIM costs about 0.25 s per 320×448 section).
+
+    Parameters
+    ----------
+    model : latent model (``encode``/``decode``, e.g. a β-VAE, VAE or PCA baseline)
+    images : array (N, H, W)
+        Pre-processed sections in [0, 1], as the model was trained on.
+    clean : array (N, H, W), optional
+        The same sections without artifacts: the reference the reconstructions
+        are compared with.  Default: ``images`` themselves.
+    artifact : int array (N,), optional
+        Artifact kind per section, 0 = none.  With ``clean``, the corrupted
+        sections' reconstructions are scored against their clean versions
+        (artifact rejection).
+    max_sections : int
+        CW-SSIM is averaged over at most this many sections of each group
+        (a seeded random subset); default 64.
+    n_samples : int
+        Sections decoded from N(0, I) latents for the samples' distance.
+    seed : int
+    chunk : int
+        Sections per progress step.
+
+    Returns
+    -------
+    dict
+        ``n_sections``; ``cwssim_recon`` (mean CW-SSIM of reconstructions of
+        artifact-free sections against the reference), ``pca_fd_recon``
+        (reconstructions of all sections against the reference) and
+        ``pca_fd_samples``; with ``clean`` and corrupted sections also
+        ``cwssim_artifact`` (their reconstructions against the clean
+        sections), ``cwssim_artifact_input`` (the corrupted input itself
+        against the clean sections: what a model that copied its input would
+        get) and ``artifact_penalty`` (``cwssim_recon − cwssim_artifact``).
+    """
+    from napari_brainfeatures.latent import as_latent_model
+    from napari_brainfeatures.population import as_stack
+
+    model = as_latent_model(model)
+    imgs = as_stack(images).astype(np.float32, copy=False)
+    ref = imgs if clean is None else as_stack(clean, name="clean").astype(np.float32, copy=False)
+    if ref.shape != imgs.shape:
+        raise ValueError(
+            f"clean sections {ref.shape!r} do not match the sections {imgs.shape!r}"
+        )
+    if imgs.shape[1:] != tuple(model.image_shape):
+        raise ValueError(
+            f"sections of shape {imgs.shape[1:]!r} do not match the model's "
+            f"{tuple(model.image_shape)!r}"
+        )
+    if len(imgs) < 2:
+        raise ValueError(f"quality needs at least 2 sections, got {len(imgs)}")
+    bad = np.zeros(len(imgs), bool)
+    if artifact is not None:
+        art = np.asarray(artifact)
+        if art.shape != (len(imgs),):
+            raise ValueError(f"artifact must have one entry per section ({len(imgs)}), got "
+                             f"shape {art.shape!r}")
+        bad = art > 0
+    if clean is None:
+        bad[:] = False  # no reference to reject artifacts towards
+    if bad.all():
+        raise ValueError("every section has an artifact: no artifact-free section to score")
+    rng = np.random.default_rng(seed)
+
+    def pick(idx: NDArray[np.intp]) -> NDArray[np.intp]:
+        if len(idx) <= max_sections:
+            return idx
+        return np.sort(rng.choice(idx, max_sections, replace=False))
+
+    good_idx, bad_idx = pick(np.flatnonzero(~bad)), pick(np.flatnonzero(bad))
+    steps = -(-len(imgs) // 32) + -(-len(good_idx) // chunk) + 2 * -(-len(bad_idx) // chunk) + 1
+    done = 0
+    recon = np.empty_like(imgs)
+    for i in range(0, len(imgs), 32):
+        recon[i : i + 32] = np.clip(model.decode(model.encode(imgs[i : i + 32])), 0, 1)
+        done += 1
+        yield Progress(done, steps, f"reconstructing sections {i + 1}–{min(i + 32, len(imgs))}")
+
+    def mean_cwssim(x: NDArray[Any], y: NDArray[Any], what: str) -> Any:
+        nonlocal done
+        out = []
+        for i in range(0, len(x), chunk):
+            out.append(cw_ssim(x[i : i + chunk], y[i : i + chunk]))
+            done += 1
+            yield Progress(done, steps, f"CW-SSIM of {what} ({min(i + chunk, len(x))}/{len(x)})")
+        return float(np.mean(np.concatenate(out)))
+
+    res: dict[str, Any] = {"n_sections": len(imgs)}
+    res["cwssim_recon"] = yield from mean_cwssim(recon[good_idx], ref[good_idx], "reconstructions")
+    if len(bad_idx):
+        res["cwssim_artifact"] = yield from mean_cwssim(
+            recon[bad_idx], ref[bad_idx], "corrupted sections' reconstructions"
+        )
+        res["cwssim_artifact_input"] = yield from mean_cwssim(
+            imgs[bad_idx], ref[bad_idx], "corrupted sections themselves"
+        )
+        res["artifact_penalty"] = res["cwssim_recon"] - res["cwssim_artifact"]
+    res["pca_fd_recon"] = pca_frechet_distance(ref, recon, seed=seed)
+    z = rng.normal(size=(max(int(n_samples), 2), model.latent_dim)).astype(np.float32)
+    res["pca_fd_samples"] = pca_frechet_distance(ref, np.clip(model.decode(z), 0, 1), seed=seed)
+    yield Progress(steps, steps, "Fréchet distances")
+    return res

@@ -38,8 +38,12 @@ __all__ = [
     "train_vae",
     "fit_pca",
     "load_latent_model",
+    "model_label",
+    "MODEL_NAMES",
     "torch_threads",
 ]
+
+MODEL_NAMES = {"beta-vae": "β-VAE", "vae": "VAE", "pca": "PCA"}  # meta["model_type"] -> name
 
 
 @contextmanager
@@ -378,3 +382,14 @@ def load_latent_model(
     raise ModelFileError(
         f"{str(path)!r} holds a {kind!r}; expected a {KIND!r} or {PCA_KIND!r} latent model"
     )
+
+
+def model_label(model: Any, meta: dict[str, Any]) -> str:
+    """A latent model's short name for tables: ``"β-VAE L=8 β=3"``, ``"VAE L=8"``, ``"PCA L=8"``."""
+    kind = str(meta.get("model_type", "beta-vae"))
+    label = f"{MODEL_NAMES.get(kind, kind)} L={model.latent_dim}"
+    net = getattr(model, "model", None)
+    beta = getattr(getattr(net, "config", None), "beta", None)
+    if kind == "beta-vae" and beta is not None:
+        label += f" β={beta:g}"
+    return label

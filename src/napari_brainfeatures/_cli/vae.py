@@ -46,9 +46,16 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--clean", action="store_true", help="train on 'clean', not 'images'")
         parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
         return
-    parser.add_argument("model", help="model file written by train-vae")
+    parser.add_argument(
+        "model", nargs="+",
+        help="model file(s) written by train-vae; several (e.g. β-VAE, VAE, PCA, or a sweep "
+        "of L) are compared side by side in OUT/comparison.json",
+    )  # fmt: skip
     parser.add_argument("population", help="population zarr group")
-    parser.add_argument("--out", required=True, help="folder for PNG pictures and latent.json")
+    parser.add_argument(
+        "--out", required=True,
+        help="folder for PNG pictures and latent.json (one sub-folder per model when several)",
+    )  # fmt: skip
     parser.add_argument("--what", nargs="+", choices=WHAT, default=list(WHAT))
     parser.add_argument("--section", type=int, default=0, help="section for the traversal")
     parser.add_argument("--c-max", type=float, default=7.0, help="half-range of latent sweeps")
@@ -125,29 +132,66 @@ def _train(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
 
 def _latent(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
     from napari_brainfeatures.population import preprocess
-    from napari_brainfeatures.vae_training import load_latent_model
+    from napari_brainfeatures.vae_training import load_latent_model, model_label
 
-    model, meta = load_latent_model(args.model, device=args.device)
-    pre = meta.get("preprocessing", {})
-    kw = {"mean": pre.get("mean"), "clip": pre.get("clip", 3.8)}
-    images, _ = preprocess(pop["images"], **kw)
-    clean = preprocess(pop["clean"], **kw)[0] if "clean" in pop else images
-    if images.shape[1:] != tuple(model.image_shape):
-        raise ValueError(
-            f"population sections {images.shape[1:]!r} do not match the model's "
-            f"{tuple(model.image_shape)!r}"
-        )
-    # every request is checked before anything is written
-    if "traversal" in args.what and not 0 <= args.section < len(images):
-        raise ValueError(f"--section must be in 0..{len(images) - 1}, got {args.section}")
+    # every model and request is checked before anything is written
+    models = []
+    for path in args.model:
+        model, meta = load_latent_model(path, device=args.device)
+        if pop["images"].shape[1:] != tuple(model.image_shape):
+            raise ValueError(
+                f"population sections {pop['images'].shape[1:]!r} do not match the "
+                f"{tuple(model.image_shape)!r} of model {path!r}"
+            )
+        models.append((path, model, meta))
+    if "traversal" in args.what and not 0 <= args.section < len(pop["images"]):
+        raise ValueError(f"--section must be in 0..{len(pop['images']) - 1}, got {args.section}")
     if "receptive" in args.what and "rois" not in pop:
         raise ValueError(
             f"{args.population!r} has no 'rois' array for receptive fields; add one, or leave "
             "'receptive' out of --what"
         )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"model": str(args.model), "model_type": meta.get("model_type")}
+    folders = [out] if len(models) == 1 else _model_folders(out, args.model)
+    rows = []
+    for (path, model, meta), folder in zip(models, folders, strict=True):
+        pre = meta.get("preprocessing", {})
+        kw = {"mean": pre.get("mean"), "clip": pre.get("clip", 3.8)}
+        images, _ = preprocess(pop["images"], **kw)
+        clean = preprocess(pop["clean"], **kw)[0] if "clean" in pop else images
+        folder.mkdir(parents=True, exist_ok=True)
+        report = _report(model, meta, images, clean, pop, args, folder, printer)
+        report["model"] = str(path)
+        (folder / "latent.json").write_text(json.dumps(report, indent=2))
+        row: dict[str, Any] = {"model": str(path), "label": model_label(model, meta)}
+        if "receptive" in report:
+            row["disentanglement"] = report["receptive"]["disentanglement"]
+        for key, value in report.get("quality", {}).items():
+            if isinstance(value, float):
+                row[key] = value
+        rows.append(row)
+    if len(rows) == 1:
+        print(json.dumps({"out": str(out), **rows[0]}, indent=2))
+        return 0
+    (out / "comparison.json").write_text(json.dumps(rows, indent=2))
+    print(json.dumps({"out": str(out), "comparison": rows}, indent=2))
+    return 0
+
+
+def _model_folders(out: Path, paths: list[str]) -> list[Path]:
+    """One sub-folder per model, named by its file (numbered when two files share a name)."""
+    stems = [Path(p).name.removesuffix(".safetensors") for p in paths]
+    return [
+        out / (stem if stems.count(stem) == 1 else f"{i}_{stem}") for i, stem in enumerate(stems)
+    ]
+
+
+def _report(
+    model: Any, meta: dict, images: np.ndarray, clean: np.ndarray, pop: dict,
+    args: argparse.Namespace, out: Path, printer: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """One model's traversal, projective and receptive fields and quality, into ``out``."""
+    report: dict[str, Any] = {"model_type": meta.get("model_type")}
     codes = model.encode(clean)  # (N, L)
     report["latent_mean"] = codes.mean(0).tolist()
     report["latent_std"] = codes.std(0).tolist()
@@ -158,16 +202,8 @@ def _latent(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
     if "receptive" in args.what:
         report["receptive"] = _receptive(model, clean, pop, args, out, printer)
     if "quality" in args.what:
-        report["quality"] = _quality(model, images, clean, pop, codes)
-    (out / "latent.json").write_text(json.dumps(report, indent=2))
-    summary: dict[str, Any] = {"out": str(out), "model": str(args.model)}
-    if "receptive" in report:
-        summary["disentanglement"] = report["receptive"]["disentanglement"]
-    for key, value in report.get("quality", {}).items():
-        if isinstance(value, float):
-            summary[key] = value
-    print(json.dumps(summary, indent=2))
-    return 0
+        report["quality"] = _quality(model, images, clean, pop, codes, printer)
+    return report
 
 
 def _save_png(path: Path, img: np.ndarray, **kw: Any) -> None:
@@ -252,21 +288,18 @@ def _impact_png(path: Path, impact: np.ndarray, names: list[str]) -> None:
     fig.savefig(path, dpi=100)
 
 
-def _quality(model: Any, images: np.ndarray, clean: np.ndarray, pop: dict, codes: Any) -> dict:
+def _quality(
+    model: Any, images: np.ndarray, clean: np.ndarray, pop: dict, codes: Any, printer: Any
+) -> dict:
     from napari_brainfeatures.latent import factor_alignment
-    from napari_brainfeatures.quality import cw_ssim, pca_frechet_distance
+    from napari_brainfeatures.quality import model_quality
 
-    recon = np.clip(model.decode(model.encode(images)), 0, 1)  # (N, H, W)
-    q: dict[str, Any] = {"cwssim_recon_vs_clean": float(np.mean(cw_ssim(recon, clean)))}
-    art = pop.get("artifact")
-    if art is not None and np.any(art > 0):
-        sel = np.asarray(art) > 0
-        q["cwssim_artifact"] = float(np.mean(cw_ssim(recon[sel], clean[sel])))
-        q["cwssim_artifact_input"] = float(np.mean(cw_ssim(images[sel], clean[sel])))
-    q["pca_fd_recon"] = pca_frechet_distance(clean, recon)
-    rng = np.random.default_rng(0)
-    z = rng.normal(size=(min(len(clean), 256), codes.shape[1])).astype(np.float32)
-    q["pca_fd_samples"] = pca_frechet_distance(clean, np.clip(model.decode(z), 0, 1))
+    q = run_gen(
+        model_quality(
+            model, images, clean=clean if "clean" in pop else None, artifact=pop.get("artifact")
+        ),
+        printer,
+    )
     if "factors" in pop:
         fa = factor_alignment(codes, pop["factors"], factor_names=pop["factor_names"])
         q["factor_alignment"] = fa["score"]

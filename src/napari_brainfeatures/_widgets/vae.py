@@ -57,15 +57,17 @@ from napari_brainfeatures.population import (
     roi_names_for,
 )
 from napari_brainfeatures.vae_training import (
+    MODEL_NAMES,
     VAELatentModel,
     fit_pca,
     load_latent_model,
+    model_label,
     torch_threads,
     train_vae,
 )
 
 DECODE_LAYER = "β-VAE decode"
-NAMES = {"beta-vae": "β-VAE", "vae": "VAE", "pca": "PCA"}
+NAMES = MODEL_NAMES
 
 
 def _fit_pca_gen(images: np.ndarray, latent_dim: int) -> ProgressGen[tuple[Any, dict]]:
