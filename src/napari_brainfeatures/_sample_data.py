@@ -97,6 +97,9 @@ def sample_population(n: int = POPULATION_N, *, seed: int = 0) -> list[LayerData
     return [
         (pop.images, {"name": "sections (synthetic)", "contrast_limits": (0.0, hi),
                       "metadata": meta}, "image"),
+        # the same sections without artifacts: the Latent dock scores artifact rejection on them
+        (pop.clean, {"name": "sections without artifacts (truth)", "contrast_limits": (0.0, hi),
+                     "visible": False, "metadata": {"clean_of": "sections (synthetic)"}}, "image"),
         (np.asarray(pop.rois),
          {"name": "section ROIs", "opacity": 0.35,
           "metadata": {"roi_names": list(pop.roi_names)}}, "labels"),

@@ -30,9 +30,12 @@ def rois():
 @pytest.fixture
 def setup(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
-    pop = population()
-    artifact = [0] * 10 + [1, 2]
+    clean = population()
+    pop = clean.copy()
+    pop[10:, 12:16] = 0  # sections 10 and 11 miss a stripe
+    artifact = [0] * 10 + [2, 2]
     viewer.add_image(pop, name="population", metadata={"artifact": artifact})
+    viewer.add_image(clean, name="clean", visible=False, metadata={"clean_of": "population"})
     viewer.add_labels(rois(), name="rois", metadata={"roi_names": ["Ctx", "TH"]})
     w = LatentWidget(viewer)
     w.population.value = viewer.layers["population"]
@@ -45,7 +48,7 @@ def setup(make_napari_viewer, tmp_path):
 
 def test_load_sliders_decode_and_difference(setup, qtbot):
     viewer, w, path = setup
-    assert [name for name, _ in w._population_choices()] == ["population"]
+    assert [name for name, _ in w._population_choices()] == ["population", "clean"]
     w.preview_button.clicked.emit()
     assert viewer.layers["pre-processed"].data.max() <= 1
     mine = viewer.add_image(np.ones(SHAPE, np.float32), name=DECODE_LAYER)  # the user's
@@ -123,7 +126,8 @@ def test_train_pca_projective_and_receptive(setup, qtbot, tmp_path, monkeypatch)
     assert pf.rgb and pf.data.shape == (SHAPE[0], 2 * SHAPE[1] + 4, 3)
     assert pf.translate[-1] > SHAPE[1] and "z0..z1" in w.status.value
     w.receptive_button.clicked.emit()
-    qtbot.waitUntil(lambda: "PCA" in w.scores.value, timeout=60000)
+    qtbot.waitUntil(lambda: "disentanglement" in w.status.value, timeout=60000)
+    assert w.table.data.to_list() and "PCA L=2" in w.comparison
     assert w.receptive_result.impact.shape == (2, 2)
     assert w.receptive_result.roi_names == ["Ctx", "TH"]
     assert w.receptive_result.n_images == 10  # artifact sections left out
@@ -165,3 +169,39 @@ def test_a_volume_is_refused_as_a_population(setup, monkeypatch):
     w.preview_button.clicked.emit()
     assert "multiscale" in errors[-1]
     assert "pre-processed" not in viewer.layers
+
+
+def test_quality_table_and_reconstructions(setup, qtbot):
+    viewer, w, path = setup
+    assert w.clean.value is viewer.layers["clean"]  # found by its clean_of metadata
+    assert [n for n, _ in w._clean_choices()] == ["clean"]  # same shape, not the population
+    w.model_path.value = path
+    w.load_button.clicked.emit()
+    w.quality_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running and "reconstructions" in viewer.layers,
+                    timeout=60000)  # fmt: skip
+    row = w.comparison["β-VAE L=3 β=3"]
+    assert 0 < row["cwssim_artifact"] <= 1 and 0 < row["cwssim_recon"] <= 1
+    assert row["artifact_penalty"] == pytest.approx(row["cwssim_recon"] - row["cwssim_artifact"])
+    rec = viewer.layers["reconstructions"]
+    # two corrupted sections, each as input | reconstruction | clean
+    gap = 2
+    assert rec.data.shape == (2 * SHAPE[0] + gap, 3 * SHAPE[1] + 2 * gap)
+    assert np.allclose(rec.data[: SHAPE[0], : SHAPE[1]], w._scaled()[10])
+    assert rec.translate[0] > SHAPE[0] and "10, 11" in w.status.value
+    # a second model gets its own row beside the first
+    w.model_type.value = "pca"
+    w.latent.value = 2
+    w.train_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running and "PCA" in w.status.value, timeout=20000)
+    w.quality_button.clicked.emit()
+    qtbot.waitUntil(lambda: "PCA L=2" in w.comparison, timeout=60000)
+    assert list(w.comparison) == ["β-VAE L=3 β=3", "PCA L=2"]
+    assert len(w.table.data.to_list()) == 2
+    # without clean sections: reconstructions against the input, no artifact score
+    w.clean.value = None
+    w.comparison.clear()
+    w.quality_button.clicked.emit()
+    qtbot.waitUntil(lambda: "PCA L=2" in w.comparison, timeout=60000)
+    assert "cwssim_artifact" not in w.comparison["PCA L=2"]
+    assert viewer.layers["reconstructions"].data.shape[1] == 2 * SHAPE[1] + gap

@@ -24,6 +24,7 @@ from magicgui.widgets import (
     FloatSpinBox,
     PushButton,
     SpinBox,
+    Table,
 )
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
@@ -56,6 +57,7 @@ from napari_brainfeatures.population import (
     preprocess,
     roi_names_for,
 )
+from napari_brainfeatures.quality import model_quality
 from napari_brainfeatures.vae_training import (
     MODEL_NAMES,
     VAELatentModel,
@@ -84,11 +86,12 @@ def _projective_gen(model: Any, z0: np.ndarray) -> ProgressGen[np.ndarray]:
 
 
 def _montage(fields: np.ndarray, cols: int = 4, gap: int = 4) -> np.ndarray:
-    """``(L, H, W, 3)`` pictures as one ``(rows·(H+gap), cols·(W+gap), 3)`` grid, row by row."""
-    n, h, w, c = fields.shape
+    """``(n, H, W[, 3])`` pictures as one ``(rows·(H+gap), cols·(W+gap)[, 3])`` grid, row by row."""
+    n, h, w = fields.shape[:3]
     cols = max(1, min(cols, n))
     rows = -(-n // cols)
-    out = np.zeros((rows * (h + gap) - gap, cols * (w + gap) - gap, c), fields.dtype)
+    out = np.zeros((rows * (h + gap) - gap, cols * (w + gap) - gap, *fields.shape[3:]),
+                   fields.dtype)  # fmt: skip
     for k in range(n):
         r, q = divmod(k, cols)
         out[r * (h + gap) : r * (h + gap) + h, q * (w + gap) : q * (w + gap) + w] = fields[k]
@@ -134,7 +137,15 @@ class LatentWidget(Container):
         self.sliders = Container(labels=True)
         self.projective_button = PushButton(text="Projective fields")
         self.receptive_button = PushButton(text="Receptive fields")
-        self.scores = status_label("")
+        self.clean = ComboBox(
+            label="clean sections", choices=self._clean_choices, nullable=True,
+            tooltip="Optional: the same sections without artifacts (N×H×W), to score how well "
+            "the model rejects them (the sample data has them as a hidden layer)",
+        )  # fmt: skip
+        self.quality_button = PushButton(text="Quality")
+        # one row per model tried in this session: β-VAE, VAE, PCA, a sweep of L
+        self.table = Table(value=[[]])
+        self.comparison: dict[str, dict[str, float]] = {}
         self.status = status_label("Pick a population layer, then train or load a model.")
         self.runner = TaskRunner()
         self.figure = Figure(figsize=(4, 2.6), tight_layout=True)
@@ -146,23 +157,24 @@ class LatentWidget(Container):
                 self.population, self.rois, self.preview_button, self.model_type, self.latent,
                 self.beta, self.epochs, self.batch, self.lr, self.train_button, self.model_path,
                 files, self.start, moves, self.difference, self.sliders, self.projective_button,
-                self.receptive_button, self.scores, self.status, self.runner,
+                self.receptive_button, self.clean, self.quality_button, self.status, self.runner,
+                self.table,
             ]
         )  # fmt: skip
         self.native.layout().addWidget(self.canvas)
-        scroll_body(self, {self.canvas: 220})
+        scroll_body(self, {self.canvas: 220, self.table.native: 120})
         self.model: Any = None
         self.meta: dict[str, Any] = {}
         self.history: list[dict[str, float]] = []
         self.z_start: np.ndarray | None = None
         self.start_image: np.ndarray | None = None
-        self.disentanglement: dict[str, float] = {}
         self.mean = np.zeros(0, np.float32)  # population latent mean (slider centres)
         self.clim = (0.0, 1.0)  # contrast of decoded sections (set with the model)
         self.codes: np.ndarray | None = None  # population latent codes (N, L)
         self.receptive_result: Any = None
         self._quiet = False
-        refresh_choices_on_layer_change(viewer, self.population, self.rois)
+        refresh_choices_on_layer_change(viewer, self.population, self.rois, self.clean)
+        self.population.changed.connect(self._pick_clean)
         self.preview_button.changed.connect(self.preview)
         self.train_button.changed.connect(self.train)
         self.load_button.changed.connect(self.load)
@@ -173,12 +185,30 @@ class LatentWidget(Container):
         self.difference.changed.connect(self.update_decode)
         self.projective_button.changed.connect(self.projective)
         self.receptive_button.changed.connect(self.receptive)
+        self.quality_button.changed.connect(self.quality)
+        self._pick_clean()
 
     # -- inputs -------------------------------------------------------------
     def _population_choices(self, _w: Any = None) -> list[tuple[str, Image]]:
         return [
             (la.name, la) for la in layers_of(self.viewer, Image) if la.ndim == 3 and not la.rgb
         ]
+
+    def _clean_choices(self, _w: Any = None) -> list[tuple[str, Image]]:
+        pop = self.population.value if hasattr(self, "population") else None
+        return [
+            (name, la) for name, la in self._population_choices()
+            if pop is None or (la is not pop and la.data.shape == pop.data.shape)
+        ]  # fmt: skip
+
+    def _pick_clean(self, _event: Any = None) -> None:
+        """Choose the layer that says it holds the population's clean sections (sample data)."""
+        self.clean.reset_choices()
+        pop = self.population.value
+        for _, la in self._clean_choices():
+            if pop is not None and la.metadata.get("clean_of") == pop.name:
+                self.clean.value = la
+                return
 
     def _roi_choices(self, _w: Any = None) -> list[tuple[str, Labels]]:
         return [(la.name, la) for la in layers_of(self.viewer, Labels)]
@@ -420,8 +450,7 @@ class LatentWidget(Container):
         self.runner.start(gen, name="Receptive fields", on_done=self._show_receptive)
 
     def _show_receptive(self, rf: Any) -> None:
-        kind = self.meta.get("model_type", "beta-vae")
-        self.disentanglement[kind] = disentanglement_score(rf.impact)
+        self._compare({"disentanglement": disentanglement_score(rf.impact)})
         self.receptive_result = rf
         self.figure.clear()
         ax = self.figure.add_subplot(1, 2, 1)
@@ -432,6 +461,86 @@ class LatentWidget(Container):
         ax2.imshow(impact_covariance(rf.impact), cmap="magma")
         ax2.set_title("covariance A")
         self.canvas.draw_idle()
-        self.scores.value = "disentanglement: " + "  ".join(
-            f"{NAMES.get(k, k)} {v:.3g}" for k, v in self.disentanglement.items()
+        self.status.value = (
+            f"disentanglement {self.comparison[self._model_label()]['disentanglement']:.3g} "
+            "(in the table, beside the other models tried)"
         )
+
+    # -- quality ---------------------------------------------------------------
+    def _model_label(self) -> str:
+        return model_label(self.model, self.meta)
+
+    def _compare(self, values: dict[str, float]) -> None:
+        """Add ``values`` to the current model's row of the comparison table."""
+        self.comparison.setdefault(self._model_label(), {}).update(values)
+        columns = [c for c in QUALITY_COLUMNS if any(c in r for r in self.comparison.values())]
+        rows = [[_fmt(r.get(c)) for c in columns] for r in self.comparison.values()]
+        self.table.value = {
+            "data": rows, "index": list(self.comparison),
+            "columns": [QUALITY_COLUMNS[c] for c in columns],
+        }  # fmt: skip
+
+    def quality(self) -> None:
+        """CW-SSIM and PCA-Fréchet distance of reconstructions and samples; artifact rejection."""
+        if self.model is None:
+            show_info("Train or load a model first.")
+            return
+        scaled = self._scaled()
+        if scaled is None:
+            return
+        if scaled.shape[1:] != tuple(self.model.image_shape):
+            show_error(f"The population's sections {scaled.shape[1:]} do not match the model's "
+                       f"{tuple(self.model.image_shape)}.")  # fmt: skip
+            return
+        clean = None
+        if self.clean.value is not None:
+            if self.clean.value.data.shape != self.population.value.data.shape:
+                show_error(f"{self.clean.value.name!r} does not match the population's shape.")
+                return
+            pre = self.meta.get("preprocessing", {})
+            clean = preprocess(np.asarray(self.clean.value.data), mean=pre.get("mean"),
+                               clip=pre.get("clip", 3.8))[0]  # fmt: skip
+        art = np.asarray(self.population.value.metadata.get("artifact", []))
+        art = art if art.shape == (len(scaled),) else None
+        gen = _quality_gen(self.model, scaled, clean, art)
+        self.runner.start(gen, name="Quality", on_done=self._show_quality)
+
+    def _show_quality(self, result: tuple[dict[str, Any], np.ndarray, str]) -> None:
+        report, montage, what = result
+        self._compare({k: v for k, v in report.items() if k in QUALITY_COLUMNS})
+        h = int(self.model.image_shape[0])
+        layer = self._set_layer("reconstructions", montage, contrast_limits=self.clim,
+                                colormap="magma")  # fmt: skip
+        layer.translate = (1.1 * h, 0.0)  # below the sections
+        self.status.value = f"quality in the table; below the sections: {what}"
+
+
+QUALITY_COLUMNS = {
+    "disentanglement": "disentangle",
+    "cwssim_recon": "CW-SSIM",
+    "cwssim_artifact": "CW-SSIM artifact",
+    "artifact_penalty": "penalty",
+    "pca_fd_recon": "FD recon",
+    "pca_fd_samples": "FD samples",
+}
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _quality_gen(
+    model: Any, images: np.ndarray, clean: np.ndarray | None, artifact: np.ndarray | None
+) -> ProgressGen[tuple[dict[str, Any], np.ndarray, str]]:
+    """The quality report, then a picture: rows of input | reconstruction (| clean)."""
+    report = yield from model_quality(model, images, clean=clean, artifact=artifact)
+    bad = np.flatnonzero(artifact > 0) if artifact is not None and clean is not None else []
+    idx = np.asarray(bad[:4] if len(bad) else np.arange(min(4, len(images))))
+    recon = np.clip(model.decode(model.encode(images[idx])), 0, 1)  # (n, H, W)
+    columns = [images[idx], recon] + ([clean[idx]] if len(bad) else [])
+    tiles = np.stack(columns, axis=1).reshape(-1, *images.shape[1:])  # row by row
+    picture = _montage(tiles.astype(np.float32), cols=len(columns),
+                       gap=max(2, images.shape[2] // 50))  # fmt: skip
+    what = (f"corrupted sections {', '.join(map(str, idx))}: input | reconstruction | clean"
+            if len(bad) else f"sections {', '.join(map(str, idx))}: input | reconstruction")
+    return report, picture, what
