@@ -275,7 +275,8 @@ def test_cli_latent_compares_several_models(tmp_path, capsys):
         assert {"disentanglement", "cwssim_recon", "cwssim_artifact", "pca_fd_samples"} <= set(row)
     assert json.loads(capsys.readouterr().out)["comparison"] == rows
     for i in range(3):  # one folder per model, numbered as the names clash
-        assert (out / f"{i}_m" / "latent.json").exists() and (out / f"{i}_m" / "impact.png").exists()
+        folder = out / f"{i}_m"
+        assert (folder / "latent.json").exists() and (folder / "impact.png").exists()
     # sections of another size are refused, naming the model, before anything is written
     import zarr
 

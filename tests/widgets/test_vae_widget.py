@@ -174,6 +174,8 @@ def test_a_volume_is_refused_as_a_population(setup, monkeypatch):
 def test_quality_table_and_reconstructions(setup, qtbot):
     viewer, w, path = setup
     assert w.clean.value is viewer.layers["clean"]  # found by its clean_of metadata
+    fresh = LatentWidget(viewer)  # a new dock finds the ROI labels and clean sections itself
+    assert fresh.rois.value is viewer.layers["rois"] and fresh.clean.value is w.clean.value
     assert [n for n, _ in w._clean_choices()] == ["clean"]  # same shape, not the population
     w.model_path.value = path
     w.load_button.clicked.emit()

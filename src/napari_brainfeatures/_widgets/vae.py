@@ -202,11 +202,22 @@ class LatentWidget(Container):
         ]  # fmt: skip
 
     def _pick_clean(self, _event: Any = None) -> None:
-        """Choose the layer that says it holds the population's clean sections (sample data)."""
+        """Preselect the population's ROI labels and clean sections when none are chosen.
+
+        ROI labels: the first Labels layer of the section size; clean sections:
+        the layer whose metadata says so (``clean_of``, as the sample data's).
+        """
         self.clean.reset_choices()
         pop = self.population.value
+        if pop is None:
+            return
+        if self.rois.value is None:
+            for _, la in self._roi_choices():
+                if la.data.shape == pop.data.shape[1:]:
+                    self.rois.value = la
+                    break
         for _, la in self._clean_choices():
-            if pop is not None and la.metadata.get("clean_of") == pop.name:
+            if la.metadata.get("clean_of") == pop.name:
                 self.clean.value = la
                 return
 
@@ -479,6 +490,7 @@ class LatentWidget(Container):
             "data": rows, "index": list(self.comparison),
             "columns": [QUALITY_COLUMNS[c] for c in columns],
         }  # fmt: skip
+        self.table.native.resizeColumnsToContents()
 
     def quality(self) -> None:
         """CW-SSIM and PCA-Fréchet distance of reconstructions and samples; artifact rejection."""
@@ -512,11 +524,11 @@ class LatentWidget(Container):
         layer = self._set_layer("reconstructions", montage, contrast_limits=self.clim,
                                 colormap="magma")  # fmt: skip
         layer.translate = (1.1 * h, 0.0)  # below the sections
-        self.status.value = f"quality in the table; below the sections: {what}"
+        self.status.value = f"table updated; below the sections: {what}"
 
 
 QUALITY_COLUMNS = {
-    "disentanglement": "disentangle",
+    "disentanglement": "disentangl.",
     "cwssim_recon": "CW-SSIM",
     "cwssim_artifact": "CW-SSIM artifact",
     "artifact_penalty": "penalty",
@@ -526,7 +538,9 @@ QUALITY_COLUMNS = {
 
 
 def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.4g}"
+    if value is None:
+        return ""
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
 
 
 def _quality_gen(
@@ -541,6 +555,6 @@ def _quality_gen(
     tiles = np.stack(columns, axis=1).reshape(-1, *images.shape[1:])  # row by row
     picture = _montage(tiles.astype(np.float32), cols=len(columns),
                        gap=max(2, images.shape[2] // 50))  # fmt: skip
-    what = (f"corrupted sections {', '.join(map(str, idx))}: input | reconstruction | clean"
-            if len(bad) else f"sections {', '.join(map(str, idx))}: input | reconstruction")
+    what = ("input | reconstruction | clean" if len(bad) else "input | reconstruction")
+    what += f" of sections {', '.join(map(str, idx))}"
     return report, picture, what
