@@ -223,7 +223,10 @@ def test_cli_train_and_latent(tmp_path, kind, capsys):
     assert np.shape(report["receptive"]["impact"]) == (2, 2)
     assert report["receptive"]["roi_names"] == ["A", "B"]
     assert 0 < report["quality"]["cwssim_artifact"] <= 1
-    for f in ["traversal.png", "projective_0.png", "projective_1.png", "impact.png"]:
+    rec = report["quality"]["reconstructions"]
+    assert rec["columns"] == ["input", "reconstruction", "clean"] and rec["sections"] == [1, 2, 3, 5]
+    for f in ["traversal.png", "projective_0.png", "projective_1.png", "impact.png",
+              "reconstructions.png"]:  # fmt: skip
         assert (out / f).stat().st_size > 0
     assert (
         cli.main(

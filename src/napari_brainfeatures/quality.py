@@ -37,6 +37,8 @@ __all__ = [
     "pca_frechet_distance",
     "frechet_distance",
     "model_quality",
+    "reconstruction_picture",
+    "tile",
 ]
 
 
@@ -310,3 +312,47 @@ def model_quality(
     res["pca_fd_samples"] = pca_frechet_distance(ref, np.clip(model.decode(z), 0, 1), seed=seed)
     yield Progress(steps, steps, "Fréchet distances")
     return res
+
+
+def tile(fields: np.ndarray, cols: int = 4, gap: int = 4) -> np.ndarray:
+    """``(n, H, W[, 3])`` pictures as one ``(rows·(H+gap), cols·(W+gap)[, 3])`` grid, row by row."""
+    n, h, w = fields.shape[:3]
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    out = np.zeros((rows * (h + gap) - gap, cols * (w + gap) - gap, *fields.shape[3:]),
+                   fields.dtype)  # fmt: skip
+    for k in range(n):
+        r, q = divmod(k, cols)
+        out[r * (h + gap) : r * (h + gap) + h, q * (w + gap) : q * (w + gap) + w] = fields[k]
+    return out
+
+
+def reconstruction_picture(
+    model: Any,
+    images: ArrayLike,
+    *,
+    clean: ArrayLike | None = None,
+    artifact: ArrayLike | None = None,
+    n: int = 4,
+) -> tuple[NDArray[np.float32], NDArray[np.intp], list[str]]:
+    """Sections beside their reconstructions (and clean versions): one row per section.
+
+    With ``clean`` and ``artifact``, the first ``n`` corrupted sections as
+    input | reconstruction | clean; otherwise the first ``n`` sections as
+    input | reconstruction.  Returns ``(picture, section indices, column names)``.
+    """
+    from napari_brainfeatures.latent import as_latent_model
+
+    model = as_latent_model(model)
+    imgs = np.asarray(images, dtype=np.float32)
+    bad = np.flatnonzero(np.asarray(artifact) > 0) if artifact is not None else np.zeros(0, int)
+    if clean is None:
+        bad = bad[:0]
+    idx = bad[:n] if len(bad) else np.arange(min(n, len(imgs)))
+    recon = np.clip(model.decode(model.encode(imgs[idx])), 0, 1)  # (n, H, W)
+    columns, names = [imgs[idx], recon], ["input", "reconstruction"]
+    if len(bad):
+        columns.append(np.asarray(clean, dtype=np.float32)[idx])
+        names.append("clean")
+    tiles = np.stack(columns, axis=1).reshape(-1, *imgs.shape[1:])  # row by row
+    return tile(tiles, cols=len(columns), gap=max(2, imgs.shape[2] // 50)), idx, names

@@ -202,7 +202,7 @@ def _report(
     if "receptive" in args.what:
         report["receptive"] = _receptive(model, clean, pop, args, out, printer)
     if "quality" in args.what:
-        report["quality"] = _quality(model, images, clean, pop, codes, printer)
+        report["quality"] = _quality(model, images, clean, pop, codes, printer, out)
     return report
 
 
@@ -289,17 +289,18 @@ def _impact_png(path: Path, impact: np.ndarray, names: list[str]) -> None:
 
 
 def _quality(
-    model: Any, images: np.ndarray, clean: np.ndarray, pop: dict, codes: Any, printer: Any
-) -> dict:
+    model: Any, images: np.ndarray, clean: np.ndarray, pop: dict, codes: Any, printer: Any,
+    out: Path,
+) -> dict:  # fmt: skip
     from napari_brainfeatures.latent import factor_alignment
-    from napari_brainfeatures.quality import model_quality
+    from napari_brainfeatures.quality import model_quality, reconstruction_picture
 
-    q = run_gen(
-        model_quality(
-            model, images, clean=clean if "clean" in pop else None, artifact=pop.get("artifact")
-        ),
-        printer,
-    )
+    ref, art = (clean if "clean" in pop else None), pop.get("artifact")
+    q = run_gen(model_quality(model, images, clean=ref, artifact=art), printer)
+    picture, idx, columns = reconstruction_picture(model, images, clean=ref, artifact=art)
+    _save_png(out / "reconstructions.png", picture, cmap="magma", vmin=0, vmax=1)
+    q["reconstructions"] = {"file": "reconstructions.png", "sections": idx.tolist(),
+                            "columns": columns}  # fmt: skip
     if "factors" in pop:
         fa = factor_alignment(codes, pop["factors"], factor_names=pop["factor_names"])
         q["factor_alignment"] = fa["score"]

@@ -57,7 +57,7 @@ from napari_brainfeatures.population import (
     preprocess,
     roi_names_for,
 )
-from napari_brainfeatures.quality import model_quality
+from napari_brainfeatures.quality import model_quality, reconstruction_picture, tile
 from napari_brainfeatures.vae_training import (
     MODEL_NAMES,
     VAELatentModel,
@@ -83,19 +83,6 @@ def _projective_gen(model: Any, z0: np.ndarray) -> ProgressGen[np.ndarray]:
         fields.append(projective_rgb(projective_field(model, z0, k)))
         yield Progress(k + 1, len(z0), f"latent {k + 1}/{len(z0)}")
     return np.stack(fields)  # (L, H, W, 3)
-
-
-def _montage(fields: np.ndarray, cols: int = 4, gap: int = 4) -> np.ndarray:
-    """``(n, H, W[, 3])`` pictures as one ``(rows·(H+gap), cols·(W+gap)[, 3])`` grid, row by row."""
-    n, h, w = fields.shape[:3]
-    cols = max(1, min(cols, n))
-    rows = -(-n // cols)
-    out = np.zeros((rows * (h + gap) - gap, cols * (w + gap) - gap, *fields.shape[3:]),
-                   fields.dtype)  # fmt: skip
-    for k in range(n):
-        r, q = divmod(k, cols)
-        out[r * (h + gap) : r * (h + gap) + h, q * (w + gap) : q * (w + gap) + w] = fields[k]
-    return out
 
 
 def _display_range(images: np.ndarray) -> tuple[float, float]:
@@ -430,7 +417,7 @@ class LatentWidget(Container):
 
     def _show_projective(self, fields: np.ndarray) -> None:
         """All latents' fields in one picture beside the sections (not one per section)."""
-        montage = _montage(fields)
+        montage = tile(fields)
         width = fields.shape[2]
         layer = self._set_layer("projective fields", montage, rgb=True)
         layer.translate = (0.0, 1.1 * width)  # to the right of the sections
@@ -548,13 +535,5 @@ def _quality_gen(
 ) -> ProgressGen[tuple[dict[str, Any], np.ndarray, str]]:
     """The quality report, then a picture: rows of input | reconstruction (| clean)."""
     report = yield from model_quality(model, images, clean=clean, artifact=artifact)
-    bad = np.flatnonzero(artifact > 0) if artifact is not None and clean is not None else []
-    idx = np.asarray(bad[:4] if len(bad) else np.arange(min(4, len(images))))
-    recon = np.clip(model.decode(model.encode(images[idx])), 0, 1)  # (n, H, W)
-    columns = [images[idx], recon] + ([clean[idx]] if len(bad) else [])
-    tiles = np.stack(columns, axis=1).reshape(-1, *images.shape[1:])  # row by row
-    picture = _montage(tiles.astype(np.float32), cols=len(columns),
-                       gap=max(2, images.shape[2] // 50))  # fmt: skip
-    what = ("input | reconstruction | clean" if len(bad) else "input | reconstruction")
-    what += f" of sections {', '.join(map(str, idx))}"
-    return report, picture, what
+    picture, idx, columns = reconstruction_picture(model, images, clean=clean, artifact=artifact)
+    return report, picture, " | ".join(columns) + f" of sections {', '.join(map(str, idx))}"
