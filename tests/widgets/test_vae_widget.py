@@ -207,3 +207,19 @@ def test_quality_table_and_reconstructions(setup, qtbot):
     qtbot.waitUntil(lambda: "PCA L=2" in w.comparison, timeout=60000)
     assert "cwssim_artifact" not in w.comparison["PCA L=2"]
     assert viewer.layers["reconstructions"].data.shape[1] == 2 * SHAPE[1] + gap
+
+
+def test_cancel_keeps_the_best_model(setup, qtbot):
+    viewer, w, _ = setup
+    w.latent.value, w.epochs.value, w.batch.value = 2, 10_000, 4
+    w.train_button.clicked.emit()
+    scratch = w._scratch
+    assert scratch is not None
+    qtbot.waitUntil(lambda: len(w.history) >= 2, timeout=60000)
+    w.runner.cancel_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
+    assert w.model is not None and len(w.sliders) == 2  # the best epoch's model, in the dock
+    assert "kept the best model" in w.status.value
+    assert 1 <= w.meta["training"]["best_epoch"] <= len(w.history)
+    assert not scratch.parent.exists()  # the scratch file is gone
+    assert DECODE_LAYER in viewer.layers

@@ -11,6 +11,9 @@ this session) run in a worker with a progress bar and Cancel.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import napari
@@ -159,6 +162,8 @@ class LatentWidget(Container):
         self.clim = (0.0, 1.0)  # contrast of decoded sections (set with the model)
         self.codes: np.ndarray | None = None  # population latent codes (N, L)
         self.receptive_result: Any = None
+        self._scratch: Path | None = None  # the running training's best-model file
+        self._done = False  # whether the running training returned its model
         self._quiet = False
         refresh_choices_on_layer_change(viewer, self.population, self.rois, self.clean)
         self.population.changed.connect(self._pick_clean)
@@ -248,6 +253,9 @@ class LatentWidget(Container):
     # -- training and files ---------------------------------------------------
     def train(self) -> None:
         """Train the chosen model type on the population in a worker."""
+        if self.runner.running:
+            show_info("Another task is still running; cancel it or wait.")
+            return
         images = self._images()
         if images is None:
             return
@@ -261,13 +269,33 @@ class LatentWidget(Container):
             except ValueError as err:
                 show_error(f"Cannot train on sections of shape {images.shape[1:]}: {err}")
                 return
+            # the best model so far goes to a scratch file, so Cancel (or a failure in a
+            # later epoch) still leaves it in the dock; Save writes it where the user wants
+            self._scratch = Path(tempfile.mkdtemp(prefix="brainfeatures-vae-")) / "best.safetensors"
             gen = train_vae(
                 images, config=cfg, epochs=self.epochs.value, batch_size=self.batch.value,
-                lr=self.lr.value, roi_names=self._names(),
+                lr=self.lr.value, roi_names=self._names(), checkpoint_path=self._scratch,
             )  # fmt: skip
         self.history = []
+        self._done = False
         self.runner.start(gen, name=f"Train {NAMES[kind]}", on_progress=self._on_epoch,
-                          on_done=self._trained)  # fmt: skip
+                          on_done=self._trained, on_finish=self._keep_best)  # fmt: skip
+
+    def _keep_best(self) -> None:
+        """After a cancelled or failed run: use the best model it saved, then drop the file."""
+        scratch, self._scratch = self._scratch, None
+        if scratch is None:
+            return
+        try:
+            if not self._done and scratch.exists():
+                self.set_model(*load_latent_model(scratch))
+                tr = self.meta.get("training", {})
+                self.status.value = (
+                    f"stopped: kept the best model so far (epoch {tr.get('best_epoch')}, "
+                    f"{len(self.history)} finished); Save writes it to a file"
+                )
+        finally:
+            shutil.rmtree(scratch.parent, ignore_errors=True)
 
     def _on_epoch(self, rec: Progress) -> None:
         if not rec.values:
@@ -285,6 +313,7 @@ class LatentWidget(Container):
         self.canvas.draw_idle()
 
     def _trained(self, result: Any) -> None:
+        self._done = True
         if isinstance(result, tuple):  # PCA
             self.set_model(*result)
         else:
