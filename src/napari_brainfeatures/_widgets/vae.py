@@ -1,12 +1,14 @@
 """Dock widget: train or load a β-VAE / VAE / PCA on a population and explore its latents.
 
 Pick a population (a 3-D N×H×W image layer) and its ROI labels, preview the
-pre-processing, train (live recon / KL curves) or load a model, then move one
-slider per latent: every move decodes in the GUI thread (~10–20 ms on CPU at
-320×448) and updates the "β-VAE decode" layer.  Projective fields (an RGB
-stack, one plane per latent) and receptive fields (impact heatmap, covariance,
-disentanglement score, compared across the model types trained or loaded in
-this session) run in a worker with a progress bar and Cancel.
+pre-processing, train (live recon / KL curves; Cancel keeps the best model so
+far) or load a model, then move one slider per latent: every move decodes in
+the GUI thread (~13 ms on one CPU thread at 320×448) into the "β-VAE decode"
+layer.  Projective fields (all latents in one RGB picture beside the
+sections), receptive fields (impact heatmap, covariance, disentanglement
+score) and quality (CW-SSIM, PCA-Fréchet distance, artifact rejection against
+a layer of clean sections) run in a worker with a progress bar and Cancel;
+their scores fill one table with a row per model tried in this session.
 """
 
 from __future__ import annotations
