@@ -119,7 +119,12 @@ def test_train_pca_projective_and_receptive(setup, qtbot, tmp_path, monkeypatch)
         assert before is None or target.read_bytes() == before
     assert len(shown) == 3 and "holds a BrainAreaCNN" in shown[0]
     assert "not a model file" in shown[1] and "folder" in shown[2]
+    assert (w.c_max.value, w.c_step.value) == (7.0, 0.05)
+    w.c_max.value, w.c_step.value = 2.0, 0.005  # the paper's step shows as typed
+    assert w.c_step.value == pytest.approx(0.005)
+    w.c_step.value = 0.5
     w.projective_button.clicked.emit()
+    assert "9 decodes per latent" in w.runner.status.value
     qtbot.waitUntil(lambda: "projective fields" in viewer.layers, timeout=60000)
     pf = viewer.layers["projective fields"]
     # both latents side by side in one picture, beside the sections (not one per section)

@@ -82,10 +82,12 @@ def _fit_pca_gen(images: np.ndarray, latent_dim: int) -> ProgressGen[tuple[Any, 
     return fit_pca(images, latent_dim=latent_dim)
 
 
-def _projective_gen(model: Any, z0: np.ndarray) -> ProgressGen[np.ndarray]:
+def _projective_gen(
+    model: Any, z0: np.ndarray, c_max: float, step: float
+) -> ProgressGen[np.ndarray]:
     fields = []
     for k in range(len(z0)):
-        fields.append(projective_rgb(projective_field(model, z0, k)))
+        fields.append(projective_rgb(projective_field(model, z0, k, c_max=c_max, step=step)))
         yield Progress(k + 1, len(z0), f"latent {k + 1}/{len(z0)}")
     return np.stack(fields)  # (L, H, W, 3)
 
@@ -128,6 +130,9 @@ class LatentWidget(Container):
         self.difference = CheckBox(text="show difference from start")
         self.sliders = Container(labels=True)
         self.projective_button = PushButton(text="Projective fields")
+        # c in [-c_max, c_max] with this spacing; the paper's 0.005 is 10x the decodes of 0.05
+        self.c_max = FloatSpinBox(label="c max", value=7.0, min=0.1, max=50.0, step=0.5)
+        self.c_step = FloatSpinBox(label="step", value=0.05, min=0.001, max=1.0, step=0.005)
         self.receptive_button = PushButton(text="Receptive fields")
         self.clean = ComboBox(
             label="clean sections", choices=self._clean_choices, nullable=True,
@@ -144,11 +149,13 @@ class LatentWidget(Container):
         self.canvas = FigureCanvasQTAgg(self.figure)
         files = Container(widgets=[self.load_button, self.save_button], layout="horizontal")
         moves = Container(widgets=[self.reset_button, self.random_button], layout="horizontal")
+        sweep = Container(widgets=[self.c_max, self.c_step], layout="horizontal")
         super().__init__(
             widgets=[
                 self.population, self.rois, self.preview_button, self.model_type, self.latent,
                 self.beta, self.epochs, self.batch, self.lr, self.train_button, self.model_path,
-                files, self.start, moves, self.difference, self.sliders, self.projective_button,
+                files, self.start, moves, self.difference, self.sliders, sweep,
+                self.projective_button,
                 self.receptive_button, self.clean, self.quality_button, self.status, self.runner,
                 self.table,
             ]
@@ -441,9 +448,10 @@ class LatentWidget(Container):
         if self.model is None or self.z_start is None:
             show_info("Train or load a model first.")
             return
+        n = 2 * int(round(self.c_max.value / self.c_step.value)) + 1
         self.runner.start(
-            _projective_gen(self.model, self.z_start), name="Projective fields",
-            on_done=self._show_projective,
+            _projective_gen(self.model, self.z_start, self.c_max.value, self.c_step.value),
+            name=f"Projective fields ({n} decodes per latent)", on_done=self._show_projective,
         )  # fmt: skip
 
     def _show_projective(self, fields: np.ndarray) -> None:
