@@ -74,7 +74,6 @@ from napari_brainfeatures.vae_training import (
 )
 
 DECODE_LAYER = "β-VAE decode"
-NAMES = MODEL_NAMES
 
 
 def _fit_pca_gen(images: np.ndarray, latent_dim: int) -> ProgressGen[tuple[Any, dict]]:
@@ -113,7 +112,7 @@ class LatentWidget(Container):
         self.population = ComboBox(label="population (N×H×W)", choices=self._population_choices)
         self.rois = ComboBox(label="ROI labels", choices=self._roi_choices, nullable=True)
         self.preview_button = PushButton(text="Preview pre-processing")
-        self.model_type = ComboBox(label="model", choices=list(NAMES), value="beta-vae")
+        self.model_type = ComboBox(label="model", choices=list(MODEL_NAMES), value="beta-vae")
         self.latent = SpinBox(label="latents L", value=8, min=1, max=64)
         self.beta = FloatSpinBox(label="β", value=3.0, min=0.01, max=100.0, step=0.5)
         self.epochs = SpinBox(label="epochs", value=10, min=1, max=10_000)
@@ -287,7 +286,7 @@ class LatentWidget(Container):
             )  # fmt: skip
         self.history = []
         self._done = False
-        self.runner.start(gen, name=f"Train {NAMES[kind]}", on_progress=self._on_epoch,
+        self.runner.start(gen, name=f"Train {MODEL_NAMES[kind]}", on_progress=self._on_epoch,
                           on_done=self._trained, on_finish=self._keep_best)  # fmt: skip
 
     def _keep_best(self) -> None:
@@ -383,7 +382,7 @@ class LatentWidget(Container):
             self.sliders.append(s)
         self._quiet = False
         kind = meta.get("model_type", "beta-vae")
-        self.status.value = f"{NAMES.get(kind, kind)} with L = {L}: move the sliders"
+        self.status.value = f"{MODEL_NAMES.get(kind, kind)} with L = {L}: move the sliders"
         self.reset()
 
     @property
