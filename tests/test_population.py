@@ -144,9 +144,28 @@ def test_train_vae_is_seeded_and_cancel_keeps_best(tmp_path):
     assert meta["training"]["epochs_run"] == 1
 
 
+def test_larger_sections_are_centre_cropped_as_the_paper():
+    """320×456 Allen sections get the paper's network on their 320×448 centre."""
+    from napari_brainfeatures.population import center_crop
+
+    cfg = VAEConfig.for_shape((320, 456))
+    assert (cfg.image_shape, cfg.n_down, cfg.flat_size) == ((320, 448), 6, 768)
+    assert VAEConfig.for_shape((64, 96)).image_shape == (64, 96)  # small: fewer layers
+    assert VAEConfig.for_shape((320, 456), n_down=3).image_shape == (320, 456)
+    wide = np.concatenate([toy_sections(6)] * 2, axis=2)[:, :, :56]  # (6, 32, 56)
+    result = run(train_vae(wide, config=VAEConfig(**TINY), epochs=1, batch_size=4))
+    assert result.meta["image_shape"] == [32, 48] and result.meta["cropped_from"] == [32, 56]
+    model = result.latent_model()
+    scaled = preprocess(wide, mean=result.meta["preprocessing"]["mean"])[0]
+    np.testing.assert_array_equal(model.encode(scaled), model.encode(scaled[:, :, 4:52]))
+    assert center_crop(scaled, (32, 48)).base is not None  # a view, no copy
+    with pytest.raises(ValueError, match="smaller than the model's 32×48"):
+        model.encode(scaled[:, :, :40])
+
+
 def test_train_vae_validation():
     imgs = toy_sections(6)
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ValueError, match="does not fit the sections"):
         run(train_vae(imgs, config=VAEConfig(**{**TINY, "image_shape": (64, 64)}), epochs=1))
     with pytest.raises(ValueError, match="at least 2"):
         run(train_vae(imgs[:1], config=VAEConfig(**TINY), epochs=1))
@@ -224,7 +243,8 @@ def test_cli_train_and_latent(tmp_path, kind, capsys):
     assert report["receptive"]["roi_names"] == ["A", "B"]
     assert 0 < report["quality"]["cwssim_artifact"] <= 1
     rec = report["quality"]["reconstructions"]
-    assert rec["columns"] == ["input", "reconstruction", "clean"] and rec["sections"] == [1, 2, 3, 5]
+    assert rec["columns"] == ["input", "reconstruction", "clean"]
+    assert rec["sections"] == [1, 2, 3, 5]  # the first corrupted sections
     for f in ["traversal.png", "projective_0.png", "projective_1.png", "impact.png",
               "reconstructions.png"]:  # fmt: skip
         assert (out / f).stat().st_size > 0
@@ -280,11 +300,11 @@ def test_cli_latent_compares_several_models(tmp_path, capsys):
     for i in range(3):  # one folder per model, numbered as the names clash
         folder = out / f"{i}_m"
         assert (folder / "latent.json").exists() and (folder / "impact.png").exists()
-    # sections of another size are refused, naming the model, before anything is written
+    # sections smaller than a model are refused, naming it, before anything is written
     import zarr
 
     other = tmp_path / "other.zarr"
-    zarr.open_group(str(other), mode="w").create_array("images", data=np.ones((4, 64, 64)))
+    zarr.open_group(str(other), mode="w").create_array("images", data=np.ones((4, 16, 64)))
     fresh = tmp_path / "fresh"
     argv = ["latent", *map(str, models), str(other), "--out", str(fresh), "--what", "quality"]
     assert cli.main(argv) == 2

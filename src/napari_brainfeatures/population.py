@@ -34,6 +34,8 @@ from napari_brainfeatures.models.checkpoint import (
 
 __all__ = [
     "as_stack",
+    "center_crop",
+    "crop_offset",
     "check_population_size",
     "check_rois",
     "preprocess",
@@ -84,6 +86,42 @@ def as_stack(images: ArrayLike | Sequence[ArrayLike], *, name: str = "images") -
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values; fill or drop those sections")
     return arr
+
+
+def crop_offset(shape: Sequence[int], crop: Sequence[int], *, name: str = "sections") -> Any:
+    """``(top, left)`` of the centre ``crop`` (h, w) in sections of ``shape`` (…, H, W).
+
+    Raises
+    ------
+    ValueError
+        When the sections are smaller than ``crop`` on either axis.
+    """
+    (H, W), (h, w) = (int(s) for s in tuple(shape)[-2:]), (int(s) for s in crop)
+    if H < h or W < w:
+        raise ValueError(
+            f"{name} of {H}×{W} are smaller than the model's {h}×{w} input: use sections of "
+            "at least that size (or train a model on these)"
+        )
+    return (H - h) // 2, (W - w) // 2
+
+
+def center_crop(arr: Any, shape: Sequence[int], *, name: str = "sections") -> Any:
+    """The centre ``shape`` (h, w) of the last two axes of ``arr`` (a view for numpy arrays).
+
+    The paper centre-crops the Allen atlas's 320×456 coronal sections to
+    320×448 to fit its network; sections larger than a model's input are cut
+    the same way.  Returns ``arr`` itself when it already has that shape.
+
+    Raises
+    ------
+    ValueError
+        When ``arr`` is smaller than ``shape`` on either axis.
+    """
+    top, left = crop_offset(arr.shape, shape, name=name)
+    h, w = (int(s) for s in shape)
+    if arr.shape[-2:] == (h, w):
+        return arr
+    return arr[..., top : top + h, left : left + w]
 
 
 def check_population_size(
@@ -318,9 +356,16 @@ class PCABaseline:
         return self.image_shape_  # type: ignore[return-value]
 
     def encode(self, images: ArrayLike) -> NDArray[np.float32]:
-        """Latent codes ``(N, L)`` of pre-processed sections ``(N, H, W)``."""
+        """Latent codes ``(N, L)`` of pre-processed sections ``(N, H, W)``.
+
+        Larger sections are centre-cropped to the fitted shape, as the VAEs do.
+        """
         self._check_fitted()
         arr = np.asarray(images, dtype=np.float32)
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim == 3:
+            arr = center_crop(arr, self.image_shape_)
         flat = arr.reshape(len(arr), -1) - self.mean_  # (N, H·W)
         if flat.shape[1] != self.mean_.size:
             raise ValueError(

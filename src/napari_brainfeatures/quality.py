@@ -247,7 +247,7 @@ def model_quality(
         get) and ``artifact_penalty`` (``cwssim_recon − cwssim_artifact``).
     """
     from napari_brainfeatures.latent import as_latent_model
-    from napari_brainfeatures.population import as_stack
+    from napari_brainfeatures.population import as_stack, center_crop
 
     model = as_latent_model(model)
     imgs = as_stack(images).astype(np.float32, copy=False)
@@ -256,11 +256,8 @@ def model_quality(
         raise ValueError(
             f"clean sections {ref.shape!r} do not match the sections {imgs.shape!r}"
         )
-    if imgs.shape[1:] != tuple(model.image_shape):
-        raise ValueError(
-            f"sections of shape {imgs.shape[1:]!r} do not match the model's "
-            f"{tuple(model.image_shape)!r}"
-        )
+    # larger sections are scored on the centre the model sees (320x456 -> 320x448)
+    imgs, ref = (center_crop(a, model.image_shape) for a in (imgs, ref))
     if len(imgs) < 2:
         raise ValueError(f"quality needs at least 2 sections, got {len(imgs)}")
     bad = np.zeros(len(imgs), bool)
@@ -344,9 +341,10 @@ def reconstruction_picture(
     input | reconstruction.  Returns ``(picture, section indices, column names)``.
     """
     from napari_brainfeatures.latent import as_latent_model
+    from napari_brainfeatures.population import center_crop
 
     model = as_latent_model(model)
-    imgs = np.asarray(images, dtype=np.float32)
+    imgs = center_crop(np.asarray(images, dtype=np.float32), model.image_shape)
     bad = np.flatnonzero(np.asarray(artifact) > 0) if artifact is not None else np.zeros(0, int)
     if clean is None:
         bad = bad[:0]
@@ -354,7 +352,7 @@ def reconstruction_picture(
     recon = np.clip(model.decode(model.encode(imgs[idx])), 0, 1)  # (n, H, W)
     columns, names = [imgs[idx], recon], ["input", "reconstruction"]
     if len(bad):
-        columns.append(np.asarray(clean, dtype=np.float32)[idx])
+        columns.append(center_crop(np.asarray(clean, dtype=np.float32), model.image_shape)[idx])
         names.append("clean")
     tiles = np.stack(columns, axis=1).reshape(-1, *imgs.shape[1:])  # row by row
     return tile(tiles, cols=len(columns), gap=max(2, imgs.shape[2] // 50)), idx, names

@@ -30,7 +30,13 @@ from numpy.typing import ArrayLike, NDArray
 from napari_brainfeatures._progress import Progress, ProgressGen
 from napari_brainfeatures.models.checkpoint import ModelFileError, device_of, read_header
 from napari_brainfeatures.models.vae import KIND, BetaVAE, VAEConfig, load_vae, save_vae, vae_loss
-from napari_brainfeatures.population import PCA_KIND, PCABaseline, as_stack, preprocess
+from napari_brainfeatures.population import (
+    PCA_KIND,
+    PCABaseline,
+    as_stack,
+    center_crop,
+    preprocess,
+)
 
 __all__ = [
     "VAELatentModel",
@@ -98,14 +104,14 @@ class VAELatentModel:
 
     @torch.inference_mode()
     def encode(self, images: ArrayLike) -> NDArray[np.float32]:
-        """Posterior means ``(N, L)`` of pre-processed sections ``(N, H, W)`` in [0, 1]."""
+        """Posterior means ``(N, L)`` of pre-processed sections ``(N, H, W)`` in [0, 1].
+
+        Larger sections are centre-cropped to the model's input, as in training.
+        """
         arr = np.asarray(images, dtype=np.float32)
         if arr.ndim == 2:
             arr = arr[None]
-        if arr.shape[1:] != tuple(self.image_shape):
-            raise ValueError(
-                f"sections of shape {arr.shape[1:]!r} do not match the model's {self.image_shape!r}"
-            )
+        arr = np.ascontiguousarray(center_crop(arr, self.image_shape))
         out = []
         for i in range(0, len(arr), self.batch_size):
             x = torch.from_numpy(arr[i : i + self.batch_size]).to(self.device)[:, None]  # (B,1,H,W)
@@ -229,11 +235,14 @@ def train_vae(
     if int(batch_size) < 1 or not lr > 0:
         raise ValueError(f"batch_size and lr must be positive, got {batch_size!r}, {lr!r}")
     config = config or VAEConfig.for_shape(arr.shape[1:])
-    if tuple(config.image_shape) != arr.shape[1:]:
+    raw_shape = arr.shape[1:]
+    try:
+        arr = center_crop(arr, config.image_shape)  # 320x456 -> 320x448, as the paper
+    except ValueError:
         raise ValueError(
-            f"config.image_shape {config.image_shape!r} does not match the sections "
-            f"{arr.shape[1:]!r}"
-        )
+            f"config.image_shape {config.image_shape!r} does not fit the sections "
+            f"{raw_shape!r}"
+        ) from None
     scaled, info = preprocess(arr, clip=clip)
     rng = np.random.default_rng(seed)
     train_idx, val_idx = _split(len(scaled), val_fraction, rng)
@@ -261,6 +270,8 @@ def train_vae(
         "image_shape": list(arr.shape[1:]),
         "roi_names": list(roi_names or []),
     }
+    if arr.shape[1:] != raw_shape:
+        meta["cropped_from"] = list(raw_shape)  # centre crop of sections of this size
     t0 = time.perf_counter()
     for epoch in range(1, int(epochs) + 1):
         model.train()

@@ -126,23 +126,23 @@ def _train(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
         tr = result.meta["training"]
         summary = {"model": args.model, "path": str(result.path), "beta": beta}
         summary |= {k: tr[k] for k in ("best_epoch", "best_val_loss", "wall_s", "device")}
+        if "cropped_from" in result.meta:  # e.g. 320x456 Allen sections -> 320x448
+            summary["cropped_from"] = result.meta["cropped_from"]
+            summary["image_shape"] = result.meta["image_shape"]
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def _latent(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
-    from napari_brainfeatures.population import preprocess
+    from napari_brainfeatures.population import crop_offset, preprocess
     from napari_brainfeatures.vae_training import load_latent_model, model_label
 
     # every model and request is checked before anything is written
     models = []
     for path in args.model:
         model, meta = load_latent_model(path, device=args.device)
-        if pop["images"].shape[1:] != tuple(model.image_shape):
-            raise ValueError(
-                f"population sections {pop['images'].shape[1:]!r} do not match the "
-                f"{tuple(model.image_shape)!r} of model {path!r}"
-            )
+        # larger sections are centre-cropped to the model's input (320x456 -> 320x448)
+        crop_offset(pop["images"].shape, model.image_shape, name=f"the sections (for {path!r})")
         models.append((path, model, meta))
     if "traversal" in args.what and not 0 <= args.section < len(pop["images"]):
         raise ValueError(f"--section must be in 0..{len(pop['images']) - 1}, got {args.section}")

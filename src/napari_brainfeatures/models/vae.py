@@ -96,12 +96,25 @@ class VAEConfig:
 
     @classmethod
     def for_shape(cls, image_shape: tuple[int, int], **kwargs: Any) -> VAEConfig:
-        """A config for ``image_shape`` with the most stride-2 layers (≤ 6) that fit it."""
-        n = 6
-        while n > 1 and any(s % 2**n or s // 2**n < 2 for s in image_shape):
-            n -= 1
+        """A config for sections of ``image_shape``: the paper's network where it fits.
+
+        Sections of at least 128 px a side get the authors' six stride-2 layers
+        on their centre cropped to multiples of 64 (320×456 Allen sections ->
+        320×448, as in the paper; ``image_shape`` of the config is the crop,
+        and :class:`~napari_brainfeatures.vae_training.VAELatentModel` cuts
+        larger sections the same way).  Smaller sections keep their shape with
+        the most stride-2 layers that divide it; ``n_down`` in ``kwargs``
+        keeps the shape and uses that many.
+        """
         shape = (int(image_shape[0]), int(image_shape[1]))
-        return cls(image_shape=shape, n_down=kwargs.pop("n_down", n), **kwargs)
+        if "n_down" in kwargs:
+            return cls(image_shape=shape, **kwargs)
+        if min(shape) >= 128:
+            return cls(image_shape=(shape[0] // 64 * 64, shape[1] // 64 * 64), n_down=6, **kwargs)
+        n = 6
+        while n > 1 and any(s % 2**n or s // 2**n < 2 for s in shape):
+            n -= 1
+        return cls(image_shape=shape, n_down=n, **kwargs)
 
     @property
     def final_shape(self) -> tuple[int, int]:
