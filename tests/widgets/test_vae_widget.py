@@ -228,3 +228,23 @@ def test_cancel_keeps_the_best_model(setup, qtbot):
     assert 1 <= w.meta["training"]["best_epoch"] <= len(w.history)
     assert not scratch.parent.exists()  # the scratch file is gone
     assert DECODE_LAYER in viewer.layers
+
+
+def test_wider_sections_use_their_centre(make_napari_viewer, qtbot):
+    """A population wider than the model (Allen 320×456 -> 320×448) is cropped, not refused."""
+    viewer = make_napari_viewer()
+    pop = np.concatenate([population(), population(seed=1)[:, :, :8]], axis=2)  # (12, 32, 56)
+    viewer.add_image(pop, name="wide")
+    w = LatentWidget(viewer)
+    cfg = VAEConfig(image_shape=SHAPE, n_down=3, channels=4, fc=(16,), latent_dim=2)
+    result = run(train_vae(pop, config=cfg, epochs=1, batch_size=4))
+    assert result.meta["cropped_from"] == [32, 56]
+    w.set_model(result.latent_model(), result.meta)
+    assert w.codes is not None and "32×48 centre of the 32×56" in w.status.value
+    layer = viewer.layers[DECODE_LAYER]
+    assert layer.data.shape == SHAPE and tuple(layer.translate) == (0, 4)  # over the centre
+    w.clean.value = None
+    w.quality_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running and "reconstructions" in viewer.layers,
+                    timeout=60000)  # fmt: skip
+    assert 0 < w.comparison["β-VAE L=2 β=3"]["cwssim_recon"] <= 1

@@ -59,6 +59,7 @@ from napari_brainfeatures.models.vae import VAEConfig, save_vae
 from napari_brainfeatures.population import (
     PCA_KIND,
     check_population_size,
+    crop_offset,
     preprocess,
     roi_names_for,
 )
@@ -171,6 +172,7 @@ class LatentWidget(Container):
         self.codes: np.ndarray | None = None  # population latent codes (N, L)
         self.receptive_result: Any = None
         self._scratch: Path | None = None  # the running training's best-model file
+        self.offset: tuple[int, int] | None = (0, 0)  # the model's input in the sections
         self._done = False  # whether the running training returned its model
         self._quiet = False
         refresh_choices_on_layer_change(viewer, self.population, self.rois, self.clean)
@@ -365,8 +367,9 @@ class LatentWidget(Container):
         self.model, self.meta = model, dict(meta)
         L = model.latent_dim
         scaled = self._scaled() if self.population.value is not None else None
-        if scaled is not None and scaled.shape[1:] == tuple(model.image_shape):
-            codes = model.encode(scaled)  # (N, L)
+        self.offset = self._crop_offset(scaled)
+        if scaled is not None and self.offset is not None:
+            codes = model.encode(scaled)  # (N, L); larger sections: their centre
             self.mean, std = codes.mean(0), np.maximum(codes.std(0), 1e-3)
             self.codes = codes
             self.clim = _display_range(scaled)
@@ -383,7 +386,20 @@ class LatentWidget(Container):
         self._quiet = False
         kind = meta.get("model_type", "beta-vae")
         self.status.value = f"{MODEL_NAMES.get(kind, kind)} with L = {L}: move the sliders"
+        if scaled is not None and self.offset not in (None, (0, 0)):
+            (H, W), (h, w) = scaled.shape[1:], model.image_shape
+            self.status.value += f" (on the {h}×{w} centre of the {H}×{W} sections)"
+        self.offset = self.offset or (0, 0)
         self.reset()
+
+    def _crop_offset(self, scaled: np.ndarray | None) -> tuple[int, int] | None:
+        """Where the model's input sits in the population's sections; None if they are smaller."""
+        if scaled is None or self.model is None:
+            return None
+        try:
+            return crop_offset(scaled.shape, self.model.image_shape)
+        except ValueError:
+            return None
 
     @property
     def z(self) -> np.ndarray:
@@ -432,7 +448,7 @@ class LatentWidget(Container):
         else:
             cmap, clim = "magma", self.clim
         layer = self._set_layer(DECODE_LAYER, img, in_place=True, colormap=cmap,
-                                contrast_limits=clim)
+                                contrast_limits=clim, translate=self.offset)
         if layer.colormap.name != cmap:  # the difference box was toggled
             layer.colormap = cmap
         return img
@@ -456,7 +472,7 @@ class LatentWidget(Container):
     def _show_projective(self, fields: np.ndarray) -> None:
         """All latents' fields in one picture beside the sections (not one per section)."""
         montage = tile(fields)
-        width = fields.shape[2]
+        width = self.population.value.data.shape[-1] if self.population.value else fields.shape[2]
         layer = self._set_layer("projective fields", montage, rgb=True)
         layer.translate = (0.0, 1.1 * width)  # to the right of the sections
         cols = min(len(fields), 4)
@@ -525,9 +541,10 @@ class LatentWidget(Container):
         scaled = self._scaled()
         if scaled is None:
             return
-        if scaled.shape[1:] != tuple(self.model.image_shape):
-            show_error(f"The population's sections {scaled.shape[1:]} do not match the model's "
-                       f"{tuple(self.model.image_shape)}.")  # fmt: skip
+        try:
+            crop_offset(scaled.shape, self.model.image_shape, name="the population's sections")
+        except ValueError as err:
+            show_error(str(err))
             return
         clean = None
         if self.clean.value is not None:
@@ -545,7 +562,7 @@ class LatentWidget(Container):
     def _show_quality(self, result: tuple[dict[str, Any], np.ndarray, str]) -> None:
         report, montage, what = result
         self._compare({k: v for k, v in report.items() if k in QUALITY_COLUMNS})
-        h = int(self.model.image_shape[0])
+        h = self.population.value.data.shape[-2] if self.population.value else montage.shape[0]
         layer = self._set_layer("reconstructions", montage, contrast_limits=self.clim,
                                 colormap="magma")  # fmt: skip
         layer.translate = (1.1 * h, 0.0)  # below the sections
