@@ -195,7 +195,7 @@ def test_quality_table_and_reconstructions(setup, qtbot):
     gap = 2
     assert rec.data.shape == (2 * SHAPE[0] + gap, 3 * SHAPE[1] + 2 * gap)
     assert np.allclose(rec.data[: SHAPE[0], : SHAPE[1]], w._scaled()[10])
-    assert rec.translate[0] > SHAPE[0] and "10, 11" in w.status.value
+    assert rec.translate[1] < -rec.data.shape[1] and "10, 11" in w.status.value  # at the left
     # a second model gets its own row beside the first
     w.model_type.value = "pca"
     w.latent.value = 2

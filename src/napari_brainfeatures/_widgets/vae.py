@@ -562,11 +562,11 @@ class LatentWidget(Container):
     def _show_quality(self, result: tuple[dict[str, Any], np.ndarray, str]) -> None:
         report, montage, what = result
         self._compare({k: v for k, v in report.items() if k in QUALITY_COLUMNS})
-        h = self.population.value.data.shape[-2] if self.population.value else montage.shape[0]
         layer = self._set_layer("reconstructions", montage, contrast_limits=self.clim,
                                 colormap="magma")  # fmt: skip
-        layer.translate = (1.1 * h, 0.0)  # below the sections
-        self.status.value = f"table updated; below the sections: {what}"
+        # left of the sections (the projective fields go to their right)
+        layer.translate = (0.0, -montage.shape[1] - 0.1 * self.model.image_shape[1])
+        self.status.value = f"table updated; left of the sections: {what}"
 
 
 QUALITY_COLUMNS = {
