@@ -171,10 +171,10 @@ def _latent(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
                 row[key] = value
         rows.append(row)
     if len(rows) == 1:
-        print(json.dumps({"out": str(out), **rows[0]}, indent=2))
+        print(json.dumps({"out": str(out), **rows[0]}, indent=2, ensure_ascii=False))
         return 0
-    (out / "comparison.json").write_text(json.dumps(rows, indent=2))
-    print(json.dumps({"out": str(out), "comparison": rows}, indent=2))
+    (out / "comparison.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False))
+    print(json.dumps({"out": str(out), "comparison": rows}, indent=2, ensure_ascii=False))
     return 0
 
 
