@@ -45,3 +45,27 @@ def test_write_labels_bad_input_keeps_old_file(tmp_path):
     with pytest.raises(ValueError, match=".zarr, .tif"):
         write_labels(str(tmp_path / "l.png"), np.ones((2, 3, 3), np.uint8), {})
     np.testing.assert_array_equal(tifffile.imread(target), np.ones((2, 3, 3)))
+
+
+def test_reader_opens_a_population_store_for_the_latent_dock(tmp_path):
+    """'brainfeatures sample population' output opens as sections, clean sections and ROIs."""
+    from napari_brainfeatures.cli import main
+
+    store = tmp_path / "pop.zarr"
+    small = ["--n", "6", "--section-shape", "64", "96"]
+    assert main(["sample", "population", str(store), *small]) == 0
+    reader = get_reader(str(store))
+    assert reader is not None
+    layers = reader(str(store))
+    (images, kw, kind), (clean, ckw, ckind), (rois, rkw, rkind) = layers
+    assert kind == ckind == "image" and rkind == "labels"
+    assert images.shape == clean.shape == (6, 64, 96) and rois.shape == (64, 96)
+    assert kw["name"] == "pop" and len(kw["metadata"]["artifact"]) == 6
+    assert ckw["metadata"]["clean_of"] == "pop" and ckw["visible"] is False
+    assert rkw["metadata"]["roi_names"] and len(kw["metadata"]["factor_names"]) > 0
+    # a group holding a volume array is still a volume, not a population
+    g = zarr.open_group(str(tmp_path / "vol.zarr"), mode="w")
+    g.create_array("image", data=np.zeros((2, 8, 8), np.uint8))
+    g.create_array("images", data=np.zeros((2, 8, 8), np.uint8))
+    (data, vkw, vkind), = get_reader(str(tmp_path / "vol.zarr"))(str(tmp_path / "vol.zarr"))
+    assert vkind == "image" and "clean_of" not in vkw["metadata"]

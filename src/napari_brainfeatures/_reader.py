@@ -52,7 +52,62 @@ def layer_data(vol: Volume) -> LayerData:
 
 
 def read_volume(path: str | list[str]) -> list[LayerData]:
-    """Open ``path`` lazily as one image layer (raises a clear error otherwise)."""
+    """Open ``path`` lazily as one image layer (raises a clear error otherwise).
+
+    A population store (a zarr group with an ``images`` stack of sections, as
+    ``brainfeatures sample population`` writes) opens as the layers the
+    Latent dock uses instead: :func:`population_layers`.
+    """
     if isinstance(path, list):
         path = path[0]
+    if is_population_store(Path(path)):
+        from napari_brainfeatures.population import read_population
+
+        return population_layers(read_population(path), name=Path(path).stem)
     return [layer_data(open_volume(path))]
+
+
+def is_population_store(path: Path) -> bool:
+    """Whether ``path`` is a zarr group with a 3-D ``images`` array and no volume array."""
+    if not is_zarr_store(path):
+        return False
+    import zarr
+
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        names = set(group.array_keys())
+    except Exception:  # an array, or unreadable: the volume reader says what is wrong
+        return False
+    volume_names = {"image", "raw", "data", "volume", "0"}
+    return "images" in names and not names & volume_names and group["images"].ndim == 3
+
+
+def population_layers(pop: dict[str, Any], *, name: str = "sections") -> list[LayerData]:
+    """Layers of a population (``read_population``'s dict) for the Latent dock.
+
+    The sections (artifact kinds and known factors in the metadata), the same
+    sections without artifacts when present (hidden, tagged ``clean_of`` so the
+    dock scores artifact rejection on them) and the ROI labels with their names.
+    """
+    import numpy as np
+
+    images = pop["images"]
+    hi = float(np.percentile(images[:: max(1, len(images) // 16)], 99.8))
+    meta: dict[str, Any] = {}
+    for key in ("artifact", "factors"):
+        if key in pop:
+            meta[key] = np.asarray(pop[key]).tolist()
+    if "factor_names" in pop and "factors" in pop:
+        meta["factor_names"] = list(pop["factor_names"])
+    out: list[LayerData] = [
+        (images, {"name": name, "contrast_limits": (0.0, hi), "metadata": meta}, "image")
+    ]
+    if "clean" in pop:
+        out.append((pop["clean"], {"name": f"{name} without artifacts", "visible": False,
+                                   "contrast_limits": (0.0, hi),
+                                   "metadata": {"clean_of": name}}, "image"))  # fmt: skip
+    if "rois" in pop:
+        out.append((np.asarray(pop["rois"]), {"name": f"{name} ROIs", "opacity": 0.35,
+                                              "metadata": {"roi_names": list(pop["roi_names"])}},
+                    "labels"))  # fmt: skip
+    return out

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import dask.array as da
-import numpy as np
 import zarr
 
 from napari_brainfeatures._progress import Progress, run
+from napari_brainfeatures._reader import population_layers
 from napari_brainfeatures.classes import ClassTable
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -91,16 +91,5 @@ def sample_population(n: int = POPULATION_N, *, seed: int = 0) -> list[LayerData
     from napari_brainfeatures.synthetic import make_population
 
     pop = make_population(n, seed=seed)
-    hi = float(np.percentile(pop.images, 99.8))
-    meta = {"factors": np.asarray(pop.factors).tolist(), "factor_names": list(pop.factor_names),
-            "artifact": np.asarray(pop.artifact).tolist()}
-    return [
-        (pop.images, {"name": "sections (synthetic)", "contrast_limits": (0.0, hi),
-                      "metadata": meta}, "image"),
-        # the same sections without artifacts: the Latent dock scores artifact rejection on them
-        (pop.clean, {"name": "sections without artifacts (truth)", "contrast_limits": (0.0, hi),
-                     "visible": False, "metadata": {"clean_of": "sections (synthetic)"}}, "image"),
-        (np.asarray(pop.rois),
-         {"name": "section ROIs", "opacity": 0.35,
-          "metadata": {"roi_names": list(pop.roi_names)}}, "labels"),
-    ]
+    fields = ("images", "clean", "rois", "artifact", "factors", "factor_names", "roi_names")
+    return population_layers({k: getattr(pop, k) for k in fields}, name="sections (synthetic)")

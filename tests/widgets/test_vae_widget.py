@@ -248,3 +248,18 @@ def test_wider_sections_use_their_centre(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: not w.runner.running and "reconstructions" in viewer.layers,
                     timeout=60000)  # fmt: skip
     assert 0 < w.comparison["β-VAE L=2 β=3"]["cwssim_recon"] <= 1
+
+
+def test_a_population_store_opens_ready_for_the_dock(make_napari_viewer, tmp_path):
+    from napari_brainfeatures.cli import main
+
+    store = tmp_path / "pop.zarr"
+    small = ["--n", "6", "--section-shape", "64", "96"]
+    assert main(["sample", "population", str(store), *small]) == 0
+    viewer = make_napari_viewer()
+    viewer.open(str(store), plugin="napari-brainfeatures")
+    assert [la.name for la in viewer.layers] == ["pop", "pop without artifacts", "pop ROIs"]
+    w = LatentWidget(viewer)
+    assert w.population.value is viewer.layers["pop"]
+    assert w.rois.value is viewer.layers["pop ROIs"]
+    assert w.clean.value is viewer.layers["pop without artifacts"]
