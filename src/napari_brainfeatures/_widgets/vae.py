@@ -35,6 +35,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QStyledItemDelegate
 
 from napari_brainfeatures._progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
@@ -142,6 +143,8 @@ class LatentWidget(Container):
         self.quality_button = PushButton(text="Quality")
         # one row per model tried in this session: β-VAE, VAE, PCA, a sweep of L
         self.table = Table(value=[[]])
+        # show the numbers as _fmt writes them (magicgui's delegate turns 0.0075 into 7.500e-03)
+        self.table.native.setItemDelegate(QStyledItemDelegate(self.table.native))
         self.comparison: dict[str, dict[str, float]] = {}
         self.status = status_label("Pick a population layer, then train or load a model.")
         self.runner = TaskRunner()
