@@ -9,7 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from napari_brainfeatures.io import (
+    IMAGE_NAMES,
     TIFF_SUFFIXES,
     Volume,
     is_zarr_store,
@@ -78,8 +81,7 @@ def is_population_store(path: Path) -> bool:
         names = set(group.array_keys())
     except Exception:  # an array, or unreadable: the volume reader says what is wrong
         return False
-    volume_names = {"image", "raw", "data", "volume", "0"}
-    return "images" in names and not names & volume_names and group["images"].ndim == 3
+    return "images" in names and not names & set(IMAGE_NAMES) and group["images"].ndim == 3
 
 
 def population_layers(pop: dict[str, Any], *, name: str = "sections") -> list[LayerData]:
@@ -89,8 +91,6 @@ def population_layers(pop: dict[str, Any], *, name: str = "sections") -> list[La
     sections without artifacts when present (hidden, tagged ``clean_of`` so the
     dock scores artifact rejection on them) and the ROI labels with their names.
     """
-    import numpy as np
-
     images = pop["images"]
     hi = float(np.percentile(images[:: max(1, len(images) // 16)], 99.8))
     meta: dict[str, Any] = {}

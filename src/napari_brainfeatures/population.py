@@ -88,7 +88,9 @@ def as_stack(images: ArrayLike | Sequence[ArrayLike], *, name: str = "images") -
     return arr
 
 
-def crop_offset(shape: Sequence[int], crop: Sequence[int], *, name: str = "sections") -> Any:
+def crop_offset(
+    shape: Sequence[int], crop: Sequence[int], *, name: str = "sections"
+) -> tuple[int, int]:
     """``(top, left)`` of the centre ``crop`` (h, w) in sections of ``shape`` (…, H, W).
 
     Raises

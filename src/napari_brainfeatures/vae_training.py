@@ -111,10 +111,11 @@ class VAELatentModel:
         arr = np.asarray(images, dtype=np.float32)
         if arr.ndim == 2:
             arr = arr[None]
-        arr = np.ascontiguousarray(center_crop(arr, self.image_shape))
+        arr = center_crop(arr, self.image_shape)  # a view: copied batch by batch below
         out = []
         for i in range(0, len(arr), self.batch_size):
-            x = torch.from_numpy(arr[i : i + self.batch_size]).to(self.device)[:, None]  # (B,1,H,W)
+            batch = np.ascontiguousarray(arr[i : i + self.batch_size])  # (B, H, W)
+            x = torch.from_numpy(batch).to(self.device)[:, None]  # (B, 1, H, W)
             out.append(self.model.encode(x)[0].float().cpu().numpy())  # (B, L)
         return np.concatenate(out) if out else np.zeros((0, self.latent_dim), np.float32)
 

@@ -175,7 +175,7 @@ class LatentWidget(Container):
         self.codes: np.ndarray | None = None  # population latent codes (N, L)
         self.receptive_result: Any = None
         self._scratch: Path | None = None  # the running training's best-model file
-        self.offset: tuple[int, int] | None = (0, 0)  # the model's input in the sections
+        self.offset = (0, 0)  # where the model's input sits in the sections (decode layer)
         self._done = False  # whether the running training returned its model
         self._quiet = False
         refresh_choices_on_layer_change(viewer, self.population, self.rois, self.clean)
@@ -370,8 +370,8 @@ class LatentWidget(Container):
         self.model, self.meta = model, dict(meta)
         L = model.latent_dim
         scaled = self._scaled() if self.population.value is not None else None
-        self.offset = self._crop_offset(scaled)
-        if scaled is not None and self.offset is not None:
+        offset = self._crop_offset(scaled)
+        if offset is not None:
             codes = model.encode(scaled)  # (N, L); larger sections: their centre
             self.mean, std = codes.mean(0), np.maximum(codes.std(0), 1e-3)
             self.codes = codes
@@ -389,10 +389,10 @@ class LatentWidget(Container):
         self._quiet = False
         kind = meta.get("model_type", "beta-vae")
         self.status.value = f"{MODEL_NAMES.get(kind, kind)} with L = {L}: move the sliders"
-        if scaled is not None and self.offset not in (None, (0, 0)):
+        if offset not in (None, (0, 0)):
             (H, W), (h, w) = scaled.shape[1:], model.image_shape
             self.status.value += f" (on the {h}×{w} centre of the {H}×{W} sections)"
-        self.offset = self.offset or (0, 0)
+        self.offset = offset or (0, 0)
         self.reset()
 
     def _crop_offset(self, scaled: np.ndarray | None) -> tuple[int, int] | None:
