@@ -212,15 +212,30 @@ def test_predict_stride_must_be_positive(sample, untrained, capsys):
     assert exit_.value.code == 2 and "--predict-stride: must be >= 1" in capsys.readouterr().err
 
 
-def test_default_split_on_unpainted_slices_suggests_options(tmp_path, capsys):
+def _five(tmp_path, painted):
     group = zarr.open_group(str(tmp_path / "five.zarr"), mode="w")
     group.create_array("image", data=np.full((5, 72, 150), 100, np.uint8))
     areas = np.zeros((5, 72, 150), np.uint8)
-    areas[1:4, :, :75], areas[1:4, :, 75:] = 1, 5  # painted on z = 1..3; default 0 / 2 / 4
+    areas[painted, :, :75], areas[painted, :, 75:] = 1, 5
     group.create_array("areas", data=areas)
-    rc = main(["train-cnn", str(tmp_path / "five.zarr"), "--out", str(tmp_path / "x"), *ARGS])
+    return str(tmp_path / "five.zarr")
+
+
+def test_default_split_uses_the_painted_slices(tmp_path, capsys):
+    # painted on z = 1..3 only; the 50 µm rule would give 0 / 2 / 4
+    rc = main(["train-cnn", _five(tmp_path, [1, 2, 3]), "--out", str(tmp_path / "x"), *ARGS])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "train [1], val [2], test [3] (the first, middle and last of the painted" in captured.err
+    assert json.loads(captured.out)["slices"] == {"train": [1], "val": [2], "test": [3]}
+
+
+def test_default_split_on_unpainted_slices_suggests_options(tmp_path, capsys):
+    rc = main(["train-cnn", _five(tmp_path, [1, 3]), "--out", str(tmp_path / "x"), *ARGS])
     err = capsys.readouterr().err
-    assert rc == 2 and "z = [1, 2, 3]" in err and "--train-slice Z --val-slice Z" in err
+    assert rc == 2 and "z = [1, 3]" in err and "--train-slice Z --val-slice Z" in err
+    assert "(2 slices = 2 µm apart)" in err  # the rule's spacing as used, not "50 µm"
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 @pytest.mark.parametrize("argv", [["-v", "info", "x"], ["info", "x", "-v"], ["info", "-v", "x"]])
@@ -242,3 +257,28 @@ def test_unavailable_device_is_a_message(sample, untrained, capsys, stage, devic
     assert main([*argv, "--device", device]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and ("CUDA is not available" in err or "device must be" in err)
+
+
+def test_train_on_scribbles(tmp_path, capsys):
+    group = zarr.open_group(str(tmp_path / "ct.zarr"), mode="w")
+    rng = np.random.default_rng(0)
+    group.create_array("image", data=rng.integers(0, 255, (5, 72, 150), dtype=np.uint8))
+    areas = np.zeros((5, 72, 150), np.uint8)
+    areas[1:4, :, :70] = 1  # filled
+    areas[1:4, 34:39, 80:140] = 5  # a 5-px brush stroke: no 56 px patch fits inside
+    group.create_array("areas", data=areas)
+    out = tmp_path / "cnn.safetensors"
+    rc = main(["train-cnn", str(tmp_path / "ct.zarr"), "--out", str(out), *ARGS,
+               "--sampling", "interior"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "['WM']" in err and "centre training patches" in err
+    assert not out.exists()
+    rc = main(["train-cnn", str(tmp_path / "ct.zarr"), "--out", str(out), *ARGS])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert ("brainfeatures train-cnn: warning: training slices: no 56x56 patch fits inside the "
+            "paint of class 'WM'") in captured.err
+    assert "UserWarning" not in captured.err and "sample_splits(" not in captured.err
+    from napari_brainfeatures.models.cnn import load_cnn
+
+    assert load_cnn(out)[1]["training"]["centred_classes"] == [5]

@@ -201,3 +201,58 @@ def test_no_warning_when_enough():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sample_patches(img, lab, slices=0, patch_size=P, per_class=100)
+
+
+def scribbles(z: int = 5, h: int = 64, w: int = 90):
+    """Class 1 as a filled band, classes 2 and 4 as 3-px strokes (no 16-px patch fits inside)."""
+    img, full = toy(z, h, w)
+    lab = np.zeros_like(full)
+    lab[:, 5:, :30] = 1
+    lab[:, 20:50, 44:47] = 2  # a vertical stroke inside band 2
+    lab[:, 30:33, 64:85] = 4  # a horizontal stroke inside band 4
+    return img, lab
+
+
+def test_auto_centres_the_patches_of_stroke_painted_classes():
+    img, lab = scribbles()
+    with pytest.raises(ValueError, match=r"fits entirely inside.*\['HypoTh', 'VP'\].*'auto'"):
+        sample_patches(img, lab, slices=0, patch_size=P, per_class=20)
+    with pytest.warns(UserWarning, match=r"no 16x16 patch fits inside the paint of class 'HypoTh'"):
+        ps = sample_patches(img, lab, slices=0, patch_size=P, per_class=20, interior="auto")
+    assert ps.centred == (2, 4) and not ps.interior
+    assert ps.counts == {1: 20, 2: 20, 4: 20}
+    for label, (z, y, x) in zip(ps.labels, ps.centres, strict=True):
+        assert lab[z, y, x] == label  # centred on its own paint
+        if label == 1:  # a filled class keeps the paper's interior rule
+            assert (window(lab, z, y, x) == 1).all()
+    assert ps.subset(slice(0, 3)).centred == (2, 4)
+    with pytest.raises(ValueError, match="interior must be"):
+        sample_patches(img, lab, slices=0, patch_size=P, interior="yes")
+
+
+def test_auto_is_the_interior_rule_when_every_class_fits():
+    img, lab = toy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        auto = sample_patches(img, lab, slices=[0, 2], patch_size=P, per_class=30, interior="auto")
+    strict = sample_patches(img, lab, slices=[0, 2], patch_size=P, per_class=30)
+    np.testing.assert_array_equal(auto.centres, strict.centres)
+    assert auto.interior and auto.centred == ()
+
+
+def test_splits_leave_out_a_class_missing_on_an_evaluation_slice():
+    img, lab = scribbles()
+    lab[2][lab[2] == 4] = 0  # VP not painted on the validation slice
+    with pytest.warns(UserWarning) as rec:
+        s = sample_splits(img, lab, slices=(0, 2, 4), patch_size=P, per_class=10)
+    msgs = [str(w.message) for w in rec]
+    assert any(m.startswith("training slices: no 16x16 patch fits inside") for m in msgs)
+    assert any(m.startswith("validation slices: class(es) ['VP'] offer no") for m in msgs)
+    assert s.train.class_ids == s.val.class_ids == [1, 2, 4]  # the network's outputs
+    assert s.val.counts[4] == 0 and s.test.counts[4] == 5
+    s.val.targets  # every label maps to an output
+    with pytest.raises(ValueError, match=r"^training slices: .*fits entirely inside"):
+        sample_splits(img, lab, slices=(0, 2, 4), patch_size=P, interior=True)
+    lab[4] = 0
+    with pytest.raises(ValueError, match=r"^test slices: no labels painted"):
+        sample_splits(img, lab, slices=(0, 2, 4), patch_size=P, per_class=10)

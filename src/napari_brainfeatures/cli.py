@@ -11,7 +11,9 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from napari_brainfeatures import __version__
 
@@ -80,6 +82,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     module = importlib.import_module(f"napari_brainfeatures._cli.{COMMANDS[args.command][0]}")
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_printer(args.command)
+        return _run(module, args)
+
+
+def _warning_printer(command: str) -> Any:
+    """Show warnings as one line each (no source line): ``brainfeatures X: warning: ...``."""
+
+    def show(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
+        kind = "" if category is UserWarning else f" ({category.__name__})"
+        print(f"brainfeatures {command}: warning{kind}: {message}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _run(module: Any, args: argparse.Namespace) -> int:
     try:
         if getattr(args, "device", None):  # 'cuda' on a CPU-only torch, 'gpu': say so
             from napari_brainfeatures._dense_tile import resolve_device

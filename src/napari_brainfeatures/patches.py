@@ -6,7 +6,10 @@ dask ``(Z, Y, X)``; only the listed slices are read).  The patch of centre
 ``(y, x)`` covers rows ``y - P//2 .. y - P//2 + P - 1`` (the convention of the
 dense feature maps).  Training patches lie strictly inside one class (every
 pixel has the centre's class); validation and test patches need only their
-centre labelled.  Every patch lies fully inside the image.
+centre labelled.  A class painted only as thin strokes (scribbles), where no
+patch fits inside the paint, gets training patches centred on its painted
+pixels instead, with a warning (``interior="auto"``, the default of
+:func:`sample_splits`).  Every patch lies fully inside the image.
 
 :func:`split_slices` gives the paper's train / validation / test sections 50 µm
 apart; :func:`sample_splits` samples all three with the paper's rules and
@@ -46,6 +49,9 @@ class PatchSet:
         True when every pixel of each patch has its class.
     available : dict of int to int
         How many distinct positions each class offered.
+    centred : tuple of int
+        Classes whose training patches are centred on painted pixels because
+        no patch fits inside their paint (``interior="auto"``).
     """
 
     patches: NDArray[Any]
@@ -54,6 +60,7 @@ class PatchSet:
     classes: ClassTable
     interior: bool = False
     available: dict[int, int] = field(default_factory=dict)
+    centred: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -91,7 +98,7 @@ class PatchSet:
         """The patches selected by ``index`` (boolean mask or integer indices)."""
         return PatchSet(
             self.patches[index], self.labels[index], self.centres[index], self.classes,
-            self.interior, dict(self.available),
+            self.interior, dict(self.available), self.centred,
         )
 
 
@@ -225,9 +232,10 @@ def sample_patches(
     slices: int | Sequence[int],
     patch_size: int = 128,
     per_class: int = 2000,
-    interior: bool = True,
+    interior: bool | str = True,
     classes: ClassTable | Sequence[int] | None = None,
     seed: int = 0,
+    skip_missing: bool = False,
 ) -> PatchSet:
     """Draw up to ``per_class`` patches of each class from the given z-slices.
 
@@ -246,14 +254,20 @@ def sample_patches(
     per_class : int
         Patches wanted per class; default 2000.  A class offering fewer distinct
         positions gives all of them, with a warning.
-    interior : bool
-        True (default, for training): every pixel of a patch has its class.
-        False (validation / test): only the centre pixel's label counts.
+    interior : bool or "auto"
+        True (default, the paper's training patches): every pixel of a patch
+        has its class.  False (validation / test): only the centre pixel's
+        label counts.  "auto" (training on scribbles): interior patches for
+        every class that offers any, patches centred on painted pixels for a
+        class painted too thinly for one patch to fit inside (with a warning).
     classes : ClassTable or sequence of int, optional
         The classes to sample, in output order; default every label id found
         on the slices (named from the paper's table when its ids fit).
     seed : int
         Seeds the choice of positions; same seed, same patches.
+    skip_missing : bool
+        For validation / test: a class with no position on these slices is
+        left out with a warning (the class table is kept) instead of refused.
 
     Returns
     -------
@@ -269,6 +283,8 @@ def sample_patches(
         Mismatched shapes, a patch larger than the image, nothing painted, a
         single class, or a class with no valid (NaN-free) position.
     """
+    if interior not in (True, False, "auto"):
+        raise ValueError(f"interior must be True, False or 'auto', got {interior!r}")
     zs = _as_slices(slices)
     if len(set(zs)) != len(zs):
         raise ValueError(f"slices must be distinct, got {zs!r}")
@@ -296,33 +312,64 @@ def sample_patches(
             finite = np.isfinite(imgs[z])
             clean[z] = None if finite.all() else _interior_mask(finite, p)
     # Candidate centres per class and slice: flat indices into the (H-P+1, W-P+1) corner grid.
-    cands: dict[int, list[tuple[int, NDArray[np.int64]]]] = {c: [] for c in table.ids}
-    for z, lab in lab2d.items():
-        for c in table.ids:
+    def candidates(c: int, inner: bool) -> list[tuple[int, NDArray[np.int64]]]:
+        out = []
+        for z, lab in lab2d.items():
             m = lab == c
-            ok = _interior_mask(m, p) if interior else m[inside]
+            ok = _interior_mask(m, p) if inner else m[inside]
             if clean[z] is not None:
                 ok = ok & clean[z]
-            cands[c].append((z, np.flatnonzero(ok)))
+            out.append((z, np.flatnonzero(ok)))
+        return out
+
+    cands = {c: candidates(c, bool(interior)) for c in table.ids}
+    centred: list[int] = []
+    if interior == "auto":  # scribbles: centre the patches of classes no patch fits inside
+        for c in table.ids:
+            if not any(len(f) for _, f in cands[c]):
+                centre = candidates(c, False)
+                if any(len(f) for _, f in centre):
+                    cands[c] = centre
+                    centred.append(c)
+                    warnings.warn(
+                        f"no {p}x{p} patch fits inside the paint of class "
+                        f"{table.by_id(c).name!r} (id {c}) on slices {zs!r} (painted "
+                        f"narrower than {p} px, e.g. brush strokes); its training patches are centred on its "
+                        f"{sum(int((lab == c).sum()) for lab in lab2d.values())} painted "
+                        "pixels instead and also show the tissue around them",
+                        stacklevel=2,
+                    )
     available = {c: sum(len(f) for _, f in v) for c, v in cands.items()}
     empty = [table.by_id(c).name for c, n in available.items() if n == 0]
-    if empty:
-        where = "entirely inside" if interior else "centred in"
+    if empty and skip_missing and len(empty) < len(table):
+        warnings.warn(
+            f"class(es) {empty!r} offer no patch position on slices {zs!r} (not painted "
+            "there, or too close to the image edge); they are left out of these patches",
+            stacklevel=2,
+        )
+    elif empty:
+        where = "entirely inside" if interior is True else "centred in"
         nan = any(v is not None for v in clean.values())
         raise ValueError(
             f"no {p}x{p} patch {'free of NaN pixels ' if nan else ''}fits {where} class(es) "
-            f"{empty!r} on slices {zs!r}; paint larger regions, choose other slices or a "
-            "smaller patch size"
+            f"{empty!r} on slices {zs!r}; "
+            + ("paint larger regions, choose other slices, or centre training patches on "
+               "the paint (interior='auto', for strokes)" if interior is True else
+               f"paint them there or choose other slices (a patch centre must be {half} px "
+               "from the image edge)")
         )
     rng = np.random.default_rng(seed)
     out_p, out_l, out_c = [], [], []
     for c in table.ids:
         n_avail = available[c]
+        if n_avail == 0:  # skipped above
+            continue
         k = min(int(per_class), n_avail)
         if k < per_class:
+            inner = interior is True or (interior == "auto" and c not in centred)
             warnings.warn(
                 f"class {table.by_id(c).name!r} (id {c}) offers only {n_avail} "
-                f"{'interior ' if interior else ''}patch positions on slices {zs!r}; "
+                f"{'interior ' if inner else ''}patch positions on slices {zs!r}; "
                 f"using {k} instead of {per_class}",
                 stacklevel=2,
             )
@@ -341,7 +388,7 @@ def sample_patches(
             out_c.append(np.stack([np.full(len(sel), z), y0 + half, x0 + half], axis=1))
     return PatchSet(
         np.concatenate(out_p), np.concatenate(out_l), np.concatenate(out_c).astype(np.int64),
-        table, bool(interior), available,
+        table, bool(interior) and not centred, available, tuple(centred),
     )
 
 
@@ -363,6 +410,7 @@ def sample_splits(
     eval_per_class: int | None = None,
     classes: ClassTable | Sequence[int] | None = None,
     seed: int = 0,
+    interior: bool | str = "auto",
 ) -> Splits:
     """Training (interior), validation and test (unrestricted) patches from disjoint slices.
 
@@ -383,11 +431,17 @@ def sample_splits(
         (the paper's 2000 / 1000).
     classes : ClassTable or sequence of int, optional
         Default: the label ids painted on the training slices.
+    interior : bool or "auto"
+        The training patches' rule (see :func:`sample_patches`); default "auto":
+        inside one class where the paint allows, centred on strokes otherwise.
+        A class not painted on the validation or test slices is left out of
+        that split with a warning.
 
     Raises
     ------
     ValueError
-        When a slice is shared between splits, or any :func:`sample_patches` error.
+        When a slice is shared between splits, or any :func:`sample_patches` error
+        (naming the split).
     """
     if slices is None:
         slices = split_slices(1 if image.ndim == 2 else image.shape[0], voxel_size=voxel_size)
@@ -405,16 +459,24 @@ def sample_splits(
                 )
     n_eval = int(eval_per_class) if eval_per_class is not None else max(1, int(per_class) // 2)
     kw: dict[str, Any] = {"patch_size": patch_size}
-    train = sample_patches(
-        image, labels, slices=sets[0], per_class=per_class, interior=True, classes=classes,
-        seed=seed, **kw,
-    )
-    val = sample_patches(
-        image, labels, slices=sets[1], per_class=n_eval, interior=False, classes=train.classes,
-        seed=seed + 1, **kw,
-    )
-    test = sample_patches(
-        image, labels, slices=sets[2], per_class=n_eval, interior=False, classes=train.classes,
-        seed=seed + 2, **kw,
+    train = _split("training", sample_patches, image, labels, slices=sets[0],
+                   per_class=per_class, interior=interior, classes=classes, seed=seed, **kw)
+    val, test = (
+        _split(name, sample_patches, image, labels, slices=zs, per_class=n_eval,
+               interior=False, classes=train.classes, seed=seed + i, skip_missing=True, **kw)
+        for i, (name, zs) in enumerate((("validation", sets[1]), ("test", sets[2])), start=1)
     )
     return Splits(train, val, test)
+
+
+def _split(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
+    """``fn(*args, **kw)`` with its warnings and errors prefixed by the split's name."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = fn(*args, **kw)
+        except ValueError as err:
+            raise ValueError(f"{name} slices: {err}") from None
+    for w in caught:
+        warnings.warn(f"{name} slices: {w.message}", w.category, stacklevel=3)
+    return out

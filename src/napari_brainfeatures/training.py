@@ -565,6 +565,8 @@ def _record(history, best_epoch, best_acc, best_loss, train, val, lr, batch_size
         "slices": {"train": train.slices, "val": val.slices},
         "counts": {"train": {str(k): v for k, v in train.counts.items()},
                    "val": {str(k): v for k, v in val.counts.items()}},
+        # classes painted as strokes: training patches centred on the paint, not inside it
+        "centred_classes": [int(c) for c in train.centred],
         "device": str(dev),
         "wall_s": round(time.perf_counter() - t0, 3),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

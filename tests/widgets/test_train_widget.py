@@ -152,3 +152,22 @@ def test_content_scrolls_instead_of_squeezing_plots(widget):
     assert widget.cm_canvas.minimumHeight() == 280 and widget.table.native.minimumHeight() == 170
     # the dock is asked for the content's width: only the height scrolls
     assert area.minimumSizeHint().width() >= area.widget().minimumSizeHint().width()
+
+
+def test_sampling_from_brush_strokes(widget, qtbot, monkeypatch):
+    from napari_brainfeatures._widgets import train as train_mod
+
+    shown = []
+    monkeypatch.setattr(train_mod, "show_warning", shown.append)
+    strokes = np.zeros((7, 72, 150), np.uint8)
+    strokes[:, :, :70] = 1
+    strokes[:, 33:38, 80:140] = 5  # a 5-px stroke of WM: no 56 px patch fits inside
+    strokes[3, 33:38, 80:140] = 0  # and not painted on the validation slice
+    widget.viewer.layers["areas"].data = strokes
+    widget.sample()
+    wait(qtbot, widget)
+    assert widget.splits.train.centred == (5,)
+    assert any("training slices: no 56x56 patch fits inside the paint of class 'WM'" in m
+               for m in shown)
+    assert any(m.startswith("validation slices: class(es) ['WM']") for m in shown)
+    assert "WM 0" in widget.counts.value  # val has no WM; the network keeps its output

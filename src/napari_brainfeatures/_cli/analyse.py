@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures._cli.train import SAMPLING, sampling_arg
 from napari_brainfeatures._progress import run as run_gen
 
 
@@ -46,6 +47,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         metavar=("ARCH", "WEIGHTS"),
         help="also an ImageNet baseline, e.g. resnet18 resnet18.pth (no download)",
     )
+    sampling_arg(parser)
     add("--seed", type=int, default=0)
     add("--device", default=None)
     add("--out", type=Path, default=None, help="output folder (default: MODEL_analysis)")
@@ -103,7 +105,8 @@ def run(name: str, args: argparse.Namespace) -> int:
     p = model.config.patch_size
     common: dict[str, Any] = {"patch_size": p, "per_class": args.per_class, "classes": present}
     train = sample_patches(
-        image, labels, slices=args.train_slice, interior=True, seed=args.seed, **common
+        image, labels, slices=args.train_slice, interior=SAMPLING[args.sampling],
+        seed=args.seed, **common
     )
     test = sample_patches(
         image, labels, slices=args.test_slice, interior=False, seed=args.seed + 1, **common

@@ -47,6 +47,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
                             help="default: no internal padding (exact dense maps); authors: "
                             "paddings 1,1,0,0 and 3-channel input")
         parser.add_argument("--no-augment", action="store_true", help="no flips/rotations/jitter")
+        sampling_arg(parser)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if present)")
         parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -67,6 +68,18 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figure", default=None, help="write the confusion matrix as PNG")
     parser.add_argument("--predict-stride", type=positive_int, default=None, metavar="S",
                         help="also classify the whole first slice every S px (slice accuracy)")
+
+
+SAMPLING = {"auto": "auto", "interior": True, "centre": False}
+
+
+def sampling_arg(parser: argparse.ArgumentParser) -> None:
+    """``--sampling``: where training patches may lie (see ``patches.sample_patches``)."""
+    parser.add_argument(
+        "--sampling", choices=tuple(SAMPLING), default="auto",
+        help="training patches: 'interior' = inside one area (the paper's rule), 'centre' = "
+             "centred on a painted pixel, 'auto' (default) = interior where the paint allows, "
+             "centred for classes painted as thin strokes (scribbles)")
 
 
 def positive_int(text: str) -> int:
@@ -212,27 +225,36 @@ def _train(args: argparse.Namespace) -> int:
     for split, zs in zip(("train", "val", "test"), chosen, strict=True):
         check_slices(f"--{split}-slice", zs, image.shape[0])
     default_split = any(s is None for s in chosen)
+    show = _printer(args.verbose)
+    painted = painted_slices(labels) if default_split else None
+    how = ""
     if default_split:
         auto = split_slices(image.shape[0], voxel_size=voxel[0] if voxel else None,
                             start=args.train_slice[0] if args.train_slice else None)
+        gap = auto[1] - auto[0]
+        how = f"{gap} slices = {gap * (voxel[0] if voxel else 1.17):.0f} µm apart"
+        if all(s is None for s in chosen) and painted is not None and len(painted) >= 3 \
+                and not set(auto) <= set(painted):
+            # labels on a few slices only (the usual way to annotate): use those, spread out
+            auto = (painted[0], painted[len(painted) // 2], painted[-1])
+            how = f"the first, middle and last of the painted slices {painted}"
         chosen = tuple(s if s is not None else [a] for s, a in zip(chosen, auto, strict=True))
-    show = _printer(args.verbose)
     show(Progress(0, None, f"sampling patches: train {chosen[0]}, val {chosen[1]}, "
-                           f"test {chosen[2]}"))
+                           f"test {chosen[2]}" + (f" ({how})" if how else "")))
     try:
         splits = sample_splits(
             image, labels, slices=chosen, patch_size=args.patch_size, per_class=args.per_class,
             eval_per_class=args.eval_per_class, seed=args.seed,
             classes=_present_table(table, labels, list(chosen[0])),
+            interior=SAMPLING[args.sampling],
         )
     except ValueError as err:
         if not default_split:
             raise
-        painted = painted_slices(labels)
         where = "" if painted is None else f"labels are painted on z = {painted}; "
         raise ValueError(
-            f"{err}. The slices train {chosen[0]}, val {chosen[1]}, test {chosen[2]} come "
-            f"from the default 50 µm rule; {where}choose painted slices with "
+            f"{err}. The slices train {chosen[0]}, val {chosen[1]}, test {chosen[2]} were "
+            f"chosen by default ({how}); {where}choose slices with "
             "--train-slice Z --val-slice Z --test-slice Z"
         ) from None
     show(Progress(0, None, f"patches per class: {splits.counts()}"))

@@ -127,7 +127,7 @@ class AnalyseWidget(Container):
             "classes": ids,
         }
         zs = (tz, sz) if image.ndim == 3 else (0, 0)
-        train = sample_patches(image, labels, slices=zs[0], interior=True, seed=0, **opts)
+        train = sample_patches(image, labels, slices=zs[0], interior="auto", seed=0, **opts)
         test = sample_patches(image, labels, slices=zs[1], interior=False, seed=1, **opts)
         fx = {"relu": bool(self.relu.value)}
         extractors = {
