@@ -522,3 +522,20 @@ def test_cluster_cli_quotes_a_bad_smooth_or_erode_as_typed(tmp_path, capsys, fla
     assert cli.main([*argv, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"{flag} must be a finite number of image px >= 0, got {value}" in err
+
+
+def test_factors_cli_hints_outside_labelled_for_sparse_rois(tmp_path, capsys):
+    import zarr
+
+    from napari_brainfeatures import cli
+
+    feat, _ = _tiny_map(tmp_path)
+    sparse = np.zeros((1, 20, 22), np.uint8)
+    sparse[:, 3:6, 2:9], sparse[:, 12:15, 13:20] = 1, 2  # two strokes: 10 % of the map
+    zarr.create_array(str(tmp_path / "sparse.zarr"), data=sparse)
+    argv = ["factors", feat, "--k", "2", "--rois", str(tmp_path / "sparse.zarr"), "--out"]
+    assert cli.main([*argv, str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the ROIs cover 10% of the map" in err and "--outside labelled" in err
+    assert cli.main([*argv, str(tmp_path / "b"), "--outside", "labelled"]) == 0
+    assert "the ROIs cover" not in capsys.readouterr().err

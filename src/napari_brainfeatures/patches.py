@@ -331,11 +331,12 @@ def sample_patches(
                 if any(len(f) for _, f in centre):
                     cands[c] = centre
                     centred.append(c)
+                    n_px = sum(int((lab == c).sum()) for lab in lab2d.values())
                     warnings.warn(
                         f"no {p}x{p} patch fits inside the paint of class "
                         f"{table.by_id(c).name!r} (id {c}) on slices {zs!r} (painted "
-                        f"narrower than {p} px, e.g. brush strokes); its training patches are centred on its "
-                        f"{sum(int((lab == c).sum()) for lab in lab2d.values())} painted "
+                        f"narrower than {p} px, e.g. brush strokes); its training patches "
+                        f"are centred on its {n_px} painted "
                         "pixels instead and also show the tissue around them",
                         stacklevel=2,
                     )

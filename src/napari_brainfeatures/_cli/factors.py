@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,9 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         add("--p", type=int, default=None, help="factors to select (default min(k, #ROIs))")
         add("--normalise", choices=("none", "area"), default="none")
         add("--eps", type=float, default=0.0, help="relative activity threshold (default 0)")
-        add("--outside", choices=("all", "labelled"), default="all")
+        add("--outside", choices=("all", "labelled"), default="all",
+            help="leakage counts every point outside the ROI (all: the paper, for fully "
+                 "painted slices) or only points of other ROIs (labelled: for sparse painting)")
         return
     add("--k", type=int, default=4, help="number of clusters (default 4)")
     add("--method", choices=("kmeans", "gmm"), default="gmm")
@@ -229,6 +232,13 @@ def _factors(args: argparse.Namespace) -> int:
     }
     selection = None
     if rois is not None:
+        share = float(np.count_nonzero(rois[valid])) / max(1, int(valid.sum()))
+        if args.outside == "all" and share < 0.5:
+            warnings.warn(
+                f"the ROIs cover {share:.0%} of the map, so leakage (every unlabelled point "
+                "counts) outweighs coverage; for sparse painting try --outside labelled "
+                "(or --normalise area)", stacklevel=1,
+            )
         selection = select_factors(
             res.W,
             rois[valid],
