@@ -59,3 +59,27 @@ def test_bad_edits_change_nothing(make_napari_viewer, volume):
     w.class_colour.value = "purple"
     w.recolour_class()
     assert w.table == before
+
+
+def test_paint_class_survives_layer_changes(make_napari_viewer, volume):
+    # napari re-reads every ComboBox's choices when layers change; the class list must stay
+    viewer, w = _setup(make_napari_viewer, volume)
+    assert w.klass.choices == ()  # nothing to paint before the labels are bound
+    w.bind()
+    w.klass.value = 3
+    viewer.add_points(np.zeros((1, 3)), name="other")
+    viewer.layers.move(0, 2)
+    w.reset_choices()  # what napari does for a docked container
+    assert len(w.klass.choices) == 6 and w.klass.value == 3
+    w.class_name.value = "CA1"
+    w.add_class()
+    w.reset_choices()
+    assert len(w.klass.choices) == 7
+
+
+def test_content_scrolls(make_napari_viewer, volume):
+    from qtpy.QtWidgets import QScrollArea
+
+    _, w = _setup(make_napari_viewer, volume)
+    area = w.native.findChild(QScrollArea)
+    assert area is not None and area.widget().isAncestorOf(w.legend.native)

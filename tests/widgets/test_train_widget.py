@@ -127,21 +127,6 @@ def test_load_refuses_model_for_other_classes(widget, qtbot, tmp_path, monkeypat
         assert not widget.runner.running
 
 
-def test_cancel_training_keeps_checkpoint(widget, qtbot):
-    w = widget
-    w.sample()
-    wait(qtbot, w)
-    w.epochs.value = 500
-    w.train()
-    qtbot.waitUntil(lambda: len(w.history) >= 1, timeout=120_000)
-    w.runner.cancel()
-    qtbot.waitUntil(lambda: w.runner.worker is None, timeout=60_000)
-    from pathlib import Path
-
-    kept = Path(w.status.tooltip)  # the status names the file; its tooltip has the path
-    assert kept.exists() and w.status.value.endswith(f"kept in {kept.name}")
-
-
 def test_content_scrolls_instead_of_squeezing_plots(widget):
     from qtpy.QtWidgets import QScrollArea
 
@@ -171,3 +156,23 @@ def test_sampling_from_brush_strokes(widget, qtbot, monkeypatch):
                for m in shown)
     assert any(m.startswith("validation slices: class(es) ['WM']") for m in shown)
     assert "WM 0" in widget.counts.value  # val has no WM; the network keeps its output
+
+
+def test_cancel_training_keeps_the_best_model_so_far(widget, qtbot):
+    w = widget
+    w.sample()
+    wait(qtbot, w)
+    w.epochs.value = 200
+    w.train()
+    qtbot.waitUntil(lambda: len(w.history) >= 1, timeout=60_000)
+    w.runner.cancel()
+    wait(qtbot, w)
+    assert w.model is not None  # the best epoch's model, read back from the workspace file
+    assert w.status.value.startswith("stopped: kept the best model so far (epoch ")
+    from pathlib import Path
+
+    kept = Path(w.status.tooltip)  # the status names the file; its tooltip has the path
+    assert kept.exists() and w.status.value.endswith(f"in {kept.name}")
+    w.evaluate()  # and it is usable at once
+    wait(qtbot, w)
+    assert w.evaluation is not None

@@ -8,7 +8,7 @@ from typing import Any
 import napari
 import numpy as np
 from napari.layers import Image, Labels
-from qtpy.QtCore import QEvent, QSize, Qt
+from qtpy.QtCore import QEvent, QRect, QSize, Qt
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from napari_brainfeatures.workspace import Workspace, default_workspace_path
@@ -94,10 +94,11 @@ class _VerticalScroll(QScrollArea):
 
 
 def status_label(text: str = "", lines: int = 2) -> Any:
-    """A magicgui Label whose messages wrap over ``lines`` lines instead of widening the dock.
+    """A magicgui Label whose messages wrap instead of widening the dock.
 
-    The height is reserved up front: magicgui's labelled rows inside a scroll
-    area do not grow when a wrapped text needs another line.
+    ``lines`` lines are reserved up front, and a longer message sets the
+    height it needs: magicgui's labelled rows inside a scroll area do not
+    grow by themselves when a wrapped text needs another line.
     """
     from magicgui.widgets import Label
 
@@ -105,7 +106,17 @@ def status_label(text: str = "", lines: int = 2) -> Any:
     native = label.native
     native.setWordWrap(True)
     metrics = native.fontMetrics()
-    native.setMinimumHeight(lines * metrics.lineSpacing() + metrics.descent())
+    reserved = lines * metrics.lineSpacing() + metrics.descent()
+    native.setMinimumHeight(reserved)
+
+    def fit(value: Any) -> None:  # a longer message gets the lines it needs, not clipped
+        width = max(native.width(), 200)
+        flags = int(Qt.TextFlag.TextWordWrap)
+        need = metrics.boundingRect(QRect(0, 0, width, 10_000), flags, str(value)).height()
+        native.setMinimumHeight(max(reserved, need + metrics.descent()))
+
+    label.changed.connect(fit)
+    fit(text)
     return label
 
 

@@ -20,6 +20,7 @@ from napari_brainfeatures._widgets._common import (
     image_choices,
     refresh_choices_on_layer_change,
     say_file,
+    scroll_body,
     status_label,
     workspace_for,
 )
@@ -42,7 +43,9 @@ class AnnotateWidget(Container):
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=image_choices(viewer))
         self.bind_button = PushButton(text="Create / open labels in workspace")
-        self.klass = ComboBox(label="paint class", choices=[])
+        # choices from a callable: napari re-reads every ComboBox's choices when layers
+        # change, and a plain list would be reset to the empty one given here
+        self.klass = ComboBox(label="paint class", choices=self._class_choices)
         self.class_name = LineEdit(label="name")
         self.class_colour = LineEdit(label="colour (#rrggbb)")
         self.add_button = PushButton(text="Add class")
@@ -82,6 +85,7 @@ class AnnotateWidget(Container):
         self.recolour_button.changed.connect(self.recolour_class)
         self.remove_button.changed.connect(self.remove_class)
         self.preset_button.changed.connect(self.apply_preset)
+        scroll_body(self)  # stacked with other docks, the legend scrolls instead of being cut
 
     # -- binding ----------------------------------------------------------
     def bind(self) -> Labels | None:
@@ -124,6 +128,12 @@ class AnnotateWidget(Container):
         """The current class table (the workspace's, or the default before binding)."""
         return self.workspace.classes if self.workspace is not None else default_table()
 
+    def _class_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
+        """The bound workspace's classes as ``("id: name", id)``; none before binding."""
+        if getattr(self, "workspace", None) is None:
+            return []
+        return [(f"{c.id}: {c.name}", c.id) for c in self.table]
+
     def _apply_table(self, table: ClassTable, *, save: bool = True) -> None:
         if save:
             if self.workspace is None:
@@ -131,7 +141,7 @@ class AnnotateWidget(Container):
                 return
             self.workspace.save_classes(table)
         current = self.klass.value
-        self.klass.choices = [(f"{c.id}: {c.name}", c.id) for c in table]
+        self.klass.reset_choices()
         if current in table.ids:
             self.klass.value = current
         if self.labels_layer is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import napari
@@ -134,6 +135,8 @@ class TrainWidget(Container):
         scroll_body(self, {self.canvas: 200, self.cm_canvas: 280, self.table.native: 170})
         self.splits: Splits | None = None
         self.model: Any = None
+        self._checkpoint: Path | None = None  # the running training's best-model file
+        self._done = False
         self.meta: dict[str, Any] = {}
         self.classes: ClassTable | None = None
         self.history: list[dict[str, float]] = []
@@ -243,8 +246,28 @@ class TrainWidget(Container):
         self.history = []
         self._plot_history()
         say_file(self.status, "training; best model so far kept in {}", path)
+        self._checkpoint, self._done = path, False
         self.runner.start(gen, name="Train CNN", on_progress=self._on_epoch,
-                          on_done=self._trained)
+                          on_done=self._trained, on_finish=self._keep_best)
+
+    def _keep_best(self) -> None:
+        """After a cancelled or failed run: load the best model it saved (if an epoch ended)."""
+        path, self._checkpoint = self._checkpoint, None
+        if self._done or path is None or not Path(path).is_file():
+            if not self._done and path is not None:
+                self.status.value = "stopped before the first epoch ended: no model saved"
+            return
+        try:
+            model, meta = load_cnn(path)
+        except ModelFileError as err:  # a half-written file cannot happen (atomic), but say so
+            show_error(f"Train CNN: the best model so far could not be read: {err}")
+            return
+        self.model, self.meta, self.classes = model, meta, meta.pop("class_table")
+        self.tta.value = trained_with_flips(self.meta)
+        tr = self.meta.get("training", {})
+        say_file(self.status, f"stopped: kept the best model so far (epoch "
+                              f"{tr.get('best_epoch')}, val accuracy "
+                              f"{float(tr.get('best_val_acc', float('nan'))):.1%}) in {{}}", path)
 
     def _on_epoch(self, rec: Progress) -> None:
         if "val_acc" in rec.values:
@@ -265,10 +288,11 @@ class TrainWidget(Container):
         self.canvas.draw_idle()
 
     def _trained(self, result: Any) -> None:
+        self._done = True
         self.model, self.meta = result.model, result.meta
         self.tta.value = trained_with_flips(self.meta)
-        self.status.value = (f"best val accuracy {result.best_val_acc:.1%} (epoch "
-                             f"{result.best_epoch}); model in {result.path}")
+        say_file(self.status, f"best val accuracy {result.best_val_acc:.1%} (epoch "
+                              f"{result.best_epoch}); model saved as {{}}", result.path)
 
     # -- evaluation and prediction ------------------------------------------------
     def evaluate(self) -> None:
