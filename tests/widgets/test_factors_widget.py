@@ -5,6 +5,7 @@ from napari.layers import Image, Labels
 
 from napari_brainfeatures._progress import run
 from napari_brainfeatures._widgets.factors import FactorsWidget
+from napari_brainfeatures.classes import default_table
 from napari_brainfeatures.dense import compute_feature_map
 from napari_brainfeatures.factors import rgb_composite
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
@@ -37,15 +38,17 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     image, store, rois = scene
     viewer = make_napari_viewer()
     viewer.add_image(image, name="ct", scale=(0.5, 0.5))
-    viewer.add_labels(rois, name="rois", scale=(0.5, 0.5))
+    viewer.add_labels(rois, name="rois", scale=(0.5, 0.5),
+                      metadata={"classes": default_table().to_dict()})
     w = FactorsWidget(viewer)
     viewer.window.add_dock_widget(w)
     w.store_path.value = store
-    w.image.value = viewer.layers["ct"]
+    assert w.image.value is None  # placed on the store's image by default (same shape)
     w.k.value = 3
     w.nmf_button.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert w.runner.last_error is None, w.runner.last_error
+    assert w.image.value is viewer.layers["ct"]
     layers = [viewer.layers[f"NMF factor {i}"] for i in range(3)]
     assert all(isinstance(ly, Image) for ly in layers)
     assert layers[0].data.shape == (20, 22)
@@ -58,7 +61,8 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     w.select_button.clicked.emit()
     sel = w.selection
     assert sel is not None and sel.roi_ids == [1, 2] and len(sel.pairs) == 2
-    assert w.table.shape == (3, 2)
+    assert w.table.shape == (3, 2) and w.table.column_headers == ("Ctx", "HypoTh")
+    assert "→Ctx (" in w.status.value and "→HypoTh (" in w.status.value
     picked = sel.pairs[0]
     item = w.table.native.item(picked[0], sel.roi_ids.index(picked[1]))
     assert item.background().color().name() == "#2e7d32"
@@ -106,6 +110,11 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     w.select_button.clicked.emit()
     assert max(score for *_, score in w.selection.pairs) <= 0
     assert "Every score is negative" in w.status.value and "normalise = area" in w.status.value
+    assert w.table.column_headers == ("ROI 1", "ROI 2")  # a layer without class names
+    assert w.table.shape[0] == 3 and w.table.data[0][0] == f"{w.selection.scores[0, 0]:.4g}"
+    w.nmf_button.clicked.emit()  # a new NMF: the old scores no longer apply
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert w.table.shape[0] == 0 and w.selection is None
 
 
 def test_errors_become_notifications(make_napari_viewer, qtbot, tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ from magicgui.widgets import (
     SpinBox,
     Table,
 )
-from napari.layers import Labels
+from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 from qtpy.QtGui import QColor
 
@@ -39,6 +39,7 @@ from napari_brainfeatures._widgets._common import (
     status_label,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.clustering import cluster_map, erode_mask, on_grid, score_against
 from napari_brainfeatures.dense_store import FeatureStore
 from napari_brainfeatures.factors import (
@@ -95,8 +96,10 @@ class FactorsWidget(Container):
             value=0,
             tooltip=(
                 "Before clustering, average the map over the mask's pixels with a Gaussian "
-                "of this σ (0 = the papers' recipe). About half the patch size turns "
-                "speckle from single cells into smooth layers."
+                "of this σ (0 = the papers' recipe). It removes speckle from single cells "
+                "only where the structures are much wider than σ: layers thinner than "
+                "about 2σ merge (on the sample's thin layers it lowers the ARI; on the "
+                "paper-scale slab, half a patch raised it from 0.26 to 0.60)."
             ),
         )
         self.truth = ComboBox(
@@ -163,12 +166,31 @@ class FactorsWidget(Container):
         grid = {"origin": origin[1:], "step": step[1:], "z_image": z_img}
         return da.moveaxis(f, 0, -1), grid
 
-    def _nmf_job(self, k: int, solver: str) -> ProgressGen[tuple[NMFResult, np.ndarray, Any]]:
+    def _nmf_job(self, k: int, solver: str) -> ProgressGen[tuple[Any, ...]]:
         f, grid = self._features()
         yield Progress(0, None, f"reading {f.shape[0]}x{f.shape[1]} feature rows")
         rows, valid = finite_rows(f)
         res = yield from fit_nmf(rows, k, solver=solver)
-        return res, valid, grid
+        yield Progress(0, None, "factor maps")  # here, not in the GUI thread
+        maps = factor_maps(res.W, valid.shape, valid=valid)
+        tops = [float(np.nanpercentile(m, 99.5)) if np.isfinite(m).any() else 1.0 for m in maps]
+        return res, valid, grid, maps, tops
+
+    def _default_image(self) -> None:
+        """Place the maps on the store's own image layer when none is chosen."""
+        if self.image.value is not None:
+            return
+        try:
+            attrs = FeatureStore(Path(str(self.store_path.value))).attrs
+        except (FileNotFoundError, OSError, ValueError):
+            return
+        images = [ly for ly in self.viewer.layers if isinstance(ly, Image)]
+        shape = tuple(attrs.get("image", {}).get("shape", ()))
+        match = [ly for ly in images if ly.name == attrs.get("image_name")] or [
+            ly for ly in images if not ly.rgb and shape and tuple(ly.data.shape) == shape
+        ]
+        if match:
+            self.image.value = match[0]
 
     # -- placing 2-D grid maps on the image -------------------------------------------------
     def _geometry(self, data: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
@@ -194,18 +216,18 @@ class FactorsWidget(Container):
         if path in ("", ".") or not Path(path).is_dir():
             show_error("Factors: pick a feature store (a .zarr folder) first.")
             return
+        self._default_image()
         gen = self._nmf_job(int(self.k.value), str(self.solver.value))
         self.runner.start(gen, name="NMF", on_done=self._nmf_done)
 
-    def _nmf_done(self, out: tuple[NMFResult, np.ndarray, Any]) -> None:
-        self.result, self.valid, self.grid = out
-        self.maps = factor_maps(self.result.W, self.valid.shape, valid=self.valid)
+    def _nmf_done(self, out: tuple[Any, ...]) -> None:
+        self.result, self.valid, self.grid, self.maps, tops = out
         self.selection = None
+        self.table.clear()  # the previous run's scores no longer apply
         for layer in [ly for ly in self.viewer.layers if ly.metadata.get(OWNER_KEY) == "factors"
                       and ly.name.startswith(PREFIX)]:
             self.viewer.layers.remove(layer)
-        for i, m in enumerate(self.maps):
-            top = float(np.nanpercentile(m, 99.5)) if np.isfinite(m).any() else 1.0
+        for i, (m, top) in enumerate(zip(self.maps, tops, strict=True)):
             self._put(
                 f"{PREFIX}{i}",
                 m,
@@ -256,11 +278,13 @@ class FactorsWidget(Container):
         except ValueError as err:
             show_error(f"Factors: {err}")
             return
+        names = _roi_names(self.rois.value, sel.roi_ids)
         self.table.value = {
-            "data": np.round(sel.scores, 4).tolist(),
+            "data": [[f"{v:.4g}" for v in row] for row in sel.scores],  # 8142, 0.0977
             "index": [f"F{i}" for i in range(sel.scores.shape[0])],
-            "columns": [f"ROI {a}" for a in sel.roi_ids],
+            "columns": [names[a] for a in sel.roi_ids],
         }
+        self.table.native.resizeColumnsToContents()
         for i, a, _ in sel.pairs:
             item = self.table.native.item(i, sel.roi_ids.index(a))
             if item is not None:
@@ -272,7 +296,7 @@ class FactorsWidget(Container):
             w.value = f
         self.show_rgb()  # the top three selected factors
         picks = ", ".join(
-            f"F{i}→ROI {a} ({c:.0%})"
+            f"F{i}→{names[a]} ({c:.0%})"
             for (i, a, _), c in zip(sel.pairs, sel.coverage_fraction, strict=True)
         )
         self.status.value = f"selected: {picks}"
@@ -319,3 +343,16 @@ class FactorsWidget(Container):
             self.scores = score_against(self._on_grid(self.truth.value), res.labels)
             text += f"; V-measure {self.scores['v_measure']:.3f}, ARI {self.scores['ari']:.3f}"
         self.status.value = text
+
+
+def _roi_names(layer: Any, ids: Any) -> dict[int, str]:
+    """ROI id -> the class name in the labels layer's metadata (``"ROI n"`` without one)."""
+    names = {int(a): f"ROI {a}" for a in ids}
+    raw = getattr(layer, "metadata", {}).get("classes")
+    if isinstance(raw, dict):
+        try:
+            table = ClassTable.from_dict(raw)
+        except (KeyError, TypeError, ValueError):
+            return names
+        names.update({c.id: c.name for c in table if c.id in names})
+    return names
