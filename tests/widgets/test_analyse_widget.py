@@ -34,7 +34,7 @@ def test_analyse_trained_vs_random(make_napari_viewer, qtbot, model_file):
     w = AnalyseWidget(viewer)
     viewer.window.add_dock_widget(w)
     w.model_path.value = model_file
-    w.test_slice.value = 1
+    assert (w.train_slice.value, w.test_slice.value) == (0, 1)  # 50 µm does not fit: 1 apart
     w.per_class.value = 12
     w.sigmas.value = "0, 0.5"
     w.run_button.clicked.emit()
@@ -64,3 +64,21 @@ def test_bad_inputs(make_napari_viewer, qtbot, model_file, monkeypatch):
     w.run_button.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert "fewer than two" in str(w.runner.last_error)
+
+
+def test_default_slices_50um_apart_and_cancel_clears_running(make_napari_viewer, qtbot,
+                                                             model_file):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((100, 40, 40), np.uint8), name="ct", scale=(1.17, 1.17, 1.17))
+    viewer.add_labels(np.ones((100, 40, 40), np.uint8), name="areas", scale=(1.17, 1.17, 1.17))
+    viewer.dims.set_current_step(0, 70)
+    w = AnalyseWidget(viewer)
+    assert (w.train_slice.value, w.test_slice.value) == (70, 27)  # 43 slices = 50 µm, back
+    viewer.dims.set_current_step(0, 10)
+    w.default_slices()
+    assert (w.train_slice.value, w.test_slice.value) == (10, 53)
+    w.model_path.value = model_file
+    w.run_button.clicked.emit()
+    w.runner.cancel()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert w.status.value.startswith("stopped: no result")

@@ -176,3 +176,15 @@ def test_cancel_training_keeps_the_best_model_so_far(widget, qtbot):
     w.evaluate()  # and it is usable at once
     wait(qtbot, w)
     assert w.evaluation is not None
+
+
+def test_default_slices_move_back_to_keep_50um(make_napari_viewer):
+    from napari_brainfeatures._widgets.train import TrainWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((128, 8, 8), np.uint8), name="ct", scale=(1.17, 1.17, 1.17))
+    viewer.dims.set_current_step(0, 63)
+    w = TrainWidget(viewer)
+    w.default_slices()
+    assert (w.train_slice.value, w.val_slice.value, w.test_slice.value) == (41, 84, 127)
+    assert "50 µm apart (train slice moved back from z=63 to fit)" in w.status.value

@@ -43,6 +43,12 @@ def layers_of(viewer: napari.Viewer, kind: type) -> list[Any]:
     return [layer for layer in viewer.layers if isinstance(layer, kind)]
 
 
+def current_z(viewer: napari.Viewer, layer: Image) -> int:
+    """The z index of ``layer``'s data at the viewer's current position (clipped)."""
+    z = layer.world_to_data(viewer.dims.point)[-3]
+    return int(np.clip(round(float(z)), 0, image_shape(layer)[0] - 1))
+
+
 def image_choices(viewer: napari.Viewer):  # type: ignore[no-untyped-def]
     """A magicgui `choices` callable listing image layers."""
     return lambda _w: [(layer.name, layer) for layer in layers_of(viewer, Image)]

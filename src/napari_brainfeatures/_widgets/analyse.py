@@ -30,7 +30,9 @@ from napari.utils.notifications import show_error
 
 from napari_brainfeatures._progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
+    current_z,
     image_choices,
+    image_shape,
     labels_choices,
     refresh_choices_on_layer_change,
     scroll_body,
@@ -97,13 +99,28 @@ class AnalyseWidget(Container):
                 self.table,
             ]
         )
-        self.figure = Figure(figsize=(7, 6), layout="constrained")
+        self.figure = Figure(figsize=(4.8, 6), layout="constrained")  # dock stays narrow
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.native.layout().addWidget(self.canvas)
         scroll_body(self, {self.canvas: 420, self.table.native: 160})
         refresh_choices_on_layer_change(viewer, self.image, self.area_labels)
         self.run_button.changed.connect(self.run)
+        self.image.changed.connect(self.default_slices)
         self.report: dict[str, Any] | None = None
+        self.default_slices()
+
+    def default_slices(self, *_: Any) -> None:
+        """Train z = the current slice, test z 50 µm away (the paper's spacing), if it fits."""
+        layer = self.image.value
+        if layer is None or len(image_shape(layer)) != 3:
+            return
+        n_z = image_shape(layer)[0]
+        voxel = layer.metadata.get("brainfeatures", {}).get("voxel_size_um") or [layer.scale[0]]
+        voxel_z = 1.17 if float(voxel[0]) == 1.0 else float(voxel[0])  # 1.0: napari's default
+        gap = min(max(1, round(50.0 / voxel_z)), n_z - 1)
+        z = current_z(self.viewer, layer)
+        self.train_slice.value = z
+        self.test_slice.value = z + gap if z + gap < n_z else max(0, z - gap)
 
     def _job(self, image: Any, labels: Any, model_path: Path) -> ProgressGen[dict[str, Any]]:
         yield Progress(0, None, "loading the model, sampling patches")
@@ -162,7 +179,12 @@ class AnalyseWidget(Container):
         if img.ndim == 3 and self.train_slice.value == self.test_slice.value:
             self.status.value = "running… (note: train and test slices are the same)"
         data = img.data[0] if img.multiscale else img.data
-        self.runner.start(self._job(data, lab.data, path), name="Analyse", on_done=self._done)
+        self.runner.start(self._job(data, lab.data, path), name="Analyse", on_done=self._done,
+                          on_finish=self._stopped)
+
+    def _stopped(self) -> None:
+        if self.status.value.startswith("running…"):  # cancelled or failed: no result
+            self.status.value = "stopped: no result (cancelled or failed; see the message)"
 
     def _done(self, report: dict[str, Any]) -> None:
         self.report = report

@@ -23,6 +23,7 @@ from napari_brainfeatures._dense_tile import load_model
 from napari_brainfeatures._progress import Progress
 from napari_brainfeatures._widgets._common import (
     WORKSPACE_KEY,
+    current_z,
     image_choices,
     layers_of,
     put_layer,
@@ -119,7 +120,7 @@ class FeatureMapWidget(Container):
         if layer is None:
             return np.random.default_rng(0).random((2 * patch, 2 * patch)).astype(np.float32)
         data = layer.data[0] if layer.multiscale else layer.data
-        plane = data[self._current_z(layer)] if data.ndim == 3 else data
+        plane = data[current_z(self.viewer, layer)] if data.ndim == 3 else data
         h, w = plane.shape
         y0, x0 = max(h // 2 - patch, 0), max(w // 2 - patch, 0)
         crop = np.asarray(plane[y0 : y0 + 2 * patch, x0 : x0 + 2 * patch], dtype=np.float32)
@@ -140,15 +141,10 @@ class FeatureMapWidget(Container):
         self.out.value = path
 
     # -- region ----------------------------------------------------------
-    def _current_z(self, layer: Image) -> int:
-        z = layer.world_to_data(self.viewer.dims.point)[-3]
-        n = (layer.data[0] if layer.multiscale else layer.data).shape[0]
-        return int(np.clip(round(z), 0, n - 1))
-
     def region_value(self, layer: Image, ndim: int) -> Any:
         """The ``region=`` argument for the chosen region kind."""
         kind = self.region.value
-        z = self._current_z(layer) if ndim == 3 else None
+        z = current_z(self.viewer, layer) if ndim == 3 else None
         if kind == "current slice":
             return z
         if kind == "z-range":

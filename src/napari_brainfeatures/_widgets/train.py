@@ -30,12 +30,12 @@ from magicgui.widgets import (
 )
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from napari.layers import Image
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_brainfeatures._progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
+    current_z,
     image_choices,
     image_shape,
     labels_choices,
@@ -153,10 +153,6 @@ class TrainWidget(Container):
         self.default_slices()
 
     # -- slices and patches ----------------------------------------------------
-    def _current_z(self, layer: Image) -> int:
-        z = layer.world_to_data(self.viewer.dims.point)[0]
-        return int(np.clip(round(float(z)), 0, image_shape(layer)[0] - 1))
-
     def default_slices(self, _event: Any = None) -> None:
         """Train slice = current z; validation and test 50 µm and 100 µm further on."""
         layer = self.image.value
@@ -168,15 +164,19 @@ class TrainWidget(Container):
         voxel_z = 1.17 if assumed else float(voxel[0])
         for box in (self.train_slice, self.val_slice, self.test_slice):
             box.max = n_z - 1
+        want = max(1, round(50.0 / voxel_z))
+        z = current_z(self.viewer, layer)
+        start = min(z, n_z - 1 - 2 * want) if n_z - 1 >= 2 * want else z  # keep 50 µm
         try:
-            zs = split_slices(n_z, voxel_size=voxel_z, start=self._current_z(layer))
+            zs = split_slices(n_z, voxel_size=voxel_z, start=start)
         except ValueError:
             zs = split_slices(n_z, voxel_size=voxel_z) if n_z >= 3 else (0, 0, 0)
         self.train_slice.value, self.val_slice.value, self.test_slice.value = zs
-        want = max(1, round(50.0 / voxel_z))
         got = zs[1] - zs[0]
         where = "assumed: the image has no voxel size" if assumed else "from the image"
         self.status.value = f"slices {zs[0]}/{zs[1]}/{zs[2]}: {got * voxel_z:.0f} µm apart"
+        if zs[0] < z and got == want:
+            self.status.value += f" (train slice moved back from z={z} to fit)"
         if got < want:
             self.status.value += (
                 f" (50 µm is {want} slices at {voxel_z:g} µm, {where}; the volume has {n_z})"
@@ -337,7 +337,7 @@ class TrainWidget(Container):
         layer = self.image.value
         if not self._dtype_ok(_data(layer).dtype):
             return
-        z = self._current_z(layer)
+        z = current_z(self.viewer, layer)
         gen = predict_slice(self.model, _data(layer)[z], stride=self.stride.value,
                             classes=self.classes)
         self.runner.start(gen, name="Predict slice", on_done=lambda r: self._show_slice(r, z))
