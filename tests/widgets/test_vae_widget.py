@@ -263,3 +263,18 @@ def test_a_population_store_opens_ready_for_the_dock(make_napari_viewer, tmp_pat
     assert w.population.value is viewer.layers["pop"]
     assert w.rois.value is viewer.layers["pop ROIs"]
     assert w.clean.value is viewer.layers["pop without artifacts"]
+
+
+def test_default_population_is_never_the_micro_ct(make_napari_viewer):
+    viewer = make_napari_viewer()
+    # the micro-CT sample opened first, then the population: the dock picks the population
+    viewer.add_image(np.zeros((6, 40, 40), np.uint8), name="micro-CT (synthetic)",
+                     metadata={"brainfeatures": {"sample": "microct"}})
+    viewer.add_image(np.zeros((4, *SHAPE), np.float32), name="sections clean",
+                     metadata={"clean_of": "sections"})
+    viewer.add_image(np.zeros((4, *SHAPE), np.float32), name="sections",
+                     metadata={"artifact": [0, 0, 0, 1]})
+    w = LatentWidget(viewer)
+    assert w.population.value is viewer.layers["sections"]
+    assert [name for name, _ in w._population_choices()][-1] in (
+        "micro-CT (synthetic)", "sections clean")

@@ -195,9 +195,19 @@ class LatentWidget(Container):
 
     # -- inputs -------------------------------------------------------------
     def _population_choices(self, _w: Any = None) -> list[tuple[str, Image]]:
-        return [
-            (la.name, la) for la in layers_of(self.viewer, Image) if la.ndim == 3 and not la.rgb
-        ]
+        """3-D image layers, populations first: the default is not a micro-CT volume
+        or a population's clean copy when a population is open."""
+
+        def rank(la: Image) -> int:
+            meta = la.metadata
+            if any(k in meta for k in ("artifact", "factors", "factor_names")):
+                return 0  # a population (the sample's, or a population store)
+            if "clean_of" in meta or "brainfeatures" in meta:
+                return 2  # clean sections, or a volume opened by the plugin (micro-CT)
+            return 1
+
+        layers = [la for la in layers_of(self.viewer, Image) if la.ndim == 3 and not la.rgb]
+        return [(la.name, la) for la in sorted(layers, key=rank)]
 
     def _clean_choices(self, _w: Any = None) -> list[tuple[str, Image]]:
         pop = self.population.value if hasattr(self, "population") else None
