@@ -15,6 +15,7 @@ def test_open_zarr_in_viewer(make_napari_viewer, qtbot, zarr_array, volume):
     assert layer.scale.tolist() == pytest.approx([1.17, 1.17, 1.17])
     np.testing.assert_array_equal(np.asarray(layer.data[2]), volume[2])
     assert "shape (Z, Y, X): (6, 40, 50)" in w.info.value
+    assert "workspace: " in w.info.value and w.info.tooltip.endswith(".brainfeatures")
     assert "brainfeatures_workspace" in layer.metadata
 
 
@@ -42,3 +43,4 @@ def test_bad_path_notifies_and_adds_nothing(make_napari_viewer, qtbot, tmp_path)
     qtbot.waitUntil(lambda: not w.runner.running, timeout=10000)
     assert len(viewer.layers) == 0
     assert w.runner.last_error is not None and "no .tif" in str(w.runner.last_error)
+    assert w.info.value == "not opened: empty (see the message)"  # not a previous volume

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import napari
@@ -33,6 +34,7 @@ class LoadWidget(Container):
         self.is_folder = CheckBox(text="folder (zarr, OME-Zarr or TIFF slices)", value=True)
         self.open_button = PushButton(text="Open")
         self.info = Label(value="No volume opened.")
+        self.info.native.setWordWrap(True)
         self.runner = TaskRunner()
         super().__init__(
             widgets=[self.is_folder, self.path, self.open_button, self.info, self.runner]
@@ -52,7 +54,14 @@ class LoadWidget(Container):
         if not path or path == ".":
             show_info("Choose a file or folder to open first.")
             return
-        self.runner.start(_open(path), name="Open volume", on_done=self._show)
+        self.info.value = f"opening {Path(path).name}…"  # a failure must not show the last one
+        self.info.tooltip = path
+        self.runner.start(_open(path), name="Open volume", on_done=self._show,
+                          on_finish=self._finished)
+
+    def _finished(self) -> None:
+        if self.info.value.startswith("opening "):  # failed or cancelled
+            self.info.value = f"not opened: {self.info.value[len('opening '):-1]} (see the message)"
 
     def _show(self, result: tuple[Volume, Any]) -> None:
         vol, (data, kwargs, _) = result
@@ -60,6 +69,7 @@ class LoadWidget(Container):
         ws_root = default_workspace_path(vol.path)
         kwargs["metadata"][WORKSPACE_KEY] = str(ws_root)
         layer = self.viewer.add_image(data, **kwargs)
+        self.viewer.reset_view()  # show the new volume whole, not the last one's zoom
         d = vol.describe()
         lo, hi = kwargs["contrast_limits"]
         self.info.value = (
@@ -68,5 +78,6 @@ class LoadWidget(Container):
             f"chunks: {tuple(d['chunks'])}  levels: {len(d['levels'])}\n"
             f"voxel size (µm): {tuple(d['voxel_size_um']) if d['voxel_size_um'] else 'unknown'}\n"
             f"size: {d['size_gb']} GB  contrast: {lo:.4g}–{hi:.4g}\n"
-            f"workspace: {ws_root}"
+            f"workspace: {ws_root.name} (path in the tooltip)"
         )
+        self.info.tooltip = str(ws_root)  # a full path here would widen the dock

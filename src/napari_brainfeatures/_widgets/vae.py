@@ -195,8 +195,10 @@ class LatentWidget(Container):
 
     # -- inputs -------------------------------------------------------------
     def _population_choices(self, _w: Any = None) -> list[tuple[str, Image]]:
-        """3-D image layers, populations first: the default is not a micro-CT volume
-        or a population's clean copy when a population is open."""
+        """3-D image layers, populations first.
+
+        So the default is not a micro-CT volume or a population's clean copy.
+        """
 
         def rank(la: Image) -> int:
             meta = la.metadata
