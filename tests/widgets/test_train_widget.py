@@ -188,3 +188,19 @@ def test_default_slices_move_back_to_keep_50um(make_napari_viewer):
     w.default_slices()
     assert (w.train_slice.value, w.val_slice.value, w.test_slice.value) == (41, 84, 127)
     assert "50 µm apart (train slice moved back from z=63 to fit)" in w.status.value
+
+
+def test_progress_and_curves_sit_under_the_train_button(widget):
+    from qtpy.QtWidgets import QScrollArea
+
+    body = widget.native.findChild(QScrollArea).widget().layout()
+    rows = [body.itemAt(i).widget() for i in range(body.count())]
+
+    def row_of(qwidget):
+        return next(i for i, r in enumerate(rows) if r is not None
+                    and (r is qwidget or r.isAncestorOf(qwidget)))
+
+    train, runner = row_of(widget.train_button.native), row_of(widget.runner.native)
+    assert train < runner and row_of(widget.canvas) == runner + 1
+    assert row_of(widget.canvas) < row_of(widget.evaluate_button.native)
+    assert row_of(widget.cm_canvas) == row_of(widget.table.native) + 1

@@ -181,6 +181,21 @@ def put_layer(viewer: napari.Viewer, name: str, data: Any, kind: str, *, owner: 
     return getattr(viewer, f"add_{kind}")(data, name=name, metadata=meta, **kwargs)
 
 
+def insert_after(container: Any, anchor: Any, widget: QWidget) -> None:
+    """Put the Qt ``widget`` (e.g. a plot canvas) in ``container``'s layout after ``anchor``.
+
+    ``anchor`` is a magicgui widget of the container; its row (labelled or
+    not) is found in the layout.  Call before :func:`scroll_body`.
+    """
+    layout = container.native.layout()
+    for i in range(layout.count()):
+        row = layout.itemAt(i).widget()
+        if row is not None and (row is anchor.native or row.isAncestorOf(anchor.native)):
+            layout.insertWidget(i + 1, widget)
+            return
+    raise ValueError(f"{anchor!r} is not in the container")
+
+
 def scroll_body(container: Any, min_heights: dict[Any, int] | None = None) -> QScrollArea:
     """Put a dock widget's content into a vertical scroll area; returns the area.
 

@@ -38,6 +38,7 @@ from napari_brainfeatures._widgets._common import (
     current_z,
     image_choices,
     image_shape,
+    insert_after,
     labels_choices,
     refresh_choices_on_layer_change,
     say_file,
@@ -123,15 +124,16 @@ class TrainWidget(Container):
             self.image, self.area_labels, self.patch_size, self.per_class, self.eval_per_class,
             self.train_slice, self.val_slice, self.test_slice, self.slices_button,
             self.sample_button, self.counts, self.variant, self.epochs, self.batch_size,
-            self.train_button, self.evaluate_button, self.tta, self.scores, self.table,
-            self.model_path, files, self.stride, self.predict_button, self.status, self.runner,
+            self.train_button, self.status, self.runner, self.evaluate_button, self.tta,
+            self.scores, self.table, self.model_path, files, self.stride, self.predict_button,
         ])  # fmt: skip
         self.figure = Figure(figsize=(4, 2.4), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.cm_figure = Figure(figsize=(4, 3.6), layout="constrained")
         self.cm_canvas = FigureCanvasQTAgg(self.cm_figure)
-        self.native.layout().addWidget(self.canvas)
-        self.native.layout().addWidget(self.cm_canvas)
+        # progress, Cancel and the live curves right under Train, where the eye is
+        insert_after(self, self.runner, self.canvas)
+        insert_after(self, self.table, self.cm_canvas)
         scroll_body(self, {self.canvas: 200, self.cm_canvas: 280, self.table.native: 170})
         self.splits: Splits | None = None
         self.model: Any = None

@@ -39,6 +39,7 @@ from qtpy.QtWidgets import QStyledItemDelegate
 
 from napari_brainfeatures._progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
+    insert_after,
     layers_of,
     put_layer,
     refresh_choices_on_layer_change,
@@ -156,14 +157,14 @@ class LatentWidget(Container):
         super().__init__(
             widgets=[
                 self.population, self.rois, self.preview_button, self.model_type, self.latent,
-                self.beta, self.epochs, self.batch, self.lr, self.train_button, self.model_path,
-                files, self.start, moves, self.difference, self.sliders, sweep,
-                self.projective_button,
-                self.receptive_button, self.clean, self.quality_button, self.status, self.runner,
+                self.beta, self.epochs, self.batch, self.lr, self.train_button,
+                self.status, self.runner,  # progress and Cancel in view while training
+                self.model_path, files, self.start, moves, self.difference, self.sliders, sweep,
+                self.projective_button, self.receptive_button, self.clean, self.quality_button,
                 self.table,
             ]
         )  # fmt: skip
-        self.native.layout().addWidget(self.canvas)
+        insert_after(self, self.runner, self.canvas)  # live curves under the progress bar
         scroll_body(self, {self.canvas: 220, self.table.native: 120})
         self.model: Any = None
         self.meta: dict[str, Any] = {}
