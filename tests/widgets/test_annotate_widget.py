@@ -83,3 +83,20 @@ def test_content_scrolls(make_napari_viewer, volume):
     _, w = _setup(make_napari_viewer, volume)
     area = w.native.findChild(QScrollArea)
     assert area is not None and area.widget().isAncestorOf(w.legend.native)
+
+
+def test_preset_that_renames_painted_ids_asks_first(make_napari_viewer, volume, monkeypatch):
+    from napari_brainfeatures._widgets import annotate
+
+    warned = []
+    monkeypatch.setattr(annotate, "show_warning", warned.append)
+    viewer, w = _setup(make_napari_viewer, volume)
+    layer = w.bind()
+    w.preset.value = "Prasad 2020 annotation ids"
+    default_names = w.table.names
+    layer.paint((2, 20, 20), 2)  # painted as the default table's id 2
+    w.apply_preset()
+    assert w.table.names == default_names and "2 HypoTh → " in warned[-1]
+    w.apply_preset()  # pressed again: applied
+    assert w.table.names != default_names
+    assert Workspace.open(w.workspace.root).classes.names == w.table.names

@@ -77,6 +77,7 @@ class AnnotateWidget(Container):
         )
         self.workspace: Workspace | None = None
         self.labels_layer: Labels | None = None
+        self._confirm_preset: str | None = None  # a preset whose renaming was announced
         refresh_choices_on_layer_change(viewer, self.image)
         self.bind_button.changed.connect(self.bind)
         self.klass.changed.connect(self._on_class)
@@ -212,5 +213,31 @@ class AnnotateWidget(Container):
         )
 
     def apply_preset(self) -> None:
-        """Replace the class table with a preset."""
-        self._edit(lambda _t: PRESETS[self.preset.value]())
+        """Replace the class table with a preset.
+
+        When labels are already painted and the preset gives their ids other
+        names, the first press only says so; pressing again applies it.
+        """
+        preset = PRESETS[self.preset.value]()
+        renamed = {
+            c.id: (c.name, preset.by_id(c.id).name if c.id in preset.ids else None)
+            for c in self.table
+            if c.id not in preset.ids or preset.by_id(c.id).name != c.name
+        }
+        painted = self.labels_layer is not None and _has_paint(self.labels_layer.data)
+        if renamed and painted and self._confirm_preset != self.preset.value:
+            self._confirm_preset = self.preset.value
+            what = ", ".join(f"{i} {a} → {b or '(no class)'}" for i, (a, b) in renamed.items())
+            show_warning(
+                f"Painted pixels keep their ids, so with the {self.preset.value!r} preset they "
+                f"would mean something else: {what}. Press 'Use preset table' again to apply it."
+            )
+            return
+        self._confirm_preset = None
+        self._edit(lambda _t: preset)
+
+
+def _has_paint(store: Any) -> bool:
+    """Whether a labels store holds any written chunk (no pixel is read; True if unknown)."""
+    n = getattr(store, "nchunks_initialized", None)
+    return bool(n) if n is not None else True
