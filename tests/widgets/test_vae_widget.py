@@ -54,7 +54,9 @@ def test_load_sliders_decode_and_difference(setup, qtbot):
     mine = viewer.add_image(np.ones(SHAPE, np.float32), name=DECODE_LAYER)  # the user's
     w.model_path.value = path
     w.load_button.clicked.emit()
-    assert len(w.sliders) == 3
+    assert w.runner.running  # the population is encoded in a worker, not the GUI thread
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
+    assert len(w.sliders) == 3 and w.status.value.startswith("loaded ")
     layer = viewer.layers[-1]
     assert layer is not mine and layer.name != DECODE_LAYER  # napari gave it a free name
     start = np.array(layer.data, copy=True)
@@ -184,6 +186,7 @@ def test_quality_table_and_reconstructions(setup, qtbot):
     assert [n for n, _ in w._clean_choices()] == ["clean"]  # same shape, not the population
     w.model_path.value = path
     w.load_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
     w.quality_button.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running and "reconstructions" in viewer.layers,
                     timeout=60000)  # fmt: skip

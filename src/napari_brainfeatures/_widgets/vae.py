@@ -178,6 +178,7 @@ class LatentWidget(Container):
         self._scratch: Path | None = None  # the running training's best-model file
         self.offset = (0, 0)  # where the model's input sits in the sections (decode layer)
         self._done = False  # whether the running training returned its model
+        self._pending: tuple[Any, dict[str, Any]] | None = None  # its model, to adopt
         self._quiet = False
         refresh_choices_on_layer_change(viewer, self.population, self.rois, self.clean)
         self.population.changed.connect(self._pick_clean)
@@ -308,20 +309,23 @@ class LatentWidget(Container):
                           on_done=self._trained, on_finish=self._keep_best)  # fmt: skip
 
     def _keep_best(self) -> None:
-        """After a cancelled or failed run: use the best model it saved, then drop the file."""
+        """After a run: adopt its model, or after a cancelled / failed one the best it saved."""
         scratch, self._scratch = self._scratch, None
-        if scratch is None:
-            return
+        pending, self._pending = self._pending, None
+        message = None
         try:
-            if not self._done and scratch.exists():
-                self.set_model(*load_latent_model(scratch))
-                tr = self.meta.get("training", {})
-                self.status.value = (
+            if pending is None and not self._done and scratch is not None and scratch.exists():
+                pending = load_latent_model(scratch)
+                tr = pending[1].get("training", {})
+                message = (
                     f"stopped: kept the best model so far (epoch {tr.get('best_epoch')}, "
                     f"{len(self.history)} finished); Save writes it to a file"
                 )
         finally:
-            shutil.rmtree(scratch.parent, ignore_errors=True)
+            if scratch is not None:
+                shutil.rmtree(scratch.parent, ignore_errors=True)
+        if pending is not None:
+            self.adopt(*pending, message=message)
 
     def _on_epoch(self, rec: Progress) -> None:
         if not rec.values:
@@ -339,20 +343,21 @@ class LatentWidget(Container):
         self.canvas.draw_idle()
 
     def _trained(self, result: Any) -> None:
-        self._done = True
-        if isinstance(result, tuple):  # PCA
-            self.set_model(*result)
-        else:
-            self.set_model(result.latent_model(), result.meta)
+        self._done = True  # adopted when the worker has finished (_keep_best)
+        self._pending = result if isinstance(result, tuple) else (
+            result.latent_model(), result.meta)
 
     def load(self) -> None:
         """Load a β-VAE / VAE / PCA model file."""
+        if self.runner.running:
+            show_info("Another task is still running; cancel it or wait.")
+            return
         try:
-            self.set_model(*load_latent_model(str(self.model_path.value)))
+            model, meta = load_latent_model(str(self.model_path.value))
         except (ValueError, OSError) as err:  # ModelFileError is a ValueError
             show_error(f"Cannot load the model: {err}")
             return
-        say_file(self.status, "loaded {}", self.model_path.value)
+        self.adopt(model, meta, file=self.model_path.value)
 
     def save(self) -> None:
         """Save the current model to the model file."""
@@ -378,20 +383,38 @@ class LatentWidget(Container):
         return roi_names_for(ids, lab.metadata.get("roi_names") if lab is not None else None)
 
     # -- sliders --------------------------------------------------------------
-    def set_model(self, model: Any, meta: dict[str, Any]) -> None:
-        """Use ``model`` (numpy latent interface): one slider per latent, ±3σ of the population."""
+    def adopt(self, model: Any, meta: dict[str, Any], *, message: str | None = None,
+              file: Any = None) -> None:
+        """:meth:`set_model`, with the population encoded in a worker (seconds at full size)."""
+        images = self._images() if self.population.value is not None else None
+
+        def job() -> ProgressGen[dict[str, Any]]:
+            yield Progress(0, None, "encoding the population for the sliders")
+            return _population_codes(model, meta, images)
+
+        def done(codes: dict[str, Any]) -> None:
+            self.set_model(model, meta, codes=codes)
+            if message:
+                self.status.value = message
+            elif file is not None:
+                say_file(self.status, "loaded {}", file)
+
+        self.runner.start(job(), name="Encode", on_done=done)
+
+    def set_model(self, model: Any, meta: dict[str, Any], *,
+                  codes: dict[str, Any] | None = None) -> None:
+        """Use ``model`` (numpy latent interface): one slider per latent, ±3σ of the population.
+
+        ``codes``: what :func:`_population_codes` gives (computed here when None).
+        """
+        if codes is None:
+            images = self._images() if self.population.value is not None else None
+            codes = _population_codes(model, meta, images)
         self.model, self.meta = model, dict(meta)
         L = model.latent_dim
-        scaled = self._scaled() if self.population.value is not None else None
-        offset = self._crop_offset(scaled)
-        if offset is not None:
-            codes = model.encode(scaled)  # (N, L); larger sections: their centre
-            self.mean, std = codes.mean(0), np.maximum(codes.std(0), 1e-3)
-            self.codes = codes
-            self.clim = _display_range(scaled)
-        else:
-            self.mean, std, self.codes = np.zeros(L, np.float32), np.full(L, 7 / 3), None
-            self.clim = _display_range(model.decode(self.mean[None]))
+        offset = codes["offset"]
+        self.mean, std, self.codes = codes["mean"], codes["std"], codes["codes"]
+        self.clim = codes["clim"]
         self._quiet = True
         self.sliders.clear()
         for k in range(L):
@@ -403,19 +426,10 @@ class LatentWidget(Container):
         kind = meta.get("model_type", "beta-vae")
         self.status.value = f"{MODEL_NAMES.get(kind, kind)} with L = {L}: move the sliders"
         if offset not in (None, (0, 0)):
-            (H, W), (h, w) = scaled.shape[1:], model.image_shape
+            (H, W), (h, w) = codes["shape"], model.image_shape
             self.status.value += f" (on the {h}×{w} centre of the {H}×{W} sections)"
         self.offset = offset or (0, 0)
         self.reset()
-
-    def _crop_offset(self, scaled: np.ndarray | None) -> tuple[int, int] | None:
-        """Where the model's input sits in the population's sections; None if they are smaller."""
-        if scaled is None or self.model is None:
-            return None
-        try:
-            return crop_offset(scaled.shape, self.model.image_shape)
-        except ValueError:
-            return None
 
     @property
     def z(self) -> np.ndarray:
@@ -608,3 +622,29 @@ def _quality_gen(
     report = yield from model_quality(model, images, clean=clean, artifact=artifact)
     picture, idx, columns = reconstruction_picture(model, images, clean=clean, artifact=artifact)
     return report, picture, " | ".join(columns) + f" of sections {', '.join(map(str, idx))}"
+
+
+def _population_codes(model: Any, meta: dict[str, Any], images: np.ndarray | None
+                      ) -> dict[str, Any]:
+    """The population's latent codes and what the sliders need from them.
+
+    Pre-processed with the model's constants: codes, their mean and spread
+    (the sliders' centres and ranges), the display range and where the model's
+    input sits in the sections; a neutral set without a fitting population.
+    """
+    L = model.latent_dim
+    offset = None
+    if images is not None:
+        pre = meta.get("preprocessing", {})
+        scaled = preprocess(images, mean=pre.get("mean"), clip=pre.get("clip", 3.8))[0]
+        try:
+            offset = crop_offset(scaled.shape, model.image_shape)
+        except ValueError:
+            offset = None
+    if offset is None:
+        mean = np.zeros(L, np.float32)
+        return {"codes": None, "mean": mean, "std": np.full(L, 7 / 3), "offset": None,
+                "clim": _display_range(model.decode(mean[None])), "shape": None}
+    codes = model.encode(scaled)  # (N, L); larger sections: their centre
+    return {"codes": codes, "mean": codes.mean(0), "std": np.maximum(codes.std(0), 1e-3),
+            "offset": offset, "clim": _display_range(scaled), "shape": scaled.shape[1:]}
