@@ -176,6 +176,13 @@ def test_cancel_training_keeps_the_best_model_so_far(widget, qtbot):
     w.evaluate()  # and it is usable at once
     wait(qtbot, w)
     assert w.evaluation is not None
+    # the Feature maps and Analyse docks offer the image's newest model themselves
+    from napari_brainfeatures._widgets.analyse import AnalyseWidget
+    from napari_brainfeatures._widgets.features import FeatureMapWidget
+
+    for dock in (FeatureMapWidget(w.viewer), AnalyseWidget(w.viewer)):
+        dock.image.value = w.viewer.layers["ct"]
+        assert Path(str(dock.model_path.value)) == kept
 
 
 def test_default_slices_move_back_to_keep_50um(make_napari_viewer):

@@ -38,6 +38,25 @@ def workspace_for(layer: Image) -> Workspace:
     return ws
 
 
+def newest_model(layer: Image | None) -> Path | None:
+    """The newest CNN model file in an image's workspace ``models/`` (creates nothing)."""
+    if layer is None:
+        return None
+    root = layer.metadata.get(WORKSPACE_KEY) or default_workspace_path(
+        source_path(layer), name=layer.name)
+    models = Path(root) / "models"
+    files = [p for p in models.glob("cnn-*.safetensors") if p.is_file()] if models.is_dir() else []
+    return max(files, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def fill_model_path(edit: Any, layer: Image | None) -> None:
+    """Set an empty model-file box to the image's newest trained model, if there is one."""
+    if str(edit.value) in ("", "."):
+        found = newest_model(layer)
+        if found is not None:
+            edit.value = found
+
+
 def layers_of(viewer: napari.Viewer, kind: type) -> list[Any]:
     """Layers of one type, in viewer order."""
     return [layer for layer in viewer.layers if isinstance(layer, kind)]

@@ -31,6 +31,7 @@ from napari.utils.notifications import show_error
 from napari_brainfeatures._progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
     current_z,
+    fill_model_path,
     image_choices,
     image_shape,
     labels_choices,
@@ -106,8 +107,10 @@ class AnalyseWidget(Container):
         refresh_choices_on_layer_change(viewer, self.image, self.area_labels)
         self.run_button.changed.connect(self.run)
         self.image.changed.connect(self.default_slices)
+        self.image.changed.connect(lambda *_: fill_model_path(self.model_path, self.image.value))
         self.report: dict[str, Any] | None = None
         self.default_slices()
+        fill_model_path(self.model_path, self.image.value)  # the model trained on this image
 
     def default_slices(self, *_: Any) -> None:
         """Train z = the current slice, test z 50 µm away (the paper's spacing), if it fits."""

@@ -24,6 +24,7 @@ from napari_brainfeatures._progress import Progress
 from napari_brainfeatures._widgets._common import (
     WORKSPACE_KEY,
     current_z,
+    fill_model_path,
     image_choices,
     layers_of,
     put_layer,
@@ -82,6 +83,8 @@ class FeatureMapWidget(Container):
         self._auto_out = ""
         self._target: Image | None = None
         self._last_refresh = 0.0
+        self.image.changed.connect(lambda *_: fill_model_path(self.model_path, self.image.value))
+        fill_model_path(self.model_path, self.image.value)  # the model trained on this image
         self._default_out()
 
     # -- model and output path ------------------------------------------
