@@ -200,6 +200,14 @@ def put_layer(viewer: napari.Viewer, name: str, data: Any, kind: str, *, owner: 
     return getattr(viewer, f"add_{kind}")(data, name=name, metadata=meta, **kwargs)
 
 
+def plain_numbers(table: Any) -> Any:
+    """Show a magicgui Table's numbers as Python writes them (0.055, not 5.500e-02)."""
+    from qtpy.QtWidgets import QStyledItemDelegate
+
+    table.native.setItemDelegate(QStyledItemDelegate(table.native))
+    return table
+
+
 def insert_after(container: Any, anchor: Any, widget: QWidget) -> None:
     """Put the Qt ``widget`` (e.g. a plot canvas) in ``container``'s layout after ``anchor``.
 

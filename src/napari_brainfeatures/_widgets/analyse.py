@@ -35,6 +35,7 @@ from napari_brainfeatures._widgets._common import (
     image_choices,
     image_shape,
     labels_choices,
+    plain_numbers,
     refresh_choices_on_layer_change,
     scroll_body,
     status_label,
@@ -79,7 +80,7 @@ class AnalyseWidget(Container):
         self.tv_arch = LineEdit(label="torchvision arch", value="")
         self.tv_weights = FileEdit(label="its weights", mode="r")
         self.run_button = PushButton(text="Analyse features")
-        self.table = Table(value=[[]])
+        self.table = plain_numbers(Table(value=[[]]))
         self.status = status_label("Pick image, labels and a trained model file.")
         self.runner = TaskRunner()
         super().__init__(

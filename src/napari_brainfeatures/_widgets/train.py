@@ -30,6 +30,7 @@ from magicgui.widgets import (
 )
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 
@@ -40,6 +41,7 @@ from napari_brainfeatures._widgets._common import (
     image_shape,
     insert_after,
     labels_choices,
+    plain_numbers,
     refresh_choices_on_layer_change,
     say_file,
     scroll_body,
@@ -111,7 +113,7 @@ class TrainWidget(Container):
         self.evaluate_button = PushButton(text="Evaluate on test slice")
         self.tta = CheckBox(text="score each patch as the mean of its 8 flips", value=True)
         self.scores = status_label("")
-        self.table = Table(value=[[]])
+        self.table = plain_numbers(Table(value=[[]]))
         self.model_path = FileEdit(label="model file", mode="w", filter="*.safetensors")
         self.save_button = PushButton(text="Save model…")
         self.load_button = PushButton(text="Load model…")
@@ -287,6 +289,9 @@ class TrainWidget(Container):
             acc.legend(fontsize=7)
         loss.set_title("loss", fontsize=8)
         acc.set_title("accuracy", fontsize=8)
+        for ax in (loss, acc):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: 1, 2, not 1.5
+            ax.set_xlabel("epoch", fontsize=7)
         self.canvas.draw_idle()
 
     def _trained(self, result: Any) -> None:

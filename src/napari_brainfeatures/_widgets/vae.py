@@ -33,14 +33,15 @@ from magicgui.widgets import (
 )
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QStyledItemDelegate
 
 from napari_brainfeatures._progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
     insert_after,
     layers_of,
+    plain_numbers,
     put_layer,
     refresh_choices_on_layer_change,
     say_file,
@@ -143,9 +144,8 @@ class LatentWidget(Container):
         )  # fmt: skip
         self.quality_button = PushButton(text="Quality")
         # one row per model tried in this session: β-VAE, VAE, PCA, a sweep of L
-        self.table = Table(value=[[]])
-        # show the numbers as _fmt writes them (magicgui's delegate turns 0.0075 into 7.500e-03)
-        self.table.native.setItemDelegate(QStyledItemDelegate(self.table.native))
+        # numbers as _fmt writes them (magicgui's delegate turns 0.0075 into 7.500e-03)
+        self.table = plain_numbers(Table(value=[[]]))
         self.comparison: dict[str, dict[str, float]] = {}
         self.status = status_label("Pick a population layer, then train or load a model.")
         self.runner = TaskRunner()
@@ -335,8 +335,9 @@ class LatentWidget(Container):
         for i, key in enumerate(("recon", "kl")):
             ax = self.figure.add_subplot(1, 2, i + 1)
             ep = [h.get("epoch", i + 1) for i, h in enumerate(self.history)]  # from 1
-            ax.plot(ep, [h[key] for h in self.history], label="train")
-            ax.plot(ep, [h[f"val_{key}"] for h in self.history], label="val")
+            ax.plot(ep, [h[key] for h in self.history], ".-", label="train")  # dots: 1 epoch
+            ax.plot(ep, [h[f"val_{key}"] for h in self.history], ".-", label="val")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(key)
             ax.set_xlabel("epoch")
         ax.legend(fontsize="small")
