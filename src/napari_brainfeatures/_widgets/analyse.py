@@ -80,7 +80,7 @@ class AnalyseWidget(Container):
         self.tv_arch = LineEdit(label="torchvision arch", value="")
         self.tv_weights = FileEdit(label="its weights", mode="r")
         self.run_button = PushButton(text="Analyse features")
-        self.table = plain_numbers(Table(value=[[]]))
+        self.table = plain_numbers(Table())
         self.status = status_label("Pick image, labels and a trained model file.")
         self.runner = TaskRunner()
         super().__init__(

@@ -75,7 +75,7 @@ class FactorsWidget(Container):
         self.eps = FloatSpinBox(label="activity threshold", min=0.0, max=0.99, step=0.01, value=0.0)
         self.p = SpinBox(label="picks p (0: all)", min=0, max=64, value=0)
         self.select_button = PushButton(text="Select factors")
-        self.table = Table(value=[[]])
+        self.table = Table()
         self.rgb = Container(
             layout="horizontal",
             widgets=[SpinBox(label=c, min=0, max=63, value=i) for i, c in enumerate("RGB")],

@@ -113,7 +113,7 @@ class TrainWidget(Container):
         self.evaluate_button = PushButton(text="Evaluate on test slice")
         self.tta = CheckBox(text="score each patch as the mean of its 8 flips", value=True)
         self.scores = status_label("")
-        self.table = plain_numbers(Table(value=[[]]))
+        self.table = plain_numbers(Table())
         self.model_path = FileEdit(label="model file", mode="w", filter="*.safetensors")
         self.save_button = PushButton(text="Save model…")
         self.load_button = PushButton(text="Load model…")
@@ -292,6 +292,8 @@ class TrainWidget(Container):
         for ax in (loss, acc):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: 1, 2, not 1.5
             ax.set_xlabel("epoch", fontsize=7)
+            if self.history:  # one epoch: a readable axis around it, not 0.96 … 1.04
+                ax.set_xlim(0.5, self.history[-1]["epoch"] + 0.5)
         self.canvas.draw_idle()
 
     def _trained(self, result: Any) -> None:

@@ -145,7 +145,7 @@ class LatentWidget(Container):
         self.quality_button = PushButton(text="Quality")
         # one row per model tried in this session: β-VAE, VAE, PCA, a sweep of L
         # numbers as _fmt writes them (magicgui's delegate turns 0.0075 into 7.500e-03)
-        self.table = plain_numbers(Table(value=[[]]))
+        self.table = plain_numbers(Table())
         self.comparison: dict[str, dict[str, float]] = {}
         self.status = status_label("Pick a population layer, then train or load a model.")
         self.runner = TaskRunner()
@@ -338,6 +338,7 @@ class LatentWidget(Container):
             ax.plot(ep, [h[key] for h in self.history], ".-", label="train")  # dots: 1 epoch
             ax.plot(ep, [h[f"val_{key}"] for h in self.history], ".-", label="val")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlim(0.5, max(ep) + 0.5)  # one epoch: an axis around it, not 0.96 … 1.04
             ax.set_title(key)
             ax.set_xlabel("epoch")
         ax.legend(fontsize="small")
