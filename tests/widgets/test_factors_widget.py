@@ -49,6 +49,8 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert w.runner.last_error is None, w.runner.last_error
     assert w.image.value is viewer.layers["ct"]
+    # heatmaps are added one per event-loop turn, so the viewer never freezes
+    qtbot.waitUntil(lambda: "NMF factor 2" in viewer.layers, timeout=10_000)
     layers = [viewer.layers[f"NMF factor {i}"] for i in range(3)]
     assert all(isinstance(ly, Image) for ly in layers)
     assert layers[0].data.shape == (20, 22)
@@ -112,9 +114,18 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     assert "Every score is negative" in w.status.value and "normalise = area" in w.status.value
     assert w.table.column_headers == ("ROI 1", "ROI 2")  # a layer without class names
     assert w.table.shape[0] == 3 and w.table.data[0][0] == f"{w.selection.scores[0, 0]:.4g}"
+    first = viewer.layers["NMF factor 0"]
     w.nmf_button.clicked.emit()  # a new NMF: the old scores no longer apply
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert w.table.shape[0] == 0 and w.selection is None
+    qtbot.wait(200)
+    assert viewer.layers["NMF factor 0"] is first  # same k: layers reused, not re-created
+    w.k.value = 2
+    w.nmf_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running and "NMF factor 2" not in viewer.layers,
+                    timeout=60_000)
+    np.testing.assert_array_equal(viewer.layers["NMF factor 1"].data, w.maps[1][None]
+                                  if viewer.layers["NMF factor 1"].ndim == 3 else w.maps[1])
 
 
 def test_errors_become_notifications(make_napari_viewer, qtbot, tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
 from qtpy.QtGui import QColor
 
 from napari_brainfeatures._progress import Progress, ProgressGen
@@ -145,6 +146,7 @@ class FactorsWidget(Container):
         self.rgb_button.changed.connect(self.show_rgb)
         self.cluster_button.changed.connect(self.cluster)
         self.result: NMFResult | None = None
+        self._layer_run = 0  # which NMF result the heatmap layers being added belong to
         self.maps: np.ndarray | None = None  # (k, H, W)
         self.valid: np.ndarray | None = None  # (H, W)
         self.grid: dict[str, Any] = {}
@@ -224,25 +226,31 @@ class FactorsWidget(Container):
         self.result, self.valid, self.grid, self.maps, tops = out
         self.selection = None
         self.table.clear()  # the previous run's scores no longer apply
+        k = len(self.maps)
         for layer in [ly for ly in self.viewer.layers if ly.metadata.get(OWNER_KEY) == "factors"
-                      and ly.name.startswith(PREFIX)]:
-            self.viewer.layers.remove(layer)
-        for i, (m, top) in enumerate(zip(self.maps, tops, strict=True)):
-            self._put(
-                f"{PREFIX}{i}",
-                m,
-                colormap="magma",
-                blending="additive",
-                contrast_limits=(0.0, max(top, 1e-6)),
-                visible=i < 3,
-            )
+                      and ly.name.startswith(PREFIX) and int(ly.name[len(PREFIX):]) >= k]:
+            self.viewer.layers.remove(layer)  # factors of a larger k; the others are reused
         for i, w in enumerate(self.rgb):
-            w.max, w.value = len(self.maps) - 1, min(i, len(self.maps) - 1)
+            w.max, w.value = k - 1, min(i, k - 1)
         self.show_rgb()
         self.status.value = (
-            f"NMF k={len(self.maps)}: relative error {self.result.rel_error:.4f} after "
+            f"NMF k={k}: relative error {self.result.rel_error:.4f} after "
             f"{self.result.n_iter} iterations ({self.result.wall_s:.1f} s)"
         )
+        # One heatmap layer per event-loop turn: napari needs ~0.2 s to create a layer,
+        # so k of them at once would freeze the viewer for seconds.
+        self._layer_run += 1
+        run = self._layer_run
+
+        def add(i: int) -> None:
+            if run != self._layer_run or i >= k:  # a newer NMF took over, or all done
+                return
+            shown = i in self.selection.factors if self.selection is not None else i < 3
+            self._put(f"{PREFIX}{i}", self.maps[i], colormap="magma", blending="additive",
+                      contrast_limits=(0.0, max(tops[i], 1e-6)), visible=shown)
+            QTimer.singleShot(0, lambda: add(i + 1))
+
+        add(0)
 
     def show_rgb(self, *_: Any) -> None:
         """Add the three chosen factors as one RGB layer."""
