@@ -4,7 +4,7 @@ import torch
 from napari.layers import Image, Labels
 
 from napari_brainfeatures._progress import run
-from napari_brainfeatures._widgets.factors import FactorsWidget
+from napari_brainfeatures._widgets.factors import FactorsWidget, _number
 from napari_brainfeatures.classes import default_table
 from napari_brainfeatures.dense import compute_feature_map
 from napari_brainfeatures.factors import rgb_composite
@@ -113,7 +113,7 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     assert max(score for *_, score in w.selection.pairs) <= 0
     assert "Every score is negative" in w.status.value and "normalise = area" in w.status.value
     assert w.table.column_headers == ("ROI 1", "ROI 2")  # a layer without class names
-    assert w.table.shape[0] == 3 and w.table.data[0][0] == f"{w.selection.scores[0, 0]:.4g}"
+    assert w.table.shape[0] == 3 and w.table.data[0][0] == _number(w.selection.scores[0, 0])
     first = viewer.layers["NMF factor 0"]
     w.nmf_button.clicked.emit()  # a new NMF: the old scores no longer apply
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)

@@ -55,3 +55,19 @@ def test_error_becomes_status_not_crash(qtbot):
     runner.start(bad(), name="job")
     qtbot.waitUntil(lambda: not runner.running, timeout=5000)
     assert isinstance(runner.last_error, ValueError) and runner.status.value == "job: failed"
+
+
+def test_status_label_grows_to_fit_a_long_message(qtbot):
+    from napari_brainfeatures._widgets._common import status_label
+
+    label = status_label("short")
+    qtbot.addWidget(label.native)
+    label.native.show()
+    label.native.resize(200, label.native.minimumHeight())
+    reserved = label.native.minimumHeight()
+    label.value = "selected: " + ", ".join(f"F{i}→area {i} (93%)" for i in range(12))
+    assert label.native.minimumHeight() > 2 * reserved  # many lines at 200 px, none clipped
+    label.native.resize(2000, label.native.height())  # wider: fewer lines needed
+    assert label.native.minimumHeight() < 2 * reserved
+    label.value = "done"
+    assert label.native.minimumHeight() == reserved

@@ -8,7 +8,7 @@ from typing import Any
 import napari
 import numpy as np
 from napari.layers import Image, Labels
-from qtpy.QtCore import QEvent, QRect, QSize, Qt
+from qtpy.QtCore import QEvent, QObject, QRect, QSize, Qt
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from napari_brainfeatures.workspace import Workspace, default_workspace_path
@@ -118,30 +118,61 @@ class _VerticalScroll(QScrollArea):
         return super().eventFilter(obj, event)
 
 
+class _FitHeight(QObject):
+    """Keeps a word-wrapped QLabel at least as tall as its text at its current width.
+
+    magicgui's labelled rows inside a scroll area do not grow by themselves
+    when a wrapped text needs another line, so the text would be clipped.
+    """
+
+    def __init__(self, label: Any, reserved: int) -> None:
+        super().__init__(label)
+        self.label, self.reserved = label, reserved
+        label.installEventFilter(self)
+
+    def fit(self) -> None:
+        label = self.label
+        metrics = label.fontMetrics()
+        width = label.width() if label.width() > 50 else 200
+        flags = int(Qt.TextFlag.TextWordWrap)
+        need = metrics.boundingRect(QRect(0, 0, width, 100_000), flags, label.text()).height()
+        height = max(self.reserved, need + metrics.descent())
+        if label.minimumHeight() != height:
+            label.setMinimumHeight(height)
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: D102
+        if event.type() == QEvent.Type.Resize:
+            self.fit()
+        return False
+
+
 def status_label(text: str = "", lines: int = 2) -> Any:
     """A magicgui Label whose messages wrap instead of widening the dock.
 
-    ``lines`` lines are reserved up front, and a longer message sets the
-    height it needs: magicgui's labelled rows inside a scroll area do not
-    grow by themselves when a wrapped text needs another line.
+    ``lines`` lines are reserved up front; a longer message gets the height it
+    needs at the label's width (recomputed when the text or the width changes).
     """
     from magicgui.widgets import Label
 
-    label = Label(value=text)
+    class StatusLabel(Label):
+        fitter: _FitHeight | None = None
+
+        @property
+        def value(self) -> Any:  # noqa: D102
+            return Label.value.fget(self)  # type: ignore[attr-defined]
+
+        @value.setter
+        def value(self, value: Any) -> None:
+            Label.value.fset(self, value)  # type: ignore[attr-defined]
+            if self.fitter is not None:  # a QLabel tells nobody that its text changed
+                self.fitter.fit()
+
+    label = StatusLabel(value=text)
     native = label.native
     native.setWordWrap(True)
     metrics = native.fontMetrics()
-    reserved = lines * metrics.lineSpacing() + metrics.descent()
-    native.setMinimumHeight(reserved)
-
-    def fit(value: Any) -> None:  # a longer message gets the lines it needs, not clipped
-        width = max(native.width(), 200)
-        flags = int(Qt.TextFlag.TextWordWrap)
-        need = metrics.boundingRect(QRect(0, 0, width, 10_000), flags, str(value)).height()
-        native.setMinimumHeight(max(reserved, need + metrics.descent()))
-
-    label.changed.connect(fit)
-    fit(text)
+    label.fitter = _FitHeight(native, lines * metrics.lineSpacing() + metrics.descent())
+    label.fitter.fit()
     return label
 
 

@@ -34,6 +34,7 @@ from napari_brainfeatures._widgets._common import (
     OWNER_KEY,
     image_choices,
     labels_choices,
+    plain_numbers,
     put_layer,
     refresh_choices_on_layer_change,
     scroll_body,
@@ -76,7 +77,7 @@ class FactorsWidget(Container):
         self.eps = FloatSpinBox(label="activity threshold", min=0.0, max=0.99, step=0.01, value=0.0)
         self.p = SpinBox(label="picks p (0: all)", min=0, max=64, value=0)
         self.select_button = PushButton(text="Select factors")
-        self.table = Table()
+        self.table = plain_numbers(Table())
         self.rgb = Container(
             layout="horizontal",
             widgets=[SpinBox(label=c, min=0, max=63, value=i) for i, c in enumerate("RGB")],
@@ -288,7 +289,7 @@ class FactorsWidget(Container):
             return
         names = _roi_names(self.rois.value, sel.roi_ids)
         self.table.value = {
-            "data": [[f"{v:.4g}" for v in row] for row in sel.scores],  # 8142, 0.0977
+            "data": [[_number(v) for v in row] for row in sel.scores],  # 8142, 0.0977
             "index": [f"F{i}" for i in range(sel.scores.shape[0])],
             "columns": [names[a] for a in sel.roi_ids],
         }
@@ -364,3 +365,8 @@ def _roi_names(layer: Any, ids: Any) -> dict[int, str]:
             return names
         names.update({c.id: c.name for c in table if c.id in names})
     return names
+
+
+def _number(v: float) -> str:
+    """A score as a person writes it: pixel counts whole (-14090), fractions to 3 digits."""
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
