@@ -65,6 +65,11 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     assert sel is not None and sel.roi_ids == [1, 2] and len(sel.pairs) == 2
     assert w.table.shape == (3, 2) and w.table.column_headers == ("Ctx", "HypoTh")
     assert "→Ctx (" in w.status.value and "→HypoTh (" in w.status.value
+    w.status.value += " " + "a long explanation " * 20  # wraps over many lines
+    qtbot.wait(50)
+    label = w.status.native
+    assert label.minimumHeight() > 3 * label.fontMetrics().lineSpacing()
+    assert label.parentWidget().height() >= label.minimumHeight()  # the row grew: no clipping
     picked = sel.pairs[0]
     item = w.table.native.item(picked[0], sel.roi_ids.index(picked[1]))
     assert item.background().color().name() == "#2e7d32"
@@ -124,8 +129,9 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     w.nmf_button.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running and "NMF factor 2" not in viewer.layers,
                     timeout=60_000)
-    np.testing.assert_array_equal(viewer.layers["NMF factor 1"].data, w.maps[1][None]
-                                  if viewer.layers["NMF factor 1"].ndim == 3 else w.maps[1])
+    # factor 1's layer is updated in a later event-loop turn
+    qtbot.waitUntil(lambda: np.array_equal(viewer.layers["NMF factor 1"].data, w.maps[1]),
+                    timeout=10_000)
 
 
 def test_errors_become_notifications(make_napari_viewer, qtbot, tmp_path, monkeypatch):

@@ -139,6 +139,9 @@ class _FitHeight(QObject):
         height = max(self.reserved, need + metrics.descent())
         if label.minimumHeight() != height:
             label.setMinimumHeight(height)
+            row = label.parentWidget()  # magicgui's row keeps its height unless told
+            if row is not None and row.layout() is not None:
+                row.setMinimumHeight(row.layout().minimumSize().height())
 
     def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: D102
         if event.type() == QEvent.Type.Resize:
