@@ -76,6 +76,14 @@ def test_run_on_current_slice_shows_live_layers(make_napari_viewer, qtbot, model
     ours = [ly for ly in viewer.layers if ly.name.startswith("ct predicted areas")
             and ly is not mine]
     assert len(ours) == 1 and ours[0].data.shape == (1, 20, 18)
+    # another job into an existing store: refused, in the dock's own words
+    w.stride.value = 4
+    w.out.value = str(Path(out).with_name("third.zarr"))
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    err = str(w.runner.last_error)
+    assert "made by another job" in err and "tick 'replace a store made by another job'" in err
+    assert "overwrite=True" not in err and FeatureStore(Path(out).with_name("third.zarr")).complete
 
 
 def test_padded_model_offers_exact_mode_and_box_region(make_napari_viewer, qtbot, tmp_path):

@@ -35,7 +35,7 @@ from napari_brainfeatures._widgets._common import (
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.dense import compute_feature_map, measure_padding_deviation
-from napari_brainfeatures.dense_store import FeatureStore
+from napari_brainfeatures.dense_store import FeatureStore, StoreMismatchError
 from napari_brainfeatures.models.cnn import input_scale_for
 from napari_brainfeatures.workspace import default_workspace_path
 
@@ -191,7 +191,8 @@ class FeatureMapWidget(Container):
             image_name=layer.name,
         )
         self.runner.start(
-            gen, name="Feature map", on_progress=self._on_progress, on_done=self._on_done
+            _in_gui_words(gen), name="Feature map", on_progress=self._on_progress,
+            on_done=self._on_done,
         )
 
     def _on_progress(self, rec: Progress) -> None:
@@ -275,3 +276,13 @@ class FeatureMapWidget(Container):
             metadata={"brainfeatures_channel": c},
             **self._geometry(self.store),
         )
+
+
+def _in_gui_words(gen: Any) -> Any:
+    """``gen``, with the core's headless advice on a mismatched store told for this dock."""
+    try:
+        return (yield from gen)
+    except StoreMismatchError as err:
+        text = str(err).replace("pass overwrite=True (--overwrite)",
+                                "tick 'replace a store made by another job'")
+        raise StoreMismatchError(text) from None
