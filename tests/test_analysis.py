@@ -228,6 +228,17 @@ def test_compare_extractors_report_json_and_figure():
     assert set(js["quadrants"]) == {"probes", "vmeasure", "gram_distance", "noise", "pca_explained"}
     fig = report_figure(report)
     assert len(fig.axes) == 2 * 2 + 2
+    from matplotlib.colors import to_hex
+
+    from napari_brainfeatures.classes import ClassTable
+
+    table = ClassTable.from_names(["left", "top"])  # ids 1, 2; label 0 has no class
+    fig = report_figure(report, classes=table)
+    scatter = fig.axes[1]
+    legend = [t.get_text() for t in scatter.get_legend().get_texts()]
+    assert legend == ["0", "left", "top"]
+    colours = [to_hex(c.get_facecolor()[0]) for c in scatter.collections]
+    assert colours[1:] == [table.by_id(1).colour.lower(), table.by_id(2).colour.lower()]
 
 
 def test_analyse_cli(tmp_path, capsys):

@@ -498,11 +498,13 @@ def report_json(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def report_figure(report: dict[str, Any], figure: Any = None) -> Any:
+def report_figure(report: dict[str, Any], figure: Any = None, classes: Any = None) -> Any:
     """Plot a :func:`compare_extractors` report on a matplotlib ``Figure``.
 
     One row per extractor (Gram matrix, PCA scatter) and a last column with the
     noise curves of all extractors and a bar chart of probe accuracies / V-measure.
+    With ``classes`` (a :class:`~.classes.ClassTable`) the scatter points take
+    the class colours, with a legend of class names.
     """
     from matplotlib.figure import Figure
 
@@ -518,11 +520,18 @@ def report_figure(report: dict[str, Any], figure: Any = None) -> Any:
         xyz = list(r["pca"].T[:3])
         if len(xyz) == 1:
             xyz.append(np.zeros_like(xyz[0]))
-        style = {"c": r["test_labels"], "s": 3, "cmap": "tab10"}
-        if len(xyz) == 3:
-            ax.scatter(xyz[0], xyz[1], xyz[2], **style)
+        labels = np.asarray(r["test_labels"])
+        if classes is None:
+            ax.scatter(*xyz, c=labels, s=3, cmap="tab10")
         else:
-            ax.scatter(xyz[0], xyz[1], **style)
+            known = {c.id: c for c in classes}
+            for cid in np.unique(labels):
+                c = known.get(int(cid))
+                pts = [a[labels == cid] for a in xyz]
+                ax.scatter(*pts, s=3, color=c.colour if c else "grey",
+                           label=c.name if c else str(int(cid)))
+            if row == 0:
+                ax.legend(fontsize=6, markerscale=3, loc="best")
         ax.set_title(f"{name}: PCA of test features", fontsize=9)
     ax = fig.add_subplot(2, 3, 3)
     for name, r in report.items():

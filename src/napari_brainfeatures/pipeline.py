@@ -270,7 +270,7 @@ def _stage_analyse(out: Path, seed: int, model: Any, splits: Any, summary: dict[
     )
     report = yield from _relay(gen, 5, "analyse")
     (out / "analysis.json").write_text(json.dumps(report_json(report), indent=2))
-    report_figure(report).savefig(out / "analysis.png")
+    report_figure(report, classes=splits.train.classes).savefig(out / "analysis.png")
     summary["files"] += ["analysis.json", "analysis.png"]
     summary["analysis"] = {
         name: {

@@ -132,6 +132,6 @@ def run(name: str, args: argparse.Namespace) -> int:
         "results": report_json(report),
     }
     write_json_atomic(out / "analysis.json", summary)
-    report_figure(report).savefig(out / "analysis.png", dpi=110)
+    report_figure(report, classes=table).savefig(out / "analysis.png", dpi=110)
     print(json.dumps({**summary, "out": str(out)}))
     return 0

@@ -110,6 +110,7 @@ class AnalyseWidget(Container):
         self.image.changed.connect(self.default_slices)
         self.image.changed.connect(lambda *_: fill_model_path(self.model_path, self.image.value))
         self.report: dict[str, Any] | None = None
+        self._classes: Any = None
         self.default_slices()
         fill_model_path(self.model_path, self.image.value)  # the model trained on this image
 
@@ -129,6 +130,7 @@ class AnalyseWidget(Container):
     def _job(self, image: Any, labels: Any, model_path: Path) -> ProgressGen[dict[str, Any]]:
         yield Progress(0, None, "loading the model, sampling patches")
         model, meta = load_cnn(model_path)
+        self._classes = meta.get("class_table")  # colours and names of the scatter
         sigmas = parse_sigmas(str(self.sigmas.value))
         tz, sz = int(self.train_slice.value), int(self.test_slice.value)
         lab = (
@@ -210,7 +212,7 @@ class AnalyseWidget(Container):
             f"LR acc. at σ={last:g}",
         ]
         self.table.value = {"data": rows, "index": index, "columns": names}
-        report_figure(report, self.figure)
+        report_figure(report, self.figure, classes=self._classes)
         self.canvas.draw_idle()
         self.status.value = "done: " + ", ".join(
             f"{n} V-measure {report[n]['vmeasure']:.2f}" for n in names
