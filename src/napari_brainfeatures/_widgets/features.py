@@ -251,6 +251,8 @@ class FeatureMapWidget(Container):
             ):
                 layer.data = self._channel(st, layer.metadata["brainfeatures_channel"])
                 layer.scale, layer.translate = geo["scale"], geo["translate"]
+                if self.runner.worker is None:  # the finished store: contrast from all of it
+                    layer.contrast_limits = _channel_range(layer.data)
 
     @staticmethod
     def _channel(st: FeatureStore, c: int) -> Any:
@@ -265,14 +267,12 @@ class FeatureMapWidget(Container):
         c = int(self.channel.value)
         base = self._target.name if self._target else "image"
         data = self._channel(self.store, c)
-        sample = np.asarray(data[(0,) * (data.ndim - 2)][:256, :256])
-        top = float(np.nanmax(sample)) if np.isfinite(sample).any() else 1.0
         self._put(
             f"{base} feature {c}",
             data,
             "image",
             colormap="magma",
-            contrast_limits=(0.0, max(top, 1e-6)),
+            contrast_limits=_channel_range(data),
             metadata={"brainfeatures_channel": c},
             **self._geometry(self.store),
         )
@@ -286,3 +286,16 @@ def _in_gui_words(gen: Any) -> Any:
         text = str(err).replace("pass overwrite=True (--overwrite)",
                                 "tick 'replace a store made by another job'")
         raise StoreMismatchError(text) from None
+
+
+def _channel_range(data: Any) -> tuple[float, float]:
+    """Contrast for a feature channel: 0 to the 99.5th percentile of its first plane.
+
+    A strided sample of about 256² values over the whole plane (not one corner).
+    """
+    plane = data[(0,) * (data.ndim - 2)]
+    step = max(1, int(np.ceil(max(plane.shape) / 256)))
+    sample = np.asarray(plane[::step, ::step], dtype=np.float64)
+    finite = sample[np.isfinite(sample)]
+    top = float(np.percentile(finite, 99.5)) if finite.size else 1.0
+    return 0.0, max(top, 1e-6)
