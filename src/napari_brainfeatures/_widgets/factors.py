@@ -33,6 +33,7 @@ from napari_brainfeatures._progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
     OWNER_KEY,
     image_choices,
+    image_shape,
     labels_choices,
     plain_numbers,
     put_layer,
@@ -190,7 +191,7 @@ class FactorsWidget(Container):
         images = [ly for ly in self.viewer.layers if isinstance(ly, Image)]
         shape = tuple(attrs.get("image", {}).get("shape", ()))
         match = [ly for ly in images if ly.name == attrs.get("image_name")] or [
-            ly for ly in images if not ly.rgb and shape and tuple(ly.data.shape) == shape
+            ly for ly in images if not ly.rgb and shape and image_shape(ly) == shape
         ]
         if match:
             self.image.value = match[0]
