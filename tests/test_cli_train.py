@@ -277,7 +277,7 @@ def test_train_on_scribbles(tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert ("brainfeatures train-cnn: warning: training slices: no 56x56 patch fits inside the "
-            "paint of class 'WM'") in captured.err
+            "paint of class(es) 'WM' (id 5") in captured.err
     assert "UserWarning" not in captured.err and "sample_splits(" not in captured.err
     from napari_brainfeatures.models.cnn import load_cnn
 

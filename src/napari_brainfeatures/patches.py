@@ -325,6 +325,7 @@ def sample_patches(
     cands = {c: candidates(c, bool(interior)) for c in table.ids}
     centred: list[int] = []
     if interior == "auto":  # scribbles: centre the patches of classes no patch fits inside
+        painted: list[str] = []
         for c in table.ids:
             if not any(len(f) for _, f in cands[c]):
                 centre = candidates(c, False)
@@ -332,14 +333,15 @@ def sample_patches(
                     cands[c] = centre
                     centred.append(c)
                     n_px = sum(int((lab == c).sum()) for lab in lab2d.values())
-                    warnings.warn(
-                        f"no {p}x{p} patch fits inside the paint of class "
-                        f"{table.by_id(c).name!r} (id {c}) on slices {zs!r} (painted "
-                        f"narrower than {p} px, e.g. brush strokes); its training patches "
-                        f"are centred on its {n_px} painted "
-                        "pixels instead and also show the tissue around them",
-                        stacklevel=2,
-                    )
+                    painted.append(f"{table.by_id(c).name!r} (id {c}, {n_px} px)")
+        if painted:  # one warning for all of them
+            warnings.warn(
+                f"no {p}x{p} patch fits inside the paint of class(es) {', '.join(painted)} "
+                f"on slices {zs!r} (painted narrower than {p} px, e.g. brush strokes); their "
+                "training patches are centred on their painted pixels instead and also show "
+                "the tissue around them",
+                stacklevel=2,
+            )
     available = {c: sum(len(f) for _, f in v) for c, v in cands.items()}
     empty = [table.by_id(c).name for c, n in available.items() if n == 0]
     if empty and skip_missing and len(empty) < len(table):

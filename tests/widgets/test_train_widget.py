@@ -152,7 +152,7 @@ def test_sampling_from_brush_strokes(widget, qtbot, monkeypatch):
     widget.sample()
     wait(qtbot, widget)
     assert widget.splits.train.centred == (5,)
-    assert any("training slices: no 56x56 patch fits inside the paint of class 'WM'" in m
+    assert any("training slices: no 56x56 patch fits inside the paint of class(es) 'WM' (id 5" in m
                for m in shown)
     assert any(m.startswith("validation slices: class(es) ['WM']") for m in shown)
     assert "WM 0" in widget.counts.value  # val has no WM; the network keeps its output
