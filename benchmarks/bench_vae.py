@@ -17,7 +17,8 @@ a synthetic population with artifacts, then measures
 the full run on 256 sections at 320×448 (the paper's network) for 10 epochs.
 ``BENCH_VAE_SHAPE=H,W``, ``BENCH_VAE_N`` and ``BENCH_VAE_EPOCHS`` override these;
 ``BENCH_VAE_KL_WARMUP`` sets ``train_vae``'s KL warm-up (epochs, default 0);
-``BENCH_VAE_ARTIFACT_FRACTION`` the share of corrupted sections (default 0.1).
+``BENCH_VAE_ARTIFACT_FRACTION`` the share of corrupted sections (default 0.1);
+``BENCH_VAE_SEED`` the population's and the training's seed (default 0).
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ def decode_latency(model: VAELatentModel, n: int = 60) -> tuple[float, float]:
 
 
 def run(quick: bool, out: Path) -> dict:
-    torch.manual_seed(0)
     env = os.environ.get
+    seed = int(env("BENCH_VAE_SEED", 0))
+    torch.manual_seed(seed)
     shape = tuple(
         int(s) for s in env("BENCH_VAE_SHAPE", "64,96" if quick else "320,448").split(",")
     )
@@ -68,7 +70,7 @@ def run(quick: bool, out: Path) -> dict:
     epochs = int(env("BENCH_VAE_EPOCHS", 10))
     kl_warmup = float(env("BENCH_VAE_KL_WARMUP", 0))
     artifact_fraction = float(env("BENCH_VAE_ARTIFACT_FRACTION", 0.1))
-    pop, source = population(n, shape, seed=0, artifact_fraction=artifact_fraction)
+    pop, source = population(n, shape, seed=seed, artifact_fraction=artifact_fraction)
     res: dict = {
         "population": source,
         "n_sections": n,
@@ -76,6 +78,7 @@ def run(quick: bool, out: Path) -> dict:
         "epochs": epochs,
         "kl_warmup": kl_warmup,
         "artifact_fraction": artifact_fraction,
+        "seed": seed,
         "load_1min": os.getloadavg()[0],
     }
 
@@ -92,7 +95,7 @@ def run(quick: bool, out: Path) -> dict:
         cfg = VAEConfig.for_shape(shape, latent_dim=8, beta=beta)
         t = time.perf_counter()
         result = run_gen(
-            train_vae(pop.images, config=cfg, epochs=epochs, batch_size=16, lr=1e-3, seed=0,
+            train_vae(pop.images, config=cfg, epochs=epochs, batch_size=16, lr=1e-3, seed=seed,
                       kl_warmup=kl_warmup)
         )
         res[f"train_wall_s_{name}"] = round(time.perf_counter() - t, 2)
