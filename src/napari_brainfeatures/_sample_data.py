@@ -1,8 +1,9 @@
 """npe2 sample data (File → Open Sample): the synthetic micro-CT slab and VAE population.
 
-The micro-CT sample (128 × 1024 × 1024, the benchmarks' size, so that the paper's
-128 px patches fit inside every area) is generated once into a zarr cache under
-``$BRAINFEATURES_HOME/samples`` and opened lazily from there afterwards.  The
+The micro-CT sample (128 × 1536 × 1024, the benchmarks' size, so that the paper's
+128 px patches fit inside every area and the cortical layers are about a patch
+thick) is generated once into a zarr cache under ``$BRAINFEATURES_HOME/samples``
+and opened lazily from there afterwards.  The
 cache is written under a temporary name and renamed when complete, so an
 interrupted generation is never mistaken for a finished one.  No napari import.
 """
@@ -21,10 +22,11 @@ import zarr
 from napari_brainfeatures._progress import Progress, run
 from napari_brainfeatures._reader import population_layers
 from napari_brainfeatures.classes import ClassTable
+from napari_brainfeatures.synthetic.microct import DEFAULT_SHAPE, GENERATOR_VERSION
 
 LayerData = tuple[Any, dict[str, Any], str]
 
-MICROCT_SHAPE = (128, 1024, 1024)
+MICROCT_SHAPE = DEFAULT_SHAPE
 POPULATION_N = 256
 
 
@@ -44,7 +46,8 @@ def ensure_microct(
     from napari_brainfeatures.synthetic import iter_write_microct
 
     shape = tuple(shape or MICROCT_SHAPE)  # type: ignore[assignment]
-    path = samples_home() / f"microct-seed{seed}-{'x'.join(map(str, shape))}.zarr"
+    name = f"microct-v{GENERATOR_VERSION}-seed{seed}-{'x'.join(map(str, shape))}.zarr"
+    path = samples_home() / name
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)

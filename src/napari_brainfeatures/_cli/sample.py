@@ -19,8 +19,8 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", type=Path, help="the zarr group to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--shape", type=int, nargs=3, default=(128, 1024, 1024), metavar=("Z", "Y", "X"),
-        help="micro-CT volume shape (default 128 1024 1024)",
+        "--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+        help="micro-CT volume shape (default: the sample's, 128 1536 1024)",
     )
     parser.add_argument(
         "--chunks", type=int, nargs=3, default=(16, 256, 256), metavar=("Z", "Y", "X"),
@@ -45,12 +45,11 @@ def run(name: str, args: argparse.Namespace) -> int:
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     try:
         if args.kind == "microct":
-            from napari_brainfeatures.synthetic import iter_write_microct
+            from napari_brainfeatures.synthetic import DEFAULT_SHAPE, iter_write_microct
 
+            shape = tuple(args.shape or DEFAULT_SHAPE)
             run_gen(
-                iter_write_microct(
-                    tmp, shape=tuple(args.shape), seed=args.seed, chunks=tuple(args.chunks)
-                ),
+                iter_write_microct(tmp, shape=shape, seed=args.seed, chunks=tuple(args.chunks)),
                 progress_printer if args.verbose else None,
             )
         else:

@@ -1,7 +1,7 @@
 """Re-tune the micro-CT's per-region brightness after a texture change.
 
 ``python -m napari_brainfeatures.synthetic._calibrate [ITERATIONS]`` renders two
-1024 × 1024 sections, measures each texture region's mean and standard
+sections of the default sample, measures each texture region's mean and standard
 deviation of grey values, and iterates ``_render.BACKGROUND`` (additive) and
 ``_render.TEX_GAIN`` (scales cells and fibres) until every region has mean
 128 and standard deviation 24.  It prints the two arrays to paste into
@@ -16,6 +16,7 @@ import numpy as np
 
 from napari_brainfeatures.synthetic import _render as R
 from napari_brainfeatures.synthetic._geometry import Geometry, region_index
+from napari_brainfeatures.synthetic.microct import DEFAULT_SHAPE
 
 TARGET_MEAN, TARGET_STD = 128.0, 24.0
 NOISE_VAR = 8.8**2  # the blurred noise's variance: the part of the spread no gain can change
@@ -39,7 +40,7 @@ def region_stats(
 
 
 def calibrate(iterations: int = 4) -> None:
-    geom = Geometry((128, 1024, 1024), 0)
+    geom = Geometry(DEFAULT_SHAPE, 0)
     for it in range(iterations):
         mean, std = region_stats(geom)
         print(f"{it}: mean {np.round(mean[1:], 1)}\n   std  {np.round(std[1:], 1)}")

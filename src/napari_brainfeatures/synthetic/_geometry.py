@@ -13,7 +13,10 @@ A coronal-ish layout in normalised slice coordinates ``u = x / W``, ``v = y / H`
 Every boundary is an analytic curve with seeded wiggles that drift slowly along
 z (sections 50 µm apart differ by a few to a few tens of pixels), so labels at
 any position are a pure function of (position, volume shape, seed).  Cell
-sizes and textures are in voxels, the layout scales with the slice size.
+sizes and textures are in voxels, the layout scales with the slice size: in the
+default 1536 × 1024 section the cortex is about 614 px (720 µm) thick, so its
+layers (55-190 px) are about as thick as the paper's 128 px patch, as in real
+data at 1.17 µm, and every other area leaves room for 128 px patches inside it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ REGION_NAMES = ("clear", "L1", "L2", "L3", "L4", "L5", "L6", "WM", "Str", "VP", 
 # area id (classes.default_table) -> region index for non-cortical areas
 _AREA_REGION = np.array([0, 0, 11, 8, 9, 7, 10], dtype=np.uint8)  # 0, Ctx, HypoTh, Str, VP, WM, ZI
 CTX, HYPO, STR, VP, WM, ZI = 1, 2, 3, 4, 5, 6
+# Cortex thickness as a fraction of the slice height: 0.40 x 1536 px = 614 px (720 µm) in the
+# default sample.  A real mouse S1 is 1.2-1.4 mm; the version-1 layout's 0.255 x 1024 px
+# (305 µm) made every layer thinner than a 128 px patch, unlike real data.
+CORTEX_FRACTION = 0.40
 # Cortical depth (0 = pia, 1 = white matter) where L2..L6 start.
 _LAYER_TOPS = (0.09, 0.20, 0.33, 0.50, 0.69)
 _BARREL_PERIOD = (160.0, 170.0)  # (z, tangential x) voxels
@@ -75,10 +82,10 @@ class Geometry:
         u = x / self.W
         c = self._shift(z)
         pia = 0.015 + 0.06 * (1 - u) ** 2 + c + self._wiggle(0, u, z, 0.006)
-        ctx = pia + 0.255 + self._wiggle(1, u, z, 0.006)
-        wm = ctx + 0.13 + self._wiggle(2, u, z, 0.005)
-        vz = wm + 0.19 + 0.03 * (u - 0.7) + self._wiggle(3, u, z, 0.006)
-        zh = vz + 0.2 + self._wiggle(4, u, z, 0.005)
+        ctx = pia + CORTEX_FRACTION + self._wiggle(1, u, z, 0.006)
+        wm = ctx + 0.09 + self._wiggle(2, u, z, 0.005)
+        vz = wm + 0.15 + 0.03 * (u - 0.7) + self._wiggle(3, u, z, 0.006)
+        zh = vz + 0.17 + self._wiggle(4, u, z, 0.005)
         return {
             k: v * self.H
             for k, v in (("pia", pia), ("ctx", ctx), ("wm", wm), ("vz", vz), ("zh", zh))
