@@ -16,10 +16,9 @@ after smoothing the coefficients inside the eroded cortex by a Gaussian of
 linear/RBF/logistic probes of the layer group from the features, fitted on the
 left half of the eroded cortex and scored on the right: the ceiling for any
 clustering; ``layer_probe_chance`` the majority-group share),
-``layer_at_scale`` (full runs: the slab rendered at the paper's slice size, 2.29×;
-``BRAINFEATURES_DISCOVERY_LAYER_SCALE=S`` for another scale, 0 for none: the layer
-ARI (plain and smoothed) and logistic probe on the test slice rendered S× larger, whose cortex is
-S× thicker; see :func:`layers_at_scale`), ``areas_with_own_factor`` (areas
+``layer_at_scale`` (only with ``BRAINFEATURES_DISCOVERY_LAYER_SCALE=S``: the layer
+ARI (plain and smoothed) and logistic probe on the test slice rendered S× larger, whose
+cortex is S× thicker; see :func:`layers_at_scale`), ``areas_with_own_factor`` (areas
 whose selected factor is active on ≥ 50 % of the area; the selection gives
 every area a distinct factor),
 ``vmeasure_trained`` / ``vmeasure_random`` (GMM fitted on validation features,
@@ -39,7 +38,7 @@ import numpy as np
 
 SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.3)
 # full: the paper's protocol at the train_cnn benchmark's sizes (128 px patches, the
-# 128 x 1024 x 1024 slab, slices 50 µm apart, the paper's 64 px erosion); quick: a
+# sample's 128 x 1536 x 1024 slab, slices 50 µm apart, the paper's 64 px erosion); quick: a
 # small slab and 64 px patches (a plumbing check, its CNN is weak).
 SIZES = {
     True: {
@@ -66,10 +65,9 @@ SIZES = {
     },
 }
 MODEL_ENV = "BRAINFEATURES_DISCOVERY_MODEL"  # a trained model file to reuse (skips training)
-SCALE_ENV = "BRAINFEATURES_DISCOVERY_LAYER_SCALE"  # e.g. 3: layers on a 3x rendering; 0: none
-# Full runs also measure the layers on the slab rendered at the paper's slice size: its
-# test slice has ~5.5 M pixels (paper 001), sqrt(5.5e6 / 1024**2) = 2.29 x the sample's.
-PAPER_SCALE = 2.29
+# e.g. 1.87: the layers also measured on the slab rendered at the paper's slice size (~5.5 M
+# pixels, paper 001; sqrt(5.5e6 / (1536 * 1024)) = 1.87 x the sample's).  Off by default.
+SCALE_ENV = "BRAINFEATURES_DISCOVERY_LAYER_SCALE"
 
 
 def _pictures(folder: Path, U, sel, areas, layers, clusters) -> None:  # noqa: ANN001
@@ -131,8 +129,8 @@ def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) ->
 
     The sample's layout scales with the slice size while cells keep their size
     in voxels, so a larger rendering has a thicker cortex at the same
-    resolution (3× is about 780 px, nearer a real S1 at 1.17 µm).  Only the
-    top 45 % of the slice (cortex and callosum) is rendered.
+    resolution (2× is about 1230 px, a real S1's thickness at 1.17 µm).  Only
+    the top 60 % of the slice (cortex and callosum) is rendered.
     """
     from napari_brainfeatures._progress import run as drive
     from napari_brainfeatures.clustering import erode_mask, on_grid
@@ -142,7 +140,7 @@ def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) ->
 
     big = (shape[0], round(shape[1] * scale), round(shape[2] * scale))
     ct = make_microct_lazy(big, chunks=(1, 512, 512))
-    top = int(0.45 * big[1])
+    top = int(0.6 * big[1])
     store = drive(compute_feature_map(np.asarray(ct.image[z, :top]), model, stride=cfg["stride"],
                                       out=out / "features_scaled.zarr", overwrite=True))
     fmap = np.moveaxis(np.asarray(store.features()), 0, -1)  # (Y, X, C)
@@ -277,7 +275,7 @@ def run(quick: bool, out: Path) -> dict:
     )
     times["analyse_s"] = time.perf_counter() - t
     scaled = None
-    scale = float(os.environ.get(SCALE_ENV) or (0 if quick else PAPER_SCALE))
+    scale = float(os.environ.get(SCALE_ENV) or 0)
     if scale > 0:  # the layer measures on a thicker cortex
         t = time.perf_counter()
         scaled = layers_at_scale(model, shape, z, scale, cfg, out)

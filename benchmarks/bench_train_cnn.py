@@ -1,6 +1,6 @@
 """Train the brain-area CNN on the synthetic micro-CT and test it on a held-out slice.
 
-The paper's protocol on the synthetic sample (128 x 1024 x 1024, 1.17 µm
+The paper's protocol on the synthetic sample (128 x 1536 x 1024, 1.17 µm
 voxels): training, validation and test patches from three slices 50 µm (43
 slices) apart; training patches inside one area, validation/test unrestricted;
 the paper's network (default variant: no internal padding), Adam, lr 1e-4,

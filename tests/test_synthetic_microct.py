@@ -22,6 +22,7 @@ from napari_brainfeatures import cli
 from napari_brainfeatures.classes import default_table
 from napari_brainfeatures.io import open_volume
 from napari_brainfeatures.synthetic import (
+    DEFAULT_SHAPE,
     LAYER_GROUPS,
     LAYER_NAMES,
     TEST_SHAPE,
@@ -196,6 +197,41 @@ def _patch_features(image, centres, size):
     maps = _texture_maps(image)
     texture = np.stack([ndi.uniform_filter(m.astype(np.float32), size)[centres] for m in maps], 1)
     return brightness, texture
+
+
+def _runs(column: np.ndarray) -> list[tuple[int, int]]:
+    """(value, length) of each run of equal values down a column."""
+    edges = np.flatnonzero(np.diff(column)) + 1
+    starts, ends = np.r_[0, edges], np.r_[edges, column.size]
+    return [(int(column[a]), int(b - a)) for a, b in zip(starts, ends, strict=True)]
+
+
+@pytest.mark.parametrize("z", [20, 63, 106])  # the benchmarks' train, validation and test slices
+def test_default_sample_has_patch_thick_layers_and_room_in_every_area(z):
+    """As in real micro-CT at 1.17 µm, cortical layers are about as thick as a 128 px patch.
+
+    (Version 1's cortex was 261 px, its layers 25-80 px: a patch spanned 2-4 of them.)
+    """
+    from napari_brainfeatures.synthetic._geometry import Geometry
+
+    _, h, w = DEFAULT_SHAPE
+    cols = np.arange(16, w, 64, dtype=float)
+    lab = Geometry(DEFAULT_SHAPE, 0).labels(float(z), np.arange(h, dtype=float)[:, None], cols)
+    group = np.zeros(7, np.uint8)
+    for g, (_, ids) in enumerate(LAYER_GROUPS.items(), start=1):
+        group[list(ids)] = g
+    longest = dict.fromkeys(range(1, 7), 0)
+    for c in range(cols.size):
+        runs = _runs(lab["areas"][:, c])
+        ctx = [n for a, n in runs if a == 1]
+        assert len(ctx) == 1 and 560 <= ctx[0] <= 680, runs  # ~0.40 of 1536 px
+        layer_runs = [(g, n) for g, n in _runs(group[lab["layers"][:, c]]) if g]
+        assert [g for g, _ in layer_runs] == [1, 2, 3, 4, 5], layer_runs
+        assert min(n for _, n in layer_runs) >= 40, layer_runs  # L1, the thinnest, ~55 px
+        for a, n in runs:
+            if a:
+                longest[a] = max(longest[a], n)
+    assert min(longest.values()) >= 140, longest  # a 128 px patch fits inside every area
 
 
 def test_areas_differ_by_texture_not_brightness():

@@ -60,7 +60,7 @@ VARIANTS = ("default", "authors")
 DEFAULTS: dict[str, Any] = {
     "per_class": 600,
     "eval_per_class": 250,
-    "epochs": 14,
+    "epochs": 18,  # 14 before the v2 sample: 89.1 % there, 90.3 % with 18 (450 s)
     "batch_size": 32,
     "lr": 1e-3,
     "patience": 5,
