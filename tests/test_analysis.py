@@ -228,6 +228,13 @@ def test_compare_extractors_report_json_and_figure():
     assert set(js["quadrants"]) == {"probes", "vmeasure", "gram_distance", "noise", "pca_explained"}
     fig = report_figure(report)
     assert len(fig.axes) == 2 * 2 + 2
+    # narrow (the dock): extractors stacked, then the curves and bars full width below
+    narrow = report_figure(report, narrow=True)
+    assert len(narrow.axes) == 2 * 2 + 2
+    spans = [ax.get_subplotspec() for ax in narrow.axes]
+    assert [sp.rowspan.start for sp in spans] == [0, 0, 1, 1, 2, 3]
+    assert [len(sp.colspan) for sp in spans[-2:]] == [2, 2]
+    assert narrow.axes[0].get_position().x0 < narrow.axes[1].get_position().x0
     from matplotlib.colors import to_hex
 
     from napari_brainfeatures.classes import ClassTable

@@ -498,25 +498,45 @@ def report_json(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def report_figure(report: dict[str, Any], figure: Any = None, classes: Any = None) -> Any:
+def report_figure(
+    report: dict[str, Any], figure: Any = None, classes: Any = None, *, narrow: bool = False
+) -> Any:
     """Plot a :func:`compare_extractors` report on a matplotlib ``Figure``.
 
     One row per extractor (Gram matrix, PCA scatter) and a last column with the
     noise curves of all extractors and a bar chart of probe accuracies / V-measure.
+    ``narrow=True`` (a dock widget) stacks them instead: one row of two panels
+    per extractor, then the noise curves and the bar chart full width.
     With ``classes`` (a :class:`~.classes.ClassTable`) the scatter points take
     the class colours, with a legend of class names.
     """
     from matplotlib.figure import Figure
 
-    fig = figure if figure is not None else Figure(figsize=(11, 3.2 * len(report)))
-    fig.clear()
     n = len(report)
+    fig = figure if figure is not None else Figure(figsize=(11, 3.2 * n))
+    fig.clear()
+    if narrow:
+        grid = fig.add_gridspec(n + 2, 2)
+        cells = [(grid[row, 0], grid[row, 1]) for row in range(n)]
+        noise_cell, bars_cell = grid[n, :], grid[n + 1, :]
+    else:
+        cells = [((n, 3, 3 * row + 1), (n, 3, 3 * row + 2)) for row in range(n)]
+        noise_cell, bars_cell = (2, 3, 3), (2, 3, 6)
+
+    def add(cell: Any, **kw: Any) -> Any:
+        return fig.add_subplot(*cell, **kw) if isinstance(cell, tuple) else (
+            fig.add_subplot(cell, **kw)
+        )
+
     for row, (name, r) in enumerate(report.items()):
-        ax = fig.add_subplot(n, 3, 3 * row + 1)
+        ax = add(cells[row][0])
         ax.imshow(r["gram"], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"{name}: Gram, distance {r['gram_distance']:.3f}", fontsize=9)
+        gram_title = f"{name}: Gram, distance {r['gram_distance']:.3f}"
+        if narrow:
+            gram_title = f"{name}: Gram\n(distance {r['gram_distance']:.3f})"
+        ax.set_title(gram_title, fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
-        ax = fig.add_subplot(n, 3, 3 * row + 2, projection="3d" if r["pca"].shape[1] == 3 else None)
+        ax = add(cells[row][1], projection="3d" if r["pca"].shape[1] == 3 else None)
         xyz = list(r["pca"].T[:3])
         if len(xyz) == 1:
             xyz.append(np.zeros_like(xyz[0]))
@@ -532,12 +552,14 @@ def report_figure(report: dict[str, Any], figure: Any = None, classes: Any = Non
                            label=c.name if c else str(int(cid)))
             if row == 0:
                 ax.legend(fontsize=6, markerscale=3, loc="best")
-        ax.set_title(f"{name}: PCA of test features", fontsize=9)
-    ax = fig.add_subplot(2, 3, 3)
+        if narrow:
+            ax.tick_params(labelsize=6)
+        ax.set_title(f"{name}:{chr(10) if narrow else ' '}PCA of test features", fontsize=9)
+    ax = add(noise_cell)
     for name, r in report.items():
         ax.plot(r["noise"]["sigmas"], r["noise"]["accuracy"], marker="o", label=name)
     ax.set_xlabel("noise σ"), ax.set_ylabel("LR accuracy"), ax.legend(fontsize=8)
-    ax = fig.add_subplot(2, 3, 6)
+    ax = add(bars_cell)
     metrics = ["linear_svm", "rbf_svm", "logistic", "vmeasure"]
     width = 0.8 / n
     for i, (name, r) in enumerate(report.items()):

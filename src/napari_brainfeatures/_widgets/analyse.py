@@ -50,6 +50,8 @@ from napari_brainfeatures.analysis import (
 from napari_brainfeatures.models.cnn import load_cnn
 from napari_brainfeatures.patches import sample_patches
 
+PLOT_ROW_PX = 200  # height of one row of the stacked report plots
+
 
 def parse_sigmas(text: str) -> list[float]:
     """``"0, 0.05 0.1"`` -> ``[0.0, 0.05, 0.1]``."""
@@ -212,7 +214,8 @@ class AnalyseWidget(Container):
             f"LR acc. at σ={last:g}",
         ]
         self.table.value = {"data": rows, "index": index, "columns": names}
-        report_figure(report, self.figure, classes=self._classes)
+        self.canvas.setMinimumHeight(PLOT_ROW_PX * (len(report) + 2))  # narrow: one row each
+        report_figure(report, self.figure, classes=self._classes, narrow=True)
         self.canvas.draw_idle()
         self.status.value = "done: " + ", ".join(
             f"{n} V-measure {report[n]['vmeasure']:.2f}" for n in names
