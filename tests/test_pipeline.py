@@ -31,3 +31,13 @@ def test_unknown_size_is_refused(tmp_path):
         main(["demo", "--headless", str(tmp_path), "--size", "huge"])
     with pytest.raises(ValueError, match="size must be one of"):
         run(run_pipeline(tmp_path, size="huge"))
+
+
+def test_full_preset_trains_as_the_defaults_and_on_the_sample():
+    from napari_brainfeatures.pipeline import PRESETS
+    from napari_brainfeatures.synthetic import DEFAULT_SHAPE
+    from napari_brainfeatures.training import DEFAULTS
+
+    full = PRESETS["full"]
+    assert (full.per_class, full.epochs) == (DEFAULTS["per_class"], DEFAULTS["epochs"])
+    assert full.shape == DEFAULT_SHAPE and full.patch_size == 128
