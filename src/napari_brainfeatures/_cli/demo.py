@@ -23,7 +23,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--size", choices=["tiny", "small", "full"], default="small",
-        help="tiny (a minute), small (default, a few minutes) or full (128x1024x1024, paper sizes)",
+        help="tiny (a minute), small (default, a few minutes) or full (128x1536x1024, paper sizes)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-show", action="store_true", help=argparse.SUPPRESS)
