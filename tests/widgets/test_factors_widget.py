@@ -148,3 +148,41 @@ def test_errors_become_notifications(make_napari_viewer, qtbot, tmp_path, monkey
     w.nmf_button.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=20_000)
     assert isinstance(w.runner.last_error, FileNotFoundError)
+
+
+def test_store_box_takes_the_newest_finished_store_of_the_image(make_napari_viewer, tmp_path):
+    import os
+    from pathlib import Path
+
+    import zarr
+
+    from napari_brainfeatures._widgets._common import WORKSPACE_KEY
+    from napari_brainfeatures.dense_store import ATTR
+
+    torch.manual_seed(0)
+    image = (np.random.default_rng(0).random((40, 44)) * 200).astype(np.uint8)
+    feats = tmp_path / "ws" / "features"
+    net = BrainAreaCNN(TINY).eval()
+
+    def age(name: str, t: float) -> None:
+        os.utime(feats / name / "zarr.json", (t, t))
+
+    for i, name in enumerate(["old.zarr", "new.zarr", "partial.zarr"]):
+        run(compute_feature_map(image, net, out=feats / name, stride=4, tile=8))
+        age(name, 1000 + i)
+    group = zarr.open_group(feats / "partial.zarr", mode="r+")
+    group.attrs[ATTR] = {**dict(group.attrs[ATTR]), "complete": False}
+    age("partial.zarr", 5000)  # the newest, but unfinished
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="ct", metadata={WORKSPACE_KEY: str(tmp_path / "ws")})
+    w = FactorsWidget(viewer)
+    assert Path(str(w.store_path.value)) == feats / "new.zarr"
+    assert "new.zarr" in w.status.value
+    age("old.zarr", 9000)  # finished since: taken while the box holds the widget's own pick
+    w._default_store()
+    assert Path(str(w.store_path.value)) == feats / "old.zarr"
+    w.store_path.value = feats / "new.zarr"  # the user's choice stays
+    age("partial.zarr", 10_000)
+    group.attrs[ATTR] = {**dict(group.attrs[ATTR]), "complete": True}
+    w._default_store()
+    assert Path(str(w.store_path.value)) == feats / "new.zarr"

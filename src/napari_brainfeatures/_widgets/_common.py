@@ -38,15 +38,42 @@ def workspace_for(layer: Image) -> Workspace:
     return ws
 
 
+def workspace_root(layer: Image) -> Path:
+    """Where an image layer's workspace is or would be (creates nothing)."""
+    root = layer.metadata.get(WORKSPACE_KEY) or default_workspace_path(
+        source_path(layer), name=layer.name)
+    return Path(root)
+
+
 def newest_model(layer: Image | None) -> Path | None:
     """The newest CNN model file in an image's workspace ``models/`` (creates nothing)."""
     if layer is None:
         return None
-    root = layer.metadata.get(WORKSPACE_KEY) or default_workspace_path(
-        source_path(layer), name=layer.name)
-    models = Path(root) / "models"
+    models = workspace_root(layer) / "models"
     files = [p for p in models.glob("cnn-*.safetensors") if p.is_file()] if models.is_dir() else []
     return max(files, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def newest_store(layers: list[Image]) -> Path | None:
+    """The newest finished feature store in these images' workspaces (creates nothing).
+
+    A store's age is that of its provenance record, which is rewritten when its
+    last tile is done.
+    """
+    from napari_brainfeatures.dense_store import FeatureStore
+
+    found: list[tuple[float, Path]] = []
+    for layer in layers:
+        folder = workspace_root(layer) / "features"
+        for path in folder.glob("*.zarr") if folder.is_dir() else ():
+            try:
+                if not FeatureStore(path).complete:
+                    continue
+                meta = path / "zarr.json"
+                found.append(((meta if meta.exists() else path).stat().st_mtime, path))
+            except (OSError, ValueError, KeyError):  # not a store, or unreadable
+                continue
+    return max(found, default=(0.0, None))[1]
 
 
 def fill_model_path(edit: Any, layer: Image | None) -> None:

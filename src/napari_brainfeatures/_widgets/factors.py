@@ -35,6 +35,8 @@ from napari_brainfeatures._widgets._common import (
     image_choices,
     image_shape,
     labels_choices,
+    layers_of,
+    newest_store,
     plain_numbers,
     put_layer,
     refresh_choices_on_layer_change,
@@ -154,6 +156,24 @@ class FactorsWidget(Container):
         self.grid: dict[str, Any] = {}
         self.selection: Any = None
         self.scores: dict[str, float] = {}
+        self._auto_store = ""  # the store box's value when this widget filled it
+        self.image.changed.connect(self._default_store)
+        self._default_store()
+
+    def _default_store(self, *_: Any) -> None:
+        """Fill the store box with the newest finished store of the chosen image (or any image).
+
+        Only while the box is empty or still holds what this widget put there; a
+        path the user chose stays.
+        """
+        if str(self.store_path.value) not in ("", ".", self._auto_store):
+            return
+        img = self.image.value
+        found = newest_store([img] if img is not None else layers_of(self.viewer, Image))
+        if found is not None:
+            self._auto_store = str(found)
+            self.store_path.value = found
+            self.status.value = f"feature store: {found.name} (the newest in the workspace)"
 
     # -- reading the store ------------------------------------------------------------------
     def _features(self) -> tuple[Any, dict[str, Any]]:
@@ -216,9 +236,13 @@ class FactorsWidget(Container):
     # -- NMF --------------------------------------------------------------------------------
     def run_nmf(self, *_: Any) -> None:
         """Factorise the chosen slice of the store in a worker."""
+        self._default_store()  # a store finished since the box was filled
         path = str(self.store_path.value)
         if path in ("", ".") or not Path(path).is_dir():
-            show_error("Factors: pick a feature store (a .zarr folder) first.")
+            show_error(
+                "Factors: pick a feature store (a .zarr folder) first, or compute one in the "
+                "Feature maps widget."
+            )
             return
         self._default_image()
         gen = self._nmf_job(int(self.k.value), str(self.solver.value))

@@ -22,7 +22,6 @@ from napari.utils.notifications import show_error
 from napari_brainfeatures._dense_tile import load_model
 from napari_brainfeatures._progress import Progress
 from napari_brainfeatures._widgets._common import (
-    WORKSPACE_KEY,
     current_z,
     fill_model_path,
     image_choices,
@@ -30,14 +29,13 @@ from napari_brainfeatures._widgets._common import (
     put_layer,
     refresh_choices_on_layer_change,
     scroll_body,
-    source_path,
     status_label,
+    workspace_root,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.dense import compute_feature_map, measure_padding_deviation
 from napari_brainfeatures.dense_store import FeatureStore, StoreMismatchError
 from napari_brainfeatures.models.cnn import input_scale_for
-from napari_brainfeatures.workspace import default_workspace_path
 
 REGIONS = ("current slice", "z-range", "all slices", "box of a Shapes layer")
 
@@ -136,10 +134,7 @@ class FeatureMapWidget(Container):
             return
         name = f"{Path(str(self.model_path.value)).stem or 'model'}-s{self.stride.value}.zarr"
         # The workspace rule, without creating anything until a run writes the store.
-        root = layer.metadata.get(WORKSPACE_KEY) or default_workspace_path(
-            source_path(layer), name=layer.name
-        )
-        path = Path(root) / "features" / name
+        path = workspace_root(layer) / "features" / name
         self._auto_out = str(path)
         self.out.value = path
 
