@@ -517,26 +517,20 @@ def report_figure(
     fig.clear()
     if narrow:
         grid = fig.add_gridspec(n + 2, 2)
-        cells = [(grid[row, 0], grid[row, 1]) for row in range(n)]
-        noise_cell, bars_cell = grid[n, :], grid[n + 1, :]
+        cells = [((grid[row, 0],), (grid[row, 1],)) for row in range(n)]
+        noise_cell, bars_cell = (grid[n, :],), (grid[n + 1, :],)
     else:
         cells = [((n, 3, 3 * row + 1), (n, 3, 3 * row + 2)) for row in range(n)]
         noise_cell, bars_cell = (2, 3, 3), (2, 3, 6)
 
-    def add(cell: Any, **kw: Any) -> Any:
-        return fig.add_subplot(*cell, **kw) if isinstance(cell, tuple) else (
-            fig.add_subplot(cell, **kw)
-        )
-
+    sep = "\n" if narrow else " "
+    add = fig.add_subplot
     for row, (name, r) in enumerate(report.items()):
-        ax = add(cells[row][0])
+        ax = add(*cells[row][0])
         ax.imshow(r["gram"], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-        gram_title = f"{name}: Gram, distance {r['gram_distance']:.3f}"
-        if narrow:
-            gram_title = f"{name}: Gram\n(distance {r['gram_distance']:.3f})"
-        ax.set_title(gram_title, fontsize=9)
+        ax.set_title(f"{name}: Gram,{sep}distance {r['gram_distance']:.3f}", fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
-        ax = add(cells[row][1], projection="3d" if r["pca"].shape[1] == 3 else None)
+        ax = add(*cells[row][1], projection="3d" if r["pca"].shape[1] == 3 else None)
         xyz = list(r["pca"].T[:3])
         if len(xyz) == 1:
             xyz.append(np.zeros_like(xyz[0]))
@@ -554,12 +548,12 @@ def report_figure(
                 ax.legend(fontsize=6, markerscale=3, loc="best")
         if narrow:
             ax.tick_params(labelsize=6)
-        ax.set_title(f"{name}:{chr(10) if narrow else ' '}PCA of test features", fontsize=9)
-    ax = add(noise_cell)
+        ax.set_title(f"{name}:{sep}PCA of test features", fontsize=9)
+    ax = add(*noise_cell)
     for name, r in report.items():
         ax.plot(r["noise"]["sigmas"], r["noise"]["accuracy"], marker="o", label=name)
     ax.set_xlabel("noise σ"), ax.set_ylabel("LR accuracy"), ax.legend(fontsize=8)
-    ax = add(bars_cell)
+    ax = add(*bars_cell)
     metrics = ["linear_svm", "rbf_svm", "logistic", "vmeasure"]
     width = 0.8 / n
     for i, (name, r) in enumerate(report.items()):

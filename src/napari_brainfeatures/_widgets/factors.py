@@ -170,7 +170,7 @@ class FactorsWidget(Container):
             return
         img = self.image.value
         found = newest_store([img] if img is not None else layers_of(self.viewer, Image))
-        if found is not None:
+        if found is not None and str(found) != str(self.store_path.value):
             self._auto_store = str(found)
             self.store_path.value = found
             self.status.value = f"feature store: {found.name} (the newest in the workspace)"
