@@ -30,10 +30,9 @@ def source_path(layer: Any) -> str | None:
 
 def workspace_for(layer: Image) -> Workspace:
     """Open (or create) the workspace of an image layer and remember it on the layer."""
-    root = layer.metadata.get(WORKSPACE_KEY)
-    if root is None:
-        root = default_workspace_path(source_path(layer), name=layer.name)
-    ws = Workspace.open(root, shape=image_shape(layer), data_path=source_path(layer))
+    ws = Workspace.open(
+        workspace_root(layer), shape=image_shape(layer), data_path=source_path(layer)
+    )
     layer.metadata[WORKSPACE_KEY] = str(ws.root)
     return ws
 
@@ -67,7 +66,7 @@ def newest_store(layers: list[Image]) -> Path | None:
         folder = workspace_root(layer) / "features"
         for path in folder.glob("*.zarr") if folder.is_dir() else ():
             try:
-                if not FeatureStore(path).complete:
+                if not FeatureStore(path).attrs.get("complete"):  # read once, just now
                     continue
                 meta = path / "zarr.json"
                 found.append(((meta if meta.exists() else path).stat().st_mtime, path))
