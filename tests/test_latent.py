@@ -4,6 +4,7 @@ import torch
 
 from napari_brainfeatures._progress import run
 from napari_brainfeatures.latent import (
+    active_units,
     as_latent_model,
     default_step,
     disentanglement_score,
@@ -156,3 +157,15 @@ def test_factor_alignment():
     assert noise["score"] < 0.3
     with pytest.raises(ValueError, match="share N"):
         factor_alignment(codes[:5], f)
+
+
+def test_active_units():
+    rng = np.random.default_rng(0)
+    codes = np.stack([rng.normal(size=100), 0.01 * rng.normal(size=100), np.full(100, 3.0),
+                      0.3 * rng.normal(size=100)], 1)  # fmt: skip
+    assert active_units(codes).tolist() == [True, False, False, True]
+    assert active_units(codes, threshold=0.5).tolist() == [True, False, False, False]
+    pca = PCABaseline(3).fit(rng.random((20, 8, 8)))  # whitened: every component varies
+    assert active_units(pca.encode(rng.random((20, 8, 8)))).all()
+    with pytest.raises(ValueError, match="N >= 2"):
+        active_units(codes[:1])

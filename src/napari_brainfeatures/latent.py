@@ -46,6 +46,7 @@ __all__ = [
     "impact_covariance",
     "disentanglement_score",
     "factor_alignment",
+    "active_units",
 ]
 
 
@@ -382,3 +383,31 @@ def factor_alignment(
         "gap": float((top[0] - second).mean()),
         "best_latent": {n: int(i) for n, i in zip(names, corr.argmax(axis=0), strict=True)},
     }
+
+
+def active_units(codes: ArrayLike, *, threshold: float = 0.01) -> NDArray[np.bool_]:
+    """Which latents a model uses: the variance of each latent's code over the population.
+
+    Burda et al.'s activity rule (Importance Weighted Autoencoders, 2016): a
+    latent is *active* when its encoding (the posterior mean, what
+    ``encode`` returns) varies over the sections by more than ``threshold``.
+    A β-VAE switches latents off (posterior = prior for every section): their
+    codes barely move, their sliders change nothing, and their impact scores
+    are responses of an unused unit.
+
+    Parameters
+    ----------
+    codes : array (N, L)
+        Latent codes of the population (N ≥ 2).
+    threshold : float
+        Variance threshold in latent units; default 0.01 (the paper's prior has
+        variance 1).
+
+    Returns
+    -------
+    bool array (L,)
+    """
+    z = np.asarray(codes, dtype=np.float64)
+    if z.ndim != 2 or len(z) < 2:
+        raise ValueError(f"codes must be (N, L) with N >= 2, got shape {z.shape!r}")
+    return z.var(axis=0, ddof=1) > threshold
