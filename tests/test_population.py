@@ -295,7 +295,11 @@ def test_cli_latent_compares_several_models(tmp_path, capsys):
     rows = json.loads((out / "comparison.json").read_text())
     assert [r["label"] for r in rows] == ["PCA L=2", "VAE L=2", "β-VAE L=3 β=3"]
     for row in rows:
-        assert {"disentanglement", "cwssim_recon", "cwssim_artifact", "pca_fd_samples"} <= set(row)
+        assert {"disentanglement", "cwssim_recon", "cwssim_artifact", "pca_fd_samples",
+                "active_latents"} <= set(row)  # fmt: skip
+    assert rows[0]["active_latents"] == 2  # PCA's whitened components all vary
+    first = json.loads((out / "0_m" / "latent.json").read_text())
+    assert first["active_latents"] == [0, 1]
     assert json.loads(capsys.readouterr().out)["comparison"] == rows
     for i in range(3):  # one folder per model, numbered as the names clash
         folder = out / f"{i}_m"

@@ -205,14 +205,15 @@ def test_quality_table_and_reconstructions(setup, qtbot):
     w.train_button.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running and "PCA" in w.status.value, timeout=20000)
     w.quality_button.clicked.emit()
-    qtbot.waitUntil(lambda: "PCA L=2" in w.comparison, timeout=60000)
+    qtbot.waitUntil(lambda: not w.runner.running and "cwssim_recon" in w.comparison["PCA L=2"],
+                    timeout=60000)  # fmt: skip
     assert list(w.comparison) == ["β-VAE L=3 β=3", "PCA L=2"]
     assert len(w.table.data.to_list()) == 2
     # without clean sections: reconstructions against the input, no artifact score
     w.clean.value = None
     w.comparison.clear()
     w.quality_button.clicked.emit()
-    qtbot.waitUntil(lambda: "PCA L=2" in w.comparison, timeout=60000)
+    qtbot.waitUntil(lambda: not w.runner.running and "PCA L=2" in w.comparison, timeout=60000)
     assert "cwssim_artifact" not in w.comparison["PCA L=2"]
     assert viewer.layers["reconstructions"].data.shape[1] == 2 * SHAPE[1] + gap
 
@@ -281,3 +282,36 @@ def test_default_population_is_never_the_micro_ct(make_napari_viewer):
     assert w.population.value is viewer.layers["sections"]
     assert [name for name, _ in w._population_choices()][-1] in (
         "micro-CT (synthetic)", "sections clean")
+
+
+class _OneLatentOff:
+    """The loaded model with latent 1 switched off (its code never varies)."""
+
+    def __init__(self, model):
+        self.model, self.latent_dim, self.image_shape = model, model.latent_dim, model.image_shape
+
+    def encode(self, images):
+        z = 100 * self.model.encode(images)  # the others clearly vary (1 epoch of training)
+        z[:, 1] = 0.0
+        return z
+
+    def decode(self, z):
+        return self.model.decode(z)
+
+
+def test_inactive_latents_are_marked(setup, qtbot):
+    viewer, w, path = setup
+    from napari_brainfeatures.vae_training import load_latent_model
+
+    model, meta = load_latent_model(path)
+    w.set_model(_OneLatentOff(model), meta)
+    assert [s.label for s in w.sliders] == ["z0", "z1 (inactive)", "z2"]
+    assert "does not use" in w.sliders[1].tooltip and "±3 std" in w.sliders[0].tooltip
+    assert ", 2 active:" in w.status.value
+    assert w.table.data.to_list()[0][0] == "2/3"  # the comparison table's first column
+    w.receptive_button.clicked.emit()
+    qtbot.waitUntil(lambda: "disentanglement" in w.status.value, timeout=60000)
+    ax = w.figure.axes[0]
+    colours = [t.get_color() for t in ax.get_xticklabels()]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["z0", "z1", "z2"]
+    assert colours[1] == "0.6" and colours[0] != "0.6" and "inactive" in ax.get_title()

@@ -164,6 +164,8 @@ def _latent(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
         report["model"] = str(path)
         (folder / "latent.json").write_text(json.dumps(report, indent=2))
         row: dict[str, Any] = {"model": str(path), "label": model_label(model, meta)}
+        if "active_latents" in report:
+            row["active_latents"] = len(report["active_latents"])
         if "receptive" in report:
             row["disentanglement"] = report["receptive"]["disentanglement"]
         for key, value in report.get("quality", {}).items():
@@ -191,10 +193,14 @@ def _report(
     args: argparse.Namespace, out: Path, printer: Any,
 ) -> dict[str, Any]:  # fmt: skip
     """One model's traversal, projective and receptive fields and quality, into ``out``."""
+    from napari_brainfeatures.latent import active_units
+
     report: dict[str, Any] = {"model_type": meta.get("model_type")}
     codes = model.encode(clean)  # (N, L)
     report["latent_mean"] = codes.mean(0).tolist()
     report["latent_std"] = codes.std(0).tolist()
+    if len(codes) >= 2:  # which latents the model uses (variance of the code > 0.01)
+        report["active_latents"] = np.flatnonzero(active_units(codes)).tolist()
     if "traversal" in args.what:
         report["traversal"] = _traversal(model, images, args, out)
     if "projective" in args.what:

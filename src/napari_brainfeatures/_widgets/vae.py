@@ -50,6 +50,7 @@ from napari_brainfeatures._widgets._common import (
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.latent import (
+    active_units,
     disentanglement_score,
     impact_covariance,
     projective_field,
@@ -174,6 +175,7 @@ class LatentWidget(Container):
         self.mean = np.zeros(0, np.float32)  # population latent mean (slider centres)
         self.clim = (0.0, 1.0)  # contrast of decoded sections (set with the model)
         self.codes: np.ndarray | None = None  # population latent codes (N, L)
+        self.active: np.ndarray | None = None  # which latents vary over the population (L,)
         self.receptive_result: Any = None
         self._scratch: Path | None = None  # the running training's best-model file
         self.offset = (0, 0)  # where the model's input sits in the sections (decode layer)
@@ -417,16 +419,29 @@ class LatentWidget(Container):
         offset = codes["offset"]
         self.mean, std, self.codes = codes["mean"], codes["std"], codes["codes"]
         self.clim = codes["clim"]
+        # latents the model does not use (a β-VAE switches some off): their sliders
+        # barely change the decode, so say so rather than leave the user guessing
+        self.active = None if self.codes is None else active_units(self.codes)
         self._quiet = True
         self.sliders.clear()
         for k in range(L):
             lo, hi = float(self.mean[k] - 3 * std[k]), float(self.mean[k] + 3 * std[k])
-            s = FloatSlider(label=f"z{k}", min=lo, max=hi, value=float(self.mean[k]), step=None)
+            off = self.active is not None and not self.active[k]
+            s = FloatSlider(label=f"z{k} (inactive)" if off else f"z{k}", min=lo, max=hi,
+                            value=float(self.mean[k]), step=None)  # fmt: skip
+            s.tooltip = (
+                f"code std over the population {std[k]:.3g}: "
+                + ("the model does not use this latent" if off else "±3 std")
+            )
             s.changed.connect(self.update_decode)
             self.sliders.append(s)
         self._quiet = False
         kind = meta.get("model_type", "beta-vae")
-        self.status.value = f"{MODEL_NAMES.get(kind, kind)} with L = {L}: move the sliders"
+        self.status.value = f"{MODEL_NAMES.get(kind, kind)} with L = {L}"
+        if self.active is not None:
+            self.status.value += f", {int(self.active.sum())} active"
+            self._compare({"active": f"{int(self.active.sum())}/{L}"})
+        self.status.value += ": move the sliders"
         if offset not in (None, (0, 0)):
             (H, W), (h, w) = codes["shape"], model.image_shape
             self.status.value += f" (on the {h}×{w} centre of the {H}×{W} sections)"
@@ -540,7 +555,16 @@ class LatentWidget(Container):
         ax = self.figure.add_subplot(1, 2, 1)
         ax.imshow(rf.impact, cmap="viridis", aspect="auto")
         ax.set_yticks(range(len(rf.roi_names)), rf.roi_names, fontsize="small")
-        ax.set_title("impact (KL)")
+        L = rf.impact.shape[1]
+        ax.set_xticks(range(L), [f"z{k}" for k in range(L)], fontsize="x-small")
+        active = self.active if self.active is not None and len(self.active) == L else None
+        if active is not None and not active.all():
+            for k, tick in enumerate(ax.get_xticklabels()):
+                if not active[k]:
+                    tick.set_color("0.6")
+            ax.set_title("impact (KL); grey: inactive", fontsize="small")
+        else:
+            ax.set_title("impact (KL)")
         ax2 = self.figure.add_subplot(1, 2, 2)
         ax2.imshow(impact_covariance(rf.impact), cmap="magma")
         ax2.set_title("covariance A")
@@ -602,6 +626,7 @@ class LatentWidget(Container):
 
 
 QUALITY_COLUMNS = {
+    "active": "active",
     "disentanglement": "disentangl.",
     "cwssim_recon": "CW-SSIM",
     "cwssim_artifact": "CW-SSIM artifact",
@@ -611,9 +636,11 @@ QUALITY_COLUMNS = {
 }
 
 
-def _fmt(value: float | None) -> str:
+def _fmt(value: float | str | None) -> str:
     if value is None:
         return ""
+    if isinstance(value, str):
+        return value
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
 
 
