@@ -307,6 +307,10 @@ def test_inactive_latents_are_marked(setup, qtbot):
     w.set_model(_OneLatentOff(model), meta)
     assert [s.label for s in w.sliders] == ["z0", "z1 (inactive)", "z2"]
     assert "does not use" in w.sliders[1].tooltip and "±3 std" in w.sliders[0].tooltip
+    # the longer label does not push its slider out of line with the others
+    labels = [s._labeled_widget()._label_widget.native for s in w.sliders]
+    assert len({q.minimumWidth() for q in labels}) == 1
+    assert labels[0].minimumWidth() >= labels[1].sizeHint().width()
     assert ", 2 active:" in w.status.value
     assert w.table.data.to_list()[0][0] == "2/3"  # the comparison table's first column
     w.receptive_button.clicked.emit()

@@ -311,3 +311,19 @@ def scroll_body(container: Any, min_heights: dict[Any, int] | None = None) -> QS
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(area)
     return area
+
+
+def align_labels(container: Any) -> None:
+    """Give the labels of a container's rows one width, measured in the font they are drawn in.
+
+    magicgui measures labels in the application's default font, but napari's
+    stylesheet draws them larger, so one longer label (``"z0 (inactive)"``)
+    pushes its own row's widget right of the others.
+    """
+    rows = [getattr(w, "_labeled_widget", lambda: None)() for w in container]
+    rows = [r for r in rows if r is not None]
+    for r in rows:
+        r._label_widget.native.ensurePolished()
+    width = max((r._label_widget.native.sizeHint().width() for r in rows), default=0)
+    for r in rows:
+        r.label_width = width

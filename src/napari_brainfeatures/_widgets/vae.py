@@ -39,6 +39,7 @@ from napari.utils.notifications import show_error, show_info
 
 from napari_brainfeatures._progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
+    align_labels,
     insert_after,
     layers_of,
     plain_numbers,
@@ -435,6 +436,7 @@ class LatentWidget(Container):
             )
             s.changed.connect(self.update_decode)
             self.sliders.append(s)
+        align_labels(self.sliders)
         self._quiet = False
         kind = meta.get("model_type", "beta-vae")
         self.status.value = f"{MODEL_NAMES.get(kind, kind)} with L = {L}"
@@ -556,18 +558,21 @@ class LatentWidget(Container):
         ax.imshow(rf.impact, cmap="viridis", aspect="auto")
         ax.set_yticks(range(len(rf.roi_names)), rf.roi_names, fontsize="small")
         L = rf.impact.shape[1]
-        ax.set_xticks(range(L), [f"z{k}" for k in range(L)], fontsize="x-small")
-        active = self.active if self.active is not None and len(self.active) == L else None
-        if active is not None and not active.all():
-            for k, tick in enumerate(ax.get_xticklabels()):
-                if not active[k]:
-                    tick.set_color("0.6")
-            ax.set_title("impact (KL); grey: inactive", fontsize="small")
-        else:
-            ax.set_title("impact (KL)")
+        zs = [f"z{k}" for k in range(L)]
+        ax.set_xticks(range(L), zs, fontsize="x-small")
+        ax.set_title("impact (KL)", fontsize="small")
         ax2 = self.figure.add_subplot(1, 2, 2)
         ax2.imshow(impact_covariance(rf.impact), cmap="magma")
-        ax2.set_title("covariance A")
+        ax2.set_xticks(range(L), zs, fontsize="x-small")
+        ax2.set_yticks(range(L), zs, fontsize="x-small")
+        ax2.set_title("covariance A", fontsize="small")
+        active = self.active if self.active is not None and len(self.active) == L else None
+        if active is not None and not active.all():
+            ax.set_title("impact (KL); grey: inactive", fontsize="small")
+            ticks = [*ax.get_xticklabels(), *ax2.get_xticklabels(), *ax2.get_yticklabels()]
+            for k, tick in enumerate(ticks):
+                if not active[k % L]:
+                    tick.set_color("0.6")
         self.canvas.draw_idle()
         self.status.value = (
             f"disentanglement {self.comparison[self._model_label()]['disentanglement']:.3g} "
