@@ -11,6 +11,7 @@ a synthetic population with artifacts, then measures
 - ``cwssim_artifact_*``: CW-SSIM between each model's reconstruction of an
   artifact-corrupted section and the clean section (target: β-VAE > PCA, VAE);
 - ``alignment_*``: mean over known factors of the best latent's |Spearman ρ|;
+  ``latent_factors_*``: for each latent, its best-matching factor and |ρ|;
 - ``active_latents_*``: latents whose code varies over the population
   (variance > 0.01, :func:`~napari_brainfeatures.latent.active_units`), and
   ``disentanglement_active_*``, the paper's score over those latents only
@@ -148,6 +149,10 @@ def run(quick: bool, out: Path) -> dict:
         codes = model.encode(clean)
         fa = factor_alignment(codes, pop.factors)
         res[f"alignment_{name}"], res[f"alignment_gap_{name}"] = fa["score"], fa["gap"]
+        # each latent's best-matching known factor and its |Spearman ρ|
+        res[f"latent_factors_{name}"] = [
+            [pop.factor_names[int(np.argmax(c))], round(float(c.max()), 3)] for c in fa["corr"]
+        ]
         active = active_units(codes)
         res[f"active_latents_{name}"] = int(active.sum())
         # report only (the target stays on the paper's score over all latents): the
