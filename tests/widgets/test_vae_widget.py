@@ -319,3 +319,8 @@ def test_inactive_latents_are_marked(setup, qtbot):
     colours = [t.get_color() for t in ax.get_xticklabels()]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["z0", "z1", "z2"]
     assert colours[1] == "0.6" and colours[0] != "0.6" and "inactive" in ax.get_title()
+    # one section has no spread to judge activity from: no marks, no error
+    w.population.value = viewer.add_image(population(1), name="one section")
+    w.set_model(model, meta)
+    assert w.active is None and not any("inactive" in s.label for s in w.sliders)
+    assert "active" not in w.status.value

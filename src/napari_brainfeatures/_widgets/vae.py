@@ -422,7 +422,8 @@ class LatentWidget(Container):
         self.clim = codes["clim"]
         # latents the model does not use (a β-VAE switches some off): their sliders
         # barely change the decode, so say so rather than leave the user guessing
-        self.active = None if self.codes is None else active_units(self.codes)
+        has_spread = self.codes is not None and len(self.codes) >= 2
+        self.active = active_units(self.codes) if has_spread else None
         self._quiet = True
         self.sliders.clear()
         for k in range(L):
@@ -439,11 +440,11 @@ class LatentWidget(Container):
         align_labels(self.sliders)
         self._quiet = False
         kind = meta.get("model_type", "beta-vae")
-        self.status.value = f"{MODEL_NAMES.get(kind, kind)} with L = {L}"
+        n_active = "" if self.active is None else f", {int(self.active.sum())} active"
+        name = MODEL_NAMES.get(kind, kind)
+        self.status.value = f"{name} with L = {L}{n_active}: move the sliders"
         if self.active is not None:
-            self.status.value += f", {int(self.active.sum())} active"
             self._compare({"active": f"{int(self.active.sum())}/{L}"})
-        self.status.value += ": move the sliders"
         if offset not in (None, (0, 0)):
             (H, W), (h, w) = codes["shape"], model.image_shape
             self.status.value += f" (on the {h}×{w} centre of the {H}×{W} sections)"
