@@ -47,8 +47,8 @@ def _image(side: int, path: Path):
 
 
 def _dense_run(image, out: Path, **kw) -> tuple[float, object]:
-    from napari_brainfeatures._progress import run
-    from napari_brainfeatures.dense import compute_feature_map
+    from napari_brainfeatures.progress import run
+    from napari_brainfeatures.features.run import compute_feature_map
 
     t0 = time.perf_counter()
     store = run(compute_feature_map(image, _model(), out=out, overwrite=True, **kw))
@@ -75,7 +75,7 @@ def _rss(side: int, tile: int, out: Path) -> dict:
 def run(quick: bool, out: Path) -> dict:
     import torch
 
-    from napari_brainfeatures.dense_fcn import DenseCNN, PatchCNN
+    from napari_brainfeatures.features.fcn import DenseCNN, PatchCNN
 
     model = _model()
     side = 160 if quick else 512

@@ -102,8 +102,8 @@ def _layer_measures(U, fmap, layers, cortex, smooth, *, max_rows: int = 20_000):
     any clustering of single pixels), fitted on the left half of the mask and
     scored on the right, at most ``max_rows`` pixels a side.
     """
-    from napari_brainfeatures.analysis import probe_scores
-    from napari_brainfeatures.clustering import cluster_map, score_against
+    from napari_brainfeatures.analyse.report import probe_scores
+    from napari_brainfeatures.factors.clusters import cluster_map, score_against
     from napari_brainfeatures.synthetic import LAYER_GROUPS
 
     group = np.zeros(256, np.uint8)
@@ -133,10 +133,10 @@ def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) ->
     resolution (2× is about 1230 px, a real S1's thickness at 1.17 µm).  Only
     the top 60 % of the slice (cortex and callosum) is rendered.
     """
-    from napari_brainfeatures._progress import run as drive
-    from napari_brainfeatures.clustering import erode_mask, on_grid
-    from napari_brainfeatures.dense import compute_feature_map
-    from napari_brainfeatures.factors import finite_rows, fit_nmf
+    from napari_brainfeatures.progress import run as drive
+    from napari_brainfeatures.factors.clusters import erode_mask, on_grid
+    from napari_brainfeatures.features.run import compute_feature_map
+    from napari_brainfeatures.factors.select import finite_rows, fit_nmf
     from napari_brainfeatures.synthetic import make_microct_lazy
 
     big = (shape[0], round(shape[1] * scale), round(shape[2] * scale))
@@ -165,23 +165,23 @@ def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) ->
 
 
 def run(quick: bool, out: Path) -> dict:
-    from napari_brainfeatures._progress import run as drive
-    from napari_brainfeatures.analysis import (
+    from napari_brainfeatures.progress import run as drive
+    from napari_brainfeatures.analyse.report import (
         compare_extractors,
         feature_extractor,
         training_input_stats,
     )
-    from napari_brainfeatures.clustering import erode_mask, on_grid
-    from napari_brainfeatures.dense import compute_feature_map
-    from napari_brainfeatures.factors import finite_rows, fit_nmf, select_factors
+    from napari_brainfeatures.factors.clusters import erode_mask, on_grid
+    from napari_brainfeatures.features.run import compute_feature_map
+    from napari_brainfeatures.factors.select import finite_rows, fit_nmf, select_factors
     from napari_brainfeatures.models.cnn import load_cnn
-    from napari_brainfeatures.patches import sample_splits, split_slices
+    from napari_brainfeatures.train.patches import sample_splits, split_slices
     from napari_brainfeatures.synthetic import (
         DEFAULT_SHAPE,
         VOXEL_SIZE_UM,
         make_microct_lazy,
     )
-    from napari_brainfeatures.training import DEFAULTS, make_config, train_cnn
+    from napari_brainfeatures.train.fit import DEFAULTS, make_config, train_cnn
 
     cfg = dict(SIZES[quick])
     for key in ("per_class", "eval_per_class", "epochs"):

@@ -25,7 +25,7 @@ PROBE = r"""
 import json, resource, sys, time
 import numpy as np
 t0 = time.perf_counter()
-from napari_brainfeatures._reader import read_volume
+from napari_brainfeatures._napari.reader import read_volume
 t_import = time.perf_counter() - t0
 t0 = time.perf_counter()
 (data, kwargs, kind), = read_volume(sys.argv[1])

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_brainfeatures._progress import run as run_gen
-from napari_brainfeatures.evaluation import evaluate
-from napari_brainfeatures.patches import sample_splits, split_slices
+from napari_brainfeatures.progress import run as run_gen
+from napari_brainfeatures.train.evaluate import evaluate
+from napari_brainfeatures.train.patches import sample_splits, split_slices
 from napari_brainfeatures.synthetic import DEFAULT_SHAPE, VOXEL_SIZE_UM, make_microct_lazy
-from napari_brainfeatures.training import DEFAULTS, make_config, train_cnn
+from napari_brainfeatures.train.fit import DEFAULTS, make_config, train_cnn
 
 FULL = {**DEFAULTS, "patch_size": 128, "seed": 0}
 QUICK = {**FULL, "per_class": 100, "eval_per_class": 100, "epochs": 3}

@@ -13,7 +13,7 @@ a synthetic population with artifacts, then measures
 - ``alignment_*``: mean over known factors of the best latent's |Spearman ρ|;
   ``latent_factors_*``: for each latent, its best-matching factor and |ρ|;
 - ``active_latents_*``: latents whose code varies over the population
-  (variance > 0.01, :func:`~napari_brainfeatures.latent.active_units`), and
+  (variance > 0.01, :func:`~napari_brainfeatures.latent.explore.active_units`), and
   ``disentanglement_active_*``, the paper's score over those latents only
   (reported beside the target's score, which stays over all L);
 - training wall times and the device.
@@ -43,17 +43,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_brainfeatures._progress import run as run_gen
-from napari_brainfeatures.latent import (
+from napari_brainfeatures.progress import run as run_gen
+from napari_brainfeatures.latent.explore import (
     active_units,
     disentanglement_score,
     factor_alignment,
     receptive_fields,
 )
 from napari_brainfeatures.models.vae import BetaVAE, VAEConfig
-from napari_brainfeatures.population import preprocess, roi_names_for
-from napari_brainfeatures.quality import cw_ssim, pca_frechet_distance
-from napari_brainfeatures.vae_training import VAELatentModel, fit_pca, torch_threads, train_vae
+from napari_brainfeatures.latent.population import preprocess, roi_names_for
+from napari_brainfeatures.latent.quality import cw_ssim, pca_frechet_distance
+from napari_brainfeatures.latent.train import VAELatentModel, fit_pca, torch_threads, train_vae
 
 
 def population(n: int, shape: tuple[int, int], seed: int, artifact_fraction: float = 0.1):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_brainfeatures._progress import run
+from napari_brainfeatures.progress import run
 from napari_brainfeatures.cli import main
-from napari_brainfeatures.convert import convert_to_ome_zarr, n_levels_for
-from napari_brainfeatures.io import open_volume
+from napari_brainfeatures.io.convert import convert_to_ome_zarr, n_levels_for
+from napari_brainfeatures.io.volume import open_volume
 
 
 def test_tiff_to_multiscale_ome_zarr(tiff_stack, volume, tmp_path):
@@ -94,7 +94,7 @@ def test_cli_convert_and_info(tiff_folder, tmp_path, capsys):
 def test_interrupt_leaves_no_partial_and_keeps_the_old_store(
     tiff_stack, tiff_folder, tmp_path, monkeypatch
 ):
-    import napari_brainfeatures.convert as convert
+    import napari_brainfeatures.io.convert as convert
 
     target = tmp_path / "o.ome.zarr"
     run(convert_to_ome_zarr(tiff_stack, target, chunks=(2, 16, 16), levels=1))

@@ -8,8 +8,8 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from napari_brainfeatures._progress import Progress, run
-from napari_brainfeatures.factors import (
+from napari_brainfeatures.progress import Progress, run
+from napari_brainfeatures.factors.select import (
     FeatureNMF,
     factor_maps,
     finite_rows,
@@ -318,7 +318,7 @@ def test_factors_cli_on_a_feature_store(tmp_path, capsys):
     import zarr
 
     from napari_brainfeatures import cli
-    from napari_brainfeatures.dense import compute_feature_map
+    from napari_brainfeatures.features.run import compute_feature_map
     from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 
     cfg = CNNConfig(
@@ -428,7 +428,7 @@ def test_thread_pool_gives_the_serial_result_and_restores_threads():
 
 def test_hals_keeps_a_row_whose_partner_is_dead():
     """A zero row of H must not zero the matching row of W (it would stay dead for good)."""
-    from napari_brainfeatures._nmf import _hals_rows
+    from napari_brainfeatures.factors.nmf import _hals_rows
 
     gen = torch.Generator().manual_seed(0)
     H = torch.rand(3, 6, generator=gen)

@@ -3,7 +3,7 @@ import pytest
 import tifffile
 import zarr
 
-from napari_brainfeatures.io import VolumeError, open_volume, sample_contrast_limits
+from napari_brainfeatures.io.volume import VolumeError, open_volume, sample_contrast_limits
 
 
 def test_tiff_stack_is_lazy_and_exact(tiff_stack, volume):

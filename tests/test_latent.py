@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_brainfeatures._progress import run
-from napari_brainfeatures.latent import (
+from napari_brainfeatures.progress import run
+from napari_brainfeatures.latent.explore import (
     active_units,
     as_latent_model,
     default_step,
@@ -17,7 +17,7 @@ from napari_brainfeatures.latent import (
     traverse,
 )
 from napari_brainfeatures.models.vae import BetaVAE, VAEConfig
-from napari_brainfeatures.population import PCABaseline
+from napari_brainfeatures.latent.population import PCABaseline
 
 SHAPE = (16, 24)
 

@@ -158,8 +158,8 @@ def test_image_dtype_must_match_the_training_dtype(model_file, tmp_path):
                       np.float64)
     check_image_dtype({}, np.int16)  # nothing recorded: not checked
     # the dense maps refuse a model file that does not match the image
-    from napari_brainfeatures._progress import run
-    from napari_brainfeatures.dense import compute_feature_map
+    from napari_brainfeatures.progress import run
+    from napari_brainfeatures.features.run import compute_feature_map
 
     image = np.zeros((40, 40), np.uint16)
     with pytest.raises(ModelMismatchError, match="uint16"):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from napari_brainfeatures._progress import run
+from napari_brainfeatures.progress import run
 from napari_brainfeatures.cli import main
 from napari_brainfeatures.pipeline import run_pipeline
 
@@ -36,7 +36,7 @@ def test_unknown_size_is_refused(tmp_path):
 def test_full_preset_trains_as_the_defaults_and_on_the_sample():
     from napari_brainfeatures.pipeline import PRESETS
     from napari_brainfeatures.synthetic import DEFAULT_SHAPE
-    from napari_brainfeatures.training import DEFAULTS
+    from napari_brainfeatures.train.fit import DEFAULTS
 
     full = PRESETS["full"]
     assert (full.per_class, full.epochs) == (DEFAULTS["per_class"], DEFAULTS["epochs"])

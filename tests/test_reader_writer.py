@@ -3,8 +3,8 @@ import pytest
 import tifffile
 import zarr
 
-from napari_brainfeatures._reader import get_reader
-from napari_brainfeatures._writer import write_labels
+from napari_brainfeatures._napari.reader import get_reader
+from napari_brainfeatures._napari.writer import write_labels
 
 
 def test_reader_accepts_volumes_and_declines_others(tiff_stack, tiff_folder, zarr_array, tmp_path):

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_brainfeatures import _sample_data
-from napari_brainfeatures._progress import run
+from napari_brainfeatures._napari import sample_data as _sample_data
+from napari_brainfeatures.progress import run
 from napari_brainfeatures.cli import main
-from napari_brainfeatures.io import open_volume
+from napari_brainfeatures.io.volume import open_volume
 
 
 @pytest.fixture

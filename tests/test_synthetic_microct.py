@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from napari_brainfeatures import cli
 from napari_brainfeatures.classes import default_table
-from napari_brainfeatures.io import open_volume
+from napari_brainfeatures.io.volume import open_volume
 from napari_brainfeatures.synthetic import (
     DEFAULT_SHAPE,
     LAYER_GROUPS,

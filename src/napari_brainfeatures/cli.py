@@ -36,8 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "factors": ("factors", "NMF of a feature store and ROI-aligned factor selection"),
     "cluster": ("factors", "k-means / GMM cluster maps of features or NMF coefficients"),
     "analyse": ("analyse", "probes, V-measure, noise robustness, Gram matrix of CNN features"),
-    "train-vae": ("vae", "train a beta-VAE, vanilla VAE or PCA on a population of sections"),
-    "latent": ("vae", "latent traversal, projective and receptive fields, quality metrics"),
+    "train-vae": ("latent", "train a beta-VAE, vanilla VAE or PCA on a population of sections"),
+    "latent": ("latent", "latent traversal, projective and receptive fields, quality metrics"),
     "demo": ("demo", "open napari with the sample data and widgets (--headless DIR: no window)"),
 }
 
@@ -100,7 +100,7 @@ def _warning_printer(command: str) -> Any:
 def _run(module: Any, args: argparse.Namespace) -> int:
     try:
         if getattr(args, "device", None):  # 'cuda' on a CPU-only torch, 'gpu': say so
-            from napari_brainfeatures._dense_tile import resolve_device
+            from napari_brainfeatures.features.tile import resolve_device
 
             resolve_device(args.device)
         return int(module.run(args.command, args) or 0)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from napari_brainfeatures._progress import Progress
+from napari_brainfeatures.progress import Progress
 
 __all__ = ["PRESETS", "Preset", "run_pipeline"]
 
@@ -141,9 +141,9 @@ def _stage_sample(out: Path, p: Preset, seed: int, summary: dict[str, Any]):  # 
 
 
 def _stage_train(out: Path, p: Preset, seed: int, ct: Any, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
-    from napari_brainfeatures.evaluation import confusion_figure, evaluate
-    from napari_brainfeatures.patches import sample_splits
-    from napari_brainfeatures.training import make_config, train_cnn
+    from napari_brainfeatures.train.evaluate import confusion_figure, evaluate
+    from napari_brainfeatures.train.patches import sample_splits
+    from napari_brainfeatures.train.fit import make_config, train_cnn
 
     yield Progress(1, N_STAGES, "patches: sampling train / val / test slices 50 µm apart")
     splits = sample_splits(
@@ -172,7 +172,7 @@ def _stage_train(out: Path, p: Preset, seed: int, ct: Any, summary: dict[str, An
 
 
 def _stage_dense(out: Path, p: Preset, model: Any, ct: Any, splits: Any, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
-    from napari_brainfeatures.dense import compute_feature_map
+    from napari_brainfeatures.features.run import compute_feature_map
 
     z = splits.slices()["test"][0]
     gen = compute_feature_map(
@@ -200,8 +200,8 @@ def _stage_dense(out: Path, p: Preset, model: Any, ct: Any, splits: Any, summary
 
 
 def _stage_factors(out: Path, p: Preset, seed: int, store: Any, ct: Any, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
-    from napari_brainfeatures.clustering import cluster_map, erode_mask, score_against
-    from napari_brainfeatures.factors import factor_maps, fit_nmf, rgb_composite, select_factors
+    from napari_brainfeatures.factors.clusters import cluster_map, erode_mask, score_against
+    from napari_brainfeatures.factors.select import factor_maps, fit_nmf, rgb_composite, select_factors
 
     feats = np.asarray(store.features())[0]  # (C, Y, X)
     grid = feats.shape[1:]
@@ -251,7 +251,7 @@ def _stage_factors(out: Path, p: Preset, seed: int, store: Any, ct: Any, summary
 
 
 def _stage_analyse(out: Path, seed: int, model: Any, splits: Any, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
-    from napari_brainfeatures.analysis import (
+    from napari_brainfeatures.analyse.report import (
         compare_extractors,
         feature_extractor,
         report_figure,
@@ -282,16 +282,16 @@ def _stage_analyse(out: Path, seed: int, model: Any, splits: Any, summary: dict[
 
 
 def _stage_vae(out: Path, p: Preset, seed: int, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
-    from napari_brainfeatures.latent import (
+    from napari_brainfeatures.latent.explore import (
         disentanglement_score,
         projective_field,
         projective_rgb,
         receptive_fields,
     )
     from napari_brainfeatures.models.vae import VAEConfig
-    from napari_brainfeatures.population import preprocess
+    from napari_brainfeatures.latent.population import preprocess
     from napari_brainfeatures.synthetic import make_population
-    from napari_brainfeatures.vae_training import fit_pca, train_vae
+    from napari_brainfeatures.latent.train import fit_pca, train_vae
 
     yield Progress(6, N_STAGES, f"population: {p.population} sections {p.vae_shape}")
     pop = make_population(p.population, shape=p.vae_shape, seed=seed)

@@ -27,7 +27,7 @@ import numpy as np
 import zarr
 
 from napari_brainfeatures import __version__
-from napari_brainfeatures._files import as_if_created
+from napari_brainfeatures._util.files import as_if_created
 from napari_brainfeatures.classes import ClassTable, default_table
 
 __all__ = ["Workspace", "WorkspaceError", "write_json_atomic", "default_workspace_path"]

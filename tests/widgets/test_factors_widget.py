@@ -3,11 +3,11 @@ import pytest
 import torch
 from napari.layers import Image, Labels
 
-from napari_brainfeatures._progress import run
+from napari_brainfeatures.progress import run
 from napari_brainfeatures._widgets.factors import FactorsWidget, _number
 from napari_brainfeatures.classes import default_table
-from napari_brainfeatures.dense import compute_feature_map
-from napari_brainfeatures.factors import rgb_composite
+from napari_brainfeatures.features.run import compute_feature_map
+from napari_brainfeatures.factors.select import rgb_composite
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 
 TINY = CNNConfig(
@@ -96,7 +96,7 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     assert (clusters.data[:, :11] == 0).all() and (clusters.data[:, 11:] > 0).all()
     assert "V-measure" in w.status.value and set(w.scores) >= {"v_measure", "ari"}
     # smoothing inside the mask: σ = 4 image px = 2 steps of the stride-2 grid
-    from napari_brainfeatures.clustering import cluster_map
+    from napari_brainfeatures.factors.clusters import cluster_map
 
     raw = clusters.data.copy()
     w.smooth.value = 4
@@ -157,7 +157,7 @@ def test_store_box_takes_the_newest_finished_store_of_the_image(make_napari_view
     import zarr
 
     from napari_brainfeatures._widgets._common import WORKSPACE_KEY
-    from napari_brainfeatures.dense_store import ATTR
+    from napari_brainfeatures.features.store import ATTR
 
     torch.manual_seed(0)
     image = (np.random.default_rng(0).random((40, 44)) * 200).astype(np.uint8)

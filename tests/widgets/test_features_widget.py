@@ -7,7 +7,7 @@ from napari.layers import Image, Labels
 
 from napari_brainfeatures._widgets.features import FeatureMapWidget
 from napari_brainfeatures.classes import ClassTable, default_table
-from napari_brainfeatures.dense_store import FeatureStore
+from napari_brainfeatures.features.store import FeatureStore
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, save_cnn
 
 TINY = dict(channels=(4, 8, 8), kernels=(5, 3, 3), fc=(16, 8), n_classes=3)

@@ -1,6 +1,6 @@
 import time
 
-from napari_brainfeatures._progress import Progress
+from napari_brainfeatures.progress import Progress
 from napari_brainfeatures._widgets._runner import TaskRunner
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from napari_brainfeatures._progress import Progress
+from napari_brainfeatures.progress import Progress
 
 
 def progress_printer(record: Progress) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from napari_brainfeatures._cli import progress_printer
 from napari_brainfeatures._cli.train import SAMPLING, sampling_arg
-from napari_brainfeatures._progress import run as run_gen
+from napari_brainfeatures.progress import run as run_gen
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
@@ -55,8 +55,8 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 
 def run(name: str, args: argparse.Namespace) -> int:
     from napari_brainfeatures._cli.train import _open, _present_table, check_slices
-    from napari_brainfeatures._overwrite import input_overlaps
-    from napari_brainfeatures.analysis import (
+    from napari_brainfeatures._util.overwrite import input_overlaps
+    from napari_brainfeatures.analyse.report import (
         compare_extractors,
         feature_extractor,
         report_figure,
@@ -64,7 +64,7 @@ def run(name: str, args: argparse.Namespace) -> int:
         training_input_stats,
     )
     from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
-    from napari_brainfeatures.patches import sample_patches
+    from napari_brainfeatures.train.patches import sample_patches
     from napari_brainfeatures.workspace import write_json_atomic
 
     out = args.out or Path(args.model).with_name(Path(args.model).stem + "_analysis")

@@ -31,7 +31,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 
 def run(name: str, args: argparse.Namespace) -> int:
     if args.headless is not None:
-        from napari_brainfeatures._progress import run as run_gen
+        from napari_brainfeatures.progress import run as run_gen
         from napari_brainfeatures.pipeline import run_pipeline
 
         summary = run_gen(
@@ -43,8 +43,8 @@ def run(name: str, args: argparse.Namespace) -> int:
     if problem and not args.no_show:
         print(f"brainfeatures demo: {problem}", file=sys.stderr)
         return 2
-    from napari_brainfeatures._progress import run as run_gen
-    from napari_brainfeatures._sample_data import ensure_microct
+    from napari_brainfeatures.progress import run as run_gen
+    from napari_brainfeatures._napari.sample_data import ensure_microct
 
     # Generate the sample once (about a minute), with progress, before the window opens.
     run_gen(ensure_microct(seed=args.seed), progress_printer)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from napari_brainfeatures._cli import progress_printer
-from napari_brainfeatures._progress import run as run_gen
+from napari_brainfeatures.progress import run as run_gen
 
 KIND = "nmf-factors"
 ATTR = "brainfeatures"
@@ -76,15 +76,15 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 def load_map(path: str | os.PathLike[str], z: int | None) -> tuple[Any, dict[str, Any]]:
     """A lazy ``(H, W, D)`` map and its grid ``{origin, step, z_image, source}``.
 
-    Accepts a dense feature store (:mod:`napari_brainfeatures.dense_store`), a
+    Accepts a dense feature store (:mod:`napari_brainfeatures.features.store`), a
     ``factors.zarr`` written here, or a plain zarr array / group with a ``features``
     array of shape ``(H, W, D)`` or ``(Z, H, W, D)``.
     """
     import dask.array as da
     import zarr
 
-    from napari_brainfeatures.dense_store import FeatureStore, _is_feature_store
-    from napari_brainfeatures.io import is_zarr_store
+    from napari_brainfeatures.features.store import FeatureStore, _is_feature_store
+    from napari_brainfeatures.io.volume import is_zarr_store
 
     path = Path(path)
     if not path.exists():
@@ -134,8 +134,8 @@ def _pick_z(z: int | None, n: int, path: Path) -> int:
 
 def labels_on_grid(path: str, grid: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
     """The label volume at ``path`` read at the feature grid's pixels."""
-    from napari_brainfeatures.clustering import on_grid
-    from napari_brainfeatures.io import open_volume
+    from napari_brainfeatures.factors.clusters import on_grid
+    from napari_brainfeatures.io.volume import open_volume
 
     vol = open_volume(path).data  # (Z, Y, X)
     zi = int(grid["z_image"])
@@ -162,7 +162,7 @@ def _write_group(
     """
     import zarr
 
-    from napari_brainfeatures._overwrite import check_target, swap_in
+    from napari_brainfeatures._util.overwrite import check_target, swap_in
 
     check_target(target, overwrite=True, inputs=[source])
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -190,7 +190,7 @@ def run(name: str, args: argparse.Namespace) -> int:
 def _factors(args: argparse.Namespace) -> int:
     from matplotlib.image import imsave
 
-    from napari_brainfeatures.factors import (
+    from napari_brainfeatures.factors.select import (
         factor_maps,
         finite_rows,
         fit_nmf,
@@ -321,7 +321,7 @@ def _check_factor_args(
 def _cluster(args: argparse.Namespace) -> int:
     from matplotlib.image import imsave
 
-    from napari_brainfeatures.clustering import (
+    from napari_brainfeatures.factors.clusters import (
         cluster_map,
         erode_mask,
         layer_profile,

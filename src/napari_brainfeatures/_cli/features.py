@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_brainfeatures._cli import progress_printer
-from napari_brainfeatures._progress import run as run_gen
+from napari_brainfeatures.progress import run as run_gen
 
 EDGES = ("reflect", "zero", "invalid")
 
@@ -63,7 +63,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 def open_image(path: str) -> Any:
     """A lazy ``(Z, Y, X)`` array for ``path`` (``io.open_volume``; zarr fallback)."""
     try:
-        from napari_brainfeatures.io import open_volume
+        from napari_brainfeatures.io.volume import open_volume
     except ImportError:  # pragma: no cover - io not installed in this build
         import dask.array as da
         import zarr
@@ -76,7 +76,7 @@ def open_image(path: str) -> Any:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from napari_brainfeatures.dense import compute_feature_map
+    from napari_brainfeatures.features.run import compute_feature_map
 
     image = open_image(args.image)
     region = args.z if args.z is not None else tuple(args.z_range) if args.z_range else None
@@ -94,7 +94,7 @@ def run(name: str, args: argparse.Namespace) -> int:
         "image_name": str(args.image),
     }
     if args.scheduler:
-        from napari_brainfeatures.dense_distributed import compute_feature_map_distributed
+        from napari_brainfeatures.features.distributed import compute_feature_map_distributed
 
         gen = compute_feature_map_distributed(
             image,

@@ -6,9 +6,9 @@ import argparse
 import json
 
 from napari_brainfeatures._cli import progress_printer
-from napari_brainfeatures._progress import run as run_gen
-from napari_brainfeatures.convert import convert_to_ome_zarr
-from napari_brainfeatures.io import open_volume
+from napari_brainfeatures.progress import run as run_gen
+from napari_brainfeatures.io.convert import convert_to_ome_zarr
+from napari_brainfeatures.io.volume import open_volume
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:

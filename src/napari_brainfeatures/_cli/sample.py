@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_brainfeatures._cli import progress_printer
-from napari_brainfeatures._progress import run as run_gen
+from napari_brainfeatures.progress import run as run_gen
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
@@ -37,7 +37,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from napari_brainfeatures._overwrite import check_target, swap_in
+    from napari_brainfeatures._util.overwrite import check_target, swap_in
 
     check_target(args.out, overwrite=args.overwrite)
     # Written beside OUT and swapped in when complete: a failed run keeps the old store.

@@ -6,7 +6,7 @@ test unrestricted), trains the CNN (progress on stderr), tests it on the test
 slice and prints the test metrics as JSON on stdout.  ``evaluate MODEL IMAGE
 --labels LABELS --slice Z`` tests a model file on other slices.
 
-Volumes are zarr / OME-Zarr / TIFF (see :func:`napari_brainfeatures.io.open_volume`);
+Volumes are zarr / OME-Zarr / TIFF (see :func:`napari_brainfeatures.io.volume.open_volume`);
 ``store.zarr/name`` selects an array of a group.  When ``--labels`` is left
 out, the ``areas`` array beside the image is used (the synthetic sample's).
 """
@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from napari_brainfeatures._cli import progress_printer
-from napari_brainfeatures._progress import Progress
-from napari_brainfeatures._progress import run as run_gen
+from napari_brainfeatures.progress import Progress
+from napari_brainfeatures.progress import run as run_gen
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
-    from napari_brainfeatures.training import DEFAULTS
+    from napari_brainfeatures.train.fit import DEFAULTS
 
     if name == "train-cnn":
         parser.add_argument("image", help="image volume: zarr store / group path / TIFF")
@@ -128,7 +128,7 @@ def _labels_arg(parser: argparse.ArgumentParser) -> None:
 def _open(args: argparse.Namespace) -> tuple[Any, Any, Any, tuple[float, ...] | None]:
     """(image, labels, class table or None, voxel size) from the command line."""
     from napari_brainfeatures.classes import ClassTable
-    from napari_brainfeatures.io import is_zarr_store, open_volume
+    from napari_brainfeatures.io.volume import is_zarr_store, open_volume
     from napari_brainfeatures.workspace import SUFFIX, default_workspace_path
 
     image = open_volume(args.image)
@@ -170,7 +170,7 @@ def _group_attrs(path: str) -> dict[str, Any]:
     """Attributes of the zarr group holding the array at ``path`` (empty if none)."""
     import zarr
 
-    from napari_brainfeatures.io import is_zarr_store
+    from napari_brainfeatures.io.volume import is_zarr_store
 
     parent = Path(path).parent
     if not is_zarr_store(parent):
@@ -210,10 +210,10 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from napari_brainfeatures.evaluation import evaluate, trained_with_flips
+    from napari_brainfeatures.train.evaluate import evaluate, trained_with_flips
     from napari_brainfeatures.models.cnn import save_cnn
-    from napari_brainfeatures.patches import sample_splits, split_slices
-    from napari_brainfeatures.training import make_config, train_cnn
+    from napari_brainfeatures.train.patches import sample_splits, split_slices
+    from napari_brainfeatures.train.fit import make_config, train_cnn
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -294,8 +294,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from napari_brainfeatures._overwrite import check_output_file
-    from napari_brainfeatures.evaluation import (
+    from napari_brainfeatures._util.overwrite import check_output_file
+    from napari_brainfeatures.train.evaluate import (
         confusion_figure,
         iter_evaluate,
         predict_slice,
@@ -303,7 +303,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         trained_with_flips,
     )
     from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
-    from napari_brainfeatures.patches import sample_patches
+    from napari_brainfeatures.train.patches import sample_patches
 
     inputs = [args.model, args.image, *([args.labels] if args.labels else [])]
     if args.json:  # checked before any work: never over an input, a model or a volume

@@ -59,7 +59,7 @@ def newest_store(layers: list[Image]) -> Path | None:
     A store's age is that of its provenance record, which is rewritten when its
     last tile is done.
     """
-    from napari_brainfeatures.dense_store import FeatureStore
+    from napari_brainfeatures.features.store import FeatureStore
 
     found: list[tuple[float, Path]] = []
     for layer in layers:

@@ -15,7 +15,7 @@ from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
 
-from napari_brainfeatures._progress import Progress
+from napari_brainfeatures.progress import Progress
 
 
 class TaskRunner(Container):

@@ -1,6 +1,6 @@
 """Dock widget: how good are the CNN's features? Probes, V-measure, Gram matrix, noise (paper 000).
 
-One core call, :func:`napari_brainfeatures.analysis.compare_extractors`, run by the
+One core call, :func:`napari_brainfeatures.analyse.report.compare_extractors`, run by the
 :class:`TaskRunner` on patches sampled from a training and a test slice: the trained
 network against the same architecture with random weights (and optionally a
 torchvision network from a local weights file).  Results: a table and a figure
@@ -28,7 +28,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.utils.notifications import show_error
 
-from napari_brainfeatures._progress import Progress, ProgressGen
+from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
     current_z,
     fill_model_path,
@@ -41,14 +41,14 @@ from napari_brainfeatures._widgets._common import (
     status_label,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
-from napari_brainfeatures.analysis import (
+from napari_brainfeatures.analyse.report import (
     compare_extractors,
     feature_extractor,
     report_figure,
     training_input_stats,
 )
 from napari_brainfeatures.models.cnn import load_cnn
-from napari_brainfeatures.patches import sample_patches
+from napari_brainfeatures.train.patches import sample_patches
 
 PLOT_ROW_PX = 200  # height of one row of the stacked report plots
 

@@ -29,7 +29,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 from qtpy.QtGui import QColor
 
-from napari_brainfeatures._progress import Progress, ProgressGen
+from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
     OWNER_KEY,
     image_choices,
@@ -45,9 +45,9 @@ from napari_brainfeatures._widgets._common import (
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.classes import ClassTable
-from napari_brainfeatures.clustering import cluster_map, erode_mask, on_grid, score_against
-from napari_brainfeatures.dense_store import FeatureStore
-from napari_brainfeatures.factors import (
+from napari_brainfeatures.factors.clusters import cluster_map, erode_mask, on_grid, score_against
+from napari_brainfeatures.features.store import FeatureStore
+from napari_brainfeatures.factors.select import (
     NMFResult,
     factor_maps,
     finite_rows,

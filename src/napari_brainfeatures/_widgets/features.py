@@ -1,6 +1,6 @@
 """Dock widget: dense feature maps of a trained CNN, shown live while they are written.
 
-One core call (:func:`napari_brainfeatures.dense.compute_feature_map`) run by a
+One core call (:func:`napari_brainfeatures.features.run.compute_feature_map`) run by a
 :class:`TaskRunner`; the store's arrays are added as lazy layers (area labels in
 the class colours, confidence, one feature channel) at the first finished tile
 and refreshed as tiles arrive.
@@ -19,8 +19,8 @@ from napari.layers import Image, Shapes
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error
 
-from napari_brainfeatures._dense_tile import load_model
-from napari_brainfeatures._progress import Progress
+from napari_brainfeatures.features.tile import load_model
+from napari_brainfeatures.progress import Progress
 from napari_brainfeatures._widgets._common import (
     current_z,
     fill_model_path,
@@ -33,8 +33,8 @@ from napari_brainfeatures._widgets._common import (
     workspace_root,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
-from napari_brainfeatures.dense import compute_feature_map, measure_padding_deviation
-from napari_brainfeatures.dense_store import FeatureStore, StoreMismatchError
+from napari_brainfeatures.features.run import compute_feature_map, measure_padding_deviation
+from napari_brainfeatures.features.store import FeatureStore, StoreMismatchError
 from napari_brainfeatures.models.cnn import input_scale_for
 
 REGIONS = ("current slice", "z-range", "all slices", "box of a Shapes layer")

@@ -34,7 +34,7 @@ from matplotlib.ticker import MaxNLocator
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from napari_brainfeatures._progress import Progress, ProgressGen
+from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
     current_z,
     image_choices,
@@ -50,7 +50,7 @@ from napari_brainfeatures._widgets._common import (
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.classes import ClassTable
-from napari_brainfeatures.evaluation import (
+from napari_brainfeatures.train.evaluate import (
     Evaluation,
     iter_evaluate,
     plot_confusion,
@@ -59,8 +59,8 @@ from napari_brainfeatures.evaluation import (
 )
 from napari_brainfeatures.models.checkpoint import ModelFileError, check_save_path
 from napari_brainfeatures.models.cnn import KIND, check_image_dtype, load_cnn, save_cnn
-from napari_brainfeatures.patches import Splits, sample_splits, split_slices
-from napari_brainfeatures.training import DEFAULTS, VARIANTS, make_config, train_cnn
+from napari_brainfeatures.train.patches import Splits, sample_splits, split_slices
+from napari_brainfeatures.train.fit import DEFAULTS, VARIANTS, make_config, train_cnn
 
 POINTS_LAYER, AREAS_LAYER, CONFIDENCE_LAYER = "patch centres", "predicted areas", "confidence"
 

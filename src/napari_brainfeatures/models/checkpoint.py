@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from napari_brainfeatures._files import as_if_created
+from napari_brainfeatures._util.files import as_if_created
 
 __all__ = [
     "ModelFileError",

@@ -228,7 +228,7 @@ def check_image_dtype(meta: dict[str, Any], dtype: Any) -> None:
     as another dtype reach it on another scale and give confident nonsense.
     Float images go with a float-trained model whatever their precision.
     Only models whose training recorded its input (``meta["input_scale"]``,
-    written by :func:`~napari_brainfeatures.training.train_cnn`) are checked: a
+    written by :func:`~napari_brainfeatures.train.fit.train_cnn`) are checked: a
     bare saved network's ``"uint8/255"`` is a default, not a fact.
 
     Raises

@@ -101,7 +101,7 @@ class VAEConfig:
         Sections of at least 128 px a side get the authors' six stride-2 layers
         on their centre cropped to multiples of 64 (320×456 Allen sections ->
         320×448, as in the paper; ``image_shape`` of the config is the crop,
-        and :class:`~napari_brainfeatures.vae_training.VAELatentModel` cuts
+        and :class:`~napari_brainfeatures.latent.train.VAELatentModel` cuts
         larger sections the same way).  Smaller sections keep their shape with
         the most stride-2 layers that divide it; ``n_down`` in ``kwargs``
         keeps the shape and uses that many.

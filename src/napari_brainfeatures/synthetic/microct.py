@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from napari_brainfeatures._overwrite import check_target
-from napari_brainfeatures._progress import Progress, ProgressGen
-from napari_brainfeatures._progress import run as run_progress
+from napari_brainfeatures._util.overwrite import check_target
+from napari_brainfeatures.progress import Progress, ProgressGen
+from napari_brainfeatures.progress import run as run_progress
 from napari_brainfeatures.classes import ClassTable, default_table
 from napari_brainfeatures.synthetic._geometry import Geometry
 from napari_brainfeatures.synthetic._render import render_box, render_labels
@@ -301,7 +301,7 @@ def write_microct(
     version, seed, shape, ``voxel_size_um``, the class table (``classes``, as
     :meth:`ClassTable.to_dict`) and ``layer_names``.  Bytes equal
     :func:`make_microct`'s for the same shape and seed, whatever ``chunks``.
-    :func:`napari_brainfeatures.io.open_volume` opens it (array ``image``).
+    :func:`napari_brainfeatures.io.volume.open_volume` opens it (array ``image``).
 
     Raises
     ------

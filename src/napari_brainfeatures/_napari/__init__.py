@@ -1,0 +1,1 @@
+"""napari adapters: the reader, the labels writer and the sample data (npe2 manifest)."""

@@ -1,0 +1,113 @@
+"""npe2 reader: zarr / OME-Zarr / TIFF / TIFF folders as lazy image layers.
+
+Returns napari LayerData tuples; imports no napari.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_brainfeatures.io.volume import (
+    IMAGE_NAMES,
+    TIFF_SUFFIXES,
+    Volume,
+    is_zarr_store,
+    open_volume,
+    sample_contrast_limits,
+)
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
+    """Return a reader function when ``path`` looks like a volume we open, else None."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES:
+        return read_volume
+    if p.is_dir() and (
+        is_zarr_store(p) or any(c.suffix.lower() in TIFF_SUFFIXES for c in p.iterdir())
+    ):
+        return read_volume
+    return None
+
+
+def layer_data(vol: Volume) -> LayerData:
+    """The image LayerData tuple of an opened volume (multiscale when it has levels)."""
+    kwargs: dict[str, Any] = {
+        "name": vol.name,
+        "contrast_limits": sample_contrast_limits(vol),
+        "metadata": {"brainfeatures": vol.describe()},
+    }
+    if vol.voxel_size:
+        kwargs["scale"] = vol.voxel_size
+    data = vol.levels if vol.multiscale else vol.data
+    if vol.multiscale:
+        kwargs["multiscale"] = True
+    return (data, kwargs, "image")
+
+
+def read_volume(path: str | list[str]) -> list[LayerData]:
+    """Open ``path`` lazily as one image layer (raises a clear error otherwise).
+
+    A population store (a zarr group with an ``images`` stack of sections, as
+    ``brainfeatures sample population`` writes) opens as the layers the
+    Latent dock uses instead: :func:`population_layers`.
+    """
+    if isinstance(path, list):
+        path = path[0]
+    if is_population_store(Path(path)):
+        from napari_brainfeatures.latent.population import read_population
+
+        return population_layers(read_population(path), name=Path(path).stem)
+    return [layer_data(open_volume(path))]
+
+
+def is_population_store(path: Path) -> bool:
+    """Whether ``path`` is a zarr group with a 3-D ``images`` array and no volume array."""
+    if not is_zarr_store(path):
+        return False
+    import zarr
+
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        names = set(group.array_keys())
+    except Exception:  # an array, or unreadable: the volume reader says what is wrong
+        return False
+    return "images" in names and not names & set(IMAGE_NAMES) and group["images"].ndim == 3
+
+
+def population_layers(pop: dict[str, Any], *, name: str = "sections") -> list[LayerData]:
+    """Layers of a population (``read_population``'s dict) for the Latent dock.
+
+    The sections (artifact kinds and known factors in the metadata), the same
+    sections without artifacts when present (hidden, tagged ``clean_of`` so the
+    dock scores artifact rejection on them) and the ROI labels with their names.
+    """
+    images = pop["images"]
+    hi = float(np.percentile(images[:: max(1, len(images) // 16)], 99.8))
+    meta: dict[str, Any] = {}
+    for key in ("artifact", "factors"):
+        if key in pop:
+            meta[key] = np.asarray(pop[key]).tolist()
+    if "factor_names" in pop and "factors" in pop:
+        meta["factor_names"] = list(pop["factor_names"])
+    out: list[LayerData] = [
+        (images, {"name": name, "contrast_limits": (0.0, hi), "metadata": meta}, "image")
+    ]
+    if "clean" in pop:
+        out.append((pop["clean"], {"name": f"{name} without artifacts", "visible": False,
+                                   "contrast_limits": (0.0, hi),
+                                   "metadata": {"clean_of": name}}, "image"))  # fmt: skip
+    if "rois" in pop:
+        out.append((np.asarray(pop["rois"]), {"name": f"{name} ROIs", "opacity": 0.35,
+                                              "metadata": {"roi_names": list(pop["roi_names"])}},
+                    "labels"))  # fmt: skip
+    return out

@@ -1,0 +1,1 @@
+"""Plumbing shared by every stage: files, overwrites, devices, lazy exports, old names."""

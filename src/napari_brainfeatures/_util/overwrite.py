@@ -1,0 +1,143 @@
+"""What ``overwrite=True`` (``--overwrite``) may delete: only a zarr store we could have written.
+
+Writers that create a zarr store (``convert``, ``sample``) call :func:`check_target`
+before any work, write into a temporary sibling, and :func:`swap_in` the result
+at the end, so a failed run leaves the old store untouched.  A plain file, a
+folder that is not a zarr store, and anything that is or holds the input are
+never deleted.  (Dense feature stores apply a stricter rule of their own, in
+:func:`napari_brainfeatures.features.store.prepare`.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from napari_brainfeatures.io.volume import is_zarr_store
+
+__all__ = ["check_output_file", "check_target", "input_overlaps", "swap_in"]
+
+
+def input_overlaps(
+    target: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]
+) -> Iterator[tuple[Path, str]]:
+    """How ``target`` overlaps each input: ``(input, "is" | "contains" | "inside")``.
+
+    Paths are resolved; inputs apart from ``target`` are not listed.
+    """
+    resolved = Path(target).expanduser().resolve()
+    for src in inputs:
+        src = Path(src).expanduser().resolve()
+        if resolved == src:
+            yield src, "is"
+        elif resolved in src.parents:
+            yield src, "contains"
+        elif src in resolved.parents:
+            yield src, "inside"
+
+
+def check_target(
+    target: str | os.PathLike[str],
+    *,
+    overwrite: bool,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> None:
+    """Raise unless a new zarr store may be written at ``target``.
+
+    Parameters
+    ----------
+    target : path-like
+        The store to create.
+    overwrite : bool
+        Whether an existing zarr store (or empty folder) at ``target`` may be replaced.
+    inputs : iterable of path-like
+        Files or folders the writer reads; ``target`` must not be or contain one,
+        nor lie inside one that is a zarr store.
+
+    Raises
+    ------
+    FileExistsError
+        ``target`` exists and ``overwrite`` is False, or it is not something
+        ``overwrite`` may delete (it is then never deleted).
+    """
+    path = Path(target).expanduser()
+    for src, how in input_overlaps(path, inputs):
+        if how != "inside":
+            raise FileExistsError(
+                f"the output {str(path)!r} is or contains the input {str(src)!r}; "
+                "choose an output path outside the input"
+            )
+        if is_zarr_store(src):
+            raise FileExistsError(
+                f"the output {str(path)!r} lies inside the input store {str(src)!r}; "
+                "choose an output path outside the input"
+            )
+    if not path.exists() and not path.is_symlink():
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{str(path)!r} exists; choose another output path, or pass overwrite=True "
+            "(--overwrite) to replace it"
+        )
+    if not (is_zarr_store(path) or (path.is_dir() and not any(path.iterdir()))):
+        kind = "a folder that is not a zarr store" if path.is_dir() else "not a folder"
+        raise FileExistsError(
+            f"{str(path)!r} exists and is {kind}; choose another output path "
+            "(it is never deleted, even with overwrite=True)"
+        )
+
+
+def swap_in(tmp: Path, target: Path) -> None:
+    """Move the finished store ``tmp`` to ``target``, then delete what was there.
+
+    The old store is first renamed aside, so ``target`` is never missing for long
+    and a failing rename keeps the old store.  A symbolic link at ``target`` is
+    replaced, not followed.
+    """
+    if not (target.exists() or target.is_symlink()):
+        os.replace(tmp, target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        os.replace(old, target)
+        raise
+    if old.is_symlink() or not old.is_dir():
+        old.unlink()
+    else:
+        shutil.rmtree(old)
+
+
+def check_output_file(
+    path: str | os.PathLike[str],
+    *,
+    suffixes: Iterable[str],
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    what: str = "output",
+) -> Path:
+    """Raise unless a result file (a report, a figure) may be written at ``path``.
+
+    An earlier result with one of ``suffixes`` is replaced; the inputs, anything
+    inside them, a folder and a file of another kind (a volume, a model) are
+    refused, never overwritten.
+    """
+    p = Path(path).expanduser()
+    for src, how in input_overlaps(p, inputs):
+        if how != "contains":  # a folder holding an input is refused below, as a folder
+            raise FileExistsError(
+                f"the {what} {str(p)!r} is or lies inside the input {str(src)!r}; choose "
+                "another file name"
+            )
+    if p.is_dir():
+        raise FileExistsError(f"the {what} {str(p)!r} is a folder; choose a file name")
+    allowed = tuple(s.lower() for s in suffixes)
+    if p.exists() and p.suffix.lower() not in allowed:
+        raise FileExistsError(
+            f"the {what} {str(p)!r} exists and is not a {'/'.join(allowed)} file; it is not "
+            "overwritten: choose another file name"
+        )
+    return p

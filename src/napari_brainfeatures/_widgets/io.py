@@ -1,0 +1,83 @@
+"""Dock widget: open a volume lazily and show what it is."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import napari
+from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton
+from napari.utils.notifications import show_info
+
+from napari_brainfeatures.progress import Progress
+from napari_brainfeatures._napari.reader import layer_data
+from napari_brainfeatures._widgets._common import WORKSPACE_KEY
+from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures.io.volume import Volume, open_volume
+from napari_brainfeatures.workspace import default_workspace_path
+
+
+def _open(path: str) -> Generator[Progress, None, tuple[Volume, Any]]:
+    yield Progress(0, 2, "opening")
+    vol = open_volume(path)
+    yield Progress(1, 2, "sampling contrast")
+    return vol, layer_data(vol)  # contrast limits read a sample: done off the GUI thread
+
+
+class LoadWidget(Container):
+    """Open a zarr / OME-Zarr / TIFF / TIFF-folder volume as a lazy image layer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.path = FileEdit(label="file", mode="r", filter="*.tif *.tiff")
+        self.is_folder = CheckBox(text="folder (zarr, OME-Zarr or TIFF slices)", value=True)
+        self.open_button = PushButton(text="Open")
+        self.info = Label(value="No volume opened.")
+        self.info.native.setWordWrap(True)
+        self.runner = TaskRunner()
+        super().__init__(
+            widgets=[self.is_folder, self.path, self.open_button, self.info, self.runner]
+        )
+        self.is_folder.changed.connect(self._on_folder)
+        self._on_folder(self.is_folder.value)
+        self.open_button.changed.connect(self.open)
+        self.volume: Volume | None = None
+
+    def _on_folder(self, value: bool) -> None:
+        self.path.mode = "d" if value else "r"
+        self.path.label = "folder" if value else "file"
+
+    def open(self) -> None:
+        """Open the chosen path in a worker; the layer appears when it is ready."""
+        path = str(self.path.value)
+        if not path or path == ".":
+            show_info("Choose a file or folder to open first.")
+            return
+        self.info.value = f"opening {Path(path).name}…"  # a failure must not show the last one
+        self.info.tooltip = path
+        self.runner.start(_open(path), name="Open volume", on_done=self._show,
+                          on_finish=self._finished)
+
+    def _finished(self) -> None:
+        if self.info.value.startswith("opening "):  # failed or cancelled
+            self.info.value = f"not opened: {self.info.value[len('opening '):-1]} (see the message)"
+
+    def _show(self, result: tuple[Volume, Any]) -> None:
+        vol, (data, kwargs, _) = result
+        self.volume = vol
+        ws_root = default_workspace_path(vol.path)
+        kwargs["metadata"][WORKSPACE_KEY] = str(ws_root)
+        layer = self.viewer.add_image(data, **kwargs)
+        self.viewer.reset_view()  # show the new volume whole, not the last one's zoom
+        d = vol.describe()
+        lo, hi = kwargs["contrast_limits"]
+        self.info.value = (
+            f"{layer.name}: {d['kind']}\n"
+            f"shape (Z, Y, X): {tuple(d['shape'])}  dtype: {d['dtype']}\n"
+            f"chunks: {tuple(d['chunks'])}  levels: {len(d['levels'])}\n"
+            f"voxel size (µm): {tuple(d['voxel_size_um']) if d['voxel_size_um'] else 'unknown'}\n"
+            f"size: {d['size_gb']} GB  contrast: {lo:.4g}–{hi:.4g}\n"
+            f"workspace: {ws_root.name} (path in the tooltip)"
+        )
+        self.info.tooltip = str(ws_root)  # a full path here would widen the dock

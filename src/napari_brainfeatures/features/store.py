@@ -1,0 +1,307 @@
+"""The on-disk feature store written by :func:`napari_brainfeatures.features.run.compute_feature_map`.
+
+A feature store is a zarr (v3) group on the local file system::
+
+    STORE.zarr/
+      features      (Z, 64, Y, X) float32   post-ReLU 64-d features   chunks (1, 64, T, T)
+      features_pre  (Z, 64, Y, X) float32   pre-ReLU features (on request)
+      probs         (Z, K, Y, X)  float32   class probabilities        chunks (1, K, T, T)
+      areas         (Z, Y, X)     uint8/16  label id of the argmax class (0 = not computed)
+      done          (Z, nY, nX)   uint8     1 once a tile's chunks are all written
+      zarr.json     attrs["brainfeatures"]: provenance (model, stride, region, edge rule, ...)
+
+Output ``(k, i, j)`` is the patch centred (64 px before, 63 after for a 128 patch) on
+image pixel ``origin + (k, step*i, step*j)``; NaN / label 0 mark outputs that were
+not computed (outside a region mask, or patches leaving the image under the
+``"invalid"`` edge rule).  One tile = one chunk of every array, so each tile is
+written atomically chunk by chunk (zarr writes each chunk file through a temporary
+file), and its ``done`` marker is written only afterwards: an interrupted run
+resumes tile by tile and ends with the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+
+from napari_brainfeatures.classes import ClassTable
+
+__all__ = ["FeatureStore", "StoreMismatchError", "KIND"]
+
+KIND = "dense-feature-map"
+ATTR = "brainfeatures"
+# Provenance entries that must match for a run to resume into an existing store.
+JOB_KEYS = (
+    "model_id",
+    "stride",
+    "region",
+    "edge",
+    "precision",
+    "method",
+    "tile",
+    "which",
+    "image",
+    "input_scale",
+)
+
+
+class StoreMismatchError(FileExistsError):
+    """An existing store was made by another job (model, stride, region, ...)."""
+
+
+def _provenance(group: zarr.Group) -> dict[str, Any]:
+    raw: Any = group.attrs.get(ATTR)
+    return dict(raw) if isinstance(raw, dict) else {}
+
+
+def _is_feature_store(path: Path) -> bool:
+    try:
+        return _provenance(zarr.open_group(path, mode="r")).get("kind") == KIND
+    except Exception:  # not zarr, or not a group
+        return False
+
+
+def check_writable(path: Path) -> None:
+    """Raise a clear :class:`PermissionError` when ``path`` (or its parent) cannot be written."""
+    target = path if path.exists() else path.parent
+    while not target.exists():
+        target = target.parent
+    probe = target / f".brainfeatures-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(
+            f"cannot write the feature store {str(path)!r}: {target} is not writable "
+            f"({err.strerror}); choose another output path"
+        ) from None
+
+
+def prepare(
+    path: str | os.PathLike[str],
+    *,
+    provenance: dict[str, Any],
+    arrays: dict[str, tuple[tuple[int, ...], tuple[int, ...], str, Any, tuple[str, ...]]],
+    overwrite: bool = False,
+) -> zarr.Group:
+    """Create a store for a job, or reopen the one it made earlier (to resume).
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.zarr`` folder.
+    provenance : dict
+        JSON-ready job description; entries in ``JOB_KEYS`` must match to resume.
+    arrays : dict
+        ``name -> (shape, chunks, dtype, fill_value, dimension_names)``.
+    overwrite : bool
+        Replace an existing feature store made by another job (default False).
+
+    Raises
+    ------
+    StoreMismatchError
+        The store exists and was made by another job, and ``overwrite`` is False.
+    FileExistsError
+        ``path`` exists and is not a feature store (never deleted).
+    PermissionError
+        ``path`` cannot be written.
+    """
+    path = Path(path)
+    check_writable(path)
+    if path.exists():
+        if _is_feature_store(path):
+            old = _provenance(zarr.open_group(path, mode="r"))
+            diff = [k for k in JOB_KEYS if old.get(k) != provenance.get(k)]
+            if not diff:
+                return zarr.open_group(path, mode="r+")
+            if not overwrite:
+                details = "; ".join(
+                    f"{k}: store {old.get(k)!r} vs now {provenance.get(k)!r}" for k in diff
+                )
+                raise StoreMismatchError(
+                    f"the feature store {str(path)!r} was made by another job ({details:.600}); "
+                    "choose a new output path, or pass overwrite=True (--overwrite) to replace it"
+                )
+            shutil.rmtree(path)
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        else:
+            raise FileExistsError(
+                f"{str(path)!r} exists and is not a feature store; choose another output "
+                "path (it is never deleted, even with overwrite=True)"
+            )
+    try:
+        group = zarr.open_group(path, mode="w-")
+        for name, (shape, chunks, dtype, fill, dims) in arrays.items():
+            group.create_array(
+                name,
+                shape=shape,
+                chunks=chunks,
+                dtype=dtype,
+                fill_value=fill,
+                dimension_names=dims,
+            )
+        group.attrs[ATTR] = {**provenance, "kind": KIND, "complete": False}
+    except OSError as err:
+        raise OSError(
+            err.errno, f"could not create the feature store {str(path)!r}: {err.strerror}"
+        ) from None
+    return group
+
+
+def done_tiles(path: str | os.PathLike[str]) -> set[tuple[int, int, int]]:
+    """Tiles ``(kz, ty, tx)`` whose ``done`` marker exists (listing only, no chunk reads)."""
+    root = Path(path) / "done" / "c"
+    found: set[tuple[int, int, int]] = set()
+    for dirpath, _, files in os.walk(root):
+        rel = Path(dirpath).relative_to(root).parts
+        if len(rel) == 2:
+            found.update((int(rel[0]), int(rel[1]), int(f)) for f in files if f.isdigit())
+    return found
+
+
+def write_tile(
+    path: Path,
+    arrays: dict[str, zarr.Array],
+    tile: tuple[int, int, int],
+    box: tuple[slice, slice],
+    data: dict[str, np.ndarray],
+) -> None:
+    """Write one tile's chunks, then its ``done`` marker; a failure leaves it not done."""
+    kz, ty, tx = tile
+    try:
+        for name, arr in data.items():
+            target = arrays[name]
+            if target.ndim == 4:
+                target[kz : kz + 1, :, box[0], box[1]] = arr[None]  # (1, C, ty, tx)
+            else:
+                target[kz : kz + 1, box[0], box[1]] = arr[None]  # (1, ty, tx)
+        arrays["done"][kz, ty, tx] = 1
+    except OSError as err:
+        hint = (
+            "the disk is full: free some space or choose another output path"
+            if err.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "check the output path"
+        )
+        raise OSError(
+            err.errno,
+            f"could not write tile {tile} to the feature store {str(path)!r}: "
+            f"{err.strerror or err}; {hint}. Finished tiles are kept: rerun to resume.",
+        ) from None
+
+
+def mark_complete(group: zarr.Group) -> None:
+    """Record in the provenance that every tile is done."""
+    attrs = _provenance(group)
+    attrs["complete"] = True
+    group.attrs[ATTR] = attrs
+
+
+class FeatureStore:
+    """Read access to a feature store; arrays come back as lazy dask arrays.
+
+    For a 2-D input image the leading z axis (of length 1) is dropped.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not _is_feature_store(self.path):
+            raise FileNotFoundError(f"{str(self.path)!r} is not a dense feature store")
+        self.group = zarr.open_group(self.path, mode="r")
+        self.attrs: dict[str, Any] = _provenance(self.group)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> FeatureStore:
+        """Open an existing store."""
+        return cls(path)
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.path)!r}, stride={self.stride}, shape={self.shape})"
+
+    @property
+    def is_2d(self) -> bool:
+        """True when the input image was 2-D."""
+        return len(self.attrs["image"]["shape"]) == 2
+
+    @property
+    def stride(self) -> int:
+        """Pixels between neighbouring outputs."""
+        return int(self.attrs["stride"])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Output grid ``(Z, Y, X)`` (``(Y, X)`` for 2-D input)."""
+        shape = tuple(self.attrs["grid"])
+        return shape[1:] if self.is_2d else shape
+
+    @property
+    def complete(self) -> bool:
+        """True once every tile was written."""
+        return bool(_provenance(zarr.open_group(self.path, mode="r")).get("complete"))
+
+    @property
+    def classes(self) -> ClassTable:
+        """The model's class table (``areas`` holds these ids)."""
+        return ClassTable.from_dict({"classes": self.attrs["classes"]})
+
+    def layer_kwargs(self) -> dict[str, tuple[float, ...]]:
+        """``scale`` and ``translate`` that place outputs on the image's pixels in napari."""
+        origin, step = self.attrs["origin"], self.attrs["step"]
+        if self.is_2d:
+            origin, step = origin[1:], step[1:]
+        return {
+            "scale": tuple(float(s) for s in step),
+            "translate": tuple(float(o) for o in origin),
+        }
+
+    def progress(self) -> tuple[int, int]:
+        """``(tiles done, tiles in all)``."""
+        return len(done_tiles(self.path)), int(np.prod(self.group["done"].shape))  # type: ignore[union-attr]
+
+    def _lazy(self, name: str) -> da.Array:
+        if name not in self.group:
+            raise KeyError(
+                f"{name!r} was not computed in {str(self.path)!r}; rerun with it in which="
+            )
+        # A fresh dask name per call: a viewer refreshing during a run never gets
+        # chunks cached from before they were written.
+        arr = da.from_zarr(self.group[name], name=f"brainfeatures-{name}-{uuid.uuid4().hex}")
+        return arr[0] if self.is_2d else arr
+
+    def features(self, *, pre_relu: bool = False) -> da.Array:
+        """Features ``(Z, C, Y, X)`` float32 (post-ReLU; pre-ReLU if ``pre_relu``)."""
+        return self._lazy("features_pre" if pre_relu else "features")
+
+    @property
+    def probs(self) -> da.Array:
+        """Class probabilities ``(Z, K, Y, X)`` float32."""
+        return self._lazy("probs")
+
+    @property
+    def areas(self) -> da.Array:
+        """Label id of the most probable class ``(Z, Y, X)``; 0 where not computed."""
+        return self._lazy("areas")
+
+    def confidence(self) -> da.Array:
+        """Probability of the most probable class ``(Z, Y, X)``."""
+        return self.probs.max(axis=-3)
+
+    def valid(self) -> da.Array:
+        """Bool ``(Z, Y, X)``: outputs that were computed (not NaN / label 0)."""
+        for name in ("features", "features_pre", "probs"):
+            if name in self.attrs["which"]:
+                return ~da.isnan(self._lazy(name)[..., 0, :, :])
+        return self.areas > 0
+
+    def feature_rows(self, *, pre_relu: bool = False) -> da.Array:
+        """Features as rows ``(N, C)``, raster order of the output grid (NaN: not computed)."""
+        f = self.features(pre_relu=pre_relu)
+        return da.moveaxis(f, -3, -1).reshape(-1, f.shape[-3])

@@ -1,0 +1,200 @@
+"""Convert a volume (TIFF stack, TIFF folder, zarr) to chunked multiscale OME-Zarr.
+
+The output follows OME-NGFF 0.4 (zarr v2 layout, read by napari, ome-zarr-py,
+Fiji/MoBIE and this package): levels ``0, 1, ...`` each halving Y and X.  It is
+written into a temporary folder beside the target and renamed at the end, so
+an interrupted conversion never leaves a half-written store under the name and
+a failed one keeps the store it was to replace.  The temporary folder is removed
+on any error, Ctrl-C included, and a later conversion to the same target removes
+those that a killed run left behind.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import time
+from collections.abc import Generator
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import zarr
+
+from napari_brainfeatures import __version__
+from napari_brainfeatures._util.overwrite import check_target, swap_in
+from napari_brainfeatures.progress import Progress
+from napari_brainfeatures.io.volume import Volume, open_volume
+
+__all__ = ["convert_to_ome_zarr", "n_levels_for"]
+
+
+def n_levels_for(shape: tuple[int, ...], *, min_size: int = 256) -> int:
+    """Number of 2x (Y, X) levels until the smaller side drops below ``min_size``."""
+    side, n = min(shape[-2:]), 1
+    while side // 2 >= min_size:
+        side //= 2
+        n += 1
+    return n
+
+
+def convert_to_ome_zarr(
+    source: str | Path | Volume,
+    target: str | Path,
+    *,
+    chunks: tuple[int, int, int] = (4, 512, 512),
+    levels: int | None = None,
+    voxel_size: tuple[float, float, float] | None = None,
+    overwrite: bool = False,
+) -> Generator[Progress, None, Path]:
+    """Write ``source`` as multiscale OME-Zarr at ``target`` (a generator).
+
+    Parameters
+    ----------
+    source : path or Volume
+        Anything :func:`napari_brainfeatures.io.volume.open_volume` opens.
+    target : path
+        The ``.ome.zarr`` folder to create.
+    chunks : (int, int, int)
+        Chunk shape (Z, Y, X), default (4, 512, 512): thin in Z so that
+        showing one slice decodes little more than that slice.
+    levels : int, optional
+        Resolution levels; default until the smaller side is below 256 px.
+    voxel_size : (float, float, float), optional
+        Micrometres (Z, Y, X); default from the source, else 1.0.
+    overwrite : bool
+        Replace an existing ``target``; default False (refuse).  Only a zarr
+        store (or an empty folder) that is not the source and does not hold
+        it is ever replaced.
+
+    Yields
+    ------
+    Progress
+        One record per written slab of Z chunks per level.
+
+    Returns
+    -------
+    Path
+        The written store.
+
+    Raises
+    ------
+    FileExistsError
+        ``target`` exists and ``overwrite`` is False, or ``target`` is a file,
+        a folder that is not a zarr store, or is, holds or lies in the source
+        store (never deleted).
+    """
+    vol = source if isinstance(source, Volume) else open_volume(source)
+    target = Path(target)
+    inputs = [vol.path] if isinstance(source, Volume) else [source, vol.path]
+    check_target(target, overwrite=overwrite, inputs=inputs)
+    if any(int(c) < 1 for c in chunks) or len(chunks) != 3:
+        raise ValueError(f"chunks must be three positive integers, got {chunks!r}")
+    n_levels = levels if levels is not None else n_levels_for(vol.shape)
+    if n_levels < 1:
+        raise ValueError(f"levels must be at least 1, got {levels!r}")
+    voxel = voxel_size or vol.voxel_size or (1.0, 1.0, 1.0)
+    final = target.expanduser().resolve()
+    _remove_stale_partials(final)
+    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield from _write(vol, tmp, chunks=chunks, n_levels=n_levels, voxel=voxel)
+        swap_in(tmp, final)
+    except BaseException:  # KeyboardInterrupt and GeneratorExit (a cancelled worker) too
+        _remove(tmp)
+        raise
+    return target
+
+
+def _remove(path: Path) -> None:
+    """Delete a temporary store; retried, as zarr may still be finishing chunk writes."""
+    for _ in range(3):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.2)
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # os.kill would end the process on Windows; keep what we cannot check
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_partials(final: Path) -> None:
+    """Delete the ``.NAME.partial-PID`` folders of ``final`` left by runs no longer alive."""
+    for old in final.parent.glob(f".{glob.escape(final.name)}.partial-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            _remove(old)
+
+
+def _write(
+    vol: Volume,
+    tmp: Path,
+    *,
+    chunks: tuple[int, int, int],
+    n_levels: int,
+    voxel: tuple[float, float, float],
+) -> Generator[Progress, None, None]:
+    """Write every level and the OME metadata of ``vol`` into the new store ``tmp``."""
+    root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+    data = vol.data
+    zchunk = min(chunks[0], data.shape[0])
+    n_slabs = -(-data.shape[0] // zchunk)
+    total, step = n_slabs * n_levels, 0
+    datasets = []
+    for level in range(n_levels):
+        shape = data.shape
+        lv_chunks = (zchunk, min(chunks[1], shape[1]), min(chunks[2], shape[2]))
+        arr = root.create_array(str(level), shape=shape, chunks=lv_chunks, dtype=data.dtype)
+        for z0 in range(0, shape[0], zchunk):
+            # One slab of Z chunks at a time keeps memory at one slab.
+            arr[z0 : z0 + zchunk] = np.asarray(data[z0 : z0 + zchunk])
+            step += 1
+            yield Progress(step, total, f"level {level}: z {z0}/{shape[0]}")
+        factor = 2**level
+        datasets.append(
+            {
+                "path": str(level),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": [voxel[0], voxel[1] * factor, voxel[2] * factor]}
+                ],
+            }
+        )
+        data = _downsample_yx(da.from_zarr(arr), data.dtype)
+    root.attrs.update(
+        {
+            "multiscales": [
+                {
+                    "version": "0.4",
+                    "name": vol.name,
+                    "axes": [
+                        {"name": ax, "type": "space", "unit": "micrometer"}
+                        for ax in ("z", "y", "x")
+                    ],
+                    "datasets": datasets,
+                    "type": "mean",
+                }
+            ],
+            "napari_brainfeatures": {"source": str(vol.path), "version": __version__},
+        }
+    )
+
+
+def _downsample_yx(arr: da.Array, dtype: np.dtype) -> da.Array:
+    """2x mean-downsample of Y and X (odd edges trimmed), keeping the dtype."""
+    y, x = (arr.shape[1] // 2) * 2, (arr.shape[2] // 2) * 2
+    arr = arr[:, :y, :x].astype(np.float32)
+    small = da.coarsen(np.mean, arr, {1: 2, 2: 2}, trim_excess=True)
+    if np.issubdtype(dtype, np.integer):
+        small = da.round(small)
+    return small.astype(dtype)
