@@ -47,8 +47,8 @@ def _image(side: int, path: Path):
 
 
 def _dense_run(image, out: Path, **kw) -> tuple[float, object]:
-    from napari_brainfeatures.progress import run
     from napari_brainfeatures.features.run import compute_feature_map
+    from napari_brainfeatures.progress import run
 
     t0 = time.perf_counter()
     store = run(compute_feature_map(image, _model(), out=out, overwrite=True, **kw))

@@ -115,8 +115,10 @@ def _layer_measures(U, fmap, layers, cortex, smooth, *, max_rows: int = 20_000):
     left = np.zeros_like(cortex)
     left[:, : cortex.shape[1] // 2] = True
     rng = np.random.default_rng(0)
-    tr, te = (np.sort(rng.permutation(np.flatnonzero(m))[:max_rows])
-              for m in (cortex & left, cortex & ~left))
+    tr, te = (
+        np.sort(rng.permutation(np.flatnonzero(m))[:max_rows])
+        for m in (cortex & left, cortex & ~left)
+    )
     f2, t2 = fmap.reshape(-1, fmap.shape[-1]), truth.ravel()
     probe = probe_scores(f2[tr], t2[tr], f2[te], t2[te], seed=0)
     chance = float(np.bincount(t2[te]).max() / len(te))
@@ -133,23 +135,31 @@ def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) ->
     resolution (2× is about 1230 px, a real S1's thickness at 1.17 µm).  Only
     the top 60 % of the slice (cortex and callosum) is rendered.
     """
-    from napari_brainfeatures.progress import run as drive
     from napari_brainfeatures.factors.clusters import erode_mask, on_grid
-    from napari_brainfeatures.features.run import compute_feature_map
     from napari_brainfeatures.factors.select import finite_rows, fit_nmf
+    from napari_brainfeatures.features.run import compute_feature_map
+    from napari_brainfeatures.progress import run as drive
     from napari_brainfeatures.synthetic import make_microct_lazy
 
     big = (shape[0], round(shape[1] * scale), round(shape[2] * scale))
     ct = make_microct_lazy(big, chunks=(1, 512, 512))
     top = int(0.6 * big[1])
-    store = drive(compute_feature_map(np.asarray(ct.image[z, :top]), model, stride=cfg["stride"],
-                                      out=out / "features_scaled.zarr", overwrite=True))
+    store = drive(
+        compute_feature_map(
+            np.asarray(ct.image[z, :top]),
+            model,
+            stride=cfg["stride"],
+            out=out / "features_scaled.zarr",
+            overwrite=True,
+        )
+    )
     fmap = np.moveaxis(np.asarray(store.features()), 0, -1)  # (Y, X, C)
     rows, valid = finite_rows(fmap)
     origin, step = store.attrs["origin"][-2:], store.attrs["step"][-2:]
     grid = lambda a: on_grid(np.asarray(a[z, :top]), valid.shape, origin=origin, step=step)  # noqa: E731
-    cortex = erode_mask((grid(ct.areas) == ct.classes.by_name("Ctx").id) & valid,
-                        cfg["erode"] / step[0])
+    cortex = erode_mask(
+        (grid(ct.areas) == ct.classes.by_name("Ctx").id) & valid, cfg["erode"] / step[0]
+    )
     U = np.zeros((*valid.shape, 15), np.float32)
     U[valid] = drive(fit_nmf(rows, 15, seed=0)).W
     _, scores, probe, _, _ = _layer_measures(
@@ -165,23 +175,23 @@ def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) ->
 
 
 def run(quick: bool, out: Path) -> dict:
-    from napari_brainfeatures.progress import run as drive
     from napari_brainfeatures.analyse.report import (
         compare_extractors,
         feature_extractor,
         training_input_stats,
     )
     from napari_brainfeatures.factors.clusters import erode_mask, on_grid
-    from napari_brainfeatures.features.run import compute_feature_map
     from napari_brainfeatures.factors.select import finite_rows, fit_nmf, select_factors
+    from napari_brainfeatures.features.run import compute_feature_map
     from napari_brainfeatures.models.cnn import load_cnn
-    from napari_brainfeatures.train.patches import sample_splits, split_slices
+    from napari_brainfeatures.progress import run as drive
     from napari_brainfeatures.synthetic import (
         DEFAULT_SHAPE,
         VOXEL_SIZE_UM,
         make_microct_lazy,
     )
     from napari_brainfeatures.train.fit import DEFAULTS, make_config, train_cnn
+    from napari_brainfeatures.train.patches import sample_splits, split_slices
 
     cfg = dict(SIZES[quick])
     for key in ("per_class", "eval_per_class", "epochs"):
@@ -262,8 +272,9 @@ def run(quick: bool, out: Path) -> dict:
     t = time.perf_counter()
     extractors = {
         "trained": feature_extractor("cnn", model=model),
-        "random": feature_extractor("random", config=model.config, seed=1,
-                                    input_stats=training_input_stats(meta)),
+        "random": feature_extractor(
+            "random", config=model.config, seed=1, input_stats=training_input_stats(meta)
+        ),
     }
     report = drive(
         compare_extractors(
@@ -336,5 +347,6 @@ def _targets(res: dict) -> dict[str, bool]:
         "vmeasure_trained>random": res["vmeasure_trained"] > res["vmeasure_random"],
         "noise_acc_trained>=random_and_above_somewhere": all(
             a >= b for a, b in zip(t, r, strict=True)
-        ) and any(a > b for a, b in zip(t, r, strict=True)),
+        )
+        and any(a > b for a, b in zip(t, r, strict=True)),
     }

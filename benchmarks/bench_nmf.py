@@ -65,8 +65,8 @@ def run(quick: bool, out: Path) -> dict:
     from sklearn.decomposition import NMF
     from threadpoolctl import threadpool_limits
 
-    from napari_brainfeatures.progress import run as drive
     from napari_brainfeatures.factors.select import fit_nmf
+    from napari_brainfeatures.progress import run as drive
 
     n = N_QUICK if quick else N_FULL
     X, gen_s, _ = timed(lambda: make_features(n))

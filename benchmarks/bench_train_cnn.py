@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from napari_brainfeatures.progress import run as run_gen
-from napari_brainfeatures.train.evaluate import evaluate
-from napari_brainfeatures.train.patches import sample_splits, split_slices
 from napari_brainfeatures.synthetic import DEFAULT_SHAPE, VOXEL_SIZE_UM, make_microct_lazy
+from napari_brainfeatures.train.evaluate import evaluate
 from napari_brainfeatures.train.fit import DEFAULTS, make_config, train_cnn
+from napari_brainfeatures.train.patches import sample_splits, split_slices
 
 FULL = {**DEFAULTS, "patch_size": 128, "seed": 0}
 QUICK = {**FULL, "per_class": 100, "eval_per_class": 100, "epochs": 3}
@@ -38,17 +38,31 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     vol = make_microct_lazy(DEFAULT_SHAPE, chunks=(1, *DEFAULT_SHAPE[1:]))  # renders per slice
     slices = split_slices(DEFAULT_SHAPE[0], voxel_size=VOXEL_SIZE_UM[0])
     splits = sample_splits(
-        vol.image, vol.areas, slices=slices, patch_size=s["patch_size"],
-        per_class=s["per_class"], eval_per_class=s["eval_per_class"], classes=vol.classes,
+        vol.image,
+        vol.areas,
+        slices=slices,
+        patch_size=s["patch_size"],
+        per_class=s["per_class"],
+        eval_per_class=s["eval_per_class"],
+        classes=vol.classes,
         seed=s["seed"],
     )
     t_sample = time.perf_counter() - t0
     config = make_config("default", patch_size=s["patch_size"], n_classes=len(vol.classes))
-    result = run_gen(train_cnn(
-        splits.train, splits.val, config=config, epochs=s["epochs"],
-        batch_size=s["batch_size"], lr=s["lr"], patience=s["patience"], seed=s["seed"],
-        checkpoint_path=out / "cnn.safetensors", voxel_size=VOXEL_SIZE_UM,
-    ))
+    result = run_gen(
+        train_cnn(
+            splits.train,
+            splits.val,
+            config=config,
+            epochs=s["epochs"],
+            batch_size=s["batch_size"],
+            lr=s["lr"],
+            patience=s["patience"],
+            seed=s["seed"],
+            checkpoint_path=out / "cnn.safetensors",
+            voxel_size=VOXEL_SIZE_UM,
+        )
+    )
     t_train = time.perf_counter() - t0 - t_sample
     ev = evaluate(result.model, splits.test)  # default: mean over the 8 flips of each patch
     wall = time.perf_counter() - t0

@@ -43,17 +43,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_brainfeatures.progress import run as run_gen
 from napari_brainfeatures.latent.explore import (
     active_units,
     disentanglement_score,
     factor_alignment,
     receptive_fields,
 )
-from napari_brainfeatures.models.vae import BetaVAE, VAEConfig
 from napari_brainfeatures.latent.population import preprocess, roi_names_for
 from napari_brainfeatures.latent.quality import cw_ssim, pca_frechet_distance
 from napari_brainfeatures.latent.train import VAELatentModel, fit_pca, torch_threads, train_vae
+from napari_brainfeatures.models.vae import BetaVAE, VAEConfig
+from napari_brainfeatures.progress import run as run_gen
 
 
 def population(n: int, shape: tuple[int, int], seed: int, artifact_fraction: float = 0.1):
@@ -111,8 +111,15 @@ def run(quick: bool, out: Path) -> dict:
         cfg = VAEConfig.for_shape(shape, latent_dim=8, beta=beta)
         t = time.perf_counter()
         result = run_gen(
-            train_vae(pop.images, config=cfg, epochs=epochs, batch_size=16, lr=1e-3, seed=seed,
-                      kl_warmup=kl_warmup)
+            train_vae(
+                pop.images,
+                config=cfg,
+                epochs=epochs,
+                batch_size=16,
+                lr=1e-3,
+                seed=seed,
+                kl_warmup=kl_warmup,
+            )
         )
         res[f"train_wall_s_{name}"] = round(time.perf_counter() - t, 2)
         res[f"best_val_loss_{name}"] = result.meta["training"]["best_val_loss"]

@@ -26,7 +26,10 @@ def volume() -> np.ndarray:
 def tiff_stack(tmp_path, volume):
     path = tmp_path / "stack.tif"
     tifffile.imwrite(
-        path, volume, imagej=True, resolution=(1 / 1.17, 1 / 1.17),
+        path,
+        volume,
+        imagej=True,
+        resolution=(1 / 1.17, 1 / 1.17),
         metadata={"spacing": 1.17, "unit": "um"},
     )
     return path
@@ -45,7 +48,10 @@ def tiff_folder(tmp_path, volume):
 def zarr_array(request, tmp_path, volume):
     path = tmp_path / f"vol_v{request.param}.zarr"
     z = zarr.create_array(
-        str(path), shape=volume.shape, chunks=(2, 16, 16), dtype=volume.dtype,
+        str(path),
+        shape=volume.shape,
+        chunks=(2, 16, 16),
+        dtype=volume.dtype,
         zarr_format=request.param,
     )
     z[:] = volume

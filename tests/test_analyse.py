@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from napari_brainfeatures.progress import Progress, run
+from helpers import TINY_CNN
 from napari_brainfeatures.analyse.report import (
     compare_extractors,
     feature_extractor,
@@ -24,6 +25,7 @@ from napari_brainfeatures.analyse.report import (
     report_json,
 )
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+from napari_brainfeatures.progress import Progress, run
 
 SMALL = CNNConfig(patch_size=64, n_classes=3, channels=(4, 4, 4, 4), fc=(16, 8))
 
@@ -142,8 +144,11 @@ def dtype_scaled_means(patches):
 def test_noise_curve_in_the_data_intensity_range(units):
     """Clean accuracy stays high for any dtype; noise is a share of the data's range."""
     patches, y = quadrant_patches()
-    data = ((patches * 4000).astype(np.uint16) if units.startswith("uint16")
-            else (patches * 3000 - 1000).astype(np.float32))
+    data = (
+        (patches * 4000).astype(np.uint16)
+        if units.startswith("uint16")
+        else (patches * 3000 - 1000).astype(np.float32)
+    )
     curve = noise_robustness(dtype_scaled_means, data, y, [0.0, 0.3, 3.0], seed=0)
     acc = curve["accuracy"]
     assert acc[0] > 0.95 and acc[-1] < 0.7, acc  # [0, 1] clipping gave chance even at σ = 0
@@ -161,9 +166,12 @@ def test_random_baseline_shares_the_trained_input_standardisation(tmp_path):
     plain = feature_extractor("random", config=SMALL, seed=2)
     z = (patches.astype(np.float32) / 65535 - mean) / std  # what the trained network sees
     np.testing.assert_allclose(folded(patches), plain(z), rtol=1e-3, atol=1e-4)
-    path = save_cnn(tmp_path / "m", BrainAreaCNN(SMALL), classes=ClassTable.from_names("abc"),
-                    meta={"training_standardisation": {"applied": True, "mean": mean,
-                                                        "std": std}})
+    path = save_cnn(
+        tmp_path / "m",
+        BrainAreaCNN(SMALL),
+        classes=ClassTable.from_names("abc"),
+        meta={"training_standardisation": {"applied": True, "mean": mean, "std": std}},
+    )
     auto = feature_extractor("random", model=path, seed=2)  # from the file's training record
     np.testing.assert_allclose(auto(patches), folded(patches), rtol=1e-5)
 
@@ -255,14 +263,7 @@ def test_analyse_cli(tmp_path, capsys):
     from napari_brainfeatures.classes import ClassTable
     from napari_brainfeatures.models.cnn import save_cnn
 
-    cfg = CNNConfig(
-        patch_size=32,
-        channels=(4, 8, 8),
-        kernels=(5, 3, 3),
-        paddings=(0, 0, 0),
-        fc=(16, 8),
-        n_classes=2,
-    )
+    cfg = dataclasses.replace(TINY_CNN, n_classes=2)
     torch.manual_seed(0)
     model_path = save_cnn(
         tmp_path / "m", BrainAreaCNN(cfg), classes=ClassTable.from_names(["a", "b"])
@@ -317,16 +318,25 @@ def test_analyse_cli_without_torchvision(tmp_path, capsys, monkeypatch):
     from napari_brainfeatures.models.cnn import save_cnn
 
     monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision -> ImportError
-    cfg = CNNConfig(patch_size=32, channels=(4, 8, 8), kernels=(5, 3, 3), paddings=(0, 0, 0),
-                    fc=(16, 8), n_classes=2)
+    cfg = dataclasses.replace(TINY_CNN, n_classes=2)
     model = save_cnn(tmp_path / "m", BrainAreaCNN(cfg), classes=ClassTable.from_names(["a", "b"]))
     areas = np.ones((2, 40, 40), np.uint8)
     areas[:, :, 20:] = 2
     g = zarr.open_group(str(tmp_path / "vol.zarr"), mode="w")
     g.create_array("image", data=areas * 100)
     g.create_array("areas", data=areas)
-    argv = ["analyse", str(model), str(tmp_path / "vol.zarr"), "--train-slice", "0",
-            "--test-slice", "1", "--torchvision", "resnet18", str(tmp_path / "r.pth")]
+    argv = [
+        "analyse",
+        str(model),
+        str(tmp_path / "vol.zarr"),
+        "--train-slice",
+        "0",
+        "--test-slice",
+        "1",
+        "--torchvision",
+        "resnet18",
+        str(tmp_path / "r.pth"),
+    ]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "torchvision is not installed; pip install torchvision" in err and "--torchvision" in err

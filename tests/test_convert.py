@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_brainfeatures.progress import run
 from napari_brainfeatures.cli import main
 from napari_brainfeatures.io.convert import convert_to_ome_zarr, n_levels_for
 from napari_brainfeatures.io.volume import open_volume
+from napari_brainfeatures.progress import run
 
 
 def test_tiff_to_multiscale_ome_zarr(tiff_stack, volume, tmp_path):

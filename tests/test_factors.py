@@ -8,7 +8,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from napari_brainfeatures.progress import Progress, run
+from helpers import TINY_CNN
 from napari_brainfeatures.factors.select import (
     FeatureNMF,
     factor_maps,
@@ -17,6 +17,7 @@ from napari_brainfeatures.factors.select import (
     rgb_composite,
     select_factors,
 )
+from napari_brainfeatures.progress import Progress, run
 
 
 @pytest.fixture(autouse=True)
@@ -319,16 +320,9 @@ def test_factors_cli_on_a_feature_store(tmp_path, capsys):
 
     from napari_brainfeatures import cli
     from napari_brainfeatures.features.run import compute_feature_map
-    from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+    from napari_brainfeatures.models.cnn import BrainAreaCNN
 
-    cfg = CNNConfig(
-        patch_size=32,
-        channels=(4, 8, 8),
-        kernels=(5, 3, 3),
-        paddings=(0, 0, 0),
-        fc=(16, 8),
-        n_classes=3,
-    )
+    cfg = TINY_CNN
     torch.manual_seed(0)
     model = BrainAreaCNN(cfg).eval()
     rng = np.random.default_rng(0)

@@ -165,8 +165,9 @@ def test_smooth_within_is_a_masked_gaussian_mean():
     # sigma 0 copies the masked pixels; one sigma per axis; bad input
     np.testing.assert_array_equal(smooth_within(feats, 0, mask)[mask], feats[mask])
     along_x = smooth_within(feats, (0, 3))
-    np.testing.assert_allclose(along_x[:, 20], ndimage.gaussian_filter1d(feats, 3, axis=1)[:, 20],
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        along_x[:, 20], ndimage.gaussian_filter1d(feats, 3, axis=1)[:, 20], rtol=1e-4, atol=1e-5
+    )
     for bad in (-1, float("nan")):
         with pytest.raises(ValueError, match="sigma"):
             smooth_within(feats, bad)
@@ -182,8 +183,9 @@ def test_smoothing_recovers_bands_that_pixel_noise_hides():
     mask = np.ones(truth.shape, bool)
     mask[:, :5] = False
     raw = cluster_map(feats, method="gmm", k=2, mask=mask, seed=0)
-    smoothed = cluster_map(da.from_array(feats, chunks=20), method="gmm", k=2, mask=mask,
-                           seed=0, smooth=4.0)
+    smoothed = cluster_map(
+        da.from_array(feats, chunks=20), method="gmm", k=2, mask=mask, seed=0, smooth=4.0
+    )
     assert adjusted_rand_score(truth[mask], raw.labels[mask]) < 0.3
     assert adjusted_rand_score(truth[mask], smoothed.labels[mask]) > 0.8
     assert (smoothed.labels[~mask] == 0).all()

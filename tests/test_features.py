@@ -4,21 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from napari_brainfeatures.features.tile import pad_index
-from napari_brainfeatures.progress import run
-from napari_brainfeatures.features.run import compute_feature_map, measure_padding_deviation
+from helpers import TINY_CNN
 from napari_brainfeatures.features.fcn import DenseCNN, PatchCNN, estimate_bytes, make_evaluator
+from napari_brainfeatures.features.run import compute_feature_map, measure_padding_deviation
+from napari_brainfeatures.features.tile import pad_index
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+from napari_brainfeatures.progress import run
 
 # D = 8 (three pools) and D = 16 (the paper's four pools, smaller filters).
-TINY = CNNConfig(
-    patch_size=32,
-    channels=(4, 8, 8),
-    kernels=(5, 3, 3),
-    paddings=(0, 0, 0),
-    fc=(16, 8),
-    n_classes=3,
-)
+TINY = TINY_CNN
 SMALL64 = CNNConfig(patch_size=64, channels=(4, 4, 8, 8), fc=(16, 8), n_classes=3)
 
 
@@ -190,8 +184,11 @@ def test_nan_pixels_give_no_area(tmp_path, method):
     model = make_model(TINY)
     image = np.random.default_rng(5).random((80, 80)).astype(np.float32)
     image[4, 4] = np.nan
-    store = run(compute_feature_map(image, model, out=tmp_path / f"{method}.zarr", tile=8,
-                                    stride=4, method=method))
+    store = run(
+        compute_feature_map(
+            image, model, out=tmp_path / f"{method}.zarr", tile=8, stride=4, method=method
+        )
+    )
     feats, areas = np.asarray(store.features()), np.asarray(store.areas)
     bad = np.isnan(feats).any(axis=0)
     assert bad.any() and not bad.all()

@@ -11,21 +11,15 @@ import pytest
 import torch
 import zarr
 
+from helpers import TINY_CNN
 from napari_brainfeatures import cli
-from napari_brainfeatures.progress import run
 from napari_brainfeatures.classes import ClassTable, default_table
 from napari_brainfeatures.features.run import compute_feature_map
 from napari_brainfeatures.features.store import FeatureStore, StoreMismatchError, done_tiles
-from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, save_cnn
+from napari_brainfeatures.models.cnn import BrainAreaCNN, save_cnn
+from napari_brainfeatures.progress import run
 
-TINY = CNNConfig(
-    patch_size=32,
-    channels=(4, 8, 8),
-    kernels=(5, 3, 3),
-    paddings=(0, 0, 0),
-    fc=(16, 8),
-    n_classes=3,
-)
+TINY = TINY_CNN
 OPTS = {"tile": 8, "which": ("features", "features_pre", "probs", "areas")}
 
 

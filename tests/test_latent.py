@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from napari_brainfeatures.progress import run
 from napari_brainfeatures.latent.explore import (
     active_units,
     as_latent_model,
@@ -16,8 +15,9 @@ from napari_brainfeatures.latent.explore import (
     receptive_fields,
     traverse,
 )
-from napari_brainfeatures.models.vae import BetaVAE, VAEConfig
 from napari_brainfeatures.latent.population import PCABaseline
+from napari_brainfeatures.models.vae import BetaVAE, VAEConfig
+from napari_brainfeatures.progress import run
 
 SHAPE = (16, 24)
 
@@ -97,8 +97,9 @@ def test_projective_field_of_betavae_and_default_step():
 
 def test_receptive_fields_of_a_disentangled_encoder():
     records = []
-    rf = run(receptive_fields(RoiMeanModel(), sections(), rois(), weights=(-1, 0, 1)),
-             records.append)
+    rf = run(
+        receptive_fields(RoiMeanModel(), sections(), rois(), weights=(-1, 0, 1)), records.append
+    )
     assert records[0].message == "receptive field of ROI 1 (1/2 ROIs)"  # no "ROI ROI 1"
     assert rf.impact.shape == (2, 2)
     assert rf.roi_ids == [1, 2] and rf.roi_names == ["ROI 1", "ROI 2"]

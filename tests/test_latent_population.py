@@ -2,10 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from napari_brainfeatures.progress import run
-from napari_brainfeatures.models.checkpoint import ModelFileError, save_checkpoint
-from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
-from napari_brainfeatures.models.vae import VAEConfig, load_vae
 from napari_brainfeatures.latent.population import (
     PCABaseline,
     check_rois,
@@ -14,6 +10,10 @@ from napari_brainfeatures.latent.population import (
     roi_names_for,
 )
 from napari_brainfeatures.latent.train import fit_pca, load_latent_model, torch_threads, train_vae
+from napari_brainfeatures.models.checkpoint import ModelFileError, save_checkpoint
+from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+from napari_brainfeatures.models.vae import VAEConfig, load_vae
+from napari_brainfeatures.progress import run
 
 TINY = {"image_shape": (32, 48), "n_down": 3, "channels": 8, "fc": (32, 32), "latent_dim": 3}
 

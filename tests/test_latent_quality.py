@@ -124,8 +124,8 @@ def _population(n=12, shape=(32, 48), seed=0):
 
 
 def test_model_quality_scores_artifact_rejection():
-    from napari_brainfeatures.progress import run
     from napari_brainfeatures.latent.quality import model_quality
+    from napari_brainfeatures.progress import run
 
     images, clean, artifact = _population()
     copy = run(model_quality(_Copy(images.shape[1:]), images, clean=clean, artifact=artifact,
@@ -153,8 +153,8 @@ def test_model_quality_scores_artifact_rejection():
     ],
 )
 def test_model_quality_bad_input(kwargs, match):
-    from napari_brainfeatures.progress import run
     from napari_brainfeatures.latent.quality import model_quality
+    from napari_brainfeatures.progress import run
 
     images, clean, _ = _population()
     if isinstance(kwargs.get("clean"), str):

@@ -39,7 +39,10 @@ def test_default_network_shapes():
 def test_authors_variant_shapes():
     cfg = CNNConfig.authors()
     assert (cfg.in_channels, cfg.paddings, cfg.flat_size, cfg.is_padded) == (
-        3, (1, 1, 0, 0), 4608, True
+        3,
+        (1, 1, 0, 0),
+        4608,
+        True,
     )
     model = BrainAreaCNN(cfg).eval()
     x = torch.rand(2, 3, 128, 128)
@@ -80,16 +83,24 @@ def test_fold_input_normalisation_is_exact():
     with torch.no_grad():
         want = model((x - 0.45) / 0.07)
         torch.testing.assert_close(folded(x), want, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(folded.features(x), model.features((x - 0.45) / 0.07),
-                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            folded.features(x), model.features((x - 0.45) / 0.07), rtol=1e-4, atol=1e-4
+        )
     assert model.convs[0].weight.abs().max() < folded.convs[0].weight.abs().max()  # a copy
     with pytest.raises(ValueError, match="padding 1"):
         fold_input_normalisation(BrainAreaCNN(CNNConfig.authors()), 0.5, 0.1)
 
 
 def _small_config(**kw):
-    return CNNConfig(patch_size=32, n_classes=2, channels=(4, 8, 8), kernels=(3, 3, 3),
-                     paddings=(0, 0, 0), fc=(16, 8), **kw)
+    return CNNConfig(
+        patch_size=32,
+        n_classes=2,
+        channels=(4, 8, 8),
+        kernels=(3, 3, 3),
+        paddings=(0, 0, 0),
+        fc=(16, 8),
+        **kw,
+    )
 
 
 def _two_classes():
@@ -146,20 +157,24 @@ def test_load_refuses_other_patch_size(model_file):
 def test_image_dtype_must_match_the_training_dtype(model_file, tmp_path):
     _, bare = load_cnn(model_file)
     check_image_dtype(bare, np.float32)  # no training record: "uint8/255" is only a default
-    model_file = save_cnn(tmp_path / "trained.safetensors", BrainAreaCNN(_small_config()),
-                          classes=_two_classes(),
-                          meta={"normalisation": "uint8/255", "input_scale": 1 / 255})
+    model_file = save_cnn(
+        tmp_path / "trained.safetensors",
+        BrainAreaCNN(_small_config()),
+        classes=_two_classes(),
+        meta={"normalisation": "uint8/255", "input_scale": 1 / 255},
+    )
     _, meta = load_cnn(model_file)
     check_image_dtype(meta, np.uint8)
     for other in (np.uint16, np.float32):
         with pytest.raises(ModelMismatchError, match=r"trained on uint8 images .* is "):
             check_image_dtype(meta, other)
-    check_image_dtype({"normalisation": "float (as is, expected in [0, 1])", "input_scale": 1.0},
-                      np.float64)
+    check_image_dtype(
+        {"normalisation": "float (as is, expected in [0, 1])", "input_scale": 1.0}, np.float64
+    )
     check_image_dtype({}, np.int16)  # nothing recorded: not checked
     # the dense maps refuse a model file that does not match the image
-    from napari_brainfeatures.progress import run
     from napari_brainfeatures.features.run import compute_feature_map
+    from napari_brainfeatures.progress import run
 
     image = np.zeros((40, 40), np.uint16)
     with pytest.raises(ModelMismatchError, match="uint16"):
@@ -197,8 +212,9 @@ def test_other_architecture_refused(tmp_path):
         load_cnn(path)
     # right kind, but weights of another shape than the config says
     wrong = BrainAreaCNN(_small_config(in_channels=3))
-    path = save_checkpoint(tmp_path / "w", wrong, kind="BrainAreaCNN",
-                           config=_small_config().to_dict())
+    path = save_checkpoint(
+        tmp_path / "w", wrong, kind="BrainAreaCNN", config=_small_config().to_dict()
+    )
     with pytest.raises(ModelFileError, match="does not match"):
         load_cnn(path)
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from napari_brainfeatures.progress import run
 from napari_brainfeatures.cli import main
 from napari_brainfeatures.pipeline import run_pipeline
+from napari_brainfeatures.progress import run
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ def test_reader_accepts_volumes_and_declines_others(tiff_stack, tiff_folder, zar
     for path in (tiff_stack, tiff_folder, zarr_array):
         reader = get_reader(str(path))
         assert reader is not None
-        (data, kwargs, kind), = reader(str(path))
+        ((data, kwargs, kind),) = reader(str(path))
         assert kind == "image" and data.shape == (6, 40, 50)
         assert kwargs["contrast_limits"][1] > kwargs["contrast_limits"][0]
     (tmp_path / "a.png").write_bytes(b"x")
@@ -67,5 +67,5 @@ def test_reader_opens_a_population_store_for_the_latent_dock(tmp_path):
     g = zarr.open_group(str(tmp_path / "vol.zarr"), mode="w")
     g.create_array("image", data=np.zeros((2, 8, 8), np.uint8))
     g.create_array("images", data=np.zeros((2, 8, 8), np.uint8))
-    (data, vkw, vkind), = get_reader(str(tmp_path / "vol.zarr"))(str(tmp_path / "vol.zarr"))
+    ((data, vkw, vkind),) = get_reader(str(tmp_path / "vol.zarr"))(str(tmp_path / "vol.zarr"))
     assert vkind == "image" and "clean_of" not in vkw["metadata"]

@@ -3,9 +3,9 @@ import pytest
 import zarr
 
 from napari_brainfeatures._napari import sample_data as _sample_data
-from napari_brainfeatures.progress import run
 from napari_brainfeatures.cli import main
 from napari_brainfeatures.io.volume import open_volume
+from napari_brainfeatures.progress import run
 
 
 @pytest.fixture
@@ -34,15 +34,20 @@ def test_sample_microct_in_viewer(make_napari_viewer, small_microct):
     for data, kwargs, kind in _sample_data.sample_microct():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     assert [lay.name for lay in viewer.layers] == [
-        "micro-CT (synthetic)", "areas (truth)", "cortical layers (truth)"
+        "micro-CT (synthetic)",
+        "areas (truth)",
+        "cortical layers (truth)",
     ]
 
 
 def test_cli_sample_microct_refuses_overwrite(tmp_path, capsys):
     out = tmp_path / "ct.zarr"
-    assert main(
-        ["sample", "microct", str(out), "--shape", "2", "64", "64", "--chunks", "2", "32", "32"]
-    ) == 0
+    assert (
+        main(
+            ["sample", "microct", str(out), "--shape", "2", "64", "64", "--chunks", "2", "32", "32"]
+        )
+        == 0
+    )
     assert open_volume(out).shape == (2, 64, 64)
     assert main(["sample", "microct", str(out), "--shape", "2", "64", "64"]) == 2
     assert "exists" in capsys.readouterr().err

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, load_cnn
 from napari_brainfeatures.progress import run
 from napari_brainfeatures.train.evaluate import evaluate
-from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, load_cnn
-from napari_brainfeatures.train.patches import sample_splits
 from napari_brainfeatures.train.fit import (
     augment_batch,
     border_mix,
@@ -20,6 +19,7 @@ from napari_brainfeatures.train.fit import (
     train_cnn,
     value_range,
 )
+from napari_brainfeatures.train.patches import sample_splits
 
 P = 32
 
@@ -34,8 +34,15 @@ def textures(z: int = 5, h: int = 80, w: int = 96, seed: int = 0):
 
 
 def small_config(**kw):
-    return CNNConfig(patch_size=P, n_classes=2, channels=(8, 16, 16), kernels=(5, 3, 3),
-                     paddings=(0, 0, 0), fc=(32, 16), **kw)
+    return CNNConfig(
+        patch_size=P,
+        n_classes=2,
+        channels=(8, 16, 16),
+        kernels=(5, 3, 3),
+        paddings=(0, 0, 0),
+        fc=(32, 16),
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +58,16 @@ def test_tiny_training_beats_chance(splits, tmp_path):
     path = tmp_path / "cnn.safetensors"
     records = []
     result = run(
-        train_cnn(splits.train, splits.val, config=small_config(dropout=0.0), epochs=10,
-                  schedule="constant", checkpoint_path=path, voxel_size=1.17, **KW),
+        train_cnn(
+            splits.train,
+            splits.val,
+            config=small_config(dropout=0.0),
+            epochs=10,
+            schedule="constant",
+            checkpoint_path=path,
+            voxel_size=1.17,
+            **KW,
+        ),
         records.append,
     )
     epoch_ends = [r for r in records if r.values]
@@ -77,8 +92,9 @@ def test_tiny_training_beats_chance(splits, tmp_path):
 
 def test_cancel_keeps_best_model_on_disk(splits, tmp_path):
     path = tmp_path / "cnn.safetensors"
-    gen = train_cnn(splits.train, splits.val, config=small_config(), epochs=50,
-                    checkpoint_path=path, **KW)
+    gen = train_cnn(
+        splits.train, splits.val, config=small_config(), epochs=50, checkpoint_path=path, **KW
+    )
     threads = torch.get_num_threads()
     for rec in gen:
         if rec.values.get("epoch") == 2:
@@ -91,8 +107,9 @@ def test_cancel_keeps_best_model_on_disk(splits, tmp_path):
 
 def test_same_seed_same_history(splits):
     def hist(seed):
-        res = run(train_cnn(splits.train, splits.val, config=small_config(), epochs=2,
-                            seed=seed, **KW))
+        res = run(
+            train_cnn(splits.train, splits.val, config=small_config(), epochs=2, seed=seed, **KW)
+        )
         return [(h["train_loss"], h["val_acc"]) for h in res.history]
 
     assert hist(3) == hist(3)
@@ -100,14 +117,28 @@ def test_same_seed_same_history(splits):
 
 
 def test_early_stopping(splits):
-    res = run(train_cnn(splits.train, splits.val, config=small_config(), epochs=20,
-                        patience=2, **{**KW, "lr": 1e-12}))
+    res = run(
+        train_cnn(
+            splits.train,
+            splits.val,
+            config=small_config(),
+            epochs=20,
+            patience=2,
+            **{**KW, "lr": 1e-12},
+        )
+    )
     assert res.stopped_early and len(res.history) == 3 and res.best_epoch == 1
 
 
 def test_authors_variant_trains_without_standardisation(splits):
-    cfg = CNNConfig.authors(patch_size=P, n_classes=2, channels=(4, 8, 8), kernels=(5, 3, 3),
-                            paddings=(1, 1, 0), fc=(16, 8))
+    cfg = CNNConfig.authors(
+        patch_size=P,
+        n_classes=2,
+        channels=(4, 8, 8),
+        kernels=(5, 3, 3),
+        paddings=(1, 1, 0),
+        fc=(16, 8),
+    )
     res = run(train_cnn(splits.train, splits.val, config=cfg, epochs=1, **KW))
     assert res.meta["variant"] == "authors" and res.model.config.in_channels == 3
     assert not res.meta["training_standardisation"]["applied"]
@@ -141,8 +172,11 @@ def test_training_works_at_the_data_intensity_scale(kind):
         img = img.astype(np.float32) * 13.0 - 500.0
     sp = sample_splits(img, lab, slices=(0, 2, 4), patch_size=P, per_class=60)
     val_before = sp.val.patches.copy()
-    result = run(train_cnn(sp.train, sp.val, config=small_config(dropout=0.0), epochs=10,
-                           schedule="constant", **KW))
+    result = run(
+        train_cnn(
+            sp.train, sp.val, config=small_config(dropout=0.0), epochs=10, schedule="constant", **KW
+        )
+    )
     np.testing.assert_array_equal(sp.val.patches, val_before)  # inputs never written to
     assert evaluate(result.model, sp.test).accuracy >= 0.9  # chance 0.5; [0, 1] jitter: 0.5-0.75
 
@@ -165,8 +199,9 @@ def test_intensity_range_and_augmentation_follow_the_data_scale():
     x = torch.rand(16, 1, 32, 32)
     a, b = 2500.0, -400.0
     y = augment_batch(x, torch.Generator().manual_seed(3), mix=0.5, rotate=0.5)
-    ya = augment_batch(a * x + b, torch.Generator().manual_seed(3), mix=0.5, rotate=0.5,
-                       intensity=(b, a + b))
+    ya = augment_batch(
+        a * x + b, torch.Generator().manual_seed(3), mix=0.5, rotate=0.5, intensity=(b, a + b)
+    )
     torch.testing.assert_close(ya, a * y + b, rtol=1e-4, atol=1e-2)
     with pytest.raises(ValueError, match="lo < hi"):
         augment_batch(x, torch.Generator(), intensity=(1.0, 1.0))
@@ -200,8 +235,9 @@ def test_border_mix_keeps_the_centre_and_the_majority():
     assert set(changed.unique().tolist()) <= set(range(64))
     # oblique boundaries too: some mixed patch changes neither whole rows nor whole columns
     diff = (y != x)[:, 0]  # (B, P, P)
-    rows_or_cols = [bool((d.all(1) | ~d.any(1)).all() or (d.all(0) | ~d.any(0)).all())
-                    for d in diff]
+    rows_or_cols = [
+        bool((d.all(1) | ~d.any(1)).all() or (d.all(0) | ~d.any(0)).all()) for d in diff
+    ]
     assert not all(rows_or_cols)
     assert torch.equal(border_mix(x, g, p=0.0), x)
 
@@ -236,9 +272,19 @@ def test_input_checks(splits):
     with pytest.raises(ValueError, match="network 128"):
         next(train_cnn(splits.train, splits.val, config=make_config(n_classes=2)))
     with pytest.raises(ValueError, match="n_classes"):
-        next(train_cnn(splits.train, splits.val,
-                       config=CNNConfig(patch_size=P, n_classes=3, channels=(4, 8, 8),
-                                        kernels=(5, 3, 3), paddings=(0, 0, 0))))
+        next(
+            train_cnn(
+                splits.train,
+                splits.val,
+                config=CNNConfig(
+                    patch_size=P,
+                    n_classes=3,
+                    channels=(4, 8, 8),
+                    kernels=(5, 3, 3),
+                    paddings=(0, 0, 0),
+                ),
+            )
+        )
     other = splits.val.subset(splits.val.labels == 1)
     other.classes = other.classes.remove(2)
     with pytest.raises(ValueError, match="differ from validation classes"):

@@ -29,15 +29,43 @@ def sample(tmp_path_factory):
     return path
 
 
-ARGS = ["--patch-size", "56", "--per-class", "16", "--eval-per-class", "8", "--epochs", "2",
-        "--batch-size", "8", "--device", "cpu", "--threads", "1"]
+ARGS = [
+    "--patch-size",
+    "56",
+    "--per-class",
+    "16",
+    "--eval-per-class",
+    "8",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+]
 
 
 def test_train_then_evaluate(sample, tmp_path, capsys):
     out = tmp_path / "cnn.safetensors"
-    rc = main(["train-cnn", str(sample / "image"), "--labels", str(sample / "areas"),
-               "--out", str(out), "--train-slice", "0", "--val-slice", "3", "--test-slice", "6",
-               *ARGS])
+    rc = main(
+        [
+            "train-cnn",
+            str(sample / "image"),
+            "--labels",
+            str(sample / "areas"),
+            "--out",
+            str(out),
+            "--train-slice",
+            "0",
+            "--val-slice",
+            "3",
+            "--test-slice",
+            "6",
+            *ARGS,
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     summary = json.loads(captured.out)
@@ -54,8 +82,23 @@ def test_train_then_evaluate(sample, tmp_path, capsys):
     assert rc == 2 and "--overwrite" in capsys.readouterr().err
 
     js, fig = tmp_path / "ev.json", tmp_path / "cm.png"
-    rc = main(["evaluate", str(out), str(sample), "--slice", "5", "--per-class", "10",
-               "--json", str(js), "--figure", str(fig), "--predict-stride", "16"])
+    rc = main(
+        [
+            "evaluate",
+            str(out),
+            str(sample),
+            "--slice",
+            "5",
+            "--per-class",
+            "10",
+            "--json",
+            str(js),
+            "--figure",
+            str(fig),
+            "--predict-stride",
+            "16",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     report = json.loads(captured.out)
@@ -88,8 +131,12 @@ def test_labels_and_class_names_painted_in_the_workspace(sample, tmp_path, capsy
     image, areas = group["image"][:], group["areas"][:]
     tif = tmp_path / "brain.tif"
     tifffile.imwrite(tif, image)
-    ws = Workspace.open(default_workspace_path(tif), shape=image.shape, data_path=tif,
-                        classes=ClassTable.from_names(["cortex", "fibres"]))
+    ws = Workspace.open(
+        default_workspace_path(tif),
+        shape=image.shape,
+        data_path=tif,
+        classes=ClassTable.from_names(["cortex", "fibres"]),
+    )
     ws.save_labels(np.where(areas == 5, 2, areas).astype(np.uint16))
     out = tmp_path / "painted.safetensors"
     rc = main(["train-cnn", str(tif), "--out", str(out), *ARGS, "--epochs", "1"])
@@ -97,16 +144,27 @@ def test_labels_and_class_names_painted_in_the_workspace(sample, tmp_path, capsy
     _, meta = load_cnn(out)
     assert meta["class_table"].names == ["cortex", "fibres"]
     # the same labels passed explicitly keep their names too
-    rc = main(["train-cnn", str(tif), "--labels", str(ws.labels_path), "--out", str(out),
-               "--overwrite", *ARGS, "--epochs", "1"])
+    rc = main(
+        [
+            "train-cnn",
+            str(tif),
+            "--labels",
+            str(ws.labels_path),
+            "--out",
+            str(out),
+            "--overwrite",
+            *ARGS,
+            "--epochs",
+            "1",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert load_cnn(out)[1]["class_table"].names == ["cortex", "fibres"]
 
 
 def test_no_augment_model_is_scored_once(sample, tmp_path, capsys):
     out = tmp_path / "plain.safetensors"
-    rc = main(["train-cnn", str(sample), "--out", str(out), *ARGS, "--epochs", "1",
-               "--no-augment"])
+    rc = main(["train-cnn", str(sample), "--out", str(out), *ARGS, "--epochs", "1", "--no-augment"])
     err = capsys.readouterr().err
     assert rc == 0, err
     assert load_cnn(out)[1]["test"]["tta"] is False  # no flips in training: none in testing
@@ -133,8 +191,14 @@ def untrained(tmp_path_factory):
     from napari_brainfeatures.classes import ClassTable
     from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, save_cnn
 
-    cfg = CNNConfig(patch_size=32, channels=(4, 8, 8), kernels=(5, 3, 3), paddings=(0, 0, 0),
-                    fc=(16, 8), n_classes=2)
+    cfg = CNNConfig(
+        patch_size=32,
+        channels=(4, 8, 8),
+        kernels=(5, 3, 3),
+        paddings=(0, 0, 0),
+        fc=(16, 8),
+        n_classes=2,
+    )
     torch.manual_seed(0)
     table = ClassTable(tuple(c for c in default_table() if c.id in (1, 5)))
     return save_cnn(tmp_path_factory.mktemp("m") / "m", BrainAreaCNN(cfg), classes=table)
@@ -155,8 +219,18 @@ def test_evaluate_on_one_painted_class(sample, untrained, tmp_path, capsys):
     areas = np.zeros((3, 72, 150), np.uint8)
     areas[1] = 1  # only Ctx painted
     group.create_array("areas", data=areas)
-    rc = main(["evaluate", str(untrained), str(tmp_path / "one.zarr"), "--slice", "1",
-               "--per-class", "5", "--no-tta"])
+    rc = main(
+        [
+            "evaluate",
+            str(untrained),
+            str(tmp_path / "one.zarr"),
+            "--slice",
+            "1",
+            "--per-class",
+            "5",
+            "--no-tta",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     report = json.loads(captured.out)
@@ -174,15 +248,20 @@ def test_a_uint8_model_refuses_a_uint16_volume(untrained, tmp_path, capsys, stag
     from napari_brainfeatures.models.cnn import load_cnn, save_cnn
 
     model, meta = load_cnn(untrained)
-    trained = save_cnn(tmp_path / "u8.safetensors", model, classes=meta["class_table"],
-                       meta={"normalisation": "uint8/255", "input_scale": 1 / 255})
+    trained = save_cnn(
+        tmp_path / "u8.safetensors",
+        model,
+        classes=meta["class_table"],
+        meta={"normalisation": "uint8/255", "input_scale": 1 / 255},
+    )
     group = zarr.open_group(str(tmp_path / "u16.zarr"), mode="w")
     group.create_array("image", data=np.full((3, 72, 150), 1000, np.uint16))
     areas = np.zeros((3, 72, 150), np.uint8)
     areas[:, :, :75], areas[:, :, 75:] = 1, 5
     group.create_array("areas", data=areas)
-    slices = (["--slice", "1"] if stage == "evaluate"
-              else ["--train-slice", "0", "--test-slice", "2"])
+    slices = (
+        ["--slice", "1"] if stage == "evaluate" else ["--train-slice", "0", "--test-slice", "2"]
+    )
     rc = main([stage, str(trained), str(tmp_path / "u16.zarr"), *slices])
     err = capsys.readouterr().err
     assert rc == 2 and "trained on uint8 images" in err and "uint16" in err
@@ -194,15 +273,28 @@ def test_reports_never_overwrite_inputs(sample, untrained, tmp_path, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
     base = ["evaluate", str(untrained), str(sample), "--slice", "2"]
-    for extra, says in ((["--json", str(untrained)], "is or lies inside the input"),
-                        (["--figure", str(sample / "image")], "is or lies inside the input"),
-                        (["--json", str(notes)], "is not a .json file"),
-                        (["--figure", str(tmp_path)], "is a folder")):
+    for extra, says in (
+        (["--json", str(untrained)], "is or lies inside the input"),
+        (["--figure", str(sample / "image")], "is or lies inside the input"),
+        (["--json", str(notes)], "is not a .json file"),
+        (["--figure", str(tmp_path)], "is a folder"),
+    ):
         assert main([*base, *extra]) == 2
         assert says in capsys.readouterr().err
     assert untrained.read_bytes() == model_bytes and notes.read_text() == "mine"
-    rc = main(["analyse", str(untrained), str(sample), "--train-slice", "0", "--test-slice", "2",
-               "--out", str(notes)])
+    rc = main(
+        [
+            "analyse",
+            str(untrained),
+            str(sample),
+            "--train-slice",
+            "0",
+            "--test-slice",
+            "2",
+            "--out",
+            str(notes),
+        ]
+    )
     assert rc == 2 and "is a file" in capsys.readouterr().err and notes.read_text() == "mine"
 
 
@@ -250,10 +342,19 @@ def test_verbose_before_or_after_the_stage(argv):
 @pytest.mark.parametrize("stage", ["evaluate", "train-cnn", "analyse"])
 @pytest.mark.parametrize("device", ["cuda", "gpu"])
 def test_unavailable_device_is_a_message(sample, untrained, capsys, stage, device):
-    argv = {"evaluate": ["evaluate", str(untrained), str(sample), "--slice", "2"],
-            "train-cnn": ["train-cnn", str(sample), "--out", "unused.safetensors"],
-            "analyse": ["analyse", str(untrained), str(sample), "--train-slice", "0",
-                        "--test-slice", "2"]}[stage]
+    argv = {
+        "evaluate": ["evaluate", str(untrained), str(sample), "--slice", "2"],
+        "train-cnn": ["train-cnn", str(sample), "--out", "unused.safetensors"],
+        "analyse": [
+            "analyse",
+            str(untrained),
+            str(sample),
+            "--train-slice",
+            "0",
+            "--test-slice",
+            "2",
+        ],
+    }[stage]
     assert main([*argv, "--device", device]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and ("CUDA is not available" in err or "device must be" in err)
@@ -268,16 +369,19 @@ def test_train_on_scribbles(tmp_path, capsys):
     areas[1:4, 34:39, 80:140] = 5  # a 5-px brush stroke: no 56 px patch fits inside
     group.create_array("areas", data=areas)
     out = tmp_path / "cnn.safetensors"
-    rc = main(["train-cnn", str(tmp_path / "ct.zarr"), "--out", str(out), *ARGS,
-               "--sampling", "interior"])
+    rc = main(
+        ["train-cnn", str(tmp_path / "ct.zarr"), "--out", str(out), *ARGS, "--sampling", "interior"]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "['WM']" in err and "centre training patches" in err
     assert not out.exists()
     rc = main(["train-cnn", str(tmp_path / "ct.zarr"), "--out", str(out), *ARGS])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert ("brainfeatures train-cnn: warning: training slices: no 56x56 patch fits inside the "
-            "paint of class(es) 'WM' (id 5") in captured.err
+    assert (
+        "brainfeatures train-cnn: warning: training slices: no 56x56 patch fits inside the "
+        "paint of class(es) 'WM' (id 5"
+    ) in captured.err
     assert "UserWarning" not in captured.err and "sample_splits(" not in captured.err
     from napari_brainfeatures.models.cnn import load_cnn
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from napari_brainfeatures.progress import run
 from napari_brainfeatures.classes import ClassTable
+from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+from napari_brainfeatures.progress import run
 from napari_brainfeatures.train.evaluate import (
     Evaluation,
     confusion_figure,
@@ -20,7 +21,6 @@ from napari_brainfeatures.train.evaluate import (
     slice_accuracy,
     trained_with_flips,
 )
-from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 from napari_brainfeatures.train.patches import PatchSet
 
 P = 16
@@ -37,8 +37,9 @@ class CentreModel(BrainAreaCNN):
 
 
 def centre_model() -> CentreModel:
-    cfg = CNNConfig(patch_size=P, n_classes=3, channels=(2, 2), kernels=(3, 3),
-                    paddings=(0, 0), fc=(4,))
+    cfg = CNNConfig(
+        patch_size=P, n_classes=3, channels=(2, 2), kernels=(3, 3), paddings=(0, 0), fc=(4,)
+    )
     return CentreModel(cfg).eval()
 
 
@@ -139,8 +140,9 @@ def bright_right(h: int = 48, w: int = 60, edge: int = 37) -> np.ndarray:
 def test_predict_slice_stride1_is_aligned_to_patch_centres():
     img = bright_right()
     records = []
-    pred = run(predict_slice(centre_model(), img, stride=1, batch_size=100, classes=TABLE),
-               records.append)
+    pred = run(
+        predict_slice(centre_model(), img, stride=1, batch_size=100, classes=TABLE), records.append
+    )
     assert records[-1].step == records[-1].total == (48 - P + 1) * (60 - P + 1)
     h, w = img.shape
     inside = np.zeros_like(img, bool)

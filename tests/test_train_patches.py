@@ -83,8 +83,9 @@ def test_reads_only_the_needed_slices_from_dask_and_zarr(tmp_path):
         return block
 
     dimg = da.from_array(img, chunks=(1, 64, 90)).map_blocks(spy, dtype=img.dtype)
-    zlab = zarr.create_array(str(tmp_path / "lab.zarr"), shape=lab.shape, chunks=(1, 64, 90),
-                             dtype=lab.dtype)
+    zlab = zarr.create_array(
+        str(tmp_path / "lab.zarr"), shape=lab.shape, chunks=(1, 64, 90), dtype=lab.dtype
+    )
     zlab[:] = lab
     ps = sample_patches(dimg, zlab, slices=[3], patch_size=P, per_class=5)
     assert set(read) == {3}
@@ -97,8 +98,7 @@ def test_few_positions_warn_and_give_all():
     lab[:, 5:, 60:] = 0
     lab[:, 20:37, 70:87] = 4  # room for 2 x 2 interior corners only
     with pytest.warns(UserWarning, match=r"'VP'.*only 4 interior patch positions.*using 4"):
-        ps = sample_patches(img, lab, slices=0, patch_size=P, per_class=10,
-                            classes=[1, 2, 4])
+        ps = sample_patches(img, lab, slices=0, patch_size=P, per_class=10, classes=[1, 2, 4])
     assert ps.counts == {1: 10, 2: 10, 4: 4}
 
 
@@ -128,8 +128,7 @@ def test_nan_pixels_are_kept_out_of_every_patch():
     img = img.astype(np.float32)
     img[:, :, 40:44] = np.nan  # a NaN stripe through class 2 (columns 30-59)
     for interior in (True, False):
-        ps = sample_patches(img, lab, slices=(0, 1), patch_size=P, per_class=20,
-                            interior=interior)
+        ps = sample_patches(img, lab, slices=(0, 1), patch_size=P, per_class=20, interior=interior)
         assert np.isfinite(ps.patches).all() and set(ps.class_ids) == {1, 2, 4}
     assert (np.abs(ps.centres[:, 2] - 41.5) >= P // 2 - 1).all()  # no window over the stripe
 
@@ -140,8 +139,10 @@ def test_nan_pixels_are_kept_out_of_every_patch():
         (lambda i, lab: (i, lab[:, :, :-1]), "labels shape"),
         (lambda i, lab: (i, np.zeros_like(lab)), "no labels painted"),
         (lambda i, lab: (i, np.where(lab > 0, 2, 0).astype(np.uint8)), "at least two classes"),
-        (lambda i, lab: (i.astype(np.float32) * np.where(lab == 1, np.nan, 1), lab),
-         "free of NaN pixels.*'Ctx'"),
+        (
+            lambda i, lab: (i.astype(np.float32) * np.where(lab == 1, np.nan, 1), lab),
+            "free of NaN pixels.*'Ctx'",
+        ),
         (lambda i, lab: (i[:, :10, :10], lab[:, :10, :10]), "patch_size must be"),
     ],
     ids=["shape", "unpainted", "one-class", "nan", "too-small"],

@@ -20,9 +20,11 @@ def test_create_reopen_and_labels_persist(tmp_path):
     again = Workspace.open(tmp_path / "w.brainfeatures", shape=(3, 20, 30))
     stored = np.asarray(again.labels()[:])
     assert stored.dtype == np.uint16 and stored.sum() == 4 * 12
-    assert json.loads(
-        (tmp_path / "w.brainfeatures" / "workspace.json").read_text()
-    )["shape"] == [3, 20, 30]
+    assert json.loads((tmp_path / "w.brainfeatures" / "workspace.json").read_text())["shape"] == [
+        3,
+        20,
+        30,
+    ]
 
 
 def test_shape_mismatch_is_refused(tmp_path):
@@ -81,8 +83,11 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path, umask):
         with open(tmp_path / "plain.txt", "w") as f:
             f.write("x")
         write_json_atomic(tmp_path / "a.json", {"x": 1})
-        model = save_cnn(tmp_path / "m", BrainAreaCNN(CNNConfig(patch_size=64, n_classes=2)),
-                         classes=ClassTable.from_names(["a", "b"]))
+        model = save_cnn(
+            tmp_path / "m",
+            BrainAreaCNN(CNNConfig(patch_size=64, n_classes=2)),
+            classes=ClassTable.from_names(["a", "b"]),
+        )
     finally:
         os.umask(old)
     want = (tmp_path / "plain.txt").stat().st_mode & 0o777

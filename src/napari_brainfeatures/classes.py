@@ -178,8 +178,11 @@ class ClassTable:
     @classmethod
     def generic(cls, ids: Sequence[int]) -> ClassTable:
         """A table of the given ids named ``class<id>``, with palette colours by id."""
-        return cls(tuple(AreaClass(int(i), f"class{i}", _PALETTE[(int(i) - 1) % len(_PALETTE)])
-                         for i in ids))
+        return cls(
+            tuple(
+                AreaClass(int(i), f"class{i}", _PALETTE[(int(i) - 1) % len(_PALETTE)]) for i in ids
+            )
+        )
 
     @classmethod
     def from_names(cls, names: Sequence[str]) -> ClassTable:

@@ -100,7 +100,7 @@ def _warning_printer(command: str) -> Any:
 def _run(module: Any, args: argparse.Namespace) -> int:
     try:
         if getattr(args, "device", None):  # 'cuda' on a CPU-only torch, 'gpu': say so
-            from napari_brainfeatures.features.tile import resolve_device
+            from napari_brainfeatures._util.device import resolve_device
 
             resolve_device(args.device)
         return int(module.run(args.command, args) or 0)

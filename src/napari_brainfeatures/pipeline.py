@@ -142,18 +142,30 @@ def _stage_sample(out: Path, p: Preset, seed: int, summary: dict[str, Any]):  # 
 
 def _stage_train(out: Path, p: Preset, seed: int, ct: Any, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
     from napari_brainfeatures.train.evaluate import confusion_figure, evaluate
-    from napari_brainfeatures.train.patches import sample_splits
     from napari_brainfeatures.train.fit import make_config, train_cnn
+    from napari_brainfeatures.train.patches import sample_splits
 
     yield Progress(1, N_STAGES, "patches: sampling train / val / test slices 50 µm apart")
     splits = sample_splits(
-        ct.image, ct.areas, slices=p.slices, voxel_size=ct.voxel_size_um[0],
-        patch_size=p.patch_size, per_class=p.per_class, classes=ct.classes, seed=seed,
+        ct.image,
+        ct.areas,
+        slices=p.slices,
+        voxel_size=ct.voxel_size_um[0],
+        patch_size=p.patch_size,
+        per_class=p.per_class,
+        classes=ct.classes,
+        seed=seed,
     )
     config = make_config(patch_size=p.patch_size, n_classes=len(ct.classes))
     gen = train_cnn(
-        splits.train, splits.val, config=config, epochs=p.epochs, seed=seed,
-        checkpoint_path=out / "cnn.safetensors", classes=ct.classes, voxel_size=ct.voxel_size_um,
+        splits.train,
+        splits.val,
+        config=config,
+        epochs=p.epochs,
+        seed=seed,
+        checkpoint_path=out / "cnn.safetensors",
+        classes=ct.classes,
+        voxel_size=ct.voxel_size_um,
     )
     result = yield from _relay(gen, 2, "train CNN", every="epoch")
     ev = evaluate(result.model, splits.test, classes=ct.classes)
@@ -176,8 +188,13 @@ def _stage_dense(out: Path, p: Preset, model: Any, ct: Any, splits: Any, summary
 
     z = splits.slices()["test"][0]
     gen = compute_feature_map(
-        ct.image, model, out=out / "features.zarr", stride=p.stride, region=z,
-        classes=ct.classes, overwrite=True,
+        ct.image,
+        model,
+        out=out / "features.zarr",
+        stride=p.stride,
+        region=z,
+        classes=ct.classes,
+        overwrite=True,
     )
     store = yield from _relay(gen, 3, f"dense features, test slice z={z}")
     areas = np.asarray(store.areas)[0]
@@ -186,12 +203,17 @@ def _stage_dense(out: Path, p: Preset, model: Any, ct: Any, splits: Any, summary
     truth = truth[: areas.shape[0], : areas.shape[1]]
     valid = areas > 0
     summary["dense"] = {
-        "z": z, "stride": p.stride, "grid": list(areas.shape),
+        "z": z,
+        "stride": p.stride,
+        "grid": list(areas.shape),
         "slice_accuracy": round(float((areas[valid] == truth[valid]).mean()), 4),
     }
     summary["files"] += [
         _save_map(
-            out / "dense_areas.png", areas, title="predicted areas (dense)", cmap="tab10",
+            out / "dense_areas.png",
+            areas,
+            title="predicted areas (dense)",
+            cmap="tab10",
             labels=True,
         ),
         _save_map(out / "dense_confidence.png", conf, title="confidence", cmap="magma"),
@@ -201,7 +223,12 @@ def _stage_dense(out: Path, p: Preset, model: Any, ct: Any, splits: Any, summary
 
 def _stage_factors(out: Path, p: Preset, seed: int, store: Any, ct: Any, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
     from napari_brainfeatures.factors.clusters import cluster_map, erode_mask, score_against
-    from napari_brainfeatures.factors.select import factor_maps, fit_nmf, rgb_composite, select_factors
+    from napari_brainfeatures.factors.select import (
+        factor_maps,
+        fit_nmf,
+        rgb_composite,
+        select_factors,
+    )
 
     feats = np.asarray(store.features())[0]  # (C, Y, X)
     grid = feats.shape[1:]
@@ -228,7 +255,8 @@ def _stage_factors(out: Path, p: Preset, seed: int, store: Any, ct: Any, summary
         ax.set_axis_off()
     fig.savefig(out / "nmf_factors.png")
     summary["files"] += [
-        "factor_selection.json", "nmf_factors.png",
+        "factor_selection.json",
+        "nmf_factors.png",
         _save_map(
             out / "nmf_rgb.png", rgb_composite(maps, tuple(top)), title=f"factors {top} as RGB"
         ),
@@ -237,11 +265,17 @@ def _stage_factors(out: Path, p: Preset, seed: int, store: Any, ct: Any, summary
     clusters = cluster_map(U.reshape(*grid, -1), method="gmm", k=4, mask=cortex, seed=seed)
     scores = score_against(layers, clusters.labels, cortex)
     summary["files"].append(
-        _save_map(out / "cortex_clusters.png", clusters.labels, title="GMM(4) on NMF, cortex",
-                  cmap="tab10", labels=True)
+        _save_map(
+            out / "cortex_clusters.png",
+            clusters.labels,
+            title="GMM(4) on NMF, cortex",
+            cmap="tab10",
+            labels=True,
+        )
     )
     summary["factors"] = {
-        "k": p.nmf_k, "rel_error": round(float(nmf.rel_error), 4),
+        "k": p.nmf_k,
+        "rel_error": round(float(nmf.rel_error), 4),
         "pairs": [
             {"factor": int(f), "roi": ct.classes.by_id(int(r)).name, "score": float(sc)}
             for f, r, sc in sel.pairs
@@ -275,7 +309,9 @@ def _stage_analyse(out: Path, seed: int, model: Any, splits: Any, summary: dict[
     summary["files"] += ["analysis.json", "analysis.png"]
     summary["analysis"] = {
         name: {
-            "vmeasure": r["vmeasure"], "gram_distance": r["gram_distance"], "probes": r["probes"]
+            "vmeasure": r["vmeasure"],
+            "gram_distance": r["gram_distance"],
+            "probes": r["probes"],
         }
         for name, r in report_json(report).items()
     }
@@ -288,10 +324,10 @@ def _stage_vae(out: Path, p: Preset, seed: int, summary: dict[str, Any]):  # typ
         projective_rgb,
         receptive_fields,
     )
-    from napari_brainfeatures.models.vae import VAEConfig
     from napari_brainfeatures.latent.population import preprocess
-    from napari_brainfeatures.synthetic import make_population
     from napari_brainfeatures.latent.train import fit_pca, train_vae
+    from napari_brainfeatures.models.vae import VAEConfig
+    from napari_brainfeatures.synthetic import make_population
 
     yield Progress(6, N_STAGES, f"population: {p.population} sections {p.vae_shape}")
     pop = make_population(p.population, shape=p.vae_shape, seed=seed)
@@ -299,8 +335,11 @@ def _stage_vae(out: Path, p: Preset, seed: int, summary: dict[str, Any]):  # typ
     models: dict[str, Any] = {}
     for name, beta in (("beta_vae", 3.0), ("vae", 1.0)):
         gen = train_vae(
-            pop.images, config=VAEConfig.for_shape(p.vae_shape, beta=beta), epochs=p.vae_epochs,
-            seed=seed, checkpoint_path=out / f"{name}.safetensors",
+            pop.images,
+            config=VAEConfig.for_shape(p.vae_shape, beta=beta),
+            epochs=p.vae_epochs,
+            seed=seed,
+            checkpoint_path=out / f"{name}.safetensors",
         )
         trained = yield from _relay(gen, 6, f"train {name}", every="loss")
         models[name] = trained.latent_model()

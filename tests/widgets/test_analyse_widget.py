@@ -1,19 +1,15 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from helpers import TINY_CNN
 from napari_brainfeatures._widgets.analyse import AnalyseWidget, parse_sigmas
 from napari_brainfeatures.classes import ClassTable
-from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, save_cnn
+from napari_brainfeatures.models.cnn import BrainAreaCNN, save_cnn
 
-TINY = CNNConfig(
-    patch_size=32,
-    channels=(4, 8, 8),
-    kernels=(5, 3, 3),
-    paddings=(0, 0, 0),
-    fc=(16, 8),
-    n_classes=2,
-)
+TINY = dataclasses.replace(TINY_CNN, n_classes=2)
 
 
 @pytest.fixture
@@ -66,8 +62,7 @@ def test_bad_inputs(make_napari_viewer, qtbot, model_file, monkeypatch):
     assert "fewer than two" in str(w.runner.last_error)
 
 
-def test_default_slices_50um_apart_and_cancel_clears_running(make_napari_viewer, qtbot,
-                                                             model_file):
+def test_default_slices_50um_apart_and_cancel_clears_running(make_napari_viewer, qtbot, model_file):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((100, 40, 40), np.uint8), name="ct", scale=(1.17, 1.17, 1.17))
     viewer.add_labels(np.ones((100, 40, 40), np.uint8), name="areas", scale=(1.17, 1.17, 1.17))

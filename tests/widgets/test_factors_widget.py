@@ -3,21 +3,15 @@ import pytest
 import torch
 from napari.layers import Image, Labels
 
-from napari_brainfeatures.progress import run
+from helpers import TINY_CNN
 from napari_brainfeatures._widgets.factors import FactorsWidget, _number
 from napari_brainfeatures.classes import default_table
-from napari_brainfeatures.features.run import compute_feature_map
 from napari_brainfeatures.factors.select import rgb_composite
-from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+from napari_brainfeatures.features.run import compute_feature_map
+from napari_brainfeatures.models.cnn import BrainAreaCNN
+from napari_brainfeatures.progress import run
 
-TINY = CNNConfig(
-    patch_size=32,
-    channels=(4, 8, 8),
-    kernels=(5, 3, 3),
-    paddings=(0, 0, 0),
-    fc=(16, 8),
-    n_classes=3,
-)
+TINY = TINY_CNN
 
 
 @pytest.fixture
@@ -38,8 +32,9 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     image, store, rois = scene
     viewer = make_napari_viewer()
     viewer.add_image(image, name="ct", scale=(0.5, 0.5))
-    viewer.add_labels(rois, name="rois", scale=(0.5, 0.5),
-                      metadata={"classes": default_table().to_dict()})
+    viewer.add_labels(
+        rois, name="rois", scale=(0.5, 0.5), metadata={"classes": default_table().to_dict()}
+    )
     w = FactorsWidget(viewer)
     viewer.window.add_dock_widget(w)
     w.store_path.value = store
@@ -104,8 +99,13 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert w.runner.last_error is None, w.runner.last_error
     smoothed = viewer.layers["clusters"].data
-    expected = cluster_map(np.moveaxis(w.maps, 0, -1), method="kmeans", k=2,
-                           mask=rois[::2, ::2] == 2, smooth=(2.0, 2.0))
+    expected = cluster_map(
+        np.moveaxis(w.maps, 0, -1),
+        method="kmeans",
+        k=2,
+        mask=rois[::2, ::2] == 2,
+        smooth=(2.0, 2.0),
+    )
     np.testing.assert_array_equal(smoothed, expected.labels)
     assert (smoothed[:, :11] == 0).all() and not np.array_equal(smoothed, raw)
     # sparse painting with raw counts: every score negative, and the status says what to try
@@ -127,11 +127,13 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     assert viewer.layers["NMF factor 0"] is first  # same k: layers reused, not re-created
     w.k.value = 2
     w.nmf_button.clicked.emit()
-    qtbot.waitUntil(lambda: not w.runner.running and "NMF factor 2" not in viewer.layers,
-                    timeout=60_000)
+    qtbot.waitUntil(
+        lambda: not w.runner.running and "NMF factor 2" not in viewer.layers, timeout=60_000
+    )
     # factor 1's layer is updated in a later event-loop turn
-    qtbot.waitUntil(lambda: np.array_equal(viewer.layers["NMF factor 1"].data, w.maps[1]),
-                    timeout=10_000)
+    qtbot.waitUntil(
+        lambda: np.array_equal(viewer.layers["NMF factor 1"].data, w.maps[1]), timeout=10_000
+    )
 
 
 def test_errors_become_notifications(make_napari_viewer, qtbot, tmp_path, monkeypatch):

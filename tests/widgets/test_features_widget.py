@@ -73,8 +73,9 @@ def test_run_on_current_slice_shows_live_layers(make_napari_viewer, qtbot, model
     w.run_button.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert not np.asarray(mine.data).any() and mine.data.shape == (3, 40, 36)
-    ours = [ly for ly in viewer.layers if ly.name.startswith("ct predicted areas")
-            and ly is not mine]
+    ours = [
+        ly for ly in viewer.layers if ly.name.startswith("ct predicted areas") and ly is not mine
+    ]
     assert len(ours) == 1 and ours[0].data.shape == (1, 20, 18)
     # another job into an existing store: refused, in the dock's own words
     w.stride.value = 4

@@ -20,8 +20,8 @@ def test_open_zarr_in_viewer(make_napari_viewer, qtbot, zarr_array, volume):
 
 
 def test_open_ome_zarr_multiscale(make_napari_viewer, qtbot, tiff_stack, tmp_path):
-    from napari_brainfeatures.progress import run
     from napari_brainfeatures.io.convert import convert_to_ome_zarr
+    from napari_brainfeatures.progress import run
 
     out = run(
         convert_to_ome_zarr(tiff_stack, tmp_path / "m.ome.zarr", chunks=(2, 16, 16), levels=2)

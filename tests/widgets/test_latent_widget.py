@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from napari_brainfeatures.progress import run
 from napari_brainfeatures._widgets.latent import DECODE_LAYER, LatentWidget
-from napari_brainfeatures.models.vae import VAEConfig
 from napari_brainfeatures.latent.train import train_vae
+from napari_brainfeatures.models.vae import VAEConfig
+from napari_brainfeatures.progress import run
 
 SHAPE = (32, 48)
 
@@ -104,10 +104,11 @@ def test_train_pca_projective_and_receptive(setup, qtbot, tmp_path, monkeypatch)
     from napari_brainfeatures.classes import ClassTable
     from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, save_cnn
 
-    cnn = save_cnn(tmp_path / "cnn.safetensors",
-                   BrainAreaCNN(CNNConfig(patch_size=64, n_classes=2, channels=(4, 4, 4, 4),
-                                            fc=(8, 4))),
-                   classes=ClassTable.from_names(["a", "b"]))
+    cnn = save_cnn(
+        tmp_path / "cnn.safetensors",
+        BrainAreaCNN(CNNConfig(patch_size=64, n_classes=2, channels=(4, 4, 4, 4), fc=(8, 4))),
+        classes=ClassTable.from_names(["a", "b"]),
+    )
     notes = tmp_path / "notes.safetensors"
     notes.write_text("mine")
     folder = tmp_path / "folder.safetensors"
@@ -272,16 +273,23 @@ def test_a_population_store_opens_ready_for_the_dock(make_napari_viewer, tmp_pat
 def test_default_population_is_never_the_micro_ct(make_napari_viewer):
     viewer = make_napari_viewer()
     # the micro-CT sample opened first, then the population: the dock picks the population
-    viewer.add_image(np.zeros((6, 40, 40), np.uint8), name="micro-CT (synthetic)",
-                     metadata={"brainfeatures": {"sample": "microct"}})
-    viewer.add_image(np.zeros((4, *SHAPE), np.float32), name="sections clean",
-                     metadata={"clean_of": "sections"})
-    viewer.add_image(np.zeros((4, *SHAPE), np.float32), name="sections",
-                     metadata={"artifact": [0, 0, 0, 1]})
+    viewer.add_image(
+        np.zeros((6, 40, 40), np.uint8),
+        name="micro-CT (synthetic)",
+        metadata={"brainfeatures": {"sample": "microct"}},
+    )
+    viewer.add_image(
+        np.zeros((4, *SHAPE), np.float32), name="sections clean", metadata={"clean_of": "sections"}
+    )
+    viewer.add_image(
+        np.zeros((4, *SHAPE), np.float32), name="sections", metadata={"artifact": [0, 0, 0, 1]}
+    )
     w = LatentWidget(viewer)
     assert w.population.value is viewer.layers["sections"]
     assert [name for name, _ in w._population_choices()][-1] in (
-        "micro-CT (synthetic)", "sections clean")
+        "micro-CT (synthetic)",
+        "sections clean",
+    )
 
 
 class _OneLatentOff:

@@ -1,7 +1,7 @@
 import time
 
-from napari_brainfeatures.progress import Progress
 from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures.progress import Progress
 
 
 def _slow(n, record):

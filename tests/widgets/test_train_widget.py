@@ -152,8 +152,10 @@ def test_sampling_from_brush_strokes(widget, qtbot, monkeypatch):
     widget.sample()
     wait(qtbot, widget)
     assert widget.splits.train.centred == (5,)
-    assert any("training slices: no 56x56 patch fits inside the paint of class(es) 'WM' (id 5" in m
-               for m in shown)
+    assert any(
+        "training slices: no 56x56 patch fits inside the paint of class(es) 'WM' (id 5" in m
+        for m in shown
+    )
     assert any(m.startswith("validation slices: class(es) ['WM']") for m in shown)
     assert "WM 0" in widget.counts.value  # val has no WM; the network keeps its output
 
@@ -204,8 +206,11 @@ def test_progress_and_curves_sit_under_the_train_button(widget):
     rows = [body.itemAt(i).widget() for i in range(body.count())]
 
     def row_of(qwidget):
-        return next(i for i, r in enumerate(rows) if r is not None
-                    and (r is qwidget or r.isAncestorOf(qwidget)))
+        return next(
+            i
+            for i, r in enumerate(rows)
+            if r is not None and (r is qwidget or r.isAncestorOf(qwidget))
+        )
 
     train, runner = row_of(widget.train_button.native), row_of(widget.runner.native)
     assert train < runner and row_of(widget.canvas) == runner + 1

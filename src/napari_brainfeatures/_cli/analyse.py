@@ -83,8 +83,13 @@ def run(name: str, args: argparse.Namespace) -> int:
     opts = {"relu": args.relu, "device": args.device}
     extractors = {
         "trained": feature_extractor("cnn", model=model, **opts),
-        "random": feature_extractor("random", model=model, seed=args.random_seed,
-                                    input_stats=training_input_stats(meta), **opts),
+        "random": feature_extractor(
+            "random",
+            model=model,
+            seed=args.random_seed,
+            input_stats=training_input_stats(meta),
+            **opts,
+        ),
     }
     if args.torchvision:  # built before sampling: a missing package or file fails at once
         arch, weights = args.torchvision
@@ -105,8 +110,12 @@ def run(name: str, args: argparse.Namespace) -> int:
     p = model.config.patch_size
     common: dict[str, Any] = {"patch_size": p, "per_class": args.per_class, "classes": present}
     train = sample_patches(
-        image, labels, slices=args.train_slice, interior=SAMPLING[args.sampling],
-        seed=args.seed, **common
+        image,
+        labels,
+        slices=args.train_slice,
+        interior=SAMPLING[args.sampling],
+        seed=args.seed,
+        **common,
     )
     test = sample_patches(
         image, labels, slices=args.test_slice, interior=False, seed=args.seed + 1, **common

@@ -18,11 +18,16 @@ from napari_brainfeatures._cli import progress_printer
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--headless", metavar="DIR", type=Path, default=None,
+        "--headless",
+        metavar="DIR",
+        type=Path,
+        default=None,
         help="run the whole pipeline without a window, writing results and pictures into DIR",
     )
     parser.add_argument(
-        "--size", choices=["tiny", "small", "full"], default="small",
+        "--size",
+        choices=["tiny", "small", "full"],
+        default="small",
         help="tiny (a minute), small (default, a few minutes) or full (128x1536x1024, paper sizes)",
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -31,8 +36,8 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 
 def run(name: str, args: argparse.Namespace) -> int:
     if args.headless is not None:
-        from napari_brainfeatures.progress import run as run_gen
         from napari_brainfeatures.pipeline import run_pipeline
+        from napari_brainfeatures.progress import run as run_gen
 
         summary = run_gen(
             run_pipeline(args.headless, size=args.size, seed=args.seed), progress_printer
@@ -43,8 +48,8 @@ def run(name: str, args: argparse.Namespace) -> int:
     if problem and not args.no_show:
         print(f"brainfeatures demo: {problem}", file=sys.stderr)
         return 2
-    from napari_brainfeatures.progress import run as run_gen
     from napari_brainfeatures._napari.sample_data import ensure_microct
+    from napari_brainfeatures.progress import run as run_gen
 
     # Generate the sample once (about a minute), with progress, before the window opens.
     run_gen(ensure_microct(seed=args.seed), progress_printer)
@@ -84,9 +89,9 @@ def open_demo_viewer(*, show: bool = True):  # type: ignore[no-untyped-def]
     viewer.open_sample("napari-brainfeatures", "microct")
     manifest = PluginManager.instance().get_manifest("napari-brainfeatures")
     docks = [
-        viewer.window.add_plugin_dock_widget(
-            "napari-brainfeatures", c.display_name, tabify=i > 0
-        )[0]
+        viewer.window.add_plugin_dock_widget("napari-brainfeatures", c.display_name, tabify=i > 0)[
+            0
+        ]
         for i, c in enumerate(manifest.contributions.widgets or [])
     ]
     if len(docks) > 1:

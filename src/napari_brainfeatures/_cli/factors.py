@@ -56,9 +56,13 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         add("--p", type=int, default=None, help="factors to select (default min(k, #ROIs))")
         add("--normalise", choices=("none", "area"), default="none")
         add("--eps", type=float, default=0.0, help="relative activity threshold (default 0)")
-        add("--outside", choices=("all", "labelled"), default="all",
+        add(
+            "--outside",
+            choices=("all", "labelled"),
+            default="all",
             help="leakage counts every point outside the ROI (all: the paper, for fully "
-                 "painted slices) or only points of other ROIs (labelled: for sparse painting)")
+            "painted slices) or only points of other ROIs (labelled: for sparse painting)",
+        )
         return
     add("--k", type=int, default=4, help="number of clusters (default 4)")
     add("--method", choices=("kmeans", "gmm"), default="gmm")
@@ -67,8 +71,12 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     add("--mask", default=None, help="label volume restricting the clustering")
     add("--mask-id", type=int, nargs="+", default=[1], help="ids of --mask to keep (default 1)")
     add("--erode", type=float, default=0.0, help="erode the mask by a disk of R image px")
-    add("--smooth", type=float, default=0.0,
-        help="first smooth the map inside the mask by a Gaussian of σ image px (default 0)")
+    add(
+        "--smooth",
+        type=float,
+        default=0.0,
+        help="first smooth the map inside the mask by a Gaussian of σ image px (default 0)",
+    )
     add("--truth", default=None, help="label volume (e.g. cortical layers) to score against")
 
 
@@ -237,7 +245,8 @@ def _factors(args: argparse.Namespace) -> int:
             warnings.warn(
                 f"the ROIs cover {share:.0%} of the map, so leakage (every unlabelled point "
                 "counts) outweighs coverage; for sparse painting try --outside labelled "
-                "(or --normalise area)", stacklevel=1,
+                "(or --normalise area)",
+                stacklevel=1,
             )
         selection = select_factors(
             res.W,

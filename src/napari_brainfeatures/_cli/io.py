@@ -6,9 +6,9 @@ import argparse
 import json
 
 from napari_brainfeatures._cli import progress_printer
-from napari_brainfeatures.progress import run as run_gen
 from napari_brainfeatures.io.convert import convert_to_ome_zarr
 from napari_brainfeatures.io.volume import open_volume
+from napari_brainfeatures.progress import run as run_gen
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,11 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
             "--levels", type=int, default=None, help="resolution levels (default: auto)"
         )
         parser.add_argument(
-            "--voxel-size", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
+            "--voxel-size",
+            type=float,
+            nargs=3,
+            default=None,
+            metavar=("Z", "Y", "X"),
             help="micrometres (default: from the source, else 1)",
         )
         parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")

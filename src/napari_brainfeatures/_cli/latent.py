@@ -88,8 +88,8 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
-    from napari_brainfeatures.models.vae import VAEConfig
     from napari_brainfeatures.latent.train import fit_pca, train_vae
+    from napari_brainfeatures.models.vae import VAEConfig
 
     key = "clean" if args.clean else "images"
     if key not in pop:
@@ -234,8 +234,8 @@ def _traversal(model: Any, images: np.ndarray, args: argparse.Namespace, out: Pa
 
 
 def _projective(model: Any, z0: np.ndarray, args: Any, out: Path, printer: Any) -> dict:
-    from napari_brainfeatures.progress import Progress
     from napari_brainfeatures.latent.explore import default_step, projective_field, projective_rgb
+    from napari_brainfeatures.progress import Progress
 
     step = args.step or default_step(model)
     files = []

@@ -19,16 +19,28 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", type=Path, help="the zarr group to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+        "--shape",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar=("Z", "Y", "X"),
         help="micro-CT volume shape (default: the sample's, 128 1536 1024)",
     )
     parser.add_argument(
-        "--chunks", type=int, nargs=3, default=(16, 256, 256), metavar=("Z", "Y", "X"),
+        "--chunks",
+        type=int,
+        nargs=3,
+        default=(16, 256, 256),
+        metavar=("Z", "Y", "X"),
         help="micro-CT zarr chunks",
     )
     parser.add_argument("--n", type=int, default=256, help="population: number of sections")
     parser.add_argument(
-        "--section-shape", type=int, nargs=2, default=(320, 448), metavar=("H", "W"),
+        "--section-shape",
+        type=int,
+        nargs=2,
+        default=(320, 448),
+        metavar=("H", "W"),
         help="population: section shape (default 320 448)",
     )
     parser.add_argument(

@@ -31,21 +31,43 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         _labels_arg(parser)
         parser.add_argument("--out", required=True, help="model file to write (.safetensors)")
         parser.add_argument("--patch-size", type=int, default=128, help="patch side (default 128)")
-        parser.add_argument("--per-class", type=int, default=DEFAULTS["per_class"],
-                            help="training patches per class (default %(default)s)")
-        parser.add_argument("--eval-per-class", type=int, default=DEFAULTS["eval_per_class"],
-                            help="validation and test patches per class (default %(default)s)")
+        parser.add_argument(
+            "--per-class",
+            type=int,
+            default=DEFAULTS["per_class"],
+            help="training patches per class (default %(default)s)",
+        )
+        parser.add_argument(
+            "--eval-per-class",
+            type=int,
+            default=DEFAULTS["eval_per_class"],
+            help="validation and test patches per class (default %(default)s)",
+        )
         for split in ("train", "val", "test"):
-            parser.add_argument(f"--{split}-slice", type=int, nargs="+", default=None,
-                                metavar="Z", help=f"{split} z-slice(s) (default: 50 µm rule)")
+            parser.add_argument(
+                f"--{split}-slice",
+                type=int,
+                nargs="+",
+                default=None,
+                metavar="Z",
+                help=f"{split} z-slice(s) (default: 50 µm rule)",
+            )
         parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
         parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
         parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-        parser.add_argument("--patience", type=int, default=DEFAULTS["patience"],
-                            help="early stopping patience in epochs (0: never stop early)")
-        parser.add_argument("--variant", choices=("default", "authors"), default="default",
-                            help="default: no internal padding (exact dense maps); authors: "
-                            "paddings 1,1,0,0 and 3-channel input")
+        parser.add_argument(
+            "--patience",
+            type=int,
+            default=DEFAULTS["patience"],
+            help="early stopping patience in epochs (0: never stop early)",
+        )
+        parser.add_argument(
+            "--variant",
+            choices=("default", "authors"),
+            default="default",
+            help="default: no internal padding (exact dense maps); authors: "
+            "paddings 1,1,0,0 and 3-channel input",
+        )
         parser.add_argument("--no-augment", action="store_true", help="no flips/rotations/jitter")
         sampling_arg(parser)
         parser.add_argument("--seed", type=int, default=0)
@@ -57,8 +79,9 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model file written by train-cnn")
     parser.add_argument("image", help="image volume: zarr store / group path / TIFF")
     _labels_arg(parser)
-    parser.add_argument("--slice", type=int, nargs="+", required=True, metavar="Z",
-                        help="test z-slice(s)")
+    parser.add_argument(
+        "--slice", type=int, nargs="+", required=True, metavar="Z", help="test z-slice(s)"
+    )
     parser.add_argument("--per-class", type=int, default=1000, help="patches per class")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -66,8 +89,13 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     _tta_arg(parser)
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     parser.add_argument("--figure", default=None, help="write the confusion matrix as PNG")
-    parser.add_argument("--predict-stride", type=positive_int, default=None, metavar="S",
-                        help="also classify the whole first slice every S px (slice accuracy)")
+    parser.add_argument(
+        "--predict-stride",
+        type=positive_int,
+        default=None,
+        metavar="S",
+        help="also classify the whole first slice every S px (slice accuracy)",
+    )
 
 
 SAMPLING = {"auto": "auto", "interior": True, "centre": False}
@@ -76,10 +104,13 @@ SAMPLING = {"auto": "auto", "interior": True, "centre": False}
 def sampling_arg(parser: argparse.ArgumentParser) -> None:
     """``--sampling``: where training patches may lie (see ``patches.sample_patches``)."""
     parser.add_argument(
-        "--sampling", choices=tuple(SAMPLING), default="auto",
+        "--sampling",
+        choices=tuple(SAMPLING),
+        default="auto",
         help="training patches: 'interior' = inside one area (the paper's rule), 'centre' = "
-             "centred on a painted pixel, 'auto' (default) = interior where the paint allows, "
-             "centred for classes painted as thin strokes (scribbles)")
+        "centred on a painted pixel, 'auto' (default) = interior where the paint allows, "
+        "centred for classes painted as thin strokes (scribbles)",
+    )
 
 
 def positive_int(text: str) -> int:
@@ -115,14 +146,18 @@ def painted_slices(labels: Any, max_bytes: int = 2**31) -> list[int] | None:
 
 
 def _tta_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-tta", action="store_true",
-                        help="score each test patch once, not as the mean of its 8 flips "
-                             "(always once for a model trained without augmentation)")
+    parser.add_argument(
+        "--no-tta",
+        action="store_true",
+        help="score each test patch once, not as the mean of its 8 flips "
+        "(always once for a model trained without augmentation)",
+    )
 
 
 def _labels_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--labels", default=None,
-                        help="label volume (default: the 'areas' array beside the image)")
+    parser.add_argument(
+        "--labels", default=None, help="label volume (default: the 'areas' array beside the image)"
+    )
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any, Any, tuple[float, ...] | None]:
@@ -210,10 +245,10 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from napari_brainfeatures.train.evaluate import evaluate, trained_with_flips
     from napari_brainfeatures.models.cnn import save_cnn
-    from napari_brainfeatures.train.patches import sample_splits, split_slices
+    from napari_brainfeatures.train.evaluate import evaluate, trained_with_flips
     from napari_brainfeatures.train.fit import make_config, train_cnn
+    from napari_brainfeatures.train.patches import sample_splits, split_slices
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -229,22 +264,40 @@ def _train(args: argparse.Namespace) -> int:
     painted = painted_slices(labels) if default_split else None
     how = ""
     if default_split:
-        auto = split_slices(image.shape[0], voxel_size=voxel[0] if voxel else None,
-                            start=args.train_slice[0] if args.train_slice else None)
+        auto = split_slices(
+            image.shape[0],
+            voxel_size=voxel[0] if voxel else None,
+            start=args.train_slice[0] if args.train_slice else None,
+        )
         gap = auto[1] - auto[0]
         how = f"{gap} slices = {gap * (voxel[0] if voxel else 1.17):.0f} µm apart"
-        if all(s is None for s in chosen) and painted is not None and len(painted) >= 3 \
-                and not set(auto) <= set(painted):
+        if (
+            all(s is None for s in chosen)
+            and painted is not None
+            and len(painted) >= 3
+            and not set(auto) <= set(painted)
+        ):
             # labels on a few slices only (the usual way to annotate): use those, spread out
             auto = (painted[0], painted[len(painted) // 2], painted[-1])
             how = f"the first, middle and last of the painted slices {painted}"
         chosen = tuple(s if s is not None else [a] for s, a in zip(chosen, auto, strict=True))
-    show(Progress(0, None, f"sampling patches: train {chosen[0]}, val {chosen[1]}, "
-                           f"test {chosen[2]}" + (f" ({how})" if how else "")))
+    show(
+        Progress(
+            0,
+            None,
+            f"sampling patches: train {chosen[0]}, val {chosen[1]}, "
+            f"test {chosen[2]}" + (f" ({how})" if how else ""),
+        )
+    )
     try:
         splits = sample_splits(
-            image, labels, slices=chosen, patch_size=args.patch_size, per_class=args.per_class,
-            eval_per_class=args.eval_per_class, seed=args.seed,
+            image,
+            labels,
+            slices=chosen,
+            patch_size=args.patch_size,
+            per_class=args.per_class,
+            eval_per_class=args.eval_per_class,
+            seed=args.seed,
             classes=_present_table(table, labels, list(chosen[0])),
             interior=SAMPLING[args.sampling],
         )
@@ -258,14 +311,24 @@ def _train(args: argparse.Namespace) -> int:
             "--train-slice Z --val-slice Z --test-slice Z"
         ) from None
     show(Progress(0, None, f"patches per class: {splits.counts()}"))
-    config = make_config(args.variant, patch_size=args.patch_size,
-                         n_classes=len(splits.train.class_ids))
+    config = make_config(
+        args.variant, patch_size=args.patch_size, n_classes=len(splits.train.class_ids)
+    )
     result = run_gen(
         train_cnn(
-            splits.train, splits.val, config=config, epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, augment=not args.no_augment,
-            patience=args.patience or None, device=args.device, seed=args.seed,
-            checkpoint_path=out, voxel_size=voxel, num_threads=args.threads,
+            splits.train,
+            splits.val,
+            config=config,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            augment=not args.no_augment,
+            patience=args.patience or None,
+            device=args.device,
+            seed=args.seed,
+            checkpoint_path=out,
+            voxel_size=voxel,
+            num_threads=args.threads,
         ),
         show,
     )
@@ -295,6 +358,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from napari_brainfeatures._util.overwrite import check_output_file
+    from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
     from napari_brainfeatures.train.evaluate import (
         confusion_figure,
         iter_evaluate,
@@ -302,15 +366,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         slice_accuracy,
         trained_with_flips,
     )
-    from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
     from napari_brainfeatures.train.patches import sample_patches
 
     inputs = [args.model, args.image, *([args.labels] if args.labels else [])]
     if args.json:  # checked before any work: never over an input, a model or a volume
         check_output_file(args.json, suffixes=(".json",), inputs=inputs, what="--json file")
     if args.figure:
-        check_output_file(args.figure, suffixes=(".png", ".pdf", ".svg", ".jpg", ".jpeg"),
-                          inputs=inputs, what="--figure")
+        check_output_file(
+            args.figure,
+            suffixes=(".png", ".pdf", ".svg", ".jpg", ".jpeg"),
+            inputs=inputs,
+            what="--figure",
+        )
     model, meta = load_cnn(args.model, device=args.device or "cpu")
     table = meta["class_table"]
     image, labels, _, _ = _open(args)
@@ -327,20 +394,44 @@ def _evaluate(args: argparse.Namespace) -> int:
         show = _printer(args.verbose)
         show(Progress(0, None, f"classes {missing} are not painted on slices {args.slice}"))
     patches = sample_patches(
-        image, labels, slices=args.slice, patch_size=model.config.patch_size,
-        per_class=args.per_class, interior=False, classes=present, seed=args.seed,
+        image,
+        labels,
+        slices=args.slice,
+        patch_size=model.config.patch_size,
+        per_class=args.per_class,
+        interior=False,
+        classes=present,
+        seed=args.seed,
     )
     printer = progress_printer if args.verbose else None
-    ev = run_gen(iter_evaluate(model, patches, batch_size=args.batch_size, classes=table,
-                               tta=not args.no_tta and trained_with_flips(meta)),
-                 printer)
+    ev = run_gen(
+        iter_evaluate(
+            model,
+            patches,
+            batch_size=args.batch_size,
+            classes=table,
+            tta=not args.no_tta and trained_with_flips(meta),
+        ),
+        printer,
+    )
     report: dict[str, Any] = {"model": str(args.model), "slices": patches.slices, **ev.to_dict()}
     if args.predict_stride:
         z = args.slice[0]
-        pred = run_gen(predict_slice(model, image[z], stride=args.predict_stride,
-                                     batch_size=args.batch_size, classes=table), printer)
-        report["slice_accuracy"] = {"z": z, "stride": args.predict_stride,
-                                    "accuracy": slice_accuracy(pred, labels[z])}
+        pred = run_gen(
+            predict_slice(
+                model,
+                image[z],
+                stride=args.predict_stride,
+                batch_size=args.batch_size,
+                classes=table,
+            ),
+            printer,
+        )
+        report["slice_accuracy"] = {
+            "z": z,
+            "stride": args.predict_stride,
+            "accuracy": slice_accuracy(pred, labels[z]),
+        }
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))

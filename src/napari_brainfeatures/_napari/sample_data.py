@@ -19,9 +19,9 @@ from typing import Any
 import dask.array as da
 import zarr
 
-from napari_brainfeatures.progress import Progress, run
 from napari_brainfeatures._napari.reader import population_layers
 from napari_brainfeatures.classes import ClassTable
+from napari_brainfeatures.progress import Progress, run
 from napari_brainfeatures.synthetic.microct import DEFAULT_SHAPE, GENERATOR_VERSION
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -76,11 +76,22 @@ def microct_layers(path: str | Path) -> list[LayerData]:
         areas_kw["metadata"] = {"classes": classes.to_dict()}
     meta = {"brainfeatures": {"path": str(path), "sample": "microct"}}
     return [
-        (image, {"name": "micro-CT (synthetic)", "scale": scale, "contrast_limits": (0, 255),
-                 "metadata": meta}, "image"),
+        (
+            image,
+            {
+                "name": "micro-CT (synthetic)",
+                "scale": scale,
+                "contrast_limits": (0, 255),
+                "metadata": meta,
+            },
+            "image",
+        ),
         (da.from_zarr(group["areas"]), areas_kw, "labels"),
-        (da.from_zarr(group["layers"]),
-         {"name": "cortical layers (truth)", "scale": scale, "visible": False}, "labels"),
+        (
+            da.from_zarr(group["layers"]),
+            {"name": "cortical layers (truth)", "scale": scale, "visible": False},
+            "labels",
+        ),
     ]
 
 

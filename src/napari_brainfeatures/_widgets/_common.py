@@ -40,7 +40,8 @@ def workspace_for(layer: Image) -> Workspace:
 def workspace_root(layer: Image) -> Path:
     """Where an image layer's workspace is or would be (creates nothing)."""
     root = layer.metadata.get(WORKSPACE_KEY) or default_workspace_path(
-        source_path(layer), name=layer.name)
+        source_path(layer), name=layer.name
+    )
     return Path(root)
 
 
@@ -219,8 +220,16 @@ OWNER_TAG = "brainfeatures_output"  # ... and which of its outputs
 _LIVE_KEYS = ("scale", "translate", "contrast_limits")
 
 
-def put_layer(viewer: napari.Viewer, name: str, data: Any, kind: str, *, owner: str,
-              in_place: bool = False, **kwargs: Any) -> Any:
+def put_layer(
+    viewer: napari.Viewer,
+    name: str,
+    data: Any,
+    kind: str,
+    *,
+    owner: str,
+    in_place: bool = False,
+    **kwargs: Any,
+) -> Any:
     """Show ``data`` as the layer ``name`` that the widget ``owner`` made earlier, or a new one.
 
     Only the layer tagged as that output of ``owner`` is reused: its data, and the
@@ -243,8 +252,14 @@ def put_layer(viewer: napari.Viewer, name: str, data: Any, kind: str, *, owner: 
         same = layer_type is not None and type(layer) is layer_type
         if same and np.ndim(layer.data) == np.ndim(data) and not kwargs.get("rgb"):
             old = layer.data
-            copy = (in_place and isinstance(old, np.ndarray) and isinstance(data, np.ndarray)
-                    and old.shape == data.shape and old.dtype == data.dtype and old is not data)
+            copy = (
+                in_place
+                and isinstance(old, np.ndarray)
+                and isinstance(data, np.ndarray)
+                and old.shape == data.shape
+                and old.dtype == data.dtype
+                and old is not data
+            )
             if copy:
                 old[...] = data
             else:

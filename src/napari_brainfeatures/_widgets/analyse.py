@@ -28,7 +28,6 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.utils.notifications import show_error
 
-from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
     current_z,
     fill_model_path,
@@ -48,6 +47,7 @@ from napari_brainfeatures.analyse.report import (
     training_input_stats,
 )
 from napari_brainfeatures.models.cnn import load_cnn
+from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures.train.patches import sample_patches
 
 PLOT_ROW_PX = 200  # height of one row of the stacked report plots
@@ -157,8 +157,9 @@ class AnalyseWidget(Container):
         fx = {"relu": bool(self.relu.value)}
         extractors = {
             "trained": feature_extractor("cnn", model=model, **fx),
-            "random": feature_extractor("random", model=model, seed=1,
-                                        input_stats=training_input_stats(meta), **fx),
+            "random": feature_extractor(
+                "random", model=model, seed=1, input_stats=training_input_stats(meta), **fx
+            ),
         }
         arch = str(self.tv_arch.value).strip()
         if arch:
@@ -187,8 +188,12 @@ class AnalyseWidget(Container):
         if img.ndim == 3 and self.train_slice.value == self.test_slice.value:
             self.status.value = "running… (note: train and test slices are the same)"
         data = img.data[0] if img.multiscale else img.data
-        self.runner.start(self._job(data, lab.data, path), name="Analyse", on_done=self._done,
-                          on_finish=self._stopped)
+        self.runner.start(
+            self._job(data, lab.data, path),
+            name="Analyse",
+            on_done=self._done,
+            on_finish=self._stopped,
+        )
 
     def _stopped(self) -> None:
         if self.status.value.startswith("running…"):  # cancelled or failed: no result

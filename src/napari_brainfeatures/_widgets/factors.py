@@ -29,7 +29,6 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 from qtpy.QtGui import QColor
 
-from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
     OWNER_KEY,
     image_choices,
@@ -46,7 +45,6 @@ from napari_brainfeatures._widgets._common import (
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.factors.clusters import cluster_map, erode_mask, on_grid, score_against
-from napari_brainfeatures.features.store import FeatureStore
 from napari_brainfeatures.factors.select import (
     NMFResult,
     factor_maps,
@@ -55,6 +53,8 @@ from napari_brainfeatures.factors.select import (
     rgb_composite,
     select_factors,
 )
+from napari_brainfeatures.features.store import FeatureStore
+from napari_brainfeatures.progress import Progress, ProgressGen
 
 PREFIX = "NMF factor "
 SOLVERS = ("auto", "torch", "sklearn", "sklearn-minibatch")
@@ -253,8 +253,13 @@ class FactorsWidget(Container):
         self.selection = None
         self.table.clear()  # the previous run's scores no longer apply
         k = len(self.maps)
-        for layer in [ly for ly in self.viewer.layers if ly.metadata.get(OWNER_KEY) == "factors"
-                      and ly.name.startswith(PREFIX) and int(ly.name[len(PREFIX):]) >= k]:
+        for layer in [
+            ly
+            for ly in self.viewer.layers
+            if ly.metadata.get(OWNER_KEY) == "factors"
+            and ly.name.startswith(PREFIX)
+            and int(ly.name[len(PREFIX) :]) >= k
+        ]:
             self.viewer.layers.remove(layer)  # factors of a larger k; the others are reused
         for i, w in enumerate(self.rgb):
             w.max, w.value = k - 1, min(i, k - 1)
@@ -272,8 +277,14 @@ class FactorsWidget(Container):
             if run != self._layer_run or i >= k:  # a newer NMF took over, or all done
                 return
             shown = i in self.selection.factors if self.selection is not None else i < 3
-            self._put(f"{PREFIX}{i}", self.maps[i], colormap="magma", blending="additive",
-                      contrast_limits=(0.0, max(tops[i], 1e-6)), visible=shown)
+            self._put(
+                f"{PREFIX}{i}",
+                self.maps[i],
+                colormap="magma",
+                blending="additive",
+                contrast_limits=(0.0, max(tops[i], 1e-6)),
+                visible=shown,
+            )
             QTimer.singleShot(0, lambda: add(i + 1))
 
         add(0)

@@ -19,8 +19,6 @@ from napari.layers import Image, Shapes
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error
 
-from napari_brainfeatures.features.tile import load_model
-from napari_brainfeatures.progress import Progress
 from napari_brainfeatures._widgets._common import (
     current_z,
     fill_model_path,
@@ -35,7 +33,9 @@ from napari_brainfeatures._widgets._common import (
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.features.run import compute_feature_map, measure_padding_deviation
 from napari_brainfeatures.features.store import FeatureStore, StoreMismatchError
+from napari_brainfeatures.features.tile import load_model
 from napari_brainfeatures.models.cnn import input_scale_for
+from napari_brainfeatures.progress import Progress
 
 REGIONS = ("current slice", "z-range", "all slices", "box of a Shapes layer")
 
@@ -186,7 +186,9 @@ class FeatureMapWidget(Container):
             image_name=layer.name,
         )
         self.runner.start(
-            _in_gui_words(gen), name="Feature map", on_progress=self._on_progress,
+            _in_gui_words(gen),
+            name="Feature map",
+            on_progress=self._on_progress,
             on_done=self._on_done,
         )
 
@@ -278,8 +280,9 @@ def _in_gui_words(gen: Any) -> Any:
     try:
         return (yield from gen)
     except StoreMismatchError as err:
-        text = str(err).replace("pass overwrite=True (--overwrite)",
-                                "tick 'replace a store made by another job'")
+        text = str(err).replace(
+            "pass overwrite=True (--overwrite)", "tick 'replace a store made by another job'"
+        )
         raise StoreMismatchError(text) from None
 
 

@@ -10,11 +10,11 @@ import napari
 from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton
 from napari.utils.notifications import show_info
 
-from napari_brainfeatures.progress import Progress
 from napari_brainfeatures._napari.reader import layer_data
 from napari_brainfeatures._widgets._common import WORKSPACE_KEY
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.io.volume import Volume, open_volume
+from napari_brainfeatures.progress import Progress
 from napari_brainfeatures.workspace import default_workspace_path
 
 
@@ -56,12 +56,15 @@ class LoadWidget(Container):
             return
         self.info.value = f"opening {Path(path).name}…"  # a failure must not show the last one
         self.info.tooltip = path
-        self.runner.start(_open(path), name="Open volume", on_done=self._show,
-                          on_finish=self._finished)
+        self.runner.start(
+            _open(path), name="Open volume", on_done=self._show, on_finish=self._finished
+        )
 
     def _finished(self) -> None:
         if self.info.value.startswith("opening "):  # failed or cancelled
-            self.info.value = f"not opened: {self.info.value[len('opening '):-1]} (see the message)"
+            self.info.value = (
+                f"not opened: {self.info.value[len('opening ') : -1]} (see the message)"
+            )
 
     def _show(self, result: tuple[Volume, Any]) -> None:
         vol, (data, kwargs, _) = result

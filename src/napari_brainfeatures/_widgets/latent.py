@@ -37,7 +37,6 @@ from matplotlib.ticker import MaxNLocator
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
-from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
     align_labels,
     insert_after,
@@ -58,9 +57,6 @@ from napari_brainfeatures.latent.explore import (
     projective_rgb,
     receptive_fields,
 )
-from napari_brainfeatures.models.checkpoint import check_save_path
-from napari_brainfeatures.models.vae import KIND as VAE_KIND
-from napari_brainfeatures.models.vae import VAEConfig, save_vae
 from napari_brainfeatures.latent.population import (
     PCA_KIND,
     check_population_size,
@@ -78,6 +74,10 @@ from napari_brainfeatures.latent.train import (
     torch_threads,
     train_vae,
 )
+from napari_brainfeatures.models.checkpoint import check_save_path
+from napari_brainfeatures.models.vae import KIND as VAE_KIND
+from napari_brainfeatures.models.vae import VAEConfig, save_vae
+from napari_brainfeatures.progress import Progress, ProgressGen
 
 DECODE_LAYER = "β-VAE decode"
 
@@ -349,8 +349,9 @@ class LatentWidget(Container):
 
     def _trained(self, result: Any) -> None:
         self._done = True  # adopted when the worker has finished (_keep_best)
-        self._pending = result if isinstance(result, tuple) else (
-            result.latent_model(), result.meta)
+        self._pending = (
+            result if isinstance(result, tuple) else (result.latent_model(), result.meta)
+        )
 
     def load(self) -> None:
         """Load a β-VAE / VAE / PCA model file."""
@@ -388,8 +389,9 @@ class LatentWidget(Container):
         return roi_names_for(ids, lab.metadata.get("roi_names") if lab is not None else None)
 
     # -- sliders --------------------------------------------------------------
-    def adopt(self, model: Any, meta: dict[str, Any], *, message: str | None = None,
-              file: Any = None) -> None:
+    def adopt(
+        self, model: Any, meta: dict[str, Any], *, message: str | None = None, file: Any = None
+    ) -> None:
         """:meth:`set_model`, with the population encoded in a worker (seconds at full size)."""
         images = self._images() if self.population.value is not None else None
 
@@ -406,8 +408,9 @@ class LatentWidget(Container):
 
         self.runner.start(job(), name="Encode", on_done=done)
 
-    def set_model(self, model: Any, meta: dict[str, Any], *,
-                  codes: dict[str, Any] | None = None) -> None:
+    def set_model(
+        self, model: Any, meta: dict[str, Any], *, codes: dict[str, Any] | None = None
+    ) -> None:
         """Use ``model`` (numpy latent interface): one slider per latent, ±3σ of the population.
 
         ``codes``: what :func:`_population_codes` gives (computed here when None).
@@ -431,9 +434,8 @@ class LatentWidget(Container):
             off = self.active is not None and not self.active[k]
             s = FloatSlider(label=f"z{k} (inactive)" if off else f"z{k}", min=lo, max=hi,
                             value=float(self.mean[k]), step=None)  # fmt: skip
-            s.tooltip = (
-                f"code std over the population {std[k]:.3g}: "
-                + ("the model does not use this latent" if off else "±3 std")
+            s.tooltip = f"code std over the population {std[k]:.3g}: " + (
+                "the model does not use this latent" if off else "±3 std"
             )
             s.changed.connect(self.update_decode)
             self.sliders.append(s)
@@ -497,8 +499,14 @@ class LatentWidget(Container):
             cmap, clim = "PiYG", (-m, m)
         else:
             cmap, clim = "magma", self.clim
-        layer = self._set_layer(DECODE_LAYER, img, in_place=True, colormap=cmap,
-                                contrast_limits=clim, translate=self.offset)
+        layer = self._set_layer(
+            DECODE_LAYER,
+            img,
+            in_place=True,
+            colormap=cmap,
+            contrast_limits=clim,
+            translate=self.offset,
+        )
         if layer.colormap.name != cmap:  # the difference box was toggled
             layer.colormap = cmap
         return img
@@ -659,8 +667,9 @@ def _quality_gen(
     return report, picture, " | ".join(columns) + f" of sections {', '.join(map(str, idx))}"
 
 
-def _population_codes(model: Any, meta: dict[str, Any], images: np.ndarray | None
-                      ) -> dict[str, Any]:
+def _population_codes(
+    model: Any, meta: dict[str, Any], images: np.ndarray | None
+) -> dict[str, Any]:
     """The population's latent codes and what the sliders need from them.
 
     Pre-processed with the model's constants: codes, their mean and spread
@@ -678,8 +687,20 @@ def _population_codes(model: Any, meta: dict[str, Any], images: np.ndarray | Non
             offset = None
     if offset is None:
         mean = np.zeros(L, np.float32)
-        return {"codes": None, "mean": mean, "std": np.full(L, 7 / 3), "offset": None,
-                "clim": _display_range(model.decode(mean[None])), "shape": None}
+        return {
+            "codes": None,
+            "mean": mean,
+            "std": np.full(L, 7 / 3),
+            "offset": None,
+            "clim": _display_range(model.decode(mean[None])),
+            "shape": None,
+        }
     codes = model.encode(scaled)  # (N, L); larger sections: their centre
-    return {"codes": codes, "mean": codes.mean(0), "std": np.maximum(codes.std(0), 1e-3),
-            "offset": offset, "clim": _display_range(scaled), "shape": scaled.shape[1:]}
+    return {
+        "codes": codes,
+        "mean": codes.mean(0),
+        "std": np.maximum(codes.std(0), 1e-3),
+        "offset": offset,
+        "clim": _display_range(scaled),
+        "shape": scaled.shape[1:],
+    }

@@ -34,7 +34,6 @@ from matplotlib.ticker import MaxNLocator
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures._widgets._common import (
     current_z,
     image_choices,
@@ -50,6 +49,9 @@ from napari_brainfeatures._widgets._common import (
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.classes import ClassTable
+from napari_brainfeatures.models.checkpoint import ModelFileError, check_save_path
+from napari_brainfeatures.models.cnn import KIND, check_image_dtype, load_cnn, save_cnn
+from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures.train.evaluate import (
     Evaluation,
     iter_evaluate,
@@ -57,10 +59,8 @@ from napari_brainfeatures.train.evaluate import (
     predict_slice,
     trained_with_flips,
 )
-from napari_brainfeatures.models.checkpoint import ModelFileError, check_save_path
-from napari_brainfeatures.models.cnn import KIND, check_image_dtype, load_cnn, save_cnn
-from napari_brainfeatures.train.patches import Splits, sample_splits, split_slices
 from napari_brainfeatures.train.fit import DEFAULTS, VARIANTS, make_config, train_cnn
+from napari_brainfeatures.train.patches import Splits, sample_splits, split_slices
 
 POINTS_LAYER, AREAS_LAYER, CONFIDENCE_LAYER = "patch centres", "predicted areas", "confidence"
 
@@ -95,10 +95,12 @@ class TrainWidget(Container):
         self.image = ComboBox(label="image", choices=image_choices(viewer))
         self.area_labels = ComboBox(label="labels", choices=labels_choices(viewer))
         self.patch_size = SpinBox(label="patch size", value=128, min=16, max=1024)
-        self.per_class = SpinBox(label="train / class", value=DEFAULTS["per_class"], min=1,
-                                 max=1_000_000)
-        self.eval_per_class = SpinBox(label="val, test / class",
-                                      value=DEFAULTS["eval_per_class"], min=1, max=1_000_000)
+        self.per_class = SpinBox(
+            label="train / class", value=DEFAULTS["per_class"], min=1, max=1_000_000
+        )
+        self.eval_per_class = SpinBox(
+            label="val, test / class", value=DEFAULTS["eval_per_class"], min=1, max=1_000_000
+        )
         self.train_slice = SpinBox(label="train slice", min=0, max=0)
         self.val_slice = SpinBox(label="val slice", min=0, max=0)
         self.test_slice = SpinBox(label="test slice", min=0, max=0)
@@ -107,8 +109,7 @@ class TrainWidget(Container):
         self.counts = Label(value="")
         self.variant = ComboBox(label="network", choices=list(VARIANTS), value="default")
         self.epochs = SpinBox(label="epochs", value=DEFAULTS["epochs"], min=1, max=10_000)
-        self.batch_size = SpinBox(label="batch size", value=DEFAULTS["batch_size"], min=1,
-                                  max=4096)
+        self.batch_size = SpinBox(label="batch size", value=DEFAULTS["batch_size"], min=1, max=4096)
         self.train_button = PushButton(text="Train")
         self.evaluate_button = PushButton(text="Evaluate on test slice")
         self.tta = CheckBox(text="score each patch as the mean of its 8 flips", value=True)
@@ -202,8 +203,12 @@ class TrainWidget(Container):
             present = {int(v) for v in np.unique(np.asarray(labels[z]))}
             table = ClassTable(tuple(c for c in table if c.id in present))
         gen = _sample_gen(
-            image, labels, patch_size=self.patch_size.value, per_class=self.per_class.value,
-            eval_per_class=self.eval_per_class.value, classes=table or None,
+            image,
+            labels,
+            patch_size=self.patch_size.value,
+            per_class=self.per_class.value,
+            eval_per_class=self.eval_per_class.value,
+            classes=table or None,
             slices=(self.train_slice.value, self.val_slice.value, self.test_slice.value),
         )
         self.runner.start(gen, name="Sample patches", on_done=self._show_patches)
@@ -222,11 +227,20 @@ class TrainWidget(Container):
         if POINTS_LAYER in self.viewer.layers:
             self.viewer.layers.remove(POINTS_LAYER)
         # a white rim: class-coloured dots would vanish on the same colour of painted labels
-        self.viewer.add_points(centres, name=POINTS_LAYER, face_color=colours, size=8,
-                               border_color="white", border_width=0.2, **kw)
+        self.viewer.add_points(
+            centres,
+            name=POINTS_LAYER,
+            face_color=colours,
+            size=8,
+            border_color="white",
+            border_width=0.2,
+            **kw,
+        )
         names = {c.id: c.name for c in self.classes}
-        lines = [f"{split}: " + ", ".join(f"{names[c]} {n}" for c, n in counts.items())
-                 for split, counts in splits.counts().items()]
+        lines = [
+            f"{split}: " + ", ".join(f"{names[c]} {n}" for c, n in counts.items())
+            for split, counts in splits.counts().items()
+        ]
         self.counts.value = "\n".join(lines)
         self.status.value = f"{len(centres)} patches sampled; train when ready."
 
@@ -237,22 +251,33 @@ class TrainWidget(Container):
             show_info("Sample patches first.")
             return
         s = self.splits
-        config = make_config(self.variant.value, patch_size=s.train.patch_size,
-                             n_classes=len(s.train.class_ids))
+        config = make_config(
+            self.variant.value, patch_size=s.train.patch_size, n_classes=len(s.train.class_ids)
+        )
         name = f"cnn-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
         path = workspace_for(self.image.value).path("models", name)
         layer = self.image.value
         gen = train_cnn(
-            s.train, s.val, config=config, epochs=self.epochs.value,
-            batch_size=self.batch_size.value, checkpoint_path=path, classes=self.classes,
+            s.train,
+            s.val,
+            config=config,
+            epochs=self.epochs.value,
+            batch_size=self.batch_size.value,
+            checkpoint_path=path,
+            classes=self.classes,
             voxel_size=tuple(float(v) for v in layer.scale[-3:]),
         )
         self.history = []
         self._plot_history()
         say_file(self.status, "training; best model so far kept in {}", path)
         self._checkpoint, self._done = path, False
-        self.runner.start(gen, name="Train CNN", on_progress=self._on_epoch,
-                          on_done=self._trained, on_finish=self._keep_best)
+        self.runner.start(
+            gen,
+            name="Train CNN",
+            on_progress=self._on_epoch,
+            on_done=self._trained,
+            on_finish=self._keep_best,
+        )
 
     def _keep_best(self) -> None:
         """After a cancelled or failed run: load the best model it saved (if an epoch ended)."""
@@ -269,9 +294,13 @@ class TrainWidget(Container):
         self.model, self.meta, self.classes = model, meta, meta.pop("class_table")
         self.tta.value = trained_with_flips(self.meta)
         tr = self.meta.get("training", {})
-        say_file(self.status, f"stopped: kept the best model so far (epoch "
-                              f"{tr.get('best_epoch')}, val accuracy "
-                              f"{float(tr.get('best_val_acc', float('nan'))):.1%}) in {{}}", path)
+        say_file(
+            self.status,
+            f"stopped: kept the best model so far (epoch "
+            f"{tr.get('best_epoch')}, val accuracy "
+            f"{float(tr.get('best_val_acc', float('nan'))):.1%}) in {{}}",
+            path,
+        )
 
     def _on_epoch(self, rec: Progress) -> None:
         if "val_acc" in rec.values:
@@ -300,8 +329,12 @@ class TrainWidget(Container):
         self._done = True
         self.model, self.meta = result.model, result.meta
         self.tta.value = trained_with_flips(self.meta)
-        say_file(self.status, f"best val accuracy {result.best_val_acc:.1%} (epoch "
-                              f"{result.best_epoch}); model saved as {{}}", result.path)
+        say_file(
+            self.status,
+            f"best val accuracy {result.best_val_acc:.1%} (epoch "
+            f"{result.best_epoch}); model saved as {{}}",
+            result.path,
+        )
 
     # -- evaluation and prediction ------------------------------------------------
     def evaluate(self) -> None:
@@ -311,8 +344,7 @@ class TrainWidget(Container):
             return
         if not self._dtype_ok(self.splits.test.patches.dtype):
             return
-        gen = iter_evaluate(self.model, self.splits.test, classes=self.classes,
-                            tta=self.tta.value)
+        gen = iter_evaluate(self.model, self.splits.test, classes=self.classes, tta=self.tta.value)
         self.runner.start(gen, name="Evaluate", on_done=self._show_evaluation)
 
     def _dtype_ok(self, dtype: Any) -> bool:
@@ -327,13 +359,17 @@ class TrainWidget(Container):
     def _show_evaluation(self, ev: Evaluation) -> None:
         self.evaluation = ev
         views = " (mean of 8 flips)" if ev.tta else ""
-        self.scores.value = (f"test accuracy {ev.accuracy:.1%}, macro F1 {ev.macro_f1:.3f}"
-                             f"{views}")
+        self.scores.value = f"test accuracy {ev.accuracy:.1%}, macro F1 {ev.macro_f1:.3f}{views}"
         per = ev.per_class()
-        rows = [[round(d["precision"], 3), round(d["recall"], 3), round(d["f1"], 3), d["support"]]
-                for d in per.values()]
-        self.table.value = {"data": rows, "index": list(per),
-                            "columns": ["precision", "recall", "F1", "n"]}
+        rows = [
+            [round(d["precision"], 3), round(d["recall"], 3), round(d["f1"], 3), d["support"]]
+            for d in per.values()
+        ]
+        self.table.value = {
+            "data": rows,
+            "index": list(per),
+            "columns": ["precision", "recall", "F1", "n"],
+        }
         self.cm_figure.clear()
         plot_confusion(ev, self.cm_figure.add_subplot())
         self.cm_canvas.draw_idle()
@@ -347,8 +383,9 @@ class TrainWidget(Container):
         if not self._dtype_ok(_data(layer).dtype):
             return
         z = current_z(self.viewer, layer)
-        gen = predict_slice(self.model, _data(layer)[z], stride=self.stride.value,
-                            classes=self.classes)
+        gen = predict_slice(
+            self.model, _data(layer)[z], stride=self.stride.value, classes=self.classes
+        )
         self.runner.start(gen, name="Predict slice", on_done=lambda r: self._show_slice(r, z))
 
     def _show_slice(self, pred: Any, z: int) -> None:
@@ -358,12 +395,23 @@ class TrainWidget(Container):
         for name in (AREAS_LAYER, CONFIDENCE_LAYER):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
-        self.viewer.add_image(pred.confidence[None], name=CONFIDENCE_LAYER, scale=scale,
-                              translate=translate, colormap="viridis", contrast_limits=(0, 1),
-                              visible=False)
-        self.viewer.add_labels(pred.areas[None], name=AREAS_LAYER, scale=scale,
-                               translate=translate, opacity=0.5,
-                               colormap=DirectLabelColormap(color_dict=pred.classes.color_dict()))
+        self.viewer.add_image(
+            pred.confidence[None],
+            name=CONFIDENCE_LAYER,
+            scale=scale,
+            translate=translate,
+            colormap="viridis",
+            contrast_limits=(0, 1),
+            visible=False,
+        )
+        self.viewer.add_labels(
+            pred.areas[None],
+            name=AREAS_LAYER,
+            scale=scale,
+            translate=translate,
+            opacity=0.5,
+            colormap=DirectLabelColormap(color_dict=pred.classes.color_dict()),
+        )
         self.status.value = f"predicted slice z={z} (stride {pred.stride})"
 
     # -- files ----------------------------------------------------------------------
@@ -397,8 +445,10 @@ class TrainWidget(Container):
             return
         expect = {}
         if self.splits is not None:
-            expect = {"expect_classes": self.splits.train.classes,
-                      "expect_patch_size": self.splits.train.patch_size}
+            expect = {
+                "expect_classes": self.splits.train.classes,
+                "expect_patch_size": self.splits.train.patch_size,
+            }
         try:
             model, meta = load_cnn(path, **expect)
         except ModelFileError as err:

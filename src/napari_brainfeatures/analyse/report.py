@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_brainfeatures.progress import Progress, ProgressGen, run
+from napari_brainfeatures._util.device import resolve_device
 from napari_brainfeatures.models.cnn import (
     BrainAreaCNN,
     CNNConfig,
@@ -29,6 +29,7 @@ from napari_brainfeatures.models.cnn import (
     load_cnn,
     to_input,
 )
+from napari_brainfeatures.progress import Progress, ProgressGen, run
 
 __all__ = [
     "FeatureFn",
@@ -183,7 +184,7 @@ def feature_extractor(
         random network fed a 12-bit scan scaled by 1/65535 sees nearly constant
         patches, and the baseline measures the intensity scale, not the features.
     """
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     if kind in ("cnn", "random"):
         if isinstance(model, str | os.PathLike):
             model, meta = load_cnn(model)
@@ -275,9 +276,12 @@ def gmm_vmeasure(
     Xte, yte = _xy(X_test, y_test, "test")
     if not 1 <= n_components <= len(Xtr):
         raise ValueError(f"n_components must be in 1..{len(Xtr)}, got {n_components!r}")
-    gmm = make_pipeline(StandardScaler(), GaussianMixture(
-        n_components, covariance_type=covariance_type, random_state=seed, reg_covar=1e-4
-    )).fit(Xtr)
+    gmm = make_pipeline(
+        StandardScaler(),
+        GaussianMixture(
+            n_components, covariance_type=covariance_type, random_state=seed, reg_covar=1e-4
+        ),
+    ).fit(Xtr)
     return float(v_measure_score(yte, gmm.predict(Xte)))
 
 
@@ -542,8 +546,9 @@ def report_figure(
             for cid in np.unique(labels):
                 c = known.get(int(cid))
                 pts = [a[labels == cid] for a in xyz]
-                ax.scatter(*pts, s=3, color=c.colour if c else "grey",
-                           label=c.name if c else str(int(cid)))
+                ax.scatter(
+                    *pts, s=3, color=c.colour if c else "grey", label=c.name if c else str(int(cid))
+                )
             if row == 0:
                 ax.legend(fontsize=6, markerscale=3, loc="best")
         if narrow:
@@ -559,8 +564,9 @@ def report_figure(
     for i, (name, r) in enumerate(report.items()):
         vals = [r["probes"][m] for m in metrics[:3]] + [r["vmeasure"]]
         ax.bar(np.arange(4) + i * width, vals, width, label=name)
-    ax.set_xticks(np.arange(4) + 0.4 - width / 2, ["lin.\nSVM", "RBF\nSVM", "LR", "V-\nmeas."],
-                  fontsize=8)
+    ax.set_xticks(
+        np.arange(4) + 0.4 - width / 2, ["lin.\nSVM", "RBF\nSVM", "LR", "V-\nmeas."], fontsize=8
+    )
     ax.set_ylim(0, 1), ax.legend(fontsize=8)
     if fig.get_layout_engine() is None:
         fig.tight_layout()

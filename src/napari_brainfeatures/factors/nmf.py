@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_brainfeatures._util.device import resolve_device
 from napari_brainfeatures.progress import Progress
 
 SOLVERS = ("auto", "torch", "sklearn", "sklearn-minibatch")
@@ -211,15 +212,6 @@ def _hals_rows(Wt: torch.Tensor, P: torch.Tensor, Q: torch.Tensor, sweeps: int) 
             torch.clamp(tmp, min=0, out=Wt[j])
 
 
-def _device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
-    return dev
-
-
 def _blocks(X: np.ndarray, Xd: torch.Tensor | None, block: int, dev: torch.device) -> Any:
     """Yield ``(start, block tensor (B, D))`` over the rows of ``X`` on ``dev``."""
     for s in range(0, X.shape[0], block):
@@ -293,7 +285,7 @@ def _fit_torch(
     init: str,
 ) -> Generator[Progress, None, NMFResult]:
     t0 = time.perf_counter()
-    dev = _device(device)
+    dev = resolve_device(device)
     n, d = X.shape
     if init not in ("nndsvda", "random"):
         raise ValueError(f"init must be 'nndsvda' or 'random', got {init!r}")

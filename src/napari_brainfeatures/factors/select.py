@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_brainfeatures._util.device import resolve_device
 from napari_brainfeatures.factors.nmf import (
     SOLVERS,
     NMFResult,
     _as_rows,
-    _device,
     _fit_sklearn,
     _fit_torch,
     _load_rows,
@@ -220,7 +220,7 @@ class FeatureNMF:
                 f"{self.components_.shape[1]}; use features from the same model"
             )
         check_features(rows, block=self.block_rows)
-        dev = _device(self.device)
+        dev = resolve_device(self.device)
         H = torch.from_numpy(self.components_).to(dev)
         Wt, _ = _solve_w(rows, H, None, block=self.block_rows, sweeps=sweeps, dev=dev)
         return Wt.cpu().numpy().T.reshape(*X.shape[:-1], -1)

@@ -20,11 +20,11 @@ from typing import Any
 import torch
 
 from napari_brainfeatures.features.plan import DenseJob
-from napari_brainfeatures.features.tile import TileWorker, model_id
-from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures.features.run import plan_job
 from napari_brainfeatures.features.store import FeatureStore, done_tiles, mark_complete
+from napari_brainfeatures.features.tile import TileWorker, model_id
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+from napari_brainfeatures.progress import Progress, ProgressGen
 
 __all__ = ["compute_feature_map_distributed", "connect"]
 
@@ -122,7 +122,7 @@ def compute_feature_map_distributed(
     timeout: float = 10.0,
     **options: Any,
 ) -> ProgressGen[FeatureStore]:
-    """:func:`~napari_brainfeatures.features.run.compute_feature_map` on a dask cluster (a generator).
+    """:func:`~.run.compute_feature_map` on a dask cluster (a generator).
 
     Parameters
     ----------
@@ -142,7 +142,7 @@ def compute_feature_map_distributed(
     Yields
     ------
     Progress
-        One per finished tile (``payload``: the :class:`~napari_brainfeatures.features.run.TileDone`).
+        One per finished tile (``payload``: the :class:`~.run.TileDone`).
 
     Returns
     -------

@@ -35,19 +35,19 @@ import numpy as np
 import torch
 
 from napari_brainfeatures import __version__
+from napari_brainfeatures._util.device import resolve_device
+from napari_brainfeatures.classes import ClassTable
+from napari_brainfeatures.features.fcn import OUTPUTS, DenseCNN, PatchCNN
 from napari_brainfeatures.features.plan import EDGES, DenseJob, Region, TileDone
+from napari_brainfeatures.features.store import FeatureStore, done_tiles, mark_complete, prepare
 from napari_brainfeatures.features.tile import (
     TileWorker,
     load_model,
     model_id,
     pad_index,
-    resolve_device,
 )
-from napari_brainfeatures.progress import Progress, ProgressGen
-from napari_brainfeatures.classes import ClassTable
-from napari_brainfeatures.features.fcn import OUTPUTS, DenseCNN, PatchCNN
-from napari_brainfeatures.features.store import FeatureStore, done_tiles, mark_complete, prepare
 from napari_brainfeatures.models.cnn import BrainAreaCNN, check_image_dtype
+from napari_brainfeatures.progress import Progress, ProgressGen
 
 __all__ = [
     "EDGES",
@@ -102,7 +102,7 @@ def plan_job(
         region=region,
         tile=tile,
         batch=batch,
-        device=resolve_device(device),
+        device=str(resolve_device(device)),
         precision=precision,
         which=which,
         edge=edge,
@@ -325,4 +325,3 @@ def measure_padding_deviation(
         "cosine": float(cos.mean()),
         "area_agreement": float((res["dense"]["areas"] == res["patch"]["areas"]).float().mean()),
     }
-

@@ -1,4 +1,4 @@
-"""The on-disk feature store written by :func:`napari_brainfeatures.features.run.compute_feature_map`.
+"""The on-disk feature store written by :func:`~.run.compute_feature_map`.
 
 A feature store is a zarr (v3) group on the local file system::
 

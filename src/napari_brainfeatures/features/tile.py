@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_brainfeatures.features.plan import DenseJob
 from napari_brainfeatures.features.fcn import make_evaluator
+from napari_brainfeatures.features.plan import DenseJob
 from napari_brainfeatures.features.store import write_tile
 from napari_brainfeatures.models.cnn import BrainAreaCNN, load_cnn
 
@@ -48,19 +48,6 @@ def load_model(path: str | os.PathLike[str]) -> tuple[BrainAreaCNN, dict[str, An
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return model, {"meta": meta, "path": str(Path(path).resolve())}, h.hexdigest()
-
-
-def resolve_device(device: str | torch.device | None) -> str:
-    """``"cuda"`` when available (or asked for), else ``"cpu"``; a clear error otherwise."""
-    if device is None or device == "":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
-    return str(dev)
 
 
 class TileWorker:

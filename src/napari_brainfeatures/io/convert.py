@@ -24,8 +24,8 @@ import zarr
 
 from napari_brainfeatures import __version__
 from napari_brainfeatures._util.overwrite import check_target, swap_in
-from napari_brainfeatures.progress import Progress
 from napari_brainfeatures.io.volume import Volume, open_volume
+from napari_brainfeatures.progress import Progress
 
 __all__ = ["convert_to_ome_zarr", "n_levels_for"]
 

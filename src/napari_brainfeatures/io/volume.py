@@ -30,7 +30,15 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 SUPPORTED_DTYPES = tuple(
     np.dtype(t)
     for t in (
-        "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "float32",
         "float64",
     )  # int64: numpy's default integer, so many label volumes
 )

@@ -29,9 +29,9 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import rankdata
 
-from napari_brainfeatures.progress import Progress, ProgressGen
-from napari_brainfeatures.models.vae import BetaVAE
 from napari_brainfeatures.latent.population import as_stack, check_rois
+from napari_brainfeatures.models.vae import BetaVAE
+from napari_brainfeatures.progress import Progress, ProgressGen
 
 __all__ = [
     "LatentModel",

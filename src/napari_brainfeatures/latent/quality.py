@@ -253,9 +253,7 @@ def model_quality(
     imgs = as_stack(images).astype(np.float32, copy=False)
     ref = imgs if clean is None else as_stack(clean, name="clean").astype(np.float32, copy=False)
     if ref.shape != imgs.shape:
-        raise ValueError(
-            f"clean sections {ref.shape!r} do not match the sections {imgs.shape!r}"
-        )
+        raise ValueError(f"clean sections {ref.shape!r} do not match the sections {imgs.shape!r}")
     # larger sections are scored on the centre the model sees (320x456 -> 320x448)
     imgs, ref = (center_crop(a, model.image_shape) for a in (imgs, ref))
     if len(imgs) < 2:
@@ -264,8 +262,9 @@ def model_quality(
     if artifact is not None:
         art = np.asarray(artifact)
         if art.shape != (len(imgs),):
-            raise ValueError(f"artifact must have one entry per section ({len(imgs)}), got "
-                             f"shape {art.shape!r}")
+            raise ValueError(
+                f"artifact must have one entry per section ({len(imgs)}), got shape {art.shape!r}"
+            )
         bad = art > 0
     if clean is None:
         bad[:] = False  # no reference to reject artifacts towards

@@ -27,9 +27,6 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from napari_brainfeatures.progress import Progress, ProgressGen
-from napari_brainfeatures.models.checkpoint import ModelFileError, device_of, read_header
-from napari_brainfeatures.models.vae import KIND, BetaVAE, VAEConfig, load_vae, save_vae, vae_loss
 from napari_brainfeatures.latent.population import (
     PCA_KIND,
     PCABaseline,
@@ -37,6 +34,9 @@ from napari_brainfeatures.latent.population import (
     center_crop,
     preprocess,
 )
+from napari_brainfeatures.models.checkpoint import ModelFileError, device_of, read_header
+from napari_brainfeatures.models.vae import KIND, BetaVAE, VAEConfig, load_vae, save_vae, vae_loss
+from napari_brainfeatures.progress import Progress, ProgressGen
 
 __all__ = [
     "VAELatentModel",
@@ -181,7 +181,7 @@ def train_vae(
     Parameters
     ----------
     images : array (N, H, W)
-        Raw sections (pre-processed with :func:`~napari_brainfeatures.latent.population.preprocess`).
+        Raw sections (pre-processed with :func:`~.population.preprocess`).
     config : VAEConfig, optional
         Default ``VAEConfig.for_shape((H, W))`` (L = 8, β = 3).  β = 1 gives a vanilla VAE.
     epochs : int
@@ -241,8 +241,7 @@ def train_vae(
         arr = center_crop(arr, config.image_shape)  # 320x456 -> 320x448, as the paper
     except ValueError:
         raise ValueError(
-            f"config.image_shape {config.image_shape!r} does not fit the sections "
-            f"{raw_shape!r}"
+            f"config.image_shape {config.image_shape!r} does not fit the sections {raw_shape!r}"
         ) from None
     scaled, info = preprocess(arr, clip=clip)
     rng = np.random.default_rng(seed)

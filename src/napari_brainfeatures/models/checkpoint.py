@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from napari_brainfeatures._util.device import resolve_device
 from napari_brainfeatures._util.files import as_if_created
 
 __all__ = [
@@ -167,9 +168,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ModelFileError(f"{str(path)!r} has an incomplete model description: {err}") from None
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str], model: nn.Module, *, kind: str
-) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, kind: str) -> dict[str, Any]:
     """Load weights from ``path`` into ``model`` (built from :func:`read_header`).
 
     Raises
@@ -198,8 +197,6 @@ def load_checkpoint(
     return header
 
 
-def device_of(name: str | None = None) -> torch.device:
-    """``cuda`` when available (or asked for), else ``cpu``."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def device_of(name: str | torch.device | None = None) -> torch.device:
+    """``cuda`` when available (or asked for), else ``cpu`` (see :func:`resolve_device`)."""
+    return resolve_device(name)

@@ -39,9 +39,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from napari_brainfeatures._util.overwrite import check_target
+from napari_brainfeatures.classes import ClassTable, default_table
 from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures.progress import run as run_progress
-from napari_brainfeatures.classes import ClassTable, default_table
 from napari_brainfeatures.synthetic._geometry import Geometry
 from napari_brainfeatures.synthetic._render import render_box, render_labels
 

@@ -23,11 +23,11 @@ import torch
 from numpy.typing import NDArray
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from napari_brainfeatures.progress import Progress, ProgressGen
-from napari_brainfeatures.progress import run as run_gen
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.checkpoint import device_of
 from napari_brainfeatures.models.cnn import BrainAreaCNN, to_input
+from napari_brainfeatures.progress import Progress, ProgressGen
+from napari_brainfeatures.progress import run as run_gen
 from napari_brainfeatures.train.patches import PatchSet
 
 __all__ = [
@@ -111,9 +111,16 @@ class Evaluation:
             pc = d["per_class"]
             col = lambda k: np.array([pc[n][k] for n in names], np.float64)  # noqa: E731
             return cls(
-                float(d["accuracy"]), np.asarray(d["confusion"], np.int64), col("precision"),
-                col("recall"), col("f1"), col("support").astype(np.int64), float(d["macro_f1"]),
-                names, [int(i) for i in d["class_ids"]], bool(d.get("tta", False)),
+                float(d["accuracy"]),
+                np.asarray(d["confusion"], np.int64),
+                col("precision"),
+                col("recall"),
+                col("f1"),
+                col("support").astype(np.int64),
+                float(d["macro_f1"]),
+                names,
+                [int(i) for i in d["class_ids"]],
+                bool(d.get("tta", False)),
             )
         except (KeyError, TypeError) as err:
             raise ValueError(f"not an evaluation record: missing or bad {err}") from None
@@ -180,8 +187,13 @@ def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def iter_predict_proba(
-    model: BrainAreaCNN, patches: NDArray[Any], *, batch_size: int = 64,
-    device: str | torch.device | None = None, scale: float | None = None, tta: bool = False,
+    model: BrainAreaCNN,
+    patches: NDArray[Any],
+    *,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    scale: float | None = None,
+    tta: bool = False,
 ) -> ProgressGen[NDArray[np.float32]]:
     """Softmax probabilities ``(N, K)`` of raw patches ``(N, P, P)``, yielding per batch.
 
@@ -200,12 +212,17 @@ def iter_predict_proba(
     cl = torch.channels_last
     with _channels_last(model):
         for i in range(0, n, int(batch_size)):
-            x = to_input(np.ascontiguousarray(patches[i : i + batch_size]), scale=scale,
-                         in_channels=model.config.in_channels, device=dev)  # (B, C, P, P)
+            x = to_input(
+                np.ascontiguousarray(patches[i : i + batch_size]),
+                scale=scale,
+                in_channels=model.config.in_channels,
+                device=dev,
+            )  # (B, C, P, P)
             views = _dihedral(x) if tta else [x]
             with torch.inference_mode():
-                p = sum(torch.softmax(model(v.contiguous(memory_format=cl)), 1).float()
-                        for v in views)  # (B, K)
+                p = sum(
+                    torch.softmax(model(v.contiguous(memory_format=cl)), 1).float() for v in views
+                )  # (B, K)
                 out[i : i + len(x)] = (p / len(views)).cpu().numpy()
             yield Progress(min(i + batch_size, n), n, f"patches {min(i + batch_size, n)}/{n}")
     return out
@@ -223,15 +240,25 @@ def _scores(y: NDArray[np.int64], pred: NDArray[np.int64], classes: ClassTable) 
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     present = s > 0
     return Evaluation(
-        float((y == pred).mean()) if len(y) else float("nan"), cm, p.astype(np.float64),
-        r.astype(np.float64), f.astype(np.float64), s.astype(np.int64),
-        float(f[present].mean()) if present.any() else float("nan"), classes.names, classes.ids,
+        float((y == pred).mean()) if len(y) else float("nan"),
+        cm,
+        p.astype(np.float64),
+        r.astype(np.float64),
+        f.astype(np.float64),
+        s.astype(np.int64),
+        float(f[present].mean()) if present.any() else float("nan"),
+        classes.names,
+        classes.ids,
     )
 
 
 def iter_evaluate(
-    model: BrainAreaCNN, patches: PatchSet, *, batch_size: int = 64,
-    device: str | torch.device | None = None, classes: ClassTable | None = None,
+    model: BrainAreaCNN,
+    patches: PatchSet,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    classes: ClassTable | None = None,
     tta: bool = True,
 ) -> ProgressGen[Evaluation]:
     """:func:`evaluate` as a progress generator (one record per batch)."""
@@ -246,16 +273,21 @@ def iter_evaluate(
     if unknown:
         raise ValueError(f"patch labels {unknown!r} are not classes of the model {classes.ids!r}")
     y = np.array([lut[int(v)] for v in patches.labels], np.int64)
-    probs = yield from iter_predict_proba(model, patches.patches, batch_size=batch_size,
-                                          device=device, tta=tta)
+    probs = yield from iter_predict_proba(
+        model, patches.patches, batch_size=batch_size, device=device, tta=tta
+    )
     ev = _scores(y, probs.argmax(1), classes)
     ev.tta = bool(tta)
     return ev
 
 
 def evaluate(
-    model: BrainAreaCNN, patches: PatchSet, *, batch_size: int = 64,
-    device: str | torch.device | None = None, classes: ClassTable | None = None,
+    model: BrainAreaCNN,
+    patches: PatchSet,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    classes: ClassTable | None = None,
     tta: bool = True,
 ) -> Evaluation:
     """Accuracy, confusion matrix and per-class precision/recall/F1 on ``patches``.
@@ -280,8 +312,11 @@ def evaluate(
     -------
     Evaluation
     """
-    return run_gen(iter_evaluate(model, patches, batch_size=batch_size, device=device,
-                                 classes=classes, tta=tta))
+    return run_gen(
+        iter_evaluate(
+            model, patches, batch_size=batch_size, device=device, classes=classes, tta=tta
+        )
+    )
 
 
 @dataclass
@@ -299,8 +334,13 @@ class SlicePrediction:
 
 
 def predict_slice(
-    model: BrainAreaCNN, image2d: Any, *, stride: int = 16, batch_size: int = 256,
-    device: str | torch.device | None = None, classes: ClassTable | None = None,
+    model: BrainAreaCNN,
+    image2d: Any,
+    *,
+    stride: int = 16,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    classes: ClassTable | None = None,
 ) -> ProgressGen[SlicePrediction]:
     """Classify the patch centred on every ``stride``-th pixel of a 2-D slice.
 
@@ -389,8 +429,15 @@ def plot_confusion(evaluation: Evaluation, ax: Any, *, normalise: bool = True) -
     top = shown.max() if shown.size else 1
     for (i, j), v in np.ndenumerate(shown):
         txt = f"{v:.2f}" if normalise else f"{int(v)}"
-        ax.text(j, i, txt, ha="center", va="center", fontsize=7,
-                color="white" if v > 0.6 * top else "black")
+        ax.text(
+            j,
+            i,
+            txt,
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if v > 0.6 * top else "black",
+        )
     return im
 
 

@@ -34,7 +34,6 @@ import torch
 from torch.nn import functional as F
 
 from napari_brainfeatures import __version__
-from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.checkpoint import device_of
 from napari_brainfeatures.models.cnn import (
@@ -44,6 +43,7 @@ from napari_brainfeatures.models.cnn import (
     input_scale_for,
     save_cnn,
 )
+from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures.train.patches import PatchSet
 
 __all__ = [
@@ -131,8 +131,10 @@ def border_mix(x: torch.Tensor, generator: torch.Generator, *, p: float = 0.5) -
     lo, hi = max(2, pp // 16), pp // 2 - 4
     dist = (lo + (hi - lo) * torch.rand(b, generator=generator)).to(x.device)  # (B,)
     c = torch.arange(pp, device=x.device, dtype=x.dtype) - (pp - 1) / 2
-    along = (theta.cos()[:, None, None] * c[None, :, None]
-             + theta.sin()[:, None, None] * c[None, None, :])  # (B, P, P)
+    along = (
+        theta.cos()[:, None, None] * c[None, :, None]
+        + theta.sin()[:, None, None] * c[None, None, :]
+    )  # (B, P, P)
     mask = (along > dist[:, None, None]) & use[:, None, None]  # (B, P, P)
     return torch.where(mask[:, None], x[partner], x)  # (B, C, P, P)
 
@@ -161,8 +163,9 @@ def random_rotation(x: torch.Tensor, generator: torch.Generator, *, p: float = 0
     sub = x[idx]  # (R, C, P, P)
     grid = F.affine_grid(affine, list(sub.shape), align_corners=False)  # (R, P, P, 2)
     out = x.clone()
-    out[idx] = F.grid_sample(sub, grid, mode="bilinear", padding_mode="reflection",
-                                          align_corners=False)
+    out[idx] = F.grid_sample(
+        sub, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
     return out
 
 
@@ -304,8 +307,15 @@ def _input_stats(patches: np.ndarray, scale: float, seed: int) -> tuple[float, f
 
 
 @torch.inference_mode()
-def _score(model: BrainAreaCNN, data: torch.Tensor, y: torch.Tensor, norm: tuple[float, ...],
-           batch_size: int, dev: torch.device, weight: torch.Tensor) -> tuple[float, float]:
+def _score(
+    model: BrainAreaCNN,
+    data: torch.Tensor,
+    y: torch.Tensor,
+    norm: tuple[float, ...],
+    batch_size: int,
+    dev: torch.device,
+    weight: torch.Tensor,
+) -> tuple[float, float]:
     model.eval()
     loss, correct = 0.0, 0
     c = model.config.in_channels
@@ -424,18 +434,56 @@ def train_cnn(
     if num_threads:
         torch.set_num_threads(int(num_threads))
     try:
-        return (yield from _train(
-            train, val, config, epochs, batch_size, lr, augment, patience, dev, seed,
-            checkpoint_path, classes, voxel_size, scale, norm, bool(standardise), init,
-            float(mix), schedule, float(rotate),
-        ))
+        return (
+            yield from _train(
+                train,
+                val,
+                config,
+                epochs,
+                batch_size,
+                lr,
+                augment,
+                patience,
+                dev,
+                seed,
+                checkpoint_path,
+                classes,
+                voxel_size,
+                scale,
+                norm,
+                bool(standardise),
+                init,
+                float(mix),
+                schedule,
+                float(rotate),
+            )
+        )
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, seed,
-           checkpoint_path, classes, voxel_size, scale, norm, standardise, init,
-           mix, schedule, rotate):  # noqa: ANN001
+def _train(
+    train,
+    val,
+    config,
+    epochs,
+    batch_size,
+    lr,
+    augment,
+    patience,
+    dev,
+    seed,
+    checkpoint_path,
+    classes,
+    voxel_size,
+    scale,
+    norm,
+    standardise,
+    init,
+    mix,
+    schedule,
+    rotate,
+):  # noqa: ANN001
     mean, std = _input_stats(train.patches, scale, seed) if standardise else (0.0, 1.0)
     prep = (scale, mean, std)
     intensity = intensity_range(train.patches, scale)
@@ -460,8 +508,9 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
     if dev.type == "cuda":  # small enough to live on the GPU
         xs, ys, xv, yv = (t.to(dev) for t in (xs, ys, xv, yv))
     counts = np.bincount(train.targets, minlength=config.n_classes).astype(np.float64)
-    weight = torch.tensor(counts.sum() / (config.n_classes * np.maximum(counts, 1)),
-                          dtype=torch.float32, device=dev)  # (K,): 1 when balanced
+    weight = torch.tensor(
+        counts.sum() / (config.n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=dev
+    )  # (K,): 1 when balanced
     n_batches = -(-len(ys) // batch_size)
     total = epochs * n_batches
     sched = None
@@ -477,8 +526,12 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
         "rotate": rotate if augment else 0.0,
         "augment_intensity_range": list(intensity) if augment else None,
         "lr_schedule": schedule,
-        "training_standardisation": {"applied": standardise, "mean": mean, "std": std,
-                                     "folded_into_first_conv": standardise},
+        "training_standardisation": {
+            "applied": standardise,
+            "mean": mean,
+            "std": std,
+            "folded_into_first_conv": standardise,
+        },
     }
     history: list[dict[str, float]] = []
     best_acc, best_loss, best_epoch, best_state = -1.0, np.inf, 0, None
@@ -494,8 +547,7 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
             x = xs[idx].to(dev, non_blocking=True).float().mul_(scale)  # (B, 1, P, P)
             t = ys[idx].to(dev)  # (B,)
             if augment:
-                x = augment_batch(x, gen, mix=mix, rotate=rotate, intensity=intensity,
-                                  clip=clip)
+                x = augment_batch(x, gen, mix=mix, rotate=rotate, intensity=intensity, clip=clip)
             if standardise:
                 x = x.sub_(mean).div_(std)
             x = x.expand(-1, c, -1, -1).contiguous(memory_format=torch.channels_last)
@@ -516,15 +568,34 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
                 f"training diverged in epoch {epoch} (loss {tr_loss!r}); lower lr (got {lr!r})"
             )
         va_loss, va_acc = _score(model, xv, yv, prep, 64, dev, weight)
-        rec = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc,
-               "val_loss": va_loss, "val_acc": va_acc, "seconds": time.perf_counter() - te}
+        rec = {
+            "epoch": epoch,
+            "train_loss": tr_loss,
+            "train_acc": tr_acc,
+            "val_loss": va_loss,
+            "val_acc": va_acc,
+            "seconds": time.perf_counter() - te,
+        }
         history.append({k: float(v) for k, v in rec.items()})
         improved = va_acc > best_acc or (va_acc == best_acc and va_loss < best_loss)
         if improved:
             best_acc, best_loss, best_epoch = va_acc, va_loss, epoch
             best_state = copy.deepcopy(model.state_dict())
-            meta["training"] = _record(history, best_epoch, best_acc, best_loss, train, val,
-                                       lr, batch_size, augment, seed, dev, t0, epochs)
+            meta["training"] = _record(
+                history,
+                best_epoch,
+                best_acc,
+                best_loss,
+                train,
+                val,
+                lr,
+                batch_size,
+                augment,
+                seed,
+                dev,
+                t0,
+                epochs,
+            )
             if checkpoint_path is not None:
                 path = save_cnn(checkpoint_path, deployable(model), classes=classes, meta=meta)
         msg = f"epoch {epoch}/{epochs}: val_acc {va_acc:.3f}" + (" (best)" if improved else "")
@@ -534,8 +605,21 @@ def _train(train, val, config, epochs, batch_size, lr, augment, patience, dev, s
             break
     model.load_state_dict(best_state)  # set in epoch 1: any accuracy beats -1
     model = deployable(model.to(memory_format=torch.contiguous_format))
-    meta["training"] = _record(history, best_epoch, best_acc, best_loss, train, val,
-                               lr, batch_size, augment, seed, dev, t0, epochs)
+    meta["training"] = _record(
+        history,
+        best_epoch,
+        best_acc,
+        best_loss,
+        train,
+        val,
+        lr,
+        batch_size,
+        augment,
+        seed,
+        dev,
+        t0,
+        epochs,
+    )
     meta["training"]["stopped_early"] = stopped
     if checkpoint_path is not None:
         path = save_cnn(checkpoint_path, model, classes=classes, meta=meta)
@@ -550,8 +634,21 @@ def _voxel(voxel_size: Sequence[float] | float | None) -> list[float] | None:
     return [float(v) for v in voxel_size]  # type: ignore[union-attr]
 
 
-def _record(history, best_epoch, best_acc, best_loss, train, val, lr, batch_size, augment,
-            seed, dev, t0, epochs):  # noqa: ANN001
+def _record(
+    history,
+    best_epoch,
+    best_acc,
+    best_loss,
+    train,
+    val,
+    lr,
+    batch_size,
+    augment,
+    seed,
+    dev,
+    t0,
+    epochs,
+):  # noqa: ANN001
     return {
         "epochs": int(epochs),
         "epochs_run": len(history),
@@ -563,8 +660,10 @@ def _record(history, best_epoch, best_acc, best_loss, train, val, lr, batch_size
         "augment": bool(augment),
         "seed": int(seed),
         "slices": {"train": train.slices, "val": val.slices},
-        "counts": {"train": {str(k): v for k, v in train.counts.items()},
-                   "val": {str(k): v for k, v in val.counts.items()}},
+        "counts": {
+            "train": {str(k): v for k, v in train.counts.items()},
+            "val": {str(k): v for k, v in val.counts.items()},
+        },
         # classes painted as strokes: training patches centred on the paint, not inside it
         "centred_classes": [int(c) for c in train.centred],
         "device": str(dev),

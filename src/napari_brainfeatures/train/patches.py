@@ -97,8 +97,13 @@ class PatchSet:
     def subset(self, index: Any) -> PatchSet:
         """The patches selected by ``index`` (boolean mask or integer indices)."""
         return PatchSet(
-            self.patches[index], self.labels[index], self.centres[index], self.classes,
-            self.interior, dict(self.available), self.centred,
+            self.patches[index],
+            self.labels[index],
+            self.centres[index],
+            self.classes,
+            self.interior,
+            dict(self.available),
+            self.centred,
         )
 
 
@@ -311,6 +316,7 @@ def sample_patches(
             imgs[z] = _read_image_slice(image, z)
             finite = np.isfinite(imgs[z])
             clean[z] = None if finite.all() else _interior_mask(finite, p)
+
     # Candidate centres per class and slice: flat indices into the (H-P+1, W-P+1) corner grid.
     def candidates(c: int, inner: bool) -> list[tuple[int, NDArray[np.int64]]]:
         out = []
@@ -356,10 +362,13 @@ def sample_patches(
         raise ValueError(
             f"no {p}x{p} patch {'free of NaN pixels ' if nan else ''}fits {where} class(es) "
             f"{empty!r} on slices {zs!r}; "
-            + ("paint larger regions, choose other slices, or centre training patches on "
-               "the paint (interior='auto', for strokes)" if interior is True else
-               f"paint them there or choose other slices (a patch centre must be {half} px "
-               "from the image edge)")
+            + (
+                "paint larger regions, choose other slices, or centre training patches on "
+                "the paint (interior='auto', for strokes)"
+                if interior is True
+                else f"paint them there or choose other slices (a patch centre must be {half} px "
+                "from the image edge)"
+            )
         )
     rng = np.random.default_rng(seed)
     out_p, out_l, out_c = [], [], []
@@ -390,8 +399,13 @@ def sample_patches(
             out_l.append(np.full(len(sel), c, np.int64))
             out_c.append(np.stack([np.full(len(sel), z), y0 + half, x0 + half], axis=1))
     return PatchSet(
-        np.concatenate(out_p), np.concatenate(out_l), np.concatenate(out_c).astype(np.int64),
-        table, bool(interior) and not centred, available, tuple(centred),
+        np.concatenate(out_p),
+        np.concatenate(out_l),
+        np.concatenate(out_c).astype(np.int64),
+        table,
+        bool(interior) and not centred,
+        available,
+        tuple(centred),
     )
 
 
@@ -462,11 +476,32 @@ def sample_splits(
                 )
     n_eval = int(eval_per_class) if eval_per_class is not None else max(1, int(per_class) // 2)
     kw: dict[str, Any] = {"patch_size": patch_size}
-    train = _split("training", sample_patches, image, labels, slices=sets[0],
-                   per_class=per_class, interior=interior, classes=classes, seed=seed, **kw)
+    train = _split(
+        "training",
+        sample_patches,
+        image,
+        labels,
+        slices=sets[0],
+        per_class=per_class,
+        interior=interior,
+        classes=classes,
+        seed=seed,
+        **kw,
+    )
     val, test = (
-        _split(name, sample_patches, image, labels, slices=zs, per_class=n_eval,
-               interior=False, classes=train.classes, seed=seed + i, skip_missing=True, **kw)
+        _split(
+            name,
+            sample_patches,
+            image,
+            labels,
+            slices=zs,
+            per_class=n_eval,
+            interior=False,
+            classes=train.classes,
+            seed=seed + i,
+            skip_missing=True,
+            **kw,
+        )
         for i, (name, zs) in enumerate((("validation", sets[1]), ("test", sets[2])), start=1)
     )
     return Splits(train, val, test)
