@@ -13,7 +13,7 @@ from typing import Any
 
 
 def lazy_exports(
-    package: str, table: dict[str, list[str]]
+    package: str, table: dict[str, str]
 ) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
     """``__all__``, ``__getattr__`` and ``__dir__`` for a package.
 
@@ -21,10 +21,10 @@ def lazy_exports(
     ----------
     package : str
         The package's ``__name__``.
-    table : dict of str to list of str
-        Submodule name -> the public names it defines.
+    table : dict of str to str
+        Submodule name -> the public names it defines, separated by spaces.
     """
-    where = {name: module for module, names in table.items() for name in names}
+    where = {name: module for module, names in table.items() for name in names.split()}
     names = sorted(where)
 
     def __getattr__(name: str) -> Any:
