@@ -18,6 +18,19 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny problems: BLAS and torch threads only add synchronisation (slow on a busy machine)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def volume() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, size=(6, 40, 50), dtype=np.uint8)
 

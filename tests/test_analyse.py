@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from helpers import TINY_CNN
 from napari_brainfeatures.analyse.report import (
@@ -30,13 +29,7 @@ from napari_brainfeatures.progress import Progress, run
 SMALL = CNNConfig(patch_size=64, n_classes=3, channels=(4, 4, 4, 4), fc=(16, 8))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blobs(n_per=40, d=5, k=3, seed=0, spread=0.3):

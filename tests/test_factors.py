@@ -6,7 +6,6 @@ import dask.array as da
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from helpers import TINY_CNN
 from napari_brainfeatures.factors.select import (
@@ -19,15 +18,7 @@ from napari_brainfeatures.factors.select import (
 )
 from napari_brainfeatures.progress import Progress, run
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: BLAS threads only add synchronisation (slow on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def low_rank(n=300, d=12, k=4, seed=0, noise=0.0):
