@@ -8,13 +8,17 @@ yields feed a progress bar and live plots and the return value becomes layers.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
-__all__ = ["Progress", "ProgressGen", "run"]
+__all__ = ["Progress", "ProgressGen", "blocking", "run"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +78,32 @@ def run(gen: Generator[Progress, Any, T], callback: Callable[[Progress], Any] | 
             return stop.value
         if callback is not None:
             callback(record)
+
+
+def blocking(gen_fn: Callable[P, Generator[Progress, Any, T]]) -> Callable[P, T]:
+    """The blocking twin of a progress generator function ``iter_<name>``.
+
+    Long work is written once, as a generator function named ``iter_<name>`` that
+    yields :class:`Progress`; ``<name> = blocking(iter_<name>)`` takes the same
+    arguments, drives it with :func:`run` and returns its result (for scripts).
+    """
+    name = gen_fn.__name__.removeprefix("iter_")
+
+    @functools.wraps(gen_fn)
+    def plain(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run(gen_fn(*args, **kwargs))
+
+    sig = inspect.signature(gen_fn)
+    ret = sig.return_annotation
+    if isinstance(ret, str) and ret.startswith("ProgressGen[") and ret.endswith("]"):
+        ret = ret[len("ProgressGen[") : -1]
+    elif typing.get_origin(ret) is Generator:
+        ret = typing.get_args(ret)[2]
+    plain.__signature__ = sig.replace(return_annotation=ret)  # type: ignore[attr-defined]
+    plain.__name__ = name
+    plain.__qualname__ = gen_fn.__qualname__.removesuffix(gen_fn.__name__) + name
+    plain.__doc__ = (
+        f"Run :func:`{gen_fn.__name__}` to the end and return its result (no progress).\n\n"
+        + (gen_fn.__doc__ or "")
+    )
+    return plain

@@ -40,8 +40,7 @@ from numpy.typing import NDArray
 
 from napari_brainfeatures._util.overwrite import check_target
 from napari_brainfeatures.classes import ClassTable, default_table
-from napari_brainfeatures.progress import Progress, ProgressGen
-from napari_brainfeatures.progress import run as run_progress
+from napari_brainfeatures.progress import Progress, ProgressGen, blocking
 from napari_brainfeatures.synthetic._geometry import Geometry
 from napari_brainfeatures.synthetic._render import render_box, render_labels
 
@@ -174,26 +173,9 @@ def render_microct_box(
 def iter_microct(
     shape: tuple[int, int, int] = DEFAULT_SHAPE, *, seed: int = 0, workers: int | None = None
 ) -> ProgressGen[MicroCT]:
-    """:func:`make_microct` as a progress generator (one record per 16×256×256 block)."""
-    shp, seed = _check(shape, seed)
-    geom = Geometry(shp, seed)
-    out = {k: np.empty(shp, np.uint8) for k in _ARRAYS}
-    boxes = _boxes(shp, BLOCK)
-    with ThreadPoolExecutor(_workers(workers)) as pool:
-        for i, ((lo, hi), arrs) in enumerate(
-            zip(boxes, pool.map(lambda b: _render_all(geom, *b), boxes), strict=True)
-        ):
-            sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-            for k in _ARRAYS:
-                out[k][sl] = arrs[k]
-            yield Progress(i + 1, len(boxes), f"micro-CT block {i + 1}/{len(boxes)}")
-    return MicroCT(out["image"], out["areas"], out["layers"], out["barrels"], seed=seed)
-
-
-def make_microct(
-    shape: tuple[int, int, int] = DEFAULT_SHAPE, *, seed: int = 0, workers: int | None = None
-) -> MicroCT:
     """Render the synthetic thalamocortical micro-CT volume in memory.
+
+    A progress generator (one record per 16×256×256 block); :func:`make_microct` blocks.
 
     Parameters
     ----------
@@ -213,7 +195,22 @@ def make_microct(
     MicroCT
         uint8 ``image``, ``areas``, ``layers`` and ``barrels``, all (Z, Y, X).
     """
-    return run_progress(iter_microct(shape, seed=seed, workers=workers))
+    shp, seed = _check(shape, seed)
+    geom = Geometry(shp, seed)
+    out = {k: np.empty(shp, np.uint8) for k in _ARRAYS}
+    boxes = _boxes(shp, BLOCK)
+    with ThreadPoolExecutor(_workers(workers)) as pool:
+        for i, ((lo, hi), arrs) in enumerate(
+            zip(boxes, pool.map(lambda b: _render_all(geom, *b), boxes), strict=True)
+        ):
+            sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+            for k in _ARRAYS:
+                out[k][sl] = arrs[k]
+            yield Progress(i + 1, len(boxes), f"micro-CT block {i + 1}/{len(boxes)}")
+    return MicroCT(out["image"], out["areas"], out["layers"], out["barrels"], seed=seed)
+
+
+make_microct = blocking(iter_microct)
 
 
 def make_microct_lazy(
@@ -259,7 +256,23 @@ def iter_write_microct(
     overwrite: bool = False,
     workers: int | None = None,
 ) -> ProgressGen[Path]:
-    """:func:`write_microct` as a progress generator (one record per chunk)."""
+    """Write the volume into a zarr group, chunk by chunk (memory: a few chunks).
+
+    A progress generator (one record per chunk); :func:`write_microct` blocks.
+
+    The group holds uint8 arrays ``image``, ``areas``, ``layers`` and
+    ``barrels`` of ``shape`` with ``chunks``, and attributes: generator and
+    version, seed, shape, ``voxel_size_um``, the class table (``classes``, as
+    :meth:`ClassTable.to_dict`) and ``layer_names``.  Bytes equal
+    :func:`make_microct`'s for the same shape and seed, whatever ``chunks``.
+    :func:`napari_brainfeatures.io.volume.open_volume` opens it (array ``image``).
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False, or it is a file or a folder
+        that is not a zarr store (never deleted, even with ``overwrite``).
+    """
     import zarr
 
     shp, seed = _check(shape, seed, chunks)
@@ -285,32 +298,4 @@ def iter_write_microct(
     return path
 
 
-def write_microct(
-    path: str | Path,
-    *,
-    shape: tuple[int, int, int] = DEFAULT_SHAPE,
-    seed: int = 0,
-    chunks: tuple[int, int, int] = BLOCK,
-    overwrite: bool = False,
-    workers: int | None = None,
-) -> Path:
-    """Write the volume into a zarr group, chunk by chunk (memory: a few chunks).
-
-    The group holds uint8 arrays ``image``, ``areas``, ``layers`` and
-    ``barrels`` of ``shape`` with ``chunks``, and attributes: generator and
-    version, seed, shape, ``voxel_size_um``, the class table (``classes``, as
-    :meth:`ClassTable.to_dict`) and ``layer_names``.  Bytes equal
-    :func:`make_microct`'s for the same shape and seed, whatever ``chunks``.
-    :func:`napari_brainfeatures.io.volume.open_volume` opens it (array ``image``).
-
-    Raises
-    ------
-    FileExistsError
-        ``path`` exists and ``overwrite`` is False, or it is a file or a folder
-        that is not a zarr store (never deleted, even with ``overwrite``).
-    """
-    return run_progress(
-        iter_write_microct(
-            path, shape=shape, seed=seed, chunks=chunks, overwrite=overwrite, workers=workers
-        )
-    )
+write_microct = blocking(iter_write_microct)
