@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test install lint bench clean system-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,10 +15,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Xvfb and the X11/GL libraries napari needs (installed with apt when possible).
+system-deps:
+	scripts/system-deps.sh
+
 demo: $(STAMP)
 	$(VENV)/bin/brainfeatures demo
 
 test: $(STAMP)
+	scripts/system-deps.sh
 	$(PY) -m pytest
 
 lint: $(STAMP)
