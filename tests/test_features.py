@@ -6,6 +6,7 @@ import torch
 
 from helpers import TINY_CNN
 from napari_brainfeatures.features.fcn import DenseCNN, PatchCNN, estimate_bytes, make_evaluator
+from napari_brainfeatures.features.options import DenseOptions
 from napari_brainfeatures.features.run import compute_feature_map, measure_padding_deviation
 from napari_brainfeatures.features.tile import pad_index
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
@@ -278,3 +279,49 @@ def test_3d_mask_with_a_z_range(tmp_path):
     store = run(compute_feature_map(vol, model, out=tmp_path / "m.zarr", region=region, tile=4))
     assert store.attrs["origin"] == [1, 2, 3] and store.shape == (2, 12, 6)
     assert np.array_equal(np.asarray(store.valid()), mask[1:3, 2:14, 3:9])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"tile": 0}, "tile must be a positive integer .*got 0"),
+        ({"tile": -8}, "tile must be a positive integer .*got -8"),
+        ({"tile": 8.5}, "tile must be a positive integer .*got 8.5"),
+        ({"batch": 0}, "batch must be a positive integer, got 0"),
+        ({"stride": True}, "stride must be a positive integer, got True"),
+        ({"memory_mb": 0}, r"memory_mb must be a positive number \(MiB\).*got 0"),
+        ({"memory_mb": -1.5}, "memory_mb must be .*got -1.5"),
+        ({"memory_mb": float("nan")}, "memory_mb must be .*got nan"),
+        ({"input_scale": 0.0}, "input_scale must be .*got 0.0"),
+        ({"method": "fast"}, "method must be one of .*got 'fast'"),
+        ({"edge": "wrap"}, "edge must be one of .*got 'wrap'"),
+        ({"which": ()}, r"which must be a non-empty subset .*got \(\)"),
+        ({"which": ("features", "logits")}, "which must be .*'logits'"),
+    ],
+)
+def test_dense_options_refuse_bad_values_quoting_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DenseOptions(**kwargs)
+
+
+def test_dense_options_normalise_and_merge():
+    opts = DenseOptions(tile=np.int64(8), which=("probs", "probs", "areas"), memory_mb=2)
+    assert opts.tile == 8 and type(opts.tile) is int
+    assert opts.which == ("probs", "areas") and opts.memory_mb == 2.0
+    assert opts.device in ("cpu", "cuda") and opts.method == "auto"
+    assert DenseOptions(which="areas").which == ("areas",)
+    merged = DenseOptions.of(opts, stride=3)
+    assert merged.stride == 3 and merged.tile == 8 and opts.stride == 1
+    assert DenseOptions.of(None, tile=4) == DenseOptions(tile=4)
+    with pytest.raises(TypeError, match="unknown option.*'strid'"):
+        DenseOptions.of(opts, strid=3)
+    with pytest.raises(ValueError, match="tile must be a positive integer"):
+        DenseOptions.of(opts, tile=0)  # a change is checked too
+
+
+def test_tile_zero_and_zero_memory_are_refused_before_any_store(tmp_path):
+    image = np.zeros((20, 20), np.float32)
+    for kwargs in ({"tile": 0}, {"memory_mb": 0}):
+        with pytest.raises(ValueError, match="got 0"):
+            run(compute_feature_map(image, make_model(TINY), out=tmp_path / "x.zarr", **kwargs))
+    assert not (tmp_path / "x.zarr").exists()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures.features.options import EDGES, OUTPUTS, DenseOptions
 from napari_brainfeatures.progress import run as run_gen
 
-EDGES = ("reflect", "zero", "invalid")
+# The defaults live in DenseOptions; options left out on the command line keep them.
+DEFAULT: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(DenseOptions)}
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
@@ -24,11 +27,13 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     zs.add_argument(
         "--z-range", type=int, nargs=2, default=None, metavar=("A", "B"), help="z-slices A..B-1"
     )
-    parser.add_argument("--stride", type=int, default=1, help="pixels between outputs (default 1)")
     parser.add_argument(
-        "--tile", type=int, default=None, help="outputs per tile side (default: auto)"
+        "--stride", type=int, help=f"pixels between outputs (default {DEFAULT['stride']})"
     )
-    parser.add_argument("--memory-mb", type=float, default=None, help="working-set budget per tile")
+    parser.add_argument("--tile", type=int, help="outputs per tile side (default: auto)")
+    parser.add_argument(
+        "--memory-mb", type=float, help="working-set budget per tile, MiB (default: by device)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if any)")
     parser.add_argument(
         "--mixed-precision", action="store_true", help="autocast (float16 on CUDA, bfloat16 on CPU)"
@@ -36,13 +41,12 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--edge",
         choices=EDGES,
-        default="reflect",
-        help="patches leaving the image: mirror, zeros, or NaN/0 (default reflect)",
+        help=f"patches leaving the image: mirror, zeros, or NaN/0 (default {DEFAULT['edge']})",
     )
     parser.add_argument(
         "--which",
-        default="features,probs,areas",
-        help="comma list of features, features_pre, probs, areas",
+        type=lambda text: tuple(w.strip() for w in text.split(",") if w.strip()),
+        help=f"comma list of {', '.join(OUTPUTS)} (default {','.join(DEFAULT['which'])})",
     )
     parser.add_argument(
         "--exact-patches",
@@ -75,24 +79,29 @@ def open_image(path: str) -> Any:
     return open_volume(path).data
 
 
-def run(name: str, args: argparse.Namespace) -> int:
-    from napari_brainfeatures.features.run import compute_feature_map
-
-    image = open_image(args.image)
-    region = args.z if args.z is not None else tuple(args.z_range) if args.z_range else None
-    options = {
+def options_of(args: argparse.Namespace) -> DenseOptions:
+    """The job's options from the command line (checked; those not given keep the defaults)."""
+    given = {
         "stride": args.stride,
-        "region": region,
+        "region": args.z if args.z is not None else tuple(args.z_range) if args.z_range else None,
         "tile": args.tile,
         "device": args.device,
-        "precision": "mixed" if args.mixed_precision else "float32",
+        "precision": "mixed" if args.mixed_precision else None,
         "edge": args.edge,
-        "which": tuple(w.strip() for w in args.which.split(",") if w.strip()),
-        "method": "patch" if args.exact_patches else "auto",
+        "which": args.which,
+        "method": "patch" if args.exact_patches else None,
         "memory_mb": args.memory_mb,
         "overwrite": args.overwrite,
         "image_name": str(args.image),
     }
+    return DenseOptions(**{k: v for k, v in given.items() if v is not None})
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    from napari_brainfeatures.features.run import compute_feature_map
+
+    options = options_of(args)  # bad values: a clear error before the image is opened
+    image = open_image(args.image)
     if args.scheduler:
         from napari_brainfeatures.features.distributed import compute_feature_map_distributed
 
@@ -102,10 +111,10 @@ def run(name: str, args: argparse.Namespace) -> int:
             out=args.out,
             scheduler=args.scheduler,
             n_workers=args.workers,
-            **options,
+            options=options,
         )
     else:
-        gen = compute_feature_map(image, args.model, out=args.out, **options)
+        gen = compute_feature_map(image, args.model, out=args.out, options=options)
     store = run_gen(gen, progress_printer)
     done, total = store.progress()
     print(

@@ -31,9 +31,10 @@ from napari_brainfeatures._widgets._common import (
     workspace_root,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures.features.network import load_model
+from napari_brainfeatures.features.options import DenseOptions
 from napari_brainfeatures.features.run import compute_feature_map, measure_padding_deviation
 from napari_brainfeatures.features.store import FeatureStore, StoreMismatchError
-from napari_brainfeatures.features.tile import load_model
 from napari_brainfeatures.models.cnn import input_scale_for
 from napari_brainfeatures.progress import Progress
 
@@ -169,22 +170,19 @@ class FeatureMapWidget(Container):
             return
         data = layer.data[0] if layer.multiscale else layer.data
         try:
-            region = self.region_value(layer, data.ndim)
+            options = DenseOptions(
+                stride=int(self.stride.value),
+                region=self.region_value(layer, data.ndim),
+                overwrite=bool(self.overwrite.value),
+                image_name=layer.name,
+                **({"method": "patch"} if self.exact.value else {}),  # else the automatic rule
+            )
         except ValueError as err:
             show_error(f"Feature map: {err}")
             return
         self.store, self._target = None, layer
         self._out_path = Path(str(self.out.value))
-        gen = compute_feature_map(
-            data,
-            path,
-            out=self._out_path,
-            stride=int(self.stride.value),
-            region=region,
-            method="patch" if self.exact.value else "auto",
-            overwrite=bool(self.overwrite.value),
-            image_name=layer.name,
-        )
+        gen = compute_feature_map(data, path, out=self._out_path, options=options)
         self.runner.start(
             _in_gui_words(gen),
             name="Feature map",

@@ -1,7 +1,7 @@
 """Dense feature maps on a dask.distributed cluster: each worker does whole tiles.
 
-The client plans the job and creates (or reopens) the store exactly as
-:func:`napari_brainfeatures.features.run.compute_feature_map` does; every worker then
+The client plans the job and creates (or reopens) the store with
+:func:`~.plan.plan_job`, as :func:`~.run.compute_feature_map` does; every worker then
 reads its tiles' input windows, evaluates them and writes the tiles' chunks and
 ``done`` markers straight into the store, so the store must be on a file system
 all workers share (always true for the default local cluster).  The model
@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
-from napari_brainfeatures.features.plan import DenseJob
-from napari_brainfeatures.features.run import plan_job
+from napari_brainfeatures.features.network import model_id
+from napari_brainfeatures.features.options import DenseOptions
+from napari_brainfeatures.features.plan import DenseJob, plan_job
 from napari_brainfeatures.features.store import FeatureStore, done_tiles, mark_complete
-from napari_brainfeatures.features.tile import TileWorker, model_id
+from napari_brainfeatures.features.tile import TileWorker
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 from napari_brainfeatures.progress import Progress, ProgressGen
 
@@ -120,7 +121,8 @@ def compute_feature_map_distributed(
     n_workers: int = 2,
     threads_per_worker: int = 1,
     timeout: float = 10.0,
-    **options: Any,
+    options: DenseOptions | None = None,
+    **kwargs: Any,
 ) -> ProgressGen[FeatureStore]:
     """:func:`~.run.compute_feature_map` on a dask cluster (a generator).
 
@@ -136,8 +138,9 @@ def compute_feature_map_distributed(
         Size of the LocalCluster (default 2 processes of 1 thread).
     timeout : float
         Seconds to wait for a scheduler at ``scheduler`` (default 10).
-    **options
-        Any keyword option of ``compute_feature_map`` (stride, region, tile, ...).
+    options, **kwargs
+        The job's options, as for ``compute_feature_map``: a
+        :class:`~.options.DenseOptions` and/or its fields as keywords.
 
     Yields
     ------
@@ -150,8 +153,7 @@ def compute_feature_map_distributed(
     """
     from distributed import as_completed
 
-    options.setdefault("device", "cpu" if not torch.cuda.is_available() else None)
-    job, net, _ = plan_job(image, model, out=out, **options)
+    job, net, _ = plan_job(image, model, out=out, options=DenseOptions.of(options, **kwargs))
     weights = {
         "id": model_id(net),
         "config": net.config.to_dict(),

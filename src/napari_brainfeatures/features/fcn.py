@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from napari_brainfeatures.features.options import OUTPUTS
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 
 __all__ = [
@@ -40,8 +41,6 @@ __all__ = [
     "make_evaluator",
     "padded_twin_geometry",
 ]
-
-OUTPUTS = ("features", "features_pre", "probs", "areas")
 
 
 def padded_twin_geometry(model: BrainAreaCNN) -> tuple[int, int]:

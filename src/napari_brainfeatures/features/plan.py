@@ -1,28 +1,33 @@
-"""The plan of a dense feature-map job: options, region, geometry and tiles.
+"""The plan of a dense feature-map job: region, geometry, tiles, and the store it writes.
 
-A :class:`DenseJob` is a small picklable description shared by
-:mod:`napari_brainfeatures.features.run` (one process) and
-:mod:`napari_brainfeatures.features.distributed` (dask workers); the per-tile work
-lives in :mod:`._dense_tile`.
+:func:`plan_job` turns :class:`~.options.DenseOptions` into a :class:`DenseJob` (every
+automatic choice made) and creates (or reopens) the store.  The job is a small
+picklable description shared by :mod:`napari_brainfeatures.features.run` (one
+process) and :mod:`napari_brainfeatures.features.distributed` (dask workers); the
+per-tile work lives in :mod:`.tile`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from napari_brainfeatures import __version__
 from napari_brainfeatures.classes import ClassTable
-from napari_brainfeatures.features.fcn import OUTPUTS, choose_tile, make_evaluator
-from napari_brainfeatures.models.cnn import BrainAreaCNN, input_scale_for
+from napari_brainfeatures.features.fcn import choose_tile, make_evaluator
+from napari_brainfeatures.features.network import classes_of, load_model, model_id
+from napari_brainfeatures.features.options import DenseOptions
+from napari_brainfeatures.features.store import prepare
+from napari_brainfeatures.models.cnn import BrainAreaCNN, check_image_dtype, input_scale_for
 
-EDGES = ("reflect", "zero", "invalid")
-METHODS = ("auto", "dense", "patch")
-PRECISIONS = ("float32", "mixed")
+__all__ = ["DenseJob", "Region", "TileDone", "plan_job"]
 
 
 @dataclass(frozen=True)
@@ -140,52 +145,25 @@ class DenseJob:
 
     @classmethod
     def build(
-        cls,
-        image: Any,
-        model: BrainAreaCNN,
-        *,
-        stride: int,
-        region: Any,
-        tile: int | None,
-        batch: int | None,
-        device: str,
-        precision: str,
-        which: Sequence[str],
-        edge: str,
-        method: str,
-        input_scale: float | None,
-        memory_mb: float | None,
-        classes: ClassTable,
+        cls, image: Any, model: BrainAreaCNN, options: DenseOptions, *, classes: ClassTable
     ) -> DenseJob:
-        """Validate options (errors quote the bad value) and plan the tiles."""
+        """Check ``options`` against the image, make the automatic choices, plan the tiles."""
         shape = tuple(int(n) for n in getattr(image, "shape", ()))
         if len(shape) not in (2, 3) or min(shape, default=0) < 1:
             raise ValueError(f"image must be a non-empty 2-D or 3-D array, got shape {shape!r}")
         shape3 = shape if len(shape) == 3 else (1, *shape)
-        if isinstance(stride, bool) or not isinstance(stride, int | np.integer) or stride < 1:
-            raise ValueError(f"stride must be a positive integer, got {stride!r}")
-        for name, val, allowed in (
-            ("edge", edge, EDGES),
-            ("method", method, METHODS),
-            ("precision", precision, PRECISIONS),
-        ):
-            if val not in allowed:
-                raise ValueError(f"{name} must be one of {allowed!r}, got {val!r}")
-        which = tuple(dict.fromkeys(which))
-        if not which or set(which) - set(OUTPUTS):
-            raise ValueError(f"which must be a non-empty subset of {OUTPUTS!r}, got {which!r}")
+        stride, device, method = options.stride, str(options.device), options.method
         if method == "auto":
             method = "patch" if model.config.is_padded else "dense"
         dtype = np.dtype(getattr(image, "dtype", np.float32))
+        input_scale = options.input_scale
         if input_scale is None:
             input_scale = input_scale_for(dtype)[0]  # the training rule (uint8/255, ...)
-        bounds, mask = parse_region(region, shape3)  # type: ignore[arg-type]
-        batch = int(batch or (256 if method == "patch" else 65536 if "cuda" in device else 8192))
-        ev = make_evaluator(model, method, int(stride), batch)
-        budget = float(memory_mb or (8192 if "cuda" in device else 1024)) * 2**20
-        tile = int(tile) if tile else choose_tile(ev, model.config, budget, method)
-        if tile < 1:
-            raise ValueError(f"tile must be a positive number of outputs, got {tile!r}")
+        bounds, mask = parse_region(options.region, shape3)  # type: ignore[arg-type]
+        batch = options.batch or (256 if method == "patch" else 65536 if "cuda" in device else 8192)
+        ev = make_evaluator(model, method, stride, batch)
+        budget = (options.memory_mb or (8192 if "cuda" in device else 1024)) * 2**20
+        tile = options.tile or choose_tile(ev, model.config, budget, method)
         # No tile larger than the output grid (rounded up to whole fragments): small
         # images do not pay for a full-size tile.
         unit, longest = getattr(ev, "E", 1), max(-(-(b - a) // stride) for a, b in bounds[1:])
@@ -197,12 +175,12 @@ class DenseJob:
             shape,
             str(dtype),
             bounds,
-            int(stride),
+            stride,
             tile,
-            edge,
+            options.edge,
             method,
-            which,
-            precision,
+            options.which,
+            options.precision,
             device,
             float(input_scale),
             batch,
@@ -319,3 +297,62 @@ class DenseJob:
                 )
         specs["done"] = ((zo, ny, nx), (1, 1, 1), "uint8", 0, ("z", "ty", "tx"))
         return specs
+
+
+def plan_job(
+    image: Any,
+    model: BrainAreaCNN | str | Path,
+    *,
+    out: str | Path,
+    options: DenseOptions | None = None,
+    **kwargs: Any,
+) -> tuple[DenseJob, BrainAreaCNN, dict[str, Any]]:
+    """Plan the job and create (or reopen) its store; see :func:`~.run.compute_feature_map`.
+
+    Parameters
+    ----------
+    image : array-like ``(Y, X)`` or ``(Z, Y, X)``
+        The image (only its shape and dtype are read here).
+    model : BrainAreaCNN or path
+        The network, or a model file written by ``save_checkpoint``.
+    out : path
+        The ``.zarr`` store.
+    options : DenseOptions, optional
+        Default: ``DenseOptions()``.
+    **kwargs
+        Single options (``stride=4``, ...) applied over ``options`` (see :class:`DenseOptions`).
+
+    Returns
+    -------
+    job, model, provenance
+    """
+    options = DenseOptions.of(options, **kwargs)
+    model, header, file_sha = (
+        load_model(model) if isinstance(model, str | Path) else (model, {}, None)
+    )
+    if not isinstance(model, BrainAreaCNN):
+        raise TypeError(f"model must be a BrainAreaCNN or a model file, got {type(model).__name__}")
+    if header and options.input_scale is None:
+        check_image_dtype(header.get("meta", {}), getattr(image, "dtype", np.float32))
+    job = DenseJob.build(
+        image, model, options, classes=options.classes or classes_of(header, model)
+    )
+    provenance = {
+        "model_id": model_id(model),
+        "model": {
+            "kind": "BrainAreaCNN",
+            "config": model.config.to_dict(),
+            "file": header.get("path"),
+            "file_sha256": file_sha,
+            "meta": header.get("meta", {}),
+        },
+        **job.describe(),
+        "image": {"shape": list(job.image_shape), "dtype": str(job.image_dtype)},
+        "image_name": options.image_name,
+        "package_version": __version__,
+        "torch_version": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    prepare(out, provenance=provenance, arrays=job.array_specs(), overwrite=options.overwrite)
+    job.path = Path(out)
+    return job, model, provenance

@@ -15,18 +15,17 @@ Edge rule (``edge=``): patches that leave the image read
 - ``"invalid"`` -- nothing: such outputs are NaN (features, probs) and 0 (areas).
 
 Within the image, results equal per-patch evaluation of the same padded image
-(exactly up to float rounding, for unpadded networks; see :mod:`.dense_fcn`).
+(exactly up to float rounding, for unpadded networks; see :mod:`.fcn`).
 Work goes tile by tile (one tile = one zarr chunk; input read with its halo;
 peak memory set by the tile, not the image); finished tiles are marked done, so
-an interrupted run resumes.  :mod:`.dense_distributed` runs the same tiles on
-a dask cluster.
+an interrupted run resumes.  :mod:`.distributed` runs the same tiles on
+a dask cluster.  The options are :class:`~.options.DenseOptions`.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,24 +33,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_brainfeatures import __version__
-from napari_brainfeatures._util.device import resolve_device
-from napari_brainfeatures.classes import ClassTable
-from napari_brainfeatures.features.fcn import OUTPUTS, DenseCNN, PatchCNN
-from napari_brainfeatures.features.plan import EDGES, DenseJob, Region, TileDone
-from napari_brainfeatures.features.store import FeatureStore, done_tiles, mark_complete, prepare
-from napari_brainfeatures.features.tile import (
-    TileWorker,
-    load_model,
-    model_id,
-    pad_index,
-)
-from napari_brainfeatures.models.cnn import BrainAreaCNN, check_image_dtype
+from napari_brainfeatures.features.fcn import DenseCNN, PatchCNN
+from napari_brainfeatures.features.network import load_model
+from napari_brainfeatures.features.options import EDGES, OUTPUTS, DenseOptions
+from napari_brainfeatures.features.plan import Region, TileDone, plan_job
+from napari_brainfeatures.features.store import FeatureStore, done_tiles, mark_complete
+from napari_brainfeatures.features.tile import TileWorker, pad_index
+from napari_brainfeatures.models.cnn import BrainAreaCNN
 from napari_brainfeatures.progress import Progress, ProgressGen
 
+# Besides its own two functions, the names this module has always offered (defined in
+# options, plan, network, store) stay importable from here.
 __all__ = [
     "EDGES",
     "OUTPUTS",
+    "DenseOptions",
     "FeatureStore",
     "Region",
     "TileDone",
@@ -62,107 +58,13 @@ __all__ = [
 ]
 
 
-def plan_job(
-    image: Any,
-    model: BrainAreaCNN | str | Path,
-    *,
-    out: str | Path,
-    stride: int = 1,
-    region: Any = None,
-    tile: int | None = None,
-    batch: int | None = None,
-    device: str | torch.device | None = None,
-    precision: str = "float32",
-    which: Sequence[str] = ("features", "probs", "areas"),
-    edge: str = "reflect",
-    method: str = "auto",
-    classes: ClassTable | None = None,
-    input_scale: float | None = None,
-    memory_mb: float | None = None,
-    overwrite: bool = False,
-    image_name: str | None = None,
-) -> tuple[DenseJob, BrainAreaCNN, dict[str, Any]]:
-    """Validate the options, create (or reopen) the store; see :func:`compute_feature_map`.
-
-    Returns
-    -------
-    job, model, provenance
-    """
-    model, header, file_sha = (
-        load_model(model) if isinstance(model, str | Path) else (model, {}, None)
-    )
-    if not isinstance(model, BrainAreaCNN):
-        raise TypeError(f"model must be a BrainAreaCNN or a model file, got {type(model).__name__}")
-    if header and input_scale is None:
-        check_image_dtype(header.get("meta", {}), getattr(image, "dtype", np.float32))
-    job = DenseJob.build(
-        image,
-        model,
-        stride=stride,
-        region=region,
-        tile=tile,
-        batch=batch,
-        device=str(resolve_device(device)),
-        precision=precision,
-        which=which,
-        edge=edge,
-        method=method,
-        input_scale=input_scale,
-        memory_mb=memory_mb,
-        classes=classes or _classes_of(header, model),
-    )
-    cfg = model.config
-    provenance = {
-        "model_id": model_id(model),
-        "model": {
-            "kind": "BrainAreaCNN",
-            "config": cfg.to_dict(),
-            "file": header.get("path"),
-            "file_sha256": file_sha,
-            "meta": header.get("meta", {}),
-        },
-        **job.describe(),
-        "image": {"shape": list(job.image_shape), "dtype": str(job.image_dtype)},
-        "image_name": image_name,
-        "package_version": __version__,
-        "torch_version": torch.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    group = prepare(out, provenance=provenance, arrays=job.array_specs(), overwrite=overwrite)
-    job.path = Path(out)
-    del group
-    return job, model, provenance
-
-
-def _classes_of(header: dict[str, Any], model: BrainAreaCNN) -> ClassTable:
-    meta = header.get("meta", {}) if header else {}
-    raw = meta.get("classes")
-    if raw:
-        table = ClassTable.from_dict(raw if isinstance(raw, dict) else {"classes": raw})
-        if len(table) == model.config.n_classes:
-            return table
-    return ClassTable.from_names([f"class{i + 1}" for i in range(model.config.n_classes)])
-
-
 def compute_feature_map(
     image: Any,
     model: BrainAreaCNN | str | Path,
     *,
     out: str | Path,
-    stride: int = 1,
-    region: Any = None,
-    tile: int | None = None,
-    batch: int | None = None,
-    device: str | torch.device | None = None,
-    precision: str = "float32",
-    which: Sequence[str] = ("features", "probs", "areas"),
-    edge: str = "reflect",
-    method: str = "auto",
-    classes: ClassTable | None = None,
-    input_scale: float | None = None,
-    memory_mb: float | None = None,
-    overwrite: bool = False,
-    image_name: str | None = None,
+    options: DenseOptions | None = None,
+    **kwargs: Any,
 ) -> ProgressGen[FeatureStore]:
     """Dense feature maps of ``model`` over ``image``, written tile by tile (a generator).
 
@@ -175,40 +77,13 @@ def compute_feature_map(
         The network, or a model file written by ``save_checkpoint``.
     out : path
         The ``.zarr`` store to write (created, or resumed if it holds this job).
-    stride : int
-        Pixels between outputs, default 1 (every pixel).
-    region : None, int, slice, (start, stop), dict, Region or bool array
-        ``None``: everything; int / slice / pair: z-slices; ``{"z": .., "y": (y0, y1),
-        "x": (x0, x1)}`` or :class:`Region`: a box; a bool mask ``(Y, X)`` or
-        ``(Z, Y, X)``: only outputs whose pixel is in the mask (others NaN / 0).
-    tile : int, optional
-        Outputs per tile side (= zarr chunk); default from ``memory_mb``.
-    batch : int, optional
-        Patches per forward pass (``method="patch"``) or FC1 outputs per call (dense).
-    device : str or torch.device, optional
-        Default: CUDA when available, else CPU (all cores).
-    precision : {"float32", "mixed"}
-        ``"mixed"``: autocast (float16 on CUDA, bfloat16 on CPU); stores stay float32.
-        Meant for CUDA: CPUs without bfloat16 units run it slower than float32.
-    which : sequence of str
-        Any of ``"features"`` (post-ReLU), ``"features_pre"`` (pre-ReLU),
-        ``"probs"``, ``"areas"``.
-    edge : {"reflect", "zero", "invalid"}
-        Edge rule (module docstring).
-    method : {"auto", "dense", "patch"}
-        ``"auto"``: exact fully convolutional evaluation for unpadded networks, batched
-        per-patch evaluation (exact, slow) for padded ones; ``"dense"`` on a padded
-        network is the inexact dense approximation.
-    classes : ClassTable, optional
-        Label ids for ``areas`` (default: the model file's, else 1..K).
-    input_scale : float, optional
-        Multiply the image by this instead of the dtype rule.
-    memory_mb : float, optional
-        Working-set budget that sets the default tile (1024 on CPU, 8192 on CUDA).
-    overwrite : bool
-        Replace a store made by another job (default: refuse).
-    image_name : str, optional
-        Recorded in the provenance.
+    options : DenseOptions, optional
+        The job's options (default: ``DenseOptions()``).
+    **kwargs
+        Any field of :class:`~.options.DenseOptions` as a keyword -- ``stride``,
+        ``region``, ``tile``, ``batch``, ``device``, ``precision``, ``which``, ``edge``,
+        ``method``, ``classes``, ``input_scale``, ``memory_mb``, ``overwrite``,
+        ``image_name`` -- set on top of ``options``; each is documented there.
 
     Yields
     ------
@@ -218,26 +93,13 @@ def compute_feature_map(
     Returns
     -------
     FeatureStore
+
+    Raises
+    ------
+    ValueError
+        An option out of range (the message quotes it), or a region outside the image.
     """
-    job, model, _ = plan_job(
-        image,
-        model,
-        out=out,
-        stride=stride,
-        region=region,
-        tile=tile,
-        batch=batch,
-        device=device,
-        precision=precision,
-        which=which,
-        edge=edge,
-        method=method,
-        classes=classes,
-        input_scale=input_scale,
-        memory_mb=memory_mb,
-        overwrite=overwrite,
-        image_name=image_name,
-    )
+    job, model, _ = plan_job(image, model, out=out, options=DenseOptions.of(options, **kwargs))
     worker = TileWorker(job, model, image)
     todo = [t for t in job.tiles() if t not in done_tiles(out)]
     total = job.n_tiles

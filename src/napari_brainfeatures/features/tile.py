@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +12,7 @@ import torch
 from napari_brainfeatures.features.fcn import make_evaluator
 from napari_brainfeatures.features.plan import DenseJob
 from napari_brainfeatures.features.store import write_tile
-from napari_brainfeatures.models.cnn import BrainAreaCNN, load_cnn
+from napari_brainfeatures.models.cnn import BrainAreaCNN
 
 
 def pad_index(idx: np.ndarray, n: int, edge: str) -> np.ndarray:
@@ -27,27 +24,6 @@ def pad_index(idx: np.ndarray, n: int, edge: str) -> np.ndarray:
     period = 2 * (n - 1)
     m = np.mod(idx, period)
     return np.where(m < n, m, period - m)
-
-
-def model_id(model: BrainAreaCNN) -> str:
-    """SHA-256 of the weights (names, shapes, dtypes and bytes): the model's identity."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        arr = t.detach().cpu().contiguous().numpy()
-        h.update(f"{name}:{arr.dtype}:{arr.shape};".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
-
-
-def load_model(path: str | os.PathLike[str]) -> tuple[BrainAreaCNN, dict[str, Any], str]:
-    """Load a model file (:func:`load_cnn`): ``(model in eval mode, header, file sha256)``."""
-    model, meta = load_cnn(path)
-    meta.pop("class_table", None)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return model, {"meta": meta, "path": str(Path(path).resolve())}, h.hexdigest()
 
 
 class TileWorker:
