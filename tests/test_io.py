@@ -67,11 +67,20 @@ def test_not_an_image(tmp_path):
         open_volume(bad)
 
 
-@pytest.mark.parametrize("shape", [(40, 50), (2, 3, 40, 50)])
-def test_wrong_dimensionality(tmp_path, shape):
-    zarr.create_array(str(tmp_path / "x.zarr"), shape=shape, dtype="uint8")
-    with pytest.raises(VolumeError, match=f"{len(shape)}-D"):
+def test_wrong_dimensionality(tmp_path):
+    zarr.create_array(str(tmp_path / "x.zarr"), shape=(2, 3, 40, 50), dtype="uint8")
+    with pytest.raises(VolumeError, match="4-D"):
         open_volume(tmp_path / "x.zarr")
+
+
+def test_plain_2d_and_leading_singleton_zarr_open_as_volumes(tmp_path):
+    zarr.create_array(str(tmp_path / "a.zarr"), data=np.arange(20, dtype=np.uint8).reshape(4, 5))
+    vol = open_volume(tmp_path / "a.zarr")
+    assert vol.shape == (1, 4, 5) and vol.voxel_size is None
+    assert vol.describe()["voxel_size"] == "unknown"
+    np.testing.assert_array_equal(vol.data[0].compute(), np.arange(20).reshape(4, 5))
+    zarr.create_array(str(tmp_path / "b.zarr"), shape=(1, 1, 2, 4, 5), dtype="uint16")
+    assert open_volume(tmp_path / "b.zarr").shape == (2, 4, 5)
 
 
 def test_int64_labels_open(tmp_path):

@@ -1,4 +1,4 @@
-"""npe2 reader: zarr / OME-Zarr / TIFF / TIFF folders as lazy image layers.
+"""npe2 reader: zarr / OME-Zarr / TIFF / TIFF folders / 2-D images as lazy image layers.
 
 Returns napari LayerData tuples; imports no napari.
 """
@@ -13,7 +13,6 @@ import numpy as np
 
 from napari_brainfeatures.io.volume import (
     IMAGE_NAMES,
-    TIFF_SUFFIXES,
     Volume,
     is_zarr_store,
     open_volume,
@@ -24,30 +23,45 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 
 def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
-    """Return a reader function when ``path`` looks like a volume we open, else None."""
+    """A reader function when ``path`` opens as a volume, else None (napari tries others).
+
+    The path is opened here (lazily: headers and metadata only), so that a file
+    this plugin cannot read is declined rather than claimed and then refused.
+    """
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
     p = Path(path)
-    if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES:
-        return read_volume
-    if p.is_dir() and (
-        is_zarr_store(p) or any(c.suffix.lower() in TIFF_SUFFIXES for c in p.iterdir())
-    ):
-        return read_volume
-    return None
+    try:
+        if is_population_store(p):
+            return read_volume
+        vol = open_volume(p)
+    except Exception:  # not ours (or unreadable): let napari fall back to another reader
+        return None
+
+    def read(_path: Any) -> list[LayerData]:
+        return [layer_data(vol)]
+
+    return read
 
 
 def layer_data(vol: Volume) -> LayerData:
-    """The image LayerData tuple of an opened volume (multiscale when it has levels)."""
+    """The image LayerData tuple of an opened volume (multiscale when it has levels).
+
+    ``scale`` is the full-resolution voxel size (µm) when known and ``translate``
+    its offset (OME-Zarr ``translation``); napari derives the lower levels.
+    """
+    meta = {"brainfeatures": vol.describe()}
     kwargs: dict[str, Any] = {
         "name": vol.name,
         "contrast_limits": sample_contrast_limits(vol),
-        "metadata": {"brainfeatures": vol.describe()},
+        "metadata": meta,
     }
     if vol.voxel_size:
         kwargs["scale"] = vol.voxel_size
+    if any(vol.translation):
+        kwargs["translate"] = vol.translation
     data = vol.levels if vol.multiscale else vol.data
     if vol.multiscale:
         kwargs["multiscale"] = True

@@ -1,7 +1,10 @@
 """Convert a volume (TIFF stack, TIFF folder, zarr) to chunked multiscale OME-Zarr.
 
 The output follows OME-NGFF 0.4 (zarr v2 layout, read by napari, ome-zarr-py,
-Fiji/MoBIE and this package): levels ``0, 1, ...`` each halving Y and X.  It is
+Fiji/MoBIE and this package): levels ``0, 1, ...`` each halving Y and X, scales in
+micrometres (unit ``"micrometer"``) and each downsampled level translated by half
+its pixel minus half the original's, so that every level lies over the same
+space.  The metadata is built and validated with ``ome_zarr_models``.  It is
 written into a temporary folder beside the target and renamed at the end, so
 an interrupted conversion never leaves a half-written store under the name and
 a failed one keeps the store it was to replace.  The temporary folder is removed
@@ -17,6 +20,7 @@ import shutil
 import time
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -24,6 +28,7 @@ import zarr
 
 from napari_brainfeatures import __version__
 from napari_brainfeatures._util.overwrite import check_target, swap_in
+from napari_brainfeatures.io.base import check_voxel_size
 from napari_brainfeatures.io.volume import Volume, open_volume
 from napari_brainfeatures.progress import Progress
 
@@ -62,7 +67,8 @@ def convert_to_ome_zarr(
     levels : int, optional
         Resolution levels; default until the smaller side is below 256 px.
     voxel_size : (float, float, float), optional
-        Micrometres (Z, Y, X); default from the source, else 1.0.
+        Micrometres (Z, Y, X); default from the source, else 1.0 (the source's
+        voxel size is unknown: pass it).  The source's translation is kept.
     overwrite : bool
         Replace an existing ``target``; default False (refuse).  Only a zarr
         store (or an empty folder) that is not the source and does not hold
@@ -84,6 +90,10 @@ def convert_to_ome_zarr(
         ``target`` exists and ``overwrite`` is False, or ``target`` is a file,
         a folder that is not a zarr store, or is, holds or lies in the source
         store (never deleted).
+    VolumeError
+        ``source`` cannot be opened (nothing is written).
+    ValueError
+        ``chunks``, ``levels`` or ``voxel_size`` are not valid (nothing is written).
     """
     vol = source if isinstance(source, Volume) else open_volume(source)
     target = Path(target)
@@ -94,7 +104,7 @@ def convert_to_ome_zarr(
     n_levels = levels if levels is not None else n_levels_for(vol.shape)
     if n_levels < 1:
         raise ValueError(f"levels must be at least 1, got {levels!r}")
-    voxel = voxel_size or vol.voxel_size or (1.0, 1.0, 1.0)
+    voxel = check_voxel_size(voxel_size or vol.voxel_size or (1.0, 1.0, 1.0))
     final = target.expanduser().resolve()
     _remove_stale_partials(final)
     tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
@@ -151,7 +161,9 @@ def _write(
     zchunk = min(chunks[0], data.shape[0])
     n_slabs = -(-data.shape[0] // zchunk)
     total, step = n_slabs * n_levels, 0
-    datasets = []
+    scales: list[list[float]] = []
+    translations: list[list[float]] = []
+    origin = vol.translation  # the source's offset (µm) stays
     for level in range(n_levels):
         shape = data.shape
         lv_chunks = (zchunk, min(chunks[1], shape[1]), min(chunks[2], shape[2]))
@@ -162,32 +174,37 @@ def _write(
             step += 1
             yield Progress(step, total, f"level {level}: z {z0}/{shape[0]}")
         factor = 2**level
-        datasets.append(
-            {
-                "path": str(level),
-                "coordinateTransformations": [
-                    {"type": "scale", "scale": [voxel[0], voxel[1] * factor, voxel[2] * factor]}
-                ],
-            }
-        )
+        scales.append([voxel[0], voxel[1] * factor, voxel[2] * factor])
+        half = (0.0, (factor - 1) / 2 * voxel[1], (factor - 1) / 2 * voxel[2])
+        translations.append([t + h for t, h in zip(origin, half, strict=True)])
         data = _downsample_yx(da.from_zarr(arr), data.dtype)
     root.attrs.update(
         {
-            "multiscales": [
-                {
-                    "version": "0.4",
-                    "name": vol.name,
-                    "axes": [
-                        {"name": ax, "type": "space", "unit": "micrometer"}
-                        for ax in ("z", "y", "x")
-                    ],
-                    "datasets": datasets,
-                    "type": "mean",
-                }
-            ],
+            **_ome_attrs(vol.name, scales, translations),
             "napari_brainfeatures": {"source": str(vol.path), "version": __version__},
         }
     )
+
+
+def _ome_attrs(
+    name: str, scales: list[list[float]], translations: list[list[float]]
+) -> dict[str, Any]:
+    """NGFF 0.4 ``multiscales`` attributes (micrometres), validated by ome_zarr_models."""
+    from ome_zarr_models.v04.axes import Axis
+    from ome_zarr_models.v04.image import ImageAttrs
+    from ome_zarr_models.v04.multiscales import Dataset, Multiscale
+
+    ms = Multiscale(
+        axes=[Axis(name=ax, type="space", unit="micrometer") for ax in ("z", "y", "x")],
+        datasets=tuple(
+            Dataset.build(path=str(i), scale=s, translation=t)
+            for i, (s, t) in enumerate(zip(scales, translations, strict=True))
+        ),
+        name=name,
+        type="mean",
+        version="0.4",
+    )
+    return ImageAttrs(multiscales=[ms]).model_dump(mode="json", exclude_none=True)
 
 
 def _downsample_yx(arr: da.Array, dtype: np.dtype) -> da.Array:
