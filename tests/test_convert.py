@@ -126,3 +126,13 @@ def test_stale_partials_of_the_target_are_removed(tiff_stack, tmp_path):
         (p / "0").mkdir(parents=True)
     run(convert_to_ome_zarr(tiff_stack, tmp_path / "o.ome.zarr", levels=1))
     assert not stale.exists() and alive.exists() and other.exists()
+
+
+def test_bad_voxel_size_refused_and_unknown_one_warned(tiff_folder, tmp_path, capsys):
+    out = tmp_path / "o.ome.zarr"
+    for bad in ((0.0, 1.0, 1.0), (1.0, -2.0, 1.0), (1.0, 1.0)):
+        with pytest.raises(ValueError, match=r"three positive micrometre values .* got"):
+            run(convert_to_ome_zarr(tiff_folder, out, voxel_size=bad))
+    assert not out.exists() and not list(tmp_path.glob(".o.ome.zarr.partial*"))
+    assert main(["convert", str(tiff_folder), str(out), "--levels", "1"]) == 0
+    assert "has no voxel size; writing 1 µm" in capsys.readouterr().err

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from PIL import Image
 
 from napari_brainfeatures._napari.reader import get_reader
 from napari_brainfeatures._napari.writer import write_labels
@@ -17,6 +18,22 @@ def test_reader_accepts_volumes_and_declines_others(tiff_stack, tiff_folder, zar
     (tmp_path / "a.png").write_bytes(b"x")
     assert get_reader(str(tmp_path / "a.png")) is None
     assert get_reader([str(tiff_stack), str(tiff_stack)]) is None
+
+
+def test_reader_claims_2d_pictures_and_declines_what_it_cannot_open(tmp_path):
+    """napari falls back to another reader only when this one returns None."""
+    tifffile.imwrite(tmp_path / "sec.tif", np.arange(12, dtype=np.uint8).reshape(3, 4))
+    Image.fromarray(np.zeros((3, 4, 3), np.uint8)).save(tmp_path / "sec.png")
+    for name in ("sec.tif", "sec.png"):
+        ((data, kwargs, kind),) = get_reader(str(tmp_path / name))(str(tmp_path / name))
+        assert kind == "image" and data.shape == (1, 3, 4) and "scale" not in kwargs
+    (tmp_path / "bad.tif").write_bytes(b"not a tiff")
+    tifffile.imwrite(tmp_path / "zc.tif", np.zeros((3, 2, 4, 4), np.uint8), imagej=True,
+                     metadata={"axes": "ZCYX"})  # fmt: skip
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for name in ("bad.tif", "zc.tif", "notes.txt", "empty", "missing.tif"):
+        assert get_reader(str(tmp_path / name)) is None, name
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".tif"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from napari_brainfeatures._cli import progress_printer
 from napari_brainfeatures.io.convert import convert_to_ome_zarr
@@ -12,7 +13,10 @@ from napari_brainfeatures.progress import run as run_gen
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="zarr / OME-Zarr store, TIFF file or folder of TIFF slices")
+    parser.add_argument(
+        "path",
+        help="zarr / OME-Zarr store, TIFF file, folder of TIFF slices or a 2-D PNG/JPEG image",
+    )
     if name == "convert":
         parser.add_argument("out", help="the .ome.zarr folder to write")
         parser.add_argument(
@@ -27,7 +31,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
             nargs=3,
             default=None,
             metavar=("Z", "Y", "X"),
-            help="micrometres (default: from the source, else 1)",
+            help="micrometres (default: from the source; where it has none, 1 with a warning)",
         )
         parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
 
@@ -36,6 +40,12 @@ def run(name: str, args: argparse.Namespace) -> int:
     if name == "info":
         print(json.dumps(open_volume(args.path).describe(), indent=2))
         return 0
+    if args.voxel_size is None and open_volume(args.path).voxel_size is None:
+        print(
+            f"warning: {args.path!r} has no voxel size; writing 1 µm. Pass --voxel-size Z Y X "
+            "(micrometres) to record the real one.",
+            file=sys.stderr,
+        )
     out = run_gen(
         convert_to_ome_zarr(
             args.path,
