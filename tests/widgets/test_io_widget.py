@@ -44,3 +44,30 @@ def test_bad_path_notifies_and_adds_nothing(make_napari_viewer, qtbot, tmp_path)
     assert len(viewer.layers) == 0
     assert w.runner.last_error is not None and "no .tif" in str(w.runner.last_error)
     assert w.info.value == "not opened: empty (see the message)"  # not a previous volume
+
+
+def test_unknown_voxel_size_is_set_in_the_dock(make_napari_viewer, qtbot, tmp_path, tiff_stack):
+    from PIL import Image
+
+    Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(tmp_path / "section.png")
+    viewer = make_napari_viewer()
+    w = LoadWidget(viewer)
+    w.is_folder.value = False
+    w.path.value = tiff_stack  # known: the fields show it and are locked
+    w.open()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 1 and not w.runner.running, timeout=10000)
+    assert [b.value for b in w.voxel] == pytest.approx([1.17] * 3)
+    assert not any(b.enabled for b in w.voxel)
+    w.path.value = tmp_path / "section.png"
+    w.open()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 2 and not w.runner.running, timeout=10000)
+    layer = viewer.layers[-1]
+    assert layer.data.shape == (1, 20, 30) and layer.scale.tolist() == [1.0, 1.0, 1.0]
+    assert "voxel size: unknown" in w.info.value and "converted to grey" in w.info.value
+    assert all(b.enabled for b in w.voxel) and "(µm)" in w.voxel[0].label
+    for box, v in zip(w.voxel, (5.0, 0.65, 0.65), strict=True):
+        box.value = v
+    assert layer.scale.tolist() == pytest.approx([5.0, 0.65, 0.65])
+    assert layer.metadata["brainfeatures"]["voxel_size_um"] == pytest.approx([5.0, 0.65, 0.65])
+    assert w.volume.voxel_size == pytest.approx((5.0, 0.65, 0.65))
+    assert viewer.layers[0].scale.tolist() == pytest.approx([1.17] * 3)  # others untouched
