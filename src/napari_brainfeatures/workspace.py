@@ -10,7 +10,16 @@ Layout of ``<data>.brainfeatures/``::
     results/           evaluations, factor tables, cluster maps, figures
 
 Every write is atomic (temporary file + rename; zarr chunks are written the
-same way by zarr's local store), so a crash never leaves a half-written file.
+same way by zarr's local store), so a crash never leaves a half-written file;
+a new workspace is built in a temporary folder and renamed into place, so two
+processes creating it at once end up sharing one.
+
+One writer at a time: writing the labels or the class table takes the
+workspace's write lease (:mod:`napari_brainfeatures._util.lease`, a lock file
+that records host, pid and time and dies with its process).  Another process
+then gets :class:`WorkspaceBusyError`, naming the holder, or opens the
+workspace read-only (``mode="r"``): a stroke is never lost without a word,
+as it was when two processes rewrote the same zarr chunk.
 """
 
 from __future__ import annotations
@@ -18,26 +27,45 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
 
 from napari_brainfeatures import __version__
+from napari_brainfeatures._util import lease
 from napari_brainfeatures._util.files import as_if_created
 from napari_brainfeatures.classes import ClassTable, default_table
 
-__all__ = ["Workspace", "WorkspaceError", "write_json_atomic", "default_workspace_path"]
+__all__ = [
+    "Workspace",
+    "WorkspaceError",
+    "WorkspaceBusyError",
+    "write_json_atomic",
+    "default_workspace_path",
+]
 
 SUFFIX = ".brainfeatures"
 SUBFOLDERS = ("models", "features", "results")
+MODES = ("a", "r+", "r")
+Mode = Literal["a", "r+", "r"]
 
 
 class WorkspaceError(ValueError):
     """A workspace that does not fit the data, or a corrupt workspace file."""
+
+
+class WorkspaceBusyError(WorkspaceError, PermissionError):
+    """Another process writes this workspace; ``holder`` says which (host, pid, since)."""
+
+    def __init__(self, message: str, holder: lease.Holder) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
@@ -83,12 +111,21 @@ class Workspace:
     """A user's work on one volume, kept on disk.
 
     Use :meth:`open` (creates the folder when needed).  ``shape`` is the
-    (Z, Y, X) shape of the volume the labels belong to.
+    (Z, Y, X) shape of the volume the labels belong to.  A workspace that
+    took the write lease keeps it until :meth:`close` (or the ``with`` block,
+    or the process, ends).
     """
 
-    def __init__(self, root: Path, info: dict[str, Any]) -> None:
+    def __init__(
+        self, root: Path, info: dict[str, Any], *, mode: Mode = "a", wait: float = 0.0
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES!r}, got {mode!r}")
         self.root = root
         self.info = info
+        self.mode: Mode = mode
+        self.wait = float(wait)
+        self._leased = False
 
     # -- opening --------------------------------------------------------
     @classmethod
@@ -99,6 +136,8 @@ class Workspace:
         shape: Sequence[int] | None = None,
         data_path: str | os.PathLike[str] | None = None,
         classes: ClassTable | None = None,
+        mode: Mode = "a",
+        wait: float = 0.0,
     ) -> Workspace:
         """Open the workspace at ``root``, creating it if it does not exist.
 
@@ -113,52 +152,76 @@ class Workspace:
             Recorded as provenance.
         classes : ClassTable, optional
             Class table for a new workspace (default: the paper's six areas).
+        mode : {"a", "r+", "r"}, default "a"
+            ``"a"``: open or create; the write lease is taken when the labels
+            or the class table are first opened for writing.  ``"r+"``: the
+            same, but the lease is taken now, so a busy workspace is refused
+            here.  ``"r"``: read only (the workspace must exist; no lease,
+            nothing written, another process may be writing).
+        wait : float, default 0
+            Seconds to wait for another process's write lease before
+            :class:`WorkspaceBusyError` (a script sharing with a viewer).
 
         Raises
         ------
         WorkspaceError
             If the stored shape differs from ``shape`` or ``workspace.json`` is corrupt.
+        WorkspaceBusyError
+            With ``mode="r+"``, if another process holds the write lease.
         """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES!r}, got {mode!r}")
         root = Path(root).expanduser()
-        info_path = root / "workspace.json"
-        if info_path.exists():
-            try:
-                info = json.loads(info_path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise WorkspaceError(f"{str(info_path)!r} is corrupt: {err}") from None
-            if shape is not None and list(shape) != list(info.get("shape", [])):
+        if not (root / "workspace.json").exists():
+            if shape is None or mode == "r":
                 raise WorkspaceError(
-                    f"workspace {str(root)!r} belongs to a volume of shape {info.get('shape')}, "
-                    f"not {list(shape)}; open the matching volume or choose another workspace"
+                    f"no workspace at {str(root)!r}; give the volume shape to create one"
+                    + (" (not with mode='r')" if mode == "r" else "")
                 )
-            return cls(root, info)
-        if shape is None:
-            raise WorkspaceError(
-                f"no workspace at {str(root)!r}; give the volume shape to create one"
-            )
-        if len(shape) != 3 or any(int(s) < 1 for s in shape):
-            raise WorkspaceError(
-                f"workspace shape must be (Z, Y, X) positive, got {tuple(shape)!r}"
-            )
-        if root.exists() and any(root.iterdir()):
-            raise WorkspaceError(
-                f"{str(root)!r} exists and is not a workspace (no workspace.json); "
-                "choose an empty or new folder"
-            )
-        info = {
-            "format": "napari-brainfeatures-workspace/1",
-            "shape": [int(s) for s in shape],
-            "data_path": str(data_path) if data_path else None,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "version": __version__,
-        }
-        root.mkdir(parents=True, exist_ok=True)
-        for sub in SUBFOLDERS:
-            (root / sub).mkdir(exist_ok=True)
-        ws = cls(root, info)
-        ws.save_classes(classes or default_table())
-        write_json_atomic(info_path, info)
+            _create(root, shape=shape, data_path=data_path, classes=classes)
+        ws = cls(root, _read_info(root, shape), mode=mode, wait=wait)
+        if mode == "r+":
+            ws._take_lease()
         return ws
+
+    def close(self) -> None:
+        """Give back the write lease (the labels array must not be written afterwards)."""
+        if self._leased:
+            self._leased = False
+            lease.release(self.root)
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def read_only(self) -> bool:
+        """True when opened with ``mode="r"``."""
+        return self.mode == "r"
+
+    def writer(self) -> lease.Holder | None:
+        """The other process writing this workspace now (host, pid, since), or None."""
+        return None if self._leased else lease.holder(self.root)
+
+    def _take_lease(self) -> None:
+        if self.read_only:
+            raise WorkspaceError(
+                f"workspace {str(self.root)!r} was opened read-only (mode='r'); "
+                "open it with mode='a' to change it"
+            )
+        if self._leased:
+            return
+        try:
+            lease.acquire(self.root, wait=self.wait)
+        except lease.LeaseBusy as busy:
+            raise WorkspaceBusyError(
+                f"workspace {str(self.root)!r} is being written by {busy.holder.describe()}; "
+                "close it there first, or open it read-only with mode='r'",
+                busy.holder,
+            ) from None
+        self._leased = True
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -187,7 +250,8 @@ class Workspace:
             raise WorkspaceError(f"{str(path)!r} is not a valid class table: {err}") from None
 
     def save_classes(self, table: ClassTable) -> None:
-        """Replace the class table (atomically)."""
+        """Replace the class table (atomically; takes the write lease)."""
+        self._take_lease()
         write_json_atomic(self.root / "classes.json", table.to_dict())
 
     # -- labels ---------------------------------------------------------
@@ -196,16 +260,30 @@ class Workspace:
         """Where the labels store lives."""
         return self.root / "labels.zarr"
 
-    def labels(self, *, chunks: tuple[int, int, int] | None = None) -> zarr.Array:
-        """The labels store, a writable uint16 zarr array of the volume's shape.
+    def labels(
+        self, *, chunks: tuple[int, int, int] | None = None, mode: Literal["r+", "r"] = "r+"
+    ) -> zarr.Array:
+        """The labels store, a uint16 zarr array of the volume's shape.
 
-        Created on first use with chunks of one slice by up to 512x512 pixels,
-        so that painting one slice rewrites only the chunks it touches.
+        ``mode="r+"`` (default; not on a read-only workspace) takes the write
+        lease and creates the store on first use, with chunks of one slice by
+        up to 512x512 pixels, so that painting one slice rewrites only the
+        chunks it touches.  ``mode="r"`` gives a read-only array.
+
+        Raises
+        ------
+        WorkspaceBusyError
+            For writing, if another process holds the write lease.
         """
         path = self.labels_path
+        writable = mode != "r" and not self.read_only
+        if writable:
+            self._take_lease()
+        elif not path.exists():
+            raise WorkspaceError(f"no labels in {str(self.root)!r} yet; nothing to read")
         if path.exists():
             try:
-                arr = zarr.open_array(str(path), mode="r+")
+                arr = zarr.open_array(str(path), mode="r+" if writable else "r")
             except Exception as err:
                 raise WorkspaceError(f"labels store {str(path)!r} is corrupt: {err}") from None
             if tuple(arr.shape) != self.shape:
@@ -228,12 +306,14 @@ class Workspace:
         """Write ``data`` into the labels store at ``region`` (default: everything).
 
         Only chunks overlapping ``region`` are rewritten, each atomically.
+        Takes the write lease (:class:`WorkspaceBusyError` if another holds it).
         """
-        arr = self.labels()
         region = region or tuple(slice(0, s) for s in self.shape)
         block = np.asarray(data)
-        if block.min(initial=0) < 0 or block.max(initial=0) > np.iinfo(np.uint16).max:
-            raise ValueError("label ids must lie in 0..65535")
+        lo, hi = block.min(initial=0), block.max(initial=0)
+        if lo < 0 or hi > np.iinfo(np.uint16).max:
+            raise ValueError(f"label ids must lie in 0..65535, got {lo}..{hi}")
+        arr = self.labels()
         arr[region] = block.astype(np.uint16, copy=False)
 
     def write_json(self, name: str, data: Any) -> Path:
@@ -241,3 +321,63 @@ class Workspace:
         path = self.path("results", name)
         write_json_atomic(path, data)
         return path
+
+
+def _read_info(root: Path, shape: Sequence[int] | None) -> dict[str, Any]:
+    info_path = root / "workspace.json"
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WorkspaceError(f"{str(info_path)!r} is corrupt: {err}") from None
+    if shape is not None and list(shape) != list(info.get("shape", [])):
+        raise WorkspaceError(
+            f"workspace {str(root)!r} belongs to a volume of shape {info.get('shape')}, "
+            f"not {list(shape)}; open the matching volume or choose another workspace"
+        )
+    return info
+
+
+def _create(
+    root: Path,
+    *,
+    shape: Sequence[int],
+    data_path: str | os.PathLike[str] | None,
+    classes: ClassTable | None,
+) -> None:
+    """Build a workspace in a temporary folder beside ``root`` and rename it into place.
+
+    The rename is atomic: of two processes creating the same workspace one
+    wins, and the other opens the winner's (its own copy is discarded).
+    """
+    if len(shape) != 3 or any(int(s) < 1 for s in shape):
+        raise WorkspaceError(f"workspace shape must be (Z, Y, X) positive, got {tuple(shape)!r}")
+    not_ours = WorkspaceError(
+        f"{str(root)!r} exists and is not a workspace (no workspace.json); "
+        "choose an empty or new folder"
+    )
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        if (root / "workspace.json").exists():
+            return  # created meanwhile by another process
+        raise not_ours
+    info = {
+        "format": "napari-brainfeatures-workspace/1",
+        "shape": [int(s) for s in shape],
+        "data_path": str(data_path) if data_path else None,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "version": __version__,
+    }
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new"
+    tmp.mkdir()  # mode from the umask, as for any folder
+    try:
+        for sub in SUBFOLDERS:
+            (tmp / sub).mkdir()
+        write_json_atomic(tmp / "classes.json", (classes or default_table()).to_dict())
+        write_json_atomic(tmp / "workspace.json", info)
+        try:
+            os.rename(tmp, root)  # replaces an empty folder; fails on a filled one
+        except OSError:
+            if not (root / "workspace.json").exists():
+                raise not_ours from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
