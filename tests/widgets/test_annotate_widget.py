@@ -100,3 +100,62 @@ def test_preset_that_renames_painted_ids_asks_first(make_napari_viewer, volume, 
     w.apply_preset()  # pressed again: applied
     assert w.table.names != default_names
     assert Workspace.open(w.workspace.root).classes.names == w.table.names
+
+
+def test_labels_painted_by_another_process_are_read_only(make_napari_viewer, volume, monkeypatch):
+    """A second napari (here: another process holding the lease) is told, and cannot paint."""
+    import subprocess
+    import sys
+
+    from napari_brainfeatures._widgets import annotate
+    from napari_brainfeatures._widgets._common import workspace_root
+
+    warned, errors = [], []
+    monkeypatch.setattr(annotate, "show_warning", warned.append)
+    monkeypatch.setattr(annotate, "show_error", errors.append)
+    viewer, w = _setup(make_napari_viewer, volume)
+    root = workspace_root(viewer.layers["ct"])
+    with Workspace.open(root, shape=volume.shape) as ws:
+        ws.labels()[2, 5:8, 5:8] = 4
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from napari_brainfeatures.workspace import Workspace; "
+            "ws = Workspace.open(sys.argv[1], mode='r+'); print('ready', flush=True); "
+            "sys.stdin.read()",
+            str(root),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        layer = w.bind()
+        assert layer is not None and w.read_only and not layer.editable
+        assert f"process {holder.pid}" in warned[-1] and "read-only" in warned[-1]
+        assert (np.asarray(layer.data[2]) == 4).sum() == 9  # shown
+        layer.editable = True  # napari resets it on some changes: it stays read-only
+        assert not layer.editable
+        w.class_name.value = "CA1"
+        w.add_class()  # the class table is the writer's too
+        assert "CA1" not in w.table.names and f"process {holder.pid}" in errors[-1]
+    finally:
+        holder.communicate(input="", timeout=30)
+    viewer.layers.remove(layer)
+    layer = w.bind()  # the other one closed: this one paints now
+    assert not w.read_only and layer.editable
+    layer.paint((2, 20, 20), 3)
+    assert int((np.asarray(Workspace.open(root, mode="r").labels()[2]) == 3).sum()) > 0
+
+
+def test_removing_the_labels_layer_lets_another_process_paint(make_napari_viewer, volume):
+    from napari_brainfeatures._util import lease
+
+    viewer, w = _setup(make_napari_viewer, volume)
+    layer = w.bind()
+    root = w.workspace.root
+    assert (root / ".writer.json").exists()  # this process holds the lease
+    viewer.layers.remove(layer)
+    assert not (root / ".writer.json").exists() and lease.holder(root) is None

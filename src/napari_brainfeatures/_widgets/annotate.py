@@ -3,6 +3,8 @@
 The Labels layer's data *is* the workspace's labels zarr store, so every brush
 stroke is written to disk as it happens (chunk by chunk, atomically): closing
 napari or a crash loses no annotation, and huge volumes need no memory copy.
+One process paints a workspace at a time (its write lease); a second napari
+shows the labels read-only and says who is painting them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from napari_brainfeatures._widgets._common import (
     workspace_for,
 )
 from napari_brainfeatures.classes import ClassTable, default_table, prasad2020_table
-from napari_brainfeatures.workspace import Workspace
+from napari_brainfeatures.workspace import Workspace, WorkspaceBusyError
 
 PRESETS = {"paper: six areas": default_table, "Prasad 2020 annotation ids": prasad2020_table}
 _HEX = re.compile(r"^#?[0-9a-fA-F]{6}$")
@@ -78,7 +80,9 @@ class AnnotateWidget(Container):
         self.workspace: Workspace | None = None
         self.labels_layer: Labels | None = None
         self._confirm_preset: str | None = None  # a preset whose renaming was announced
+        self.read_only = False  # the labels are painted by another process
         refresh_choices_on_layer_change(viewer, self.image)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
         self.bind_button.changed.connect(self.bind)
         self.klass.changed.connect(self._on_class)
         self.add_button.changed.connect(self.add_class)
@@ -95,13 +99,20 @@ class AnnotateWidget(Container):
         if image is None:
             show_info("Open or choose an image layer first.")
             return None
+        busy: WorkspaceBusyError | None = None
         try:
             ws = workspace_for(image)
-            store = ws.labels()
+            try:
+                store = ws.labels()
+            except WorkspaceBusyError as err:  # another process paints them: show, read-only
+                busy, store = err, ws.labels(mode="r")
         except (ValueError, OSError) as err:
             show_error(f"Cannot open the labels workspace: {err}")
             return None
-        self.workspace = ws
+        old, self.workspace, self.labels_layer = self.workspace, ws, None
+        self.read_only = busy is not None
+        if old is not None:
+            old.close()  # after the new one took the lease: no gap for another process
         name = f"{image.name} areas"
         existing = next(
             (lay for lay in self.viewer.layers if isinstance(lay, Labels) and lay.name == name),
@@ -118,10 +129,27 @@ class AnnotateWidget(Container):
         )
         self.labels_layer = layer
         self._apply_table(ws.classes, save=False)
-        layer.mode = "paint"
         self.viewer.layers.selection.active = layer
+        if busy is not None:
+            layer.editable = False
+            layer.events.editable.connect(lambda _e: setattr(layer, "editable", False))
+            who = busy.holder.describe()
+            show_warning(
+                f"The labels of {image.name!r} are being painted by {who}; they are shown "
+                "read-only here. Close them there, then press "
+                f"'{self.bind_button.text}' again to paint."
+            )
+            self.status.value = f"Read-only: painted by {who}"
+            return layer
+        layer.mode = "paint"
         say_file(self.status, f"Labels saved as you paint in\n{ws.root.name}/{{}}", ws.labels_path)
         return layer
+
+    def _on_layer_removed(self, event: Any) -> None:
+        """The labels layer is gone: let another process paint this workspace."""
+        if event.value is self.labels_layer and self.workspace is not None:
+            self.workspace.close()
+            self.labels_layer = None
 
     # -- class table editing ------------------------------------------------
     @property
