@@ -70,20 +70,19 @@ def test_cli_sample_overwrite_replaces_only_a_zarr_store(tmp_path, capsys, kind)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr", "victim"]
 
 
-def test_demo_viewer_docks_every_widget(small_microct, qtbot):
+def test_demo_viewer_docks_every_widget(small_microct, make_napari_viewer):
     from npe2 import PluginManager
 
     from napari_brainfeatures._cli.demo import open_demo_viewer
 
-    viewer = open_demo_viewer(show=False)
-    try:
-        manifest = PluginManager.instance().get_manifest("napari-brainfeatures")
-        names = {c.display_name for c in manifest.contributions.widgets}
-        docked = set(viewer.window.dock_widgets)
-        assert all(any(n in d for d in docked) for n in names), docked
-        assert viewer.layers[0].name == "micro-CT (synthetic)"
-    finally:
-        viewer.close()
+    # The fixture's viewer: closed, checked for leaks and its status thread kept off.
+    viewer = make_napari_viewer()
+    assert open_demo_viewer(viewer=viewer) is viewer
+    manifest = PluginManager.instance().get_manifest("napari-brainfeatures")
+    names = {c.display_name for c in manifest.contributions.widgets}
+    docked = set(viewer.window.dock_widgets)
+    assert all(any(n in d for d in docked) for n in names), docked
+    assert viewer.layers[0].name == "micro-CT (synthetic)"
 
 
 def test_demo_without_a_display_says_so(monkeypatch, capsys):

@@ -1,10 +1,13 @@
+import threading
 import time
+
+import pytest
 
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.progress import Progress
 
 
-def _slow(n, record):
+def _slow(n, record, threads=None):
     try:
         for i in range(n):
             time.sleep(0.02)
@@ -12,6 +15,8 @@ def _slow(n, record):
         return "finished"
     finally:
         record.append("closed")
+        if threads is not None:
+            threads.append(threading.current_thread())
 
 
 def test_progress_result_and_values(qtbot):
@@ -26,14 +31,15 @@ def test_progress_result_and_values(qtbot):
 
 def test_cancel_stops_and_closes_the_generator(qtbot):
     runner = TaskRunner()
-    results, record = [], []
-    runner.start(_slow(10_000, record), name="job", on_done=results.append)
+    results, record, threads = [], [], []
+    runner.start(_slow(10_000, record, threads), name="job", on_done=results.append)
     qtbot.waitUntil(lambda: runner.progress.value >= 2, timeout=5000)
     assert runner.cancel_button.enabled
     runner.cancel_button.clicked.emit()
     qtbot.waitUntil(lambda: not runner.running, timeout=5000)
     assert results == [] and runner.status.value == "job: cancelled"
-    qtbot.waitUntil(lambda: record == ["closed"], timeout=5000)
+    assert record == ["closed"]  # closed by the worker before it let go, not by the GC
+    assert threads and threads[0] is not threading.main_thread()
 
 
 def test_second_start_is_refused_while_running(qtbot):
@@ -55,6 +61,46 @@ def test_error_becomes_status_not_crash(qtbot):
     runner.start(bad(), name="job")
     qtbot.waitUntil(lambda: not runner.running, timeout=5000)
     assert isinstance(runner.last_error, ValueError) and runner.status.value == "job: failed"
+
+
+def test_runtime_error_fails_the_task_instead_of_hanging(qtbot):
+    # superqt drops a RuntimeError (it takes it for a deleted Qt object): no `errored`,
+    # no `finished`, and the runner would stay busy for ever.
+    def bad():
+        yield Progress(0, 1)
+        raise RuntimeError("CUDA out of memory")
+
+    runner = TaskRunner()
+    runner.start(bad(), name="job")
+    qtbot.waitUntil(lambda: not runner.running, timeout=5000)
+    assert isinstance(runner.last_error, RuntimeError) and runner.status.value == "job: failed"
+    assert "out of memory" in str(runner.last_error)
+
+
+def test_closing_the_viewer_stops_the_worker(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    runner = TaskRunner()
+    viewer.window.add_dock_widget(runner, name="runner")
+    record, threads = [], []
+    worker = runner.start(_slow(10_000, record, threads), name="job")
+    qtbot.waitUntil(lambda: runner.progress.value >= 2, timeout=5000)
+    viewer.close()  # the window is deleted with its docks: the runner's worker must stop
+    qtbot.waitUntil(lambda: record == ["closed"], timeout=5000)
+    assert threads[0] is not threading.main_thread()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=5000)
+    with pytest.raises(RuntimeError, match="shut down"):
+        runner.start(_slow(3, []), name="again")
+
+
+def test_shutdown_waits_for_the_worker_and_closes_its_generator(qtbot):
+    runner = TaskRunner()
+    record = []
+    worker = runner.start(_slow(10_000, record), name="job")
+    qtbot.waitUntil(lambda: runner.progress.value >= 1, timeout=5000)
+    assert runner.shutdown(timeout=5)
+    assert record == ["closed"] and not worker.is_running  # no event processing needed
+    qtbot.waitUntil(lambda: not runner.running, timeout=5000)
+    assert runner.status.value != "job: cancelled"  # a shut-down runner updates no widget
 
 
 def test_status_label_grows_to_fit_a_long_message(qtbot):

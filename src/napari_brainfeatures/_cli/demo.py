@@ -80,12 +80,17 @@ def display_problem() -> str | None:
     )
 
 
-def open_demo_viewer(*, show: bool = True):  # type: ignore[no-untyped-def]
-    """A napari viewer with the micro-CT sample loaded and every plugin widget docked."""
+def open_demo_viewer(*, show: bool = True, viewer=None):  # type: ignore[no-untyped-def]
+    """A napari viewer with the micro-CT sample loaded and every plugin widget docked.
+
+    ``viewer``: fill this viewer instead of opening a new one (tests pass the one
+    their fixture closes); ``show`` is then ignored.
+    """
     import napari
     from npe2 import PluginManager
 
-    viewer = napari.Viewer(title="napari-brainfeatures demo", show=show)
+    if viewer is None:
+        viewer = napari.Viewer(title="napari-brainfeatures demo", show=show)
     viewer.open_sample("napari-brainfeatures", "microct")
     manifest = PluginManager.instance().get_manifest("napari-brainfeatures")
     docks = [
