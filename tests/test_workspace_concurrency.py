@@ -203,3 +203,28 @@ def test_two_processes_creating_one_workspace_share_it(tmp_path):
         ws = Workspace.open(tmp_path / f"w{i}", mode="r")
         assert ws.shape == (2, 8, 8) and len(ws.classes) == 6
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".new")]  # no leftovers
+
+
+def _child_writes(ws, q):  # a forked child inherits the parent's objects, not its lease
+    try:
+        ws.labels()[0, 0, 5] = 9
+        q.put("written")
+    except WorkspaceBusyError as err:
+        q.put(str(err))
+
+
+def test_a_forked_child_does_not_inherit_the_lease(tmp_path):
+    import multiprocessing
+    import os
+
+    ws = Workspace.open(tmp_path / "w", shape=SHAPE)
+    ws.labels()[0, 0, 0] = 1
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_writes, args=(ws, q))
+    p.start()
+    answer = q.get(timeout=60)
+    p.join(60)
+    ws.close()
+    assert f"process {os.getpid()}" in answer
+    assert int(Workspace.open(tmp_path / "w", mode="r").labels()[0, 0, 5]) == 0

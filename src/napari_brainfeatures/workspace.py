@@ -125,7 +125,7 @@ class Workspace:
         self.info = info
         self.mode: Mode = mode
         self.wait = float(wait)
-        self._leased = False
+        self._lease_pid = 0  # the process that holds this object's share of the lease
 
     # -- opening --------------------------------------------------------
     @classmethod
@@ -187,7 +187,7 @@ class Workspace:
     def close(self) -> None:
         """Give back the write lease (the labels array must not be written afterwards)."""
         if self._leased:
-            self._leased = False
+            self._lease_pid = 0
             lease.release(self.root)
 
     def __enter__(self) -> Workspace:
@@ -205,6 +205,10 @@ class Workspace:
         """The other process writing this workspace now (host, pid, since), or None."""
         return None if self._leased else lease.holder(self.root)
 
+    @property
+    def _leased(self) -> bool:
+        return self._lease_pid == os.getpid()  # a forked child must take its own
+
     def _take_lease(self) -> None:
         if self.read_only:
             raise WorkspaceError(
@@ -221,7 +225,7 @@ class Workspace:
                 "close it there first, or open it read-only with mode='r'",
                 busy.holder,
             ) from None
-        self._leased = True
+        self._lease_pid = os.getpid()
 
     @property
     def shape(self) -> tuple[int, int, int]:

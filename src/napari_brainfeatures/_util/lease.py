@@ -160,23 +160,18 @@ def release(folder: str | os.PathLike[str]) -> None:
 
 
 def holder(folder: str | os.PathLike[str]) -> Holder | None:
-    """Who holds the lease on ``folder`` now: ``None`` when free or held by this process."""
+    """Who holds the lease on ``folder`` now, from its record: ``None`` when free or ours.
+
+    Reading the record leaves the lock alone (probing it could refuse a real
+    writer); a record of a dead process of this host counts as free.
+    """
     folder = Path(folder)
     with _GUARD:
         held = _HELD.get(_key(folder))
         if held is not None and held.pid == os.getpid():
             return None
-    if not (folder / LOCK_NAME).exists():
-        return None
-    lock = FileLock(str(folder / LOCK_NAME), timeout=0, thread_local=False)
-    try:
-        lock.acquire()
-    except Timeout:
-        return _recorded(folder)
-    except OSError:
-        return None  # cannot lock here (read-only folder): nobody can write either
-    lock.release()
-    return None
+    rec = _recorded(folder)
+    return None if rec is _UNKNOWN else rec
 
 
 def _write_record(folder: Path, me: Holder) -> None:
