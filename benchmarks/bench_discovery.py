@@ -97,7 +97,7 @@ def _layer_measures(U, fmap, layers, cortex, smooth, *, max_rows: int = 20_000):
 
     GMM(4) on the NMF coefficients ``U`` inside ``cortex``, scored against the
     five layer groups, as the paper does it and (``scores["smoothed"]``) after
-    smoothing ``U`` inside the mask by a Gaussian of ``smooth`` grid px;
+    smoothing ``U`` inside the mask by a Gaussian of ``smooth`` grid px (per axis);
     supervised probes of the group from the features ``fmap`` (the ceiling for
     any clustering of single pixels), fitted on the left half of the mask and
     scored on the right, at most ``max_rows`` pixels a side.
@@ -135,8 +135,10 @@ def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) ->
     resolution (2× is about 1230 px, a real S1's thickness at 1.17 µm).  Only
     the top 60 % of the slice (cortex and callosum) is rendered.
     """
-    from napari_brainfeatures.factors.clusters import erode_mask, on_grid
-    from napari_brainfeatures.factors.select import finite_rows, fit_nmf
+    from napari_brainfeatures.factors.clusters import erode_mask
+    from napari_brainfeatures.factors.maps import finite_rows
+    from napari_brainfeatures.factors.nmf import fit_nmf
+    from napari_brainfeatures.features.grid import FeatureGrid
     from napari_brainfeatures.features.run import compute_feature_map
     from napari_brainfeatures.progress import run as drive
     from napari_brainfeatures.synthetic import make_microct_lazy
@@ -153,17 +155,15 @@ def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) ->
             overwrite=True,
         )
     )
-    fmap = np.moveaxis(np.asarray(store.features()), 0, -1)  # (Y, X, C)
+    grid = FeatureGrid.from_store(store)  # the top of slice z (a 2-D image)
+    fmap = np.asarray(grid.features)  # (Y, X, C)
     rows, valid = finite_rows(fmap)
-    origin, step = store.attrs["origin"][-2:], store.attrs["step"][-2:]
-    grid = lambda a: on_grid(np.asarray(a[z, :top]), valid.shape, origin=origin, step=step)  # noqa: E731
-    cortex = erode_mask(
-        (grid(ct.areas) == ct.classes.by_name("Ctx").id) & valid, cfg["erode"] / step[0]
-    )
+    areas = grid.labels_on(ct.areas[z, :top])
+    cortex = erode_mask((areas == ct.classes.by_name("Ctx").id) & valid, grid.radius(cfg["erode"]))
     U = np.zeros((*valid.shape, 15), np.float32)
     U[valid] = drive(fit_nmf(rows, 15, seed=0)).W
     _, scores, probe, _, _ = _layer_measures(
-        U, fmap, grid(ct.layers), cortex, cfg["smooth"] / step[0]
+        U, fmap, grid.labels_on(ct.layers[z, :top]), cortex, grid.sigma(cfg["smooth"])
     )
     return {
         "scale": scale,
@@ -180,8 +180,11 @@ def run(quick: bool, out: Path) -> dict:
         feature_extractor,
         training_input_stats,
     )
-    from napari_brainfeatures.factors.clusters import erode_mask, on_grid
-    from napari_brainfeatures.factors.select import finite_rows, fit_nmf, select_factors
+    from napari_brainfeatures.factors.clusters import erode_mask
+    from napari_brainfeatures.factors.maps import finite_rows
+    from napari_brainfeatures.factors.nmf import fit_nmf
+    from napari_brainfeatures.factors.select import select_factors
+    from napari_brainfeatures.features.grid import FeatureGrid
     from napari_brainfeatures.features.run import compute_feature_map
     from napari_brainfeatures.models.cnn import load_cnn
     from napari_brainfeatures.progress import run as drive
@@ -244,15 +247,13 @@ def run(quick: bool, out: Path) -> dict:
         )
     )
     times["dense_s"] = time.perf_counter() - t
-    f = store.features()[0]  # (C, Y, X) of the test slice
-    fmap = np.moveaxis(np.asarray(f), 0, -1)  # (Y, X, C)
+    grid = FeatureGrid.from_store(store)  # the test slice on the image grid
+    fmap = np.asarray(grid.features)  # (Y, X, C)
     rows, valid = finite_rows(fmap)
     t = time.perf_counter()
     nmf = drive(fit_nmf(rows, 15, seed=0))
     times["nmf_s"] = time.perf_counter() - t
-    origin, step = store.attrs["origin"][1:], store.attrs["step"][1:]
-    grid = lambda a: on_grid(np.asarray(a[z]), valid.shape, origin=origin, step=step)  # noqa: E731
-    areas, layers = grid(ct.areas), grid(ct.layers)
+    areas, layers = grid.labels_on(ct.areas), grid.labels_on(ct.layers)  # at the slice's z
     (out / "maps").mkdir(exist_ok=True)
 
     sel = select_factors(nmf.W, areas[valid], lam=0.5, roi_ids=ct.classes.ids)
@@ -264,9 +265,9 @@ def run(quick: bool, out: Path) -> dict:
     U = np.zeros((*valid.shape, 15), np.float32)
     U[valid] = nmf.W
     ctx = ct.classes.by_name("Ctx").id
-    cortex = erode_mask((areas == ctx) & valid, cfg["erode"] / step[0])
+    cortex = erode_mask((areas == ctx) & valid, grid.radius(cfg["erode"]))
     clusters, scores, layer_probe, layer_chance, truth = _layer_measures(
-        U, fmap, layers, cortex, cfg["smooth"] / step[0]
+        U, fmap, layers, cortex, grid.sigma(cfg["smooth"])
     )
 
     t = time.perf_counter()

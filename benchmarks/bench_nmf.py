@@ -65,13 +65,14 @@ def run(quick: bool, out: Path) -> dict:
     from sklearn.decomposition import NMF
     from threadpoolctl import threadpool_limits
 
-    from napari_brainfeatures.factors.select import fit_nmf
+    from napari_brainfeatures.factors.nmf import NMFOptions, fit_nmf
     from napari_brainfeatures.progress import run as drive
 
     n = N_QUICK if quick else N_FULL
+    opts = NMFOptions(n_components=K, solver="torch", device="cpu")  # every other: default
     X, gen_s, _ = timed(lambda: make_features(n))
     rss0 = rss_mb()
-    res, wall, cpu = timed(lambda: drive(fit_nmf(X, K, solver="torch", device="cpu")))
+    res, wall, cpu = timed(lambda: drive(fit_nmf(X, options=opts)))
     ours = rel_error(X, res.W, res.H)
     rss1 = rss_mb()
     n_iter = res.n_iter
@@ -92,6 +93,9 @@ def run(quick: bool, out: Path) -> dict:
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 3),
         "n_iter": n_iter,
+        "tol": opts.tolerance,
+        "sweeps": list(opts.sweeps),
+        "block_rows": opts.block_rows,
         "sklearn_wall_s": round(sk_wall, 3),
         "sklearn_cpu_s": round(sk_cpu, 3),
         "sklearn_n_iter": int(model.n_iter_),
@@ -112,7 +116,7 @@ def run(quick: bool, out: Path) -> dict:
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     if torch.cuda.is_available():
-        res_gpu, gw, _ = timed(lambda: drive(fit_nmf(X, K, solver="torch", device="cuda")))
+        res_gpu, gw, _ = timed(lambda: drive(fit_nmf(X, options=opts, device="cuda")))
         record.update(
             {
                 "gpu_wall_s": round(gw, 3),

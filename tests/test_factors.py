@@ -413,7 +413,7 @@ def test_thread_pool_gives_the_serial_result_and_restores_threads():
 
 def test_hals_keeps_a_row_whose_partner_is_dead():
     """A zero row of H must not zero the matching row of W (it would stay dead for good)."""
-    from napari_brainfeatures.factors.nmf import _hals_rows
+    from napari_brainfeatures.factors._hals import _hals_rows
 
     gen = torch.Generator().manual_seed(0)
     H = torch.rand(3, 6, generator=gen)
@@ -524,3 +524,41 @@ def test_factors_cli_hints_outside_labelled_for_sparse_rois(tmp_path, capsys):
     assert "warning: the ROIs cover 10% of the map" in err and "--outside labelled" in err
     assert cli.main([*argv, str(tmp_path / "b"), "--outside", "labelled"]) == 0
     assert "the ROIs cover" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--lam", "-1"], "--lam must be >= 0, got -1.0"),
+        (["--eps", "1.5"], "--eps must be in [0, 1), got 1.5"),
+        (["--k", "0"], "--k must be an integer >= 1, got 0"),
+        (["--max-iter", "0"], "--max-iter must be an integer >= 1, got 0"),
+        (["--tol", "-1"], "--tol must be a number >= 0"),
+    ],
+)
+def test_factors_cli_refuses_bad_options_without_rois_too(tmp_path, capsys, extra, expected):
+    """Options are checked by the core, before anything is read, with or without --rois."""
+    from napari_brainfeatures import cli
+
+    feat, _ = _tiny_map(tmp_path)
+    out = tmp_path / "out"
+    assert cli.main(["factors", feat, "--k", "2", "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "iteration" not in err
+    assert not out.exists()
+
+
+def test_cli_solver_choices_are_the_cores():
+    from napari_brainfeatures import cli
+    from napari_brainfeatures.factors.options import SOLVERS
+
+    parser = cli.build_parser(only="factors")
+    sub = next(a for a in parser._actions if a.dest == "command").choices["factors"]
+    assert tuple(next(a for a in sub._actions if a.dest == "solver").choices) == SOLVERS
+
+
+def test_moved_names_still_import_from_select():
+    from napari_brainfeatures.factors import maps, nmf, select
+
+    assert select.fit_nmf is nmf.fit_nmf and select.FeatureNMF is nmf.FeatureNMF
+    assert select.factor_maps is maps.factor_maps and select.rgb_composite is maps.rgb_composite

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from napari_brainfeatures.cli import main
+from napari_brainfeatures.factors.results import open_factors
 from napari_brainfeatures.pipeline import run_pipeline
 from napari_brainfeatures.progress import run
 
@@ -22,6 +23,9 @@ def test_tiny_pipeline_writes_every_result(tmp_path):
     assert 0.0 <= summary["cnn"]["test_accuracy"] <= 1.0
     assert summary["dense"]["grid"] == [128, 128]
     assert summary["factors"]["k"] == 15 and len(summary["factors"]["pairs"]) == 6
+    saved = open_factors(tmp_path / "factors.zarr")  # reopened on the test slice's grid
+    assert saved.k == 15 and saved.grid.z == summary["dense"]["z"]
+    assert saved.grid.shape == tuple(summary["dense"]["grid"]) and len(saved.selection.pairs) == 6
     assert set(summary["analysis"]) == {"trained CNN", "random weights"}
     assert "vae" in summary and set(summary["vae"]) == {"beta_vae", "vae", "pca"}
 

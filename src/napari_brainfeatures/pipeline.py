@@ -115,8 +115,8 @@ def run_pipeline(
 
     ctx = yield from _stage_sample(out, p, seed, summary)
     model, splits = yield from _stage_train(out, p, seed, ctx, summary)
-    store = yield from _stage_dense(out, p, model, ctx, splits, summary)
-    yield from _stage_factors(out, p, seed, store, ctx, summary)
+    grid = yield from _stage_dense(out, p, model, ctx, splits, summary)
+    yield from _stage_factors(out, p, seed, grid, ctx, summary)
     yield from _stage_analyse(out, seed, model, splits, summary)
     if vae:
         yield from _stage_vae(out, p, seed, summary)
@@ -184,6 +184,7 @@ def _stage_train(out: Path, p: Preset, seed: int, ct: Any, summary: dict[str, An
 
 
 def _stage_dense(out: Path, p: Preset, model: Any, ct: Any, splits: Any, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
+    from napari_brainfeatures.features.grid import FeatureGrid
     from napari_brainfeatures.features.run import compute_feature_map
 
     z = splits.slices()["test"][0]
@@ -197,10 +198,10 @@ def _stage_dense(out: Path, p: Preset, model: Any, ct: Any, splits: Any, summary
         overwrite=True,
     )
     store = yield from _relay(gen, 3, f"dense features, test slice z={z}")
+    grid = FeatureGrid.from_store(store)  # the test slice on the image grid
     areas = np.asarray(store.areas)[0]
     conf = np.asarray(store.confidence())[0]
-    truth = ct.areas[z][store.attrs["origin"][1] :: p.stride, store.attrs["origin"][2] :: p.stride]
-    truth = truth[: areas.shape[0], : areas.shape[1]]
+    truth = grid.labels_on(ct.areas)
     valid = areas > 0
     summary["dense"] = {
         "z": z,
@@ -218,31 +219,22 @@ def _stage_dense(out: Path, p: Preset, model: Any, ct: Any, splits: Any, summary
         ),
         _save_map(out / "dense_confidence.png", conf, title="confidence", cmap="magma"),
     ]
-    return store
+    return grid
 
 
-def _stage_factors(out: Path, p: Preset, seed: int, store: Any, ct: Any, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
-    from napari_brainfeatures.factors.clusters import cluster_map, erode_mask, score_against
-    from napari_brainfeatures.factors.select import (
-        factor_maps,
-        fit_nmf,
-        rgb_composite,
-        select_factors,
-    )
+def _stage_factors(out: Path, p: Preset, seed: int, grid: Any, ct: Any, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
+    from napari_brainfeatures.factors.clusters import cluster_map, erode_mask
+    from napari_brainfeatures.factors.maps import rgb_composite
+    from napari_brainfeatures.factors.results import factorise
+    from napari_brainfeatures.factors.scores import score_against
 
-    feats = np.asarray(store.features())[0]  # (C, Y, X)
-    grid = feats.shape[1:]
-    rows = np.moveaxis(feats, 0, -1).reshape(-1, feats.shape[0])
-    ok = np.isfinite(rows).all(1)
-    nmf = yield from _relay(fit_nmf(rows[ok], p.nmf_k, seed=seed), 4, f"NMF k={p.nmf_k}")
-    U = np.full((rows.shape[0], p.nmf_k), np.nan, np.float32)
-    U[ok] = nmf.W
-    maps = factor_maps(U, grid)  # (k, Y, X)
-    z = summary["dense"]["z"]
-    o, s = store.attrs["origin"], p.stride
-    truth = ct.areas[z][o[1] :: s, o[2] :: s][: grid[0], : grid[1]]
-    layers = ct.layers[z][o[1] :: s, o[2] :: s][: grid[0], : grid[1]]
-    sel = select_factors(U.reshape(*grid, -1), truth, lam=0.5)
+    gen = factorise(grid, p.nmf_k, seed=seed)
+    fac = yield from _relay(gen, 4, f"NMF k={p.nmf_k}")
+    maps = fac.maps  # (k, Y, X), NaN where no feature was computed
+    truth, layers = grid.labels_on(ct.areas), grid.labels_on(ct.layers)  # (Y, X) each
+    sel = fac.select(truth, lam=0.5)
+    fac = fac.with_selection(sel)
+    fac.save(out / "factors.zarr")  # reopened by open_factors, clustered by `cluster`
     (out / "factor_selection.json").write_text(json.dumps(sel.to_dict(), indent=2))
     top = [f for f, _roi, _s in sel.pairs[:3]]
     while len(top) < 3:
@@ -255,14 +247,17 @@ def _stage_factors(out: Path, p: Preset, seed: int, store: Any, ct: Any, summary
         ax.set_axis_off()
     fig.savefig(out / "nmf_factors.png")
     summary["files"] += [
+        "factors.zarr",
         "factor_selection.json",
         "nmf_factors.png",
         _save_map(
             out / "nmf_rgb.png", rgb_composite(maps, tuple(top)), title=f"factors {top} as RGB"
         ),
     ]
-    cortex = erode_mask(truth == ct.classes.by_name("Ctx").id, p.erode / s)
-    clusters = cluster_map(U.reshape(*grid, -1), method="gmm", k=4, mask=cortex, seed=seed)
+    cortex = erode_mask(truth == ct.classes.by_name("Ctx").id, grid.radius(p.erode))
+    clusters = cluster_map(
+        fac.coefficient_grid().features, method="gmm", k=4, mask=cortex, seed=seed
+    )
     scores = score_against(layers, clusters.labels, cortex)
     summary["files"].append(
         _save_map(
@@ -275,7 +270,7 @@ def _stage_factors(out: Path, p: Preset, seed: int, store: Any, ct: Any, summary
     )
     summary["factors"] = {
         "k": p.nmf_k,
-        "rel_error": round(float(nmf.rel_error), 4),
+        "rel_error": round(float(fac.info["rel_error"]), 4),
         "pairs": [
             {"factor": int(f), "roi": ct.classes.by_id(int(r)).name, "score": float(sc)}
             for f, r, sc in sel.pairs

@@ -188,3 +188,63 @@ def test_store_box_takes_the_newest_finished_store_of_the_image(make_napari_view
     group.attrs[ATTR] = {**dict(group.attrs[ATTR]), "complete": True}
     w._default_store()
     assert Path(str(w.store_path.value)) == feats / "new.zarr"
+
+
+def test_save_factors_writes_what_the_cluster_command_reads(
+    make_napari_viewer, qtbot, scene, tmp_path, monkeypatch, capsys
+):
+    import json
+
+    from napari_brainfeatures import cli
+    from napari_brainfeatures._widgets._common import WORKSPACE_KEY
+    from napari_brainfeatures.factors.results import open_factors
+
+    image, store, rois = scene
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="ct", metadata={WORKSPACE_KEY: str(tmp_path / "ws")})
+    viewer.add_labels(rois, name="rois")
+    w = FactorsWidget(viewer)
+    shown = []
+    monkeypatch.setattr("napari_brainfeatures._widgets.factors.show_error", shown.append)
+    w.save_button.clicked.emit()  # nothing to save yet
+    assert len(shown) == 1 and "run the NMF first" in shown[0]
+    w.store_path.value = store
+    w.k.value = 3
+    w.nmf_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert w.runner.last_error is None, w.runner.last_error
+    # λ < 0 is refused by the core (the spin box stops it too), the control named
+    w.rois.value = viewer.layers["rois"]
+    w.lam.min = -5
+    w.lam.value = -1
+    w.select_button.clicked.emit()
+    assert "leakage λ must be >= 0, got -1.0" in shown[-1] and w.selection is None
+    w.lam.value = 0.5
+    w.normalise.value = "area"
+    w.select_button.clicked.emit()
+    assert w.selection is not None and len(w.selection.pairs) == 2
+    # by default into the image's workspace results/
+    expected = tmp_path / "ws" / "results" / "feat_z0_factors.zarr"
+    assert str(w.save_path.value) == str(expected)
+    w.save_button.clicked.emit()
+    assert "factors saved to feat_z0_factors.zarr" in w.status.value
+    saved = open_factors(expected)
+    np.testing.assert_array_equal(np.asarray(saved.maps), w.maps)
+    assert saved.selection.pairs == w.selection.pairs and saved.grid.step == (2, 2)
+    assert saved.grid.source == str(store) and saved.info["k"] == 3
+    # the command line clusters what the widget saved
+    out = tmp_path / "clusters"
+    argv = ["cluster", str(expected), "--k", "2", "--method", "kmeans", "--out", str(out)]
+    assert cli.main(argv) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["n_labelled"] == int(np.isfinite(w.maps).all(0).sum())
+    # a path the user picks stays; a folder of the user's is never replaced
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    w.save_path.value = mine
+    w.save_button.clicked.emit()
+    assert "never deleted" in shown[-1] and (mine / "notes.txt").read_text() == "keep"
+    w.save_path.value = tmp_path / "picked.zarr"
+    w.save_button.clicked.emit()
+    assert open_factors(tmp_path / "picked.zarr").k == 3

@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,10 +30,30 @@ from typing import Any
 import numpy as np
 
 from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures.factors.options import (
+    NORMALISE,
+    OUTSIDE,
+    SOLVERS,
+    NMFOptions,
+    OptionError,
+    SelectOptions,
+)
 from napari_brainfeatures.progress import run as run_gen
 
-KIND = "nmf-factors"
-ATTR = "brainfeatures"
+# core option -> the flag that sets it (errors name the flag)
+FLAGS = {
+    "n_components": "--k",
+    "solver": "--solver",
+    "max_iter": "--max-iter",
+    "tol": "--tol",
+    "seed": "--seed",
+    "device": "--device",
+    "lam": "--lam",
+    "p": "--p",
+    "normalise": "--normalise",
+    "eps": "--eps",
+    "outside": "--outside",
+}
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
@@ -45,21 +63,22 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     add("--out", type=Path, default=None, help="output folder (default: STORE_factors beside it)")
     add("--seed", type=int, default=0)
     if name == "factors":
-        add("--k", type=int, default=15, help="number of factors (default 15)")
-        add("--solver", default="auto", choices=("auto", "torch", "sklearn", "sklearn-minibatch"))
-        add("--max-iter", type=int, default=200)
+        nmf, sel = NMFOptions(), SelectOptions()
+        add("--k", type=int, default=nmf.n_components, help="number of factors (default 15)")
+        add("--solver", default=nmf.solver, choices=SOLVERS)
+        add("--max-iter", type=int, default=nmf.max_iter)
         add("--tol", type=float, default=None, help="default 1e-5 (torch), 1e-4 (sklearn)")
         add("--device", default=None, help="cpu / cuda (default: cuda if present)")
         add("--rois", default=None, help="ROI label volume for the factor selection")
         add("--roi-ids", type=int, nargs="+", default=None, help="ROI ids (default: all painted)")
-        add("--lam", type=float, default=0.5, help="leakage weight λ (default 0.5)")
+        add("--lam", type=float, default=sel.lam, help="leakage weight λ >= 0 (default 0.5)")
         add("--p", type=int, default=None, help="factors to select (default min(k, #ROIs))")
-        add("--normalise", choices=("none", "area"), default="none")
-        add("--eps", type=float, default=0.0, help="relative activity threshold (default 0)")
+        add("--normalise", choices=NORMALISE, default=sel.normalise)
+        add("--eps", type=float, default=sel.eps, help="relative activity threshold (default 0)")
         add(
             "--outside",
-            choices=("all", "labelled"),
-            default="all",
+            choices=OUTSIDE,
+            default=sel.outside,
             help="leakage counts every point outside the ROI (all: the paper, for fully "
             "painted slices) or only points of other ROIs (labelled: for sparse painting)",
         )
@@ -81,76 +100,11 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 # -- inputs -----------------------------------------------------------------------------------
-def load_map(path: str | os.PathLike[str], z: int | None) -> tuple[Any, dict[str, Any]]:
-    """A lazy ``(H, W, D)`` map and its grid ``{origin, step, z_image, source}``.
-
-    Accepts a dense feature store (:mod:`napari_brainfeatures.features.store`), a
-    ``factors.zarr`` written here, or a plain zarr array / group with a ``features``
-    array of shape ``(H, W, D)`` or ``(Z, H, W, D)``.
-    """
-    import dask.array as da
-    import zarr
-
-    from napari_brainfeatures.features.store import FeatureStore, _is_feature_store
-    from napari_brainfeatures.io.volume import is_zarr_store
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such feature store: {str(path)!r}")
-    if not is_zarr_store(path):
-        raise ValueError(
-            f"{str(path)!r} is not a feature store (no zarr group found); pass the STORE.zarr "
-            "written by 'brainfeatures features' (or a factors.zarr to cluster)"
-        )
-    if _is_feature_store(path):
-        store = FeatureStore(path)
-        f = store.features()  # (Z, C, Y, X) or (C, Y, X)
-        if not store.is_2d:
-            z = _pick_z(z, f.shape[0], path)
-            f = f[z]
-        origin, step = store.attrs["origin"], store.attrs["step"]
-        grid = {"origin": origin[1:], "step": step[1:], "z_image": origin[0] + (z or 0) * step[0]}
-        return da.moveaxis(f, 0, -1), {**grid, "source": str(path), "z": z}
-    node = zarr.open(path, mode="r")
-    attrs = dict(node.attrs).get(ATTR) if isinstance(node, zarr.Group) else None
-    if isinstance(node, zarr.Group) and isinstance(attrs, dict) and attrs.get("kind") == KIND:
-        maps = da.from_zarr(node["maps"])  # (k, H, W)
-        info = {k: attrs[k] for k in ("origin", "step", "z_image")}
-        return da.moveaxis(maps, 0, -1), {**info, "source": str(path), "z": attrs.get("z")}
-    arr = node["features"] if isinstance(node, zarr.Group) and "features" in node else node
-    if not isinstance(arr, zarr.Array) or arr.ndim not in (3, 4):
-        raise ValueError(
-            f"{str(path)!r} is neither a feature store nor a zarr array of shape (H, W, D) "
-            "or (Z, H, W, D)"
-        )
-    f = da.from_zarr(arr)
-    if f.ndim == 4:
-        z = _pick_z(z, f.shape[0], path)
-        f = f[z]
-    return f, {"origin": [0, 0], "step": [1, 1], "z_image": z or 0, "source": str(path), "z": z}
-
-
-def _pick_z(z: int | None, n: int, path: Path) -> int:
-    if z is None:
-        if n != 1:
-            raise ValueError(f"{str(path)!r} holds {n} z-slices; choose one with --z 0..{n - 1}")
-        return 0
-    if not 0 <= z < n:
-        raise ValueError(f"--z must be in 0..{n - 1} for {str(path)!r}, got {z}")
-    return z
-
-
-def labels_on_grid(path: str, grid: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
-    """The label volume at ``path`` read at the feature grid's pixels."""
-    from napari_brainfeatures.factors.clusters import on_grid
+def labels_on_grid(path: str, grid: Any) -> np.ndarray:
+    """The label volume at ``path`` read at the feature grid's pixels ``(H, W)``."""
     from napari_brainfeatures.io.volume import open_volume
 
-    vol = open_volume(path).data  # (Z, Y, X)
-    zi = int(grid["z_image"])
-    if not 0 <= zi < vol.shape[0]:
-        raise ValueError(f"labels {path!r} have {vol.shape[0]} slices; the features are at z={zi}")
-    origin, step = tuple(grid["origin"]), tuple(grid["step"])
-    return on_grid(np.asarray(vol[zi]), shape, origin=origin, step=step)  # type: ignore[arg-type]
+    return grid.labels_on(open_volume(path).data, what=f"labels {path!r}")  # (Z, Y, X) -> (H, W)
 
 
 # -- outputs ----------------------------------------------------------------------------------
@@ -160,87 +114,55 @@ def _out_dir(args: argparse.Namespace, suffix: str) -> Path:
     return out
 
 
-def _write_group(
-    target: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any], source: Any
-) -> None:
-    """Write a zarr group atomically (build beside, then swap).
-
-    An earlier result (a zarr store) is replaced; anything else at ``target``,
-    and a target in or holding the ``source`` store, is refused, never deleted.
-    """
-    import zarr
-
-    from napari_brainfeatures._util.overwrite import check_target, swap_in
-
-    check_target(target, overwrite=True, inputs=[source])
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    group = zarr.open_group(tmp, mode="w")
-    for name, a in arrays.items():
-        chunks = tuple(min(s, 1 if i < a.ndim - 2 else 1024) for i, s in enumerate(a.shape))
-        group.create_array(name, data=a, chunks=chunks)
-    group.attrs[ATTR] = attrs
-    swap_in(tmp, target)
-
-
 def _heatmap_png(path: Path, m: np.ndarray, cmap: str = "magma") -> None:
     from matplotlib.image import imsave
 
-    finite = m[np.isfinite(m)]
-    hi = float(np.percentile(finite, 99.5)) if finite.size else 1.0
-    imsave(path, np.nan_to_num(m, nan=0.0), cmap=cmap, vmin=0.0, vmax=max(hi, 1e-12))
+    from napari_brainfeatures.factors.maps import robust_max
+
+    imsave(path, np.nan_to_num(m, nan=0.0), cmap=cmap, vmin=0.0, vmax=robust_max(m))
 
 
 def run(name: str, args: argparse.Namespace) -> int:
     return _factors(args) if name == "factors" else _cluster(args)
 
 
+def _options(args: argparse.Namespace) -> tuple[NMFOptions, SelectOptions]:
+    """The NMF and selection options, checked before anything is read; errors name flags."""
+    nmf = NMFOptions.named(
+        FLAGS,
+        n_components=args.k,
+        solver=args.solver,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        seed=args.seed,
+        device=args.device,
+    )
+    select = SelectOptions.named(
+        FLAGS,
+        lam=args.lam,
+        p=args.p,
+        normalise=args.normalise,
+        eps=args.eps,
+        outside=args.outside,
+    )
+    return nmf, select
+
+
 def _factors(args: argparse.Namespace) -> int:
     from matplotlib.image import imsave
 
-    from napari_brainfeatures.factors.select import (
-        factor_maps,
-        finite_rows,
-        fit_nmf,
-        rgb_composite,
-        select_factors,
-    )
+    from napari_brainfeatures.factors.maps import rgb_composite
+    from napari_brainfeatures.factors.results import factorise
+    from napari_brainfeatures.features.grid import FeatureGrid
     from napari_brainfeatures.workspace import write_json_atomic
 
-    f, grid = load_map(args.store, args.z)
-    rois, roi_ids = _check_factor_args(args, grid, tuple(f.shape[:2]))
-    rows, valid = finite_rows(f)
+    nmf, select = _options(args)  # --lam -1 is refused with or without --rois
+    grid = FeatureGrid.open(args.store, args.z, flag="--z")
+    rois, roi_ids = _check_rois(args, grid, select)
+    fac = run_gen(factorise(grid, options=nmf), progress_printer)
+    summary: dict[str, Any] = dict(fac.info)
     if rois is not None:
-        empty = [i for i in roi_ids if not np.any(rois[valid] == i)]
-        if empty:
-            raise ValueError(
-                f"ROI id(s) {empty} of {args.rois!r} lie only where no feature was computed "
-                "(NaN in the store); compute features there or choose other ids with --roi-ids"
-            )
-    res = run_gen(
-        fit_nmf(
-            rows,
-            args.k,
-            solver=args.solver,
-            max_iter=args.max_iter,
-            tol=args.tol,
-            seed=args.seed,
-            device=args.device,
-        ),
-        progress_printer,
-    )
-    maps = factor_maps(res.W, valid.shape, valid=valid)  # (k, H, W)
-    summary: dict[str, Any] = {
-        "k": args.k,
-        "solver": res.solver,
-        "n_rows": int(rows.shape[0]),
-        "rel_error": res.rel_error,
-        "n_iter": res.n_iter,
-        "wall_s": round(res.wall_s, 3),
-    }
-    selection = None
-    if rois is not None:
-        share = float(np.count_nonzero(rois[valid])) / max(1, int(valid.sum()))
+        share = float(np.count_nonzero(rois[fac.valid])) / max(1, int(fac.valid.sum()))
         if args.outside == "all" and share < 0.5:
             warnings.warn(
                 f"the ROIs cover {share:.0%} of the map, so leakage (every unlabelled point "
@@ -248,38 +170,21 @@ def _factors(args: argparse.Namespace) -> int:
                 "(or --normalise area)",
                 stacklevel=1,
             )
-        selection = select_factors(
-            res.W,
-            rois[valid],
-            lam=args.lam,
-            p=args.p,
-            normalise=args.normalise,
-            eps=args.eps,
-            outside=args.outside,
-            roi_ids=roi_ids,
-        )
-        summary["selected"] = selection.to_dict()["pairs"]
+        fac = fac.with_selection(fac.select(rois, options=select, roi_ids=roi_ids))
+        summary["selected"] = fac.selection.to_dict()["pairs"]  # type: ignore[union-attr]
     out = _out_dir(args, "_factors")  # only now: a failed run leaves no empty folder
-    if selection is not None:
-        write_json_atomic(out / "selection.json", selection.to_dict())
-    attrs = {
-        "kind": KIND,
-        **grid,
-        **summary,
-        "selection": selection.to_dict() if selection else None,
-    }
-    _write_group(out / "factors.zarr", {"maps": maps, "components": res.H}, attrs, args.store)
+    if fac.selection is not None:
+        write_json_atomic(out / "selection.json", fac.selection.to_dict())
+    fac.save(out / "factors.zarr", inputs=[args.store])
+    maps = fac.maps
     for i, m in enumerate(maps):
         _heatmap_png(out / f"factor_{i:02d}.png", m)
     for stale in out.glob("factor_*.png"):  # pictures of an earlier run with a larger k
         index = stale.stem.removeprefix("factor_")
         if index.isdigit() and int(index) >= len(maps):
             stale.unlink()
-    top = (
-        (selection.factors + [i for i in range(args.k) if i not in selection.factors])[:3]
-        if (selection)
-        else list(range(min(3, args.k)))
-    )
+    chosen = fac.selection.factors if fac.selection is not None else []
+    top = (chosen + [i for i in range(fac.k) if i not in chosen])[:3]
     if len(top) == 3:
         imsave(out / "rgb.png", rgb_composite(maps, tuple(top)))  # type: ignore[arg-type]
     summary.update({"out": str(out), "rgb_factors": top})
@@ -287,30 +192,19 @@ def _factors(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_factor_args(
-    args: argparse.Namespace, grid: dict[str, Any], shape: tuple[int, int]
+def _check_rois(
+    args: argparse.Namespace, grid: Any, select: SelectOptions
 ) -> tuple[np.ndarray | None, list[int]]:
-    """Validate the options before the NMF runs; the ROIs on the grid and their ids."""
-    if args.k < 1:
-        raise ValueError(f"--k must be >= 1, got {args.k}")
+    """The ROIs on the grid and their ids, checked before the NMF runs."""
+    from napari_brainfeatures.factors.select import check_rois
+
     if args.rois is None:
         for opt in ("roi_ids", "p"):
             if getattr(args, opt) is not None:
                 raise ValueError(f"--{opt.replace('_', '-')} needs --rois LABELS")
         return None, []
-    if not args.lam >= 0:
-        raise ValueError(f"--lam must be >= 0, got {args.lam}")
-    if not 0 <= args.eps < 1:
-        raise ValueError(f"--eps must be in [0, 1), got {args.eps}")
-    rois = labels_on_grid(args.rois, grid, shape)  # (H, W) on the store's grid
-    if rois.dtype.kind not in "uib":
-        raise ValueError(
-            f"--rois {args.rois!r} has dtype {rois.dtype}: it is an image, not integer labels; "
-            "pass the painted labels"
-        )
-    present = [int(i) for i in np.unique(rois) if i != 0]
-    if not present:
-        raise ValueError(f"no ROI is painted in {args.rois!r} at the features' pixels; paint one")
+    rois = labels_on_grid(args.rois, grid)  # (H, W) on the store's grid
+    present = check_rois(rois, what=f"--rois {args.rois!r}")
     ids = present if args.roi_ids is None else [int(i) for i in args.roi_ids]
     missing = [i for i in ids if i not in present]
     if missing:
@@ -318,24 +212,20 @@ def _check_factor_args(
             f"--roi-ids {missing} not found in {args.rois!r} at the features' pixels; "
             f"the ids present are {present}"
         )
-    top = min(args.k, len(ids))
-    if args.p is not None and not 1 <= args.p <= top:
-        raise ValueError(
-            f"--p must be in 1..{top} (at most --k {args.k} and the {len(ids)} ROI(s)), "
-            f"got {args.p}"
-        )
+    try:
+        select.check_p(args.k, len(ids))
+    except OptionError as err:
+        raise err.named(FLAGS) from None
     return rois, ids
 
 
 def _cluster(args: argparse.Namespace) -> int:
+    from matplotlib import colormaps
     from matplotlib.image import imsave
 
-    from napari_brainfeatures.factors.clusters import (
-        cluster_map,
-        erode_mask,
-        layer_profile,
-        score_against,
-    )
+    from napari_brainfeatures.factors.clusters import cluster_map, erode_mask
+    from napari_brainfeatures.factors.results import open_map, save_clusters
+    from napari_brainfeatures.factors.scores import layer_profile, score_against
     from napari_brainfeatures.workspace import write_json_atomic
 
     if args.max_fit < args.k:
@@ -347,11 +237,10 @@ def _cluster(args: argparse.Namespace) -> int:
     for flag, value in (("--smooth", args.smooth), ("--erode", args.erode)):
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{flag} must be a finite number of image px >= 0, got {value:g}")
-    f, grid = load_map(args.store, args.z)
-    shape = tuple(f.shape[:2])
+    grid = open_map(args.store, args.z, flag="--z")
     mask = None
     if args.mask:
-        ids = labels_on_grid(args.mask, grid, shape)  # type: ignore[arg-type]
+        ids = labels_on_grid(args.mask, grid)
         present = [int(i) for i in np.unique(ids) if i != 0]
         missing = [i for i in args.mask_id if i not in present]
         if missing:
@@ -359,23 +248,21 @@ def _cluster(args: argparse.Namespace) -> int:
                 f"--mask-id {missing} not present in {args.mask!r} at the features' pixels; "
                 f"the ids present are {present}"
             )
-        mask = np.isin(ids, args.mask_id)
-        radius = args.erode / float(min(grid["step"]))  # image px -> grid px
-        mask = erode_mask(mask, radius)
+        mask = erode_mask(np.isin(ids, args.mask_id), grid.radius(args.erode))
         if not mask.any():
             raise ValueError(
                 f"no pixel of ids {args.mask_id} in {args.mask!r} is left after eroding by "
                 f"{args.erode} px; erode less"
             )
     res = cluster_map(
-        f,
+        grid.features,
         method=args.method,
         k=args.k,
         pca_components=args.pca,
         mask=mask,
         max_fit=args.max_fit,
         seed=args.seed,
-        smooth=tuple(args.smooth / float(s) for s in grid["step"][-2:]),
+        smooth=grid.sigma(args.smooth),
     )
     report: dict[str, Any] = {
         "k": args.k,
@@ -387,7 +274,7 @@ def _cluster(args: argparse.Namespace) -> int:
         "sizes": np.bincount(res.labels.ravel(), minlength=args.k + 1)[1:].tolist(),
     }
     if args.truth:
-        truth = labels_on_grid(args.truth, grid, shape)  # type: ignore[arg-type]
+        truth = labels_on_grid(args.truth, grid)
         report["scores"] = score_against(truth, res.labels, mask)
         prof = layer_profile(res.labels, truth, mask=mask)
         report["layer_profile"] = {
@@ -396,17 +283,10 @@ def _cluster(args: argparse.Namespace) -> int:
             "matrix": prof.matrix.round(4).tolist(),
         }
     out = _out_dir(args, "_clusters")
-    _write_group(
-        out / "clusters.zarr",
-        {"labels": res.labels},
-        {"kind": "cluster-map", **grid, **report},
-        args.store,
-    )
+    save_clusters(out / "clusters.zarr", res.labels, grid, report, inputs=[args.store])
     write_json_atomic(out / "clusters.json", report)
-    from matplotlib import colormaps
-
     colours = colormaps["tab10"](np.arange(args.k) % 10)[:, :3]
-    rgb = np.zeros((*shape, 3))
+    rgb = np.zeros((*grid.shape, 3))
     rgb[res.labels > 0] = colours[res.labels[res.labels > 0] - 1]
     imsave(out / "clusters.png", rgb)
     print(json.dumps({**report, "out": str(out)}))

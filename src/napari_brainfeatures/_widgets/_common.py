@@ -45,6 +45,11 @@ def workspace_root(layer: Image) -> Path:
     return Path(root)
 
 
+def results_path(layer: Image, name: str) -> Path:
+    """``<workspace>/results/<name>`` of an image layer (creates nothing; a save does)."""
+    return workspace_root(layer) / "results" / name
+
+
 def newest_model(layer: Image | None) -> Path | None:
     """The newest CNN model file in an image's workspace ``models/`` (creates nothing)."""
     if layer is None:

@@ -1,10 +1,13 @@
 """Dock widget: NMF factor heatmaps, ROI-aligned factor selection and cluster maps (paper 001).
 
-Three core calls, each run by the :class:`TaskRunner`: :func:`fit_nmf` on one z-slice of a
-dense feature store (layers "NMF factor i", hidden except the selected ones, plus an
-RGB composite), :func:`select_factors` against a Labels layer of ROIs (a score table
-with the picked pairs highlighted) and :func:`cluster_map` of the NMF coefficients or
-features inside an (eroded) mask (a Labels layer, scored against a ground-truth layer).
+One core call per action: :func:`factorise` of one z-slice of a dense feature store (a
+:class:`FeatureGrid`; layers "NMF factor i", hidden except the selected ones, plus an RGB
+composite), :meth:`Factors.select` against a Labels layer of ROIs (a score table with
+the picked pairs highlighted), :meth:`Factors.save` (**Save factors…**: the
+``factors.zarr`` that ``brainfeatures cluster`` reads, in the image's workspace
+``results/`` by default) and :func:`cluster_map` of the NMF coefficients or features
+inside an (eroded) mask (a Labels layer, scored against a ground-truth layer).  The long
+ones run in the :class:`TaskRunner`.
 """
 
 from __future__ import annotations
@@ -12,18 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import napari
 import numpy as np
-from magicgui.widgets import (
-    ComboBox,
-    Container,
-    FileEdit,
-    FloatSpinBox,
-    PushButton,
-    SpinBox,
-    Table,
-)
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox, Table
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
@@ -39,25 +33,25 @@ from napari_brainfeatures._widgets._common import (
     plain_numbers,
     put_layer,
     refresh_choices_on_layer_change,
+    results_path,
+    say_file,
     scroll_body,
     status_label,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.classes import ClassTable
-from napari_brainfeatures.factors.clusters import cluster_map, erode_mask, on_grid, score_against
-from napari_brainfeatures.factors.select import (
-    NMFResult,
-    factor_maps,
-    finite_rows,
-    fit_nmf,
-    rgb_composite,
-    select_factors,
-)
+from napari_brainfeatures.factors.clusters import cluster_map, erode_mask
+from napari_brainfeatures.factors.maps import rgb_composite, robust_max
+from napari_brainfeatures.factors.options import SOLVERS, SelectOptions
+from napari_brainfeatures.factors.results import Factors, factorise
+from napari_brainfeatures.factors.scores import score_against
+from napari_brainfeatures.features.grid import FeatureGrid
 from napari_brainfeatures.features.store import FeatureStore
 from napari_brainfeatures.progress import Progress, ProgressGen
 
 PREFIX = "NMF factor "
-SOLVERS = ("auto", "torch", "sklearn", "sklearn-minibatch")
+# core option -> this widget's label for it (errors name the control)
+LABELS = {"lam": "leakage λ", "eps": "activity threshold", "p": "picks p"}
 
 
 class FactorsWidget(Container):
@@ -86,6 +80,8 @@ class FactorsWidget(Container):
             widgets=[SpinBox(label=c, min=0, max=63, value=i) for i, c in enumerate("RGB")],
         )
         self.rgb_button = PushButton(text="Show RGB composite")
+        self.save_path = FileEdit(label="factors file", mode="w", filter="*.zarr")
+        self.save_button = PushButton(text="Save factors…")
         self.method = ComboBox(label="cluster method", choices=["gmm", "kmeans"], value="gmm")
         self.on = ComboBox(label="cluster on", choices=["NMF coefficients", "features"])
         self.n_clusters = SpinBox(label="clusters", min=1, max=64, value=4)
@@ -113,52 +109,43 @@ class FactorsWidget(Container):
         self.cluster_button = PushButton(text="Cluster")
         self.status = status_label("Pick a feature store written by the Feature maps widget.")
         self.runner = TaskRunner()
-        super().__init__(
-            widgets=[
-                self.store_path,
-                self.z,
-                self.image,
-                self.k,
-                self.solver,
-                self.nmf_button,
-                self.rois,
-                self.lam,
-                self.normalise,
-                self.eps,
-                self.p,
-                self.select_button,
-                self.table,
-                self.rgb,
-                self.rgb_button,
-                self.method,
-                self.on,
-                self.n_clusters,
-                self.mask,
-                self.mask_id,
-                self.erode,
-                self.smooth,
-                self.truth,
-                self.cluster_button,
-                self.status,
-                self.runner,
-            ]
-        )
+        super().__init__(widgets=[
+            self.store_path, self.z, self.image, self.k, self.solver, self.nmf_button,
+            self.rois, self.lam, self.normalise, self.eps, self.p, self.select_button,
+            self.table, self.rgb, self.rgb_button, self.save_path, self.save_button,
+            self.method, self.on, self.n_clusters, self.mask, self.mask_id, self.erode,
+            self.smooth, self.truth, self.cluster_button, self.status, self.runner,
+        ])  # fmt: skip
         scroll_body(self, {self.table.native: 160})
         refresh_choices_on_layer_change(viewer, self.image, self.rois, self.mask, self.truth)
         self.nmf_button.changed.connect(self.run_nmf)
         self.select_button.changed.connect(self.select)
         self.rgb_button.changed.connect(self.show_rgb)
+        self.save_button.changed.connect(self.save)
         self.cluster_button.changed.connect(self.cluster)
-        self.result: NMFResult | None = None
+        self.factors: Factors | None = None
         self._layer_run = 0  # which NMF result the heatmap layers being added belong to
-        self.maps: np.ndarray | None = None  # (k, H, W)
-        self.valid: np.ndarray | None = None  # (H, W)
-        self.grid: dict[str, Any] = {}
-        self.selection: Any = None
         self.scores: dict[str, float] = {}
         self._auto_store = ""  # the store box's value when this widget filled it
+        self._auto_save = ""  # the same for the factors file box
         self.image.changed.connect(self._default_store)
         self._default_store()
+
+    # -- the NMF result, as the tests and layers see it ---------------------------------------
+    @property
+    def maps(self) -> np.ndarray | None:
+        """The factor heatmaps ``(k, H, W)`` of the last NMF."""
+        return None if self.factors is None else self.factors.maps
+
+    @property
+    def grid(self) -> FeatureGrid | None:
+        """Where the last NMF's slice lies on the image."""
+        return None if self.factors is None else self.factors.grid
+
+    @property
+    def selection(self) -> Any:
+        """The last factor selection on the current factors (None before one is made)."""
+        return None if self.factors is None else self.factors.selection
 
     def _default_store(self, *_: Any) -> None:
         """Fill the store box with the newest finished store of the chosen image (or any image).
@@ -174,31 +161,6 @@ class FactorsWidget(Container):
             self._auto_store = str(found)
             self.store_path.value = found
             self.status.value = f"feature store: {found.name} (the newest in the workspace)"
-
-    # -- reading the store ------------------------------------------------------------------
-    def _features(self) -> tuple[Any, dict[str, Any]]:
-        """The chosen z-slice of the store as ``(H, W, D)`` and its grid on the image."""
-        store = FeatureStore(Path(str(self.store_path.value)))
-        f = store.features()  # (Z, C, Y, X) or (C, Y, X)
-        z = int(self.z.value)
-        if not store.is_2d:
-            if not 0 <= z < f.shape[0]:
-                raise ValueError(f"the store has z indices 0..{f.shape[0] - 1}, got {z}")
-            f = f[z]
-        origin, step = store.attrs["origin"], store.attrs["step"]
-        z_img = int(origin[0]) + (0 if store.is_2d else z) * int(step[0])
-        grid = {"origin": origin[1:], "step": step[1:], "z_image": z_img}
-        return da.moveaxis(f, 0, -1), grid
-
-    def _nmf_job(self, k: int, solver: str) -> ProgressGen[tuple[Any, ...]]:
-        f, grid = self._features()
-        yield Progress(0, None, f"reading {f.shape[0]}x{f.shape[1]} feature rows")
-        rows, valid = finite_rows(f)
-        res = yield from fit_nmf(rows, k, solver=solver)
-        yield Progress(0, None, "factor maps")  # here, not in the GUI thread
-        maps = factor_maps(res.W, valid.shape, valid=valid)
-        tops = [float(np.nanpercentile(m, 99.5)) if np.isfinite(m).any() else 1.0 for m in maps]
-        return res, valid, grid, maps, tops
 
     def _default_image(self) -> None:
         """Place the maps on the store's own image layer when none is chosen."""
@@ -216,22 +178,18 @@ class FactorsWidget(Container):
         if match:
             self.image.value = match[0]
 
-    # -- placing 2-D grid maps on the image -------------------------------------------------
-    def _geometry(self, data: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        (y0, x0), (sy, sx) = self.grid["origin"], self.grid["step"]
-        img = self.image.value
-        if img is None:
-            return data, {"scale": (sy, sx), "translate": (y0, x0)}
-        sc, tr = np.asarray(img.scale, float), np.asarray(img.translate, float)
-        scale, translate = [sc[-2] * sy, sc[-1] * sx], [tr[-2] + sc[-2] * y0, tr[-1] + sc[-1] * x0]
-        if img.ndim == 3:  # one slice of the volume, at its z
-            data = data[None]
-            scale, translate = [sc[0], *scale], [tr[0] + sc[0] * self.grid["z_image"], *translate]
-        return data, {"scale": tuple(scale), "translate": tuple(translate)}
-
     def _put(self, name: str, data: np.ndarray, kind: str = "image", **kwargs: Any) -> Any:
-        data, geo = self._geometry(data)
+        """A 2-D map of the grid as a layer over the chosen image (at the slice's z)."""
+        img = self.image.value
+        geo = self.grid.layer_kwargs(  # type: ignore[union-attr]
+            None if img is None else img.scale, None if img is None else img.translate
+        )
+        if len(geo["scale"]) == 3:
+            data = data[None]  # (1, H, W): one slice of the volume
         return put_layer(self.viewer, name, data, kind, owner="factors", **geo, **kwargs)
+
+    def _on_grid(self, layer: Labels) -> np.ndarray:
+        return self.grid.labels_on(layer.data, what=f"the layer {layer.name!r}")  # type: ignore[union-attr]
 
     # -- NMF --------------------------------------------------------------------------------
     def run_nmf(self, *_: Any) -> None:
@@ -245,14 +203,19 @@ class FactorsWidget(Container):
             )
             return
         self._default_image()
-        gen = self._nmf_job(int(self.k.value), str(self.solver.value))
-        self.runner.start(gen, name="NMF", on_done=self._nmf_done)
+        z, k, solver = int(self.z.value), int(self.k.value), str(self.solver.value)
 
-    def _nmf_done(self, out: tuple[Any, ...]) -> None:
-        self.result, self.valid, self.grid, self.maps, tops = out
-        self.selection = None
+        def job() -> ProgressGen[tuple[Factors, list[float]]]:
+            grid = FeatureGrid.from_store(path, z, flag="store z index")
+            fac = yield from factorise(grid, k, solver=solver)
+            return fac, [robust_max(m, floor=1e-6) for m in fac.maps]  # here, not in the GUI
+
+        self.runner.start(job(), name="NMF", on_done=self._nmf_done)
+
+    def _nmf_done(self, out: tuple[Factors, list[float]]) -> None:
+        self.factors, tops = out
         self.table.clear()  # the previous run's scores no longer apply
-        k = len(self.maps)
+        k = self.factors.k
         for layer in [
             ly
             for ly in self.viewer.layers
@@ -264,9 +227,11 @@ class FactorsWidget(Container):
         for i, w in enumerate(self.rgb):
             w.max, w.value = k - 1, min(i, k - 1)
         self.show_rgb()
+        self._default_save()
+        info = self.factors.info
         self.status.value = (
-            f"NMF k={k}: relative error {self.result.rel_error:.4f} after "
-            f"{self.result.n_iter} iterations ({self.result.wall_s:.1f} s)"
+            f"NMF k={k}: relative error {info['rel_error']:.4f} after "
+            f"{info['n_iter']} iterations ({info['wall_s']:.1f} s)"
         )
         # One heatmap layer per event-loop turn: napari needs ~0.2 s to create a layer,
         # so k of them at once would freeze the viewer for seconds.
@@ -279,10 +244,10 @@ class FactorsWidget(Container):
             shown = i in self.selection.factors if self.selection is not None else i < 3
             self._put(
                 f"{PREFIX}{i}",
-                self.maps[i],
+                self.maps[i],  # type: ignore[index]
                 colormap="magma",
                 blending="additive",
-                contrast_limits=(0.0, max(tops[i], 1e-6)),
+                contrast_limits=(0.0, tops[i]),
                 visible=shown,
             )
             QTimer.singleShot(0, lambda: add(i + 1))
@@ -298,31 +263,24 @@ class FactorsWidget(Container):
         self._put("NMF RGB", rgb_composite(self.maps, idx), rgb=True)  # type: ignore[arg-type]
 
     # -- selection --------------------------------------------------------------------------
-    def _on_grid(self, layer: Labels) -> np.ndarray:
-        data = np.asarray(layer.data[self.grid["z_image"]] if layer.ndim == 3 else layer.data)
-        shape = self.valid.shape  # type: ignore[union-attr]
-        return on_grid(
-            data, shape, origin=tuple(self.grid["origin"]), step=tuple(self.grid["step"])
-        )
-
     def select(self, *_: Any) -> None:
         """Score factors against the ROIs, pick pairs greedily, show the table."""
-        if self.result is None or self.rois.value is None:
+        if self.factors is None or self.rois.value is None:
             show_error("Factors: run the NMF and pick a Labels layer of ROIs first.")
             return
         try:
-            rois = self._on_grid(self.rois.value)[self.valid]
-            self.selection = sel = select_factors(
-                self.result.W,
-                rois,
+            opts = SelectOptions.named(
+                LABELS,
                 lam=float(self.lam.value),
                 p=int(self.p.value) or None,
                 normalise=str(self.normalise.value),
                 eps=float(self.eps.value),
             )
-        except ValueError as err:
+            sel = self.factors.select(self._on_grid(self.rois.value), options=opts)
+        except ValueError as err:  # an option out of range, or ROIs that do not fit
             show_error(f"Factors: {err}")
             return
+        self.factors = self.factors.with_selection(sel)
         names = _roi_names(self.rois.value, sel.roi_ids)
         self.table.value = {
             "data": [[_number(v) for v in row] for row in sel.scores],  # 8142, 0.0977
@@ -352,30 +310,63 @@ class FactorsWidget(Container):
                 "a smaller λ or an activity threshold."
             )
 
+    # -- saving -----------------------------------------------------------------------------
+    def _default_save(self) -> None:
+        """``<workspace>/results/<store>_z<z>_factors.zarr`` unless the user chose a path.
+
+        Without an image: ``STORE_factors/factors.zarr`` beside the store, as the
+        ``factors`` command writes.
+        """
+        if self.grid is None or str(self.save_path.value) not in ("", ".", self._auto_save):
+            return
+        store = Path(str(self.grid.source))
+        img = self.image.value
+        if img is None:
+            path = store.with_name(store.stem + "_factors") / "factors.zarr"
+        else:
+            path = results_path(img, f"{store.stem}_z{self.grid.z}_factors.zarr")
+        self._auto_save = str(path)
+        self.save_path.value = path
+
+    def save(self, *_: Any) -> None:
+        """Write the factors (and the selection, if one was made) as ``factors.zarr``."""
+        if self.factors is None:
+            show_error("Factors: run the NMF first; then save its factors.")
+            return
+        self._default_save()
+        path = str(self.save_path.value)
+        if path in ("", "."):
+            show_error("Factors: choose where to save the factors (a .zarr folder).")
+            return
+        try:
+            out = self.factors.save(path)
+        except (OSError, ValueError) as err:
+            show_error(f"Factors: could not save the factors: {err}")
+            return
+        say_file(self.status, "factors saved to {} (brainfeatures cluster reads it)", out)
+
     # -- clustering -------------------------------------------------------------------------
     def cluster(self, *_: Any) -> None:
         """Cluster inside the (eroded) mask; add a Labels layer; score against the truth."""
-        on_nmf = self.on.value == "NMF coefficients"
-        if self.maps is None:
+        fac = self.factors
+        if fac is None:
             show_error("Factors: run the NMF first (it also sets the store slice).")
             return
         mask = None
         if self.mask.value is not None:
             mask = self._on_grid(self.mask.value) == int(self.mask_id.value)
-            mask = erode_mask(mask, float(self.erode.value) / float(min(self.grid["step"])))
-        sigma = tuple(float(self.smooth.value) / float(s) for s in self.grid["step"][-2:])
+            mask = erode_mask(mask, fac.grid.radius(float(self.erode.value)))
         opts = {
             "method": str(self.method.value),
             "k": int(self.n_clusters.value),
             "mask": mask,
-            "smooth": sigma,
+            "smooth": fac.grid.sigma(float(self.smooth.value)),
         }
-        maps = self.maps
+        grid = fac.coefficient_grid() if self.on.value == "NMF coefficients" else fac.grid
 
         def job() -> ProgressGen[Any]:
             yield Progress(0, None, "clustering")
-            feats = np.moveaxis(maps, 0, -1) if on_nmf else self._features()[0]
-            return cluster_map(feats, **opts)
+            return cluster_map(grid.features, **opts)
 
         self.runner.start(job(), name="Clustering", on_done=self._cluster_done)
 

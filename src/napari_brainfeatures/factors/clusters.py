@@ -7,8 +7,9 @@ labels every pixel in row blocks: ``0`` outside the mask (or where features are
 NaN), ``1..k`` inside.  :func:`erode_mask` gives the paper's "cortex eroded by a
 disk of radius 64".  :func:`score_against` compares a cluster map with ground-truth
 labels (V-measure, adjusted Rand index); :func:`layer_profile` and
-:func:`match_profiles` summarise clusters as distributions over cortical layers and
-match them across slices by Jensen–Shannon distance (paper 001).
+:func:`match_profiles` (in :mod:`.scores`, importable from here) summarise clusters as
+distributions over cortical layers and match them across slices by Jensen–Shannon
+distance (paper 001).
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial.distance import jensenshannon
+
+from napari_brainfeatures.factors.scores import (
+    LayerProfile,
+    layer_profile,
+    match_profiles,
+    score_against,
+)
 
 __all__ = [
     "ClusterResult",
@@ -348,92 +354,6 @@ def gmm_bic_curve(
     return {k: float(_fit("gmm", k, seed, z).bic(z)) for k in ks}
 
 
-def score_against(truth: Any, pred: Any, mask: Any = None) -> dict[str, float]:
-    """V-measure and adjusted Rand index of a cluster map against ground truth.
-
-    Only pixels with ``truth > 0`` and ``pred > 0`` (and inside ``mask``) count.
-
-    Returns
-    -------
-    dict
-        ``v_measure``, ``homogeneity``, ``completeness``, ``ari``, ``n``.
-    """
-    from sklearn.metrics import adjusted_rand_score, homogeneity_completeness_v_measure
-
-    truth, pred = np.asarray(truth).reshape(-1), np.asarray(pred).reshape(-1)
-    if truth.shape != pred.shape:
-        raise ValueError(f"truth has {truth.size} pixels but pred {pred.size}; shapes must match")
-    keep = (truth > 0) & (pred > 0)
-    if mask is not None:
-        keep &= np.asarray(mask, dtype=bool).reshape(-1)
-    if not keep.any():
-        raise ValueError("no pixel is labelled in both truth and prediction (inside the mask)")
-    h, c, v = homogeneity_completeness_v_measure(truth[keep], pred[keep])
-    ari = adjusted_rand_score(truth[keep], pred[keep])
-    return {"v_measure": v, "homogeneity": h, "completeness": c, "ari": ari, "n": int(keep.sum())}
-
-
-@dataclass
-class LayerProfile:
-    """Clusters as distributions over layers: ``matrix[i, j] = P(layer j | cluster i)``."""
-
-    matrix: np.ndarray
-    counts: np.ndarray
-    cluster_ids: list[int]
-    layer_ids: list[int]
-
-
-def layer_profile(clusters: Any, layers: Any, *, mask: Any = None) -> LayerProfile:
-    """Distribution of each cluster over layers (e.g. L1, L2/3, L4, L5, L6).
-
-    Parameters
-    ----------
-    clusters, layers : int arrays of one shape
-        Cluster map (0 = none) and layer labels (0 = none).
-    mask : bool array, optional
-    """
-    c, lay = np.asarray(clusters).reshape(-1), np.asarray(layers).reshape(-1)
-    if c.shape != lay.shape:
-        raise ValueError(f"clusters ({c.size} px) and layers ({lay.size} px) must match")
-    keep = (c > 0) & (lay > 0)
-    if mask is not None:
-        keep &= np.asarray(mask, dtype=bool).reshape(-1)
-    if not keep.any():
-        raise ValueError("no pixel has both a cluster and a layer label")
-    cids, ci = np.unique(c[keep], return_inverse=True)
-    lids, li = np.unique(lay[keep], return_inverse=True)
-    counts = np.zeros((cids.size, lids.size), dtype=np.int64)
-    np.add.at(counts, (ci, li), 1)
-    matrix = counts / counts.sum(axis=1, keepdims=True)
-    return LayerProfile(matrix, counts, [int(i) for i in cids], [int(i) for i in lids])
-
-
-def match_profiles(a: LayerProfile, b: LayerProfile) -> dict[str, Any]:
-    """Match the clusters of two slices by Jensen–Shannon distance of their layer profiles.
-
-    Returns
-    -------
-    dict
-        ``distance``: ``(n_a, n_b)`` JS distances (base 2, in [0, 1]);
-        ``pairs``: list of (cluster in a, cluster in b, distance) minimising the total.
-    """
-    layers = sorted(set(a.layer_ids) | set(b.layer_ids))
-
-    def _on(p: LayerProfile) -> np.ndarray:
-        m = np.zeros((len(p.cluster_ids), len(layers)))
-        m[:, [layers.index(j) for j in p.layer_ids]] = p.matrix
-        return m
-
-    pa, pb = _on(a), _on(b)
-    dist = np.array([[jensenshannon(x, y, base=2) for y in pb] for x in pa])
-    rows, cols = linear_sum_assignment(dist)
-    pairs = [
-        (a.cluster_ids[i], b.cluster_ids[j], float(dist[i, j]))
-        for i, j in zip(rows, cols, strict=True)
-    ]
-    return {"distance": dist, "pairs": pairs, "layer_ids": layers}
-
-
 def on_grid(
     labels: Any,
     shape: tuple[int, int],
@@ -441,28 +361,16 @@ def on_grid(
     origin: tuple[int, int] = (0, 0),
     step: tuple[int, int] = (1, 1),
 ) -> np.ndarray:
-    """Labels of a 2-D image read at the pixels of a (strided) feature grid.
+    """Labels of an image read at the pixels of a (strided) feature grid.
 
     Grid output ``(i, j)`` sits on image pixel ``origin + step * (i, j)`` (the dense
-    feature store's convention), so ``on_grid(labels, store_shape, origin=(y0, x0),
-    step=(s, s))`` gives the ROI label of every feature row.
+    feature store's convention).  Kept for scripts; the grid's own
+    :meth:`~napari_brainfeatures.features.grid.FeatureGrid.labels_on` does the work.
 
     Returns
     -------
     ndarray ``shape``, the labels' dtype
     """
-    labels = np.asarray(labels)
-    (h, w), (y0, x0), (sy, sx) = shape, origin, step
-    ys, xs = y0 + sy * np.arange(h), x0 + sx * np.arange(w)
-    if (
-        labels.ndim != 2
-        or ys[-1] >= labels.shape[0]
-        or xs[-1] >= labels.shape[1]
-        or min(y0, x0) < 0
-    ):
-        raise ValueError(
-            f"labels of shape {labels.shape!r} do not cover a {h}x{w} grid at origin "
-            f"{(y0, x0)!r} with step {(sy, sx)!r}; use the labels of the image the features "
-            "were computed on"
-        )
-    return labels[np.ix_(ys, xs)]
+    from napari_brainfeatures.features.grid import FeatureGrid
+
+    return FeatureGrid(shape, origin=origin, step=step).labels_on(labels)

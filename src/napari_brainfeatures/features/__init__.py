@@ -9,6 +9,7 @@ _EXPORTS = {
     "run": "compute_feature_map measure_padding_deviation",
     "network": "load_model",
     "store": "FeatureStore StoreMismatchError",
+    "grid": "FeatureGrid",
     "distributed": "compute_feature_map_distributed connect",
     "fcn": "DenseCNN PatchCNN choose_tile estimate_bytes make_evaluator padded_twin_geometry",
 }
