@@ -24,11 +24,15 @@ import torch
 from napari_brainfeatures.progress import run as run_gen
 from napari_brainfeatures.synthetic import DEFAULT_SHAPE, VOXEL_SIZE_UM, make_microct_lazy
 from napari_brainfeatures.train.evaluate import evaluate
-from napari_brainfeatures.train.fit import DEFAULTS, make_config, train_cnn
-from napari_brainfeatures.train.patches import sample_splits, split_slices
+from napari_brainfeatures.train.fit import train_cnn
+from napari_brainfeatures.train.recipe import DEFAULTS, make_config
+from napari_brainfeatures.train.splits import sample_splits, split_slices
 
 FULL = {**DEFAULTS, "patch_size": 128, "seed": 0}
 QUICK = {**FULL, "per_class": 100, "eval_per_class": 100, "epochs": 3}
+# which settings go to the sampling and which to the training
+SAMPLING = ("patch_size", "per_class", "eval_per_class", "seed")
+TRAINING = ("epochs", "batch_size", "lr", "patience", "seed")
 
 
 def run(quick: bool, out: Path) -> dict[str, Any]:
@@ -37,30 +41,20 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     vol = make_microct_lazy(DEFAULT_SHAPE, chunks=(1, *DEFAULT_SHAPE[1:]))  # renders per slice
     slices = split_slices(DEFAULT_SHAPE[0], voxel_size=VOXEL_SIZE_UM[0])
-    splits = sample_splits(
-        vol.image,
-        vol.areas,
-        slices=slices,
-        patch_size=s["patch_size"],
-        per_class=s["per_class"],
-        eval_per_class=s["eval_per_class"],
-        classes=vol.classes,
-        seed=s["seed"],
-    )
+    sampling = {k: s[k] for k in SAMPLING}
+    splits = sample_splits(vol.image, vol.areas, slices=slices, classes=vol.classes, **sampling)
     t_sample = time.perf_counter() - t0
     config = make_config("default", patch_size=s["patch_size"], n_classes=len(vol.classes))
+    training = {k: s[k] for k in TRAINING}
+    checkpoint = out / "cnn.safetensors"
     result = run_gen(
         train_cnn(
             splits.train,
             splits.val,
             config=config,
-            epochs=s["epochs"],
-            batch_size=s["batch_size"],
-            lr=s["lr"],
-            patience=s["patience"],
-            seed=s["seed"],
-            checkpoint_path=out / "cnn.safetensors",
+            checkpoint_path=checkpoint,
             voxel_size=VOXEL_SIZE_UM,
+            **training,
         )
     )
     t_train = time.perf_counter() - t0 - t_sample

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 
@@ -10,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import TINY_CNN
-from napari_brainfeatures.analyse.report import (
+from helpers import tiny_cnn
+from napari_brainfeatures.analyse import (
     compare_extractors,
     feature_extractor,
     gmm_vmeasure,
@@ -249,43 +248,32 @@ def test_compare_extractors_report_json_and_figure():
     assert colours[1:] == [table.by_id(1).colour.lower(), table.by_id(2).colour.lower()]
 
 
-def test_analyse_cli(tmp_path, capsys):
+def _cli_inputs(tmp_path, image, areas):
+    """A two-class tiny model file and a zarr group holding ``image`` and ``areas``."""
     import zarr
 
-    from napari_brainfeatures import cli
     from napari_brainfeatures.classes import ClassTable
     from napari_brainfeatures.models.cnn import save_cnn
 
-    cfg = dataclasses.replace(TINY_CNN, n_classes=2)
-    torch.manual_seed(0)
-    model_path = save_cnn(
-        tmp_path / "m", BrainAreaCNN(cfg), classes=ClassTable.from_names(["a", "b"])
-    )
+    model = save_cnn(tmp_path / "m", tiny_cnn(2), classes=ClassTable.from_names(["a", "b"]))
+    g = zarr.open_group(str(tmp_path / "vol.zarr"), mode="w")
+    g.create_array("image", data=image)
+    g.create_array("areas", data=areas)
+    return str(model), str(tmp_path / "vol.zarr")
+
+
+def test_analyse_cli(tmp_path, capsys):
+    from napari_brainfeatures import cli
+
     rng = np.random.default_rng(0)
     image = (rng.random((2, 80, 80)) * 100).astype(np.uint8)
     image[:, :, 40:] += 150
     areas = np.ones((2, 80, 80), np.uint8)
     areas[:, :, 40:] = 2
-    g = zarr.open_group(str(tmp_path / "vol.zarr"), mode="w")
-    g.create_array("image", data=image)
-    g.create_array("areas", data=areas)
+    model_path, volume = _cli_inputs(tmp_path, image, areas)
     out = tmp_path / "an"
-    argv = [
-        "analyse",
-        str(model_path),
-        str(tmp_path / "vol.zarr"),
-        "--train-slice",
-        "0",
-        "--test-slice",
-        "1",
-        "--per-class",
-        "15",
-        "--sigmas",
-        "0",
-        "0.5",
-        "--out",
-        str(out),
-    ]
+    options = "--train-slice 0 --test-slice 1 --per-class 15 --sigmas 0 0.5 --out"
+    argv = ["analyse", model_path, volume, *options.split(), str(out)]
     assert cli.main(argv) == 0
     rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rep["n_train"] == rep["n_test"] == 30 and rep["classes"] == ["a", "b"]
@@ -304,32 +292,49 @@ def test_analyse_cli(tmp_path, capsys):
 
 
 def test_analyse_cli_without_torchvision(tmp_path, capsys, monkeypatch):
-    import zarr
-
     from napari_brainfeatures import cli
-    from napari_brainfeatures.classes import ClassTable
-    from napari_brainfeatures.models.cnn import save_cnn
 
     monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision -> ImportError
-    cfg = dataclasses.replace(TINY_CNN, n_classes=2)
-    model = save_cnn(tmp_path / "m", BrainAreaCNN(cfg), classes=ClassTable.from_names(["a", "b"]))
     areas = np.ones((2, 40, 40), np.uint8)
     areas[:, :, 20:] = 2
-    g = zarr.open_group(str(tmp_path / "vol.zarr"), mode="w")
-    g.create_array("image", data=areas * 100)
-    g.create_array("areas", data=areas)
+    model, volume = _cli_inputs(tmp_path, areas * 100, areas)
+    options = "--train-slice 0 --test-slice 1 --torchvision resnet18"
     argv = [
         "analyse",
         str(model),
         str(tmp_path / "vol.zarr"),
-        "--train-slice",
-        "0",
-        "--test-slice",
-        "1",
-        "--torchvision",
-        "resnet18",
+        *options.split(),
         str(tmp_path / "r.pth"),
     ]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "torchvision is not installed; pip install torchvision" in err and "--torchvision" in err
+
+
+def test_analyse_model_uses_the_classes_painted_on_both_slices(tmp_path):
+    from napari_brainfeatures.analyse import analyse_model
+    from napari_brainfeatures.classes import ClassTable
+    from napari_brainfeatures.models.cnn import save_cnn
+
+    table = ClassTable.from_names(["a", "b", "c"])
+    model = save_cnn(tmp_path / "m", tiny_cnn(3), classes=table)
+    rng = np.random.default_rng(0)
+    areas = np.ones((2, 64, 120), np.uint8)
+    areas[:, :, 40:80], areas[:, :, 80:] = 2, 3
+    areas[1][areas[1] == 3] = 0  # "c" is not painted on the test slice
+    image = (rng.random(areas.shape) * 60 + 60 * areas).astype(np.uint8)
+    kw = {"train_slices": 0, "test_slices": 1, "per_class": 10, "sigmas": [0.0]}
+    with pytest.warns(UserWarning, match=r"\['c'\] are not painted on both"):
+        result = run(analyse_model(model, image, areas, **kw))
+    assert set(result.report) == {"trained", "random"} and result.classes.names == ["a", "b", "c"]
+    assert result.train.class_ids == result.test.class_ids == [1, 2] and len(result.test) == 20
+    summary = result.to_dict()
+    assert summary["n_train"] == 20 and summary["test_slices"] == [1]
+    assert json.dumps(summary) and set(summary["results"]["trained"]["probes"]) == {
+        "linear_svm",
+        "rbf_svm",
+        "logistic",
+    }
+    areas[1][areas[1] == 2] = 0  # only "a" on both slices
+    with pytest.raises(ValueError, match="fewer than two of the model's classes"):
+        run(analyse_model(model, image, areas, **kw))

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from helpers import TINY_CNN
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, load_cnn
 from napari_brainfeatures.progress import run
-from napari_brainfeatures.train.evaluate import evaluate
-from napari_brainfeatures.train.fit import (
+from napari_brainfeatures.train import (
     augment_batch,
     border_mix,
     init_weights,
     intensity_range,
     make_config,
     random_rotation,
+    sample_splits,
     train_cnn,
+    training_history,
     value_range,
 )
-from napari_brainfeatures.train.patches import sample_splits
+from napari_brainfeatures.train.evaluate import evaluate  # the module shadows train.evaluate
 
 P = 32
 
@@ -131,14 +135,9 @@ def test_early_stopping(splits):
 
 
 def test_authors_variant_trains_without_standardisation(splits):
-    cfg = CNNConfig.authors(
-        patch_size=P,
-        n_classes=2,
-        channels=(4, 8, 8),
-        kernels=(5, 3, 3),
-        paddings=(1, 1, 0),
-        fc=(16, 8),
-    )
+    # the authors' variant (padded, 3-channel input) of the tiny network
+    cfg = dataclasses.replace(TINY_CNN, n_classes=2, in_channels=3, paddings=(1, 1, 0))
+    assert cfg.is_padded and P == TINY_CNN.patch_size
     res = run(train_cnn(splits.train, splits.val, config=cfg, epochs=1, **KW))
     assert res.meta["variant"] == "authors" and res.model.config.in_channels == 3
     assert not res.meta["training_standardisation"]["applied"]
@@ -151,6 +150,9 @@ def test_standardised_training_gives_a_raw_input_model(splits):
     assert st["applied"] and 0.2 < st["mean"] < 0.6 and 0 < st["std"] < 0.3
     ev = evaluate(res.model, splits.val)
     assert ev.accuracy == pytest.approx(res.best_val_acc)
+    # the curves read back from the model file's record (as the Train dock shows them)
+    assert training_history(res.meta) == res.history and len(res.history) == 1
+    assert training_history({}) == [] and training_history({"training": {"history": [{}]}}) == []
 
 
 @pytest.mark.parametrize(
@@ -276,13 +278,7 @@ def test_input_checks(splits):
             train_cnn(
                 splits.train,
                 splits.val,
-                config=CNNConfig(
-                    patch_size=P,
-                    n_classes=3,
-                    channels=(4, 8, 8),
-                    kernels=(5, 3, 3),
-                    paddings=(0, 0, 0),
-                ),
+                config=TINY_CNN,  # 3 outputs for 2 classes
             )
         )
     other = splits.val.subset(splits.val.labels == 1)

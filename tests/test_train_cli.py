@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
+from helpers import tiny_cnn
 from napari_brainfeatures.classes import default_table
 from napari_brainfeatures.cli import main
 from napari_brainfeatures.models.cnn import load_cnn
@@ -29,42 +30,20 @@ def sample(tmp_path_factory):
     return path
 
 
-ARGS = [
-    "--patch-size",
-    "56",
-    "--per-class",
-    "16",
-    "--eval-per-class",
-    "8",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "8",
-    "--device",
-    "cpu",
-    "--threads",
-    "1",
-]
+ARGS = "--patch-size 56 --per-class 16 --eval-per-class 8 --epochs 2 --batch-size 8"
+ARGS += " --device cpu --threads 1"
+
+
+def cli(*words: object) -> int:
+    """``brainfeatures WORDS``: strings split at spaces, paths kept whole; the exit code."""
+    return main([w for x in words for w in (x.split() if isinstance(x, str) else [str(x)])])
 
 
 def test_train_then_evaluate(sample, tmp_path, capsys):
     out = tmp_path / "cnn.safetensors"
-    rc = main(
-        [
-            "train-cnn",
-            str(sample / "image"),
-            "--labels",
-            str(sample / "areas"),
-            "--out",
-            str(out),
-            "--train-slice",
-            "0",
-            "--val-slice",
-            "3",
-            "--test-slice",
-            "6",
-            *ARGS,
-        ]
+    inputs = (sample / "image", "--labels", sample / "areas")
+    rc = cli(
+        "train-cnn", *inputs, "--out", out, "--train-slice 0 --val-slice 3 --test-slice 6", ARGS
     )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
@@ -78,27 +57,12 @@ def test_train_then_evaluate(sample, tmp_path, capsys):
     assert meta["voxel_size_um"] == [1.17] * 3
 
     # refuses to overwrite without --overwrite
-    rc = main(["train-cnn", str(sample), "--out", str(out), *ARGS])
+    rc = cli("train-cnn", sample, "--out", out, ARGS)
     assert rc == 2 and "--overwrite" in capsys.readouterr().err
 
     js, fig = tmp_path / "ev.json", tmp_path / "cm.png"
-    rc = main(
-        [
-            "evaluate",
-            str(out),
-            str(sample),
-            "--slice",
-            "5",
-            "--per-class",
-            "10",
-            "--json",
-            str(js),
-            "--figure",
-            str(fig),
-            "--predict-stride",
-            "16",
-        ]
-    )
+    reports = ("--json", js, "--figure", fig)
+    rc = cli("evaluate", out, sample, "--slice 5 --per-class 10 --predict-stride 16", *reports)
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     report = json.loads(captured.out)
@@ -111,7 +75,7 @@ def test_train_then_evaluate(sample, tmp_path, capsys):
 
 def test_default_slices_and_labels_beside_image(sample, tmp_path, capsys):
     out = tmp_path / "m"  # .safetensors is added
-    rc = main(["train-cnn", str(sample), "--out", str(out), *ARGS, "--epochs", "1"])
+    rc = cli("train-cnn", sample, "--out", out, ARGS, "--epochs 1")
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     summary = json.loads(captured.out)
@@ -139,32 +103,20 @@ def test_labels_and_class_names_painted_in_the_workspace(sample, tmp_path, capsy
     )
     ws.save_labels(np.where(areas == 5, 2, areas).astype(np.uint16))
     out = tmp_path / "painted.safetensors"
-    rc = main(["train-cnn", str(tif), "--out", str(out), *ARGS, "--epochs", "1"])
+    rc = cli("train-cnn", tif, "--out", out, ARGS, "--epochs 1")
     assert rc == 0, capsys.readouterr().err
     _, meta = load_cnn(out)
     assert meta["class_table"].names == ["cortex", "fibres"]
     # the same labels passed explicitly keep their names too
-    rc = main(
-        [
-            "train-cnn",
-            str(tif),
-            "--labels",
-            str(ws.labels_path),
-            "--out",
-            str(out),
-            "--overwrite",
-            *ARGS,
-            "--epochs",
-            "1",
-        ]
-    )
+    labels = ("--labels", ws.labels_path)
+    rc = cli("train-cnn", tif, *labels, "--out", out, "--overwrite", ARGS, "--epochs 1")
     assert rc == 0, capsys.readouterr().err
     assert load_cnn(out)[1]["class_table"].names == ["cortex", "fibres"]
 
 
 def test_no_augment_model_is_scored_once(sample, tmp_path, capsys):
     out = tmp_path / "plain.safetensors"
-    rc = main(["train-cnn", str(sample), "--out", str(out), *ARGS, "--epochs", "1", "--no-augment"])
+    rc = cli("train-cnn", sample, "--out", out, ARGS, "--epochs 1 --no-augment")
     err = capsys.readouterr().err
     assert rc == 0, err
     assert load_cnn(out)[1]["test"]["tta"] is False  # no flips in training: none in testing
@@ -179,29 +131,18 @@ def test_errors_are_reported(sample, tmp_path, capsys):
     assert rc == 2 and "does not exist" in capsys.readouterr().err
     lonely = tmp_path / "lonely.zarr"
     zarr.create_array(str(lonely), shape=(3, 60, 60), dtype=np.uint8)
-    rc = main(["train-cnn", str(lonely), "--out", str(tmp_path / "x"), *ARGS])
+    rc = cli("train-cnn", lonely, "--out", tmp_path / "x", ARGS)
     assert rc == 2 and "--labels" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
 def untrained(tmp_path_factory):
     """A small untrained model of the sample's classes (Ctx, WM): enough for input checks."""
-    import torch
-
     from napari_brainfeatures.classes import ClassTable
-    from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, save_cnn
+    from napari_brainfeatures.models.cnn import save_cnn
 
-    cfg = CNNConfig(
-        patch_size=32,
-        channels=(4, 8, 8),
-        kernels=(5, 3, 3),
-        paddings=(0, 0, 0),
-        fc=(16, 8),
-        n_classes=2,
-    )
-    torch.manual_seed(0)
     table = ClassTable(tuple(c for c in default_table() if c.id in (1, 5)))
-    return save_cnn(tmp_path_factory.mktemp("m") / "m", BrainAreaCNN(cfg), classes=table)
+    return save_cnn(tmp_path_factory.mktemp("m") / "m", tiny_cnn(2), classes=table)
 
 
 @pytest.mark.parametrize("z", ["7", "-1"])
@@ -219,18 +160,7 @@ def test_evaluate_on_one_painted_class(sample, untrained, tmp_path, capsys):
     areas = np.zeros((3, 72, 150), np.uint8)
     areas[1] = 1  # only Ctx painted
     group.create_array("areas", data=areas)
-    rc = main(
-        [
-            "evaluate",
-            str(untrained),
-            str(tmp_path / "one.zarr"),
-            "--slice",
-            "1",
-            "--per-class",
-            "5",
-            "--no-tta",
-        ]
-    )
+    rc = cli("evaluate", untrained, tmp_path / "one.zarr", "--slice 1 --per-class 5 --no-tta")
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     report = json.loads(captured.out)
@@ -282,19 +212,7 @@ def test_reports_never_overwrite_inputs(sample, untrained, tmp_path, capsys):
         assert main([*base, *extra]) == 2
         assert says in capsys.readouterr().err
     assert untrained.read_bytes() == model_bytes and notes.read_text() == "mine"
-    rc = main(
-        [
-            "analyse",
-            str(untrained),
-            str(sample),
-            "--train-slice",
-            "0",
-            "--test-slice",
-            "2",
-            "--out",
-            str(notes),
-        ]
-    )
+    rc = cli("analyse", untrained, sample, "--train-slice 0 --test-slice 2 --out", notes)
     assert rc == 2 and "is a file" in capsys.readouterr().err and notes.read_text() == "mine"
 
 
@@ -315,7 +233,7 @@ def _five(tmp_path, painted):
 
 def test_default_split_uses_the_painted_slices(tmp_path, capsys):
     # painted on z = 1..3 only; the 50 µm rule would give 0 / 2 / 4
-    rc = main(["train-cnn", _five(tmp_path, [1, 2, 3]), "--out", str(tmp_path / "x"), *ARGS])
+    rc = cli("train-cnn", _five(tmp_path, [1, 2, 3]), "--out", tmp_path / "x", ARGS)
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "train [1], val [2], test [3] (the first, middle and last of the painted" in captured.err
@@ -323,7 +241,7 @@ def test_default_split_uses_the_painted_slices(tmp_path, capsys):
 
 
 def test_default_split_on_unpainted_slices_suggests_options(tmp_path, capsys):
-    rc = main(["train-cnn", _five(tmp_path, [1, 3]), "--out", str(tmp_path / "x"), *ARGS])
+    rc = cli("train-cnn", _five(tmp_path, [1, 3]), "--out", tmp_path / "x", ARGS)
     err = capsys.readouterr().err
     assert rc == 2 and "z = [1, 3]" in err and "--train-slice Z --val-slice Z" in err
     assert "(2 slices = 2 µm apart)" in err  # the rule's spacing as used, not "50 µm"
@@ -343,19 +261,11 @@ def test_verbose_before_or_after_the_stage(argv):
 @pytest.mark.parametrize("device", ["cuda", "gpu"])
 def test_unavailable_device_is_a_message(sample, untrained, capsys, stage, device):
     argv = {
-        "evaluate": ["evaluate", str(untrained), str(sample), "--slice", "2"],
-        "train-cnn": ["train-cnn", str(sample), "--out", "unused.safetensors"],
-        "analyse": [
-            "analyse",
-            str(untrained),
-            str(sample),
-            "--train-slice",
-            "0",
-            "--test-slice",
-            "2",
-        ],
+        "evaluate": ("evaluate", untrained, sample, "--slice 2"),
+        "train-cnn": ("train-cnn", sample, "--out unused.safetensors"),
+        "analyse": ("analyse", untrained, sample, "--train-slice 0 --test-slice 2"),
     }[stage]
-    assert main([*argv, "--device", device]) == 2
+    assert cli(*argv, "--device", device) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and ("CUDA is not available" in err or "device must be" in err)
 
@@ -369,13 +279,11 @@ def test_train_on_scribbles(tmp_path, capsys):
     areas[1:4, 34:39, 80:140] = 5  # a 5-px brush stroke: no 56 px patch fits inside
     group.create_array("areas", data=areas)
     out = tmp_path / "cnn.safetensors"
-    rc = main(
-        ["train-cnn", str(tmp_path / "ct.zarr"), "--out", str(out), *ARGS, "--sampling", "interior"]
-    )
+    rc = cli("train-cnn", tmp_path / "ct.zarr", "--out", out, ARGS, "--sampling interior")
     err = capsys.readouterr().err
     assert rc == 2 and "['WM']" in err and "centre training patches" in err
     assert not out.exists()
-    rc = main(["train-cnn", str(tmp_path / "ct.zarr"), "--out", str(out), *ARGS])
+    rc = cli("train-cnn", tmp_path / "ct.zarr", "--out", out, ARGS)
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert (

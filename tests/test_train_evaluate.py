@@ -16,12 +16,10 @@ from napari_brainfeatures.train.evaluate import (
     Evaluation,
     confusion_figure,
     evaluate,
-    predict_proba,
-    predict_slice,
-    slice_accuracy,
     trained_with_flips,
 )
 from napari_brainfeatures.train.patches import PatchSet
+from napari_brainfeatures.train.predict import predict_proba, predict_slice, slice_accuracy
 
 P = 16
 TABLE = ClassTable.from_names(["a", "b", "c"])

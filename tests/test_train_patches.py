@@ -10,7 +10,15 @@ import pytest
 import zarr
 
 from napari_brainfeatures.classes import ClassTable
-from napari_brainfeatures.train.patches import sample_patches, sample_splits, split_slices
+from napari_brainfeatures.train.patches import sample_patches
+from napari_brainfeatures.train.splits import (
+    choose_slices,
+    iter_sample_splits,
+    painted_classes,
+    painted_slices,
+    sample_splits,
+    split_slices,
+)
 
 P = 16
 
@@ -258,3 +266,46 @@ def test_splits_leave_out_a_class_missing_on_an_evaluation_slice():
     lab[4] = 0
     with pytest.raises(ValueError, match=r"^test slices: no labels painted"):
         sample_splits(img, lab, slices=(0, 2, 4), patch_size=P, per_class=10)
+
+
+def test_splits_record_their_warnings_and_report_progress():
+    img, lab = scribbles()
+    lab[2][lab[2] == 4] = 0
+    gen = iter_sample_splits(
+        img, lab, slices=(0, 2, 4), patch_size=P, per_class=10, warn=False
+    )  # a GUI shows the warnings itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        records, s = [], None
+        while s is None:
+            try:
+                records.append(next(gen))
+            except StopIteration as stop:
+                s = stop.value
+    assert [r.step for r in records] == [0, 1, 2] and records[0].total == 3
+    assert "validation slices [2]" in records[1].message
+    assert s.warned[0].startswith("training slices: no 16x16 patch fits inside")
+    assert any(m.startswith("validation slices: class(es) ['VP']") for m in s.warned)
+
+
+def test_painted_classes_and_default_slices():
+    img, lab = toy()
+    lab[1:4] = 0  # painted on z = 0 and 4 only
+    lab[4][lab[4] == 4] = 0
+    table = ClassTable.from_names(["a", "b", "c", "d"])  # ids 1..4
+    assert painted_classes(table, lab, 4).ids == [1, 2]
+    assert painted_classes(table, lab, [0, 4]).ids == [1, 2, 4]
+    assert painted_classes(None, lab, 0) is None
+    assert painted_slices(lab) == [0, 4] and painted_slices(lab[0]) is None
+    given = choose_slices(lab, ([0], 2, [4]))
+    assert given.slices == ([0], [2], [4]) and given.how == "" and given.painted is None
+    rule = choose_slices(lab, voxel_size=2.0)  # two painted slices: the 50 µm rule
+    assert rule.slices == ([0], [2], [4]) and rule.how == "2 slices = 4 µm apart"
+    lab[2] = lab[0]
+    lab[3] = lab[0]
+    after = choose_slices(lab, (1, None, None))  # from the given training slice
+    assert after.slices == ([1], [2], [3]) and after.painted == [0, 2, 3, 4]
+    lab[:] = 0
+    lab[[1, 2, 3]] = 1  # the rule's 0 / 2 / 4 are not all painted: the painted ones
+    picked = choose_slices(lab)
+    assert picked.slices == ([1], [2], [3]) and "painted slices [1, 2, 3]" in picked.how

@@ -1,21 +1,15 @@
-import dataclasses
-
 import numpy as np
 import pytest
-import torch
 
-from helpers import TINY_CNN
+from helpers import tiny_cnn
 from napari_brainfeatures._widgets.analyse import AnalyseWidget, parse_sigmas
 from napari_brainfeatures.classes import ClassTable
-from napari_brainfeatures.models.cnn import BrainAreaCNN, save_cnn
-
-TINY = dataclasses.replace(TINY_CNN, n_classes=2)
+from napari_brainfeatures.models.cnn import save_cnn
 
 
 @pytest.fixture
 def model_file(tmp_path):
-    torch.manual_seed(0)
-    return save_cnn(tmp_path / "m", BrainAreaCNN(TINY), classes=ClassTable.from_names(["a", "b"]))
+    return save_cnn(tmp_path / "m", tiny_cnn(2), classes=ClassTable.from_names(["a", "b"]))
 
 
 def test_analyse_trained_vs_random(make_napari_viewer, qtbot, model_file):

@@ -2,13 +2,15 @@
 
 ``analyse MODEL IMAGE --labels LABELS --train-slice Z --test-slice Z [--out DIR]``
 samples patches of the model's size from a training slice (inside one area) and a
-test slice (unrestricted), extracts features with the trained network and with
+test slice (unrestricted) for the model's classes painted on both (the others are
+left out with a warning), extracts features with the trained network and with
 the same architecture at random weights (and, with ``--torchvision ARCH WEIGHTS``,
 an ImageNet network from a local weights file), then reports linear/RBF SVM and
 logistic-regression probe accuracies, GMM V-measure, the Gram-matrix distance to
 the ideal block-diagonal matrix and the logistic-regression accuracy under growing
 Gaussian noise.  Writes ``analysis.json`` and ``analysis.png`` into DIR and prints
-the JSON on stdout.
+the JSON on stdout.  The work is one core call,
+:func:`napari_brainfeatures.analyse.report.analyse_model`, as in the Analyse dock.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from napari_brainfeatures._cli import progress_printer
 from napari_brainfeatures._cli.train import SAMPLING, sampling_arg
@@ -54,17 +55,9 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from napari_brainfeatures._cli.train import _open, _present_table, check_slices
+    from napari_brainfeatures._cli.train import _open, check_slices
     from napari_brainfeatures._util.overwrite import input_overlaps
-    from napari_brainfeatures.analyse.report import (
-        compare_extractors,
-        feature_extractor,
-        report_figure,
-        report_json,
-        training_input_stats,
-    )
-    from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
-    from napari_brainfeatures.train.patches import sample_patches
+    from napari_brainfeatures.analyse.report import analyse_model, report_figure
     from napari_brainfeatures.workspace import write_json_atomic
 
     out = args.out or Path(args.model).with_name(Path(args.model).stem + "_analysis")
@@ -74,73 +67,39 @@ def run(name: str, args: argparse.Namespace) -> int:
     for src, how in input_overlaps(out, inputs):
         if how != "contains":  # results beside the model, in its folder, are fine
             raise FileExistsError(f"--out {str(out)!r} is or lies inside the input {str(src)!r}")
-    model, meta = load_cnn(args.model, device=args.device or "cpu")
-    table = meta["class_table"]
     image, labels, _, _ = _open(args)
     check_slices("--train-slice", args.train_slice, image.shape[0])
-    check_image_dtype(meta, image.dtype)
     check_slices("--test-slice", args.test_slice, image.shape[0])
-    opts = {"relu": args.relu, "device": args.device}
-    extractors = {
-        "trained": feature_extractor("cnn", model=model, **opts),
-        "random": feature_extractor(
-            "random",
-            model=model,
-            seed=args.random_seed,
-            input_stats=training_input_stats(meta),
-            **opts,
-        ),
-    }
-    if args.torchvision:  # built before sampling: a missing package or file fails at once
-        arch, weights = args.torchvision
-        try:
-            extractors[arch] = feature_extractor(
-                "torchvision",
-                arch=arch,
-                weights=weights,
-                input_size=299 if "inception" in arch else 224,
-                device=args.device,
-            )
-        except ImportError:
-            raise ValueError(
-                "torchvision is not installed; pip install torchvision (the build matching "
-                "your torch) to use --torchvision, or leave --torchvision out"
-            ) from None
-    present = _present_table(table, labels, args.train_slice + args.test_slice)
-    p = model.config.patch_size
-    common: dict[str, Any] = {"patch_size": p, "per_class": args.per_class, "classes": present}
-    train = sample_patches(
+    same = (
+        "per_class",
+        "sigmas",
+        "relu",
+        "random_seed",
+        "seed",
+        "device",
+    )  # as the core names them
+    gen = analyse_model(
+        args.model,
         image,
         labels,
-        slices=args.train_slice,
+        train_slices=args.train_slice,
+        test_slices=args.test_slice,
+        torchvision=tuple(args.torchvision) if args.torchvision else None,
         interior=SAMPLING[args.sampling],
-        seed=args.seed,
-        **common,
+        **{k: getattr(args, k) for k in same},
     )
-    test = sample_patches(
-        image, labels, slices=args.test_slice, interior=False, seed=args.seed + 1, **common
-    )
-    report = run_gen(
-        compare_extractors(
-            extractors,
-            (train.patches, train.labels),
-            (test.patches, test.labels),
-            sigmas=args.sigmas,
-            seed=args.seed,
-        ),
-        progress_printer if args.verbose else None,
-    )
+    try:
+        result = run_gen(gen, progress_printer if args.verbose else None)
+    except ImportError:
+        if not args.torchvision:
+            raise
+        raise ValueError(
+            "torchvision is not installed; pip install torchvision (the build matching "
+            "your torch) to use --torchvision, or leave --torchvision out"
+        ) from None
     out.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "model": str(args.model),
-        "train_slices": train.slices,
-        "test_slices": test.slices,
-        "n_train": len(train),
-        "n_test": len(test),
-        "classes": table.names,
-        "results": report_json(report),
-    }
+    summary = {"model": str(args.model), **result.to_dict()}
     write_json_atomic(out / "analysis.json", summary)
-    report_figure(report, classes=table).savefig(out / "analysis.png", dpi=110)
+    report_figure(result.report, classes=result.classes).savefig(out / "analysis.png", dpi=110)
     print(json.dumps({**summary, "out": str(out)}))
     return 0

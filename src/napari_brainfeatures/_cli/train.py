@@ -24,25 +24,13 @@ from napari_brainfeatures.progress import run as run_gen
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
-    from napari_brainfeatures.train.fit import DEFAULTS
+    from napari_brainfeatures.train.recipe import DEFAULTS, VARIANTS
 
     if name == "train-cnn":
         parser.add_argument("image", help="image volume: zarr store / group path / TIFF")
         _labels_arg(parser)
         parser.add_argument("--out", required=True, help="model file to write (.safetensors)")
         parser.add_argument("--patch-size", type=int, default=128, help="patch side (default 128)")
-        parser.add_argument(
-            "--per-class",
-            type=int,
-            default=DEFAULTS["per_class"],
-            help="training patches per class (default %(default)s)",
-        )
-        parser.add_argument(
-            "--eval-per-class",
-            type=int,
-            default=DEFAULTS["eval_per_class"],
-            help="validation and test patches per class (default %(default)s)",
-        )
         for split in ("train", "val", "test"):
             parser.add_argument(
                 f"--{split}-slice",
@@ -52,18 +40,13 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
                 metavar="Z",
                 help=f"{split} z-slice(s) (default: 50 µm rule)",
             )
-        parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-        parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-        parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-        parser.add_argument(
-            "--patience",
-            type=int,
-            default=DEFAULTS["patience"],
-            help="early stopping patience in epochs (0: never stop early)",
-        )
+        for flag, kind, what in TRAIN_OPTIONS:  # defaults: train.recipe.DEFAULTS
+            key = flag.removeprefix("--").replace("-", "_")
+            what += " (default %(default)s)"
+            parser.add_argument(flag, type=kind, default=DEFAULTS[key], help=what)
         parser.add_argument(
             "--variant",
-            choices=("default", "authors"),
+            choices=VARIANTS,
             default="default",
             help="default: no internal padding (exact dense maps); authors: "
             "paddings 1,1,0,0 and 3-channel input",
@@ -99,6 +82,14 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 SAMPLING = {"auto": "auto", "interior": True, "centre": False}
+TRAIN_OPTIONS = (
+    ("--per-class", int, "training patches per class"),
+    ("--eval-per-class", int, "validation and test patches per class"),
+    ("--epochs", int, "most passes over the training patches"),
+    ("--batch-size", int, "patches per training step"),
+    ("--lr", float, "Adam learning rate"),
+    ("--patience", int, "early stopping patience in epochs (0: never stop early)"),
+)
 
 
 def sampling_arg(parser: argparse.ArgumentParser) -> None:
@@ -132,17 +123,6 @@ def check_slices(option: str, zs: list[int] | None, n_z: int) -> None:
             f"{option} {' '.join(map(str, bad))} is out of range: the volume has {n_z} "
             f"z-slices, so Z must be in 0..{n_z - 1} (negative indices are not accepted)"
         )
-
-
-def painted_slices(labels: Any, max_bytes: int = 2**31) -> list[int] | None:
-    """The z-slices with any non-zero label (None when the volume is too big to scan)."""
-    import dask.array as da
-    import numpy as np
-
-    if labels.ndim != 3 or labels.size * labels.dtype.itemsize > max_bytes:
-        return None
-    arr = labels if isinstance(labels, da.Array) else da.from_array(labels)
-    return [int(z) for z in np.flatnonzero(np.asarray((arr != 0).any(axis=(1, 2))))]
 
 
 def _tta_arg(parser: argparse.ArgumentParser) -> None:
@@ -216,20 +196,6 @@ def _group_attrs(path: str) -> dict[str, Any]:
         return {}
 
 
-def _present_table(table: Any, labels: Any, zs: list[int]) -> Any:
-    """The table's classes painted on ``zs`` (all of them when there is no table)."""
-    if table is None:
-        return None
-    import numpy as np
-
-    from napari_brainfeatures.classes import ClassTable
-
-    ids: set[int] = set()
-    for z in zs:
-        ids |= {int(i) for i in np.unique(np.asarray(labels[z]))}
-    return ClassTable(tuple(c for c in table if c.id in ids))
-
-
 def _printer(verbose: bool) -> Any:
     def show(rec: Progress) -> None:
         if verbose or rec.values or "batch" not in rec.message:
@@ -247,8 +213,9 @@ def run(name: str, args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from napari_brainfeatures.models.cnn import save_cnn
     from napari_brainfeatures.train.evaluate import evaluate, trained_with_flips
-    from napari_brainfeatures.train.fit import make_config, train_cnn
-    from napari_brainfeatures.train.patches import sample_splits, split_slices
+    from napari_brainfeatures.train.fit import train_cnn
+    from napari_brainfeatures.train.recipe import make_config
+    from napari_brainfeatures.train.splits import choose_slices, painted_classes, sample_splits
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -256,39 +223,14 @@ def _train(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"model file {str(out)!r} exists; pass --overwrite to replace it")
     image, labels, table, voxel = _open(args)
-    chosen: tuple[Any, ...] = (args.train_slice, args.val_slice, args.test_slice)
-    for split, zs in zip(("train", "val", "test"), chosen, strict=True):
+    given = (args.train_slice, args.val_slice, args.test_slice)
+    for split, zs in zip(("train", "val", "test"), given, strict=True):
         check_slices(f"--{split}-slice", zs, image.shape[0])
-    default_split = any(s is None for s in chosen)
+    choice = choose_slices(labels, given, voxel_size=voxel[0] if voxel else None)
+    chosen, how = choice.slices, choice.how
     show = _printer(args.verbose)
-    painted = painted_slices(labels) if default_split else None
-    how = ""
-    if default_split:
-        auto = split_slices(
-            image.shape[0],
-            voxel_size=voxel[0] if voxel else None,
-            start=args.train_slice[0] if args.train_slice else None,
-        )
-        gap = auto[1] - auto[0]
-        how = f"{gap} slices = {gap * (voxel[0] if voxel else 1.17):.0f} µm apart"
-        if (
-            all(s is None for s in chosen)
-            and painted is not None
-            and len(painted) >= 3
-            and not set(auto) <= set(painted)
-        ):
-            # labels on a few slices only (the usual way to annotate): use those, spread out
-            auto = (painted[0], painted[len(painted) // 2], painted[-1])
-            how = f"the first, middle and last of the painted slices {painted}"
-        chosen = tuple(s if s is not None else [a] for s, a in zip(chosen, auto, strict=True))
-    show(
-        Progress(
-            0,
-            None,
-            f"sampling patches: train {chosen[0]}, val {chosen[1]}, "
-            f"test {chosen[2]}" + (f" ({how})" if how else ""),
-        )
-    )
+    where = f"train {chosen[0]}, val {chosen[1]}, test {chosen[2]}"
+    show(Progress(0, None, f"sampling patches: {where}" + (f" ({how})" if how else "")))
     try:
         splits = sample_splits(
             image,
@@ -298,17 +240,16 @@ def _train(args: argparse.Namespace) -> int:
             per_class=args.per_class,
             eval_per_class=args.eval_per_class,
             seed=args.seed,
-            classes=_present_table(table, labels, list(chosen[0])),
+            classes=painted_classes(table, labels, chosen[0]),
             interior=SAMPLING[args.sampling],
         )
     except ValueError as err:
-        if not default_split:
+        if not how:  # every slice given: the error says it all
             raise
-        where = "" if painted is None else f"labels are painted on z = {painted}; "
+        painted = "" if choice.painted is None else f"labels are painted on z = {choice.painted}; "
         raise ValueError(
-            f"{err}. The slices train {chosen[0]}, val {chosen[1]}, test {chosen[2]} were "
-            f"chosen by default ({how}); {where}choose slices with "
-            "--train-slice Z --val-slice Z --test-slice Z"
+            f"{err}. The slices {where} were chosen by default ({how}); {painted}choose slices "
+            "with --train-slice Z --val-slice Z --test-slice Z"
         ) from None
     show(Progress(0, None, f"patches per class: {splits.counts()}"))
     config = make_config(
@@ -362,11 +303,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from napari_brainfeatures.train.evaluate import (
         confusion_figure,
         iter_evaluate,
-        predict_slice,
-        slice_accuracy,
         trained_with_flips,
     )
     from napari_brainfeatures.train.patches import sample_patches
+    from napari_brainfeatures.train.predict import predict_slice, slice_accuracy
+    from napari_brainfeatures.train.splits import painted_classes
 
     inputs = [args.model, args.image, *([args.labels] if args.labels else [])]
     if args.json:  # checked before any work: never over an input, a model or a volume
@@ -383,7 +324,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     image, labels, _, _ = _open(args)
     check_slices("--slice", args.slice, image.shape[0])
     check_image_dtype(meta, image.dtype)
-    present = _present_table(table, labels, args.slice)
+    present = painted_classes(table, labels, args.slice)
     if not len(present):
         raise ValueError(
             f"slices {args.slice} hold none of the model's classes {table.names!r}; "

@@ -1,6 +1,6 @@
 """Dock widget: how good are the CNN's features? Probes, V-measure, Gram matrix, noise (paper 000).
 
-One core call, :func:`napari_brainfeatures.analyse.report.compare_extractors`, run by the
+One core call, :func:`napari_brainfeatures.analyse.report.analyse_model`, run by the
 :class:`TaskRunner` on patches sampled from a training and a test slice: the trained
 network against the same architecture with random weights (and optionally a
 torchvision network from a local weights file).  Results: a table and a figure
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import napari
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -40,15 +39,7 @@ from napari_brainfeatures._widgets._common import (
     status_label,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
-from napari_brainfeatures.analyse.report import (
-    compare_extractors,
-    feature_extractor,
-    report_figure,
-    training_input_stats,
-)
-from napari_brainfeatures.models.cnn import load_cnn
-from napari_brainfeatures.progress import Progress, ProgressGen
-from napari_brainfeatures.train.patches import sample_patches
+from napari_brainfeatures.analyse.report import ModelAnalysis, analyse_model, report_figure
 
 PLOT_ROW_PX = 200  # height of one row of the stacked report plots
 
@@ -112,7 +103,6 @@ class AnalyseWidget(Container):
         self.image.changed.connect(self.default_slices)
         self.image.changed.connect(lambda *_: fill_model_path(self.model_path, self.image.value))
         self.report: dict[str, Any] | None = None
-        self._classes: Any = None
         self.default_slices()
         fill_model_path(self.model_path, self.image.value)  # the model trained on this image
 
@@ -129,67 +119,34 @@ class AnalyseWidget(Container):
         self.train_slice.value = z
         self.test_slice.value = z + gap if z + gap < n_z else max(0, z - gap)
 
-    def _job(self, image: Any, labels: Any, model_path: Path) -> ProgressGen[dict[str, Any]]:
-        yield Progress(0, None, "loading the model, sampling patches")
-        model, meta = load_cnn(model_path)
-        self._classes = meta.get("class_table")  # colours and names of the scatter
-        sigmas = parse_sigmas(str(self.sigmas.value))
-        tz, sz = int(self.train_slice.value), int(self.test_slice.value)
-        lab = (
-            (lambda z: np.asarray(labels[z]))
-            if labels.ndim == 3
-            else (lambda z: np.asarray(labels))
-        )
-        present = set(np.unique(lab(tz))) & set(np.unique(lab(sz)))
-        ids = [i for i in meta["class_table"].ids if i in present]
-        if len(ids) < 2:
-            raise ValueError(
-                f"fewer than two of the model's classes are painted on z={tz} and z={sz}"
-            )
-        opts = {
-            "patch_size": model.config.patch_size,
-            "per_class": int(self.per_class.value),
-            "classes": ids,
-        }
-        zs = (tz, sz) if image.ndim == 3 else (0, 0)
-        train = sample_patches(image, labels, slices=zs[0], interior="auto", seed=0, **opts)
-        test = sample_patches(image, labels, slices=zs[1], interior=False, seed=1, **opts)
-        fx = {"relu": bool(self.relu.value)}
-        extractors = {
-            "trained": feature_extractor("cnn", model=model, **fx),
-            "random": feature_extractor(
-                "random", model=model, seed=1, input_stats=training_input_stats(meta), **fx
-            ),
-        }
-        arch = str(self.tv_arch.value).strip()
-        if arch:
-            extractors[arch] = feature_extractor(
-                "torchvision",
-                arch=arch,
-                weights=str(self.tv_weights.value),
-                input_size=299 if "inception" in arch else 224,
-            )
-        return (
-            yield from compare_extractors(
-                extractors,
-                (train.patches, train.labels),
-                (test.patches, test.labels),
-                sigmas=sigmas,
-            )
-        )
-
     def run(self, *_: Any) -> None:
         """Sample patches and run every analysis in a worker."""
         img, lab, path = self.image.value, self.area_labels.value, Path(str(self.model_path.value))
         if img is None or lab is None or not path.is_file():
             show_error("Analyse: pick an image, its area labels and a model file first.")
             return
+        try:
+            sigmas = parse_sigmas(str(self.sigmas.value))
+        except ValueError as err:
+            show_error(f"Analyse: {err}")
+            return
         self.status.value = "running…"  # a failed run must not leave the last run's result
         if img.ndim == 3 and self.train_slice.value == self.test_slice.value:
             self.status.value = "running… (note: train and test slices are the same)"
-        data = img.data[0] if img.multiscale else img.data
+        arch = str(self.tv_arch.value).strip()
+        gen = analyse_model(
+            path,
+            img.data[0] if img.multiscale else img.data,
+            lab.data,
+            train_slices=int(self.train_slice.value),
+            test_slices=int(self.test_slice.value),
+            per_class=int(self.per_class.value),
+            sigmas=sigmas,
+            relu=bool(self.relu.value),
+            torchvision=(arch, str(self.tv_weights.value)) if arch else None,
+        )
         self.runner.start(
-            self._job(data, lab.data, path),
+            gen,
             name="Analyse",
             on_done=self._done,
             on_finish=self._stopped,
@@ -199,8 +156,8 @@ class AnalyseWidget(Container):
         if self.status.value.startswith("running…"):  # cancelled or failed: no result
             self.status.value = "stopped: no result (cancelled or failed; see the message)"
 
-    def _done(self, report: dict[str, Any]) -> None:
-        self.report = report
+    def _done(self, result: ModelAnalysis) -> None:
+        self.report = report = result.report
         names = list(report)
         rows = [
             [round(report[n]["probes"][m], 3) for n in names]
@@ -220,7 +177,7 @@ class AnalyseWidget(Container):
         ]
         self.table.value = {"data": rows, "index": index, "columns": names}
         self.canvas.setMinimumHeight(PLOT_ROW_PX * (len(report) + 2))  # narrow: one row each
-        report_figure(report, self.figure, classes=self._classes, narrow=True)
+        report_figure(report, self.figure, classes=result.classes, narrow=True)
         self.canvas.draw_idle()
         self.status.value = "done: " + ", ".join(
             f"{n} V-measure {report[n]['vmeasure']:.2f}" for n in names

@@ -12,12 +12,10 @@ and confidence layers at the current z).
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import napari
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -30,8 +28,6 @@ from magicgui.widgets import (
 )
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_brainfeatures._widgets._common import (
@@ -48,39 +44,31 @@ from napari_brainfeatures._widgets._common import (
     workspace_for,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures._widgets.train_views import (
+    counts_text,
+    plot_history,
+    show_evaluation,
+    show_patch_centres,
+    show_slice,
+)
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.checkpoint import ModelFileError, check_save_path
 from napari_brainfeatures.models.cnn import KIND, check_image_dtype, load_cnn, save_cnn
-from napari_brainfeatures.progress import Progress, ProgressGen
+from napari_brainfeatures.progress import Progress
 from napari_brainfeatures.train.evaluate import (
     Evaluation,
     iter_evaluate,
-    plot_confusion,
-    predict_slice,
     trained_with_flips,
 )
-from napari_brainfeatures.train.fit import DEFAULTS, VARIANTS, make_config, train_cnn
-from napari_brainfeatures.train.patches import Splits, sample_splits, split_slices
-
-POINTS_LAYER, AREAS_LAYER, CONFIDENCE_LAYER = "patch centres", "predicted areas", "confidence"
-
-
-def _sample_gen(image: Any, labels: Any, **kw: Any) -> ProgressGen[tuple[Splits, list[str]]]:
-    yield Progress(0, 1, "reading slices and sampling patches")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        splits = sample_splits(image, labels, **kw)
-    return splits, [str(w.message) for w in caught]
-
-
-def _saved_history(meta: dict[str, Any]) -> list[dict[str, float]]:
-    """Per-epoch records from a model file's training metadata (empty if absent or odd)."""
-    training = meta.get("training")
-    rows = training.get("history") if isinstance(training, dict) else None
-    keys = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")
-    if not isinstance(rows, list):
-        return []
-    return [dict(r) for r in rows if isinstance(r, dict) and all(k in r for k in keys)]
+from napari_brainfeatures.train.fit import train_cnn
+from napari_brainfeatures.train.predict import SlicePrediction, predict_slice
+from napari_brainfeatures.train.recipe import DEFAULTS, VARIANTS, make_config, training_history
+from napari_brainfeatures.train.splits import (
+    Splits,
+    iter_sample_splits,
+    painted_classes,
+    split_slices,
+)
 
 
 def _data(layer: Any) -> Any:
@@ -197,52 +185,26 @@ class TrainWidget(Container):
             show_info("Choose an image layer and a labels layer first.")
             return
         image, labels = _data(self.image.value), _data(self.area_labels.value)
-        table = self._label_table()
-        z = self.train_slice.value
-        if table is not None:
-            present = {int(v) for v in np.unique(np.asarray(labels[z]))}
-            table = ClassTable(tuple(c for c in table if c.id in present))
-        gen = _sample_gen(
+        zs = (self.train_slice.value, self.val_slice.value, self.test_slice.value)
+        gen = iter_sample_splits(
             image,
             labels,
+            slices=zs,
             patch_size=self.patch_size.value,
             per_class=self.per_class.value,
             eval_per_class=self.eval_per_class.value,
-            classes=table or None,
-            slices=(self.train_slice.value, self.val_slice.value, self.test_slice.value),
+            classes=painted_classes(self._label_table(), labels, zs[0]) or None,
+            warn=False,  # shown as notifications by _show_patches
         )
         self.runner.start(gen, name="Sample patches", on_done=self._show_patches)
 
-    def _show_patches(self, result: tuple[Splits, list[str]]) -> None:
-        splits, warned = result
+    def _show_patches(self, splits: Splits) -> None:
         self.splits, self.classes = splits, splits.train.classes
-        for msg in warned:
+        for msg in splits.warned:
             show_warning(msg)
-        centres = np.concatenate([splits.train.centres, splits.val.centres, splits.test.centres])
-        ids = np.concatenate([splits.train.labels, splits.val.labels, splits.test.labels])
-        rgba = {c.id: c.rgba for c in self.classes}
-        colours = np.array([rgba[int(i)] for i in ids])
-        layer = self.image.value
-        kw = {"scale": layer.scale, "translate": layer.translate}
-        if POINTS_LAYER in self.viewer.layers:
-            self.viewer.layers.remove(POINTS_LAYER)
-        # a white rim: class-coloured dots would vanish on the same colour of painted labels
-        self.viewer.add_points(
-            centres,
-            name=POINTS_LAYER,
-            face_color=colours,
-            size=8,
-            border_color="white",
-            border_width=0.2,
-            **kw,
-        )
-        names = {c.id: c.name for c in self.classes}
-        lines = [
-            f"{split}: " + ", ".join(f"{names[c]} {n}" for c, n in counts.items())
-            for split, counts in splits.counts().items()
-        ]
-        self.counts.value = "\n".join(lines)
-        self.status.value = f"{len(centres)} patches sampled; train when ready."
+        n = show_patch_centres(self.viewer, self.image.value, splits)
+        self.counts.value = counts_text(splits)
+        self.status.value = f"{n} patches sampled; train when ready."
 
     # -- training ---------------------------------------------------------------
     def train(self) -> None:
@@ -308,22 +270,7 @@ class TrainWidget(Container):
             self._plot_history()
 
     def _plot_history(self) -> None:
-        self.figure.clear()
-        loss, acc = self.figure.subplots(1, 2)
-        if self.history:
-            ep = [h["epoch"] for h in self.history]
-            for key, ax in (("loss", loss), ("acc", acc)):
-                ax.plot(ep, [h[f"train_{key}"] for h in self.history], ".-", label="train")
-                ax.plot(ep, [h[f"val_{key}"] for h in self.history], ".-", label="val")
-            acc.legend(fontsize=7)
-        loss.set_title("loss", fontsize=8)
-        acc.set_title("accuracy", fontsize=8)
-        for ax in (loss, acc):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: 1, 2, not 1.5
-            ax.set_xlabel("epoch", fontsize=7)
-            if self.history:  # one epoch: a readable axis around it, not 0.96 … 1.04
-                ax.set_xlim(0.5, self.history[-1]["epoch"] + 0.5)
-        self.canvas.draw_idle()
+        plot_history(self.figure, self.history)
 
     def _trained(self, result: Any) -> None:
         self._done = True
@@ -358,21 +305,7 @@ class TrainWidget(Container):
 
     def _show_evaluation(self, ev: Evaluation) -> None:
         self.evaluation = ev
-        views = " (mean of 8 flips)" if ev.tta else ""
-        self.scores.value = f"test accuracy {ev.accuracy:.1%}, macro F1 {ev.macro_f1:.3f}{views}"
-        per = ev.per_class()
-        rows = [
-            [round(d["precision"], 3), round(d["recall"], 3), round(d["f1"], 3), d["support"]]
-            for d in per.values()
-        ]
-        self.table.value = {
-            "data": rows,
-            "index": list(per),
-            "columns": ["precision", "recall", "F1", "n"],
-        }
-        self.cm_figure.clear()
-        plot_confusion(ev, self.cm_figure.add_subplot())
-        self.cm_canvas.draw_idle()
+        self.scores.value = show_evaluation(self.table, self.cm_figure, ev)
 
     def predict(self) -> None:
         """Classify the current z-slice; adds predicted-area and confidence layers."""
@@ -388,30 +321,8 @@ class TrainWidget(Container):
         )
         self.runner.start(gen, name="Predict slice", on_done=lambda r: self._show_slice(r, z))
 
-    def _show_slice(self, pred: Any, z: int) -> None:
-        layer = self.image.value
-        scale = tuple(layer.scale)
-        translate = (layer.translate[0] + z * scale[0], *layer.translate[1:])
-        for name in (AREAS_LAYER, CONFIDENCE_LAYER):
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-        self.viewer.add_image(
-            pred.confidence[None],
-            name=CONFIDENCE_LAYER,
-            scale=scale,
-            translate=translate,
-            colormap="viridis",
-            contrast_limits=(0, 1),
-            visible=False,
-        )
-        self.viewer.add_labels(
-            pred.areas[None],
-            name=AREAS_LAYER,
-            scale=scale,
-            translate=translate,
-            opacity=0.5,
-            colormap=DirectLabelColormap(color_dict=pred.classes.color_dict()),
-        )
+    def _show_slice(self, pred: SlicePrediction, z: int) -> None:
+        show_slice(self.viewer, self.image.value, pred, z)
         self.status.value = f"predicted slice z={z} (stride {pred.stride})"
 
     # -- files ----------------------------------------------------------------------
@@ -456,7 +367,7 @@ class TrainWidget(Container):
             return
         self.model, self.meta, self.classes = model, meta, meta.pop("class_table")
         self.tta.value = trained_with_flips(self.meta)
-        self.history = _saved_history(self.meta)  # the file's training curves, if it has them
+        self.history = training_history(self.meta)  # the file's training curves, if it has them
         self._plot_history()
         self.patch_size.value = model.config.patch_size
         say_file(self.status, "loaded {}: " + ", ".join(self.classes.names), path)

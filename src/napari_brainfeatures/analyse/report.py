@@ -1,441 +1,58 @@
-"""How good are CNN features as brain-area descriptors? The analyses of paper 000.
+"""How good are CNN features as brain-area descriptors? The analyses of paper 000, together.
 
-Feature extractors map patches ``(N, P, P)`` (uint8, or float in [0, 1]) to
-features ``(N, D)``: a trained :class:`BrainAreaCNN`, the same architecture with
-random weights (the baseline that needs no download), or a torchvision ImageNet
-network from a weights file the user provides.  On features: linear/RBF SVM and
-logistic-regression probes, GMM V-measure (fit on train, predict test), the
-distance of the Gram matrix from the ideal block-diagonal one, and a PCA
-scatter; on patches: logistic-regression accuracy as Gaussian noise grows.
-:func:`compare_extractors` runs everything for several extractors as one
-progress generator (used by the CLI and the widget).
+:func:`compare_extractors` runs every analysis (probes, GMM V-measure, Gram
+distance, PCA, noise curve) for several feature extractors as one progress
+generator; :func:`report_json` and :func:`report_figure` give its JSON-ready part
+and its figure.  :func:`analyse_model` is the whole stage for a model file:
+patches from a training and a test slice, the trained network against the same
+architecture at random weights (and optionally a torchvision network), compared
+(used by the CLI and the widget).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
-from napari_brainfeatures._util.device import resolve_device
-from napari_brainfeatures.models.cnn import (
-    BrainAreaCNN,
-    CNNConfig,
-    fold_input_normalisation,
-    input_scale_for,
-    load_cnn,
-    to_input,
+from napari_brainfeatures.analyse.extract import (
+    FeatureFn,
+    feature_extractor,
+    training_input_stats,
 )
-from napari_brainfeatures.progress import Progress, ProgressGen, run
+from napari_brainfeatures.analyse.gram import gram_block_distance, gram_matrix
+from napari_brainfeatures.analyse.probes import (
+    gmm_vmeasure,
+    iter_noise_robustness,
+    pca_scatter,
+    probe_scores,
+)
+from napari_brainfeatures.classes import ClassTable
+from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
+from napari_brainfeatures.progress import Progress, ProgressGen
+from napari_brainfeatures.train.patches import PatchSet, sample_patches
+from napari_brainfeatures.train.splits import painted_classes
 
 __all__ = [
-    "FeatureFn",
+    "ModelAnalysis",
+    "analyse_model",
     "compare_extractors",
-    "feature_extractor",
-    "gmm_vmeasure",
-    "gram_block_distance",
-    "gram_matrix",
-    "noise_robustness",
-    "pca_scatter",
-    "probe_scores",
     "report_figure",
-    "training_input_stats",
+    "report_json",
 ]
-
-FeatureFn = Callable[[np.ndarray], np.ndarray]
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.3)
 
 
-# -- feature extractors -----------------------------------------------------------------------
-def _batched(
-    net: Callable[[torch.Tensor], torch.Tensor],
-    prep: Callable[[Any], torch.Tensor],
-    batch_size: int,
-    dev: torch.device,
-) -> FeatureFn:
-    @torch.no_grad()
-    def extract(patches: np.ndarray) -> np.ndarray:
-        patches = np.asarray(patches)
-        if patches.ndim != 3:
-            raise ValueError(f"patches must have shape (N, P, P), got {patches.shape!r}")
-        out = [
-            net(prep(patches[i : i + batch_size]).to(dev)).float().cpu()
-            for i in range(0, len(patches), batch_size)
-        ]
-        return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
-
-    return extract
-
-
-def _cnn_fn(model: BrainAreaCNN, relu: bool, batch_size: int, dev: torch.device) -> FeatureFn:
-    model = model.to(dev).eval()
-    cfg = model.config
-
-    def prep(p: np.ndarray) -> torch.Tensor:
-        if p.shape[-1] != cfg.patch_size or p.shape[-2] != cfg.patch_size:
-            raise ValueError(
-                f"the network takes {cfg.patch_size}x{cfg.patch_size} patches, got "
-                f"{p.shape[-2]}x{p.shape[-1]}; sample patches of the model's size"
-            )
-        return to_input(p, in_channels=cfg.in_channels)  # (B, C, P, P)
-
-    return _batched(lambda x: model.features(x, relu=relu), prep, batch_size, dev)
-
-
-def _torchvision_fn(
-    arch: str,
-    weights: str | os.PathLike[str],
-    input_size: int,
-    batch_size: int,
-    dev: torch.device,
-    arch_kwargs: dict[str, Any] | None,
-) -> FeatureFn:
-    try:
-        import torchvision
-    except ImportError:
-        raise ImportError(
-            "the 'torchvision' baseline needs torchvision, which is not installed; install the "
-            "build matching your torch (pip install torchvision) or use kind='random'"
-        ) from None
-    path = os.fspath(weights)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file {path!r} not found; nothing is downloaded here")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code
-    try:
-        net = torchvision.models.get_model(arch, weights=None, **(arch_kwargs or {}))
-    except ValueError as err:
-        raise ValueError(f"unknown torchvision architecture {arch!r}: {err}") from None
-    net.load_state_dict(state)
-    for head in ("fc", "classifier", "heads"):
-        if hasattr(net, head):
-            setattr(net, head, torch.nn.Identity())  # penultimate features
-            break
-    net = net.to(dev).eval()
-    mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
-
-    def prep(p: np.ndarray) -> torch.Tensor:
-        x = to_input(p, in_channels=3)  # (B, 3, P, P) in [0, 1]
-        x = torch.nn.functional.interpolate(x, size=(input_size, input_size), mode="bilinear")
-        return (x - mean) / std  # (B, 3, S, S)
-
-    return _batched(net, prep, batch_size, dev)
-
-
-def training_input_stats(meta: dict[str, Any]) -> tuple[float, float] | None:
-    """The (mean, std) a model's training standardised its input by, if it did."""
-    rec = meta.get("training_standardisation") or {}
-    if rec.get("applied") and "mean" in rec and "std" in rec:
-        return float(rec["mean"]), float(rec["std"])
-    return None
-
-
-def feature_extractor(
-    kind: str,
-    *,
-    model: BrainAreaCNN | str | os.PathLike[str] | None = None,
-    config: CNNConfig | None = None,
-    seed: int = 0,
-    relu: bool = False,
-    arch: str | None = None,
-    weights: str | os.PathLike[str] | None = None,
-    input_size: int = 224,
-    arch_kwargs: dict[str, Any] | None = None,
-    batch_size: int = 256,
-    device: str | None = None,
-    input_stats: tuple[float, float] | None = None,
-) -> FeatureFn:
-    """A function ``patches (N, P, P) -> features (N, D) float32``.
-
-    Parameters
-    ----------
-    kind : {'cnn', 'random', 'torchvision'}
-        'cnn': a trained network (``model``: a :class:`BrainAreaCNN` or a model file);
-        'random': the same architecture (``config``, or ``model``'s) with random
-        weights drawn from ``seed``; 'torchvision': ``arch`` (e.g. 'resnet18',
-        'inception_v3') with the weights in ``weights`` (.safetensors, or a
-        state-dict .pth loaded with ``weights_only``); its classifier is removed.
-    relu : bool
-        CNN kinds: post-ReLU features (True) or the FC2 output before its ReLU as in
-        the authors' analyses (False, default).
-    input_size : int
-        torchvision: grey patches are repeated to 3 channels, resized to this side
-        (224; 299 for Inception v3) and ImageNet-normalised.
-    arch_kwargs : dict, optional
-        torchvision: extra ``get_model`` arguments (e.g. ``{"aux_logits": True,
-        "init_weights": False}`` for inception_v3).
-    batch_size : int
-    device : str, optional
-        Default CUDA when available.
-    input_stats : (mean, std), optional
-        'random': standardise the input by these, as the trained network does
-        (its training folds the training patches' mean and std into its first
-        convolution); default: the ones recorded in ``model``'s training
-        (:func:`training_input_stats`), none without a record.  Without them a
-        random network fed a 12-bit scan scaled by 1/65535 sees nearly constant
-        patches, and the baseline measures the intensity scale, not the features.
-    """
-    dev = resolve_device(device)
-    if kind in ("cnn", "random"):
-        if isinstance(model, str | os.PathLike):
-            model, meta = load_cnn(model)
-            input_stats = input_stats or training_input_stats(meta)
-        if kind == "cnn":
-            if not isinstance(model, BrainAreaCNN):
-                raise ValueError(f"kind='cnn' needs a BrainAreaCNN or model file, got {model!r}")
-            return _cnn_fn(model, relu, batch_size, dev)
-        cfg = config or (model.config if isinstance(model, BrainAreaCNN) else CNNConfig())
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            rand = BrainAreaCNN(cfg)
-        if input_stats is not None:
-            rand = fold_input_normalisation(rand, *input_stats)
-        return _cnn_fn(rand, relu, batch_size, dev)
-    if kind == "torchvision":
-        if not arch or weights is None:
-            raise ValueError(
-                "kind='torchvision' needs arch= (e.g. 'resnet18') and weights= (a file)"
-            )
-        return _torchvision_fn(arch, weights, input_size, batch_size, dev, arch_kwargs)
-    raise ValueError(f"kind must be 'cnn', 'random' or 'torchvision', got {kind!r}")
-
-
-# -- analyses on features ---------------------------------------------------------------------
-def _xy(X: Any, y: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
-    X, y = np.asarray(X, dtype=np.float64), np.asarray(y).reshape(-1)
-    if X.ndim != 2 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
-        raise ValueError(f"{name}: need X (N, D) and y (N,), got {X.shape!r} and {y.shape!r}")
-    return X, y
-
-
-def probe_scores(
-    X_train: Any, y_train: Any, X_test: Any, y_test: Any, *, seed: int = 0
-) -> dict[str, float]:
-    """Test accuracy of linear SVM, RBF SVM and logistic-regression probes.
-
-    Each is a scikit-learn pipeline ``StandardScaler -> classifier`` with default
-    regularisation (C = 1), fitted on the training features.
-
-    Returns
-    -------
-    dict
-        ``linear_svm``, ``rbf_svm``, ``logistic``: accuracies in [0, 1].
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC, LinearSVC
-
-    Xtr, ytr = _xy(X_train, y_train, "train")
-    Xte, yte = _xy(X_test, y_test, "test")
-    if np.unique(ytr).size < 2:
-        raise ValueError("probes need at least two classes in the training labels")
-    probes = {
-        "linear_svm": LinearSVC(random_state=seed, max_iter=5000),
-        "rbf_svm": SVC(kernel="rbf", gamma="scale", random_state=seed),
-        "logistic": LogisticRegression(max_iter=2000, random_state=seed),
-    }
-    return {
-        name: float(make_pipeline(StandardScaler(), clf).fit(Xtr, ytr).score(Xte, yte))
-        for name, clf in probes.items()
-    }
-
-
-def gmm_vmeasure(
-    X_train: Any,
-    X_test: Any,
-    y_test: Any,
-    n_components: int,
-    *,
-    seed: int = 0,
-    covariance_type: str = "full",
-) -> float:
-    """V-measure of a Gaussian mixture fitted on train features, predicting test clusters.
-
-    Features are standardised with the training set's mean and standard
-    deviation first, so the score does not depend on their scale (a
-    random-weight network's features are orders of magnitude smaller than a
-    trained one's, and a fixed covariance regularisation would otherwise
-    swamp them into a single cluster).
-    """
-    from sklearn.metrics import v_measure_score
-    from sklearn.mixture import GaussianMixture
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    Xtr = np.asarray(X_train, dtype=np.float64)
-    Xte, yte = _xy(X_test, y_test, "test")
-    if not 1 <= n_components <= len(Xtr):
-        raise ValueError(f"n_components must be in 1..{len(Xtr)}, got {n_components!r}")
-    gmm = make_pipeline(
-        StandardScaler(),
-        GaussianMixture(
-            n_components, covariance_type=covariance_type, random_state=seed, reg_covar=1e-4
-        ),
-    ).fit(Xtr)
-    return float(v_measure_score(yte, gmm.predict(Xte)))
-
-
-def _normalised(X: np.ndarray) -> np.ndarray:
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-
-
-def gram_block_distance(X: Any, y: Any) -> float:
-    """``(1/N)‖G − D‖_F``: Gram matrix of L2-normalised features vs the ideal block one.
-
-    ``G = X̂X̂ᵀ`` (``X̂``: rows scaled to unit norm; zero rows stay zero) and
-    ``D_ij = 1`` when ``y_i = y_j`` else 0.  Computed without any ``N × N`` matrix from
-    ``‖G − D‖² = ‖X̂ᵀX̂‖² − 2 Σ_c ‖Σ_{i∈c} x̂_i‖² + Σ_c n_c²`` (exact, O(N D²)).
-    """
-    X, y = _xy(X, y, "gram_block_distance")
-    Xn = _normalised(X)
-    gg = float(np.square(Xn.T @ Xn).sum())  # ‖G‖² = ‖X̂ᵀX̂‖²
-    classes, inv, counts = np.unique(y, return_inverse=True, return_counts=True)
-    sums = np.zeros((classes.size, X.shape[1]))
-    np.add.at(sums, inv, Xn)
-    gd = float(np.square(sums).sum())  # ⟨G, D⟩ = Σ_c ‖Σ_{i∈c} x̂_i‖²
-    dd = float(np.square(counts.astype(np.float64)).sum())
-    return max(gg - 2 * gd + dd, 0.0) ** 0.5 / X.shape[0]
-
-
-def gram_matrix(
-    X: Any, y: Any, *, max_n: int = 1500, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Gram matrix of L2-normalised features, rows sorted by class (for display).
-
-    At most ``max_n`` random rows are used.  Returns ``(G (n, n), y (n,))``.
-    """
-    X, y = _xy(X, y, "gram_matrix")
-    idx = np.arange(len(y))
-    if len(y) > max_n:
-        idx = np.random.default_rng(seed).choice(idx, max_n, replace=False)
-    idx = idx[np.argsort(y[idx], kind="stable")]
-    Xn = _normalised(X[idx])
-    return Xn @ Xn.T, y[idx]
-
-
-def pca_scatter(X: Any, n: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """First ``n`` principal components: ``(coords (N, n), explained_variance_ratio (n,))``."""
-    from sklearn.decomposition import PCA
-
-    X = np.asarray(X, dtype=np.float64)
-    if not 1 <= n <= min(X.shape):
-        raise ValueError(f"n must be in 1..{min(X.shape)} for features {X.shape!r}, got {n!r}")
-    pca = PCA(n_components=n).fit(X)
-    return pca.transform(X), pca.explained_variance_ratio_
-
-
-# -- analyses on patches ----------------------------------------------------------------------
-def _as_unit(
-    patches: np.ndarray,
-) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
-    """Patches in network units (what the extractors see) and their intensity range.
-
-    Integers are divided by their dtype's maximum (uint8: / 255), floats kept;
-    the ranges are :func:`~napari_brainfeatures.train.fit.intensity_range` (the
-    noise scale: [0, 1] for uint8 micro-CT, the 0.1-99.9th percentiles
-    otherwise) and :func:`~napari_brainfeatures.train.fit.value_range` (clipping).
-    """
-    from napari_brainfeatures.train.fit import intensity_range, value_range
-
-    p = np.asarray(patches)
-    scale = input_scale_for(p.dtype)[0]
-    top = float(np.iinfo(p.dtype).max) if p.dtype.kind in "ui" else 1.0
-    return p.astype(np.float32) / top, intensity_range(p, scale), value_range(p, scale)
-
-
-def noise_curve(
-    extract: FeatureFn | BrainAreaCNN,
-    patches: Any,
-    labels: Any,
-    sigmas: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3),
-    *,
-    test_patches: Any = None,
-    test_labels: Any = None,
-    seed: int = 0,
-) -> ProgressGen[dict[str, list[float]]]:
-    """Generator form of :func:`noise_robustness` (one progress record per σ)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if isinstance(extract, BrainAreaCNN):
-        extract = feature_extractor("cnn", model=extract)
-    if any(s < 0 for s in sigmas):
-        raise ValueError(f"noise sigmas must be >= 0, got {list(sigmas)!r}")
-    labels = np.asarray(labels)
-    if test_patches is None:
-        tr, te = train_test_split(
-            np.arange(len(labels)), test_size=0.5, random_state=seed, stratify=labels
-        )
-        patches, test_patches = np.asarray(patches)[tr], np.asarray(patches)[te]
-        labels, test_labels = labels[tr], labels[te]
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    clf.fit(extract(patches), labels)
-    clean, (lo, hi), (bottom, top) = _as_unit(test_patches)
-    rng = np.random.default_rng(seed)
-    acc: list[float] = []
-    for i, sigma in enumerate(sigmas):
-        sd = sigma * (hi - lo)  # sigma for [0, 1] images; a share of the range otherwise
-        noisy = np.clip(clean + sd * rng.standard_normal(clean.shape, np.float32), bottom, top)
-        acc.append(float(clf.score(extract(noisy), np.asarray(test_labels))))
-        yield Progress(
-            i + 1,
-            len(sigmas),
-            f"noise σ={sigma:g}: accuracy {acc[-1]:.3f}",
-            {"sigma": float(sigma), "accuracy": acc[-1]},
-        )
-    return {"sigmas": [float(s) for s in sigmas], "accuracy": acc}
-
-
-def noise_robustness(
-    extract: FeatureFn | BrainAreaCNN,
-    patches: Any,
-    labels: Any,
-    sigmas: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3),
-    **kwargs: Any,
-) -> dict[str, list[float]]:
-    """Accuracy of a logistic regression trained on clean features as test images get noisier.
-
-    Parameters
-    ----------
-    extract : feature function or BrainAreaCNN
-    patches, labels : ``(N, P, P)`` images (uint8, other integers, float), ``(N,)``
-        Training patches (the probe is fitted on their clean features).  Without
-        ``test_patches``, a stratified half of them is held out for testing.
-    sigmas : sequence of float
-        Standard deviations of the Gaussian noise added to the test images, as a
-        share of their intensity range (:func:`~napari_brainfeatures.train.fit.
-        intensity_range`: [0, 1] for uint8 micro-CT, as in the paper); noisy
-        images are clipped to that range.
-    test_patches, test_labels, seed
-        Keyword-only, optional.
-
-    Returns
-    -------
-    dict
-        ``sigmas`` and ``accuracy`` lists.
-    """
-    return run(noise_curve(extract, patches, labels, sigmas, **kwargs))
-
-
-# -- everything, for several extractors -------------------------------------------------------
 def compare_extractors(
     extractors: dict[str, FeatureFn],
     train: tuple[Any, Any],
     test: tuple[Any, Any],
     *,
-    sigmas: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3),
+    sigmas: Sequence[float] = SIGMAS,
     n_components: int | None = None,
     seed: int = 0,
 ) -> ProgressGen[dict[str, Any]]:
@@ -480,7 +97,9 @@ def compare_extractors(
         res["gram"], res["gram_labels"] = gram_matrix(fte, yte, seed=seed)
         res["test_labels"] = yte
         step += 1
-        gen = noise_curve(fn, ptr, ytr, sigmas, test_patches=pte, test_labels=yte, seed=seed)
+        gen = iter_noise_robustness(
+            fn, ptr, ytr, sigmas, test_patches=pte, test_labels=yte, seed=seed
+        )
         while True:
             try:
                 rec = next(gen)
@@ -571,3 +190,135 @@ def report_figure(
     if fig.get_layout_engine() is None:
         fig.tight_layout()
     return fig
+
+
+@dataclass
+class ModelAnalysis:
+    """What :func:`analyse_model` returns.
+
+    Attributes
+    ----------
+    report : dict
+        The :func:`compare_extractors` report, per extractor name.
+    train, test : PatchSet
+        The patches the probes were fitted and scored on.
+    classes : ClassTable
+        The model's classes (names and colours for plots).
+    """
+
+    report: dict[str, Any]
+    train: PatchSet
+    test: PatchSet
+    classes: ClassTable
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary: slices, patch counts, class names, :func:`report_json`."""
+        return {
+            "train_slices": self.train.slices,
+            "test_slices": self.test.slices,
+            "n_train": len(self.train),
+            "n_test": len(self.test),
+            "classes": self.classes.names,
+            "results": report_json(self.report),
+        }
+
+
+def analyse_model(
+    model: str | os.PathLike[str],
+    image: Any,
+    labels: Any,
+    *,
+    train_slices: int | Sequence[int],
+    test_slices: int | Sequence[int],
+    per_class: int = 300,
+    sigmas: Sequence[float] = SIGMAS,
+    relu: bool = False,
+    random_seed: int = 1,
+    torchvision: tuple[str, str | os.PathLike[str]] | None = None,
+    interior: bool | str = "auto",
+    seed: int = 0,
+    device: str | None = None,
+) -> ProgressGen[ModelAnalysis]:
+    """A model file's features against random weights (and ImageNet), on two slices.
+
+    Patches of the model's size are sampled from the training slices (``interior``,
+    as :func:`~napari_brainfeatures.train.patches.sample_patches`; seed ``seed``)
+    and the test slices (unrestricted; seed ``seed + 1``) for the model's classes
+    painted on both (the others are left out with a warning); then
+    :func:`compare_extractors` compares the trained network with the same
+    architecture at random weights (seed ``random_seed``, standardised like
+    the trained one) and, with ``torchvision=(arch, weights)``, an ImageNet
+    network from a local weights file.
+
+    Parameters
+    ----------
+    model : path-like
+        A model file written by ``train-cnn`` (:func:`~napari_brainfeatures.models.cnn.save_cnn`).
+    image, labels : array-like (Z, Y, X) or (Y, X)
+        The image (of the dtype the model was trained on) and its area labels;
+        a 2-D image is its own training and test slice.
+    train_slices, test_slices : int or sequence of int
+    per_class : int
+        Patches per class and split; default 300.
+    sigmas, relu, seed
+        As for :func:`compare_extractors` and :func:`~.extract.feature_extractor`.
+    device : str, optional
+        Default CUDA when available.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two of the model's classes painted on both slices, an image
+        of another dtype than the model's, or a sampling error.
+    ImportError
+        ``torchvision`` given but not installed.
+    """
+    yield Progress(0, None, "loading the model, sampling patches")
+    net, meta = load_cnn(model, device=device or "cpu")
+    check_image_dtype(meta, image.dtype)
+    fx: dict[str, Any] = {"relu": relu, "device": device}
+    stats = training_input_stats(meta)
+    extractors = {
+        "trained": feature_extractor("cnn", model=net, **fx),
+        "random": feature_extractor("random", model=net, seed=random_seed, input_stats=stats, **fx),
+    }
+    if torchvision:  # built before sampling: a missing package or file fails at once
+        arch, weights = torchvision
+        size = 299 if "inception" in arch else 224
+        extractors[arch] = feature_extractor(
+            "torchvision", arch=arch, weights=weights, input_size=size, device=device
+        )
+    if image.ndim == 2:
+        train_slices = test_slices = 0
+    table = meta["class_table"]
+    present = _painted_on_both(table, labels, train_slices, test_slices)
+    opts: dict[str, Any] = {"patch_size": net.config.patch_size, "per_class": per_class}
+    opts["classes"] = present
+    train = sample_patches(image, labels, slices=train_slices, interior=interior, seed=seed, **opts)
+    test = sample_patches(image, labels, slices=test_slices, interior=False, seed=seed + 1, **opts)
+    pair = ((train.patches, train.labels), (test.patches, test.labels))
+    report = yield from compare_extractors(extractors, *pair, sigmas=sigmas, seed=seed)
+    return ModelAnalysis(report, train, test, table)
+
+
+def _painted_on_both(
+    table: ClassTable, labels: Any, train: int | Sequence[int], test: int | Sequence[int]
+) -> ClassTable:
+    """The classes of ``table`` painted on the training and on the test slices."""
+    on_train, on_test = painted_classes(table, labels, train), painted_classes(table, labels, test)
+    both = {c.id for c in on_train} & {c.id for c in on_test}  # type: ignore[union-attr]
+    present = ClassTable(tuple(c for c in table if c.id in both))
+    if len(present) < 2:
+        raise ValueError(
+            f"fewer than two of the model's classes {table.names!r} are painted on both the "
+            f"training slices {train!r} and the test slices {test!r}; paint them there or "
+            "choose other slices"
+        )
+    left_out = [c.name for c in table if c.id not in both]
+    if left_out:
+        warnings.warn(
+            f"class(es) {left_out!r} are not painted on both the training slices {train!r} and "
+            f"the test slices {test!r}; they are left out of the analysis",
+            stacklevel=3,
+        )
+    return present

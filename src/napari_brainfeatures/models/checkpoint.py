@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -22,12 +24,17 @@ from torch import nn
 
 from napari_brainfeatures._util.device import resolve_device
 from napari_brainfeatures._util.files import as_if_created
+from napari_brainfeatures.classes import ClassTable
 
 __all__ = [
     "ModelFileError",
+    "ModelMismatchError",
+    "check_expected",
+    "check_image_dtype",
     "check_save_path",
     "save_checkpoint",
     "load_checkpoint",
+    "load_model",
     "read_header",
 ]
 
@@ -36,6 +43,13 @@ FORMAT = "napari-brainfeatures/1"
 
 class ModelFileError(ValueError):
     """A model file is missing, truncated, not safetensors, or of another architecture."""
+
+
+class ModelMismatchError(ModelFileError):
+    """A valid model file that was trained for other classes or another patch size."""
+
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def model_path(path: str | os.PathLike[str]) -> Path:
@@ -195,6 +209,110 @@ def load_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, kind: str
             f"(missing {missing!r}, unexpected {unexpected!r})"
         )
     return header
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    kind: str,
+    config_cls: Any,
+    build: Callable[[Any], M],
+    check: Callable[[Any, dict[str, Any]], None] | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[M, dict[str, Any]]:
+    """Rebuild a ``kind`` network from its file: config from the header, then the weights.
+
+    ``config_cls.from_dict`` reads the architecture (an error there is an
+    "invalid <name> config", ``<name>`` the class name without ``Config``);
+    ``check(config, meta)`` may refuse the model (or add to ``meta``) before any
+    weight is read; ``build(config)`` makes the network the weights load into.
+
+    Returns
+    -------
+    model, meta
+        The model in eval mode on ``device`` and the file's description.
+    """
+    header = read_header(path)
+    if header["kind"] != kind:
+        raise ModelFileError(f"{str(path)!r} holds a {header['kind']!r}, expected a {kind!r}")
+    try:
+        config = config_cls.from_dict(header["config"])
+    except (TypeError, ValueError) as err:
+        name = config_cls.__name__.removesuffix("Config")
+        raise ModelFileError(f"{str(path)!r} has an invalid {name} config: {err}") from None
+    meta = dict(header["meta"])
+    if check is not None:
+        check(config, meta)
+    model = build(config)
+    load_checkpoint(path, model, kind=kind)
+    return model.to(device).eval(), meta
+
+
+def check_expected(
+    path: Any,
+    table: ClassTable,
+    patch_size: int,
+    *,
+    expect_classes: ClassTable | list[str] | None = None,
+    expect_patch_size: int | None = None,
+) -> None:
+    """Refuse a model file (its class ``table`` and ``patch_size``) that does not fit.
+
+    ``expect_classes`` is compared by id and name for a table, by name for a
+    list; order matters: it is the output order.
+
+    Raises
+    ------
+    ModelMismatchError
+    """
+    if expect_patch_size is not None and int(expect_patch_size) != patch_size:
+        raise ModelMismatchError(
+            f"{str(path)!r} was trained on {patch_size} px patches, not {expect_patch_size} px; "
+            "retrain with this patch size or choose the matching model"
+        )
+    if expect_classes is None:
+        return
+    want: list[Any]
+    have: list[Any]
+    if isinstance(expect_classes, ClassTable):
+        want = [(c.id, c.name) for c in expect_classes]
+        have = [(c.id, c.name) for c in table]
+    else:
+        want, have = [str(n) for n in expect_classes], table.names
+    if want != have:
+        raise ModelMismatchError(
+            f"{str(path)!r} was trained for classes {have!r}, not {want!r}; "
+            "retrain for these classes or choose the matching model"
+        )
+
+
+def check_image_dtype(meta: dict[str, Any], dtype: Any) -> None:
+    """Refuse images of another dtype than the model was trained on.
+
+    A model reads its input divided by the training dtype's maximum
+    (``meta["normalisation"]``, e.g. ``"uint16/65535"``); the same pixels stored
+    as another dtype reach it on another scale and give confident nonsense.
+    Float images go with a float-trained model whatever their precision.
+    Only models whose training recorded its input (``meta["input_scale"]``,
+    written by :func:`~napari_brainfeatures.train.fit.train_cnn`) are checked: a
+    bare saved network's ``"uint8/255"`` is a default, not a fact.
+
+    Raises
+    ------
+    ModelMismatchError
+    """
+    norm = meta.get("normalisation")
+    if not isinstance(norm, str) or "input_scale" not in meta:
+        return
+    dt = np.dtype(dtype)
+    trained = "float" if norm.startswith("float") else norm.split("/")[0]
+    if trained == ("float" if dt.kind == "f" else dt.name):
+        return
+    raise ModelMismatchError(
+        f"the model was trained on {trained} images (input {norm}) but this image is "
+        f"{dt.name}: its intensities would reach the network on another scale. Use the image "
+        f"as {trained} (as it was for training), or train a model on this data"
+    )
 
 
 def device_of(name: str | torch.device | None = None) -> torch.device:

@@ -31,8 +31,10 @@ from torch.nn import functional as F
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.checkpoint import (
     ModelFileError,
-    load_checkpoint,
-    read_header,
+    ModelMismatchError,
+    check_expected,
+    check_image_dtype,
+    load_model,
     save_checkpoint,
 )
 
@@ -220,35 +222,6 @@ def input_scale_for(dtype: Any) -> tuple[float, str]:
     raise ValueError(f"patches must be integer or float images, got dtype {dt!r}")
 
 
-def check_image_dtype(meta: dict[str, Any], dtype: Any) -> None:
-    """Refuse images of another dtype than the model was trained on.
-
-    A model reads its input divided by the training dtype's maximum
-    (``meta["normalisation"]``, e.g. ``"uint16/65535"``); the same pixels stored
-    as another dtype reach it on another scale and give confident nonsense.
-    Float images go with a float-trained model whatever their precision.
-    Only models whose training recorded its input (``meta["input_scale"]``,
-    written by :func:`~napari_brainfeatures.train.fit.train_cnn`) are checked: a
-    bare saved network's ``"uint8/255"`` is a default, not a fact.
-
-    Raises
-    ------
-    ModelMismatchError
-    """
-    norm = meta.get("normalisation")
-    if not isinstance(norm, str) or "input_scale" not in meta:
-        return
-    dt = np.dtype(dtype)
-    trained = "float" if norm.startswith("float") else norm.split("/")[0]
-    if trained == ("float" if dt.kind == "f" else dt.name):
-        return
-    raise ModelMismatchError(
-        f"the model was trained on {trained} images (input {norm}) but this image is "
-        f"{dt.name}: its intensities would reach the network on another scale. Use the image "
-        f"as {trained} (as it was for training), or train a model on this data"
-    )
-
-
 def to_input(
     patches: np.ndarray | torch.Tensor,
     *,
@@ -306,11 +279,7 @@ def fold_input_normalisation(model: BrainAreaCNN, mean: float, std: float) -> Br
     return folded
 
 
-# -- model files --------------------------------------------------------------
-class ModelMismatchError(ModelFileError):
-    """A valid model file that was trained for other classes or another patch size."""
-
-
+# -- model files (see models.checkpoint; the mismatch checks live there) ---------
 def save_cnn(
     path: str | os.PathLike[str],
     model: BrainAreaCNN,
@@ -320,6 +289,9 @@ def save_cnn(
     overwrite: bool = True,
 ) -> Path:
     """Write ``model`` atomically with its class table and description.
+
+    The file is a :func:`~.checkpoint.save_checkpoint` model file of kind
+    ``"BrainAreaCNN"``; :func:`load_cnn` rebuilds the network from it alone.
 
     Parameters
     ----------
@@ -380,20 +352,16 @@ def load_cnn(
     ModelMismatchError
         When the stated expectations are not met.
     """
-    header = read_header(path)
-    if header["kind"] != KIND:
-        raise ModelFileError(f"{str(path)!r} holds a {header['kind']!r}, expected a {KIND!r}")
-    try:
-        config = CNNConfig.from_dict(header["config"])
-    except (TypeError, ValueError) as err:
-        raise ModelFileError(f"{str(path)!r} has an invalid CNN config: {err}") from None
-    meta = dict(header["meta"])
-    table = _table_from_meta(meta, config.n_classes, path)
-    _check_expectations(path, table, config.patch_size, expect_classes, expect_patch_size)
-    model = BrainAreaCNN(config)
-    load_checkpoint(path, model, kind=KIND)
-    meta["class_table"] = table
-    return model.to(device).eval(), meta
+
+    def check(config: CNNConfig, meta: dict[str, Any]) -> None:
+        table = _table_from_meta(meta, config.n_classes, path)
+        expect = {"expect_classes": expect_classes, "expect_patch_size": expect_patch_size}
+        check_expected(path, table, config.patch_size, **expect)
+        meta["class_table"] = table
+
+    return load_model(
+        path, kind=KIND, config_cls=CNNConfig, build=BrainAreaCNN, check=check, device=device
+    )
 
 
 def _table_from_meta(meta: dict[str, Any], n_classes: int, path: Any) -> ClassTable:
@@ -409,31 +377,3 @@ def _table_from_meta(meta: dict[str, Any], n_classes: int, path: Any) -> ClassTa
             f"{str(path)!r} lists {len(table)} classes for a network with {n_classes} outputs"
         )
     return table
-
-
-def _check_expectations(
-    path: Any,
-    table: ClassTable,
-    patch_size: int,
-    expect_classes: ClassTable | list[str] | None,
-    expect_patch_size: int | None,
-) -> None:
-    if expect_patch_size is not None and int(expect_patch_size) != patch_size:
-        raise ModelMismatchError(
-            f"{str(path)!r} was trained on {patch_size} px patches, not {expect_patch_size} px; "
-            "retrain with this patch size or choose the matching model"
-        )
-    if expect_classes is None:
-        return
-    want: list[Any]
-    have: list[Any]
-    if isinstance(expect_classes, ClassTable):
-        want = [(c.id, c.name) for c in expect_classes]
-        have = [(c.id, c.name) for c in table]
-    else:
-        want, have = [str(n) for n in expect_classes], table.names
-    if want != have:
-        raise ModelMismatchError(
-            f"{str(path)!r} was trained for classes {have!r}, not {want!r}; "
-            "retrain for these classes or choose the matching model"
-        )

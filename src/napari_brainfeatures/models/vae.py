@@ -27,12 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from napari_brainfeatures.models.checkpoint import (
-    ModelFileError,
-    load_checkpoint,
-    read_header,
-    save_checkpoint,
-)
+from napari_brainfeatures.models.checkpoint import load_model, save_checkpoint
 
 __all__ = ["VAEConfig", "BetaVAE", "vae_loss", "save_vae", "load_vae", "KIND"]
 
@@ -282,13 +277,4 @@ def load_vae(
     ModelFileError
         When the file is missing, corrupt, or holds another architecture.
     """
-    header = read_header(path)
-    if header["kind"] != KIND:
-        raise ModelFileError(f"{str(path)!r} holds a {header['kind']!r}, expected a {KIND!r}")
-    try:
-        config = VAEConfig.from_dict(header["config"])
-    except (TypeError, ValueError) as err:
-        raise ModelFileError(f"{str(path)!r} has an invalid VAE config: {err}") from None
-    model = BetaVAE(config)
-    load_checkpoint(path, model, kind=KIND)
-    return model.to(device).eval(), header["meta"]
+    return load_model(path, kind=KIND, config_cls=VAEConfig, build=BetaVAE, device=device)

@@ -4,14 +4,20 @@ from napari_brainfeatures._util.lazy import lazy_exports
 
 # submodule -> the public names it defines (imported on first use)
 _EXPORTS = {
-    "patches": "PatchSet Splits sample_patches sample_splits split_slices",
-    "fit": (
-        "DEFAULTS VARIANTS TrainResult augment_batch border_mix init_weights "
-        "intensity_range value_range random_rotation make_config train_cnn"
+    "patches": "PatchSet sample_patches",
+    "splits": (
+        "SliceChoice Splits choose_slices iter_sample_splits painted_classes painted_slices "
+        "sample_splits split_slices"
     ),
+    "augment": "augment_batch border_mix intensity_range random_rotation value_range",
+    "recipe": (
+        "DEFAULTS VARIANTS Recipe check_sets init_weights make_config model_meta "
+        "training_history training_record"
+    ),
+    "fit": "TrainResult train_cnn",
     "evaluate": (
-        "Evaluation SlicePrediction evaluate iter_evaluate predict_proba predict_slice "
-        "slice_accuracy trained_with_flips confusion_figure plot_confusion"
+        "Evaluation evaluate iter_evaluate trained_with_flips confusion_figure plot_confusion"
     ),
+    "predict": "SlicePrediction iter_predict_proba predict_proba predict_slice slice_accuracy",
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

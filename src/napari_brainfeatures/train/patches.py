@@ -8,16 +8,16 @@ dense feature maps).  Training patches lie strictly inside one class (every
 pixel has the centre's class); validation and test patches need only their
 centre labelled.  A class painted only as thin strokes (scribbles), where no
 patch fits inside the paint, gets training patches centred on its painted
-pixels instead, with a warning (``interior="auto"``, the default of
-:func:`sample_splits`).  Every patch lies fully inside the image.
+pixels instead, with a warning (``interior="auto"``).  Every patch lies fully
+inside the image.
 
-:func:`split_slices` gives the paper's train / validation / test sections 50 µm
-apart; :func:`sample_splits` samples all three with the paper's rules and
-checks that the slices are disjoint.
+The paper's train / validation / test protocol (:func:`~.splits.sample_splits`,
+:func:`~.splits.split_slices`) is in :mod:`napari_brainfeatures.train.splits`.
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +28,14 @@ from numpy.typing import NDArray
 
 from napari_brainfeatures.classes import ClassTable, default_table
 
-__all__ = ["PatchSet", "Splits", "sample_patches", "sample_splits", "split_slices"]
+__all__ = ["PatchSet", "sample_patches"]
+_MOVED = ("Splits", "sample_splits", "split_slices")  # to .splits; still importable from here
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module("napari_brainfeatures.train.splits"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -105,72 +112,6 @@ class PatchSet:
             dict(self.available),
             self.centred,
         )
-
-
-@dataclass
-class Splits:
-    """Train, validation and test patches of :func:`sample_splits`."""
-
-    train: PatchSet
-    val: PatchSet
-    test: PatchSet
-
-    def slices(self) -> dict[str, list[int]]:
-        """The z-slices of each split."""
-        return {"train": self.train.slices, "val": self.val.slices, "test": self.test.slices}
-
-    def counts(self) -> dict[str, dict[int, int]]:
-        """Patches per class id in each split."""
-        return {"train": self.train.counts, "val": self.val.counts, "test": self.test.counts}
-
-
-def split_slices(
-    n_z: int,
-    *,
-    voxel_size: float | None = 1.17,
-    spacing_um: float = 50.0,
-    start: int | None = None,
-) -> tuple[int, int, int]:
-    """Train, validation and test z-slices ``spacing_um`` apart (the paper's rule).
-
-    Parameters
-    ----------
-    n_z : int
-        Depth of the volume.
-    voxel_size : float or None
-        z voxel size in µm; default 1.17 (the paper's), also when None.
-    spacing_um : float
-        Distance between the sections; default 50 µm, i.e. Δ = round(50 / 1.17) = 43.
-    start : int, optional
-        The training slice z0; default centres the three sections in the volume.
-
-    Returns
-    -------
-    (z0, z0 + Δ, z0 + 2Δ)
-        Δ shrinks to fit the volume when it must.
-    """
-    n_z = int(n_z)
-    if n_z < 3:
-        raise ValueError(f"train/val/test need 3 distinct slices; the volume has {n_z}")
-    voxel = float(voxel_size or 1.17)
-    if not voxel > 0 or not spacing_um > 0:
-        raise ValueError(
-            f"voxel_size and spacing_um must be positive, got {voxel!r}, {spacing_um!r}"
-        )
-    delta = max(1, round(spacing_um / voxel))
-    if start is None:
-        delta = min(delta, (n_z - 1) // 2)
-        start = (n_z - 1 - 2 * delta) // 2
-    start = int(start)
-    if not 0 <= start < n_z:
-        raise ValueError(f"start slice must be in 0..{n_z - 1}, got {start!r}")
-    delta = min(delta, (n_z - 1 - start) // 2)
-    if delta < 1:
-        raise ValueError(
-            f"no room for validation and test slices after z={start} in a volume of depth "
-            f"{n_z}; choose a training slice <= {n_z - 3}"
-        )
-    return start, start + delta, start + 2 * delta
 
 
 def _as_slices(slices: int | Sequence[int]) -> list[int]:
@@ -414,107 +355,3 @@ def _read_image_slice(image: Any, z: int) -> NDArray[Any]:
     if img.dtype.kind not in "uif":
         raise ValueError(f"image must be integer or float, got dtype {img.dtype!r}")
     return img
-
-
-def sample_splits(
-    image: Any,
-    labels: Any,
-    *,
-    slices: tuple[int | Sequence[int], int | Sequence[int], int | Sequence[int]] | None = None,
-    voxel_size: float | None = None,
-    patch_size: int = 128,
-    per_class: int = 2000,
-    eval_per_class: int | None = None,
-    classes: ClassTable | Sequence[int] | None = None,
-    seed: int = 0,
-    interior: bool | str = "auto",
-) -> Splits:
-    """Training (interior), validation and test (unrestricted) patches from disjoint slices.
-
-    Parameters
-    ----------
-    image, labels : array-like (Z, Y, X)
-        As for :func:`sample_patches`.
-    slices : (train, val, test), optional
-        z-slice (or slices) of each split; default :func:`split_slices` of the
-        volume's depth and ``voxel_size`` (sections 50 µm apart).
-    voxel_size : float, optional
-        z voxel size in µm for the default slices; default 1.17.
-    patch_size, per_class, seed
-        As for :func:`sample_patches`; validation and test use seeds ``seed + 1``
-        and ``seed + 2``.
-    eval_per_class : int, optional
-        Validation and test patches per class; default ``per_class // 2``
-        (the paper's 2000 / 1000).
-    classes : ClassTable or sequence of int, optional
-        Default: the label ids painted on the training slices.
-    interior : bool or "auto"
-        The training patches' rule (see :func:`sample_patches`); default "auto":
-        inside one class where the paint allows, centred on strokes otherwise.
-        A class not painted on the validation or test slices is left out of
-        that split with a warning.
-
-    Raises
-    ------
-    ValueError
-        When a slice is shared between splits, or any :func:`sample_patches` error
-        (naming the split).
-    """
-    if slices is None:
-        slices = split_slices(1 if image.ndim == 2 else image.shape[0], voxel_size=voxel_size)
-    sets = [_as_slices(s) for s in slices]
-    if len(sets) != 3:
-        raise ValueError(f"slices must be (train, val, test), got {slices!r}")
-    names = ("train", "val", "test")
-    for i in range(3):
-        for j in range(i + 1, 3):
-            shared = set(sets[i]) & set(sets[j])
-            if shared:
-                raise ValueError(
-                    f"{names[i]} and {names[j]} slices must be disjoint, "
-                    f"both use {sorted(shared)!r}"
-                )
-    n_eval = int(eval_per_class) if eval_per_class is not None else max(1, int(per_class) // 2)
-    kw: dict[str, Any] = {"patch_size": patch_size}
-    train = _split(
-        "training",
-        sample_patches,
-        image,
-        labels,
-        slices=sets[0],
-        per_class=per_class,
-        interior=interior,
-        classes=classes,
-        seed=seed,
-        **kw,
-    )
-    val, test = (
-        _split(
-            name,
-            sample_patches,
-            image,
-            labels,
-            slices=zs,
-            per_class=n_eval,
-            interior=False,
-            classes=train.classes,
-            seed=seed + i,
-            skip_missing=True,
-            **kw,
-        )
-        for i, (name, zs) in enumerate((("validation", sets[1]), ("test", sets[2])), start=1)
-    )
-    return Splits(train, val, test)
-
-
-def _split(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
-    """``fn(*args, **kw)`` with its warnings and errors prefixed by the split's name."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            out = fn(*args, **kw)
-        except ValueError as err:
-            raise ValueError(f"{name} slices: {err}") from None
-    for w in caught:
-        warnings.warn(f"{name} slices: {w.message}", w.category, stacklevel=3)
-    return out

@@ -1,0 +1,119 @@
+"""What the Train dock shows: patch centres, predicted areas, training curves, test scores.
+
+Plain functions of the viewer, a figure or a table and a core result, so that
+:mod:`napari_brainfeatures._widgets.train` keeps to its controls and actions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from napari.utils.colormaps import DirectLabelColormap
+
+from napari_brainfeatures.train.evaluate import Evaluation, plot_confusion
+from napari_brainfeatures.train.predict import SlicePrediction
+from napari_brainfeatures.train.splits import Splits
+
+POINTS_LAYER, AREAS_LAYER, CONFIDENCE_LAYER = "patch centres", "predicted areas", "confidence"
+
+
+def _replace(viewer: napari.viewer.Viewer, *names: str) -> None:
+    for name in names:
+        if name in viewer.layers:
+            viewer.layers.remove(name)
+
+
+def show_patch_centres(viewer: napari.viewer.Viewer, image: Any, splits: Splits) -> int:
+    """A Points layer of every patch centre, coloured by class, on ``image``'s grid.
+
+    Returns the number of patches.
+    """
+    parts = (splits.train, splits.val, splits.test)
+    centres = np.concatenate([p.centres for p in parts])  # (N, 3)
+    rgba = {c.id: c.rgba for c in splits.train.classes}
+    colours = np.array([rgba[int(i)] for p in parts for i in p.labels])  # (N, 4)
+    _replace(viewer, POINTS_LAYER)
+    # a white rim: class-coloured dots would vanish on the same colour of painted labels
+    viewer.add_points(
+        centres,
+        name=POINTS_LAYER,
+        face_color=colours,
+        size=8,
+        border_color="white",
+        border_width=0.2,
+        scale=image.scale,
+        translate=image.translate,
+    )
+    return len(centres)
+
+
+def counts_text(splits: Splits) -> str:
+    """One line per split: ``train: Ctx 12, WM 12``."""
+    names = {c.id: c.name for c in splits.train.classes}
+    return "\n".join(
+        f"{split}: " + ", ".join(f"{names[c]} {n}" for c, n in counts.items())
+        for split, counts in splits.counts().items()
+    )
+
+
+def plot_history(figure: Figure, history: list[dict[str, float]]) -> None:
+    """Loss and accuracy per epoch, training and validation, side by side."""
+    figure.clear()
+    loss, acc = figure.subplots(1, 2)
+    if history:
+        ep = [h["epoch"] for h in history]
+        for key, ax in (("loss", loss), ("acc", acc)):
+            ax.plot(ep, [h[f"train_{key}"] for h in history], ".-", label="train")
+            ax.plot(ep, [h[f"val_{key}"] for h in history], ".-", label="val")
+        acc.legend(fontsize=7)
+    loss.set_title("loss", fontsize=8)
+    acc.set_title("accuracy", fontsize=8)
+    for ax in (loss, acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: 1, 2, not 1.5
+        ax.set_xlabel("epoch", fontsize=7)
+        if history:  # one epoch: a readable axis around it, not 0.96 … 1.04
+            ax.set_xlim(0.5, history[-1]["epoch"] + 0.5)
+    figure.canvas.draw_idle()
+
+
+def show_evaluation(table: Any, figure: Figure, ev: Evaluation) -> str:
+    """Per-class scores into ``table``, the confusion matrix into ``figure``; a summary line."""
+    per = ev.per_class()
+    rows = [
+        [round(d["precision"], 3), round(d["recall"], 3), round(d["f1"], 3), d["support"]]
+        for d in per.values()
+    ]
+    table.value = {"data": rows, "index": list(per), "columns": ["precision", "recall", "F1", "n"]}
+    figure.clear()
+    plot_confusion(ev, figure.add_subplot())
+    figure.canvas.draw_idle()
+    views = " (mean of 8 flips)" if ev.tta else ""
+    return f"test accuracy {ev.accuracy:.1%}, macro F1 {ev.macro_f1:.3f}{views}"
+
+
+def show_slice(viewer: napari.viewer.Viewer, image: Any, pred: SlicePrediction, z: int) -> None:
+    """Predicted-area (labels) and confidence (image, hidden) layers at slice ``z`` of ``image``."""
+    scale = tuple(image.scale)
+    translate = (image.translate[0] + z * scale[0], *image.translate[1:])
+    _replace(viewer, AREAS_LAYER, CONFIDENCE_LAYER)
+    viewer.add_image(
+        pred.confidence[None],
+        name=CONFIDENCE_LAYER,
+        scale=scale,
+        translate=translate,
+        colormap="viridis",
+        contrast_limits=(0, 1),
+        visible=False,
+    )
+    viewer.add_labels(
+        pred.areas[None],
+        name=AREAS_LAYER,
+        scale=scale,
+        translate=translate,
+        opacity=0.5,
+        colormap=DirectLabelColormap(color_dict=pred.classes.color_dict()),
+    )

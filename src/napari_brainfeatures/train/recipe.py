@@ -1,0 +1,232 @@
+"""What one CNN training run is: its defaults, checked options and the record it leaves.
+
+:data:`DEFAULTS` and :func:`make_config` pick the network and the CPU-sized
+recipe; :func:`init_weights` is its He initialisation.  :class:`Recipe` holds the
+options of one :func:`~napari_brainfeatures.train.fit.train_cnn` run and checks
+them; :func:`model_meta` and :func:`training_record` write the description and
+training record stored in the model file, and :func:`training_history` reads
+the per-epoch curves back from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_brainfeatures import __version__
+from napari_brainfeatures.classes import ClassTable
+from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+from napari_brainfeatures.train.patches import PatchSet
+
+__all__ = [
+    "DEFAULTS",
+    "VARIANTS",
+    "Recipe",
+    "check_sets",
+    "init_weights",
+    "make_config",
+    "model_meta",
+    "training_history",
+    "training_record",
+]
+
+VARIANTS = ("default", "authors")
+# Defaults sized for a CPU (2 cores, ~10 min on the synthetic sample; see
+# benchmarks/bench_train_cnn.py); the paper used 2000 / 1000 patches per class.
+DEFAULTS: dict[str, Any] = {
+    "per_class": 600,
+    "eval_per_class": 250,
+    "epochs": 18,  # 14 before the v2 sample: 89.1 % there, 90.3 % with 18 (450 s)
+    "batch_size": 32,
+    "lr": 1e-3,
+    "patience": 5,
+}
+_HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")
+
+
+def make_config(
+    variant: str = "default", *, patch_size: int = 128, n_classes: int = 6
+) -> CNNConfig:
+    """The paper's network: ``"default"`` (no internal padding) or ``"authors"`` (padded, RGB)."""
+    if variant == "default":
+        return CNNConfig(patch_size=patch_size, n_classes=n_classes)
+    if variant == "authors":
+        return CNNConfig.authors(patch_size=patch_size, n_classes=n_classes)
+    raise ValueError(f"variant must be one of {VARIANTS!r}, got {variant!r}")
+
+
+def init_weights(model: BrainAreaCNN, *, seed: int = 0) -> BrainAreaCNN:
+    """He (Kaiming-normal) initialisation for the ReLU layers, zero biases, a small head.
+
+    PyTorch's default (uniform, variance 1 / (3 fan_in)) shrinks the signal at
+    every ReLU layer of this BatchNorm-free network, so the first epochs learn
+    little; He initialisation keeps activations at unit scale.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in [*model.convs, *model.fcs]:
+            fan_in = layer.weight[0].numel()
+            layer.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=g)
+            layer.bias.zero_()
+        model.head.weight.normal_(0.0, 0.01, generator=g)
+        model.head.bias.zero_()
+    return model
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The options of one training run, checked (see :func:`~.fit.train_cnn`'s parameters)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    augment: bool = True
+    standardise: bool = True
+    mix: float = 0.8
+    rotate: float = 0.5
+    schedule: str = "cosine"
+    init: str = "he"
+    patience: int | None = DEFAULTS["patience"]
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(
+                f"epochs, batch_size and lr must be positive, got {self.epochs!r}, "
+                f"{self.batch_size!r}, {self.lr!r}"
+            )
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.init not in ("he", "torch"):
+            raise ValueError(f"init must be 'he' or 'torch', got {self.init!r}")
+
+    def stops(self, epoch: int, best_epoch: int) -> bool:
+        """Whether early stopping ends the run after ``epoch`` (not after the last one)."""
+        waited = epoch - best_epoch
+        return self.patience is not None and waited >= int(self.patience) and epoch < self.epochs
+
+
+def check_sets(train: PatchSet, val: PatchSet, config: CNNConfig, classes: ClassTable) -> None:
+    """Refuse training and validation patches that do not fit each other or the network."""
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(f"need training and validation patches, got {len(train)} and {len(val)}")
+    if train.class_ids != val.class_ids:
+        raise ValueError(
+            f"training classes {train.class_ids!r} differ from validation classes "
+            f"{val.class_ids!r}; sample both with the same classes"
+        )
+    if train.patch_size != val.patch_size or train.patch_size != config.patch_size:
+        raise ValueError(
+            f"patch sizes differ: training {train.patch_size}, validation {val.patch_size}, "
+            f"network {config.patch_size}"
+        )
+    if config.n_classes != len(train.class_ids):
+        raise ValueError(
+            f"the network has {config.n_classes} outputs but the patches {len(train.class_ids)} "
+            "classes; build the config with n_classes=len(classes)"
+        )
+    overlap = set(train.slices) & set(val.slices)
+    if overlap:
+        raise ValueError(f"training and validation share slices {sorted(overlap)!r}")
+    if len(classes) != config.n_classes:
+        raise ValueError(f"classes has {len(classes)} entries for {config.n_classes} outputs")
+
+
+def model_meta(
+    recipe: Recipe,
+    config: CNNConfig,
+    *,
+    input_scale: tuple[float, str],
+    intensity: tuple[float, float],
+    stats: tuple[float, float],
+    voxel_size: Sequence[float] | float | None,
+) -> dict[str, Any]:
+    """The description a trained model file carries (its ``training`` record comes later).
+
+    ``input_scale``: ``(scale, normalisation)`` of the raw patches;
+    ``intensity``: the augmentation's intensity range; ``stats``: the training
+    standardisation's ``(mean, std)``.
+    """
+    r = recipe
+    mean, std = stats
+    return {
+        "normalisation": input_scale[1],
+        "input_scale": input_scale[0],
+        "voxel_size_um": _voxel(voxel_size),
+        "variant": "authors" if config.is_padded else "default",
+        "init": r.init,
+        "border_mix": r.mix if r.augment else 0.0,
+        "rotate": r.rotate if r.augment else 0.0,
+        "augment_intensity_range": list(intensity) if r.augment else None,
+        "lr_schedule": r.schedule,
+        "training_standardisation": {
+            "applied": r.standardise,
+            "mean": mean,
+            "std": std,
+            "folded_into_first_conv": r.standardise,
+        },
+    }
+
+
+def training_record(
+    recipe: Recipe,
+    train: PatchSet,
+    val: PatchSet,
+    history: list[dict[str, float]],
+    *,
+    best: dict[str, float],
+    device: torch.device,
+    started: float,
+) -> dict[str, Any]:
+    """The ``training`` record of a model file: options, data, best epoch, curves, provenance.
+
+    ``best``: ``epoch``, ``val_acc`` and ``val_loss`` of the best epoch so far;
+    ``started``: the run's :func:`time.perf_counter` at its start.
+    """
+    r = recipe
+    return {
+        "epochs": int(r.epochs),
+        "epochs_run": len(history),
+        "best_epoch": int(best["epoch"]),
+        "best_val_acc": float(best["val_acc"]),
+        "best_val_loss": float(best["val_loss"]),
+        "lr": float(r.lr),
+        "batch_size": int(r.batch_size),
+        "augment": bool(r.augment),
+        "seed": int(r.seed),
+        "slices": {"train": train.slices, "val": val.slices},
+        "counts": {
+            "train": {str(k): v for k, v in train.counts.items()},
+            "val": {str(k): v for k, v in val.counts.items()},
+        },
+        # classes painted as strokes: training patches centred on the paint, not inside it
+        "centred_classes": [int(c) for c in train.centred],
+        "device": str(device),
+        "wall_s": round(time.perf_counter() - started, 3),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "package_version": __version__,
+        "torch_version": torch.__version__,
+        "history": list(history),
+    }
+
+
+def training_history(meta: dict[str, Any]) -> list[dict[str, float]]:
+    """Per-epoch records from a model file's training record (empty if absent or odd)."""
+    training = meta.get("training")
+    rows = training.get("history") if isinstance(training, dict) else None
+    if not isinstance(rows, list):
+        return []
+    return [dict(r) for r in rows if isinstance(r, dict) and all(k in r for k in _HISTORY_KEYS)]
+
+
+def _voxel(voxel_size: Sequence[float] | float | None) -> list[float] | None:
+    if voxel_size is None:
+        return None
+    if np.isscalar(voxel_size):
+        return [float(voxel_size)] * 3  # type: ignore[arg-type]
+    return [float(v) for v in voxel_size]  # type: ignore[union-attr]
