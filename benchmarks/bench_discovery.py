@@ -102,7 +102,7 @@ def _layer_measures(U, fmap, layers, cortex, smooth, *, max_rows: int = 20_000):
     any clustering of single pixels), fitted on the left half of the mask and
     scored on the right, at most ``max_rows`` pixels a side.
     """
-    from napari_brainfeatures.analyse.report import probe_scores
+    from napari_brainfeatures.analyse import probe_scores
     from napari_brainfeatures.factors.clusters import cluster_map, score_against
     from napari_brainfeatures.synthetic import LAYER_GROUPS
 
@@ -175,7 +175,7 @@ def layers_at_scale(model, shape, z: int, scale: float, cfg: dict, out: Path) ->
 
 
 def run(quick: bool, out: Path) -> dict:
-    from napari_brainfeatures.analyse.report import (
+    from napari_brainfeatures.analyse import (
         compare_extractors,
         feature_extractor,
         training_input_stats,
@@ -193,8 +193,8 @@ def run(quick: bool, out: Path) -> dict:
         VOXEL_SIZE_UM,
         make_microct_lazy,
     )
+    from napari_brainfeatures.train import sample_splits, split_slices
     from napari_brainfeatures.train.fit import DEFAULTS, make_config, train_cnn
-    from napari_brainfeatures.train.patches import sample_splits, split_slices
 
     cfg = dict(SIZES[quick])
     for key in ("per_class", "eval_per_class", "epochs"):

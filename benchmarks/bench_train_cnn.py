@@ -23,7 +23,7 @@ import torch
 
 from napari_brainfeatures.progress import run as run_gen
 from napari_brainfeatures.synthetic import DEFAULT_SHAPE, VOXEL_SIZE_UM, make_microct_lazy
-from napari_brainfeatures.train.evaluate import evaluate
+from napari_brainfeatures.train.evaluation import evaluate
 from napari_brainfeatures.train.fit import train_cnn
 from napari_brainfeatures.train.recipe import DEFAULTS, make_config
 from napari_brainfeatures.train.splits import sample_splits, split_slices

@@ -4,6 +4,7 @@ import importlib
 import pkgutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -57,8 +58,13 @@ def test_package_init_imports_no_widget_and_no_napari():
 def test_every_stage_export_resolves(stage):
     mod = importlib.import_module(f"napari_brainfeatures.{stage}")
     assert mod.__all__, stage
+    # import every submodule first: a submodule named like an export would shadow it
+    for sub in pkgutil.iter_modules(mod.__path__, f"{mod.__name__}."):
+        importlib.import_module(sub.name)
     for name in mod.__all__:
-        assert getattr(mod, name) is not None, f"{stage}.{name}"
+        obj = getattr(mod, name)
+        assert obj is not None, f"{stage}.{name}"
+        assert not isinstance(obj, types.ModuleType), f"{stage}.{name} is shadowed by a submodule"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         mod.nope  # noqa: B018
 

@@ -14,6 +14,7 @@ from napari_brainfeatures.progress import run
 from napari_brainfeatures.train import (
     augment_batch,
     border_mix,
+    evaluate,
     init_weights,
     intensity_range,
     make_config,
@@ -23,7 +24,6 @@ from napari_brainfeatures.train import (
     training_history,
     value_range,
 )
-from napari_brainfeatures.train.evaluate import evaluate  # the module shadows train.evaluate
 
 P = 32
 

@@ -12,7 +12,7 @@ from sklearn.metrics import f1_score
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 from napari_brainfeatures.progress import run
-from napari_brainfeatures.train.evaluate import (
+from napari_brainfeatures.train.evaluation import (
     Evaluation,
     confusion_figure,
     evaluate,

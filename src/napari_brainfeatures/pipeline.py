@@ -141,9 +141,9 @@ def _stage_sample(out: Path, p: Preset, seed: int, summary: dict[str, Any]):  # 
 
 
 def _stage_train(out: Path, p: Preset, seed: int, ct: Any, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
-    from napari_brainfeatures.train.evaluate import confusion_figure, evaluate
+    from napari_brainfeatures.train import sample_splits
+    from napari_brainfeatures.train.evaluation import confusion_figure, evaluate
     from napari_brainfeatures.train.fit import make_config, train_cnn
-    from napari_brainfeatures.train.patches import sample_splits
 
     yield Progress(1, N_STAGES, "patches: sampling train / val / test slices 50 µm apart")
     splits = sample_splits(
@@ -280,7 +280,7 @@ def _stage_factors(out: Path, p: Preset, seed: int, grid: Any, ct: Any, summary:
 
 
 def _stage_analyse(out: Path, seed: int, model: Any, splits: Any, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
-    from napari_brainfeatures.analyse.report import (
+    from napari_brainfeatures.analyse import (
         compare_extractors,
         feature_extractor,
         report_figure,

@@ -212,7 +212,7 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from napari_brainfeatures.models.cnn import save_cnn
-    from napari_brainfeatures.train.evaluate import evaluate, trained_with_flips
+    from napari_brainfeatures.train.evaluation import evaluate, trained_with_flips
     from napari_brainfeatures.train.fit import train_cnn
     from napari_brainfeatures.train.recipe import make_config
     from napari_brainfeatures.train.splits import choose_slices, painted_classes, sample_splits
@@ -300,7 +300,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from napari_brainfeatures._util.overwrite import check_output_file
     from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
-    from napari_brainfeatures.train.evaluate import (
+    from napari_brainfeatures.train.evaluation import (
         confusion_figure,
         iter_evaluate,
         trained_with_flips,

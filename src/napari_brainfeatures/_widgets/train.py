@@ -55,7 +55,7 @@ from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.checkpoint import ModelFileError, check_save_path
 from napari_brainfeatures.models.cnn import KIND, check_image_dtype, load_cnn, save_cnn
 from napari_brainfeatures.progress import Progress
-from napari_brainfeatures.train.evaluate import (
+from napari_brainfeatures.train.evaluation import (
     Evaluation,
     iter_evaluate,
     trained_with_flips,

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from napari.utils.colormaps import DirectLabelColormap
 
-from napari_brainfeatures.train.evaluate import Evaluation, plot_confusion
+from napari_brainfeatures.train.evaluation import Evaluation, plot_confusion
 from napari_brainfeatures.train.predict import SlicePrediction
 from napari_brainfeatures.train.splits import Splits
 

@@ -15,7 +15,7 @@ _EXPORTS = {
         "training_history training_record"
     ),
     "fit": "TrainResult train_cnn",
-    "evaluate": (
+    "evaluation": (
         "Evaluation evaluate iter_evaluate trained_with_flips confusion_figure plot_confusion"
     ),
     "predict": "SlicePrediction iter_predict_proba predict_proba predict_slice slice_accuracy",

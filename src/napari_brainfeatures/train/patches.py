@@ -17,7 +17,6 @@ The paper's train / validation / test protocol (:func:`~.splits.sample_splits`,
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,13 +28,6 @@ from numpy.typing import NDArray
 from napari_brainfeatures.classes import ClassTable, default_table
 
 __all__ = ["PatchSet", "sample_patches"]
-_MOVED = ("Splits", "sample_splits", "split_slices")  # to .splits; still importable from here
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module("napari_brainfeatures.train.splits"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
