@@ -13,7 +13,7 @@ a synthetic population with artifacts, then measures
 - ``alignment_*``: mean over known factors of the best latent's |Spearman ρ|;
   ``latent_factors_*``: for each latent, its best-matching factor and |ρ|;
 - ``active_latents_*``: latents whose code varies over the population
-  (variance > 0.01, :func:`~napari_brainfeatures.latent.explore.active_units`), and
+  (variance > 0.01, :func:`~napari_brainfeatures.latent.codes.active_units`), and
   ``disentanglement_active_*``, the paper's score over those latents only
   (reported beside the target's score, which stays over all L);
 - training wall times and the device.
@@ -43,15 +43,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_brainfeatures.latent.explore import (
-    active_units,
-    disentanglement_score,
-    factor_alignment,
-    receptive_fields,
-)
-from napari_brainfeatures.latent.population import preprocess, roi_names_for
-from napari_brainfeatures.latent.quality import cw_ssim, pca_frechet_distance
-from napari_brainfeatures.latent.train import VAELatentModel, fit_pca, torch_threads, train_vae
+from napari_brainfeatures.latent.codes import active_units, factor_alignment
+from napari_brainfeatures.latent.explore import disentanglement_score, receptive_fields
+from napari_brainfeatures.latent.metrics import cw_ssim, pca_frechet_distance
+from napari_brainfeatures.latent.model import fit_latent_model
+from napari_brainfeatures.latent.population import preprocess, preprocess_for, roi_names_for
+from napari_brainfeatures.latent.train import VAELatentModel, torch_threads
 from napari_brainfeatures.models.vae import BetaVAE, VAEConfig
 from napari_brainfeatures.progress import run as run_gen
 
@@ -107,36 +104,25 @@ def run(quick: bool, out: Path) -> dict:
 
     scaled_clean, info = preprocess(pop.clean)
     models = {}
-    for name, beta in (("beta_vae", 3.0), ("vae", 1.0)):
-        cfg = VAEConfig.for_shape(shape, latent_dim=8, beta=beta)
+    for name, kind in (("beta_vae", "beta-vae"), ("vae", "vae"), ("pca", "pca")):
         t = time.perf_counter()
-        result = run_gen(
-            train_vae(
-                pop.images,
-                config=cfg,
-                epochs=epochs,
-                batch_size=16,
-                lr=1e-3,
-                seed=seed,
-                kl_warmup=kl_warmup,
-            )
-        )
+        gen = fit_latent_model(
+            pop.images, kind=kind, latent_dim=8, beta=3.0, seed=seed, epochs=epochs,
+            batch_size=16, lr=1e-3, kl_warmup=kl_warmup,
+        )  # fmt: skip
+        fitted = run_gen(gen)
         res[f"train_wall_s_{name}"] = round(time.perf_counter() - t, 2)
-        res[f"best_val_loss_{name}"] = result.meta["training"]["best_val_loss"]
-        models[name] = (result.latent_model(), result.meta)
-    res["train_device"] = result.meta["training"]["device"]
-    t = time.perf_counter()
-    models["pca"] = fit_pca(pop.images, latent_dim=8)
-    res["train_wall_s_pca"] = round(time.perf_counter() - t, 2)
+        if "training" in fitted.meta:
+            res[f"best_val_loss_{name}"] = fitted.meta["training"]["best_val_loss"]
+            res["train_device"] = fitted.meta["training"]["device"]
+        models[name] = (fitted.model, fitted.meta)
 
     ids = sorted(int(i) for i in np.unique(pop.rois) if i)
     names = roi_names_for(ids, list(pop.roi_names))
     clean_idx = np.flatnonzero(pop.artifact == 0)
     art_idx = np.flatnonzero(pop.artifact > 0)
     for name, (model, meta) in models.items():
-        pre = meta["preprocessing"]
-        images = preprocess(pop.images, mean=pre["mean"], clip=pre["clip"])[0]
-        clean = preprocess(pop.clean, mean=pre["mean"], clip=pre["clip"])[0]
+        images, clean = preprocess_for(pop.images, meta), preprocess_for(pop.clean, meta)
         rf = run_gen(
             receptive_fields(model, clean[clean_idx], pop.rois, roi_ids=ids, roi_names=names)
         )

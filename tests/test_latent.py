@@ -2,20 +2,26 @@ import numpy as np
 import pytest
 import torch
 
-from napari_brainfeatures.latent.explore import (
+from napari_brainfeatures.latent.codes import (
     active_units,
-    as_latent_model,
+    display_range,
+    factor_alignment,
+    population_codes,
+)
+from napari_brainfeatures.latent.explore import (
     default_step,
     disentanglement_score,
-    factor_alignment,
     gaussian_kl,
     impact_covariance,
     projective_field,
+    projective_fields,
     projective_rgb,
     receptive_fields,
     traverse,
 )
-from napari_brainfeatures.latent.population import PCABaseline
+from napari_brainfeatures.latent.model import as_latent_model
+from napari_brainfeatures.latent.pca import PCABaseline
+from napari_brainfeatures.latent.population import preprocess
 from napari_brainfeatures.models.vae import BetaVAE, VAEConfig
 from napari_brainfeatures.progress import run
 
@@ -170,3 +176,79 @@ def test_active_units():
     assert active_units(pca.encode(rng.random((20, 8, 8)))).all()
     with pytest.raises(ValueError, match="N >= 2"):
         active_units(codes[:1])
+
+
+def test_projective_fields_stack_every_latent():
+    pca = PCABaseline(2).fit(sections())
+    z0 = np.array([0.3, -0.2])
+    records = []
+    fields = run(projective_fields(pca, z0, c_max=2.0, step=0.5), records.append)
+    assert fields.shape == (2, *SHAPE, 3) and fields.dtype == np.float32
+    for k in range(2):
+        np.testing.assert_array_equal(fields[k], projective_field(pca, z0, k, c_max=2.0, step=0.5))
+    assert [(r.step, r.total) for r in records] == [(1, 2), (2, 2)]
+    # a stack scales like its fields one by one, each channel of each field on its own
+    rgb = projective_rgb(fields)
+    np.testing.assert_allclose(rgb[1], projective_rgb(fields[1]))
+    assert np.allclose(rgb.max(axis=(1, 2)), 1.0)
+    shared = projective_rgb(fields, shared=True)
+    np.testing.assert_allclose(shared[0], projective_rgb(fields[0], shared=True))
+    assert np.allclose(shared.max(axis=(1, 2, 3)), 1.0)
+    with pytest.raises(ValueError, match="z0 must have 2"):
+        run(projective_fields(pca, np.zeros(3)))
+
+
+def _raw_population(n=12, seed=0):
+    """Raw sections (brightness ~100) with a known pre-processing."""
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(50, 150, (n, 1, 1)) * (0.5 + sections(n, seed))).astype(np.float32)
+
+
+def test_population_codes_fields():
+    raw = _raw_population()
+    meta = {"preprocessing": {"mean": 80.0, "clip": 3.0}}
+    scaled = preprocess(raw, mean=80.0, clip=3.0)[0]
+    records = []
+    pc = run(population_codes(RoiMeanModel(), raw, meta=meta, chunk=5), records.append)
+    expected = RoiMeanModel().encode(scaled)  # (N, L), with the model's constants
+    assert pc.codes.shape == (12, 2)
+    np.testing.assert_allclose(pc.codes, expected, rtol=1e-6)
+    np.testing.assert_allclose(pc.mean, expected.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(pc.std, expected.std(0), rtol=1e-5)
+    assert pc.mean.shape == pc.std.shape == (2,)
+    assert pc.active.dtype == bool and pc.active.shape == (2,)
+    assert pc.offset == (0, 0) and pc.section_shape == SHAPE
+    assert pc.clim == display_range(scaled) and 0 == pc.clim[0] < pc.clim[1] <= 1
+    assert [r.step for r in records] == [5, 10, 12] and records[-1].total == 12
+    lo, hi = pc.bounds()
+    np.testing.assert_allclose(hi - lo, 6 * pc.std, rtol=1e-5)
+    # without the model's constants: the population's own brightness, as preprocess does
+    own = run(population_codes(RoiMeanModel(), raw))
+    np.testing.assert_allclose(own.codes, RoiMeanModel().encode(preprocess(raw)[0]), rtol=1e-6)
+
+
+def test_population_codes_of_larger_smaller_and_no_sections():
+    raw = _raw_population()
+    wide = np.concatenate([raw, raw[:, :, :6]], axis=2)  # (12, 16, 30): centre 16×24 at 3
+    pc = run(population_codes(RoiMeanModel(), wide))
+    assert pc.offset == (0, 3) and pc.section_shape == (16, 30)
+    np.testing.assert_allclose(pc.codes, RoiMeanModel().encode(preprocess(wide)[0][:, :, 3:27]))
+    model = PCABaseline(2).fit(sections())
+    for images in (None, raw[:, :, :20]):  # no population, or one smaller than the input
+        neutral = run(population_codes(model, images))
+        assert neutral.codes is None and neutral.active is None and neutral.offset is None
+        np.testing.assert_array_equal(neutral.mean, np.zeros(2))
+        lo, hi = neutral.bounds()
+        np.testing.assert_allclose(hi, [7, 7], rtol=1e-6)  # the paper's ±7
+        assert neutral.clim == display_range(model.decode(np.zeros((1, 2))))
+    one = run(population_codes(RoiMeanModel(), raw[:1]))  # no spread to judge activity from
+    assert one.codes.shape == (1, 2) and one.active is None
+    lo, hi = one.bounds()
+    np.testing.assert_allclose(hi - lo, [6e-3, 6e-3], rtol=1e-5)  # std 0, floored
+
+
+def test_display_range():
+    img = np.linspace(0, 1, 1001, dtype=np.float32)
+    assert display_range(img) == (0.0, pytest.approx(0.995, abs=1e-3))
+    assert display_range(np.full(4, np.nan)) == (0.0, 1.0)
+    assert display_range(np.zeros(4)) == (0.0, 1e-6)

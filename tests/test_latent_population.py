@@ -2,14 +2,16 @@ import numpy as np
 import pytest
 import torch
 
+from napari_brainfeatures.latent.model import fit_latent_model, load_latent_model
+from napari_brainfeatures.latent.pca import PCABaseline
 from napari_brainfeatures.latent.population import (
-    PCABaseline,
     check_rois,
     preprocess,
+    preprocess_for,
     read_population,
     roi_names_for,
 )
-from napari_brainfeatures.latent.train import fit_pca, load_latent_model, torch_threads, train_vae
+from napari_brainfeatures.latent.train import VAELatentModel, fit_pca, torch_threads, train_vae
 from napari_brainfeatures.models.checkpoint import ModelFileError, save_checkpoint
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 from napari_brainfeatures.models.vae import VAEConfig, load_vae
@@ -360,3 +362,50 @@ def test_check_population_size_names_a_volume():
         check_population_size((720, 1420, 5805), memory=24 * 2**30)
     with pytest.raises(ValueError, match=r"\(N, H, W\)"):
         check_population_size((2, 3, 4, 5))
+
+
+def test_preprocess_for_uses_the_model_constants():
+    imgs = toy_sections(6)
+    meta = {"preprocessing": {"mean": 30.0, "clip": 2.0}}
+    np.testing.assert_array_equal(
+        preprocess_for(imgs, meta), preprocess(imgs, mean=30.0, clip=2.0)[0]
+    )
+    for bare in (None, {}, {"model_type": "pca"}):  # no constants: the sections' own
+        np.testing.assert_array_equal(preprocess_for(imgs, bare), preprocess(imgs)[0])
+
+
+def test_fit_latent_model_by_kind(tmp_path):
+    imgs = toy_sections(12)
+    small = {"n_down": 3, "channels": 8, "epochs": 2, "batch_size": 4}
+    pca = run(fit_latent_model(imgs, kind="pca", latent_dim=2, checkpoint_path=tmp_path / "p"))
+    assert isinstance(pca.model, PCABaseline) and pca.model.latent_dim == 2
+    assert pca.meta["model_type"] == "pca" and pca.path.exists()
+    assert isinstance(load_latent_model(pca.path)[0], PCABaseline)
+    np.testing.assert_allclose(pca.model.mean_, fit_pca(imgs, latent_dim=2)[0].mean_)
+    records = []
+    vae = run(fit_latent_model(imgs, kind="vae", latent_dim=3, beta=5.0, **small), records.append)
+    assert isinstance(vae.model, VAELatentModel) and vae.path is None
+    assert vae.model.model.config.beta == 1.0 and vae.meta["model_type"] == "vae"  # β ignored
+    assert (vae.model.latent_dim, vae.model.model.config.n_down) == (3, 3)
+    assert len([r for r in records if r.values]) == 2  # the epochs, with their losses
+    assert len(vae.meta["training"]["history"]) == 2
+    beta = run(fit_latent_model(imgs, latent_dim=2, beta=5.0, seed=1, **small))
+    assert beta.model.model.config.beta == 5.0 and beta.meta["model_type"] == "beta-vae"
+    assert beta.meta["training"]["seed"] == 1
+    # the options are checked on the call, before any work
+    with pytest.raises(ValueError, match="kind must be one of"):
+        fit_latent_model(imgs, kind="gan")
+    with pytest.raises(ValueError, match="does not fit 3 stride-2 layers"):
+        fit_latent_model(imgs[:, :3, :3], kind="vae", n_down=3)
+
+
+def test_train_vae_records_the_run():
+    result = run(train_vae(toy_sections(8), config=VAEConfig(**TINY), epochs=2, batch_size=4))
+    tr = result.meta["training"]
+    assert set(tr) == {"kl_warmup", "epochs_run", "best_epoch", "best_val_loss", "lr",
+                       "batch_size", "seed", "n_train", "n_val", "device", "wall_s",
+                       "history"}  # fmt: skip
+    assert tr["epochs_run"] == 2 and tr["history"] == result.history
+    assert tr["best_val_loss"] == min(h["val_loss"] for h in result.history)
+    assert result.history[tr["best_epoch"] - 1]["val_loss"] == tr["best_val_loss"]
+    assert (tr["n_train"], tr["n_val"], tr["batch_size"]) == (7, 1, 4)

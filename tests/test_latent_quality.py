@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_brainfeatures.latent.quality import (
+from napari_brainfeatures.latent.metrics import (
     cw_ssim,
     frechet_distance,
     pca_frechet_distance,
@@ -161,3 +161,31 @@ def test_model_quality_bad_input(kwargs, match):
         kwargs["clean"] = clean
     with pytest.raises(ValueError, match=match):
         run(model_quality(_Copy(images.shape[1:]), images, **kwargs))
+
+
+def test_quality_report_scores_and_pictures():
+    from napari_brainfeatures.latent.quality import model_quality, quality_report
+    from napari_brainfeatures.latent.quality import reconstruction_picture as picture_of
+    from napari_brainfeatures.progress import run
+
+    images, clean, artifact = _population()
+    model = _Copy(images.shape[1:])
+    records = []
+    report = run(quality_report(model, images, clean=clean, artifact=artifact, n_samples=4,
+                                pictures=1), records.append)  # fmt: skip
+    expected = run(model_quality(model, images, clean=clean, artifact=artifact, n_samples=4))
+    assert report.scores == pytest.approx(expected)
+    assert records and records[-1].step == records[-1].total
+    # the first corrupted section as input | reconstruction | clean
+    assert report.sections.tolist() == [3]
+    assert report.columns == ["input", "reconstruction", "clean"]
+    assert report.caption == "input | reconstruction | clean of sections 3"
+    picture, _, _ = picture_of(model, images, clean=clean, artifact=artifact, n=1)
+    np.testing.assert_array_equal(report.picture, picture)
+    h, w = images.shape[1:]
+    np.testing.assert_array_equal(report.picture[:, :w], images[3])
+    np.testing.assert_array_equal(report.picture[:, -w:], clean[3])
+    # without clean sections: the first sections, input | reconstruction
+    plain = run(quality_report(model, images, artifact=artifact, n_samples=4))
+    assert plain.sections.tolist() == [0, 1, 2, 3] and plain.columns == ["input", "reconstruction"]
+    assert plain.picture.shape[0] == 4 * h + 3 * 2 and "cwssim_artifact" not in plain.scores

@@ -309,7 +309,7 @@ class _OneLatentOff:
 
 def test_inactive_latents_are_marked(setup, qtbot):
     viewer, w, path = setup
-    from napari_brainfeatures.latent.train import load_latent_model
+    from napari_brainfeatures.latent.model import load_latent_model
 
     model, meta = load_latent_model(path)
     w.set_model(_OneLatentOff(model), meta)

@@ -88,54 +88,36 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
-    from napari_brainfeatures.latent.train import fit_pca, train_vae
-    from napari_brainfeatures.models.vae import VAEConfig
+    from napari_brainfeatures.latent.model import fit_latent_model
 
     key = "clean" if args.clean else "images"
     if key not in pop:
         raise ValueError(f"{args.population!r} has no {key!r} array")
-    images = pop[key]
+    gen = fit_latent_model(
+        pop[key], kind=args.model, latent_dim=args.latent, beta=args.beta, n_down=args.n_down,
+        channels=args.channels, seed=args.seed, checkpoint_path=args.out,
+        roi_names=pop["roi_names"], epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        device=args.device, kl_warmup=args.kl_warmup,
+    )  # fmt: skip
+    fitted = run_gen(gen, printer)
+    meta = fitted.meta
+    summary: dict[str, Any] = {"model": args.model, "path": str(fitted.path)}
     if args.model == "pca":
-        pca, meta = fit_pca(
-            images, latent_dim=args.latent, seed=args.seed, roi_names=pop["roi_names"]
-        )
-        path = pca.save(args.out, meta=meta)
-        summary: dict[str, Any] = {"model": "pca", "path": str(path)}
         summary["explained_variance"] = float(sum(meta["explained_variance_ratio"]))
     else:
-        beta = 1.0 if args.model == "vae" else args.beta
-        kw = {"n_down": args.n_down} if args.n_down else {}
-        cfg = VAEConfig.for_shape(
-            images.shape[1:], latent_dim=args.latent, beta=beta, channels=args.channels, **kw
-        )
-        result = run_gen(
-            train_vae(
-                images,
-                config=cfg,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                seed=args.seed,
-                device=args.device,
-                checkpoint_path=args.out,
-                roi_names=pop["roi_names"],
-                kl_warmup=args.kl_warmup,
-            ),
-            printer,
-        )
-        tr = result.meta["training"]
-        summary = {"model": args.model, "path": str(result.path), "beta": beta}
+        tr = meta["training"]
+        summary["beta"] = 1.0 if args.model == "vae" else args.beta
         summary |= {k: tr[k] for k in ("best_epoch", "best_val_loss", "wall_s", "device")}
-        if "cropped_from" in result.meta:  # e.g. 320x456 Allen sections -> 320x448
-            summary["cropped_from"] = result.meta["cropped_from"]
-            summary["image_shape"] = result.meta["image_shape"]
+        if "cropped_from" in meta:  # e.g. 320x456 Allen sections -> 320x448
+            summary["cropped_from"] = meta["cropped_from"]
+            summary["image_shape"] = meta["image_shape"]
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def _latent(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
-    from napari_brainfeatures.latent.population import crop_offset, preprocess
-    from napari_brainfeatures.latent.train import load_latent_model, model_label
+    from napari_brainfeatures.latent.model import load_latent_model, model_label
+    from napari_brainfeatures.latent.population import crop_offset, preprocess_for
 
     # every model and request is checked before anything is written
     models = []
@@ -155,10 +137,8 @@ def _latent(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
     folders = [out] if len(models) == 1 else _model_folders(out, args.model)
     rows = []
     for (path, model, meta), folder in zip(models, folders, strict=True):
-        pre = meta.get("preprocessing", {})
-        kw = {"mean": pre.get("mean"), "clip": pre.get("clip", 3.8)}
-        images, _ = preprocess(pop["images"], **kw)
-        clean = preprocess(pop["clean"], **kw)[0] if "clean" in pop else images
+        images = preprocess_for(pop["images"], meta)
+        clean = preprocess_for(pop["clean"], meta) if "clean" in pop else images
         folder.mkdir(parents=True, exist_ok=True)
         report = _report(model, meta, images, clean, pop, args, folder, printer)
         report["model"] = str(path)
@@ -193,7 +173,7 @@ def _report(
     args: argparse.Namespace, out: Path, printer: Any,
 ) -> dict[str, Any]:  # fmt: skip
     """One model's traversal, projective and receptive fields and quality, into ``out``."""
-    from napari_brainfeatures.latent.explore import active_units
+    from napari_brainfeatures.latent.codes import active_units
 
     report: dict[str, Any] = {"model_type": meta.get("model_type")}
     codes = model.encode(clean)  # (N, L)
@@ -234,17 +214,13 @@ def _traversal(model: Any, images: np.ndarray, args: argparse.Namespace, out: Pa
 
 
 def _projective(model: Any, z0: np.ndarray, args: Any, out: Path, printer: Any) -> dict:
-    from napari_brainfeatures.latent.explore import default_step, projective_field, projective_rgb
-    from napari_brainfeatures.progress import Progress
+    from napari_brainfeatures.latent.explore import default_step, projective_fields, projective_rgb
 
     step = args.step or default_step(model)
-    files = []
-    for k in range(len(z0)):
-        field = projective_field(model, z0, k, c_max=args.c_max, step=step)
-        files.append(f"projective_{k}.png")
-        _save_png(out / files[-1], projective_rgb(field))
-        if printer:
-            printer(Progress(k + 1, len(z0), f"projective field {k}"))
+    fields = run_gen(projective_fields(model, z0, c_max=args.c_max, step=step), printer)
+    files = [f"projective_{k}.png" for k in range(len(fields))]
+    for name, picture in zip(files, projective_rgb(fields), strict=True):
+        _save_png(out / name, picture)
     return {"files": files, "step": step, "c_max": args.c_max, "z0": z0.tolist()}
 
 
@@ -298,15 +274,17 @@ def _quality(
     model: Any, images: np.ndarray, clean: np.ndarray, pop: dict, codes: Any, printer: Any,
     out: Path,
 ) -> dict:  # fmt: skip
-    from napari_brainfeatures.latent.explore import factor_alignment
-    from napari_brainfeatures.latent.quality import model_quality, reconstruction_picture
+    from napari_brainfeatures.latent.codes import factor_alignment
+    from napari_brainfeatures.latent.quality import quality_report
 
-    ref, art = (clean if "clean" in pop else None), pop.get("artifact")
-    q = run_gen(model_quality(model, images, clean=ref, artifact=art), printer)
-    picture, idx, columns = reconstruction_picture(model, images, clean=ref, artifact=art)
-    _save_png(out / "reconstructions.png", picture, cmap="magma", vmin=0, vmax=1)
-    q["reconstructions"] = {"file": "reconstructions.png", "sections": idx.tolist(),
-                            "columns": columns}  # fmt: skip
+    gen = quality_report(
+        model, images, clean=clean if "clean" in pop else None, artifact=pop.get("artifact")
+    )
+    report = run_gen(gen, printer)
+    _save_png(out / "reconstructions.png", report.picture, cmap="magma", vmin=0, vmax=1)
+    q = dict(report.scores)
+    q["reconstructions"] = {"file": "reconstructions.png", "sections": report.sections.tolist(),
+                            "columns": report.columns}  # fmt: skip
     if "factors" in pop:
         fa = factor_alignment(codes, pop["factors"], factor_names=pop["factor_names"])
         q["factor_alignment"] = fa["score"]

@@ -6,19 +6,20 @@ from napari_brainfeatures._util.lazy import lazy_exports
 _EXPORTS = {
     "population": (
         "as_stack center_crop crop_offset check_population_size check_rois preprocess "
-        "read_population roi_names_for PCABaseline PCA_KIND"
+        "preprocess_for read_population roi_names_for"
     ),
-    "train": (
-        "VAELatentModel train_vae fit_pca load_latent_model model_label MODEL_NAMES torch_threads"
+    "pca": "PCABaseline PCA_KIND",
+    "train": "VAELatentModel TrainResult train_vae fit_pca torch_threads",
+    "model": (
+        "LatentModel as_latent_model MODEL_NAMES model_label FittedModel fit_latent_model "
+        "load_latent_model"
     ),
+    "codes": "PopulationCodes population_codes display_range active_units factor_alignment",
     "explore": (
-        "LatentModel as_latent_model traverse projective_field projective_rgb "
-        "default_step ReceptiveFields receptive_fields gaussian_kl impact_covariance "
-        "disentanglement_score factor_alignment active_units"
+        "traverse projective_field projective_fields projective_rgb default_step "
+        "ReceptiveFields receptive_fields gaussian_kl impact_covariance disentanglement_score"
     ),
-    "quality": (
-        "steerable_filters cw_ssim pca_frechet_distance frechet_distance model_quality "
-        "reconstruction_picture tile"
-    ),
+    "metrics": "steerable_filters cw_ssim pca_frechet_distance frechet_distance",
+    "quality": "model_quality reconstruction_picture QualityReport quality_report tile",
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

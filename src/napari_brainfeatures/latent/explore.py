@@ -1,11 +1,10 @@
 """Bi-directional latent analysis (paper 004, §2.2): traversal, projective and receptive fields.
 
-Every function takes a *latent model*: anything with ``latent_dim``,
-``image_shape``, ``encode(images (N, H, W)) -> (N, L)`` and
-``decode(z (N, L)) -> (N, H, W)`` on numpy arrays of pre-processed sections
-(:class:`~napari_brainfeatures.latent.train.VAELatentModel`,
-:class:`~napari_brainfeatures.latent.population.PCABaseline`); a bare
-:class:`~napari_brainfeatures.models.vae.BetaVAE` is wrapped automatically.
+Every function takes a *latent model* (see :mod:`napari_brainfeatures.latent.model`):
+a VAE, the PCA baseline or a bare :class:`~napari_brainfeatures.models.vae.BetaVAE`,
+on numpy arrays of pre-processed sections.  What the population's codes say
+(slider ranges, active latents, alignment with known factors) is in
+:mod:`napari_brainfeatures.latent.codes`.
 
 Disentanglement score (our reading of the paper).  The paper computes "the
 covariance between each latent factor's impact scores" and
@@ -22,22 +21,20 @@ latents respond to different ROIs.  ``centered=True`` gives the literal
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import rankdata
 
+from napari_brainfeatures.latent.model import as_latent_model
 from napari_brainfeatures.latent.population import as_stack, check_rois
-from napari_brainfeatures.models.vae import BetaVAE
 from napari_brainfeatures.progress import Progress, ProgressGen
 
 __all__ = [
-    "LatentModel",
-    "as_latent_model",
     "traverse",
     "projective_field",
+    "projective_fields",
     "projective_rgb",
     "default_step",
     "ReceptiveFields",
@@ -45,33 +42,7 @@ __all__ = [
     "gaussian_kl",
     "impact_covariance",
     "disentanglement_score",
-    "factor_alignment",
-    "active_units",
 ]
-
-
-@runtime_checkable
-class LatentModel(Protocol):
-    """The numpy interface shared by the VAEs and the PCA baseline."""
-
-    latent_dim: int
-
-    def encode(self, images: ArrayLike) -> NDArray[np.float32]: ...  # noqa: D102
-
-    def decode(self, z: ArrayLike) -> NDArray[np.float32]: ...  # noqa: D102
-
-
-def as_latent_model(model: Any) -> Any:
-    """Wrap a :class:`BetaVAE` for numpy use; pass latent models through; else TypeError."""
-    if isinstance(model, BetaVAE):
-        from napari_brainfeatures.latent.train import VAELatentModel
-
-        return VAELatentModel(model)
-    if callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
-        return model
-    raise TypeError(
-        f"expected a BetaVAE or a latent model with encode/decode, got {type(model).__name__}"
-    )
 
 
 def _z0_and_k(model: Any, z0: ArrayLike, k: int) -> NDArray[np.float32]:
@@ -180,10 +151,60 @@ def projective_field(
     return np.maximum(s2 / counts - mean**2, 0).astype(np.float32)
 
 
+def projective_fields(
+    model: Any, z0: ArrayLike, *, c_max: float = 7.0, step: float | None = None, **options: Any
+) -> ProgressGen[NDArray[np.float32]]:
+    """Projective fields of every latent around ``z0`` (a progress generator).
+
+    Parameters
+    ----------
+    model : latent model or BetaVAE
+    z0 : array (L,)
+        Centre of the sweeps (e.g. the population's mean code).
+    c_max, step : float
+        As in :func:`projective_field` (default 7 and :func:`default_step`).
+    **options
+        ``small``, ``large``, ``batch_size`` of :func:`projective_field`.
+
+    Yields
+    ------
+    Progress
+        One per latent.
+
+    Returns
+    -------
+    float32 array (L, H, W, 3)
+        ``projective_field(model, z0, k)`` for k = 0 … L−1; :func:`projective_rgb`
+        scales the stack for display.
+    """
+    model = as_latent_model(model)
+    z = _z0_and_k(model, z0, 0)
+    n = model.latent_dim
+    fields = []
+    for k in range(n):
+        fields.append(projective_field(model, z, k, c_max=c_max, step=step, **options))
+        yield Progress(k + 1, n, f"projective field of z{k} ({k + 1}/{n})")
+    return np.stack(fields)
+
+
 def projective_rgb(field: ArrayLike, *, shared: bool = False) -> NDArray[np.float32]:
-    """Scale a projective field (H, W, 3) to [0, 1] per channel (or by one shared maximum)."""
+    """Scale projective fields to [0, 1] for display, each field on its own.
+
+    Parameters
+    ----------
+    field : array (H, W, 3) or (L, H, W, 3)
+        One field, or a stack (as :func:`projective_fields` gives).
+    shared : bool
+        Divide a field's three channels by one maximum (default False: each
+        channel by its own).
+
+    Returns
+    -------
+    float32 array, the shape of ``field``
+    """
     f = np.asarray(field, dtype=np.float32)
-    top = f.max() if shared else f.reshape(-1, f.shape[-1]).max(axis=0)
+    axes = (-3, -2, -1) if shared else (-3, -2)
+    top = f.max(axis=axes, keepdims=True)
     return (f / np.maximum(top, np.finfo(np.float32).tiny)).astype(np.float32)
 
 
@@ -339,75 +360,3 @@ def disentanglement_score(impact: ArrayLike, *, centered: bool = False) -> float
     if off == 0:
         return float("inf") if tr > 0 else float("nan")
     return tr / off
-
-
-def factor_alignment(
-    codes: ArrayLike, factors: ArrayLike, *, factor_names: list[str] | None = None
-) -> dict[str, Any]:
-    """How well single latents track known generative factors (Spearman correlations).
-
-    Parameters
-    ----------
-    codes : array (N, L)
-        Latent codes of the sections.
-    factors : array (N, F)
-        Known factors of the same sections (e.g. the synthetic population's).
-
-    Returns
-    -------
-    dict
-        ``corr`` (L, F) absolute Spearman correlations; ``score`` = mean over
-        factors of the best latent's |ρ| (1 = every factor read off one
-        latent); ``gap`` = mean over factors of best minus second-best |ρ|
-        (a MIG-like disentanglement measure); ``best_latent`` per factor.
-    """
-    z = np.asarray(codes, dtype=np.float64)
-    f = np.asarray(factors, dtype=np.float64)
-    if f.ndim == 1:
-        f = f[:, None]
-    if z.ndim != 2 or len(z) != len(f) or len(z) < 3:
-        raise ValueError(
-            f"codes (N, L) and factors (N, F) must share N >= 3, got {z.shape}, {f.shape}"
-        )
-    rz = (rankdata(z, axis=0) - (len(z) + 1) / 2).T  # (L, N)
-    rf = (rankdata(f, axis=0) - (len(f) + 1) / 2).T  # (F, N)
-    nz = np.linalg.norm(rz, axis=1, keepdims=True)
-    nf = np.linalg.norm(rf, axis=1, keepdims=True)
-    corr = np.abs((rz / np.where(nz > 0, nz, 1)) @ (rf / np.where(nf > 0, nf, 1)).T)  # (L, F)
-    top = np.sort(corr, axis=0)[::-1]  # (L, F), best first
-    second = top[1] if len(top) > 1 else np.zeros(corr.shape[1])
-    names = factor_names or [f"factor {i}" for i in range(corr.shape[1])]
-    return {
-        "corr": corr,
-        "score": float(top[0].mean()),
-        "gap": float((top[0] - second).mean()),
-        "best_latent": {n: int(i) for n, i in zip(names, corr.argmax(axis=0), strict=True)},
-    }
-
-
-def active_units(codes: ArrayLike, *, threshold: float = 0.01) -> NDArray[np.bool_]:
-    """Which latents a model uses: the variance of each latent's code over the population.
-
-    Burda et al.'s activity rule (Importance Weighted Autoencoders, 2016): a
-    latent is *active* when its encoding (the posterior mean, what
-    ``encode`` returns) varies over the sections by more than ``threshold``.
-    A β-VAE switches latents off (posterior = prior for every section): their
-    codes barely move, their sliders change nothing, and their impact scores
-    are responses of an unused unit.
-
-    Parameters
-    ----------
-    codes : array (N, L)
-        Latent codes of the population (N ≥ 2).
-    threshold : float
-        Variance threshold in latent units; default 0.01 (the paper's prior has
-        variance 1).
-
-    Returns
-    -------
-    bool array (L,)
-    """
-    z = np.asarray(codes, dtype=np.float64)
-    if z.ndim != 2 or len(z) < 2:
-        raise ValueError(f"codes must be (N, L) with N >= 2, got shape {z.shape!r}")
-    return z.var(axis=0, ddof=1) > threshold

@@ -1,4 +1,4 @@
-"""Train a β-VAE (or vanilla VAE) on a population of sections; load any latent model.
+"""Train a β-VAE (or vanilla VAE) on a population of sections; fit the PCA baseline.
 
 :func:`train_vae` is a progress generator (see :mod:`napari_brainfeatures.progress`):
 it yields a record per batch and, at the end of every epoch, one with the
@@ -7,8 +7,10 @@ each epoch whose validation loss is the best so far the model is written
 atomically to ``checkpoint_path``, so a cancelled run keeps its best model.
 
 :class:`VAELatentModel` wraps a :class:`~napari_brainfeatures.models.vae.BetaVAE`
-with the numpy interface shared with :class:`~napari_brainfeatures.latent.population.PCABaseline`:
+with the numpy interface shared with :class:`~napari_brainfeatures.latent.pca.PCABaseline`:
 ``encode(images (N, H, W)) -> (N, L)`` and ``decode(z (N, L)) -> (N, H, W)``.
+Loading a model file of any kind, and fitting any kind by name, is
+:mod:`napari_brainfeatures.latent.model`'s.
 """
 
 from __future__ import annotations
@@ -27,29 +29,13 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from napari_brainfeatures.latent.population import (
-    PCA_KIND,
-    PCABaseline,
-    as_stack,
-    center_crop,
-    preprocess,
-)
-from napari_brainfeatures.models.checkpoint import ModelFileError, device_of, read_header
-from napari_brainfeatures.models.vae import KIND, BetaVAE, VAEConfig, load_vae, save_vae, vae_loss
+from napari_brainfeatures.latent.pca import PCABaseline
+from napari_brainfeatures.latent.population import as_stack, center_crop, preprocess
+from napari_brainfeatures.models.checkpoint import device_of
+from napari_brainfeatures.models.vae import BetaVAE, VAEConfig, save_vae, vae_loss
 from napari_brainfeatures.progress import Progress, ProgressGen
 
-__all__ = [
-    "VAELatentModel",
-    "TrainResult",
-    "train_vae",
-    "fit_pca",
-    "load_latent_model",
-    "model_label",
-    "MODEL_NAMES",
-    "torch_threads",
-]
-
-MODEL_NAMES = {"beta-vae": "β-VAE", "vae": "VAE", "pca": "PCA"}  # meta["model_type"] -> name
+__all__ = ["VAELatentModel", "TrainResult", "train_vae", "fit_pca", "torch_threads"]
 
 
 @contextmanager
@@ -263,7 +249,8 @@ def train_vae(
     data = torch.from_numpy(scaled)[:, None]  # (N, 1, H, W), kept on CPU
     n_batches = -(-len(train_idx) // batch_size)
     total = int(epochs) * n_batches
-    best, best_state, best_epoch, history = np.inf, None, 0, []
+    best, best_state, best_epoch = np.inf, None, 0
+    history: list[dict[str, float]] = []
     meta: dict[str, Any] = {
         "model_type": "vae" if config.beta == 1 else "beta-vae",
         "preprocessing": info,
@@ -273,6 +260,23 @@ def train_vae(
     if arr.shape[1:] != raw_shape:
         meta["cropped_from"] = list(raw_shape)  # centre crop of sections of this size
     t0 = time.perf_counter()
+
+    def record() -> dict[str, Any]:  # what meta["training"] says of the run so far
+        return {
+            "kl_warmup": kl_warmup,
+            "epochs_run": len(history),
+            "best_epoch": best_epoch,
+            "best_val_loss": best,
+            "lr": lr,
+            "batch_size": int(batch_size),
+            "seed": int(seed),
+            "n_train": len(train_idx),
+            "n_val": len(val_idx),
+            "device": str(dev),
+            "wall_s": round(time.perf_counter() - t0, 3),
+            "history": list(history),
+        }
+
     for epoch in range(1, int(epochs) + 1):
         model.train()
         sums = np.zeros(3)
@@ -309,19 +313,7 @@ def train_vae(
         if improved:
             best, best_epoch = float(va[0]), epoch
             best_state = copy.deepcopy(model.state_dict())
-            meta["training"] = _record(
-                history,
-                best_epoch,
-                best,
-                lr,
-                batch_size,
-                seed,
-                train_idx,
-                val_idx,
-                dev,
-                t0,
-                kl_warmup,
-            )
+            meta["training"] = record()
             if checkpoint_path is not None:
                 save_vae(checkpoint_path, model, meta=meta)
         values = {k: float(v) for k, v in rec.items() if k != "epoch"}
@@ -330,30 +322,11 @@ def train_vae(
     if best_state is not None:  # set in epoch 1: finite losses always improve on inf
         model.load_state_dict(best_state)
     model.to(memory_format=torch.contiguous_format)  # one decode is fastest this way
-    meta["training"] = _record(
-        history, best_epoch, best, lr, batch_size, seed, train_idx, val_idx, dev, t0, kl_warmup
-    )
+    meta["training"] = record()
     path = None
     if checkpoint_path is not None:
         path = save_vae(checkpoint_path, model, meta=meta)
     return TrainResult(model.eval(), meta, history, path)
-
-
-def _record(history, best_epoch, best, lr, batch_size, seed, train_idx, val_idx, dev, t0, warm):
-    return {
-        "kl_warmup": warm,
-        "epochs_run": len(history),
-        "best_epoch": best_epoch,
-        "best_val_loss": best,
-        "lr": lr,
-        "batch_size": int(batch_size),
-        "seed": int(seed),
-        "n_train": len(train_idx),
-        "n_val": len(val_idx),
-        "device": str(dev),
-        "wall_s": round(time.perf_counter() - t0, 3),
-        "history": list(history),
-    }
 
 
 def fit_pca(
@@ -376,35 +349,3 @@ def fit_pca(
         "explained_variance_ratio": [float(v) for v in pca.explained_variance_ratio_],
     }
     return pca, meta
-
-
-def load_latent_model(
-    path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
-) -> tuple[VAELatentModel | PCABaseline, dict[str, Any]]:
-    """Open a β-VAE / VAE / PCA model file as a numpy latent model; ``(model, meta)``.
-
-    Raises
-    ------
-    ModelFileError
-        If the file holds another kind of model (e.g. the patch CNN) or is corrupt.
-    """
-    kind = read_header(path)["kind"]
-    if kind == KIND:
-        model, meta = load_vae(path, device=device)
-        return VAELatentModel(model), meta
-    if kind == PCA_KIND:
-        return PCABaseline.load(path)
-    raise ModelFileError(
-        f"{str(path)!r} holds a {kind!r}; expected a {KIND!r} or {PCA_KIND!r} latent model"
-    )
-
-
-def model_label(model: Any, meta: dict[str, Any]) -> str:
-    """A latent model's short name for tables: ``"β-VAE L=8 β=3"``, ``"VAE L=8"``, ``"PCA L=8"``."""
-    kind = str(meta.get("model_type", "beta-vae"))
-    label = f"{MODEL_NAMES.get(kind, kind)} L={model.latent_dim}"
-    net = getattr(model, "model", None)
-    beta = getattr(getattr(net, "config", None), "beta", None)
-    if kind == "beta-vae" and beta is not None:
-        label += f" β={beta:g}"
-    return label

@@ -1,0 +1,141 @@
+"""Parts of the latent dock: the latent sliders, its plots and its comparison table.
+
+What :class:`~napari_brainfeatures._widgets.latent.LatentWidget` shows, kept
+apart from what it does: one slider per latent, the training curves and the
+impact map in one matplotlib figure, and the table with a row per model tried
+in this session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import Container, FloatSlider, Table
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from numpy.typing import ArrayLike, NDArray
+
+from napari_brainfeatures._widgets._common import align_labels
+from napari_brainfeatures.latent.codes import PopulationCodes
+from napari_brainfeatures.latent.explore import impact_covariance
+
+# comparison table: row key -> column title, in display order
+QUALITY_COLUMNS = {
+    "active": "active",
+    "disentanglement": "disentangl.",
+    "cwssim_recon": "CW-SSIM",
+    "cwssim_artifact": "CW-SSIM artifact",
+    "artifact_penalty": "penalty",
+    "pca_fd_recon": "FD recon",
+    "pca_fd_samples": "FD samples",
+}
+
+
+class LatentSliders(Container):
+    """One slider per latent over ``mean ± 3 std`` of the population's codes.
+
+    Latents the model does not use (a β-VAE switches some off) are marked
+    "(inactive)": their sliders barely change the decode, so the dock says so
+    rather than leave the user guessing.  ``on_move`` is called after every
+    move by the user and after :meth:`set_z`, not while sliders are built.
+    """
+
+    def __init__(self, on_move: Callable[[], Any]) -> None:
+        super().__init__(labels=True)
+        self._on_move = on_move
+        self._quiet = False
+
+    def build(self, codes: PopulationCodes) -> None:
+        """Replace the sliders: one per latent, centred on the population's mean code."""
+        lo, hi = codes.bounds()
+        self._quiet = True
+        self.clear()
+        for k in range(len(codes.mean)):
+            off = codes.active is not None and not codes.active[k]
+            s = FloatSlider(label=f"z{k} (inactive)" if off else f"z{k}", min=float(lo[k]),
+                            max=float(hi[k]), value=float(codes.mean[k]), step=None)  # fmt: skip
+            s.tooltip = f"code std over the population {codes.std[k]:.3g}: " + (
+                "the model does not use this latent" if off else "±3 std"
+            )
+            s.changed.connect(self._moved)
+            self.append(s)
+        align_labels(self)
+        self._quiet = False
+
+    def _moved(self, _event: Any = None) -> None:
+        if not self._quiet:
+            self._on_move()
+
+    @property
+    def z(self) -> NDArray[np.float32]:
+        """The latent vector the sliders show, ``(L,)``."""
+        return np.array([s.value for s in self], dtype=np.float32)
+
+    def set_z(self, z: ArrayLike) -> None:
+        """Move the sliders to ``z`` (clipped to their ranges), then call ``on_move`` once."""
+        self._quiet = True
+        for s, v in zip(self, np.asarray(z, dtype=np.float64), strict=True):
+            s.value = float(np.clip(v, s.min, s.max))
+        self._quiet = False
+        self._on_move()
+
+
+def plot_curves(figure: Figure, history: Sequence[Mapping[str, float]]) -> None:
+    """Reconstruction and KL loss per epoch, training and validation, side by side."""
+    figure.clear()
+    ep = [h.get("epoch", i + 1) for i, h in enumerate(history)]  # from 1
+    for i, key in enumerate(("recon", "kl")):
+        ax = figure.add_subplot(1, 2, i + 1)
+        ax.plot(ep, [h[key] for h in history], ".-", label="train")  # dots: 1 epoch shows
+        ax.plot(ep, [h[f"val_{key}"] for h in history], ".-", label="val")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, max(ep) + 0.5)  # one epoch: an axis around it, not 0.96 … 1.04
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+    ax.legend(fontsize="small")
+
+
+def plot_impact(
+    figure: Figure, impact: NDArray[Any], roi_names: Sequence[str], active: NDArray[Any] | None
+) -> None:
+    """The ROI × latent impact map beside the latents' covariance; inactive latents in grey."""
+    figure.clear()
+    L = impact.shape[1]
+    zs = [f"z{k}" for k in range(L)]
+    ax = figure.add_subplot(1, 2, 1)
+    ax.imshow(impact, cmap="viridis", aspect="auto")
+    ax.set_yticks(range(len(roi_names)), roi_names, fontsize="small")
+    ax.set_xticks(range(L), zs, fontsize="x-small")
+    ax.set_title("impact (KL)", fontsize="small")
+    ax2 = figure.add_subplot(1, 2, 2)
+    ax2.imshow(impact_covariance(impact), cmap="magma")
+    ax2.set_xticks(range(L), zs, fontsize="x-small")
+    ax2.set_yticks(range(L), zs, fontsize="x-small")
+    ax2.set_title("covariance A", fontsize="small")
+    if active is not None and len(active) == L and not active.all():
+        ax.set_title("impact (KL); grey: inactive", fontsize="small")
+        ticks = [*ax.get_xticklabels(), *ax2.get_xticklabels(), *ax2.get_yticklabels()]
+        for k, tick in enumerate(ticks):
+            if not active[k % L]:
+                tick.set_color("0.6")
+
+
+def fill_comparison(table: Table, rows: Mapping[str, Mapping[str, float | str]]) -> None:
+    """Show ``rows`` (model label -> scores) in ``table``, with the columns any row has."""
+    columns = [c for c in QUALITY_COLUMNS if any(c in r for r in rows.values())]
+    table.value = {
+        "data": [[_fmt(r.get(c)) for c in columns] for r in rows.values()],
+        "index": list(rows),
+        "columns": [QUALITY_COLUMNS[c] for c in columns],
+    }
+    table.native.resizeColumnsToContents()
+
+
+def _fmt(value: float | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
