@@ -4,12 +4,15 @@
 from chosen z-slices of an image volume and its label volume (numpy, zarr or
 dask ``(Z, Y, X)``; only the listed slices are read).  The patch of centre
 ``(y, x)`` covers rows ``y - P//2 .. y - P//2 + P - 1`` (the convention of the
-dense feature maps).  Training patches lie strictly inside one class (every
-pixel has the centre's class); validation and test patches need only their
-centre labelled.  A class painted only as thin strokes (scribbles), where no
-patch fits inside the paint, gets training patches centred on its painted
-pixels instead, with a warning (``interior="auto"``).  Every patch lies fully
-inside the image.
+dense feature maps).  Training patches lie inside one class: the centre and at
+least 99 % of the window painted with it, no pixel of another class (small
+unpainted holes, e.g. vessel lumens, are tolerated; see
+:mod:`~napari_brainfeatures.train.windows`); validation and test patches need
+only their centre labelled.  A class painted only as thin strokes (scribbles),
+where no patch fits inside the paint, gets training patches centred on its
+painted pixels instead, with a warning that says what the paint offers
+(``interior="auto"``).  Every patch lies fully inside the image, and inside
+``within`` (a split's region of one section) when given.
 
 The paper's train / validation / test protocol (:func:`~.splits.sample_splits`,
 :func:`~.splits.split_slices`) is in :mod:`napari_brainfeatures.train.splits`.
@@ -26,6 +29,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from napari_brainfeatures.classes import ClassTable, default_table
+from napari_brainfeatures.train.windows import (
+    MIN_PAINTED,
+    inside_class,
+    paint_report,
+    within_mask,
+)
 
 __all__ = ["PatchSet", "sample_patches"]
 
@@ -136,14 +145,6 @@ def _class_table(classes: Any, present: Sequence[int]) -> ClassTable:
     return ClassTable.generic(ids)
 
 
-def _interior_mask(mask: NDArray[np.bool_], p: int) -> NDArray[np.bool_]:
-    """Top-left corners ``(H-P+1, W-P+1)`` whose P x P window lies entirely in ``mask``."""
-    s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=s[1:, 1:])  # integral image
-    win = s[p:, p:] - s[:-p, p:] - s[p:, :-p] + s[:-p, :-p]  # (H-P+1, W-P+1)
-    return win == p * p
-
-
 def _check_inputs(image: Any, labels: Any, zs: list[int], p: int, per_class: int) -> None:
     if tuple(image.shape) != tuple(labels.shape):
         raise ValueError(
@@ -174,6 +175,8 @@ def sample_patches(
     classes: ClassTable | Sequence[int] | None = None,
     seed: int = 0,
     skip_missing: bool = False,
+    within: Any = None,
+    min_painted: float = MIN_PAINTED,
 ) -> PatchSet:
     """Draw up to ``per_class`` patches of each class from the given z-slices.
 
@@ -197,7 +200,8 @@ def sample_patches(
         has its class.  False (validation / test): only the centre pixel's
         label counts.  "auto" (training on scribbles): interior patches for
         every class that offers any, patches centred on painted pixels for a
-        class painted too thinly for one patch to fit inside (with a warning).
+        class painted too thinly for one patch to fit inside (with a warning
+        giving the best painted share of a window and the widest painted square).
     classes : ClassTable or sequence of int, optional
         The classes to sample, in output order; default every label id found
         on the slices (named from the paper's table when its ids fit).
@@ -206,6 +210,12 @@ def sample_patches(
     skip_missing : bool
         For validation / test: a class with no position on these slices is
         left out with a warning (the class table is kept) instead of refused.
+    within : array-like (Y, X) of bool, optional
+        Every patch lies entirely inside it (a split's region of one section,
+        see :func:`~napari_brainfeatures.train.regions.spatial_split`).
+    min_painted : float
+        The inside rule's share of a window painted with its class (the rest
+        unpainted, no other class); default 0.99; 1.0 is the strict rule.
 
     Returns
     -------
@@ -223,6 +233,8 @@ def sample_patches(
     """
     if interior not in (True, False, "auto"):
         raise ValueError(f"interior must be True, False or 'auto', got {interior!r}")
+    if not 0.5 <= float(min_painted) <= 1.0:
+        raise ValueError(f"min_painted must be in 0.5..1, got {min_painted!r}")
     zs = _as_slices(slices)
     if len(set(zs)) != len(zs):
         raise ValueError(f"slices must be distinct, got {zs!r}")
@@ -248,14 +260,17 @@ def sample_patches(
         for z in zs:
             imgs[z] = _read_image_slice(image, z)
             finite = np.isfinite(imgs[z])
-            clean[z] = None if finite.all() else _interior_mask(finite, p)
+            clean[z] = None if finite.all() else within_mask(finite, p)
+    region = "" if within is None else " inside the split region"
+    if within is not None:
+        region_ok = within_mask(_region(within, (h, w)), p)
+        clean = {z: region_ok if v is None else v & region_ok for z, v in clean.items()}
 
     # Candidate centres per class and slice: flat indices into the (H-P+1, W-P+1) corner grid.
     def candidates(c: int, inner: bool) -> list[tuple[int, NDArray[np.int64]]]:
         out = []
         for z, lab in lab2d.items():
-            m = lab == c
-            ok = _interior_mask(m, p) if inner else m[inside]
+            ok = inside_class(lab, c, p, min_painted) if inner else (lab == c)[inside]
             if clean[z] is not None:
                 ok = ok & clean[z]
             out.append((z, np.flatnonzero(ok)))
@@ -265,6 +280,8 @@ def sample_patches(
     centred: list[int] = []
     if interior == "auto":  # scribbles: centre the patches of classes no patch fits inside
         painted: list[str] = []
+        found: list[str] = []
+        mp = float(min_painted)
         for c in table.ids:
             if not any(len(f) for _, f in cands[c]):
                 centre = candidates(c, False)
@@ -273,20 +290,20 @@ def sample_patches(
                     centred.append(c)
                     n_px = sum(int((lab == c).sum()) for lab in lab2d.values())
                     painted.append(f"{table.by_id(c).name!r} (id {c}, {n_px} px)")
+                    found.append(f"{table.by_id(c).name!r}: {_best_report(lab2d, c, p, mp)}")
         if painted:  # one warning for all of them
             warnings.warn(
                 f"no {p}x{p} patch fits inside the paint of class(es) {', '.join(painted)} "
-                f"on slices {zs!r} (painted narrower than {p} px, e.g. brush strokes); their "
-                "training patches are centred on their painted pixels instead and also show "
-                "the tissue around them",
+                f"on slices {zs!r}{region} ({'; '.join(found)}); their training patches are "
+                "centred on their painted pixels instead and also show the tissue around them",
                 stacklevel=2,
             )
     available = {c: sum(len(f) for _, f in v) for c, v in cands.items()}
     empty = [table.by_id(c).name for c, n in available.items() if n == 0]
     if empty and skip_missing and len(empty) < len(table):
         warnings.warn(
-            f"class(es) {empty!r} offer no patch position on slices {zs!r} (not painted "
-            "there, or too close to the image edge); they are left out of these patches",
+            f"class(es) {empty!r} offer no patch position on slices {zs!r}{region} (not "
+            "painted there, or too close to its edge); they are left out of these patches",
             stacklevel=2,
         )
     elif empty:
@@ -294,7 +311,7 @@ def sample_patches(
         nan = any(v is not None for v in clean.values())
         raise ValueError(
             f"no {p}x{p} patch {'free of NaN pixels ' if nan else ''}fits {where} class(es) "
-            f"{empty!r} on slices {zs!r}; "
+            f"{empty!r} on slices {zs!r}{region}; "
             + (
                 "paint larger regions, choose other slices, or centre training patches on "
                 "the paint (interior='auto', for strokes)"
@@ -347,3 +364,18 @@ def _read_image_slice(image: Any, z: int) -> NDArray[Any]:
     if img.dtype.kind not in "uif":
         raise ValueError(f"image must be integer or float, got dtype {img.dtype!r}")
     return img
+
+
+def _region(within: Any, shape: tuple[int, int]) -> NDArray[np.bool_]:
+    region = np.asarray(within, dtype=bool)
+    if region.shape != shape:
+        raise ValueError(
+            f"within must be a (Y, X) mask of the section's shape {shape!r}, got {region.shape!r}"
+        )
+    return region
+
+
+def _best_report(lab2d: dict[int, NDArray[Any]], c: int, p: int, min_painted: float) -> str:
+    """:func:`paint_report` of the slice where class ``c`` has the most paint."""
+    z = max(lab2d, key=lambda k: int((lab2d[k] == c).sum()))
+    return paint_report(lab2d[z], c, p, min_painted)
