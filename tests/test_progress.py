@@ -2,6 +2,8 @@
 
 import inspect
 
+import pytest
+
 from napari_brainfeatures.progress import Progress, ProgressGen, blocking, run
 
 
@@ -29,3 +31,22 @@ def test_blocking_twin_has_the_name_signature_and_result():
     assert list(sig.parameters) == ["n", "start"]
     assert sig.return_annotation in (int, "int")
     assert "iter_count" in count.__doc__ and "Count to n." in count.__doc__
+
+
+def test_run_closes_the_generator_when_the_callback_fails():
+    cleaned = []
+
+    def gen():
+        try:
+            yield Progress(1, 2)
+            yield Progress(2, 2)
+        finally:
+            cleaned.append(True)
+
+    def boom(record):
+        raise KeyboardInterrupt
+
+    g = gen()
+    with pytest.raises(KeyboardInterrupt):
+        run(g, boom)
+    assert cleaned == [True]

@@ -71,13 +71,17 @@ def run(gen: Generator[Progress, Any, T], callback: Callable[[Progress], Any] | 
     result
         The generator's return value.
     """
-    while True:
-        try:
-            record = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(record)
+    try:
+        while True:
+            try:
+                record = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if callback is not None:
+                callback(record)
+    except BaseException:
+        gen.close()  # a failing callback or Ctrl-C: run the generator's cleanup now
+        raise
 
 
 def blocking(gen_fn: Callable[P, Generator[Progress, Any, T]]) -> Callable[P, T]:
