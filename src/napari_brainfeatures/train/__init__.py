@@ -9,10 +9,12 @@ _EXPORTS = {
         "SliceChoice Splits choose_slices iter_sample_splits painted_classes painted_slices "
         "sample_splits split_slices"
     ),
+    "regions": "SplitMap default_split spatial_split",
+    "windows": "MIN_PAINTED inside_class paint_report",
     "augment": "augment_batch border_mix intensity_range random_rotation value_range",
     "recipe": (
         "DEFAULTS VARIANTS Recipe check_sets init_weights make_config model_meta "
-        "training_history training_record"
+        "overlapping_patches training_history training_record"
     ),
     "fit": "TrainResult train_cnn",
     "evaluation": (

@@ -158,6 +158,7 @@ def train_cnn(
     classes: ClassTable | None = None,
     voxel_size: Sequence[float] | float | None = None,
     num_threads: int | None = None,
+    split: dict[str, Any] | None = None,
 ) -> ProgressGen[TrainResult]:
     """Train a :class:`BrainAreaCNN` on ``train``, selecting the best epoch on ``val``.
 
@@ -209,6 +210,9 @@ def train_cnn(
         µm, stored with the model.
     num_threads : int, optional
         CPU threads for torch during training (restored after); default torch's own.
+    split : dict, optional
+        How the data was split (:meth:`~.splits.Splits.record`), stored as the
+        model file's ``split``.
 
     Yields
     ------
@@ -241,7 +245,7 @@ def train_cnn(
     if num_threads:
         torch.set_num_threads(int(num_threads))
     try:
-        target = (checkpoint_path, classes, voxel_size)
+        target = (checkpoint_path, classes, voxel_size, split)
         return (yield from _fit(train, val, config, recipe, dev, target))
     finally:
         torch.set_num_threads(old_threads)
@@ -253,10 +257,10 @@ def _fit(
     config: CNNConfig,
     r: Recipe,
     dev: torch.device,
-    target: tuple[str | os.PathLike[str] | None, ClassTable, Any],
+    target: tuple[str | os.PathLike[str] | None, ClassTable, Any, Any],
 ) -> ProgressGen[TrainResult]:
-    """The training loop; ``target``: ``(checkpoint_path, classes, voxel_size)``."""
-    checkpoint_path, classes, voxel_size = target
+    """The training loop; ``target``: ``(checkpoint_path, classes, voxel_size, split)``."""
+    checkpoint_path, classes, voxel_size, split = target
     scale, norm = input_scale_for(train.patches.dtype)
     mean, std = _input_stats(train.patches, scale, r.seed) if r.standardise else (0.0, 1.0)
     intensity = intensity_range(train.patches, scale)
@@ -269,6 +273,8 @@ def _fit(
         stats=(mean, std),
         voxel_size=voxel_size,
     )
+    if split:
+        meta["split"] = dict(split)
     rng = np.random.default_rng(r.seed)
     gen = torch.Generator().manual_seed(r.seed)
     torch.manual_seed(r.seed)

@@ -29,6 +29,7 @@ __all__ = [
     "Recipe",
     "check_sets",
     "init_weights",
+    "overlapping_patches",
     "make_config",
     "model_meta",
     "training_history",
@@ -130,11 +131,28 @@ def check_sets(train: PatchSet, val: PatchSet, config: CNNConfig, classes: Class
             f"the network has {config.n_classes} outputs but the patches {len(train.class_ids)} "
             "classes; build the config with n_classes=len(classes)"
         )
-    overlap = set(train.slices) & set(val.slices)
-    if overlap:
-        raise ValueError(f"training and validation share slices {sorted(overlap)!r}")
+    shared = sorted(set(train.slices) & set(val.slices))
+    n_over = overlapping_patches(train, val) if shared else 0
+    if n_over:
+        raise ValueError(
+            f"training and validation share slices {shared!r} and {n_over} validation patches "
+            "overlap training patches; split the slices by region (spatial_split, "
+            "sample_splits(split_map=...)) or take validation patches from other slices"
+        )
     if len(classes) != config.n_classes:
         raise ValueError(f"classes has {len(classes)} entries for {config.n_classes} outputs")
+
+
+def overlapping_patches(a: PatchSet, b: PatchSet) -> int:
+    """How many patches of ``b`` overlap (share a pixel with) some patch of ``a``."""
+    from scipy.spatial import cKDTree
+
+    n, p = 0, a.patch_size
+    for z in set(a.slices) & set(b.slices):
+        ca, cb = a.centres[a.centres[:, 0] == z, 1:], b.centres[b.centres[:, 0] == z, 1:]
+        dist, _ = cKDTree(ca).query(cb, p=np.inf)  # Chebyshev: windows overlap below p
+        n += int((dist < p).sum())
+    return n
 
 
 def model_meta(

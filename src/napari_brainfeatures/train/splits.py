@@ -6,7 +6,10 @@ are painted on a few slices only); :func:`sample_splits` (blocking twin of
 :func:`iter_sample_splits`) samples all three with the paper's rules (training
 patches inside one class, validation and test unrestricted) and checks that
 the slices are disjoint.  :func:`painted_classes` restricts a class table to
-the classes painted on given slices.
+the classes painted on given slices.  With ``split_map`` (one section divided
+by region, :func:`~napari_brainfeatures.train.regions.spatial_split`) the
+three splits come from the regions of one slice instead, each patch inside
+its split's region.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.progress import Progress, ProgressGen, blocking
 from napari_brainfeatures.train.patches import PatchSet, _as_slices, _read_slice, sample_patches
+from napari_brainfeatures.train.regions import SplitMap
 
 __all__ = [
     "SliceChoice",
@@ -40,13 +44,26 @@ Slices = int | Sequence[int]
 class Splits:
     """Train, validation and test patches of :func:`sample_splits`.
 
-    ``warned`` holds what the sampling warned about (each message names its split).
+    ``warned`` holds what the sampling warned about (each message names its split);
+    ``split_map`` the regions of one section when split by region.
     """
 
     train: PatchSet
     val: PatchSet
     test: PatchSet
     warned: tuple[str, ...] = ()
+    split_map: SplitMap | None = None
+
+    def record(self) -> dict[str, Any]:
+        """How the data was split (JSON, stored in model files and evaluations)."""
+        if self.split_map is not None:
+            n = {k: len(v) for k, v in zip(("train", "val", "test"), self.parts(), strict=True)}
+            return {**self.split_map.to_dict(), "patches": n}
+        return {"mode": "slices", "slices": self.slices()}
+
+    def parts(self) -> tuple[PatchSet, PatchSet, PatchSet]:
+        """``(train, val, test)``."""
+        return self.train, self.val, self.test
 
     def slices(self) -> dict[str, list[int]]:
         """The z-slices of each split."""
@@ -84,7 +101,10 @@ def split_slices(
     """
     n_z = int(n_z)
     if n_z < 3:
-        raise ValueError(f"train/val/test need 3 distinct slices; the volume has {n_z}")
+        raise ValueError(
+            f"train/val/test need 3 distinct slices; the volume has {n_z}: split one section "
+            "by region instead (spatial_split, split='blocks' / --split blocks)"
+        )
     voxel = float(voxel_size or 1.17)
     if not voxel > 0 or not spacing_um > 0:
         raise ValueError(
@@ -182,6 +202,7 @@ def iter_sample_splits(
     seed: int = 0,
     interior: bool | str = "auto",
     warn: bool = True,
+    split_map: SplitMap | None = None,
 ) -> ProgressGen[Splits]:
     """Training (interior), validation and test (unrestricted) patches from disjoint slices.
 
@@ -210,6 +231,11 @@ def iter_sample_splits(
     warn : bool
         Emit the sampling's warnings (default); False only records them in
         :attr:`Splits.warned` (a GUI that shows them itself).
+    split_map : SplitMap, optional
+        Split one section by region (:func:`~.regions.spatial_split`): every
+        split samples slice ``split_map.z``, each patch inside its split's
+        region (``slices`` is then ignored).  Classes with no painted pixel in
+        the training region are left out, with a warning.
 
     Yields
     ------
@@ -222,12 +248,20 @@ def iter_sample_splits(
         When a slice is shared between splits, or any ``sample_patches`` error
         (naming the split).
     """
-    if slices is None:
+    if split_map is not None:
+        slices = (split_map.z,) * 3
+        if split_map.patch_size != int(patch_size):
+            raise ValueError(
+                f"the split map was made for {split_map.patch_size}-px patches, not "
+                f"{patch_size!r}; make it again with patch_size={patch_size!r}"
+            )
+        classes = _train_region_classes(labels, split_map, classes)
+    elif slices is None:
         slices = split_slices(1 if image.ndim == 2 else image.shape[0], voxel_size=voxel_size)
     sets = [_as_slices(s) for s in slices]
     if len(sets) != 3:
         raise ValueError(f"slices must be (train, val, test), got {slices!r}")
-    for i, j in ((0, 1), (0, 2), (1, 2)):
+    for i, j in ((0, 1), (0, 2), (1, 2)) if split_map is None else ():
         shared = set(sets[i]) & set(sets[j])
         if shared:
             short = ("train", "val", "test")
@@ -240,17 +274,21 @@ def iter_sample_splits(
     out: list[PatchSet] = []
     warned: list[str] = []
     for i, (name, zs) in enumerate(zip(("training", "validation", "test"), sets, strict=True)):
-        yield Progress(i, 3, f"sampling patches on the {name} slices {zs}")
+        where, shown = f"{name} slices", f"{name} slices {zs}"
+        if split_map is not None:
+            kw["within"] = split_map.region(("train", "val", "test")[i])
+            where = shown = f"{name} region of slice {split_map.z}"
+        yield Progress(i, 3, f"sampling patches on the {shown}")
         if i == 1:  # validation and test: unrestricted, the training classes, gaps allowed
             kw |= {"per_class": n_eval, "interior": False, "classes": out[0].classes}
             kw["skip_missing"] = True
-        got, caught = _split(name, image, labels, slices=zs, seed=seed + i, **kw)
+        got, caught = _split(where, image, labels, slices=zs, seed=seed + i, **kw)
         out.append(got)
         for msg, category in caught:
             warned.append(msg)
             if warn:  # stacklevel: the caller of the blocking twin
                 warnings.warn(msg, category, stacklevel=4)
-    return Splits(*out, warned=tuple(warned))
+    return Splits(*out, warned=tuple(warned), split_map=split_map)
 
 
 sample_splits = blocking(iter_sample_splits)
@@ -263,5 +301,28 @@ def _split(name: str, *args: Any, **kw: Any) -> tuple[PatchSet, list[tuple[str, 
         try:
             out = sample_patches(*args, **kw)
         except ValueError as err:
-            raise ValueError(f"{name} slices: {err}") from None
-    return out, [(f"{name} slices: {w.message}", w.category) for w in caught]
+            raise ValueError(f"{name}: {err}") from None
+    return out, [(f"{name}: {w.message}", w.category) for w in caught]
+
+
+def _train_region_classes(labels: Any, split_map: SplitMap, classes: Any) -> Any:
+    """``classes`` less those with no painted pixel in the training region (warned)."""
+    from napari_brainfeatures.train.patches import _class_table
+
+    lab = _read_slice(labels, split_map.z)
+    if lab.shape != split_map.regions.shape:
+        raise ValueError(
+            f"the split map is {split_map.regions.shape!r}, the section {lab.shape!r}; make "
+            "the split map on this section"
+        )
+    on_train = {int(i) for i in np.unique(lab[split_map.region("train")])} - {0}
+    present = sorted({int(i) for i in np.unique(lab)} - {0})
+    table = _class_table(classes, present)
+    left = [c.name for c in table if c.id in present and c.id not in on_train]
+    if left:
+        warnings.warn(
+            f"class(es) {left!r} are not painted in the training region of slice "
+            f"{split_map.z}; they are left out (paint them more widely, or draw the split)",
+            stacklevel=4,
+        )
+    return ClassTable(tuple(c for c in table if c.id in on_train))
