@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,16 @@ def _recorded(folder: Path) -> Holder:
     return rec
 
 
+def _recorded_soon(folder: Path, within: float = 1.0) -> Holder:
+    """The holder's record; a holder that has just locked writes it within moments."""
+    deadline = time.monotonic() + within
+    rec = _recorded(folder)
+    while rec is _UNKNOWN and time.monotonic() < deadline:
+        time.sleep(0.01)
+        rec = _recorded(folder)
+    return rec
+
+
 def acquire(folder: str | os.PathLike[str], *, wait: float = 0.0) -> None:
     """Take (or share, inside this process) the write lease on ``folder``.
 
@@ -132,7 +143,7 @@ def acquire(folder: str | os.PathLike[str], *, wait: float = 0.0) -> None:
         try:
             lock.acquire(poll_interval=0.005)
         except Timeout:
-            raise LeaseBusy(folder, _recorded(folder)) from None
+            raise LeaseBusy(folder, _recorded_soon(folder)) from None
         try:
             _write_record(folder, _me())
         except OSError:
