@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from napari_brainfeatures._cli import progress_printer
 from napari_brainfeatures.progress import Progress
 from napari_brainfeatures.progress import run as run_gen
@@ -53,6 +55,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         )
         parser.add_argument("--no-augment", action="store_true", help="no flips/rotations/jitter")
         sampling_arg(parser)
+        _split_args(parser)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if present)")
         parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -63,7 +66,15 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="image volume: zarr store / group path / TIFF")
     _labels_arg(parser)
     parser.add_argument(
-        "--slice", type=int, nargs="+", required=True, metavar="Z", help="test z-slice(s)"
+        "--slice",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="Z",
+        help="test z-slice(s) (default: the model's own test slices or test region)",
+    )
+    parser.add_argument(
+        "--split-mask", default=None, metavar="PATH", help="the drawn split of a --split mask model"
     )
     parser.add_argument("--per-class", type=int, default=1000, help="patches per class")
     parser.add_argument("--seed", type=int, default=0)
@@ -123,6 +134,21 @@ def check_slices(option: str, zs: list[int] | None, n_z: int) -> None:
             f"{option} {' '.join(map(str, bad))} is out of range: the volume has {n_z} "
             f"z-slices, so Z must be in 0..{n_z - 1} (negative indices are not accepted)"
         )
+
+
+def _split_args(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--split", choices=("slices", "blocks", "mask"), default=None,
+        help="train/val/test by slice, by spatial blocks of one section, or by a drawn mask "
+        "(--split-mask; 1/2/3 = train/val/test); default: slices when 3+ slices are painted, "
+        "else blocks")  # fmt: skip
+    add("--split-mask", default=None, metavar="PATH", help="split map for --split mask")
+    add("--split-slice", type=int, default=None, metavar="Z",
+        help="the section to split (default: the painted one)")  # fmt: skip
+    add("--guard", type=int, default=None, metavar="PX",
+        help="guard band between splits, px (default: the patch size)")  # fmt: skip
+    add("--folds", type=positive_int, default=None, metavar="K",
+        help="spatial k-fold (blocks): train K models, report mean and spread")  # fmt: skip
 
 
 def _tta_arg(parser: argparse.ArgumentParser) -> None:
@@ -211,72 +237,16 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from napari_brainfeatures.models.cnn import save_cnn
-    from napari_brainfeatures.train.evaluation import evaluate, trained_with_flips
-    from napari_brainfeatures.train.fit import train_cnn
-    from napari_brainfeatures.train.recipe import make_config
-    from napari_brainfeatures.train.splits import choose_slices, painted_classes, sample_splits
-
     out = Path(args.out)
     if out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"model file {str(out)!r} exists; pass --overwrite to replace it")
     image, labels, table, voxel = _open(args)
-    given = (args.train_slice, args.val_slice, args.test_slice)
-    for split, zs in zip(("train", "val", "test"), given, strict=True):
-        check_slices(f"--{split}-slice", zs, image.shape[0])
-    choice = choose_slices(labels, given, voxel_size=voxel[0] if voxel else None)
-    chosen, how = choice.slices, choice.how
     show = _printer(args.verbose)
-    where = f"train {chosen[0]}, val {chosen[1]}, test {chosen[2]}"
-    show(Progress(0, None, f"sampling patches: {where}" + (f" ({how})" if how else "")))
-    try:
-        splits = sample_splits(
-            image,
-            labels,
-            slices=chosen,
-            patch_size=args.patch_size,
-            per_class=args.per_class,
-            eval_per_class=args.eval_per_class,
-            seed=args.seed,
-            classes=painted_classes(table, labels, chosen[0]),
-            interior=SAMPLING[args.sampling],
-        )
-    except ValueError as err:
-        if not how:  # every slice given: the error says it all
-            raise
-        painted = "" if choice.painted is None else f"labels are painted on z = {choice.painted}; "
-        raise ValueError(
-            f"{err}. The slices {where} were chosen by default ({how}); {painted}choose slices "
-            "with --train-slice Z --val-slice Z --test-slice Z"
-        ) from None
-    show(Progress(0, None, f"patches per class: {splits.counts()}"))
-    config = make_config(
-        args.variant, patch_size=args.patch_size, n_classes=len(splits.train.class_ids)
-    )
-    result = run_gen(
-        train_cnn(
-            splits.train,
-            splits.val,
-            config=config,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            augment=not args.no_augment,
-            patience=args.patience or None,
-            device=args.device,
-            seed=args.seed,
-            checkpoint_path=out,
-            voxel_size=voxel,
-            num_threads=args.threads,
-        ),
-        show,
-    )
-    tta = not args.no_tta and trained_with_flips(result.meta)
-    ev = evaluate(result.model, splits.test, device=args.device, tta=tta)
-    meta = {**result.meta, "test": {**ev.to_dict(), "slices": splits.test.slices}}
-    save_cnn(out, result.model, classes=splits.train.classes, meta=meta)
+    runs = _sample(args, image, labels, table, voxel, show)
+    fits = [_fit(args, s, out if i == 0 else _fold_path(out, i), voxel, show) for i, s in runs]
+    (ev, result, splits), accs = fits[0], [f[0].accuracy for f in fits]
     tr = result.meta["training"]
     summary = {
         "model": str(out),
@@ -289,12 +259,59 @@ def _train(args: argparse.Namespace) -> int:
         "epochs_run": tr["epochs_run"],
         "stopped_early": result.stopped_early,
         "slices": splits.slices(),
+        "split": splits.record(),
         "counts": {k: {str(c): n for c, n in v.items()} for k, v in splits.counts().items()},
         "wall_s": tr["wall_s"],
         "device": tr["device"],
     }
+    if len(fits) > 1:
+        summary["folds"] = {
+            "k": len(fits),
+            "test_accuracy": accs,
+            "mean": float(np.mean(accs)),
+            "std": float(np.std(accs)),
+            "models": [str(out)] + [str(_fold_path(out, i)) for i in range(1, len(fits))],
+        }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _fold_path(out: Path, fold: int) -> Path:
+    return out.with_name(f"{out.stem}_fold{fold}.safetensors")
+
+
+def _sample(args: argparse.Namespace, image: Any, labels: Any, table: Any, voxel: Any, show: Any):
+    """``[(fold, Splits)]``: by slice (one), or by region of one section (``--folds`` of them)."""
+    from napari_brainfeatures.train.plan import plan_splits
+
+    given = (args.train_slice, args.val_slice, args.test_slice)
+    for split, zs in zip(("train", "val", "test"), given, strict=True):
+        check_slices(f"--{split}-slice", zs, image.shape[0])
+    if args.split_slice is not None:
+        check_slices("--split-slice", [args.split_slice], image.shape[0])
+    opts = {"patch_size": args.patch_size, "per_class": args.per_class, "seed": args.seed}
+    opts |= {"eval_per_class": args.eval_per_class, "interior": SAMPLING[args.sampling]}
+    plan = plan_splits(
+        image, labels, split=args.split, slices=given, split_mask=args.split_mask,
+        split_slice=args.split_slice, guard=args.guard, folds=args.folds, classes=table,
+        voxel_size=voxel[0] if voxel else None, report=lambda m: show(Progress(0, None, m)),
+        **opts,
+    )  # fmt: skip
+    return list(enumerate(plan))
+
+
+def _fit(args: argparse.Namespace, splits: Any, out: Path, voxel: Any, show: Any):  # type: ignore[no-untyped-def]
+    """Train on ``splits``, test, save to ``out``: ``(evaluation, TrainResult, splits)``."""
+    from napari_brainfeatures.train.plan import fit_and_test
+
+    keys = ("epochs", "batch_size", "lr", "device", "seed")
+    ev, result = run_gen(
+        fit_and_test(splits, out, variant=args.variant, tta=not args.no_tta, augment=not
+                     args.no_augment, patience=args.patience or None, voxel_size=voxel,
+                     num_threads=args.threads, **{k: getattr(args, k) for k in keys}),
+        show,
+    )  # fmt: skip
+    return ev, result, splits
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -305,9 +322,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         iter_evaluate,
         trained_with_flips,
     )
-    from napari_brainfeatures.train.patches import sample_patches
+    from napari_brainfeatures.train.plan import held_out_patches
     from napari_brainfeatures.train.predict import predict_slice, slice_accuracy
-    from napari_brainfeatures.train.splits import painted_classes
 
     inputs = [args.model, args.image, *([args.labels] if args.labels else [])]
     if args.json:  # checked before any work: never over an input, a model or a volume
@@ -324,26 +340,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     image, labels, _, _ = _open(args)
     check_slices("--slice", args.slice, image.shape[0])
     check_image_dtype(meta, image.dtype)
-    present = painted_classes(table, labels, args.slice)
-    if not len(present):
-        raise ValueError(
-            f"slices {args.slice} hold none of the model's classes {table.names!r}; "
-            "add a --slice Z where they are painted"
-        )
-    if len(present) < len(table):
-        missing = sorted(set(table.names) - set(present.names))
-        show = _printer(args.verbose)
-        show(Progress(0, None, f"classes {missing} are not painted on slices {args.slice}"))
-    patches = sample_patches(
-        image,
-        labels,
-        slices=args.slice,
-        patch_size=model.config.patch_size,
-        per_class=args.per_class,
-        interior=False,
-        classes=present,
-        seed=args.seed,
-    )
+    patches, split = held_out_patches(
+        meta, image, labels, slices=args.slice, split_mask=args.split_mask,
+        patch_size=model.config.patch_size, per_class=args.per_class, seed=args.seed,
+        report=lambda m: _printer(args.verbose)(Progress(0, None, m)),
+    )  # fmt: skip
     printer = progress_printer if args.verbose else None
     ev = run_gen(
         iter_evaluate(
@@ -356,8 +357,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         printer,
     )
     report: dict[str, Any] = {"model": str(args.model), "slices": patches.slices, **ev.to_dict()}
+    report["split"] = split
     if args.predict_stride:
-        z = args.slice[0]
+        z = patches.slices[0]
         pred = run_gen(
             predict_slice(
                 model,
@@ -371,7 +373,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         report["slice_accuracy"] = {
             "z": z,
             "stride": args.predict_stride,
-            "accuracy": slice_accuracy(pred, labels[z]),
+            "accuracy": slice_accuracy(pred, _scored(labels[z], meta, args, split)),
         }
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -380,3 +382,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         confusion_figure(ev, args.figure)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _scored(lab: Any, meta: dict[str, Any], args: argparse.Namespace, split: dict) -> Any:
+    """The labels a slice accuracy counts: only the test region of a section split by region."""
+    from napari_brainfeatures.train.recorded import recorded_split
+
+    if not split.get("evaluated"):
+        return lab
+    return np.where(recorded_split(meta, args.split_mask).region("test"), lab, 0)  # type: ignore[union-attr]

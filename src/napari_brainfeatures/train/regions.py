@@ -223,12 +223,11 @@ def spatial_split(
 
 
 def default_split(painted: list[int] | None, n_z: int) -> tuple[str, str]:
-    """``("slices", "")`` or ``("blocks", why)``: by slice when 3+ slices are painted."""
-    if painted is not None and 0 < len(painted) < 3:
-        where = f"z = {painted[0]}" if len(painted) == 1 else f"z = {painted}"
+    """``("slices", "")``, or ``("blocks", why)`` for one painted slice or a volume under 3."""
+    if painted is not None and len(painted) == 1:
         return "blocks", (
-            f"labels are painted on {len(painted)} slice(s) ({where}): train, validation and "
-            "test come from spatial blocks of one section, with a guard band of one patch"
+            f"labels are painted on one slice (z = {painted[0]}): train, validation and test "
+            "come from spatial blocks of that section, a guard band apart"
         )
     if n_z < 3:
         return "blocks", f"the volume has {n_z} slice(s): spatial blocks of one section"

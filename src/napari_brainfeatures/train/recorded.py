@@ -1,0 +1,67 @@
+"""The split a model was trained with, read back: evaluate and analyse on the same split.
+
+A model file's ``split`` record (:meth:`~napari_brainfeatures.train.splits.Splits.record`)
+says how its data was divided: by slice (``mode="slices"``) or by region of one
+section (``"blocks"``, ``"mask"``; :class:`~.regions.SplitMap`).
+:func:`recorded_split` rebuilds the regions (a drawn mask must be given again,
+hash-checked); :func:`recorded_slices` gives the slices of a split;
+:func:`read_split_mask` reads a drawn mask from an array or a file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from napari_brainfeatures.train.regions import SplitMap
+
+__all__ = ["read_split_mask", "recorded_slices", "recorded_split"]
+
+
+def read_split_mask(mask: Any, z: int, shape: tuple[int, int]) -> np.ndarray:
+    """A ``(Y, X)`` split mask (1/2/3 = train/val/test) from an array or a volume file.
+
+    ``mask`` may be a path (anything :func:`~napari_brainfeatures.io.volume.open_volume`
+    reads), or an array ``(Y, X)``, ``(1, Y, X)`` or ``(Z, Y, X)`` (slice ``z`` is used).
+    """
+    if isinstance(mask, str) or hasattr(mask, "__fspath__"):
+        from napari_brainfeatures.io.volume import open_volume
+
+        mask = open_volume(mask).data
+    arr = mask
+    if arr.ndim == 3:
+        arr = arr[0] if arr.shape[0] == 1 else arr[int(z)]
+    out = np.asarray(arr.compute() if hasattr(arr, "compute") else arr)
+    if out.shape != tuple(shape):
+        raise ValueError(
+            f"the split mask is {tuple(out.shape)!r} per section, the image {tuple(shape)!r}; "
+            "draw it on the image's grid"
+        )
+    return out
+
+
+def recorded_split(meta: dict[str, Any], mask: Any = None) -> SplitMap | None:
+    """The model's regions of one section, or None when it was split by slice (or unknown)."""
+    rec = meta.get("split")
+    if not isinstance(rec, dict) or rec.get("mode") not in ("blocks", "mask"):
+        return None
+    if mask is not None:
+        mask = read_split_mask(mask, int(rec["z"]), tuple(rec["shape"]))
+    return SplitMap.from_dict(rec, mask=mask)
+
+
+def recorded_slices(meta: dict[str, Any], split: str) -> list[int] | None:
+    """The z-slices of ``split`` ("train" / "val" / "test") the model records, if any."""
+    rec = meta.get("split")
+    if isinstance(rec, dict) and rec.get("mode") in ("blocks", "mask"):
+        return [int(rec["z"])]
+    if isinstance(rec, dict) and isinstance(rec.get("slices"), dict):
+        return [int(z) for z in rec["slices"].get(split, [])] or None
+    training = meta.get("training") or {}
+    if split in ("train", "val") and isinstance(training.get("slices"), dict):
+        return [int(z) for z in training["slices"].get(split, [])] or None
+    test = meta.get("test") or {}
+    if split == "test" and test.get("slices"):
+        return [int(z) for z in test["slices"]]
+    return None
