@@ -290,7 +290,12 @@ def sample_patches(
                     centred.append(c)
                     n_px = sum(int((lab == c).sum()) for lab in lab2d.values())
                     painted.append(f"{table.by_id(c).name!r} (id {c}, {n_px} px)")
-                    found.append(f"{table.by_id(c).name!r}: {_best_report(lab2d, c, p, mp)}")
+                    why = _best_report(lab2d, c, p, mp)
+                    if within is not None and any(
+                        inside_class(lab, c, p, mp).any() for lab in lab2d.values()
+                    ):
+                        why = f"its {p}x{p} windows inside the paint all lie outside this region"
+                    found.append(f"{table.by_id(c).name!r}: {why}")
         if painted:  # one warning for all of them
             warnings.warn(
                 f"no {p}x{p} patch fits inside the paint of class(es) {', '.join(painted)} "
