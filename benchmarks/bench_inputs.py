@@ -181,4 +181,18 @@ def run(quick: bool, out: Path) -> dict:
         "section_shape": [h, w],
         "n_z": n_z,
         "formats": table,
+        **_single_section(quick, out),
     }
+
+
+def _single_section(quick: bool, out: Path) -> dict[str, Any]:
+    """A user's one annotated section: train and test on it by spatial blocks (guard one patch),
+    beside three slices of a volume with the same budget (``bench_train_cnn``)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_train_cnn import single_section_vs_slices
+
+    folder = out / "single_section"
+    folder.mkdir(parents=True, exist_ok=True)
+    return single_section_vs_slices(quick, folder)

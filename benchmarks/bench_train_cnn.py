@@ -96,3 +96,51 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
         "met": bool(ev.accuracy >= 0.9 and wall <= 600) if not quick else None,
         "numpy": np.__version__,
     }
+
+
+# One annotated section against three slices, same small budget (bench_inputs reports both).
+SECTION = {"patch_size": 64, "per_class": 150, "eval_per_class": 100, "epochs": 6, "seed": 0}
+SECTION_QUICK = {**SECTION, "per_class": 40, "eval_per_class": 30, "epochs": 2}
+
+
+def single_section_vs_slices(quick: bool, out: Path) -> dict[str, Any]:
+    """Test accuracy trained on one section (spatial blocks, guard one patch) and by slices."""
+    from napari_brainfeatures.train.plan import fit_and_test
+    from napari_brainfeatures.train.regions import spatial_split
+
+    s = SECTION_QUICK if quick else SECTION
+    vol = make_microct_lazy(DEFAULT_SHAPE, chunks=(1, *DEFAULT_SHAPE[1:]))
+    slices = split_slices(DEFAULT_SHAPE[0], voxel_size=VOXEL_SIZE_UM[0])
+    sampling = {k: s[k] for k in SAMPLING}
+    z = slices[0]
+    image, areas = vol.image[z : z + 1], vol.areas[z : z + 1]  # one (1, Y, X) section
+    sm = spatial_split(np.asarray(areas[0]), patch_size=s["patch_size"], seed=s["seed"], z=0)
+    runs = {
+        "single_section": sample_splits(
+            image, areas, split_map=sm, classes=vol.classes, **sampling
+        ),
+        "slice_split": sample_splits(
+            vol.image, vol.areas, slices=slices, classes=vol.classes, **sampling
+        ),
+    }
+    res: dict[str, Any] = {}
+    for name, splits in runs.items():
+        t0 = time.perf_counter()
+        train = {"epochs": s["epochs"], "seed": s["seed"], "voxel_size": VOXEL_SIZE_UM}
+        ev, _ = run_gen(fit_and_test(splits, out / f"{name}.safetensors", **train))
+        test_counts = np.bincount(splits.test.targets)
+        res[f"{name}_accuracy"] = round(float(ev.accuracy), 4)
+        res[f"{name}_detail"] = {
+            "patches_per_split": {
+                k: len(v) for k, v in zip(("train", "val", "test"), splits.parts(), strict=True)
+            },
+            "classes": len(splits.train.class_ids),
+            "chance_level": round(1 / len(splits.train.class_ids), 4),
+            "majority_share_of_test": round(float(test_counts.max() / test_counts.sum()), 4),
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+    res["single_section_detail"]["guard_px"] = sm.guard
+    res["single_section_detail"]["split"] = {k: v for k, v in sm.to_dict().items() if k != "blocks"}
+    res["slice_split_detail"]["slices"] = list(slices)
+    res["budget"] = dict(s)
+    return res

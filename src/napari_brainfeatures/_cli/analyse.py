@@ -29,8 +29,12 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     add("model", help="model file written by train-cnn")
     add("image", help="image volume: zarr store / group path / TIFF")
     add("--labels", default=None, help="label volume (default: the 'areas' array beside the image)")
-    add("--train-slice", type=int, nargs="+", required=True, metavar="Z")
-    add("--test-slice", type=int, nargs="+", required=True, metavar="Z")
+    add("--train-slice", type=int, nargs="+", default=None, metavar="Z",
+        help="default: the model's own split (slices, or regions of one section)")  # fmt: skip
+    add("--test-slice", type=int, nargs="+", default=None, metavar="Z")
+    add(
+        "--split-mask", default=None, metavar="PATH", help="the drawn split of a --split mask model"
+    )
     add("--per-class", type=int, default=300, help="patches per class and split (default 300)")
     add(
         "--sigmas",
@@ -84,6 +88,7 @@ def run(name: str, args: argparse.Namespace) -> int:
         labels,
         train_slices=args.train_slice,
         test_slices=args.test_slice,
+        split_mask=args.split_mask,
         torchvision=tuple(args.torchvision) if args.torchvision else None,
         interior=SAMPLING[args.sampling],
         **{k: getattr(args, k) for k in same},

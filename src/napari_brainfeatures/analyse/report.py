@@ -35,6 +35,7 @@ from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
 from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures.train.patches import PatchSet, sample_patches
+from napari_brainfeatures.train.recorded import recorded_slices, recorded_split
 from napari_brainfeatures.train.splits import painted_classes
 
 __all__ = [
@@ -228,8 +229,9 @@ def analyse_model(
     image: Any,
     labels: Any,
     *,
-    train_slices: int | Sequence[int],
-    test_slices: int | Sequence[int],
+    train_slices: int | Sequence[int] | None = None,
+    test_slices: int | Sequence[int] | None = None,
+    split_mask: Any = None,
     per_class: int = 300,
     sigmas: Sequence[float] = SIGMAS,
     relu: bool = False,
@@ -257,7 +259,10 @@ def analyse_model(
     image, labels : array-like (Z, Y, X) or (Y, X)
         The image (of the dtype the model was trained on) and its area labels;
         a 2-D image is its own training and test slice.
-    train_slices, test_slices : int or sequence of int
+    train_slices, test_slices : int or sequence of int, optional
+        Default: the model's own split (its training and test slices, or the
+        training and test regions of its one section, a guard band apart;
+        ``split_mask`` gives a drawn split again).
     per_class : int
         Patches per class and split; default 300.
     sigmas, relu, seed
@@ -288,14 +293,28 @@ def analyse_model(
         extractors[arch] = feature_extractor(
             "torchvision", arch=arch, weights=weights, input_size=size, device=device
         )
+    regions: dict[str, Any] = {"train": None, "test": None}
+    if train_slices is None and test_slices is None and image.ndim == 3:
+        sm = recorded_split(meta, split_mask)
+        if sm is not None:  # one section split by region: the model's own regions
+            train_slices = test_slices = sm.z
+            regions = {k: sm.region(k) for k in regions}
+        else:
+            train_slices = recorded_slices(meta, "train")
+            test_slices = recorded_slices(meta, "test")
+    split = regions["train"] is not None  # classes missing from a region are left out
     if image.ndim == 2:
         train_slices = test_slices = 0
+    if train_slices is None or test_slices is None:
+        raise ValueError("the model records no split; give the training and test slices")
     table = meta["class_table"]
     present = _painted_on_both(table, labels, train_slices, test_slices)
     opts: dict[str, Any] = {"patch_size": net.config.patch_size, "per_class": per_class}
     opts["classes"] = present
-    train = sample_patches(image, labels, slices=train_slices, interior=interior, seed=seed, **opts)
-    test = sample_patches(image, labels, slices=test_slices, interior=False, seed=seed + 1, **opts)
+    train = sample_patches(image, labels, slices=train_slices, interior=interior, seed=seed,
+                           within=regions["train"], skip_missing=split, **opts)  # fmt: skip
+    test = sample_patches(image, labels, slices=test_slices, interior=False, seed=seed + 1,
+                          within=regions["test"], skip_missing=split, **opts)  # fmt: skip
     pair = ((train.patches, train.labels), (test.patches, test.labels))
     report = yield from compare_extractors(extractors, *pair, sigmas=sigmas, seed=seed)
     return ModelAnalysis(report, train, test, table)
