@@ -25,6 +25,7 @@ from torch import nn
 from napari_brainfeatures._util.device import resolve_device
 from napari_brainfeatures._util.files import as_if_created
 from napari_brainfeatures.classes import ClassTable
+from napari_brainfeatures.models.schema import check_tensor_table, count_on_meta
 
 __all__ = [
     "ModelFileError",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 FORMAT = "napari-brainfeatures/1"
+#: Largest safetensors header read (the JSON before the weights).
+MAX_HEADER_BYTES = 16 * 2**20
 
 
 class ModelFileError(ValueError):
@@ -141,49 +144,106 @@ def save_checkpoint(
     return path
 
 
-def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate a model file's description without loading its weights.
-
-    Returns
-    -------
-    dict
-        ``{"kind": str, "config": dict, "meta": dict}``.
-    """
+def _read_raw(path: str | os.PathLike[str]) -> tuple[dict[str, Any], int]:
+    """The parsed safetensors header of ``path`` and the size of its data section."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {str(path)!r} does not exist")
+    size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
             raise ModelFileError(f"{str(path)!r} is not a safetensors model file (too short)")
         n = int.from_bytes(head, "little")
-        if n <= 0 or n > 100_000_000 or n + 8 > path.stat().st_size:
+        if n <= 0 or n > MAX_HEADER_BYTES or n + 8 > size:
             raise ModelFileError(
                 f"{str(path)!r} is not a safetensors model file or is truncated "
                 "(a pickled PyTorch .pt/.pth file cannot be loaded: it could run code)"
             )
         try:
             raw = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # JSONDecodeError is one
             raise ModelFileError(f"{str(path)!r} has a corrupt safetensors header") from None
-    md = raw.get("__metadata__") or {}
+    if not isinstance(raw, dict):
+        raise ModelFileError(
+            f"{str(path)!r} has a corrupt safetensors header (a JSON {type(raw).__name__}, "
+            "not an object)"
+        )
+    return raw, size - 8 - n
+
+
+def _json_field(path: Path, md: dict[str, Any], key: str, default: str | None) -> dict:
+    """``md[key]``: a string holding a JSON object, parsed (``default`` when missing)."""
+    text = md.get(key, default)
+    if not isinstance(text, str):
+        raise ModelFileError(
+            f"{str(path)!r} has an invalid model description: {key!r} must be a JSON string, "
+            f"got {type(text).__name__}"
+        )
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ModelFileError(
+            f"{str(path)!r} has an invalid model description: {key!r} is not valid JSON"
+        ) from None
+    if not isinstance(value, dict):
+        raise ModelFileError(
+            f"{str(path)!r} has an invalid model description: {key!r} must hold a JSON "
+            f"object, got a {type(value).__name__}"
+        )
+    return value
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a model file's description without loading its weights.
+
+    Only JSON is parsed: nothing in the file is executed.
+
+    Returns
+    -------
+    dict
+        ``{"kind": str, "config": dict, "meta": dict}``.
+
+    Raises
+    ------
+    ModelFileError
+        Missing, truncated or not a model file, or a description of the wrong types.
+    """
+    path = Path(path)
+    raw, _ = _read_raw(path)
+    md = raw.get("__metadata__")
+    if md is None:
+        md = {}
+    if not isinstance(md, dict):
+        raise ModelFileError(
+            f"{str(path)!r} has a corrupt safetensors header ('__metadata__' is a "
+            f"{type(md).__name__}, not an object)"
+        )
     if md.get("format") != FORMAT:
         raise ModelFileError(
             f"{str(path)!r} is a safetensors file but not a napari-brainfeatures model "
-            f"(format {md.get('format')!r})"
+            f"(format {str(md.get('format'))[:40]!r})"
         )
-    try:
-        return {
-            "kind": md["kind"],
-            "config": json.loads(md["config"]),
-            "meta": json.loads(md.get("meta", "{}")),
-        }
-    except (KeyError, json.JSONDecodeError) as err:
-        raise ModelFileError(f"{str(path)!r} has an incomplete model description: {err}") from None
+    kind = md.get("kind")
+    if not isinstance(kind, str) or not 0 < len(kind) <= 100:
+        raise ModelFileError(
+            f"{str(path)!r} has an incomplete model description: 'kind' must be a network "
+            f"name, got {str(kind)[:40]!r}"
+        )
+    if "config" not in md:
+        raise ModelFileError(f"{str(path)!r} has an incomplete model description: no 'config'")
+    return {
+        "kind": kind,
+        "config": _json_field(path, md, "config", None),
+        "meta": _json_field(path, md, "meta", "{}"),
+    }
 
 
 def load_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, kind: str) -> dict[str, Any]:
     """Load weights from ``path`` into ``model`` (built from :func:`read_header`).
+
+    The file's tensor table (names, dtypes, shapes, byte ranges) is checked
+    against ``model`` before any weight is read.
 
     Raises
     ------
@@ -193,6 +253,7 @@ def load_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, kind: str
     header = read_header(path)
     if header["kind"] != kind:
         raise ModelFileError(f"{str(path)!r} holds a {header['kind']!r}, expected a {kind!r}")
+    _check_tensors(path, model, kind)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
@@ -211,6 +272,16 @@ def load_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, kind: str
     return header
 
 
+def _check_tensors(path: str | os.PathLike[str], model: nn.Module, kind: str) -> None:
+    raw, data_size = _read_raw(path)
+    try:
+        check_tensor_table(raw, data_size, model.state_dict())
+    except ValueError as err:
+        raise ModelFileError(
+            f"{str(path)!r} does not match the {kind} architecture: {err}"
+        ) from None
+
+
 def load_model(
     path: str | os.PathLike[str],
     *,
@@ -225,7 +296,9 @@ def load_model(
     ``config_cls.from_dict`` reads the architecture (an error there is an
     "invalid <name> config", ``<name>`` the class name without ``Config``);
     ``check(config, meta)`` may refuse the model (or add to ``meta``) before any
-    weight is read; ``build(config)`` makes the network the weights load into.
+    weight is read; the network is then counted on the ``meta`` device against
+    :data:`~.schema.MAX_PARAMETERS` and compared with the file's tensor table,
+    and only then ``build(config)`` makes the network the weights load into.
 
     Returns
     -------
@@ -235,14 +308,16 @@ def load_model(
     header = read_header(path)
     if header["kind"] != kind:
         raise ModelFileError(f"{str(path)!r} holds a {header['kind']!r}, expected a {kind!r}")
+    name = config_cls.__name__.removesuffix("Config")
     try:
         config = config_cls.from_dict(header["config"])
-    except (TypeError, ValueError) as err:
-        name = config_cls.__name__.removesuffix("Config")
+        probe = count_on_meta(build, config, name)
+    except (TypeError, ValueError, OverflowError, RuntimeError) as err:
         raise ModelFileError(f"{str(path)!r} has an invalid {name} config: {err}") from None
     meta = dict(header["meta"])
     if check is not None:
         check(config, meta)
+    _check_tensors(path, probe, kind)
     model = build(config)
     load_checkpoint(path, model, kind=kind)
     return model.to(device).eval(), meta

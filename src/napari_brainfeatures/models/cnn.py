@@ -37,6 +37,7 @@ from napari_brainfeatures.models.checkpoint import (
     load_model,
     save_checkpoint,
 )
+from napari_brainfeatures.models.schema import CNN_FIELDS, as_int, check_fields
 
 __all__ = [
     "KIND",
@@ -85,23 +86,18 @@ class CNNConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.channels = tuple(int(c) for c in self.channels)
-        self.kernels = tuple(int(k) for k in self.kernels)
-        self.paddings = tuple(int(p) for p in self.paddings)
-        self.fc = tuple(int(f) for f in self.fc)
+        self.channels = tuple(as_int(c) for c in self.channels)
+        self.kernels = tuple(as_int(k) for k in self.kernels)
+        self.paddings = tuple(as_int(p) for p in self.paddings)
+        self.fc = tuple(as_int(f) for f in self.fc)
+        self.patch_size, self.n_classes = as_int(self.patch_size), as_int(self.n_classes)
+        self.in_channels = as_int(self.in_channels)
+        check_fields(self.to_dict(), CNN_FIELDS, "CNN")  # types and bounds, naming the field
         if not (len(self.channels) == len(self.kernels) == len(self.paddings)):
             raise ValueError(
                 "channels, kernels and paddings need one entry per conv layer, got "
                 f"{self.channels!r}, {self.kernels!r}, {self.paddings!r}"
             )
-        if self.in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels!r}")
-        if self.n_classes < 2:
-            raise ValueError(f"n_classes must be at least 2, got {self.n_classes!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if len(self.fc) < 1:
-            raise ValueError(f"fc needs at least one hidden size, got {self.fc!r}")
         if self.final_size < 1:
             raise ValueError(
                 f"patch_size {self.patch_size} is too small for this network: "
@@ -148,10 +144,7 @@ class CNNConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CNNConfig:
         """Rebuild from :meth:`to_dict`, rejecting unknown keys."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown CNN config keys {sorted(unknown)!r}")
+        check_fields(d, CNN_FIELDS, "CNN")  # JSON types and bounds, before any conversion
         return cls(**d)
 
 

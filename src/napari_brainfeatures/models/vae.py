@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from napari_brainfeatures.models.checkpoint import load_model, save_checkpoint
+from napari_brainfeatures.models.schema import VAE_FIELDS, as_int, check_fields
 
 __all__ = ["VAEConfig", "BetaVAE", "vae_loss", "save_vae", "load_vae", "KIND"]
 
@@ -65,20 +66,14 @@ class VAEConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.image_shape = tuple(int(s) for s in self.image_shape)  # type: ignore[assignment]
-        self.fc = tuple(int(f) for f in self.fc)
-        if not 1 <= int(self.latent_dim) <= 64:
-            raise ValueError(f"latent_dim must be in 1..64, got {self.latent_dim!r}")
-        self.latent_dim = int(self.latent_dim)
-        if not (np.isfinite(self.beta) and self.beta > 0):
-            raise ValueError(f"beta must be a positive number (1 = vanilla VAE), got {self.beta!r}")
+        self.image_shape = tuple(as_int(s) for s in self.image_shape)  # type: ignore[assignment]
+        self.fc = tuple(as_int(f) for f in self.fc)
+        self.latent_dim, self.channels = as_int(self.latent_dim), as_int(self.channels)
+        self.n_down = as_int(self.n_down)
+        if isinstance(self.beta, np.floating | np.integer):
+            self.beta = float(self.beta)
+        check_fields(self.to_dict(), VAE_FIELDS, "VAE")  # types and bounds, naming the field
         self.beta = float(self.beta)
-        if len(self.image_shape) != 2:
-            raise ValueError(f"image_shape must be (H, W), got {self.image_shape!r}")
-        if self.channels < 1 or self.n_down < 1:
-            raise ValueError(
-                f"channels and n_down must be >= 1, got {self.channels!r}, {self.n_down!r}"
-            )
         step = 2**self.n_down
         if any(s % step or s // step < 2 for s in self.image_shape):
             raise ValueError(
@@ -86,8 +81,6 @@ class VAEConfig:
                 f"both sides must be multiples of {step} and at least {2 * step} "
                 "(crop or pad the sections, or lower n_down)"
             )
-        if not self.fc:
-            raise ValueError(f"fc needs at least one hidden size, got {self.fc!r}")
 
     @classmethod
     def for_shape(cls, image_shape: tuple[int, int], **kwargs: Any) -> VAEConfig:
@@ -132,9 +125,7 @@ class VAEConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VAEConfig:
         """Rebuild from :meth:`to_dict`, rejecting unknown keys."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown VAE config keys {sorted(unknown)!r}")
+        check_fields(d, VAE_FIELDS, "VAE")  # JSON types and bounds, before any conversion
         return cls(**d)
 
 
