@@ -216,3 +216,34 @@ def test_progress_and_curves_sit_under_the_train_button(widget):
     assert train < runner and row_of(widget.canvas) == runner + 1
     assert row_of(widget.canvas) < row_of(widget.evaluate_button.native)
     assert row_of(widget.cm_canvas) == row_of(widget.table.native) + 1
+
+
+def test_one_painted_section_is_split_by_blocks_and_drawn(make_napari_viewer, qtbot):
+    from napari_brainfeatures._widgets.train import TrainWidget
+    from napari_brainfeatures.train.recipe import overlapping_patches
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    areas = np.zeros((1, 320, 500), np.uint8)
+    areas[:, 10:, :250], areas[:, 10:, 250:] = 1, 5
+    img = rng.integers(0, 256, areas.shape, dtype=np.uint8)
+    viewer.add_image(img, name="ct")
+    viewer.add_labels(areas, name="areas", metadata={"classes": default_table().to_dict()})
+    w = TrainWidget(viewer)
+    assert w.split.mode.value == "spatial blocks" and "painted on one slice" in w.status.value
+    w.patch_size.value, w.per_class.value, w.eval_per_class.value = P, 12, 6
+    w.sample()
+    wait(qtbot, w)
+    regions = viewer.layers["split regions"].data[0]
+    assert set(np.unique(regions)) == {0, 1, 2, 3}
+    s = w.splits
+    assert s.split_map is not None and s.record()["guard"] == P
+    assert overlapping_patches(s.train, s.test) == overlapping_patches(s.train, s.val) == 0
+    shapes = viewer.add_shapes(  # three drawn rectangles: train, validation, test
+        [[[0, 0], [150, 0], [150, 499], [0, 499]], [[200, 0], [319, 0], [319, 240], [200, 240]],
+         [[200, 260], [319, 260], [319, 499], [200, 499]]], shape_type="rectangle",
+    )  # fmt: skip
+    w.split.mode.value, w.split.layer.value = "from a layer", shapes
+    w.sample()
+    wait(qtbot, w)
+    assert w.splits.record()["mode"] == "mask" and w.splits.split_map.region("test")[300, 400]

@@ -44,6 +44,7 @@ from napari_brainfeatures._widgets._common import (
     workspace_for,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures._widgets.train_split import SplitControls, show_split
 from napari_brainfeatures._widgets.train_views import (
     counts_text,
     plot_history,
@@ -93,6 +94,7 @@ class TrainWidget(Container):
         self.val_slice = SpinBox(label="val slice", min=0, max=0)
         self.test_slice = SpinBox(label="test slice", min=0, max=0)
         self.slices_button = PushButton(text="Slices from current z (50 µm apart)")
+        self.split = SplitControls(viewer)
         self.sample_button = PushButton(text="Sample patches")
         self.counts = Label(value="")
         self.variant = ComboBox(label="network", choices=list(VARIANTS), value="default")
@@ -114,7 +116,7 @@ class TrainWidget(Container):
         super().__init__(widgets=[
             self.image, self.area_labels, self.patch_size, self.per_class, self.eval_per_class,
             self.train_slice, self.val_slice, self.test_slice, self.slices_button,
-            self.sample_button, self.counts, self.variant, self.epochs, self.batch_size,
+            self.split, self.sample_button, self.counts, self.variant, self.epochs, self.batch_size,
             self.train_button, self.status, self.runner, self.evaluate_button, self.tta,
             self.scores, self.table, self.model_path, files, self.stride, self.predict_button,
         ])  # fmt: skip
@@ -136,6 +138,7 @@ class TrainWidget(Container):
         self.evaluation: Evaluation | None = None
         refresh_choices_on_layer_change(viewer, self.image, self.area_labels)
         self.image.changed.connect(self.default_slices)
+        self.area_labels.changed.connect(self.default_split)
         self.slices_button.changed.connect(self.default_slices)
         self.sample_button.changed.connect(self.sample)
         self.train_button.changed.connect(self.train)
@@ -144,8 +147,17 @@ class TrainWidget(Container):
         self.load_button.changed.connect(self.load)
         self.predict_button.changed.connect(self.predict)
         self.default_slices()
+        self.default_split()
 
     # -- slices and patches ----------------------------------------------------
+    def default_split(self, _event: Any = None) -> None:
+        """Spatial blocks for labels painted on one slice (said in the status line)."""
+        if self.area_labels.value is not None:
+            labels = _data(self.area_labels.value)
+            why = self.split.default_for(labels, labels.shape[0] if labels.ndim == 3 else 1)
+            if why:
+                self.status.value = why
+
     def default_slices(self, _event: Any = None) -> None:
         """Train slice = current z; validation and test 50 µm and 100 µm further on."""
         layer = self.image.value
@@ -186,6 +198,18 @@ class TrainWidget(Container):
             return
         image, labels = _data(self.image.value), _data(self.area_labels.value)
         zs = (self.train_slice.value, self.val_slice.value, self.test_slice.value)
+        split_map = None
+        if self.split.by_region:  # one section: the current slice, by region
+            z = current_z(self.viewer, self.image.value) if image.ndim == 3 else 0
+            try:
+                split_map = self.split.split_map(
+                    self.image.value, labels, patch_size=self.patch_size.value, z=z
+                )
+            except ValueError as err:
+                show_error(f"Sample patches: {err}")
+                return
+            show_split(self.viewer, self.image.value, split_map)
+            zs = (z, z, z)
         gen = iter_sample_splits(
             image,
             labels,
@@ -195,6 +219,7 @@ class TrainWidget(Container):
             eval_per_class=self.eval_per_class.value,
             classes=painted_classes(self._label_table(), labels, zs[0]) or None,
             warn=False,  # shown as notifications by _show_patches
+            split_map=split_map,
         )
         self.runner.start(gen, name="Sample patches", on_done=self._show_patches)
 
@@ -228,6 +253,7 @@ class TrainWidget(Container):
             checkpoint_path=path,
             classes=self.classes,
             voxel_size=tuple(float(v) for v in layer.scale[-3:]),
+            split=s.record(),
         )
         self.history = []
         self._plot_history()
