@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -49,12 +48,13 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
+    from napari_brainfeatures._util.leftovers import temp_path
     from napari_brainfeatures._util.overwrite import check_target, swap_in
 
     check_target(args.out, overwrite=args.overwrite)
     # Written beside OUT and swapped in when complete: a failed run keeps the old store.
     out = args.out.expanduser().resolve()
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    tmp = temp_path(out, "partial")
     try:
         if args.kind == "microct":
             from napari_brainfeatures.synthetic import DEFAULT_SHAPE, iter_write_microct

@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from napari_brainfeatures._util.leftovers import clean_leftovers, temp_path
 from napari_brainfeatures.io.volume import is_zarr_store
 
 __all__ = ["check_output_file", "check_target", "input_overlaps", "swap_in"]
@@ -61,8 +62,17 @@ def check_target(
     FileExistsError
         ``target`` exists and ``overwrite`` is False, or it is not something
         ``overwrite`` may delete (it is then never deleted).
+
+    When the write may go ahead, the hidden temporaries that killed earlier
+    writes to ``target`` left beside it are removed
+    (:func:`~napari_brainfeatures._util.leftovers.clean_leftovers`).
     """
     path = Path(target).expanduser()
+    _check_target(path, overwrite=overwrite, inputs=inputs)
+    clean_leftovers(path)  # what a killed earlier write to this place left beside it
+
+
+def _check_target(path: Path, *, overwrite: bool, inputs: Iterable[str | os.PathLike[str]]) -> None:
     for src, how in input_overlaps(path, inputs):
         if how != "inside":
             raise FileExistsError(
@@ -99,7 +109,7 @@ def swap_in(tmp: Path, target: Path) -> None:
     if not (target.exists() or target.is_symlink()):
         os.replace(tmp, target)
         return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    old = temp_path(target, "old")
     os.replace(target, old)
     try:
         os.replace(tmp, target)

@@ -14,8 +14,6 @@ those that a killed run left behind.
 
 from __future__ import annotations
 
-import glob
-import os
 import shutil
 import time
 from collections.abc import Generator
@@ -27,6 +25,7 @@ import numpy as np
 import zarr
 
 from napari_brainfeatures import __version__
+from napari_brainfeatures._util.leftovers import temp_path
 from napari_brainfeatures._util.overwrite import check_target, swap_in
 from napari_brainfeatures.io.base import check_voxel_size
 from napari_brainfeatures.io.volume import Volume, open_volume
@@ -106,9 +105,7 @@ def convert_to_ome_zarr(
         raise ValueError(f"levels must be at least 1, got {levels!r}")
     voxel = check_voxel_size(voxel_size or vol.voxel_size or (1.0, 1.0, 1.0))
     final = target.expanduser().resolve()
-    _remove_stale_partials(final)
-    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    _remove(tmp)
+    tmp = temp_path(final, "partial")  # check_target removed those of killed runs
     try:
         yield from _write(vol, tmp, chunks=chunks, n_levels=n_levels, voxel=voxel)
         swap_in(tmp, final)
@@ -125,26 +122,6 @@ def _remove(path: Path) -> None:
         if not path.exists():
             return
         time.sleep(0.2)
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # os.kill would end the process on Windows; keep what we cannot check
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_partials(final: Path) -> None:
-    """Delete the ``.NAME.partial-PID`` folders of ``final`` left by runs no longer alive."""
-    for old in final.parent.glob(f".{glob.escape(final.name)}.partial-*"):
-        pid = old.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
-            _remove(old)
 
 
 def _write(

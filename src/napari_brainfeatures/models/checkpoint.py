@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +23,7 @@ from torch import nn
 
 from napari_brainfeatures._util.device import resolve_device
 from napari_brainfeatures._util.files import as_if_created
+from napari_brainfeatures._util.leftovers import clean_leftovers, temp_path
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.schema import check_tensor_table, count_on_meta
 
@@ -132,10 +132,10 @@ def save_checkpoint(
         "config": json.dumps(config),
         "meta": json.dumps(meta or {}),
     }
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
+    clean_leftovers(path)  # what a killed earlier save of this file left beside it
+    tmp = temp_path(path, "tmp")
     try:
-        save_file(tensors, tmp, metadata=header)
+        save_file(tensors, str(tmp), metadata=header)
         as_if_created(tmp)
         os.replace(tmp, path)
     finally:
