@@ -98,8 +98,8 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     }
 
 
-# One annotated section against three slices, same small budget (bench_inputs reports both).
-SECTION = {"patch_size": 64, "per_class": 150, "eval_per_class": 100, "epochs": 6, "seed": 0}
+# One annotated section against three slices, same budget (bench_inputs reports both).
+SECTION = {**DEFAULTS, "patch_size": 64, "seed": 0}  # the full recipe on 64 px patches
 SECTION_QUICK = {**SECTION, "per_class": 40, "eval_per_class": 30, "epochs": 2}
 
 
