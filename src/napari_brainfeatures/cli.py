@@ -108,6 +108,16 @@ def _run(module: Any, args: argparse.Namespace) -> int:
         # The core raises specific, explained errors: show them without a traceback.
         print(f"brainfeatures {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except ArithmeticError as err:  # e.g. training diverged: the message says what to lower
+        print(f"brainfeatures {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError as err:
+        print(
+            f"brainfeatures {args.command}: error: out of memory ({err}); use smaller sizes "
+            "or fewer items",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(f"brainfeatures {args.command}: interrupted", file=sys.stderr)
         return 130

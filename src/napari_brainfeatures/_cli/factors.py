@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures._util.ranges import FLOAT, INT, SEED
 from napari_brainfeatures.factors.options import (
     NORMALISE,
     OUTSIDE,
@@ -59,22 +60,22 @@ FLAGS = {
 def register(name: str, parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("store", help="dense feature store (STORE.zarr), or factors.zarr for 'cluster'")
-    add("--z", type=int, default=None, help="z index of the store's grid (default: the only one)")
+    add("--z", type=INT, default=None, help="z index of the store's grid (default: the only one)")
     add("--out", type=Path, default=None, help="output folder (default: STORE_factors beside it)")
-    add("--seed", type=int, default=0)
+    add("--seed", type=SEED, default=0)
     if name == "factors":
         nmf, sel = NMFOptions(), SelectOptions()
-        add("--k", type=int, default=nmf.n_components, help="number of factors (default 15)")
+        add("--k", type=INT, default=nmf.n_components, help="number of factors (default 15)")
         add("--solver", default=nmf.solver, choices=SOLVERS)
-        add("--max-iter", type=int, default=nmf.max_iter)
-        add("--tol", type=float, default=None, help="default 1e-5 (torch), 1e-4 (sklearn)")
+        add("--max-iter", type=INT, default=nmf.max_iter)
+        add("--tol", type=FLOAT, default=None, help="default 1e-5 (torch), 1e-4 (sklearn)")
         add("--device", default=None, help="cpu / cuda (default: cuda if present)")
         add("--rois", default=None, help="ROI label volume for the factor selection")
-        add("--roi-ids", type=int, nargs="+", default=None, help="ROI ids (default: all painted)")
-        add("--lam", type=float, default=sel.lam, help="leakage weight λ >= 0 (default 0.5)")
-        add("--p", type=int, default=None, help="factors to select (default min(k, #ROIs))")
+        add("--roi-ids", type=INT, nargs="+", default=None, help="ROI ids (default: all painted)")
+        add("--lam", type=FLOAT, default=sel.lam, help="leakage weight λ >= 0 (default 0.5)")
+        add("--p", type=INT, default=None, help="factors to select (default min(k, #ROIs))")
         add("--normalise", choices=NORMALISE, default=sel.normalise)
-        add("--eps", type=float, default=sel.eps, help="relative activity threshold (default 0)")
+        add("--eps", type=FLOAT, default=sel.eps, help="relative activity threshold (default 0)")
         add(
             "--outside",
             choices=OUTSIDE,
@@ -83,16 +84,16 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
             "painted slices) or only points of other ROIs (labelled: for sparse painting)",
         )
         return
-    add("--k", type=int, default=4, help="number of clusters (default 4)")
+    add("--k", type=INT, default=4, help="number of clusters (default 4)")
     add("--method", choices=("kmeans", "gmm"), default="gmm")
-    add("--pca", type=int, default=None, help="reduce to N principal components first")
-    add("--max-fit", type=int, default=200_000, help="rows to fit on (default 200000)")
+    add("--pca", type=INT, default=None, help="reduce to N principal components first")
+    add("--max-fit", type=INT, default=200_000, help="rows to fit on (default 200000)")
     add("--mask", default=None, help="label volume restricting the clustering")
-    add("--mask-id", type=int, nargs="+", default=[1], help="ids of --mask to keep (default 1)")
-    add("--erode", type=float, default=0.0, help="erode the mask by a disk of R image px")
+    add("--mask-id", type=INT, nargs="+", default=[1], help="ids of --mask to keep (default 1)")
+    add("--erode", type=FLOAT, default=0.0, help="erode the mask by a disk of R image px")
     add(
         "--smooth",
-        type=float,
+        type=FLOAT,
         default=0.0,
         help="first smooth the map inside the mask by a Gaussian of σ image px (default 0)",
     )

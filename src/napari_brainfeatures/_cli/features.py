@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures._util.ranges import FLOAT, INT, Bounded
 from napari_brainfeatures.features.options import EDGES, OUTPUTS, DenseOptions
 from napari_brainfeatures.progress import run as run_gen
 
@@ -23,16 +24,16 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="the feature store STORE.zarr")
     zs = parser.add_mutually_exclusive_group()
-    zs.add_argument("--z", type=int, default=None, help="one z-slice (default: all)")
+    zs.add_argument("--z", type=INT, default=None, help="one z-slice (default: all)")
     zs.add_argument(
-        "--z-range", type=int, nargs=2, default=None, metavar=("A", "B"), help="z-slices A..B-1"
+        "--z-range", type=INT, nargs=2, default=None, metavar=("A", "B"), help="z-slices A..B-1"
     )
     parser.add_argument(
-        "--stride", type=int, help=f"pixels between outputs (default {DEFAULT['stride']})"
+        "--stride", type=INT, help=f"pixels between outputs (default {DEFAULT['stride']})"
     )
-    parser.add_argument("--tile", type=int, help="outputs per tile side (default: auto)")
+    parser.add_argument("--tile", type=INT, help="outputs per tile side (default: auto)")
     parser.add_argument(
-        "--memory-mb", type=float, help="working-set budget per tile, MiB (default: by device)"
+        "--memory-mb", type=FLOAT, help="working-set budget per tile, MiB (default: by device)"
     )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if any)")
     parser.add_argument(
@@ -58,7 +59,12 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         default=None,
         help="'local' (a LocalCluster) or a dask scheduler address tcp://host:port",
     )
-    parser.add_argument("--workers", type=int, default=2, help="LocalCluster processes (default 2)")
+    parser.add_argument(
+        "--workers",
+        type=Bounded("int", 1, 1024),
+        default=2,
+        help="LocalCluster processes (default 2)",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a feature store made by another job"
     )

@@ -7,7 +7,7 @@ import json
 import sys
 
 from napari_brainfeatures._cli import progress_printer
-from napari_brainfeatures.io.convert import convert_to_ome_zarr
+from napari_brainfeatures.io.convert import CHUNK, LEVELS, VOXEL, convert_to_ome_zarr
 from napari_brainfeatures.io.volume import open_volume
 from napari_brainfeatures.progress import run as run_gen
 
@@ -20,14 +20,14 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "convert":
         parser.add_argument("out", help="the .ome.zarr folder to write")
         parser.add_argument(
-            "--chunks", type=int, nargs=3, default=(4, 512, 512), metavar=("Z", "Y", "X")
+            "--chunks", type=CHUNK, nargs=3, default=(4, 512, 512), metavar=("Z", "Y", "X")
         )
         parser.add_argument(
-            "--levels", type=int, default=None, help="resolution levels (default: auto)"
+            "--levels", type=LEVELS, default=None, help="resolution levels (default: auto)"
         )
         parser.add_argument(
             "--voxel-size",
-            type=float,
+            type=VOXEL,
             nargs=3,
             default=None,
             metavar=("Z", "Y", "X"),

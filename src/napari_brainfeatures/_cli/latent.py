@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures._util.ranges import SEED, Bounded
 from napari_brainfeatures.progress import run as run_gen
 
 WHAT = ("traversal", "projective", "receptive", "quality")
@@ -26,22 +27,43 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("population", help="population zarr group (arrays images, rois, ...)")
         parser.add_argument("--out", required=True, help="model file to write (.safetensors)")
         parser.add_argument("--model", choices=("beta-vae", "vae", "pca"), default="beta-vae")
-        parser.add_argument("--latent", type=int, default=8, help="latent size L (default 8)")
-        parser.add_argument("--beta", type=float, default=3.0, help="KL weight (beta-vae only)")
-        parser.add_argument("--epochs", type=int, default=10)
+        parser.add_argument(
+            "--latent", type=Bounded("int", 1, 64), default=8, help="latent size L (default 8)"
+        )
+        parser.add_argument(
+            "--beta",
+            type=Bounded("float", 0, 1e6, open_lo=True),
+            default=3.0,
+            help="KL weight (beta-vae only)",
+        )
+        parser.add_argument("--epochs", type=Bounded("int", 1, 100_000), default=10)
         parser.add_argument(
             "--n-down",
-            type=int,
+            type=Bounded("int", 1, 12),
             default=None,
             help="stride-2 convolutions (default: 6, the authors', or fewer for small sections)",
         )
-        parser.add_argument("--channels", type=int, default=32, help="conv channels (32)")
+        parser.add_argument(
+            "--channels", type=Bounded("int", 1, 1024), default=32, help="conv channels (32)"
+        )
         # CPU preset: 16 / 1e-3 reach a usable model in minutes; the paper's 64 / 2e-4 needs
         # far more steps (hours on a GPU).  Measured in bench_vae and the notes of train_vae.
-        parser.add_argument("--batch-size", type=int, default=16, help="default 16 (paper: 64)")
-        parser.add_argument("--lr", type=float, default=1e-3, help="default 1e-3 (paper: 2e-4)")
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--kl-warmup", type=float, default=0.0, help="epochs of KL ramp (0)")
+        parser.add_argument(
+            "--batch-size", type=Bounded("int", 1, 65536), default=16, help="default 16 (paper: 64)"
+        )
+        parser.add_argument(
+            "--lr",
+            type=Bounded("float", 0, 10, open_lo=True),
+            default=1e-3,
+            help="default 1e-3 (paper: 2e-4)",
+        )
+        parser.add_argument("--seed", type=SEED, default=0)
+        parser.add_argument(
+            "--kl-warmup",
+            type=Bounded("float", 0, 100_000),
+            default=0.0,
+            help="epochs of KL ramp (0)",
+        )
         parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if present)")
         parser.add_argument("--clean", action="store_true", help="train on 'clean', not 'images'")
         parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -57,10 +79,27 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         help="folder for PNG pictures and latent.json (one sub-folder per model when several)",
     )  # fmt: skip
     parser.add_argument("--what", nargs="+", choices=WHAT, default=list(WHAT))
-    parser.add_argument("--section", type=int, default=0, help="section for the traversal")
-    parser.add_argument("--c-max", type=float, default=7.0, help="half-range of latent sweeps")
-    parser.add_argument("--step", type=float, default=None, help="projective step (0.05 on CPU)")
-    parser.add_argument("--n-images", type=int, default=832, help="sections for receptive fields")
+    parser.add_argument(
+        "--section", type=Bounded("int", 0, 2**31 - 1), default=0, help="section for the traversal"
+    )
+    parser.add_argument(
+        "--c-max",
+        type=Bounded("float", 0, 100, open_lo=True),
+        default=7.0,
+        help="half-range of latent sweeps",
+    )
+    parser.add_argument(
+        "--step",
+        type=Bounded("float", 0, 100, open_lo=True),
+        default=None,
+        help="projective step (0.05 on CPU)",
+    )
+    parser.add_argument(
+        "--n-images",
+        type=Bounded("int", 1, 10**6),
+        default=832,
+        help="sections for receptive fields",
+    )
     parser.add_argument("--device", default="cpu")
 
 

@@ -10,16 +10,21 @@ from pathlib import Path
 import numpy as np
 
 from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures._util.ranges import SEED, Bounded
 from napari_brainfeatures.progress import run as run_gen
+
+SIDE = Bounded("int", 1, 65536, hint="px")
+N_SECTIONS = Bounded("int", 1, 100_000)
+SECTION_SIDE = Bounded("int", 1, 8192, hint="px")
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=["microct", "population"])
     parser.add_argument("out", type=Path, help="the zarr group to write")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument(
         "--shape",
-        type=int,
+        type=SIDE,
         nargs=3,
         default=None,
         metavar=("Z", "Y", "X"),
@@ -27,16 +32,16 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--chunks",
-        type=int,
+        type=SIDE,
         nargs=3,
         default=(16, 256, 256),
         metavar=("Z", "Y", "X"),
         help="micro-CT zarr chunks",
     )
-    parser.add_argument("--n", type=int, default=256, help="population: number of sections")
+    parser.add_argument("--n", type=N_SECTIONS, default=256, help="population: number of sections")
     parser.add_argument(
         "--section-shape",
-        type=int,
+        type=SECTION_SIDE,
         nargs=2,
         default=(320, 448),
         metavar=("H", "W"),
@@ -78,6 +83,9 @@ def write_population(out: Path, *, n: int, shape: tuple[int, int], seed: int) ->
     import zarr
 
     from napari_brainfeatures.synthetic import make_population
+
+    n, seed = N_SECTIONS.check("n", n), SEED.check("seed", seed)
+    shape = tuple(SECTION_SIDE.check("shape", s) for s in shape)  # type: ignore[assignment]
 
     pop = make_population(n, shape=shape, seed=seed)
     group = zarr.open_group(str(out), mode="w")

@@ -27,11 +27,16 @@ import zarr
 from napari_brainfeatures import __version__
 from napari_brainfeatures._util.leftovers import temp_path
 from napari_brainfeatures._util.overwrite import check_target, swap_in
+from napari_brainfeatures._util.ranges import Bounded
 from napari_brainfeatures.io.base import check_voxel_size
 from napari_brainfeatures.io.volume import Volume, open_volume
 from napari_brainfeatures.progress import Progress
 
-__all__ = ["convert_to_ome_zarr", "n_levels_for"]
+__all__ = ["convert_to_ome_zarr", "max_levels", "n_levels_for"]
+
+CHUNK = Bounded("int", 1, 65536, hint="px")
+LEVELS = Bounded("int", 1, 32)
+VOXEL = Bounded("float", 0, 1e6, open_lo=True, hint="micrometres")
 
 
 def n_levels_for(shape: tuple[int, ...], *, min_size: int = 256) -> int:
@@ -41,6 +46,11 @@ def n_levels_for(shape: tuple[int, ...], *, min_size: int = 256) -> int:
         side //= 2
         n += 1
     return n
+
+
+def max_levels(shape: tuple[int, ...]) -> int:
+    """The most 2x (Y, X) levels of ``shape``: until the smaller side is down to 1 px."""
+    return max(1, int(min(shape[-2:])).bit_length())
 
 
 def convert_to_ome_zarr(
@@ -64,7 +74,8 @@ def convert_to_ome_zarr(
         Chunk shape (Z, Y, X), default (4, 512, 512): thin in Z so that
         showing one slice decodes little more than that slice.
     levels : int, optional
-        Resolution levels; default until the smaller side is below 256 px.
+        Resolution levels, 1 to :func:`max_levels`; default until the smaller side
+        is below 256 px.
     voxel_size : (float, float, float), optional
         Micrometres (Z, Y, X); default from the source, else 1.0 (the source's
         voxel size is unknown: pass it).  The source's translation is kept.
@@ -98,12 +109,19 @@ def convert_to_ome_zarr(
     target = Path(target)
     inputs = [vol.path] if isinstance(source, Volume) else [source, vol.path]
     check_target(target, overwrite=overwrite, inputs=inputs)
-    if any(int(c) < 1 for c in chunks) or len(chunks) != 3:
-        raise ValueError(f"chunks must be three positive integers, got {chunks!r}")
-    n_levels = levels if levels is not None else n_levels_for(vol.shape)
-    if n_levels < 1:
-        raise ValueError(f"levels must be at least 1, got {levels!r}")
+    if not isinstance(chunks, list | tuple) or len(chunks) != 3:
+        raise ValueError(f"chunks must be three positive integers (Z, Y, X), got {chunks!r}")
+    chunks = tuple(CHUNK.check("chunks", c) for c in chunks)  # type: ignore[assignment]
+    top = max_levels(vol.shape)
+    n_levels = n_levels_for(vol.shape) if levels is None else LEVELS.check("levels", levels)
+    if n_levels > top:
+        raise ValueError(
+            f"levels must be in 1..{top} for this volume of Y, X {tuple(vol.shape[-2:])} (each "
+            f"level halves Y and X; level {top + 1} would be empty), got {levels!r}"
+        )
     voxel = check_voxel_size(voxel_size or vol.voxel_size or (1.0, 1.0, 1.0))
+    for v in voxel if voxel_size else ():
+        VOXEL.check("voxel_size", v)
     final = target.expanduser().resolve()
     tmp = temp_path(final, "partial")  # check_target removed those of killed runs
     try:
