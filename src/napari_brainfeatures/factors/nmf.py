@@ -42,7 +42,15 @@ from napari_brainfeatures.factors._hals import (
 from napari_brainfeatures.factors.options import SOLVERS, NMFOptions
 from napari_brainfeatures.progress import Progress, run
 
-__all__ = ["SOLVERS", "FeatureNMF", "NMFOptions", "NMFResult", "check_features", "fit_nmf"]
+__all__ = [
+    "SOLVERS",
+    "FeatureNMF",
+    "NMFOptions",
+    "NMFResult",
+    "check_features",
+    "fit_nmf",
+    "project_rows",
+]
 
 
 def nmf_options(
@@ -62,8 +70,38 @@ def nmf_options(
     return dataclasses.replace(options or NMFOptions(), **overrides)
 
 
+def _masked_rows(X: Any, mask: Any, block: int) -> np.ndarray:
+    """The rows of ``X`` where ``mask`` is True, in memory (float32, row order kept)."""
+    rows = _as_rows(X)
+    if mask is None:
+        return _load_rows(rows, block)
+    keep = np.asarray(mask, dtype=bool).reshape(-1)
+    if keep.shape[0] != rows.shape[0]:
+        raise ValueError(
+            f"mask has {keep.shape[0]} pixels but X has {rows.shape[0]} rows; give a mask of "
+            f"X's spatial shape {tuple(X.shape[:-1])!r}"
+        )
+    if not keep.any():
+        raise ValueError("the mask keeps no row of X (no pixel in tissue); check the tissue mask")
+    if isinstance(rows, np.ndarray):
+        return np.ascontiguousarray(rows[keep], dtype=np.float32)
+    out = np.empty((int(keep.sum()), rows.shape[1]), dtype=np.float32)
+    n = 0
+    for s in range(0, rows.shape[0], block):  # only the kept rows are copied
+        k = keep[s : s + block]
+        if k.any():
+            b = np.asarray(rows[s : s + block], dtype=np.float32)[k]
+            out[n : n + b.shape[0]], n = b, n + b.shape[0]
+    return out
+
+
 def fit_nmf(
-    X: Any, n_components: int | None = None, *, options: NMFOptions | None = None, **overrides: Any
+    X: Any,
+    n_components: int | None = None,
+    *,
+    options: NMFOptions | None = None,
+    mask: Any = None,
+    **overrides: Any,
 ) -> Generator[Progress, None, NMFResult]:
     """Factorise ``X ≈ W H`` (non-negative), yielding one :class:`Progress` per iteration.
 
@@ -81,14 +119,19 @@ def fit_nmf(
     **overrides
         Any :class:`NMFOptions` field, set on top of ``options``
         (``fit_nmf(X, 15, solver="sklearn")``).
+    mask : bool array ``(N,)`` or ``(H, W)``, optional
+        Rows to factorise (e.g. pixels in tissue whose patch lies in tissue); the
+        others are left out of the fit.  Default: every row.
 
     Returns
     -------
     NMFResult
-        ``W (N, k)`` in the row order of ``X`` (reshape with :func:`~.maps.factor_maps`).
+        ``W (n, k)`` for the rows used (all ``N``, or those in ``mask``), in the row
+        order of ``X`` (put back on the map with :func:`~.maps.factor_maps` and
+        ``valid=mask``).
     """
     opts = nmf_options(n_components, options=options, **overrides)
-    rows = _load_rows(_as_rows(X), opts.block_rows)
+    rows = _masked_rows(X, mask, opts.block_rows)
     common = {
         "max_iter": opts.max_iter,
         "tol": opts.tolerance,
@@ -171,15 +214,29 @@ class FeatureNMF:
         """
         if not hasattr(self, "components_"):
             raise RuntimeError("FeatureNMF is not fitted yet; call fit(X) first")
-        block = self.options.block_rows
-        rows = _load_rows(_as_rows(X), block)
+        rows = _load_rows(_as_rows(X), self.options.block_rows)
         if rows.shape[1] != self.components_.shape[1]:
             raise ValueError(
                 f"X has {rows.shape[1]} features but the factors have "
                 f"{self.components_.shape[1]}; use features from the same model"
             )
-        check_features(rows, block=block)
-        dev = resolve_device(self.options.device)
-        H = torch.from_numpy(self.components_).to(dev)  # (k, D)
-        Wt, _ = _solve_w(rows, H, None, block=block, sweeps=sweeps, dev=dev)  # (k, N)
-        return Wt.cpu().numpy().T.reshape(*X.shape[:-1], -1)
+        W = project_rows(rows, self.components_, options=self.options, sweeps=sweeps)
+        return W.reshape(*X.shape[:-1], -1)
+
+
+def project_rows(
+    rows: np.ndarray, H: np.ndarray, *, options: NMFOptions | None = None, sweeps: int = 50
+) -> np.ndarray:
+    """Coefficients ``(n, k)`` float32 of ``rows`` ``(n, D)`` on fixed factors ``H`` ``(k, D)``.
+
+    Clipped least squares then ``sweeps`` HALS sweeps (non-negative least squares);
+    ``options`` gives the device and block size.
+    """
+    opts = options or NMFOptions()
+    if rows.shape[0] == 0:
+        return np.zeros((0, H.shape[0]), dtype=np.float32)
+    check_features(rows, block=opts.block_rows)
+    dev = resolve_device(opts.device)
+    Ht = torch.from_numpy(np.ascontiguousarray(H, dtype=np.float32)).to(dev)  # (k, D)
+    Wt, _ = _solve_w(rows, Ht, None, block=opts.block_rows, sweeps=sweeps, dev=dev)  # (k, n)
+    return Wt.cpu().numpy().T

@@ -9,9 +9,11 @@ the run's numbers; :meth:`Factors.select` scores them against ROIs.
     factors.zarr/
       maps          (k, H, W) float32   coefficients on the feature grid (NaN: not computed)
       components    (k, D)    float32   the factors
+      mask          (H, W)    uint8     1: the pixel counts (in tissue, patch inside tissue);
+                                        only when factorised with a tissue mask
       zarr.json     attrs["brainfeatures"]: kind "nmf-factors", the grid (origin, step,
                     z_image, z, image_shape, source), k, solver, n_rows, rel_error,
-                    n_iter, wall_s, selection (or None)
+                    n_iter, wall_s, min_context, n_edge, selection (or None)
 
 The ``factors`` command and the dock widget both write this format;
 :func:`open_map` opens it, a feature store or a plain feature array alike (what
@@ -35,6 +37,7 @@ from napari_brainfeatures.factors.options import NMFOptions, SelectOptions
 from napari_brainfeatures.factors.select import Selection, select_factors
 from napari_brainfeatures.features.grid import FeatureGrid
 from napari_brainfeatures.progress import Progress, ProgressGen
+from napari_brainfeatures.tissue import MIN_CONTEXT, check_min_context
 
 __all__ = [
     "KIND",
@@ -51,6 +54,7 @@ KIND = "nmf-factors"
 CLUSTERS_KIND = "cluster-map"
 ATTR = "brainfeatures"
 _SUMMARY = ("k", "solver", "n_rows", "rel_error", "n_iter", "wall_s")
+_TISSUE = ("min_context", "n_edge")  # only with a tissue mask
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,18 +64,23 @@ class Factors:
     Attributes
     ----------
     maps : array ``(k, H, W)`` float32, numpy or dask
-        Coefficient heatmaps; NaN where no feature was computed.
+        Coefficient heatmaps; NaN where no feature was computed (and, with a tissue
+        mask, outside tissue).
     components : ndarray ``(k, D)`` float32
         The factors.
     grid : FeatureGrid
         Where the maps lie on the image (its ``features`` are the source features
         after :func:`factorise`, None after :func:`open_factors`).
     info : dict
-        ``k``, ``solver``, ``n_rows``, ``rel_error``, ``n_iter``, ``wall_s``.
+        ``k``, ``solver``, ``n_rows``, ``rel_error``, ``n_iter``, ``wall_s``, and with
+        a tissue mask ``min_context`` and ``n_edge`` (tissue pixels left out).
     selection : Selection, optional
         A factor selection made on these factors (saved with them).
     path : Path, optional
         Where they were saved or opened from.
+    mask : bool ndarray ``(H, W)``, optional
+        The pixels that count (see :attr:`used`): in tissue with at least
+        ``min_context`` of the patch window in tissue.  None: every valid pixel.
     """
 
     maps: Any
@@ -80,6 +89,7 @@ class Factors:
     info: dict[str, Any] = field(default_factory=dict)
     selection: Selection | None = None
     path: Path | None = None
+    mask: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -92,12 +102,24 @@ class Factors:
         return np.asarray(np.isfinite(self.maps).all(axis=0))
 
     @cached_property
+    def used(self) -> np.ndarray:
+        """Bool ``(H, W)``: the pixels that count for selection, clustering and scores.
+
+        The valid pixels inside :attr:`mask` (every valid pixel without one).
+        """
+        return self.valid if self.mask is None else self.valid & self.mask
+
+    @cached_property
     def coefficients(self) -> np.ndarray:
-        """``(n, k)`` float32: the coefficients of the valid pixels, raster order."""
-        return np.ascontiguousarray(np.asarray(self.maps)[:, self.valid].T)
+        """``(n, k)`` float32: the coefficients of the :attr:`used` pixels, raster order."""
+        return np.ascontiguousarray(np.asarray(self.maps)[:, self.used].T)
 
     def coefficient_grid(self) -> FeatureGrid:
-        """The grid holding the coefficients ``(H, W, k)`` as its features (to cluster)."""
+        """The grid holding the coefficients ``(H, W, k)`` as its features (to cluster).
+
+        NaN outside :attr:`used` (:func:`factorise` leaves the maps NaN there), so a
+        cluster map leaves edge pixels unlabelled.
+        """
         maps = self.maps
         if isinstance(maps, np.ndarray):
             return self.grid.with_features(np.moveaxis(maps, 0, -1))
@@ -122,8 +144,8 @@ class Factors:
         options, **overrides
             As in :func:`~.select.select_factors`.
         roi_ids : list of int, optional
-            ROIs to use; each must have pixels with coefficients.  Default: the ids
-            present where there are coefficients.
+            ROIs to use; each must have :attr:`used` pixels.  Default: the ids
+            present there.
 
         Raises
         ------
@@ -135,13 +157,14 @@ class Factors:
             raise ValueError(
                 f"rois must be on the factors' grid {self.valid.shape!r}, got {rois.shape!r}"
             )
-        inside = rois[self.valid]
+        inside = rois[self.used]
         if roi_ids is not None:
             empty = [int(i) for i in roi_ids if not np.any(inside == i)]
             if empty:
                 raise ValueError(
                     f"ROI id(s) {empty} lie only where no feature was computed (NaN in the "
-                    "store); compute features there or choose other ROI ids"
+                    "store) or outside the tissue mask's usable pixels; compute features "
+                    "there, lower min_context, or choose other ROI ids"
                 )
         return select_factors(
             self.coefficients, inside, options=options, roi_ids=roi_ids, **overrides
@@ -150,7 +173,7 @@ class Factors:
     def with_selection(self, selection: Selection | None) -> Factors:
         """These factors with ``selection`` attached (what :meth:`save` then writes)."""
         out = dataclasses.replace(self, selection=selection)
-        for cached in ("valid", "coefficients"):  # the same maps: keep what was computed
+        for cached in ("valid", "used", "coefficients"):  # the same maps: keep what was computed
             if cached in self.__dict__:
                 out.__dict__[cached] = self.__dict__[cached]
         return out
@@ -165,6 +188,9 @@ def factorise(
     n_components: int | None = None,
     *,
     options: NMFOptions | None = None,
+    tissue: Any = None,
+    min_context: float = MIN_CONTEXT,
+    patch: int | None = None,
     **overrides: Any,
 ) -> ProgressGen[Factors]:
     """NMF of the computed pixels of a feature grid; yields progress, returns :class:`Factors`.
@@ -175,27 +201,58 @@ def factorise(
         With ``features`` ``(H, W, D)``; pixels with NaN (not computed) are left out.
     n_components, options, **overrides
         As in :func:`~.nmf.fit_nmf`.
+    tissue : array ``(Y, X)`` or ``(Z, Y, X)``, optional
+        The image's tissue mask (non-zero: tissue; see :mod:`napari_brainfeatures.tissue`).
+        Then only pixels in tissue whose patch window is at least ``min_context``
+        inside tissue are factorised (:attr:`Factors.used`); the others (background,
+        and tissue whose patch sees background: cut faces, pial surface) get no
+        coefficients (NaN).  Projecting them onto the fitted factors was tried: a
+        patch half in background is unlike every fitted row, so its least-squares
+        coefficients light factors along every edge.
+    min_context : float in [0, 1]
+        Least fraction of the patch window in tissue (default 1.0: the whole patch,
+        see :data:`~napari_brainfeatures.tissue.MIN_CONTEXT`; 0: every pixel in
+        tissue counts).  Only with ``tissue``.
+    patch : int, optional
+        Patch size for the window; default the grid's (its store's model).
     """
     from napari_brainfeatures.factors.nmf import fit_nmf, nmf_options
 
     opts = nmf_options(n_components, options=options, **overrides)  # checked before reading
+    min_context = check_min_context(min_context)
     if grid.features is None:
         raise ValueError("the grid holds no features; open it with FeatureGrid.from_store")
+    used = shown = None
+    if tissue is not None:
+        shown = grid.labels_on(tissue, what="the tissue mask") != 0
+        used = shown & (grid.context_inside(tissue, patch=patch) >= min_context)
     h, w = grid.shape
     yield Progress(0, None, f"reading {h}x{w} feature rows")
     rows, valid = finite_rows(grid.features)
+    n_edge = 0
+    if shown is not None and used is not None:
+        n_edge = int((shown & valid & ~used).sum())  # tissue near an edge: left out
+        keep = used[valid]
+        if not keep.any():
+            raise ValueError(
+                f"no computed pixel lies in tissue with >= {min_context} of its patch window "
+                "in tissue; check the tissue mask, or lower min_context (0: off)"
+            )
+        rows, valid = rows[keep], valid & used
     res = yield from fit_nmf(rows, options=opts)
     yield Progress(0, None, "factor maps")
     maps = factor_maps(res.W, valid.shape, valid=valid)  # (k, H, W)
     info = {
         "k": opts.n_components,
         "solver": res.solver,
-        "n_rows": int(rows.shape[0]),
+        "n_rows": int(res.W.shape[0]),
         "rel_error": res.rel_error,
         "n_iter": res.n_iter,
         "wall_s": round(res.wall_s, 3),
     }
-    out = Factors(maps, res.H, grid, info)
+    if used is not None:
+        info.update(min_context=min_context, n_edge=n_edge)
+    out = Factors(maps, res.H, grid, info, mask=used)
     out.__dict__["coefficients"] = res.W  # the same numbers: no second copy
     return out
 
@@ -243,10 +300,13 @@ def save_factors(path: str | os.PathLike[str], factors: Factors, *, inputs: Any 
         "kind": KIND,
         **factors.grid.to_attrs(),
         **{k: factors.info.get(k) for k in _SUMMARY},
+        **{k: factors.info[k] for k in _TISSUE if k in factors.info},
         "k": factors.k,
         "selection": factors.selection.to_dict() if factors.selection is not None else None,
     }
     arrays = {"maps": np.asarray(factors.maps, np.float32), "components": factors.components}
+    if factors.mask is not None:
+        arrays["mask"] = np.asarray(factors.mask, dtype=np.uint8)
     return _write_group(Path(path), arrays, attrs, [factors.grid.source, *inputs])
 
 
@@ -296,9 +356,10 @@ def open_factors(path: str | os.PathLike[str]) -> Factors:
         maps=maps,
         components=np.asarray(group["components"]),
         grid=FeatureGrid.from_attrs(attrs, tuple(maps.shape[1:])),  # type: ignore[arg-type]
-        info={k: attrs.get(k) for k in _SUMMARY},
+        info={k: attrs.get(k) for k in _SUMMARY + _TISSUE if k in _SUMMARY or k in attrs},
         selection=Selection.from_dict(sel) if isinstance(sel, dict) else None,
         path=path,
+        mask=np.asarray(group["mask"]) != 0 if "mask" in group else None,
     )
 
 

@@ -151,6 +151,7 @@ def select_factors(
     *,
     options: SelectOptions | None = None,
     roi_ids: list[int] | None = None,
+    mask: Any = None,
     **overrides: Any,
 ) -> Selection:
     """Greedy selection of factors aligned with ROIs (paper 001).
@@ -173,6 +174,9 @@ def select_factors(
         The options below as one object; default :class:`SelectOptions()`.
     roi_ids : list of int, optional
         ROIs to use (default: every non-zero id present).
+    mask : bool array ``(N,)`` or ``(H, W)``, optional
+        Points that count (e.g. in tissue, patch inside tissue); the others are
+        ignored like NaN rows: neither coverage nor leakage.
     **overrides
         Any option, set on top of ``options``:
     lam : float
@@ -214,9 +218,12 @@ def select_factors(
     U = U.reshape(-1, k)
     n = U.shape[0]
     rois = np.asarray(rois).reshape(-1)
-    present = check_rois(rois)
     if rois.shape[0] != n:
         raise ValueError(f"rois have {rois.shape[0]} points but U has {n} rows; they must match")
+    counted = None if mask is None else np.asarray(mask, dtype=bool).reshape(-1)
+    if counted is not None and counted.shape[0] != n:
+        raise ValueError(f"mask has {counted.shape[0]} points but U has {n} rows; they must match")
+    present = check_rois(rois if counted is None else rois[counted])
     ids = present if roi_ids is None else [int(i) for i in roi_ids]
     if not ids:
         raise ValueError("roi_ids is empty; give at least one ROI id (or None: every id present)")
@@ -235,6 +242,8 @@ def select_factors(
     for s, Ub in _row_blocks(U, n):
         col = lut[rois[s : s + len(Ub)]]
         ok = np.isfinite(Ub).all(axis=1)
+        if counted is not None:
+            ok &= counted[s : s + len(Ub)]
         sizes += np.bincount(col[ok], minlength=r + 1)
         for i in range(k):
             cov[i] += np.bincount(col[ok & (Ub[:, i] > thr[i])], minlength=r + 1)

@@ -69,6 +69,8 @@ class FeatureGrid:
         The slice's index along the store's z axis (None: the store has none).
     source : str, optional
         Where the features come from (a path).
+    patch : int, optional
+        Patch size of the model that computed the features (image pixels).
     """
 
     shape: tuple[int, int]
@@ -79,6 +81,7 @@ class FeatureGrid:
     features: Any = field(default=None, repr=False, compare=False)
     index: int | None = None
     source: str | None = None
+    patch: int | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -88,6 +91,8 @@ class FeatureGrid:
         set_(self, "z", int(self.z))
         if self.image_shape is not None:
             set_(self, "image_shape", tuple(int(s) for s in self.image_shape))
+        if self.patch is not None:
+            set_(self, "patch", int(self.patch))
         f = self.features
         if f is not None and (f.ndim != 3 or tuple(f.shape[:2]) != self.shape):
             raise ValueError(
@@ -148,6 +153,7 @@ class FeatureGrid:
             image_shape=tuple(store.attrs["image"]["shape"]),
             index=None if store.is_2d else index,
             source=str(store.path),
+            patch=store.attrs.get("patch_size"),
         )
 
     @classmethod
@@ -215,21 +221,8 @@ class FeatureGrid:
         """A Gaussian σ of ``px`` image pixels in grid steps, per axis ``(y, x)``."""
         return (float(px) / self.step[0], float(px) / self.step[1])
 
-    def labels_on(self, labels: Any, *, what: str = "labels") -> np.ndarray:
-        """A label image read at the grid points: ``labels[z, y0 + sy*i, x0 + sx*j]``.
-
-        Parameters
-        ----------
-        labels : array ``(Y, X)`` or ``(Z, Y, X)``, numpy, dask or zarr
-            Labels of the image the features were computed on; a volume is read at
-            this grid's ``z``.  Only the grid's pixels are read.
-        what : str
-            How errors name the labels (a file, a layer).
-
-        Returns
-        -------
-        ndarray ``(H', W')``, the labels' dtype
-        """
+    def _plane(self, labels: Any, what: str) -> Any:
+        """The 2-D plane ``(Y, X)`` of ``labels`` at this grid's z, checked to cover the grid."""
         ndim = getattr(labels, "ndim", None)
         if ndim is None:
             labels = np.asarray(labels)
@@ -248,8 +241,60 @@ class FeatureGrid:
                     f"{what} have {labels.shape[0]} slices; the features are at z={self.z}"
                 )
             labels = labels[self.z]
+        return labels
+
+    def labels_on(self, labels: Any, *, what: str = "labels") -> np.ndarray:
+        """A label image read at the grid points: ``labels[z, y0 + sy*i, x0 + sx*j]``.
+
+        Parameters
+        ----------
+        labels : array ``(Y, X)`` or ``(Z, Y, X)``, numpy, dask or zarr
+            Labels of the image the features were computed on; a volume is read at
+            this grid's ``z``.  Only the grid's pixels are read.
+        what : str
+            How errors name the labels (a file, a layer).
+
+        Returns
+        -------
+        ndarray ``(H', W')``, the labels' dtype
+        """
+        labels = self._plane(labels, what)
+        ys, xs = self.pixels()
         (y0, x0), (sy, sx) = self.origin, self.step
         return np.asarray(labels[y0 : ys[-1] + 1 : sy, x0 : xs[-1] + 1 : sx])
+
+    def context_inside(
+        self, tissue: Any, *, patch: int | None = None, what: str = "tissue mask"
+    ) -> np.ndarray:
+        """Fraction of each grid point's patch window inside tissue ("context inside tissue").
+
+        A box filter of the patch size over the tissue mask, read at the grid points
+        (:func:`~napari_brainfeatures.tissue.window_fraction`): 1 deep in tissue, about
+        0.5 on a straight cut face, less at a corner.
+
+        Parameters
+        ----------
+        tissue : array ``(Y, X)`` or ``(Z, Y, X)``
+            Tissue mask (non-zero: tissue) of the image; a volume is read at ``z``.
+        patch : int, optional
+            Patch size in image pixels; default :attr:`patch` (the store's model).
+        what : str
+            How errors name the mask.
+
+        Returns
+        -------
+        ndarray ``(H', W')`` float32 in [0, 1]
+        """
+        from napari_brainfeatures.tissue import window_fraction
+
+        size = self.patch if patch is None else patch
+        if size is None:
+            raise ValueError(
+                "the grid does not know its patch size (features not from a dense feature "
+                "store); pass patch= (the model's patch size, e.g. 128)"
+            )
+        plane = np.asarray(self._plane(tissue, what)) != 0
+        return window_fraction(plane, *self.pixels(), int(size))
 
     def place(
         self, values: Any, *, fill: Any = 0, shape: tuple[int, int] | None = None
@@ -328,6 +373,7 @@ class FeatureGrid:
             "z": self.index,
             "image_shape": None if self.image_shape is None else list(self.image_shape),
             "source": self.source,
+            "patch": self.patch,
         }
 
     @classmethod
@@ -345,4 +391,5 @@ class FeatureGrid:
             features=features,
             index=attrs.get("z"),
             source=attrs.get("source"),
+            patch=attrs.get("patch"),
         )
