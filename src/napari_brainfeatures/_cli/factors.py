@@ -41,6 +41,8 @@ from napari_brainfeatures.factors.options import (
 )
 from napari_brainfeatures.progress import run as run_gen
 
+MAX_PX = 1e6  # --erode, --smooth: larger than any section
+
 # core option -> the flag that sets it (errors name the flag)
 FLAGS = {
     "n_components": "--k",
@@ -90,10 +92,10 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     add("--max-fit", type=INT, default=200_000, help="rows to fit on (default 200000)")
     add("--mask", default=None, help="label volume restricting the clustering")
     add("--mask-id", type=INT, nargs="+", default=[1], help="ids of --mask to keep (default 1)")
-    add("--erode", type=FLOAT, default=0.0, help="erode the mask by a disk of R image px")
+    add("--erode", type=float, default=0.0, help="erode the mask by a disk of R image px")
     add(
         "--smooth",
-        type=FLOAT,
+        type=float,
         default=0.0,
         help="first smooth the map inside the mask by a Gaussian of σ image px (default 0)",
     )
@@ -238,6 +240,8 @@ def _cluster(args: argparse.Namespace) -> int:
     for flag, value in (("--smooth", args.smooth), ("--erode", args.erode)):
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{flag} must be a finite number of image px >= 0, got {value:g}")
+        if value > MAX_PX:
+            raise ValueError(f"{flag} must be at most {MAX_PX:g} image px, got {value:g}")
     grid = open_map(args.store, args.z, flag="--z")
     mask = None
     if args.mask:

@@ -134,7 +134,7 @@ CNN_FIELDS: dict[str, Field] = {
 VAE_FIELDS: dict[str, Field] = {
     "latent_dim": Field("int", 1, 64),
     "beta": Field("float", 0, 1e6, open_lo=True),
-    "image_shape": Field("ints", 4, 16384, length=(2, 2)),
+    "image_shape": Field("ints", 1, 16384, length=(2, 2)),
     "channels": Field("int", 1, 1024),
     "n_down": Field("int", 1, 12),
     "fc": Field("ints", 1, 65536, length=(1, 8)),
