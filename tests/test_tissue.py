@@ -233,3 +233,16 @@ def test_factors_with_a_tissue_mask_round_trip(tmp_path):
         run(factorise(grid, 3, tissue=tissue, min_context=-0.1))
     with pytest.raises(ValueError, match="no computed pixel lies in tissue"):
         run(factorise(grid, 3, tissue=np.zeros_like(tissue)))
+
+
+def test_workspace_keeps_the_tissue_mask(tmp_path):
+    from napari_brainfeatures.workspace import Workspace, WorkspaceError
+
+    with Workspace.open(tmp_path / "ws", shape=(2, 16, 12)) as ws:
+        with pytest.raises(WorkspaceError, match="no tissue mask in"):
+            ws.tissue(mode="r")
+        store = ws.tissue()
+        assert store.dtype == np.uint8 and store.shape == (2, 16, 12) and not store[:].any()
+        store[1] = 1
+    back = Workspace.open(tmp_path / "ws", mode="r").tissue(mode="r")
+    assert back[1].all() and not back[0].any()

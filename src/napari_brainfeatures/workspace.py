@@ -5,21 +5,20 @@ Layout of ``<data>.brainfeatures/``::
     workspace.json     provenance: data path, shape, created, package version
     classes.json       the class table (names, colours, ids)
     labels.zarr        painted area labels, same (Z, Y, X) shape as the volume
+    tissue.zarr        the tissue mask (uint8, 1 = tissue), computed then edited
     models/            trained models (.safetensors)
     features/          dense feature stores (zarr)
     results/           evaluations, factor tables, cluster maps, figures
 
-Every write is atomic (temporary file + rename; zarr chunks are written the
-same way by zarr's local store), so a crash never leaves a half-written file;
-a new workspace is built in a temporary folder and renamed into place, so two
-processes creating it at once end up sharing one.
+Every write is atomic (temporary file + rename; zarr chunks too), so a crash never
+leaves a half-written file; a new workspace is built in a temporary folder and
+renamed into place, so two processes creating it at once share one.
 
-One writer at a time: writing the labels or the class table takes the
-workspace's write lease (:mod:`napari_brainfeatures._util.lease`, a lock file
-that records host, pid and time and dies with its process).  Another process
-then gets :class:`WorkspaceBusyError`, naming the holder, or opens the
-workspace read-only (``mode="r"``): a stroke is never lost without a word,
-as it was when two processes rewrote the same zarr chunk.
+One writer at a time: writing the labels, tissue mask or class table takes the
+workspace's write lease (:mod:`napari_brainfeatures._util.lease`, a lock file that
+records host, pid and time and dies with its process).  Another process then gets
+:class:`WorkspaceBusyError`, naming the holder, or opens the workspace read-only
+(``mode="r"``): a stroke is never lost without a word.
 """
 
 from __future__ import annotations
@@ -279,28 +278,41 @@ class Workspace:
         WorkspaceBusyError
             For writing, if another process holds the write lease.
         """
-        path = self.labels_path
+        return self._store(self.labels_path, "labels", np.uint16, chunks, mode)
+
+    def _store(
+        self, path: Path, what: str, dtype: Any, chunks: Any, mode: Literal["r+", "r"]
+    ) -> zarr.Array:
+        """A zarr array of the volume's shape at ``path``: opened, or created for writing."""
         writable = mode != "r" and not self.read_only
         if writable:
             self._take_lease()
         elif not path.exists():
-            raise WorkspaceError(f"no labels in {str(self.root)!r} yet; nothing to read")
+            raise WorkspaceError(f"no {what} in {str(self.root)!r} yet; nothing to read")
         if path.exists():
             try:
                 arr = zarr.open_array(str(path), mode="r+" if writable else "r")
             except Exception as err:
-                raise WorkspaceError(f"labels store {str(path)!r} is corrupt: {err}") from None
+                raise WorkspaceError(f"{what} store {str(path)!r} is corrupt: {err}") from None
             if tuple(arr.shape) != self.shape:
                 raise WorkspaceError(
-                    f"labels store {str(path)!r} has shape {tuple(arr.shape)}, "
+                    f"{what} store {str(path)!r} has shape {tuple(arr.shape)}, "
                     f"the workspace volume {self.shape}"
                 )
             return arr
-        z, y, x = self.shape
-        chunks = chunks or (1, min(512, y), min(512, x))
+        chunks = chunks or (1, min(512, self.shape[1]), min(512, self.shape[2]))
         return zarr.create_array(
-            str(path), shape=self.shape, chunks=chunks, dtype=np.uint16, fill_value=0
+            str(path), shape=self.shape, chunks=chunks, dtype=dtype, fill_value=0
         )
+
+    @property
+    def tissue_path(self) -> Path:
+        """Where the tissue mask store lives (slices never computed are all 0)."""
+        return self.root / "tissue.zarr"
+
+    def tissue(self, *, mode: Literal["r+", "r"] = "r+") -> zarr.Array:
+        """The tissue mask store (uint8, 1 = tissue), opened and created as the labels."""
+        return self._store(self.tissue_path, "tissue mask", np.uint8, None, mode)
 
     def has_labels(self) -> bool:
         """True when a labels store exists (it may still be all zeros)."""
@@ -309,8 +321,8 @@ class Workspace:
     def save_labels(self, data: np.ndarray, *, region: tuple[slice, ...] | None = None) -> None:
         """Write ``data`` into the labels store at ``region`` (default: everything).
 
-        Only chunks overlapping ``region`` are rewritten, each atomically.
-        Takes the write lease (:class:`WorkspaceBusyError` if another holds it).
+        Only chunks overlapping ``region`` are rewritten, each atomically; takes the
+        write lease (:class:`WorkspaceBusyError` if another holds it).
         """
         region = region or tuple(slice(0, s) for s in self.shape)
         block = np.asarray(data)

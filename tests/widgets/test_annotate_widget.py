@@ -159,3 +159,24 @@ def test_removing_the_labels_layer_lets_another_process_paint(make_napari_viewer
     assert (root / ".writer.json").exists()  # this process holds the lease
     viewer.layers.remove(layer)
     assert not (root / ".writer.json").exists() and lease.holder(root) is None
+
+
+def test_tissue_mask_of_the_current_slice_is_an_editable_layer_on_disk(make_napari_viewer):
+    rng = np.random.default_rng(0)
+    vol = np.full((3, 64, 64), 20, np.uint8)
+    vol[:, 12:52, 12:52] = rng.integers(90, 250, (3, 40, 40), dtype=np.uint8)  # textured tissue
+    viewer = make_napari_viewer()
+    viewer.add_image(vol, name="ct")
+    w = AnnotateWidget(viewer)
+    viewer.dims.set_current_step(0, 1)
+    layer = w.compute_tissue()  # binds the workspace first
+    assert layer is not None and layer.name == "ct tissue" and w.labels_layer is not None
+    root = viewer.layers["ct"].metadata["brainfeatures_workspace"]
+    stored = np.asarray(zarr.open_array(f"{root}/tissue.zarr"))
+    assert stored.shape == (3, 64, 64) and not stored[0].any() and not stored[2].any()
+    assert stored[1, 20:44, 20:44].all() and not stored[1, :8].any()
+    assert "tissue" in w.status.value and "z=1" in w.status.value
+    layer.paint((1, 30, 30), 0)  # corrections are written as painted
+    assert zarr.open_array(f"{root}/tissue.zarr")[1, 30, 30] == 0
+    assert w.compute_tissue() is layer  # recomputed in place
+    assert zarr.open_array(f"{root}/tissue.zarr")[1, 30, 30] == 1

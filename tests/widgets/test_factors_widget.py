@@ -248,3 +248,32 @@ def test_save_factors_writes_what_the_cluster_command_reads(
     w.save_path.value = tmp_path / "picked.zarr"
     w.save_button.clicked.emit()
     assert open_factors(tmp_path / "picked.zarr").k == 3
+
+
+def test_tissue_mask_layer_restricts_nmf_and_clusters(make_napari_viewer, qtbot, scene):
+    from napari_brainfeatures._widgets.tissue import TISSUE_KEY
+
+    image, store, _ = scene
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="ct")
+    tissue = np.ones((40, 44), np.uint8)
+    tissue[:6] = 0  # background along the top: patches near it see it
+    w = FactorsWidget(viewer)
+    viewer.add_labels(tissue, name="ct tissue", metadata={TISSUE_KEY: True})
+    assert w.tissue.layer.value is viewer.layers["ct tissue"]  # picked when it appears
+    w.tissue.min_context.value = 0.75
+    w.store_path.value = store
+    w.k.value = 2
+    w.nmf_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert w.runner.last_error is None, w.runner.last_error
+    fac = w.factors
+    ctx = fac.grid.context_inside(tissue)
+    np.testing.assert_array_equal(fac.mask, (tissue[::2, ::2] > 0) & (ctx >= 0.75))
+    assert fac.info["min_context"] == 0.75 and not np.isfinite(w.maps[:, ~fac.used]).any()
+    w.method.value, w.n_clusters.value = "kmeans", 2
+    w.cluster_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert w.runner.last_error is None, w.runner.last_error
+    labels = viewer.layers["clusters"].data
+    assert (labels[~fac.used] == 0).all() and (labels[fac.used] > 0).all()

@@ -4,7 +4,10 @@ The Labels layer's data *is* the workspace's labels zarr store, so every brush
 stroke is written to disk as it happens (chunk by chunk, atomically): closing
 napari or a crash loses no annotation, and huge volumes need no memory copy.
 One process paints a workspace at a time (its write lease); a second napari
-shows the labels read-only and says who is painting them.
+shows the labels read-only and says who is painting them.  **Tissue mask**
+computes the tissue of the current slice (:mod:`napari_brainfeatures.tissue`) into
+the workspace's ``tissue.zarr``, shown as an editable Labels layer that the Factors
+dock uses.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from napari_brainfeatures._widgets._common import (
     scroll_body,
     status_label,
     workspace_for,
+    workspace_root,
 )
+from napari_brainfeatures._widgets.tissue import show_tissue
 from napari_brainfeatures.classes import ClassTable, default_table, prasad2020_table
 from napari_brainfeatures.workspace import Workspace, WorkspaceBusyError
 
@@ -56,6 +61,7 @@ class AnnotateWidget(Container):
         self.remove_button = PushButton(text="Remove class")
         self.preset = ComboBox(label="preset", choices=list(PRESETS))
         self.preset_button = PushButton(text="Use preset table")
+        self.tissue_button = PushButton(text="Tissue mask")
         self.legend = Label(value="")
         self.status = status_label("Pick an image and create its labels.")
         edit_row = Container(
@@ -73,6 +79,7 @@ class AnnotateWidget(Container):
                 edit_row,
                 self.preset,
                 self.preset_button,
+                self.tissue_button,
                 self.legend,
                 self.status,
             ]
@@ -90,6 +97,7 @@ class AnnotateWidget(Container):
         self.recolour_button.changed.connect(self.recolour_class)
         self.remove_button.changed.connect(self.remove_class)
         self.preset_button.changed.connect(self.apply_preset)
+        self.tissue_button.changed.connect(self.compute_tissue)
         scroll_body(self)  # stacked with other docks, the legend scrolls instead of being cut
 
     # -- binding ----------------------------------------------------------
@@ -143,6 +151,33 @@ class AnnotateWidget(Container):
             return layer
         layer.mode = "paint"
         say_file(self.status, f"Labels saved as you paint in\n{ws.root.name}/{{}}", ws.labels_path)
+        return layer
+
+    def compute_tissue(self) -> Labels | None:
+        """Compute the tissue mask of the current slice and show it as an editable layer.
+
+        A volume's mask is written into its workspace (opened as by 'Create / open
+        labels' when it is not yet); a 2-D image's stays in memory.
+        """
+        image: Image | None = self.image.value
+        if image is None:
+            show_info("Open or choose an image layer first.")
+            return None
+        ws = None
+        if image.ndim >= 3:
+            mine = self.workspace is not None and self.workspace.root == workspace_root(image)
+            if not mine and self.bind() is None:
+                return None
+            if self.read_only:
+                show_error("The workspace is written by another process; close it there first.")
+                return None
+            ws = self.workspace
+        try:
+            layer, text = show_tissue(self.viewer, image, ws)
+        except (ValueError, OSError) as err:
+            show_error(f"Tissue mask: {err}")
+            return None
+        self.status.value = text
         return layer
 
     def _on_layer_removed(self, event: Any) -> None:

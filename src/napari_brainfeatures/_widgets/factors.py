@@ -1,13 +1,12 @@
 """Dock widget: NMF factor heatmaps, ROI-aligned factor selection and cluster maps (paper 001).
 
 One core call per action: :func:`factorise` of one z-slice of a dense feature store (a
-:class:`FeatureGrid`; layers "NMF factor i", hidden except the selected ones, plus an RGB
-composite), :meth:`Factors.select` against a Labels layer of ROIs (a score table with
-the picked pairs highlighted), :meth:`Factors.save` (**Save factors…**: the
-``factors.zarr`` that ``brainfeatures cluster`` reads, in the image's workspace
-``results/`` by default) and :func:`cluster_map` of the NMF coefficients or features
-inside an (eroded) mask (a Labels layer, scored against a ground-truth layer).  The long
-ones run in the :class:`TaskRunner`.
+:class:`FeatureGrid`; with a tissue mask layer only pixels whose patch lies in tissue;
+layers "NMF factor i", hidden except the selected ones, plus an RGB composite),
+:meth:`Factors.select` against a Labels layer of ROIs (a score table), :meth:`Factors.save`
+(**Save factors…**: the ``factors.zarr`` that ``brainfeatures cluster`` reads) and
+:func:`cluster_map` of the NMF coefficients or features inside an (eroded) mask and the
+factors' usable pixels (a Labels layer, scored against a ground-truth layer).
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from napari_brainfeatures._widgets._common import (
     status_label,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures._widgets.tissue import TissueControls
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.factors.clusters import cluster_map, erode_mask
 from napari_brainfeatures.factors.maps import rgb_composite, robust_max
@@ -67,6 +67,7 @@ class FactorsWidget(Container):
         )
         self.k = SpinBox(label="factors k", min=1, max=64, value=15)
         self.solver = ComboBox(label="solver", choices=list(SOLVERS), value="auto")
+        self.tissue = TissueControls(viewer)
         self.nmf_button = PushButton(text="Run NMF")
         self.rois = ComboBox(label="ROI labels", choices=labels_choices(viewer))
         self.lam = FloatSpinBox(label="leakage λ", min=0.0, max=100.0, step=0.05, value=0.5)
@@ -95,13 +96,8 @@ class FactorsWidget(Container):
             min=0,
             max=10_000,
             value=0,
-            tooltip=(
-                "Before clustering, average the map over the mask's pixels with a Gaussian "
-                "of this σ (0 = the papers' recipe). It removes speckle from single cells "
-                "only where the structures are much wider than σ: layers thinner than "
-                "about 2σ merge (on the sample's thin layers it lowers the ARI; on the "
-                "paper-scale slab, half a patch raised it from 0.26 to 0.60)."
-            ),
+            tooltip="Average the map over the mask with a Gaussian of this σ before "
+            "clustering (0: the papers' recipe); layers thinner than about 2σ merge.",
         )
         self.truth = ComboBox(
             label="ground truth", choices=lambda w: none + labels_choices(viewer)(w)
@@ -110,7 +106,7 @@ class FactorsWidget(Container):
         self.status = status_label("Pick a feature store written by the Feature maps widget.")
         self.runner = TaskRunner()
         super().__init__(widgets=[
-            self.store_path, self.z, self.image, self.k, self.solver, self.nmf_button,
+            self.store_path, self.z, self.image, self.k, self.solver, self.tissue, self.nmf_button,
             self.rois, self.lam, self.normalise, self.eps, self.p, self.select_button,
             self.table, self.rgb, self.rgb_button, self.save_path, self.save_button,
             self.method, self.on, self.n_clusters, self.mask, self.mask_id, self.erode,
@@ -204,10 +200,11 @@ class FactorsWidget(Container):
             return
         self._default_image()
         z, k, solver = int(self.z.value), int(self.k.value), str(self.solver.value)
+        edges = self.tissue.values()  # tissue mask and min_context
 
         def job() -> ProgressGen[tuple[Factors, list[float]]]:
             grid = FeatureGrid.from_store(path, z, flag="store z index")
-            fac = yield from factorise(grid, k, solver=solver)
+            fac = yield from factorise(grid, k, solver=solver, **edges)
             return fac, [robust_max(m, floor=1e-6) for m in fac.maps]  # here, not in the GUI
 
         self.runner.start(job(), name="NMF", on_done=self._nmf_done)
@@ -356,6 +353,7 @@ class FactorsWidget(Container):
         if self.mask.value is not None:
             mask = self._on_grid(self.mask.value) == int(self.mask_id.value)
             mask = erode_mask(mask, fac.grid.radius(float(self.erode.value)))
+        mask = fac.used if mask is None else mask & fac.used  # the pixels NMF could use
         opts = {
             "method": str(self.method.value),
             "k": int(self.n_clusters.value),

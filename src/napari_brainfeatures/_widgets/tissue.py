@@ -1,0 +1,115 @@
+"""The tissue mask in the viewer: computed by the Annotate dock, used by the Factors dock.
+
+:func:`show_tissue` computes :func:`~napari_brainfeatures.tissue.tissue_mask` for the
+current slice of a volume (into the workspace's ``tissue.zarr``, which the Labels
+layer shows and every brush stroke edits on disk) or for a whole 2-D image (an
+in-memory layer).  :class:`TissueControls` are the Factors dock's two controls: the
+tissue layer and the least fraction of a patch window in tissue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSpinBox
+from napari.layers import Image, Labels
+
+from napari_brainfeatures._widgets._common import image_shape, labels_choices
+from napari_brainfeatures.tissue import MIN_CONTEXT, tissue_mask
+from napari_brainfeatures.workspace import Workspace
+
+TISSUE_KEY = "brainfeatures_tissue"  # layer metadata: this Labels layer is a tissue mask
+
+
+def current_z(viewer: napari.Viewer, image: Image) -> int | None:
+    """The image's data z at the viewer's position (None for a 2-D image)."""
+    shape = image_shape(image)
+    if len(shape) < 3:
+        return None
+    point = np.asarray(viewer.dims.point)[-image.ndim :]
+    z = int(round(float(image.world_to_data(point)[0])))
+    return min(max(z, 0), shape[0] - 1)
+
+
+def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace | None) -> tuple[Labels, str]:
+    """Compute the tissue mask of the current slice (or 2-D image); show it as Labels.
+
+    Returns the layer and a sentence for the status line.
+    """
+    data = image.data[0] if image.multiscale else image.data
+    z = current_z(viewer, image)
+    name = f"{image.name} tissue"
+    meta = {TISSUE_KEY: True}
+    layer = next(
+        (ly for ly in viewer.layers if isinstance(ly, Labels) and ly.metadata.get(TISSUE_KEY)),
+        None,
+    )
+    if layer is not None and layer.name != name:
+        layer = None  # another image's mask
+    if z is None or ws is None:
+        mask = tissue_mask(np.asarray(data)).astype(np.uint8)
+        where = "in memory (a 2-D image has no workspace)"
+    else:
+        meta["brainfeatures_workspace"] = str(ws.root)
+        same = layer is not None and layer.metadata.get("brainfeatures_workspace") == str(ws.root)
+        mask = layer.data if same else ws.tissue()  # the store: painting edits it on disk
+        mask[z] = tissue_mask(np.asarray(data[z])).astype(np.uint8)
+        where = f"slice z={z}, saved in {ws.root.name}/tissue.zarr"
+    if layer is not None and layer.data is mask:
+        layer.refresh()
+    else:
+        if layer is not None:
+            viewer.layers.remove(layer)
+        layer = viewer.add_labels(
+            mask, name=name, scale=image.scale, translate=image.translate, metadata=meta
+        )
+        layer.opacity = 0.3
+    share = float(np.mean(np.asarray(mask if z is None else mask[z]) > 0))
+    return layer, f"Tissue mask: {share:.0%} tissue ({where}); paint 1/0 to correct it."
+
+
+class TissueControls(Container):
+    """The tissue layer and the least share of a patch in tissue (Factors dock)."""
+
+    def __init__(self, viewer: napari.Viewer) -> None:
+        none = [("(none)", None)]
+        self.layer = ComboBox(
+            label="tissue mask", choices=lambda w: none + labels_choices(viewer)(w)
+        )
+        self.min_context = FloatSpinBox(
+            label="patch in tissue ≥",
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            value=MIN_CONTEXT,
+            tooltip=(
+                "With a tissue mask, NMF, factor selection and clustering use only pixels "
+                "whose patch window has at least this share in tissue (1: the whole patch), "
+                "so cut faces and the pial surface get no factor or cluster of their own. "
+                "0: every pixel in tissue."
+            ),
+        )
+        super().__init__(widgets=[self.layer, self.min_context])
+        self.margins = (0, 0, 0, 0)
+        viewer.layers.events.inserted.connect(self._pick)
+        self._pick()
+
+    def _pick(self, *_: Any) -> None:
+        """Choose a tissue-mask layer (one the Annotate dock made) when none is chosen."""
+        self.layer.reset_choices()
+        if self.layer.value is None:
+            found = [
+                ly for ly in self.layer.choices if ly is not None and ly.metadata.get(TISSUE_KEY)
+            ]
+            if found:
+                self.layer.value = found[-1]
+
+    def values(self) -> dict[str, Any]:
+        """``tissue`` (the layer's data or None) and ``min_context``, for ``factorise``."""
+        ly = self.layer.value
+        return {
+            "tissue": None if ly is None else ly.data,
+            "min_context": float(self.min_context.value),
+        }
