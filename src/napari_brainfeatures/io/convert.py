@@ -113,12 +113,11 @@ def convert_to_ome_zarr(
         raise ValueError(f"chunks must be three positive integers (Z, Y, X), got {chunks!r}")
     chunks = tuple(CHUNK.check("chunks", c) for c in chunks)  # type: ignore[assignment]
     top = max_levels(vol.shape)
-    n_levels = n_levels_for(vol.shape) if levels is None else LEVELS.check("levels", levels)
-    if n_levels > top:
-        raise ValueError(
-            f"levels must be in 1..{top} for this volume of Y, X {tuple(vol.shape[-2:])} (each "
-            f"level halves Y and X; level {top + 1} would be empty), got {levels!r}"
-        )
+    n_levels = n_levels_for(vol.shape)
+    if levels is not None:
+        yx = tuple(int(s) for s in vol.shape[-2:])
+        hint = f"for this volume of Y, X {yx}: each level halves them, level {top + 1} is empty"
+        n_levels = Bounded("int", 1, min(top, LEVELS.hi), hint=hint).check("levels", levels)
     voxel = check_voxel_size(voxel_size or vol.voxel_size or (1.0, 1.0, 1.0))
     for v in voxel if voxel_size else ():
         VOXEL.check("voxel_size", v)
