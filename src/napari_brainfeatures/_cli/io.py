@@ -7,7 +7,8 @@ import json
 import sys
 
 from napari_brainfeatures._cli import progress_printer
-from napari_brainfeatures.io.convert import CHUNK, LEVELS, VOXEL, convert_to_ome_zarr
+from napari_brainfeatures._util.ranges import Bounded
+from napari_brainfeatures.io.convert import CHUNK, VOXEL, convert_to_ome_zarr
 from napari_brainfeatures.io.volume import open_volume
 from napari_brainfeatures.progress import run as run_gen
 
@@ -23,7 +24,10 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
             "--chunks", type=CHUNK, nargs=3, default=(4, 512, 512), metavar=("Z", "Y", "X")
         )
         parser.add_argument(
-            "--levels", type=LEVELS, default=None, help="resolution levels (default: auto)"
+            "--levels",
+            type=Bounded("int", 1),  # the most the volume allows is checked on it
+            default=None,
+            help="resolution levels (default: auto)",
         )
         parser.add_argument(
             "--voxel-size",
