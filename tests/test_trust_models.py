@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -146,3 +147,16 @@ def test_configs_check_their_fields_from_python():
     import numpy as np
 
     assert CNNConfig(patch_size=np.int64(64)).patch_size == 64  # numpy integers are fine
+
+
+def test_pca_fields_describe_a_saved_baseline(tmp_path):
+    from napari_brainfeatures.latent.pca import PCABaseline
+    from napari_brainfeatures.models.schema import PCA_FIELDS, check_fields
+
+    images = np.random.default_rng(0).random((6, 8, 8)).astype(np.float32)
+    path = PCABaseline(2).fit(images).save(tmp_path / "p")
+    config = read_header(path)["config"]
+    check_fields(config, PCA_FIELDS, "PCA")  # what latent.pca writes passes
+    for field, value in (("image_shape", [-1, 8]), ("whiten", "yes"), ("latent_dim", 10**9)):
+        with pytest.raises(ValueError, match=f"'{field}"):
+            check_fields({**config, field: value}, PCA_FIELDS, "PCA")

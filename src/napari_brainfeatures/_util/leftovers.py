@@ -123,11 +123,12 @@ def _remove(path: Path) -> None:
 
 
 def clean_leftovers(target: str | os.PathLike[str], *, now: float | None = None) -> list[Path]:
-    """Remove the temporaries of ``target`` that killed writers left; returns those removed.
+    """Remove the temporaries of ``target`` that killed writers left; returns those handled.
 
     Only siblings named as ours for this very ``target`` are considered (see the
-    module notes); one that a live process may still be writing is kept.  Never
-    raises for a leftover it cannot remove.
+    module notes); one that a live process may still be writing is kept, and an
+    ``old`` one is put back when ``target`` is missing.  Never raises for a
+    leftover it cannot remove.
     """
     target = Path(target).expanduser()
     folder = target.parent
@@ -153,8 +154,8 @@ def clean_leftovers(target: str | os.PathLike[str], *, now: float | None = None)
                 continue
             if tag == "old" and not (target.exists() or target.is_symlink()):
                 os.replace(entry, target)  # the previous result, caught between two renames
-                continue
-            _remove(entry)
+            else:
+                _remove(entry)
         except OSError:
             continue
         removed.append(entry)

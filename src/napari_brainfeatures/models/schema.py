@@ -25,6 +25,7 @@ from torch import nn
 __all__ = [
     "CNN_FIELDS",
     "MAX_PARAMETERS",
+    "PCA_FIELDS",
     "VAE_FIELDS",
     "Field",
     "as_int",
@@ -52,7 +53,7 @@ _DTYPES = {
 
 
 class Field:
-    """One config field: its JSON type (``int``, ``float``, ``ints``, ``dict``) and range.
+    """One config field: its JSON type (``int``, ``float``, ``ints``, ``bool``, ``dict``), range.
 
     ``ints`` is a list of integers each in ``[lo, hi]``, of ``length`` entries
     (``(min, max)``).  ``open_lo`` / ``open_hi`` exclude the bound (floats).
@@ -82,6 +83,10 @@ class Field:
 
     def check(self, name: str, value: Any) -> None:
         """Raise ValueError (naming ``name``) unless ``value`` is of this type and range."""
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"field {name!r} must be true or false, got {_show(value)}")
+            return
         if self.kind == "dict":
             if not isinstance(value, Mapping):
                 raise ValueError(f"field {name!r} must be a JSON object, got {_show(value)}")
@@ -139,6 +144,14 @@ VAE_FIELDS: dict[str, Field] = {
     "n_down": Field("int", 1, 12),
     "fc": Field("ints", 1, 65536, length=(1, 8)),
     "extra": Field("dict"),
+}
+
+#: ``PCABaseline`` (``latent.pca``) config fields and their bounds.
+PCA_FIELDS: dict[str, Field] = {
+    "latent_dim": Field("int", 1, 4096),
+    "whiten": Field("bool"),
+    "seed": Field("int", 0, 2**32 - 1),
+    "image_shape": Field("ints", 1, 16384, length=(2, 2)),
 }
 
 
