@@ -74,6 +74,7 @@ def sample_model_summary(record: dict[str, Any] | None = None) -> dict[str, Any]
         "chance_level": r["chance_level"],
         "macro_f1": r["macro_f1"],
         "test_slice": r["slices"]["test"],
+        "slices": dict(r["slices"]),
         "generator_version": r["sample"]["generator_version"],
     }
 
