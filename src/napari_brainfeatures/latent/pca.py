@@ -8,6 +8,7 @@ JSON config, no pickle).
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -24,6 +25,7 @@ from napari_brainfeatures.models.checkpoint import (
     read_header,
     save_checkpoint,
 )
+from napari_brainfeatures.models.schema import PCA_FIELDS, check_fields, count_on_meta
 
 __all__ = ["PCABaseline", "PCA_KIND"]
 
@@ -151,11 +153,18 @@ class PCABaseline:
             )
         cfg = header["config"]
         try:
-            shape = tuple(int(s) for s in cfg["image_shape"])
+            # JSON types and bounds, naming the field, then the buffers counted without memory
+            check_fields(cfg, PCA_FIELDS, "PCA")
+            missing = sorted(set(PCA_FIELDS) - set(cfg))
+            if missing:
+                raise ValueError(f"missing config keys {missing!r}")
+            shape = tuple(cfg["image_shape"])
             self = cls(cfg["latent_dim"], whiten=cfg["whiten"], seed=cfg["seed"])
-        except (KeyError, TypeError, ValueError) as err:
+            n_features = math.prod(shape)
+            count_on_meta(lambda _: _PCAWeights(n_features, self.latent_dim), None, "PCA")
+        except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as err:
             raise ModelFileError(f"{str(path)!r} has an invalid PCA config: {err}") from None
-        w = _PCAWeights(int(np.prod(shape)), self.latent_dim)
+        w = _PCAWeights(n_features, self.latent_dim)
         load_checkpoint(path, w, kind=PCA_KIND)
         self.image_shape_ = shape
         self.mean_ = w.mean.numpy().copy()
