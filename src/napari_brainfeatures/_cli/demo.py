@@ -260,9 +260,11 @@ class DemoSession:
             name, widget = self._busy
             if widget.runner.running:
                 return
+            err, ok = widget.runner.last_error, self._succeeded(name)
+            if err is None and ok and not self._settled(name):
+                return
             self._busy = None
-            err = widget.runner.last_error
-            if err is not None or not self._succeeded(name):
+            if err is not None or not ok:
                 self._finish(f"{name} failed: {err}" if err else f"{name}: no result")
                 return
             self.steps.append(name)
@@ -288,6 +290,14 @@ class DemoSession:
         if name == "NMF":
             return self.w["NMF factors and clusters"].factors is not None
         return True
+
+    def _settled(self, name: str) -> bool:
+        """After the NMF: all its heatmap layers are in (the dock adds one per event-loop turn)."""
+        if name != "NMF":
+            return True
+        k = self.w["NMF factors and clusters"].factors.k
+        made = {ly.name for ly in self.viewer.layers if ly.name.startswith("NMF factor ")}
+        return all(f"NMF factor {i}" in made for i in range(k))
 
     def _features(self, fm: Any) -> None:
         fm.stride.value = self.stride
@@ -338,5 +348,6 @@ class DemoSession:
             self.on_ready(self.outcome(ok=error is None))
 
     def outcome(self, *, ok: bool) -> dict[str, Any]:
-        """What the demo did: ``ok``, ``steps``, ``error``, ``model`` (its figures and file)."""
-        return {"ok": ok, "steps": list(self.steps), "error": self.error, "model": self.model}
+        """What the demo did: ``ok``, ``steps``, ``error``, ``model``, ``widgets`` (by name)."""
+        out = {"ok": ok, "steps": list(self.steps), "error": self.error, "model": self.model}
+        return out | {"widgets": dict(self.w)}
