@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import subprocess
+import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -23,3 +27,32 @@ def tiny_cnn(n_classes: int = 3, *, seed: int = 0) -> BrainAreaCNN:
     """A seeded :data:`TINY_CNN` with ``n_classes`` outputs, in eval mode."""
     torch.manual_seed(seed)
     return BrainAreaCNN(dataclasses.replace(TINY_CNN, n_classes=n_classes)).eval()
+
+
+_HOLDER = (
+    "import sys; from napari_brainfeatures.workspace import Workspace; "
+    "ws = Workspace.open(sys.argv[1], mode='r+'); print('ready', flush=True); "
+    "sys.stdin.read()"  # hold the write lease until the test closes stdin (or kills us)
+)
+
+
+def start_holder(root) -> subprocess.Popen:
+    """Another process that holds ``root``'s write lease until its stdin is closed."""
+    p = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    return p
+
+
+@contextlib.contextmanager
+def workspace_held_elsewhere(root) -> Iterator[subprocess.Popen]:
+    """:func:`start_holder` for the ``with`` block; the holder exits at its end."""
+    p = start_holder(root)
+    try:
+        yield p
+    finally:
+        p.communicate(input="", timeout=30)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tracemalloc
 
 import dask.array as da
@@ -12,6 +10,7 @@ import pytest
 import tifffile
 import zarr
 
+from helpers import workspace_held_elsewhere
 from napari_brainfeatures._napari.writer import write_labels
 from napari_brainfeatures.workspace import Workspace, WorkspaceBusyError
 
@@ -130,23 +129,7 @@ def test_workspace_labels_of_another_writer_or_shape_are_refused(tmp_path):
     ws.close()
     with pytest.raises(ValueError, match="cannot replace"):
         write_labels(str(ws.labels_path), np.zeros((2, 8, 9), np.uint16), {})
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from napari_brainfeatures.workspace import Workspace; "
-            "ws = Workspace.open(sys.argv[1], mode='r+'); print('ready', flush=True); "
-            "sys.stdin.read()",
-            str(ws.root),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with workspace_held_elsewhere(ws.root) as holder:
         with pytest.raises(WorkspaceBusyError, match=f"process {holder.pid}"):
             write_labels(str(ws.labels_path), np.zeros((2, 8, 8), np.uint16), {})
-    finally:
-        holder.communicate(input="", timeout=30)
     assert int(Workspace.open(ws.root, mode="r").labels()[0, 0, 0]) == 1

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from helpers import start_holder
 from napari_brainfeatures.workspace import Workspace, WorkspaceBusyError, WorkspaceError
 
 SHAPE = (1, 40, 40)  # one chunk: every write of both processes lands in the same chunk
@@ -93,34 +94,12 @@ def test_two_writers_lose_nothing_silently(tmp_path, style, wait):
         assert "mode='r'" in refused[0]["errors"][0]
 
 
-HOLDER = textwrap.dedent(
-    """
-    import sys
-    from napari_brainfeatures.workspace import Workspace
-    ws = Workspace.open(sys.argv[1], mode="r+")
-    print("ready", flush=True)
-    sys.stdin.read()  # hold the lease until the test closes stdin (or kills us)
-    """
-)
-
-
-def _holder(root) -> subprocess.Popen:
-    p = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(root)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    return p
-
-
 def test_busy_workspace_is_refused_for_writing_and_readable(tmp_path):
     root = tmp_path / "w"
     ws = Workspace.open(root, shape=SHAPE)
     ws.labels()[0, 1, 1] = 3
     ws.close()
-    p = _holder(root)
+    p = start_holder(root)
     try:
         with pytest.raises(WorkspaceBusyError, match=f"process {p.pid}") as err:
             Workspace.open(root, mode="r+")
@@ -149,7 +128,7 @@ def test_busy_workspace_is_refused_for_writing_and_readable(tmp_path):
 def test_lease_of_a_killed_process_is_taken_over(tmp_path):
     root = tmp_path / "w"
     Workspace.open(root, shape=SHAPE).close()
-    p = _holder(root)
+    p = start_holder(root)
     assert json.loads((root / ".writer.json").read_text())["pid"] == p.pid
     p.kill()  # kill -9: no clean-up runs
     p.communicate(timeout=30)

@@ -1,6 +1,7 @@
 import numpy as np
 import zarr
 
+from helpers import workspace_held_elsewhere
 from napari_brainfeatures._widgets.annotate import AnnotateWidget
 from napari_brainfeatures.workspace import Workspace
 
@@ -104,8 +105,6 @@ def test_preset_that_renames_painted_ids_asks_first(make_napari_viewer, volume, 
 
 def test_labels_painted_by_another_process_are_read_only(make_napari_viewer, volume, monkeypatch):
     """A second napari (here: another process holding the lease) is told, and cannot paint."""
-    import subprocess
-    import sys
 
     from napari_brainfeatures._widgets import annotate
     from napari_brainfeatures._widgets._common import workspace_root
@@ -117,21 +116,7 @@ def test_labels_painted_by_another_process_are_read_only(make_napari_viewer, vol
     root = workspace_root(viewer.layers["ct"])
     with Workspace.open(root, shape=volume.shape) as ws:
         ws.labels()[2, 5:8, 5:8] = 4
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from napari_brainfeatures.workspace import Workspace; "
-            "ws = Workspace.open(sys.argv[1], mode='r+'); print('ready', flush=True); "
-            "sys.stdin.read()",
-            str(root),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with workspace_held_elsewhere(root) as holder:
         layer = w.bind()
         assert layer is not None and w.read_only and not layer.editable
         assert f"process {holder.pid}" in warned[-1] and "read-only" in warned[-1]
@@ -141,8 +126,6 @@ def test_labels_painted_by_another_process_are_read_only(make_napari_viewer, vol
         w.class_name.value = "CA1"
         w.add_class()  # the class table is the writer's too
         assert "CA1" not in w.table.names and f"process {holder.pid}" in errors[-1]
-    finally:
-        holder.communicate(input="", timeout=30)
     viewer.layers.remove(layer)
     layer = w.bind()  # the other one closed: this one paints now
     assert not w.read_only and layer.editable
