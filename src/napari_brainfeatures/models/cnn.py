@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from napari_brainfeatures.models.checkpoint import (
     load_model,
     save_checkpoint,
 )
-from napari_brainfeatures.models.schema import CNN_FIELDS, as_int, check_fields
+from napari_brainfeatures.models.schema import CNN_FIELDS, JSONConfig, as_int, check_fields
 
 __all__ = [
     "KIND",
@@ -56,7 +56,7 @@ KIND = "BrainAreaCNN"
 
 
 @dataclass
-class CNNConfig:
+class CNNConfig(JSONConfig):
     """Architecture of :class:`BrainAreaCNN`.
 
     Parameters
@@ -74,6 +74,9 @@ class CNNConfig:
     dropout : float
         Dropout before each hidden FC layer during training, default 0.3.
     """
+
+    FIELDS: ClassVar = CNN_FIELDS
+    WHAT: ClassVar = "CNN"
 
     patch_size: int = 128
     n_classes: int = 6
@@ -133,19 +136,6 @@ class CNNConfig:
     def is_padded(self) -> bool:
         """True when any conv pads internally (dense evaluation then is not exact)."""
         return any(p > 0 for p in self.paddings)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        d = asdict(self)
-        d["channels"], d["kernels"] = list(self.channels), list(self.kernels)
-        d["paddings"], d["fc"] = list(self.paddings), list(self.fc)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CNNConfig:
-        """Rebuild from :meth:`to_dict`, rejecting unknown keys."""
-        check_fields(d, CNN_FIELDS, "CNN")  # JSON types and bounds, before any conversion
-        return cls(**d)
 
 
 class BrainAreaCNN(nn.Module):

@@ -14,6 +14,7 @@ workstation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from collections.abc import Callable, Mapping
@@ -277,3 +278,24 @@ def check_tensor_table(
                 f"tensor {name!r} has byte range {_show(offsets)} for {nbytes} bytes in a "
                 f"data section of {data_size} bytes (truncated or damaged file)"
             )
+
+
+class JSONConfig:
+    """Mixin for a config dataclass saved as JSON in a model file's header.
+
+    A subclass sets ``FIELDS`` (its :class:`Field` schema) and ``WHAT`` (its name in errors).
+    """
+
+    FIELDS: Mapping[str, Field]
+    WHAT: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        d = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        """Rebuild from :meth:`to_dict`: JSON types and bounds checked, unknown keys refused."""
+        check_fields(d, cls.FIELDS, cls.WHAT)
+        return cls(**d)

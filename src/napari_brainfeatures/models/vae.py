@@ -18,9 +18,9 @@ the authors' training code.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from napari_brainfeatures.models.checkpoint import load_model, save_checkpoint
-from napari_brainfeatures.models.schema import VAE_FIELDS, as_int, check_fields
+from napari_brainfeatures.models.schema import VAE_FIELDS, JSONConfig, as_int, check_fields
 
 __all__ = ["VAEConfig", "BetaVAE", "vae_loss", "save_vae", "load_vae", "KIND"]
 
@@ -36,7 +36,7 @@ KIND = "BetaVAE"
 
 
 @dataclass
-class VAEConfig:
+class VAEConfig(JSONConfig):
     """Architecture (and β) of :class:`BetaVAE`.
 
     Parameters
@@ -56,6 +56,9 @@ class VAEConfig:
     fc : tuple of int
         Hidden fully connected sizes; default (256, 256).
     """
+
+    FIELDS: ClassVar = VAE_FIELDS
+    WHAT: ClassVar = "VAE"
 
     latent_dim: int = 8
     beta: float = 3.0
@@ -115,18 +118,6 @@ class VAEConfig:
         """Inputs of the first FC layer: 768 = 32·4·6 for the default 320×448 network."""
         h, w = self.final_shape
         return self.channels * h * w
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        d = asdict(self)
-        d["image_shape"], d["fc"] = list(self.image_shape), list(self.fc)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VAEConfig:
-        """Rebuild from :meth:`to_dict`, rejecting unknown keys."""
-        check_fields(d, VAE_FIELDS, "VAE")  # JSON types and bounds, before any conversion
-        return cls(**d)
 
 
 class BetaVAE(nn.Module):
