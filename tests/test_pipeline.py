@@ -21,6 +21,9 @@ def test_tiny_pipeline_writes_every_result(tmp_path):
         assert (tmp_path / name).exists(), name
     assert json.loads((tmp_path / "summary.json").read_text())["size"] == "tiny"
     assert 0.0 <= summary["cnn"]["test_accuracy"] <= 1.0
+    assert summary["model_source"] == "trained" and "not meant to be good" in summary["model_note"]
+    assert summary["test_accuracy"] == summary["cnn"]["test_accuracy"]
+    assert summary["chance_level"] == pytest.approx(1 / 6, abs=1e-4)
     assert summary["dense"]["grid"] == [128, 128]
     assert summary["factors"]["k"] == 15 and len(summary["factors"]["pairs"]) == 6
     saved = open_factors(tmp_path / "factors.zarr")  # reopened on the test slice's grid
@@ -35,6 +38,36 @@ def test_unknown_size_is_refused(tmp_path):
         main(["demo", "--headless", str(tmp_path), "--size", "huge"])
     with pytest.raises(ValueError, match="size must be one of"):
         run(run_pipeline(tmp_path, size="huge"))
+
+
+def test_the_shipped_model_needs_the_sample(tmp_path):
+    with pytest.raises(ValueError, match="does not fit the model shipped"):
+        run(run_pipeline(tmp_path, size="tiny", train=False))
+    assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_shipped_model_on_the_sample_reports_its_accuracy(tmp_path, monkeypatch):
+    """The default path (the shipped CNN on the sample's test slice), sizes cut down."""
+    from dataclasses import replace
+
+    from napari_brainfeatures import pipeline
+    from napari_brainfeatures.synthetic.weights import sample_model_record
+
+    quick = replace(pipeline.PRESETS["small"], stride=48, erode=8, smooth=0, eval_per_class=8,
+                    analyse_per_class=None)  # fmt: skip
+    monkeypatch.setitem(pipeline.PRESETS, "small", quick)
+    summary = run(run_pipeline(tmp_path, vae=False))
+    record = sample_model_record()
+    assert summary["model_source"] == "shipped" and "model_note" not in summary
+    assert summary["test_slice"] == record["slices"]["test"] == summary["dense"]["z"]
+    assert summary["chance_level"] == pytest.approx(1 / 6, abs=1e-4)
+    # 48 test patches: well above chance, not the record's figure to the point
+    assert summary["test_accuracy"] >= 0.6 and summary["cnn"]["test_patches"] == 48
+    assert summary["cnn"]["record"]["sha256"] == record["sha256"]
+    assert summary["dense"]["slice_accuracy"] > 0.5
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["test_accuracy"] == summary["test_accuracy"]
 
 
 def test_full_preset_trains_as_the_defaults_and_on_the_sample():
