@@ -358,6 +358,8 @@ def cli_bad_args(d: Path, f: dict[str, Path], worker: Worker) -> dict:
 
 
 def strokes_lost(d: Path, n: int = 400) -> int:
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests"))  # the writer imports the tests' helpers
     spec = importlib.util.spec_from_file_location(
         "ws", ROOT / "tests/test_workspace_concurrency.py"
     )

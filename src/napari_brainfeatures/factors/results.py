@@ -15,9 +15,8 @@ the run's numbers; :meth:`Factors.select` scores them against ROIs.
                     z_image, z, image_shape, source), k, solver, n_rows, rel_error,
                     n_iter, wall_s, min_context, n_edge, selection (or None)
 
-The ``factors`` command and the dock widget both write this format;
-:func:`open_map` opens it, a feature store or a plain feature array alike (what
-``cluster`` reads).
+The ``factors`` command and the dock widget write this format; :func:`open_map` opens
+it, a feature store or a plain feature array alike (what ``cluster`` reads).
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from napari_brainfeatures.factors.maps import factor_maps, finite_rows
 from napari_brainfeatures.factors.options import NMFOptions, SelectOptions
 from napari_brainfeatures.factors.select import Selection, select_factors
 from napari_brainfeatures.features.grid import FeatureGrid
+from napari_brainfeatures.features.store import METADATA_ERRORS as _DAMAGE
 from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures.tissue import MIN_CONTEXT, check_min_context
 
@@ -64,10 +64,8 @@ class Factors:
     Attributes
     ----------
     maps : array ``(k, H, W)`` float32, numpy or dask
-        Coefficient heatmaps; NaN where no feature was computed (and, with a tissue
-        mask, outside tissue).
+        Coefficient heatmaps; NaN where no feature was computed (or outside tissue).
     components : ndarray ``(k, D)`` float32
-        The factors.
     grid : FeatureGrid
         Where the maps lie on the image (its ``features`` are the source features
         after :func:`factorise`, None after :func:`open_factors`).
@@ -103,10 +101,7 @@ class Factors:
 
     @cached_property
     def used(self) -> np.ndarray:
-        """Bool ``(H, W)``: the pixels that count for selection, clustering and scores.
-
-        The valid pixels inside :attr:`mask` (every valid pixel without one).
-        """
+        """Bool ``(H, W)``: the pixels that count (the valid ones inside :attr:`mask`)."""
         return self.valid if self.mask is None else self.valid & self.mask
 
     @cached_property
@@ -120,12 +115,7 @@ class Factors:
         NaN outside :attr:`used` (:func:`factorise` leaves the maps NaN there), so a
         cluster map leaves edge pixels unlabelled.
         """
-        maps = self.maps
-        if isinstance(maps, np.ndarray):
-            return self.grid.with_features(np.moveaxis(maps, 0, -1))
-        import dask.array as da
-
-        return self.grid.with_features(da.moveaxis(maps, 0, -1))
+        return self.grid.with_features(np.moveaxis(self.maps, 0, -1))  # numpy or dask
 
     def select(
         self,
@@ -144,13 +134,8 @@ class Factors:
         options, **overrides
             As in :func:`~.select.select_factors`.
         roi_ids : list of int, optional
-            ROIs to use; each must have :attr:`used` pixels.  Default: the ids
-            present there.
-
-        Raises
-        ------
-        ValueError
-            An ROI in ``roi_ids`` lies only where no feature was computed.
+            ROIs to use; each must have :attr:`used` pixels (else ValueError).  Default:
+            the ids present there.
         """
         rois = np.asarray(rois)
         if rois.shape != self.valid.shape:
@@ -274,7 +259,6 @@ def _write_group(
     check_target(target, overwrite=True, inputs=[i for i in inputs if i])
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
         group = zarr.open_group(tmp, mode="w")
         for name, a in arrays.items():
@@ -291,9 +275,8 @@ def _write_group(
 def save_factors(path: str | os.PathLike[str], factors: Factors, *, inputs: Any = ()) -> Path:
     """Write ``factors`` as ``path`` (``factors.zarr``, the format above); returns the path.
 
-    Written into a temporary folder beside ``path`` and swapped in at the end, so a
-    failure leaves an earlier result intact.  An earlier result is replaced; a file
-    or a folder that is not a zarr store is refused, and so is a path that is, holds
+    Built beside ``path`` and swapped in at the end (a failure keeps an earlier result).
+    A file or folder that is not a zarr store is refused, and so is a path that is, holds
     or lies in the features' source store or one of ``inputs`` (paths).
     """
     attrs = {
@@ -335,7 +318,7 @@ def open_factors(path: str | os.PathLike[str]) -> Factors:
     FileNotFoundError
         Nothing at ``path``.
     ValueError
-        ``path`` is not a factors result.
+        ``path`` is not a factors result, or one damaged (naming what).
     """
     import dask.array as da
     import zarr
@@ -349,30 +332,53 @@ def open_factors(path: str | os.PathLike[str]) -> Factors:
             f"{str(path)!r} is not a factors result (a factors.zarr written by 'brainfeatures "
             "factors' or the Factors widget)"
         )
-    group = zarr.open_group(path, mode="r")
-    maps = da.from_zarr(group["maps"])  # (k, H, W)
-    sel = attrs.get("selection")
-    return Factors(
-        maps=maps,
-        components=np.asarray(group["components"]),
-        grid=FeatureGrid.from_attrs(attrs, tuple(maps.shape[1:])),  # type: ignore[arg-type]
-        info={k: attrs.get(k) for k in _SUMMARY + _TISSUE if k in _SUMMARY or k in attrs},
-        selection=Selection.from_dict(sel) if isinstance(sel, dict) else None,
-        path=path,
-        mask=np.asarray(group["mask"]) != 0 if "mask" in group else None,
-    )
+    try:
+        group = zarr.open_group(path, mode="r")
+        maps, comps = group["maps"], group["components"]
+        mask = group["mask"] if "mask" in group else None
+        shapes = [getattr(a, "shape", None) for a in (maps, comps, mask)]
+        if not (
+            (maps.ndim, comps.ndim, maps.dtype.kind) == (3, 2, "f")
+            and attrs.get("k") == shapes[0][0] == shapes[1][0]
+            and shapes[2] in (None, shapes[0][1:])
+        ):
+            raise ValueError(
+                f"its arrays maps {shapes[0]} {maps.dtype}, components {shapes[1]}, mask "
+                f"{shapes[2]} do not fit k = {str(attrs.get('k'))[:20]} factors on one grid"
+            )
+        maps = da.from_zarr(maps)  # (k, H, W)
+        sel = attrs.get("selection")
+        return Factors(
+            maps=maps,
+            components=np.asarray(comps),
+            grid=FeatureGrid.from_attrs(attrs, tuple(maps.shape[1:])),  # type: ignore[arg-type]
+            info={k: attrs.get(k) for k in _SUMMARY + _TISSUE if k in _SUMMARY or k in attrs},
+            selection=Selection.from_dict(sel) if isinstance(sel, dict) else None,
+            path=path,
+            mask=np.asarray(mask) != 0 if mask is not None else None,
+        )
+    except _DAMAGE as err:
+        raise ValueError(
+            f"the factors result {str(path)!r} is damaged: {str(err)[:300]}; run the "
+            "factorisation again (brainfeatures factors, or the Factors dock)"
+        ) from None
 
 
 def open_map(path: str | os.PathLike[str], z: int | None = None, *, flag: str = "z") -> FeatureGrid:
     """A per-pixel map to cluster: NMF coefficients of a ``factors.zarr``, or features.
 
     Features come from a dense feature store or a plain zarr array (see
-    :meth:`FeatureGrid.open`, which also explains ``z`` and ``flag``); a
-    ``factors.zarr`` gives its coefficients ``(H, W, k)`` on its grid.
+    :meth:`FeatureGrid.open`, which explains ``z`` and ``flag``); a ``factors.zarr``
+    gives its coefficients ``(H, W, k)`` on its grid.  ValueError: damaged, naming it.
     """
     if is_factors(path):
         return open_factors(path).coefficient_grid()
-    return FeatureGrid.open(path, z, flag=flag)
+    try:
+        return FeatureGrid.open(path, z, flag=flag)
+    except _DAMAGE as err:
+        if isinstance(err, ValueError) and str(path) in str(err):
+            raise  # ours, naming the store
+        raise ValueError(f"{str(path)!r} cannot be read as features: {str(err)[:300]}") from None
 
 
 def save_clusters(

@@ -34,7 +34,7 @@ import zarr
 
 from napari_brainfeatures.classes import ClassTable
 
-__all__ = ["FeatureStore", "StoreMismatchError", "KIND"]
+__all__ = ["FeatureStore", "FeatureStoreError", "StoreMismatchError", "KIND"]
 
 KIND = "dense-feature-map"
 ATTR = "brainfeatures"
@@ -55,6 +55,77 @@ JOB_KEYS = (
 
 class StoreMismatchError(FileExistsError):
     """An existing store was made by another job (model, stride, region, ...)."""
+
+
+class FeatureStoreError(ValueError):
+    """A feature store whose description or array metadata is damaged (names what)."""
+
+
+# array -> (dtype kinds allowed, number of axes)
+_ARRAYS = {
+    "features": ("f", 4),
+    "features_pre": ("f", 4),
+    "probs": ("f", 4),
+    "areas": ("u", 3),
+    "done": ("u", 3),
+}
+#: What zarr and json raise for damaged metadata (zarr.errors are ValueErrors).
+METADATA_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError)
+_DAMAGE = METADATA_ERRORS
+
+
+def _ints(value: Any, n: tuple[int, ...], lo: int) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) in n
+        and all(type(v) is int and lo <= v < 2**40 for v in value)
+    )
+
+
+def _numbers(value: Any, n: int) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == n
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and all(abs(v) < 1e15 for v in value)  # also refuses NaN (and inf)
+    )
+
+
+def _check_store(group: zarr.Group, attrs: dict[str, Any]) -> dict[str, zarr.Array]:
+    """The store's arrays, opened; ValueError naming the first damaged part."""
+    fields = {
+        "grid": _ints(attrs.get("grid"), (3,), 0),
+        "stride": type(attrs.get("stride")) is int and 1 <= attrs["stride"] < 2**31,
+        "origin": _numbers(attrs.get("origin"), 3),
+        "step": _numbers(attrs.get("step"), 3),
+        "image": isinstance(attrs.get("image"), dict)
+        and _ints(attrs["image"].get("shape"), (2, 3), 1),
+        "which": isinstance(attrs.get("which"), list) and all(w in _ARRAYS for w in attrs["which"]),
+        "classes": isinstance(attrs.get("classes"), list),
+    }
+    bad = [k for k, ok in fields.items() if not ok]
+    if bad:
+        raise ValueError(
+            f"its description has an invalid {bad[0]!r}: {str(attrs.get(bad[0]))[:80]!r}"
+        )
+    grid = tuple(attrs["grid"])
+    arrays = {}
+    for name in dict.fromkeys(["done", *attrs["which"]]):
+        try:
+            arr = group[name]
+        except KeyError:
+            raise ValueError(f"its array {name!r} is missing") from None
+        except _DAMAGE as err:
+            raise ValueError(f"the metadata of its array {name!r} is damaged ({err})") from None
+        kinds, ndim = _ARRAYS[name]
+        if not isinstance(arr, zarr.Array) or arr.ndim != ndim or arr.dtype.kind not in kinds:
+            what = f"{arr.ndim}-D {arr.dtype}" if isinstance(arr, zarr.Array) else "a group"
+            raise ValueError(f"its array {name!r} is {what}, expected {ndim}-D ({kinds!r} dtype)")
+        shape = tuple(arr.shape)
+        if name != "done" and (shape[0], *shape[-2:]) != grid:
+            raise ValueError(f"its array {name!r} has shape {shape}, the grid is {grid}")
+        arrays[name] = arr
+    return arrays
 
 
 def _provenance(group: zarr.Group) -> dict[str, Any]:
@@ -217,6 +288,13 @@ class FeatureStore:
             raise FileNotFoundError(f"{str(self.path)!r} is not a dense feature store")
         self.group = zarr.open_group(self.path, mode="r")
         self.attrs: dict[str, Any] = _provenance(self.group)
+        try:
+            self._arrays = _check_store(self.group, self.attrs)
+        except _DAMAGE as err:
+            raise FeatureStoreError(
+                f"the feature store {str(self.path)!r} is damaged: {err}; compute it again "
+                "(brainfeatures features ... --overwrite, or the Features dock)"
+            ) from None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> FeatureStore:
@@ -264,16 +342,16 @@ class FeatureStore:
 
     def progress(self) -> tuple[int, int]:
         """``(tiles done, tiles in all)``."""
-        return len(done_tiles(self.path)), int(np.prod(self.group["done"].shape))  # type: ignore[union-attr]
+        return len(done_tiles(self.path)), int(np.prod(self._arrays["done"].shape))
 
     def _lazy(self, name: str) -> da.Array:
-        if name not in self.group:
+        if name not in self._arrays:
             raise KeyError(
                 f"{name!r} was not computed in {str(self.path)!r}; rerun with it in which="
             )
         # A fresh dask name per call: a viewer refreshing during a run never gets
         # chunks cached from before they were written.
-        arr = da.from_zarr(self.group[name], name=f"brainfeatures-{name}-{uuid.uuid4().hex}")
+        arr = da.from_zarr(self._arrays[name], name=f"brainfeatures-{name}-{uuid.uuid4().hex}")
         return arr[0] if self.is_2d else arr
 
     def features(self, *, pre_relu: bool = False) -> da.Array:
