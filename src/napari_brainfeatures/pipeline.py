@@ -229,8 +229,8 @@ def _stage_train(
         info = {"best_epoch": rec["best_epoch"], "val_accuracy": rec["best_val_acc"]}
         info |= {"slices": rec["slices"], "record": {k: rec[k] for k in _RECORDED}}
     else:
-        from napari_brainfeatures.train import sample_splits
         from napari_brainfeatures.train.fit import make_config, train_cnn
+        from napari_brainfeatures.train.splits import sample_splits
 
         yield Progress(1, N_STAGES, "patches: sampling train / val / test slices 50 µm apart")
         splits = sample_splits(ct.image, ct.areas, slices=zs, patch_size=p.patch_size,
