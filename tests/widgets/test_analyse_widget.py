@@ -71,3 +71,47 @@ def test_default_slices_50um_apart_and_cancel_clears_running(make_napari_viewer,
     w.runner.cancel()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert w.status.value.startswith("stopped: no result")
+
+
+def test_own_split_uses_the_models_regions_and_falls_back_to_the_slices(
+    make_napari_viewer, qtbot, tmp_path, model_file
+):
+    from napari_brainfeatures.train.recipe import overlapping_patches
+    from napari_brainfeatures.train.regions import spatial_split
+
+    net = tiny_cnn(2)
+    p = net.config.patch_size
+    areas = np.ones((1, 8 * p, 10 * p), np.uint8)
+    areas[:, :, 5 * p :] = 2
+    image = (np.random.default_rng(0).random(areas.shape) * 60 + 60 * areas).astype(np.uint8)
+    sm = spatial_split(areas[0], patch_size=p, seed=0)
+    split_model = save_cnn(
+        tmp_path / "split", net, classes=ClassTable.from_names(["a", "b"]),
+        meta={"split": sm.to_dict()},
+    )  # fmt: skip
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="ct")
+    viewer.add_labels(areas, name="areas")
+    w = AnalyseWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w.own_split.value and not w.train_slice.enabled  # the model's split by default
+    w.model_path.value = split_model
+    w.per_class.value = 8
+    w.sigmas.value = "0"
+    captured = {}
+    done = w._done
+    w._done = lambda result: (captured.setdefault("r", result), done(result))
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    assert w.runner.last_error is None, w.runner.last_error
+    res = captured["r"]
+    assert overlapping_patches(res.train, res.test) == 0  # regions a guard band apart
+    for _, y, x in res.test.centres:
+        assert sm.region("test")[y - p // 2 : y - p // 2 + p, x - p // 2 : x - p // 2 + p].all()
+    w.model_path.value = model_file  # records no split: the slice boxes are used
+    w.run_button.clicked.emit()
+    assert "records no split" in w.status.value
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    assert w.runner.last_error is None, w.runner.last_error
+    w.own_split.value = False
+    assert w.train_slice.enabled and w.test_slice.enabled

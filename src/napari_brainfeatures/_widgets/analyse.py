@@ -40,8 +40,19 @@ from napari_brainfeatures._widgets._common import (
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.analyse.report import ModelAnalysis, analyse_model, report_figure
+from napari_brainfeatures.models.checkpoint import ModelFileError, read_header
+from napari_brainfeatures.train.recorded import recorded_slices
 
 PLOT_ROW_PX = 200  # height of one row of the stacked report plots
+
+
+def _records_split(path: Path) -> bool:
+    """Whether a model file records its training and test slices or regions."""
+    try:
+        meta = read_header(path)["meta"]
+    except ModelFileError:
+        return False  # analyse_model names the problem
+    return recorded_slices(meta, "train") is not None and recorded_slices(meta, "test") is not None
 
 
 def parse_sigmas(text: str) -> list[float]:
@@ -65,6 +76,9 @@ class AnalyseWidget(Container):
         self.image = ComboBox(label="image", choices=image_choices(viewer))
         self.area_labels = ComboBox(label="area labels", choices=labels_choices(viewer))
         self.model_path = FileEdit(label="model file", mode="r", filter="*.safetensors")
+        self.own_split = CheckBox(
+            text="the model's own split (its slices, or its regions of one section)", value=True
+        )
         self.train_slice = SpinBox(label="train z", min=0, max=1_000_000, value=0)
         self.test_slice = SpinBox(label="test z", min=0, max=1_000_000, value=0)
         self.per_class = SpinBox(label="patches / class", min=2, max=100_000, value=200)
@@ -81,6 +95,7 @@ class AnalyseWidget(Container):
                 self.image,
                 self.area_labels,
                 self.model_path,
+                self.own_split,
                 self.train_slice,
                 self.test_slice,
                 self.per_class,
@@ -100,11 +115,18 @@ class AnalyseWidget(Container):
         scroll_body(self, {self.canvas: 420, self.table.native: 160})
         refresh_choices_on_layer_change(viewer, self.image, self.area_labels)
         self.run_button.changed.connect(self.run)
+        self.own_split.changed.connect(self._split_choice)
         self.image.changed.connect(self.default_slices)
         self.image.changed.connect(lambda *_: fill_model_path(self.model_path, self.image.value))
         self.report: dict[str, Any] | None = None
         self.default_slices()
+        self._split_choice()
         fill_model_path(self.model_path, self.image.value)  # the model trained on this image
+
+    def _split_choice(self, *_: Any) -> None:
+        """The slice boxes count only when the model's own split is not used."""
+        for box in (self.train_slice, self.test_slice):
+            box.enabled = not self.own_split.value
 
     def default_slices(self, *_: Any) -> None:
         """Train z = the current slice, test z 50 µm away (the paper's spacing), if it fits."""
@@ -130,16 +152,21 @@ class AnalyseWidget(Container):
         except ValueError as err:
             show_error(f"Analyse: {err}")
             return
-        self.status.value = "running…"  # a failed run must not leave the last run's result
-        if img.ndim == 3 and self.train_slice.value == self.test_slice.value:
-            self.status.value = "running… (note: train and test slices are the same)"
+        own = bool(self.own_split.value) and _records_split(path)
+        notes = []
+        if self.own_split.value and not own:
+            notes.append("the model records no split: using the slices above")
+        if not own and img.ndim == 3 and self.train_slice.value == self.test_slice.value:
+            notes.append("note: train and test slices are the same")
+        # a failed run must not leave the last run's result
+        self.status.value = "running…" + (f" ({'; '.join(notes)})" if notes else "")
         arch = str(self.tv_arch.value).strip()
         gen = analyse_model(
             path,
             img.data[0] if img.multiscale else img.data,
             lab.data,
-            train_slices=int(self.train_slice.value),
-            test_slices=int(self.test_slice.value),
+            train_slices=None if own else int(self.train_slice.value),
+            test_slices=None if own else int(self.test_slice.value),
             per_class=int(self.per_class.value),
             sigmas=sigmas,
             relu=bool(self.relu.value),
