@@ -33,10 +33,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-OWNED = ("sample", "info", "convert", "features", "factors", "cluster", "train-vae", "latent")
+OWNED = ("sample", "info", "convert", "features", "factors", "cluster", "train-vae", "latent",
+         "train-cnn", "evaluate", "analyse")  # fmt: skip
 EXAMPLES = int(os.environ.get("BENCH_TRUST_EXAMPLES", "12"))
 ZERO_OK = {"--tol", "--z-range", "--seed", "--z", "--erode", "--smooth", "--lam", "--eps",
-           "--kl-warmup", "--section"}  # fmt: skip
+           "--kl-warmup", "--section", "--patience", "--guard", "--slice", "--train-slice",
+           "--val-slice", "--test-slice", "--split-slice", "--sigmas", "--random-seed"}  # fmt: skip
 
 
 def fixtures(d: Path) -> dict[str, Path]:
@@ -73,6 +75,13 @@ def fixtures(d: Path) -> dict[str, Path]:
     run_gen(gen)
     f["pca"] = d / "pca.safetensors"
     run_gen(fit_latent_model(images, kind="pca", latent_dim=2, checkpoint_path=f["pca"]))
+    areas = np.zeros((3, 72, 150), np.uint8)  # for train-cnn: two areas, two textures
+    areas[:, :, :75], areas[:, :, 75:] = 1, 2
+    noise = np.random.default_rng(1).normal(0, 1, areas.shape)
+    tifffile.imwrite(d / "train.tif", np.clip(110 + noise * np.where(areas == 1, 8, 40), 0, 255)
+                     .astype(np.uint8))  # fmt: skip
+    zarr.create_array(str(d / "train_labels.zarr"), data=areas, chunks=(1, 72, 150))
+    f["timage"], f["tlabels"] = d / "train.tif", d / "train_labels.zarr"
     return f
 
 
@@ -291,6 +300,17 @@ def bases(f: dict[str, Path]) -> dict[str, list[list[str]]]:
                        "--device", "cpu"]],
         "latent": [["latent", str(f["vae"]), str(f["pop"]), "--out", "{o}", "--what", "traversal",
                     "receptive", "--n-images", "4", "--step", "0.5"]],
+        "train-cnn": [["train-cnn", str(f["timage"]), "--labels", str(f["tlabels"]), "--out",
+                       "{o}/m.safetensors", "--patch-size", "64", "--train-slice", "0",
+                       "--val-slice", "1", "--test-slice", "2", "--per-class", "4",
+                       "--eval-per-class", "2", "--epochs", "1", "--batch-size", "4",
+                       "--device", "cpu", "--threads", "1"]],
+        "evaluate": [["evaluate", str(f["cnn"]), str(f["image"]), "--labels", lab, "--slice",
+                      "1", "--per-class", "2", "--batch-size", "4", "--device", "cpu", "--json",
+                      "{o}/e.json"]],
+        "analyse": [["analyse", str(f["cnn"]), str(f["image"]), "--labels", lab,
+                     "--train-slice", "0", "--test-slice", "1", "--per-class", "6", "--sigmas",
+                     "0", "0.1", "--device", "cpu", "--out", "{o}/a"]],
     }  # fmt: skip
 
 

@@ -34,6 +34,22 @@ BAD = [
     (["latent", "v.safetensors", "p.zarr", "--out", "{o}"], "--step", "0"),
     (["latent", "v.safetensors", "p.zarr", "--out", "{o}"], "--c-max", "-1"),
     (["latent", "v.safetensors", "p.zarr", "--out", "{o}"], "--n-images", "0"),
+    (["train-cnn", "in.tif", "--out", "{o}"], "--patch-size", "0"),
+    (["train-cnn", "in.tif", "--out", "{o}"], "--epochs", str(10**30)),
+    (["train-cnn", "in.tif", "--out", "{o}"], "--lr", "nan"),
+    (["train-cnn", "in.tif", "--out", "{o}"], "--patience", "-1"),
+    (["train-cnn", "in.tif", "--out", "{o}"], "--per-class", "1.5"),
+    (["train-cnn", "in.tif", "--out", "{o}"], "--train-slice", str(10**30)),
+    (["train-cnn", "in.tif", "--out", "{o}"], "--guard", "-1"),
+    (["train-cnn", "in.tif", "--out", "{o}"], "--folds", "2"),
+    (["train-cnn", "in.tif", "--out", "{o}"], "--threads", "0"),
+    (["train-cnn", "in.tif", "--out", "{o}"], "--seed", "-1"),
+    (["evaluate", "m.safetensors", "in.tif", "--json", "{o}"], "--batch-size", "0"),
+    (["evaluate", "m.safetensors", "in.tif", "--json", "{o}"], "--predict-stride", "inf"),
+    (["evaluate", "m.safetensors", "in.tif", "--json", "{o}"], "--per-class", "0"),
+    (["analyse", "m.safetensors", "in.tif", "--out", "{o}"], "--sigmas", "nan"),
+    (["analyse", "m.safetensors", "in.tif", "--out", "{o}"], "--random-seed", str(2**32)),
+    (["analyse", "m.safetensors", "in.tif", "--out", "{o}"], "--test-slice", "x"),
 ]
 
 

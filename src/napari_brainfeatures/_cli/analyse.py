@@ -25,26 +25,33 @@ from napari_brainfeatures.progress import run as run_gen
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
+    from napari_brainfeatures.train import bounds as b
+
     add = parser.add_argument
     add("model", help="model file written by train-cnn")
     add("image", help="image volume: zarr store / group path / TIFF")
     add("--labels", default=None, help="label volume (default: the 'areas' array beside the image)")
-    add("--train-slice", type=int, nargs="+", default=None, metavar="Z",
+    add("--train-slice", type=b.SLICE, nargs="+", default=None, metavar="Z",
         help="default: the model's own split (slices, or regions of one section)")  # fmt: skip
-    add("--test-slice", type=int, nargs="+", default=None, metavar="Z")
+    add("--test-slice", type=b.SLICE, nargs="+", default=None, metavar="Z")
     add(
         "--split-mask", default=None, metavar="PATH", help="the drawn split of a --split mask model"
     )
-    add("--per-class", type=int, default=300, help="patches per class and split (default 300)")
+    add(
+        "--per-class",
+        type=b.PER_CLASS,
+        default=300,
+        help="patches per class and split (default 300)",
+    )
     add(
         "--sigmas",
-        type=float,
+        type=b.SIGMA,
         nargs="+",
         default=[0.0, 0.05, 0.1, 0.2, 0.3],
         help="noise standard deviations on [0, 1] images",
     )
     add("--relu", action="store_true", help="post-ReLU features (default: pre-ReLU, as the paper)")
-    add("--random-seed", type=int, default=1, help="seed of the random-weight baseline")
+    add("--random-seed", type=b.SEED, default=1, help="seed of the random-weight baseline")
     add(
         "--torchvision",
         nargs=2,
@@ -53,7 +60,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         help="also an ImageNet baseline, e.g. resnet18 resnet18.pth (no download)",
     )
     sampling_arg(parser)
-    add("--seed", type=int, default=0)
+    add("--seed", type=b.SEED, default=0)
     add("--device", default=None)
     add("--out", type=Path, default=None, help="output folder (default: MODEL_analysis)")
 

@@ -26,17 +26,20 @@ from napari_brainfeatures.progress import run as run_gen
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
+    from napari_brainfeatures.train import bounds as b
     from napari_brainfeatures.train.recipe import DEFAULTS, VARIANTS
 
     if name == "train-cnn":
         parser.add_argument("image", help="image volume: zarr store / group path / TIFF")
         _labels_arg(parser)
         parser.add_argument("--out", required=True, help="model file to write (.safetensors)")
-        parser.add_argument("--patch-size", type=int, default=128, help="patch side (default 128)")
+        parser.add_argument(
+            "--patch-size", type=b.PATCH_SIZE, default=128, help="patch side (default 128)"
+        )
         for split in ("train", "val", "test"):
             parser.add_argument(
                 f"--{split}-slice",
-                type=int,
+                type=b.SLICE,
                 nargs="+",
                 default=None,
                 metavar="Z",
@@ -45,7 +48,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         for flag, kind, what in TRAIN_OPTIONS:  # defaults: train.recipe.DEFAULTS
             key = flag.removeprefix("--").replace("-", "_")
             what += " (default %(default)s)"
-            parser.add_argument(flag, type=kind, default=DEFAULTS[key], help=what)
+            parser.add_argument(flag, type=getattr(b, kind), default=DEFAULTS[key], help=what)
         parser.add_argument(
             "--variant",
             choices=VARIANTS,
@@ -56,9 +59,9 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--no-augment", action="store_true", help="no flips/rotations/jitter")
         sampling_arg(parser)
         _split_args(parser)
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=b.SEED, default=0)
         parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if present)")
-        parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+        parser.add_argument("--threads", type=b.THREADS, default=None, help="CPU threads for torch")
         parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
         _tta_arg(parser)
         return
@@ -67,7 +70,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     _labels_arg(parser)
     parser.add_argument(
         "--slice",
-        type=int,
+        type=b.SLICE,
         nargs="+",
         default=None,
         metavar="Z",
@@ -76,16 +79,16 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--split-mask", default=None, metavar="PATH", help="the drawn split of a --split mask model"
     )
-    parser.add_argument("--per-class", type=int, default=1000, help="patches per class")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--per-class", type=b.PER_CLASS, default=1000, help="patches per class")
+    parser.add_argument("--seed", type=b.SEED, default=0)
+    parser.add_argument("--batch-size", type=b.BATCH_SIZE, default=64)
     parser.add_argument("--device", default=None)
     _tta_arg(parser)
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     parser.add_argument("--figure", default=None, help="write the confusion matrix as PNG")
     parser.add_argument(
         "--predict-stride",
-        type=positive_int,
+        type=b.STRIDE,
         default=None,
         metavar="S",
         help="also classify the whole first slice every S px (slice accuracy)",
@@ -93,13 +96,13 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 SAMPLING = {"auto": "auto", "interior": True, "centre": False}
-TRAIN_OPTIONS = (
-    ("--per-class", int, "training patches per class"),
-    ("--eval-per-class", int, "validation and test patches per class"),
-    ("--epochs", int, "most passes over the training patches"),
-    ("--batch-size", int, "patches per training step"),
-    ("--lr", float, "Adam learning rate"),
-    ("--patience", int, "early stopping patience in epochs (0: never stop early)"),
+TRAIN_OPTIONS = (  # (flag, its range in train.bounds, help)
+    ("--per-class", "PER_CLASS", "training patches per class"),
+    ("--eval-per-class", "PER_CLASS", "validation and test patches per class"),
+    ("--epochs", "EPOCHS", "most passes over the training patches"),
+    ("--batch-size", "BATCH_SIZE", "patches per training step"),
+    ("--lr", "LR", "Adam learning rate"),
+    ("--patience", "PATIENCE", "early stopping patience in epochs (0: never stop early)"),
 )
 
 
@@ -115,17 +118,6 @@ def sampling_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def check_slices(option: str, zs: list[int] | None, n_z: int) -> None:
     """Refuse z-slices outside ``0..n_z - 1`` (negative ones too) before anything is read."""
     bad = [z for z in zs or [] if not 0 <= z < n_z]
@@ -137,17 +129,19 @@ def check_slices(option: str, zs: list[int] | None, n_z: int) -> None:
 
 
 def _split_args(parser: argparse.ArgumentParser) -> None:
+    from napari_brainfeatures.train import bounds as b
+
     add = parser.add_argument
     add("--split", choices=("slices", "blocks", "mask"), default=None,
         help="train/val/test by slice, by spatial blocks of one section, or by a drawn mask "
         "(--split-mask; 1/2/3 = train/val/test); default: slices when 3+ slices are painted, "
         "else blocks")  # fmt: skip
     add("--split-mask", default=None, metavar="PATH", help="split map for --split mask")
-    add("--split-slice", type=int, default=None, metavar="Z",
+    add("--split-slice", type=b.SLICE, default=None, metavar="Z",
         help="the section to split (default: the painted one)")  # fmt: skip
-    add("--guard", type=int, default=None, metavar="PX",
+    add("--guard", type=b.GUARD, default=None, metavar="PX",
         help="guard band between splits, px (default: the patch size)")  # fmt: skip
-    add("--folds", type=positive_int, default=None, metavar="K",
+    add("--folds", type=b.FOLDS, default=None, metavar="K",
         help="spatial k-fold (blocks): train K models, report mean and spread")  # fmt: skip
 
 

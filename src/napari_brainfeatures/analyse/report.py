@@ -34,6 +34,7 @@ from napari_brainfeatures.analyse.probes import (
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
 from napari_brainfeatures.progress import Progress, ProgressGen
+from napari_brainfeatures.train.bounds import PER_CLASS, SEED, SIGMA, as_slices
 from napari_brainfeatures.train.patches import PatchSet, sample_patches
 from napari_brainfeatures.train.recorded import recorded_slices, recorded_split
 from napari_brainfeatures.train.splits import painted_classes
@@ -266,7 +267,8 @@ def analyse_model(
     per_class : int
         Patches per class and split; default 300.
     sigmas, relu, seed
-        As for :func:`compare_extractors` and :func:`~.extract.feature_extractor`.
+        As for :func:`compare_extractors` and :func:`~.extract.feature_extractor`;
+        ranges as the ``analyse`` command's (:mod:`napari_brainfeatures.train.bounds`).
     device : str, optional
         Default CUDA when available.
 
@@ -278,6 +280,15 @@ def analyse_model(
     ImportError
         ``torchvision`` given but not installed.
     """
+    per_class = PER_CLASS.check("per_class", per_class)
+    seed, random_seed = SEED.check("seed", seed), SEED.check("random_seed", random_seed)
+    sigmas = [SIGMA.check("sigmas", s) for s in np.atleast_1d(np.asarray(sigmas, dtype=object))]
+    if not sigmas:
+        raise ValueError("sigmas must hold at least one noise level (0: none), got []")
+    n_z = labels.shape[0] if len(labels.shape) == 3 else 1
+    for name, zs in (("train_slices", train_slices), ("test_slices", test_slices)):
+        if zs is not None and any(not 0 <= z < n_z for z in as_slices(name, zs)):
+            raise ValueError(f"{name} must be in 0..{n_z - 1}, got {zs!r}")
     yield Progress(0, None, "loading the model, sampling patches")
     net, meta = load_cnn(model, device=device or "cpu")
     check_image_dtype(meta, image.dtype)

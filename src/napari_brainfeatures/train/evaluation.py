@@ -23,6 +23,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.cnn import BrainAreaCNN
 from napari_brainfeatures.progress import ProgressGen, blocking
+from napari_brainfeatures.train.bounds import BATCH_SIZE
 from napari_brainfeatures.train.patches import PatchSet
 from napari_brainfeatures.train.predict import iter_predict_proba
 
@@ -203,6 +204,7 @@ def iter_evaluate(
     Progress
         One per batch.
     """
+    batch_size = BATCH_SIZE.check("batch_size", batch_size)
     classes = classes or patches.classes
     if len(classes) != model.config.n_classes:
         raise ValueError(

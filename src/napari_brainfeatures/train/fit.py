@@ -44,6 +44,7 @@ from napari_brainfeatures.models.cnn import (
 )
 from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures.train.augment import augment_batch, intensity_range, value_range
+from napari_brainfeatures.train.bounds import THREADS, check_optional
 from napari_brainfeatures.train.patches import PatchSet
 from napari_brainfeatures.train.recipe import (
     DEFAULTS,
@@ -228,22 +229,23 @@ def train_cnn(
     classes = classes or train.classes
     check_sets(train, val, config, classes)
     recipe = Recipe(
-        epochs=int(epochs),
-        batch_size=int(batch_size),
+        epochs=epochs,
+        batch_size=batch_size,
         lr=lr,
         augment=bool(augment),
         standardise=config.paddings[0] == 0 if standardise is None else bool(standardise),
-        mix=float(mix),
-        rotate=float(rotate),
+        mix=mix,
+        rotate=rotate,
         schedule=schedule,
         init=init,
         patience=patience,
         seed=seed,
     )
+    num_threads = check_optional(THREADS, "num_threads", num_threads)
     dev = device_of(str(device) if device else None)
     old_threads = torch.get_num_threads()
     if num_threads:
-        torch.set_num_threads(int(num_threads))
+        torch.set_num_threads(num_threads)
     try:
         target = (checkpoint_path, classes, voxel_size, split)
         return (yield from _fit(train, val, config, recipe, dev, target))

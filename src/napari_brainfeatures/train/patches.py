@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from napari_brainfeatures.classes import ClassTable, default_table
+from napari_brainfeatures.train.bounds import PATCH_SIZE, PER_CLASS, SEED, as_slices
 from napari_brainfeatures.train.windows import (
     MIN_PAINTED,
     inside_class,
@@ -116,9 +117,7 @@ class PatchSet:
 
 
 def _as_slices(slices: int | Sequence[int]) -> list[int]:
-    if isinstance(slices, int | np.integer):
-        return [int(slices)]
-    return [int(z) for z in slices]
+    return as_slices("slices", slices)
 
 
 def _read_slice(arr: Any, z: int) -> NDArray[Any]:
@@ -145,7 +144,7 @@ def _class_table(classes: Any, present: Sequence[int]) -> ClassTable:
     return ClassTable.generic(ids)
 
 
-def _check_inputs(image: Any, labels: Any, zs: list[int], p: int, per_class: int) -> None:
+def _check_inputs(image: Any, labels: Any, zs: list[int], p: int) -> None:
     if tuple(image.shape) != tuple(labels.shape):
         raise ValueError(
             f"labels shape {tuple(labels.shape)!r} differs from image shape "
@@ -156,8 +155,6 @@ def _check_inputs(image: Any, labels: Any, zs: list[int], p: int, per_class: int
     h, w = image.shape[-2:]
     if p < 2 or p > min(h, w):
         raise ValueError(f"patch_size must be in 2..{min(h, w)} for a {h}x{w} image, got {p!r}")
-    if per_class < 1:
-        raise ValueError(f"per_class must be at least 1, got {per_class!r}")
     n_z = 1 if image.ndim == 2 else image.shape[0]
     bad = [z for z in zs if not 0 <= z < n_z]
     if bad or not zs:
@@ -238,8 +235,9 @@ def sample_patches(
     zs = _as_slices(slices)
     if len(set(zs)) != len(zs):
         raise ValueError(f"slices must be distinct, got {zs!r}")
-    p = int(patch_size)
-    _check_inputs(image, labels, zs, p, int(per_class))
+    p, seed = PATCH_SIZE.check("patch_size", patch_size), SEED.check("seed", seed)
+    per_class = PER_CLASS.check("per_class", per_class)
+    _check_inputs(image, labels, zs, p)
     lab2d = {z: _read_slice(labels, z) for z in zs}
     if any(v.dtype.kind not in "uib" for v in lab2d.values()):
         raise ValueError(f"labels must be integers, got dtype {labels.dtype!r}")

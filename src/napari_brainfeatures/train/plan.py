@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_brainfeatures.train.bounds import FOLDS, GUARD, SLICE, as_slices, check_optional
 from napari_brainfeatures.train.recorded import read_split_mask, recorded_slices, recorded_split
 from napari_brainfeatures.train.regions import default_split, spatial_split
 from napari_brainfeatures.train.splits import (
@@ -68,6 +69,13 @@ def plan_splits(
     """
     say = report or (lambda _m: None)
     given = tuple(slices)
+    guard, folds = check_optional(GUARD, "guard", guard), check_optional(FOLDS, "folds", folds)
+    split_slice = check_optional(SLICE, "split_slice", split_slice)
+    if split_slice is not None and not 0 <= split_slice < image.shape[0]:
+        raise ValueError(
+            f"split_slice must be a z-slice of the volume (0..{image.shape[0] - 1}), "
+            f"got {split_slice!r}"
+        )
     mode, why = split, ""
     if mode is None and not any(s is not None for s in given):
         mode, why = default_split(painted_slices(labels), image.shape[0])
@@ -181,9 +189,11 @@ def held_out_patches(
     table = meta["class_table"]
     rec = meta.get("split") if isinstance(meta.get("split"), dict) else {}
     spatial = rec.get("mode") in ("blocks", "mask")
-    zs = list(slices) if slices is not None else recorded_slices(meta, "test")
+    zs = as_slices("slices", slices) if slices is not None else recorded_slices(meta, "test")
     if zs is None:
         raise ValueError("the model records no test slices; give --slice Z")
+    if any(not 0 <= z < labels.shape[0] for z in zs):
+        raise ValueError(f"slices must be in 0..{labels.shape[0] - 1}, got {zs!r}")
     within, used = None, {"mode": "slices", "slices": {"test": zs}}
     if spatial and int(rec["z"]) in zs:
         if len(zs) > 1:

@@ -23,6 +23,7 @@ from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.checkpoint import device_of
 from napari_brainfeatures.models.cnn import BrainAreaCNN, to_input
 from napari_brainfeatures.progress import Progress, ProgressGen, blocking
+from napari_brainfeatures.train.bounds import BATCH_SIZE, STRIDE
 
 __all__ = [
     "SlicePrediction",
@@ -78,6 +79,7 @@ def iter_predict_proba(
     flips/rotations (the symmetries the network was trained with): 8x the
     work, about 1.5 points of test accuracy on the synthetic sample.
     """
+    batch_size = BATCH_SIZE.check("batch_size", batch_size)
     if patches.ndim != 3 or patches.shape[1:] != (model.config.patch_size,) * 2:
         raise ValueError(
             f"patches must be (N, {model.config.patch_size}, {model.config.patch_size}) for "
@@ -160,18 +162,17 @@ def predict_slice(
     -------
     SlicePrediction
     """
+    stride, batch_size = STRIDE.check("stride", stride), BATCH_SIZE.check("batch_size", batch_size)
     img = np.asarray(image2d.compute() if hasattr(image2d, "compute") else image2d)
     p, k = model.config.patch_size, model.config.n_classes
     if img.ndim != 2:
         raise ValueError(f"image2d must be 2-D (H, W), got shape {img.shape!r}")
     if min(img.shape) < p:
         raise ValueError(f"slice {img.shape!r} is smaller than the {p} px patch")
-    if int(stride) < 1:
-        raise ValueError(f"stride must be >= 1, got {stride!r}")
     classes = classes or ClassTable.from_names([f"class{i + 1}" for i in range(k)])
     if len(classes) != k:
         raise ValueError(f"{len(classes)} classes for a model with {k} outputs")
-    stride, half = int(stride), p // 2
+    half = p // 2
     (h, w), ny, nx = img.shape, (img.shape[0] - p) // stride + 1, (img.shape[1] - p) // stride + 1
     view = np.lib.stride_tricks.sliding_window_view(img, (p, p))[::stride, ::stride]  # (ny,nx,P,P)
     probs = np.zeros((ny * nx, k), np.float32)

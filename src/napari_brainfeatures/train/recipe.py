@@ -21,12 +21,23 @@ import torch
 from napari_brainfeatures import __version__
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
+from napari_brainfeatures.train.bounds import (
+    BATCH_SIZE,
+    EPOCHS,
+    LR,
+    PATIENCE,
+    PROBABILITY,
+    SEED,
+    check_optional,
+)
 from napari_brainfeatures.train.patches import PatchSet
 
 __all__ = [
     "DEFAULTS",
     "VARIANTS",
+    "MIN_CONTRAST",
     "Recipe",
+    "check_contrast",
     "check_sets",
     "init_weights",
     "overlapping_patches",
@@ -47,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
     "patience": 5,
 }
+#: Training patches whose std is at most this fraction of their span have no contrast.
+MIN_CONTRAST = 1e-4
 _HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")
 
 
@@ -96,11 +109,12 @@ class Recipe:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError(
-                f"epochs, batch_size and lr must be positive, got {self.epochs!r}, "
-                f"{self.batch_size!r}, {self.lr!r}"
-            )
+        checks = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "seed": SEED}
+        checks |= {"mix": PROBABILITY, "rotate": PROBABILITY}
+        for name, bounds in checks.items():  # the command line's ranges (train.bounds)
+            object.__setattr__(self, name, bounds.check(name, getattr(self, name)))
+        patience = check_optional(PATIENCE, "patience", self.patience)
+        object.__setattr__(self, "patience", patience or None)  # 0: never stop early
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.init not in ("he", "torch"):
@@ -113,9 +127,13 @@ class Recipe:
 
 
 def check_sets(train: PatchSet, val: PatchSet, config: CNNConfig, classes: ClassTable) -> None:
-    """Refuse training and validation patches that do not fit each other or the network."""
+    """Refuse training and validation patches that do not fit each other or the network.
+
+    Also refuses training patches without contrast (:func:`check_contrast`).
+    """
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"need training and validation patches, got {len(train)} and {len(val)}")
+    check_contrast(train.patches)
     if train.class_ids != val.class_ids:
         raise ValueError(
             f"training classes {train.class_ids!r} differ from validation classes "
@@ -141,6 +159,30 @@ def check_sets(train: PatchSet, val: PatchSet, config: CNNConfig, classes: Class
         )
     if len(classes) != config.n_classes:
         raise ValueError(f"classes has {len(classes)} entries for {config.n_classes} outputs")
+
+
+def check_contrast(patches: np.ndarray, what: str = "training patches") -> None:
+    """Refuse patches whose intensities hardly vary: a blank or constant image.
+
+    Their standard deviation (on up to 512 patches) must exceed :data:`MIN_CONTRAST`
+    of the span of their integer dtype, or of their largest magnitude for floats; a
+    constant volume would otherwise train on noise divided by a tiny std (huge weights).
+    """
+    p = np.asarray(patches)
+    sample = p[:: max(1, len(p) // 512)].astype(np.float64)
+    if p.dtype.kind in "ui":
+        info = np.iinfo(p.dtype)
+        span, of = float(info.max) - float(info.min), f"the {p.dtype.name} range"
+    else:
+        span, of = float(np.nanmax(np.abs(sample), initial=0.0)), "their largest value"
+    std = float(np.nanstd(sample)) if sample.size else 0.0
+    if not std > MIN_CONTRAST * span:
+        raise ValueError(
+            f"the {what} have no contrast: a standard deviation of {std:.3g} for {of} "
+            f"{span:.3g} (at most {MIN_CONTRAST:g} of it); the image is blank or constant "
+            "where the labels are painted (an all-zero volume, an empty channel or region); "
+            "check the image, or paint the labels on tissue"
+        )
 
 
 def overlapping_patches(a: PatchSet, b: PatchSet) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from napari_brainfeatures.train import bounds as _b
 from napari_brainfeatures.train.windows import near, within_mask
 
 __all__ = ["SPLITS", "SplitMap", "default_split", "spatial_split"]
@@ -188,17 +189,22 @@ def spatial_split(
     lab = np.asarray(labels2d)
     if lab.ndim != 2:
         raise ValueError(f"labels2d must be one (Y, X) section, got shape {lab.shape!r}")
-    p = int(patch_size)
-    g = p if guard is None else int(guard)
-    if g < 0 or p < 2:
-        raise ValueError(f"guard must be >= 0 and patch_size >= 2, got {guard!r}, {patch_size!r}")
+    p, seed = _b.PATCH_SIZE.check("patch_size", patch_size), _b.SEED.check("seed", seed)
+    z = _b.SLICE.check("z", z)
+    if z < 0:
+        raise ValueError(f"z must be the section's z-slice index (>= 0), got {z!r}")
+    g = p if guard is None else _b.GUARD.check("guard", guard)
+    block = _b.check_optional(_b.BLOCK, "block", block)
     if mode not in MODES:
         raise ValueError(f"split mode must be one of {MODES!r}, got {mode!r}")
-    if folds is not None and (mode != "blocks" or not 3 <= int(folds) or not 0 <= fold < folds):
+    if folds is not None and not (
+        mode == "blocks" and _b.inside(_b.FOLDS, folds) and 0 <= fold < folds
+    ):
         raise ValueError(
-            f"folds needs mode='blocks', folds >= 3 and 0 <= fold < folds, got mode={mode!r}, "
-            f"folds={folds!r}, fold={fold!r}"
+            f"folds needs mode='blocks', folds {_b.FOLDS.describe()} and 0 <= fold < folds, "
+            f"got mode={mode!r}, folds={folds!r}, fold={fold!r}"
         )
+    folds = _b.check_optional(_b.FOLDS, "folds", folds)
     common: dict[str, Any] = {"z": int(z), "guard": g, "patch_size": p, "seed": int(seed)}
     if mode == "mask":
         raw = _check_mask(mask, lab.shape)

@@ -23,6 +23,7 @@ import numpy as np
 
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.progress import Progress, ProgressGen, blocking
+from napari_brainfeatures.train.bounds import PATCH_SIZE, PER_CLASS, SEED, check_optional
 from napari_brainfeatures.train.patches import PatchSet, _as_slices, _read_slice, sample_patches
 from napari_brainfeatures.train.regions import SplitMap
 
@@ -248,9 +249,12 @@ def iter_sample_splits(
         When a slice is shared between splits, or any ``sample_patches`` error
         (naming the split).
     """
+    patch_size, seed = PATCH_SIZE.check("patch_size", patch_size), SEED.check("seed", seed)
+    per_class = PER_CLASS.check("per_class", per_class)
+    eval_per_class = check_optional(PER_CLASS, "eval_per_class", eval_per_class)
     if split_map is not None:
         slices = (split_map.z,) * 3
-        if split_map.patch_size != int(patch_size):
+        if split_map.patch_size != patch_size:
             raise ValueError(
                 f"the split map was made for {split_map.patch_size}-px patches, not "
                 f"{patch_size!r}; make it again with patch_size={patch_size!r}"
@@ -268,7 +272,7 @@ def iter_sample_splits(
             raise ValueError(
                 f"{short[i]} and {short[j]} slices must be disjoint, both use {sorted(shared)!r}"
             )
-    n_eval = int(eval_per_class) if eval_per_class is not None else max(1, int(per_class) // 2)
+    n_eval = eval_per_class if eval_per_class is not None else max(1, per_class // 2)
     kw: dict[str, Any] = {"patch_size": patch_size, "per_class": per_class, "interior": interior}
     kw["classes"] = classes
     out: list[PatchSet] = []
