@@ -27,7 +27,6 @@ import datetime as _dt
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ import zarr
 from napari_brainfeatures import __version__
 from napari_brainfeatures._util import lease
 from napari_brainfeatures._util.files import as_if_created
+from napari_brainfeatures._util.leftovers import clean_leftovers, temp_path
 from napari_brainfeatures.classes import ClassTable, default_table
 
 __all__ = [
@@ -71,9 +71,10 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically (temporary file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_leftovers(path)  # temporaries of killed writers of this file
+    tmp = temp_path(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "x", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
             f.flush()
             os.fsync(f.fileno())

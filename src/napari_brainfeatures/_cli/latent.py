@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from napari_brainfeatures._cli import progress_printer
-from napari_brainfeatures._util.ranges import SEED, Bounded
+from napari_brainfeatures.latent import bounds as B
 from napari_brainfeatures.progress import run as run_gen
 
 WHAT = ("traversal", "projective", "receptive", "quality")
@@ -27,40 +27,36 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("population", help="population zarr group (arrays images, rois, ...)")
         parser.add_argument("--out", required=True, help="model file to write (.safetensors)")
         parser.add_argument("--model", choices=("beta-vae", "vae", "pca"), default="beta-vae")
-        parser.add_argument(
-            "--latent", type=Bounded("int", 1, 64), default=8, help="latent size L (default 8)"
-        )
+        parser.add_argument("--latent", type=B.LATENT, default=8, help="latent size L (default 8)")
         parser.add_argument(
             "--beta",
-            type=Bounded("float", 0, 1e6, open_lo=True),
+            type=B.BETA,
             default=3.0,
             help="KL weight (beta-vae only)",
         )
-        parser.add_argument("--epochs", type=Bounded("int", 1, 100_000), default=10)
+        parser.add_argument("--epochs", type=B.EPOCHS, default=10)
         parser.add_argument(
             "--n-down",
-            type=Bounded("int", 1, 12),
+            type=B.N_DOWN,
             default=None,
             help="stride-2 convolutions (default: 6, the authors', or fewer for small sections)",
         )
-        parser.add_argument(
-            "--channels", type=Bounded("int", 1, 1024), default=32, help="conv channels (32)"
-        )
+        parser.add_argument("--channels", type=B.CHANNELS, default=32, help="conv channels (32)")
         # CPU preset: 16 / 1e-3 reach a usable model in minutes; the paper's 64 / 2e-4 needs
         # far more steps (hours on a GPU).  Measured in bench_vae and the notes of train_vae.
         parser.add_argument(
-            "--batch-size", type=Bounded("int", 1, 65536), default=16, help="default 16 (paper: 64)"
+            "--batch-size", type=B.BATCH_SIZE, default=16, help="default 16 (paper: 64)"
         )
         parser.add_argument(
             "--lr",
-            type=Bounded("float", 0, 10, open_lo=True),
+            type=B.LR,
             default=1e-3,
             help="default 1e-3 (paper: 2e-4)",
         )
-        parser.add_argument("--seed", type=SEED, default=0)
+        parser.add_argument("--seed", type=B.SEED, default=0)
         parser.add_argument(
             "--kl-warmup",
-            type=Bounded("float", 0, 100_000),
+            type=B.KL_WARMUP,
             default=0.0,
             help="epochs of KL ramp (0)",
         )
@@ -79,24 +75,22 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         help="folder for PNG pictures and latent.json (one sub-folder per model when several)",
     )  # fmt: skip
     parser.add_argument("--what", nargs="+", choices=WHAT, default=list(WHAT))
-    parser.add_argument(
-        "--section", type=Bounded("int", 0, 2**31 - 1), default=0, help="section for the traversal"
-    )
+    parser.add_argument("--section", type=B.SECTION, default=0, help="section for the traversal")
     parser.add_argument(
         "--c-max",
-        type=Bounded("float", 0, 100, open_lo=True),
+        type=B.C_MAX,
         default=7.0,
         help="half-range of latent sweeps",
     )
     parser.add_argument(
         "--step",
-        type=Bounded("float", 0, 100, open_lo=True),
+        type=B.STEP,
         default=None,
         help="projective step (0.05 on CPU)",
     )
     parser.add_argument(
         "--n-images",
-        type=Bounded("int", 1, 10**6),
+        type=B.N_IMAGES,
         default=832,
         help="sections for receptive fields",
     )

@@ -20,6 +20,7 @@ import dask.array as da
 import zarr
 
 from napari_brainfeatures._napari.reader import population_layers
+from napari_brainfeatures._util.leftovers import clean_leftovers
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.progress import Progress, run
 from napari_brainfeatures.synthetic.microct import DEFAULT_SHAPE, GENERATOR_VERSION
@@ -51,6 +52,7 @@ def ensure_microct(
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(path)  # what a killed generation left (another process's is kept)
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)

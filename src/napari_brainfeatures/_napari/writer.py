@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 import tifffile
 import zarr
 
+from napari_brainfeatures._util.leftovers import clean_leftovers, temp_path
 from napari_brainfeatures.workspace import Workspace
 
 SUFFIXES = (".zarr", ".tif", ".tiff")
@@ -71,7 +71,9 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
             lazy = da.from_array(data, chunks=chunks, asarray=False, fancy=False)
         checked = lazy.map_blocks(_fit, dtype=dtype, target=dtype, where=target.name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        clean_leftovers(target)  # what a killed save left beside it (an old one put back)
+        tmp = temp_path(target)
+        tmp.mkdir()
         try:
             out = tmp / target.name
             if suffix == ".zarr":
@@ -182,9 +184,7 @@ def _replace(new: Path, target: Path) -> None:
     if not target.exists():
         os.replace(new, target)
         return
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    old = temp_path(target, "old")  # put back by clean_leftovers if killed in between
     os.replace(target, old)
     os.replace(new, target)
     shutil.rmtree(old) if old.is_dir() else old.unlink()

@@ -11,6 +11,7 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import QEvent, QObject, QRect, QSize, Qt
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
+from napari_brainfeatures._util.leftovers import is_leftover
 from napari_brainfeatures.workspace import Workspace, default_workspace_path
 
 WORKSPACE_KEY = "brainfeatures_workspace"
@@ -55,7 +56,9 @@ def newest_model(layer: Image | None) -> Path | None:
     if layer is None:
         return None
     models = workspace_root(layer) / "models"
-    files = [p for p in models.glob("cnn-*.safetensors") if p.is_file()] if models.is_dir() else []
+    if not models.is_dir():
+        return None
+    files = [p for p in models.glob("cnn-*.safetensors") if p.is_file() and not is_leftover(p)]
     return max(files, key=lambda p: p.stat().st_mtime, default=None)
 
 
@@ -71,6 +74,8 @@ def newest_store(layers: list[Image]) -> Path | None:
     for layer in layers:
         folder = workspace_root(layer) / "features"
         for path in folder.glob("*.zarr") if folder.is_dir() else ():
+            if is_leftover(path):  # a killed writer's temporary: never a result
+                continue
             try:
                 if not FeatureStore(path).attrs.get("complete"):  # read once, just now
                     continue

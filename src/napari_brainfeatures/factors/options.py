@@ -24,6 +24,8 @@ __all__ = ["INITS", "NORMALISE", "OUTSIDE", "SOLVERS", "NMFOptions", "OptionErro
 
 SOLVERS = ("auto", "torch", "sklearn", "sklearn-minibatch")
 INITS = ("nndsvda", "random")
+#: Upper bounds: factors (and picks), NMF iterations, the leakage weight λ.
+MAX_COMPONENTS, MAX_ITER, MAX_LAM = 100_000, 1_000_000, 1e6
 NORMALISE = ("none", "area")
 OUTSIDE = ("all", "labelled")
 
@@ -62,9 +64,11 @@ def _is_real(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def _positive_int(option: str, v: Any) -> None:
+def _positive_int(option: str, v: Any, hi: int = 2**31 - 1) -> None:
     if not _is_int(v) or int(v) < 1:
         raise OptionError(option, "must be an integer >= 1", v)
+    if int(v) > hi:
+        raise OptionError(option, f"must be an integer in 1..{hi}", v)
 
 
 def _one_of(option: str, v: Any, choices: tuple[str, ...]) -> None:
@@ -136,21 +140,23 @@ class NMFOptions(_Options):
     sweeps: tuple[int, int] = (3, 6)
 
     def _check(self) -> None:
-        _positive_int("n_components", self.n_components)
+        _positive_int("n_components", self.n_components, MAX_COMPONENTS)
         _one_of("solver", self.solver, SOLVERS)
         _one_of("init", self.init, INITS)
-        _positive_int("max_iter", self.max_iter)
+        _positive_int("max_iter", self.max_iter, MAX_ITER)
         if self.tol is not None and not (_is_real(self.tol) and self.tol >= 0):
             raise OptionError(
                 "tol", "must be a number >= 0 (or None: the solver's default)", self.tol
             )
-        if not _is_int(self.seed):
-            raise OptionError("seed", "must be an integer", self.seed)
-        _positive_int("block_rows", self.block_rows)
+        if self.tol is not None and not (math.isfinite(self.tol) and self.tol <= 1):
+            raise OptionError("tol", "must be a finite number in [0, 1] (relative)", self.tol)
+        if not (_is_int(self.seed) and 0 <= int(self.seed) <= 2**32 - 1):
+            raise OptionError("seed", "must be an integer in 0..4294967295", self.seed)
+        _positive_int("block_rows", self.block_rows, 2**26)
         sweeps = tuple(self.sweeps) if isinstance(self.sweeps, tuple | list) else ()
-        if len(sweeps) != 2 or not all(_is_int(s) and int(s) >= 1 for s in sweeps):
+        if len(sweeps) != 2 or not all(_is_int(s) and 1 <= int(s) <= 1000 for s in sweeps):
             raise OptionError(
-                "sweeps", "must be two integers >= 1 (W sweeps, H sweeps)", self.sweeps
+                "sweeps", "must be two integers in 1..1000 (W sweeps, H sweeps)", self.sweeps
             )
         object.__setattr__(self, "sweeps", (int(sweeps[0]), int(sweeps[1])))
 
@@ -189,8 +195,10 @@ class SelectOptions(_Options):
     def _check(self) -> None:
         if not (_is_real(self.lam) and math.isfinite(self.lam) and self.lam >= 0):
             raise OptionError("lam", "must be >= 0", self.lam)
+        if self.lam > MAX_LAM:
+            raise OptionError("lam", f"must be >= 0 and <= {MAX_LAM:g}", self.lam)
         if self.p is not None:
-            _positive_int("p", self.p)
+            _positive_int("p", self.p, MAX_COMPONENTS)
         _one_of("normalise", self.normalise, NORMALISE)
         if not (_is_real(self.eps) and 0 <= self.eps < 1):
             raise OptionError("eps", "must be in [0, 1)", self.eps)

@@ -29,6 +29,8 @@ OUTPUTS = ("features", "features_pre", "probs", "areas")
 EDGES = ("reflect", "zero", "invalid")
 METHODS = ("auto", "dense", "patch")
 PRECISIONS = ("float32", "mixed")
+#: Upper bounds of the numeric options (far above any use, far below an overflow).
+MAX_STRIDE, MAX_TILE, MAX_BATCH, MAX_MEMORY_MB = 65_536, 65_536, 2**24, 2**24
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,11 +115,13 @@ class DenseOptions:
         if self.classes is not None and not isinstance(self.classes, ClassTable):
             raise TypeError(f"classes must be a ClassTable, got {type(self.classes).__name__}")
         normal = {
-            "stride": _count("stride", self.stride),
-            "tile": None if self.tile is None else _count("tile", self.tile, "outputs per side"),
-            "batch": None if self.batch is None else _count("batch", self.batch),
-            "memory_mb": _positive("memory_mb", self.memory_mb, "MiB"),
-            "input_scale": _positive("input_scale", self.input_scale, "factor"),
+            "stride": _count("stride", self.stride, hi=MAX_STRIDE),
+            "tile": None
+            if self.tile is None
+            else _count("tile", self.tile, "outputs per side", hi=MAX_TILE),
+            "batch": None if self.batch is None else _count("batch", self.batch, hi=MAX_BATCH),
+            "memory_mb": _positive("memory_mb", self.memory_mb, "MiB", hi=MAX_MEMORY_MB),
+            "input_scale": _positive("input_scale", self.input_scale, "factor", hi=1e12),
             "which": tuple(dict.fromkeys(which)),
             "device": str(resolve_device(self.device)),
             "overwrite": bool(self.overwrite),
@@ -145,19 +149,25 @@ class DenseOptions:
         return replace(options, **changes) if changes else options
 
 
-def _count(name: str, value: Any, what: str = "") -> int:
-    """``value`` as an int >= 1 (bools and floats refused)."""
+def _count(name: str, value: Any, what: str = "", *, hi: int) -> int:
+    """``value`` as an int in ``1..hi`` (bools and floats refused)."""
+    unit = f" ({what})" if what else ""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        unit = f" ({what})" if what else ""
         raise ValueError(f"{name} must be a positive integer{unit}, got {value!r}")
+    if value > hi:
+        raise ValueError(f"{name} must be a positive integer of at most {hi}{unit}, got {value!r}")
     return int(value)
 
 
-def _positive(name: str, value: Any, unit: str) -> float | None:
-    """``value`` as a finite float > 0, or None (automatic)."""
+def _positive(name: str, value: Any, unit: str, *, hi: float) -> float | None:
+    """``value`` as a finite float in ``(0, hi]``, or None (automatic)."""
     if value is None:
         return None
     ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    if ok and math.isfinite(value) and value > hi:
+        raise ValueError(
+            f"{name} must be a positive number of at most {hi:.0f} ({unit}), got {value!r}"
+        )
     if not ok or not (math.isfinite(value) and value > 0):
         raise ValueError(
             f"{name} must be a positive number ({unit}) or None (automatic), got {value!r}"

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
+from napari_brainfeatures.latent.bounds import C_MAX, N_IMAGES, SEED, STEP
 from napari_brainfeatures.latent.model import as_latent_model
 from napari_brainfeatures.latent.population import as_stack, check_rois
 from napari_brainfeatures.progress import Progress, ProgressGen
@@ -127,7 +128,8 @@ def projective_field(
     """
     model = as_latent_model(model)
     z = _z0_and_k(model, z0, k)
-    step = default_step(model) if step is None else float(step)
+    c_max = C_MAX.check("c_max", c_max)
+    step = default_step(model) if step is None else STEP.check("step (None: the default)", step)
     if not (c_max > 0 and 0 < step <= c_max):
         raise ValueError(f"need c_max > 0 and 0 < step <= c_max, got {c_max!r}, {step!r}")
     small = c_max / 2 if small is None else float(small)
@@ -302,6 +304,8 @@ def receptive_fields(
     names = list(roi_names) if roi_names is not None else [f"ROI {i}" for i in ids]
     if len(names) != len(ids):
         raise ValueError(f"{len(names)} roi_names for {len(ids)} ROIs {ids!r}")
+    n_images = None if n_images is None else N_IMAGES.check("n_images (None: all)", n_images)
+    seed = SEED.check("seed", seed)
     if n_images is not None and n_images < len(imgs):
         pick = np.random.default_rng(seed).choice(len(imgs), n_images, replace=False)
         imgs = imgs[np.sort(pick)]

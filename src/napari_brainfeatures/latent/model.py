@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
+from napari_brainfeatures.latent import bounds as B
 from napari_brainfeatures.latent.pca import PCA_KIND, PCABaseline
 from napari_brainfeatures.latent.train import TrainResult, VAELatentModel, fit_pca, train_vae
 from napari_brainfeatures.models.checkpoint import ModelFileError, read_header
@@ -137,8 +138,9 @@ def fit_latent_model(
     roi_names : list of str, optional
         Stored in the model's metadata.
     n_down, channels : int, optional
-        The VAE's stride-2 layers (default: :meth:`VAEConfig.for_shape`'s
+        The VAE's stride-2 layers, 1..12 (default None: :meth:`VAEConfig.for_shape`'s
         choice for the section size) and convolution channels (default 32).
+        Every number has the range of the ``train-vae`` option (:mod:`.bounds`).
     **training
         Passed to :func:`~.train.train_vae` (``epochs``, ``batch_size``,
         ``lr``, ``device``, ``val_fraction``, ``kl_warmup``); PCA has no
@@ -161,9 +163,13 @@ def fit_latent_model(
     """
     if kind not in MODEL_NAMES:
         raise ValueError(f"kind must be one of {list(MODEL_NAMES)!r}, got {kind!r}")
+    latent_dim, seed = B.LATENT.check("latent_dim", latent_dim), B.SEED.check("seed", seed)
+    clip = B.CLIP.check("clip", clip)
     if kind == "pca":
         return _fit_pca(images, latent_dim, seed, clip, checkpoint_path, roi_names)
-    arch = {"n_down": n_down} if n_down else {}
+    beta = B.BETA.check("beta", beta)
+    channels, training = B.CHANNELS.check("channels", channels), B.check_training(**training)
+    arch = {} if n_down is None else {"n_down": B.N_DOWN.check("n_down (None: automatic)", n_down)}
     config = VAEConfig.for_shape(
         np.shape(images)[-2:], latent_dim=latent_dim, beta=1.0 if kind == "vae" else beta,
         channels=channels, **arch,

@@ -115,6 +115,10 @@ def _attrs(shape: tuple[int, ...], seed: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+#: Largest side and voxel count of a generated volume (2**40 voxels: 3 TB in three arrays).
+MAX_SIDE, MAX_VOXELS = 65_536, 2**40
+
+
 def _check(shape: Any, seed: Any, chunks: Any = None) -> tuple[tuple[int, int, int], int]:
     try:
         shp = tuple(int(s) for s in shape)
@@ -122,6 +126,11 @@ def _check(shape: Any, seed: Any, chunks: Any = None) -> tuple[tuple[int, int, i
         raise ValueError(f"shape must be three integers (Z, Y, X), got {shape!r}") from None
     if len(shp) != 3 or shp[0] < 1 or min(shp[1:]) < 64:
         raise ValueError(f"shape must be (Z, Y, X) with Z >= 1 and Y, X >= 64, got {shape!r}")
+    if max(shp) > MAX_SIDE or shp[0] * shp[1] * shp[2] > MAX_VOXELS:
+        raise ValueError(
+            f"shape must have sides of at most {MAX_SIDE} and at most {MAX_VOXELS:,} voxels "
+            f"(a uint8 image, labels and barrels of that size), got {shape!r}"
+        )
     if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if chunks is not None:
