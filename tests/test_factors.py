@@ -562,3 +562,37 @@ def test_moved_names_still_import_from_select():
 
     assert select.fit_nmf is nmf.fit_nmf and select.FeatureNMF is nmf.FeatureNMF
     assert select.factor_maps is maps.factor_maps and select.rgb_composite is maps.rgb_composite
+
+
+def test_factors_cli_tissue_mask_leaves_out_pixels_whose_patch_sees_background(tmp_path, capsys):
+
+    import zarr
+
+    from napari_brainfeatures import cli
+    from napari_brainfeatures.features.run import compute_feature_map
+    from napari_brainfeatures.models.cnn import BrainAreaCNN
+
+    torch.manual_seed(0)
+    model = BrainAreaCNN(TINY_CNN).eval()  # 32 px patches
+    rng = np.random.default_rng(0)
+    image = (rng.random((1, 40, 80)) * 120 + 60).astype(np.uint8)
+    image[:, :, :20] = 5  # background on the left
+    store = tmp_path / "feat.zarr"
+    run(compute_feature_map(image, model, out=store, stride=2, tile=8, edge="reflect"))
+    tissue = np.zeros((1, 40, 80), np.uint8)
+    tissue[:, :, 20:] = 1
+    zarr.create_array(str(tmp_path / "tissue.zarr"), data=tissue, chunks=(1, 40, 80))
+    out = tmp_path / "res"
+    argv = ["factors", str(store), "--k", "3", "--out", str(out)]
+    assert cli.main([*argv, "--tissue-mask", str(tmp_path / "tissue.zarr")]) == 0
+    capsys.readouterr()
+    maps = np.asarray(zarr.open_group(str(out / "factors.zarr"), mode="r")["maps"])  # (3, 20, 40)
+    used = np.isfinite(maps[0])
+    xs = 2 * np.nonzero(used.any(axis=0))[0]  # image columns of the factorised pixels
+    assert used.any() and xs.min() >= 20 + 16  # the whole 32 px patch inside tissue
+    assert not used[:, : (20 + 16) // 2].any()
+    assert cli.main([*argv, "--min-context", "0.5"]) == 2  # needs the mask
+    assert "--min-context needs --tissue-mask" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: exit 2, the value quoted
+        cli.main([*argv, "--tissue-mask", str(tmp_path / "tissue.zarr"), "--min-context", "2"])
+    assert "--min-context: must be a number >= 0 and <= 1, got '2'" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from napari_brainfeatures._cli import progress_printer
-from napari_brainfeatures._util.ranges import FLOAT, INT, SEED
+from napari_brainfeatures._util.ranges import FLOAT, INT, SEED, Bounded
 from napari_brainfeatures.factors.options import (
     NORMALISE,
     OUTSIDE,
@@ -73,6 +73,20 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         add("--tol", type=FLOAT, default=None, help="default 1e-5 (torch), 1e-4 (sklearn)")
         add("--device", default=None, help="cpu / cuda (default: cuda if present)")
         add("--rois", default=None, help="ROI label volume for the factor selection")
+        add(
+            "--tissue-mask",
+            default=None,
+            help="tissue mask volume (non-zero: tissue; the workspace's tissue.zarr): only "
+            "pixels whose patch lies in tissue are factorised, so cut faces and the pial "
+            "surface get no factors of their own",
+        )
+        add(
+            "--min-context",
+            type=Bounded("float", 0.0, 1.0),
+            default=None,
+            help="least fraction of a pixel's patch inside tissue (default 1.0; with "
+            "--tissue-mask)",
+        )
         add("--roi-ids", type=INT, nargs="+", default=None, help="ROI ids (default: all painted)")
         add("--lam", type=FLOAT, default=sel.lam, help="leakage weight λ >= 0 (default 0.5)")
         add("--p", type=INT, default=None, help="factors to select (default min(k, #ROIs))")
@@ -162,10 +176,19 @@ def _factors(args: argparse.Namespace) -> int:
     nmf, select = _options(args)  # --lam -1 is refused with or without --rois
     grid = FeatureGrid.open(args.store, args.z, flag="--z")
     rois, roi_ids = _check_rois(args, grid, select)
-    fac = run_gen(factorise(grid, options=nmf), progress_printer)
+    edges: dict[str, Any] = {}
+    if args.tissue_mask is not None:
+        from napari_brainfeatures.io.volume import open_volume
+
+        edges["tissue"] = open_volume(args.tissue_mask).data
+        if args.min_context is not None:
+            edges["min_context"] = args.min_context
+    elif args.min_context is not None:
+        raise ValueError("--min-context needs --tissue-mask MASK")
+    fac = run_gen(factorise(grid, options=nmf, **edges), progress_printer)
     summary: dict[str, Any] = dict(fac.info)
     if rois is not None:
-        share = float(np.count_nonzero(rois[fac.valid])) / max(1, int(fac.valid.sum()))
+        share = float(np.count_nonzero(rois[fac.used])) / max(1, int(fac.used.sum()))
         if args.outside == "all" and share < 0.5:
             warnings.warn(
                 f"the ROIs cover {share:.0%} of the map, so leakage (every unlabelled point "
