@@ -38,7 +38,7 @@ def test_dense_options_have_upper_bounds(kw, match):
         (NMFOptions, {"n_components": 10**9}, "n_components must be an integer in 1..100000"),
         (NMFOptions, {"tol": float("inf")}, r"tol must be a finite number in \[0, 1\]"),
         (NMFOptions, {"tol": float("nan")}, "tol must be a number >= 0"),
-        (NMFOptions, {"sweeps": (3, 10**9)}, "sweeps must be two integers in 1..1000"),
+        (NMFOptions, {"sweeps": (3, 10**9)}, "sweeps must be two integers >= 1 and <= 1000"),
         (SelectOptions, {"lam": 1e30}, r"lam must be >= 0 and <= 1e\+06, got 1e\+30"),
         (SelectOptions, {"lam": float("inf")}, "lam must be >= 0, got inf"),
         (SelectOptions, {"p": 10**30}, "p must be an integer in 1..100000"),

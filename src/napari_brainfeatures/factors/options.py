@@ -156,7 +156,7 @@ class NMFOptions(_Options):
         sweeps = tuple(self.sweeps) if isinstance(self.sweeps, tuple | list) else ()
         if len(sweeps) != 2 or not all(_is_int(s) and 1 <= int(s) <= 1000 for s in sweeps):
             raise OptionError(
-                "sweeps", "must be two integers in 1..1000 (W sweeps, H sweeps)", self.sweeps
+                "sweeps", "must be two integers >= 1 and <= 1000 (W sweeps, H sweeps)", self.sweeps
             )
         object.__setattr__(self, "sweeps", (int(sweeps[0]), int(sweeps[1])))
 
