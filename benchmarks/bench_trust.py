@@ -38,7 +38,8 @@ OWNED = ("sample", "info", "convert", "features", "factors", "cluster", "train-v
 EXAMPLES = int(os.environ.get("BENCH_TRUST_EXAMPLES", "12"))
 ZERO_OK = {"--tol", "--z-range", "--seed", "--z", "--erode", "--smooth", "--lam", "--eps",
            "--kl-warmup", "--section", "--patience", "--guard", "--slice", "--train-slice",
-           "--val-slice", "--test-slice", "--split-slice", "--sigmas", "--random-seed"}  # fmt: skip
+           "--val-slice", "--test-slice", "--split-slice", "--sigmas", "--random-seed",
+           "--min-context"}  # fmt: skip
 
 
 def fixtures(d: Path) -> dict[str, Path]:
