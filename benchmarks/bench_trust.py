@@ -19,12 +19,14 @@ pixels each into one chunk (``tests/test_workspace_concurrency.py``'s writer, on
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
 import math
 import os
 import selectors
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -60,29 +62,21 @@ def fixtures(d: Path) -> dict[str, Path]:
     cfg = CNNConfig(patch_size=32, channels=(4, 8, 8), kernels=(5, 3, 3), paddings=(0, 0, 0),
                     fc=(16, 8), n_classes=3)  # fmt: skip
     f = {"cnn": save_cnn(d / "cnn", BrainAreaCNN(cfg), classes=ClassTable.from_names("abc"))}
-    image = (np.random.default_rng(0).random((2, 40, 44)) * 200).astype(np.uint8)
-    tifffile.imwrite(d / "image.tif", image)
+    image = (np.random.default_rng(0).random((3, 72, 150)) * 200).astype(np.uint8)  # train-cnn:
+    tifffile.imwrite(d / "image.tif", image)  # three slices for its 64 px patches
     f["image"] = d / "image.tif"
     labels = np.zeros(image.shape, np.uint8)
-    labels[:, :, :22], labels[:, :, 22:] = 1, 2
-    zarr.create_array(str(d / "labels.zarr"), data=labels, chunks=(1, 20, 22))
+    labels[:, :, :75], labels[:, :, 75:] = 1, 2
+    zarr.create_array(str(d / "labels.zarr"), data=labels, chunks=(1, 36, 75))
     f["labels"], f["store"] = d / "labels.zarr", d / "feat.zarr"
     run_gen(compute_feature_map(image[:1], f["cnn"], out=f["store"], stride=2, tile=8))
     f["pop"] = write_population(d / "pop.zarr", n=12, shape=(32, 32), seed=0)
     f["vae"] = d / "vae.safetensors"
     images = zarr.open_group(str(f["pop"]), mode="r")["images"][:]
-    gen = fit_latent_model(images, latent_dim=2, n_down=2, channels=4, epochs=1, batch_size=4,
-                           checkpoint_path=f["vae"], device="cpu")  # fmt: skip
-    run_gen(gen)
+    run_gen(fit_latent_model(images, latent_dim=2, n_down=2, channels=4, epochs=1, batch_size=4,
+                             checkpoint_path=f["vae"], device="cpu"))  # fmt: skip
     f["pca"] = d / "pca.safetensors"
     run_gen(fit_latent_model(images, kind="pca", latent_dim=2, checkpoint_path=f["pca"]))
-    areas = np.zeros((3, 72, 150), np.uint8)  # for train-cnn: two areas, two textures
-    areas[:, :, :75], areas[:, :, 75:] = 1, 2
-    noise = np.random.default_rng(1).normal(0, 1, areas.shape)
-    tifffile.imwrite(d / "train.tif", np.clip(110 + noise * np.where(areas == 1, 8, 40), 0, 255)
-                     .astype(np.uint8))  # fmt: skip
-    zarr.create_array(str(d / "train_labels.zarr"), data=areas, chunks=(1, 72, 150))
-    f["timage"], f["tlabels"] = d / "train.tif", d / "train_labels.zarr"
     return f
 
 
@@ -171,8 +165,7 @@ def fuzz_headers(d: Path, f: dict[str, Path]) -> dict:
     n, bad, examples = 0, 0, []
     for which in ("cnn", "vae", "pca"):
         for i, (name, data) in enumerate(header_cases(f[which], sentinel)):
-            path = d / f"{which}-{i}.safetensors"
-            path.write_bytes(data)
+            (path := d / f"{which}-{i}.safetensors").write_bytes(data)
             n += 1
             for load in loaders:
                 try:
@@ -189,8 +182,6 @@ def fuzz_headers(d: Path, f: dict[str, Path]) -> dict:
 
 def store_cases(d: Path, f: dict[str, Path]) -> list[tuple[str, list[str]]]:
     """Damaged copies of the feature store and the labels store: (name, argv)."""
-    import shutil
-
     cases = []
     for which, argv in (("store", ["cluster", "{p}", "--k", "2", "--out", "{o}"]),
                         ("labels", ["info", "{p}"])):  # fmt: skip
@@ -284,35 +275,31 @@ def numeric_options(command: str) -> list[tuple[str, int, str]]:
     return found
 
 
+BASES = {  # valid command lines: {o} a fresh output folder, {name} the fixture file f[name]
+    "sample": ["sample microct {o}/s.zarr --shape 4 64 64 --chunks 4 32 32",
+               "sample population {o}/p.zarr --n 4"],
+    "info": ["info {image}"],
+    "convert": ["convert {image} {o}/c.ome.zarr --levels 1"],
+    "features": ["features {cnn} {image} --out {o}/f.zarr --stride 4 --tile 8 --device cpu"],
+    "factors": ["factors {store} --k 2 --out {o} --rois {labels} --device cpu"],
+    "cluster": ["cluster {store} --k 2 --out {o} --mask {labels}"],
+    "train-vae": ["train-vae {pop} --out {o}/v.safetensors --epochs 1 --n-down 2 --channels 4 "
+                  "--latent 2 --batch-size 4 --device cpu"],
+    "latent": ["latent {vae} {pop} --out {o} --what traversal receptive --n-images 4 --step 0.5"],
+    "train-cnn": ["train-cnn {image} --labels {labels} --out {o}/m.safetensors --patch-size 64 "
+                  "--train-slice 0 --val-slice 1 --test-slice 2 --per-class 4 --eval-per-class 2 "
+                  "--epochs 1 --batch-size 4 --threads 1 --device cpu"],
+    "evaluate": ["evaluate {cnn} {image} --labels {labels} --slice 1 --per-class 2 --batch-size 4 "
+                 "--json {o}/e.json --device cpu"],
+    "analyse": ["analyse {cnn} {image} --labels {labels} --train-slice 0 --test-slice 1 "
+                "--per-class 6 --sigmas 0 0.1 --out {o}/a --device cpu"],
+}  # fmt: skip
+
+
 def bases(f: dict[str, Path]) -> dict[str, list[list[str]]]:
-    """Valid command lines per subcommand (``{o}``: a fresh output folder)."""
-    s, lab = str(f["store"]), str(f["labels"])
-    return {
-        "sample": [["sample", "microct", "{o}/s.zarr", "--shape", "4", "64", "64", "--chunks",
-                    "4", "32", "32"], ["sample", "population", "{o}/p.zarr", "--n", "4"]],
-        "info": [["info", str(f["image"])]],
-        "convert": [["convert", str(f["image"]), "{o}/c.ome.zarr", "--levels", "1"]],
-        "features": [["features", str(f["cnn"]), str(f["image"]), "--out", "{o}/f.zarr",
-                      "--stride", "4", "--tile", "8", "--device", "cpu"]],
-        "factors": [["factors", s, "--k", "2", "--out", "{o}", "--rois", lab, "--device", "cpu"]],
-        "cluster": [["cluster", s, "--k", "2", "--out", "{o}", "--mask", lab]],
-        "train-vae": [["train-vae", str(f["pop"]), "--out", "{o}/v.safetensors", "--epochs", "1",
-                       "--n-down", "2", "--channels", "4", "--latent", "2", "--batch-size", "4",
-                       "--device", "cpu"]],
-        "latent": [["latent", str(f["vae"]), str(f["pop"]), "--out", "{o}", "--what", "traversal",
-                    "receptive", "--n-images", "4", "--step", "0.5"]],
-        "train-cnn": [["train-cnn", str(f["timage"]), "--labels", str(f["tlabels"]), "--out",
-                       "{o}/m.safetensors", "--patch-size", "64", "--train-slice", "0",
-                       "--val-slice", "1", "--test-slice", "2", "--per-class", "4",
-                       "--eval-per-class", "2", "--epochs", "1", "--batch-size", "4",
-                       "--device", "cpu", "--threads", "1"]],
-        "evaluate": [["evaluate", str(f["cnn"]), str(f["image"]), "--labels", lab, "--slice",
-                      "1", "--per-class", "2", "--batch-size", "4", "--device", "cpu", "--json",
-                      "{o}/e.json"]],
-        "analyse": [["analyse", str(f["cnn"]), str(f["image"]), "--labels", lab,
-                     "--train-slice", "0", "--test-slice", "1", "--per-class", "6", "--sigmas",
-                     "0", "0.1", "--device", "cpu", "--out", "{o}/a"]],
-    }  # fmt: skip
+    """:data:`BASES` as argv lists (split at spaces first: paths are kept whole)."""
+    names = {**{k: str(v) for k, v in f.items()}, "o": "{o}"}
+    return {c: [[w.format_map(names) for w in t.split()] for t in ts] for c, ts in BASES.items()}
 
 
 def _bad_values(flag: str, kind: str) -> list[str]:
@@ -331,11 +318,9 @@ def _with(argv: list[str], flag: str, nargs: int, value: str) -> list[str]:
 
 def _quoted(value: str, err: str) -> bool:
     forms = {value}
-    try:
+    with contextlib.suppress(ValueError):
         x = float(value)
         forms |= {repr(x), f"{x:g}", str(int(x)) if math.isfinite(x) and x == int(x) else "nan"}
-    except ValueError:
-        pass
     return any(v in err for v in forms)
 
 
@@ -371,8 +356,7 @@ def cli_bad_args(d: Path, f: dict[str, Path], worker: Worker) -> dict:
                         tail = (res["exc"] or res["err"])[-120:]
                         examples.append(f"{command} {flag} {value}: rc={res['rc']} {tail!r}")
     after = {p: p.stat().st_mtime_ns for p in inputs.rglob("*")}
-    others = {c: [fl for fl, *_ in numeric_options(c)] for c in COMMANDS if c not in OWNED}
-    left = {c: o for c, o in others.items() if o}
+    left = {c: o for c in COMMANDS if c not in OWNED if (o := [x for x, *_ in numeric_options(c)])}
     return {"tried": tried, "unchecked": unchecked, "unquoted": unquoted,
             "wrote_something": wrote + (before != after), "baseline_failed": baseline_failed,
             "examples": examples, "not_checked_yet": left}  # fmt: skip
@@ -381,9 +365,8 @@ def cli_bad_args(d: Path, f: dict[str, Path], worker: Worker) -> dict:
 def strokes_lost(d: Path, n: int = 400) -> int:
     if str(ROOT / "tests") not in sys.path:
         sys.path.insert(0, str(ROOT / "tests"))  # the writer imports the tests' helpers
-    spec = importlib.util.spec_from_file_location(
-        "ws", ROOT / "tests/test_workspace_concurrency.py"
-    )
+    writer = ROOT / "tests/test_workspace_concurrency.py"
+    spec = importlib.util.spec_from_file_location("ws", writer)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     from napari_brainfeatures.workspace import Workspace
@@ -402,8 +385,7 @@ def run(quick: bool, out: Path) -> dict:
     heads = fuzz_headers(out / "headers", f)
     worker = Worker()
     try:
-        store_bad, store_examples = 0, []
-        cases = store_cases(out / "stores", f)
+        store_bad, store_examples, cases = 0, [], store_cases(out / "stores", f)
         for name, argv in cases:
             res = worker(argv)
             if res["exc"] is not None or "Traceback" in res["err"] or res["rc"] not in (0, 2):
@@ -412,12 +394,7 @@ def run(quick: bool, out: Path) -> dict:
         cli = cli_bad_args(out / "cli", f, worker)
     finally:
         worker.close()
-    return {
-        "header_fuzz_cases": heads["cases"],
-        "store_fuzz_cases": len(cases),
-        "tracebacks": heads["tracebacks"] + store_bad,
-        "code_executed": heads["code_executed"],
-        "cli_bad_args": cli,
-        "concurrent_strokes_lost": strokes_lost(out / "strokes", 400),
-        "examples": {"headers": heads["examples"], "stores": store_examples[:8]},
-    }
+    return {"header_fuzz_cases": heads["cases"], "store_fuzz_cases": len(cases),
+            "tracebacks": heads["tracebacks"] + store_bad, "code_executed": heads["code_executed"],
+            "cli_bad_args": cli, "concurrent_strokes_lost": strokes_lost(out / "strokes", 400),
+            "examples": {"headers": heads["examples"], "stores": store_examples[:8]}}  # fmt: skip
