@@ -261,14 +261,14 @@ def _stage_train(
     return model, val, test
 
 
-# what the summary repeats from the shipped model's record
-_RECORDED = ("test_accuracy", "macro_f1", "chance_level", "sha256", "date", "train_s")
+_RECORDED = ("test_accuracy", "macro_f1", "chance_level", "sha256", "date", "train_s")  # recorded
 
 
 def _stage_dense(out: Path, p: Preset, model: Any, ct: Any, z: int, summary: dict[str, Any]):  # type: ignore[no-untyped-def]
     from napari_brainfeatures.features.grid import FeatureGrid
     from napari_brainfeatures.features.run import compute_feature_map
 
+    yield Progress(3, N_STAGES, f"dense features, test slice z={z}, stride {p.stride}")
     kw = {"stride": p.stride, "region": z, "classes": ct.classes, "overwrite": True}
     gen = compute_feature_map(ct.image, model, out=out / "features.zarr", **kw)
     store = yield from _relay(gen, 3, f"dense features, test slice z={z}")
