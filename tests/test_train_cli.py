@@ -219,12 +219,14 @@ def test_reports_never_overwrite_inputs(sample, untrained, tmp_path, capsys):
 def test_predict_stride_must_be_positive(sample, untrained, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", str(untrained), str(sample), "--slice", "2", "--predict-stride", "0"])
-    assert exit_.value.code == 2 and "--predict-stride: must be >= 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--predict-stride: must be an integer in 1..4096" in err
 
 
 def _five(tmp_path, painted):
     group = zarr.open_group(str(tmp_path / "five.zarr"), mode="w")
-    group.create_array("image", data=np.full((5, 72, 150), 100, np.uint8))
+    rng = np.random.default_rng(0)  # texture: a constant image is refused before training
+    group.create_array("image", data=rng.integers(0, 255, (5, 72, 150), dtype=np.uint8))
     areas = np.zeros((5, 72, 150), np.uint8)
     areas[painted, :, :75], areas[painted, :, 75:] = 1, 5
     group.create_array("areas", data=areas)
