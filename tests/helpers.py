@@ -56,3 +56,26 @@ def workspace_held_elsewhere(root) -> Iterator[subprocess.Popen]:
         yield p
     finally:
         p.communicate(input="", timeout=30)
+
+
+def one_section_split_model(folder, n_classes: int = 2):
+    """A tiny CNN saved with a spatial split of one section: (model file, image, areas, split).
+
+    The section (1, 8P, 10P) holds two areas side by side of different brightness.
+    """
+    import numpy as np
+
+    from napari_brainfeatures.classes import ClassTable
+    from napari_brainfeatures.models.cnn import save_cnn
+    from napari_brainfeatures.train.regions import spatial_split
+
+    net = tiny_cnn(n_classes)
+    p = net.config.patch_size
+    areas = np.ones((1, 8 * p, 10 * p), np.uint8)
+    areas[:, :, 5 * p :] = 2
+    image = (np.random.default_rng(0).random(areas.shape) * 60 + 60 * areas).astype(np.uint8)
+    sm = spatial_split(areas[0], patch_size=p, seed=0)
+    names = [chr(ord("a") + i) for i in range(n_classes)]
+    meta = {"split": sm.to_dict()}
+    model = save_cnn(folder / "split", net, classes=ClassTable.from_names(names), meta=meta)
+    return model, image, areas, sm

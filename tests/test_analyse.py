@@ -341,21 +341,12 @@ def test_analyse_model_uses_the_classes_painted_on_both_slices(tmp_path):
 
 
 def test_analyse_model_defaults_to_the_models_own_regions_of_one_section(tmp_path):
+    from helpers import one_section_split_model
     from napari_brainfeatures.analyse import analyse_model
-    from napari_brainfeatures.classes import ClassTable
-    from napari_brainfeatures.models.cnn import save_cnn
     from napari_brainfeatures.train.recipe import overlapping_patches
-    from napari_brainfeatures.train.regions import spatial_split
 
-    net = tiny_cnn(2)
-    p = net.config.patch_size
-    areas = np.ones((1, 8 * p, 10 * p), np.uint8)
-    areas[:, :, 5 * p :] = 2
-    image = (np.random.default_rng(0).random(areas.shape) * 60 + 60 * areas).astype(np.uint8)
-    sm = spatial_split(areas[0], patch_size=p, seed=0)
-    model = save_cnn(
-        tmp_path / "m", net, classes=ClassTable.from_names(["a", "b"]), meta={"split": sm.to_dict()}
-    )
+    model, image, areas, sm = one_section_split_model(tmp_path)
+    p = sm.patch_size
     result = run(analyse_model(model, image, areas, per_class=10, sigmas=[0.0]))
     assert result.train.slices == result.test.slices == [0]
     assert overlapping_patches(result.train, result.test) == 0

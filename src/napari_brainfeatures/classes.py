@@ -14,12 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = [
-    "AreaClass",
-    "ClassTable",
-    "default_table",
-    "prasad2020_table",
-]
+__all__ = ["AreaClass", "ClassTable", "default_table", "prasad2020_table"]
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 

@@ -76,19 +76,11 @@ def test_default_slices_50um_apart_and_cancel_clears_running(make_napari_viewer,
 def test_own_split_uses_the_models_regions_and_falls_back_to_the_slices(
     make_napari_viewer, qtbot, tmp_path, model_file
 ):
+    from helpers import one_section_split_model
     from napari_brainfeatures.train.recipe import overlapping_patches
-    from napari_brainfeatures.train.regions import spatial_split
 
-    net = tiny_cnn(2)
-    p = net.config.patch_size
-    areas = np.ones((1, 8 * p, 10 * p), np.uint8)
-    areas[:, :, 5 * p :] = 2
-    image = (np.random.default_rng(0).random(areas.shape) * 60 + 60 * areas).astype(np.uint8)
-    sm = spatial_split(areas[0], patch_size=p, seed=0)
-    split_model = save_cnn(
-        tmp_path / "split", net, classes=ClassTable.from_names(["a", "b"]),
-        meta={"split": sm.to_dict()},
-    )  # fmt: skip
+    split_model, image, areas, sm = one_section_split_model(tmp_path)
+    p = sm.patch_size
     viewer = make_napari_viewer()
     viewer.add_image(image, name="ct")
     viewer.add_labels(areas, name="areas")

@@ -44,6 +44,7 @@ from napari_brainfeatures.progress import run as run_gen
 MAX_PX = 1e6  # --erode, --smooth: larger than any section
 
 # core option -> the flag that sets it (errors name the flag)
+NMF_NAMES = ("n_components", "solver", "max_iter", "tol", "seed", "device")
 FLAGS = {
     "n_components": "--k",
     "solver": "--solver",
@@ -145,23 +146,12 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 def _options(args: argparse.Namespace) -> tuple[NMFOptions, SelectOptions]:
     """The NMF and selection options, checked before anything is read; errors name flags."""
-    nmf = NMFOptions.named(
-        FLAGS,
-        n_components=args.k,
-        solver=args.solver,
-        max_iter=args.max_iter,
-        tol=args.tol,
-        seed=args.seed,
-        device=args.device,
-    )
-    select = SelectOptions.named(
-        FLAGS,
-        lam=args.lam,
-        p=args.p,
-        normalise=args.normalise,
-        eps=args.eps,
-        outside=args.outside,
-    )
+
+    def given(names: tuple[str, ...]) -> dict[str, Any]:  # option -> its flag's value
+        return {n: getattr(args, FLAGS[n].removeprefix("--").replace("-", "_")) for n in names}
+
+    nmf = NMFOptions.named(FLAGS, **given(NMF_NAMES))
+    select = SelectOptions.named(FLAGS, **given(tuple(n for n in FLAGS if n not in NMF_NAMES)))
     return nmf, select
 
 

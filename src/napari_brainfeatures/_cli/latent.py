@@ -28,12 +28,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--out", required=True, help="model file to write (.safetensors)")
         parser.add_argument("--model", choices=("beta-vae", "vae", "pca"), default="beta-vae")
         parser.add_argument("--latent", type=B.LATENT, default=8, help="latent size L (default 8)")
-        parser.add_argument(
-            "--beta",
-            type=B.BETA,
-            default=3.0,
-            help="KL weight (beta-vae only)",
-        )
+        parser.add_argument("--beta", type=B.BETA, default=3.0, help="KL weight (beta-vae only)")
         parser.add_argument("--epochs", type=B.EPOCHS, default=10)
         parser.add_argument(
             "--n-down",
@@ -76,12 +71,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--what", nargs="+", choices=WHAT, default=list(WHAT))
     parser.add_argument("--section", type=B.SECTION, default=0, help="section for the traversal")
-    parser.add_argument(
-        "--c-max",
-        type=B.C_MAX,
-        default=7.0,
-        help="half-range of latent sweeps",
-    )
+    parser.add_argument("--c-max", type=B.C_MAX, default=7.0, help="half-range of latent sweeps")
     parser.add_argument(
         "--step",
         type=B.STEP,
