@@ -340,9 +340,11 @@ class DemoSession:
         self._tag()
         done = ", ".join(self.steps) or "nothing"
         text = f"Demo ready ({done}); {self.describe()}." if error is None else f"Demo: {error}."
-        for dock in ("Feature maps", "NMF factors and clusters"):
+        for dock in ("Feature maps", "NMF factors and clusters", "Train CNN"):
             if dock in self.w:
                 self.w[dock].status.value += f"\n{self.describe()}"
+        if "patches" in self.steps:
+            self.w["Train CNN"].status.value += " is loaded; Train retrains it from these patches."
         (show_info if error is None else show_error)(text)
         if self.on_ready is not None:
             self.on_ready(self.outcome(ok=error is None))
