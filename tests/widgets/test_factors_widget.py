@@ -277,3 +277,20 @@ def test_tissue_mask_layer_restricts_nmf_and_clusters(make_napari_viewer, qtbot,
     assert w.runner.last_error is None, w.runner.last_error
     labels = viewer.layers["clusters"].data
     assert (labels[~fac.used] == 0).all() and (labels[fac.used] > 0).all()
+
+
+def test_closing_the_dock_stops_adding_heatmaps(make_napari_viewer, qtbot, scene):
+    image, store, _ = scene
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="ct", scale=(0.5, 0.5))
+    w = FactorsWidget(viewer)
+    dock = viewer.window.add_dock_widget(w)
+    w.store_path.value = store
+    w.k.value = 6
+    w.nmf_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert w.runner.last_error is None, w.runner.last_error
+    viewer.window.remove_dock_widget(dock)  # before the six layers are all added
+    w.native.deleteLater()
+    qtbot.wait(300)  # the layer chain would now touch deleted widgets and raise
+    assert sum(name.startswith("NMF factor") for name in map(str, viewer.layers)) < 6

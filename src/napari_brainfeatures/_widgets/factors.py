@@ -121,6 +121,7 @@ class FactorsWidget(Container):
         self.cluster_button.changed.connect(self.cluster)
         self.factors: Factors | None = None
         self._layer_run = 0  # which NMF result the heatmap layers being added belong to
+        self.native.destroyed.connect(self._stop_adding)  # a closed dock adds no more layers
         self.scores: dict[str, float] = {}
         self._auto_store = ""  # the store box's value when this widget filled it
         self._auto_save = ""  # the same for the factors file box
@@ -250,6 +251,9 @@ class FactorsWidget(Container):
             QTimer.singleShot(0, lambda: add(i + 1))
 
         add(0)
+
+    def _stop_adding(self, *_: Any) -> None:  # noqa: D102
+        self._layer_run += 1
 
     def show_rgb(self, *_: Any) -> None:
         """Add the three chosen factors as one RGB layer."""
