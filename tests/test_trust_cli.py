@@ -119,3 +119,13 @@ def test_bounded_number():
     for bad in ("1.5", "0", 2.5, None):
         with pytest.raises(ValueError, match="k must be an integer in 1..64"):
             k.check("k", bad)
+
+
+@pytest.mark.parametrize("value", ["-1", "1e30", "abc"])
+def test_demo_seed_is_checked_before_anything_runs(value, tmp_path, capsys):
+    from napari_brainfeatures import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["demo", "--headless", str(tmp_path / "out"), "--seed", value])
+    assert exit_.value.code == 2 and f"got '{value}'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures._util.ranges import SEED
 
 #: Dense-map stride of the demo's test slice (1536 x 1024 px; under a minute on 2 cores).
 DEMO_STRIDE = 4
@@ -56,7 +57,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         help="headless: train the CNN anew (small, full: the full recipe, about 10 min on 2 "
         "cores) instead of using the model shipped for the sample",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument("--no-show", action="store_true", help=argparse.SUPPRESS)
 
 
