@@ -346,9 +346,20 @@ class DemoSession:
                 self.w[dock].status.value += f"\n{self.describe()}"
         if "patches" in self.steps:
             self.w["Train CNN"].status.value += " is loaded; Train retrains it from these patches."
+        self._calm_view()
         (show_info if error is None else show_error)(text)
         if self.on_ready is not None:
             self.on_ready(self.outcome(ok=error is None))
+
+    def _calm_view(self) -> None:
+        """Show the result, not the working: patch centres hidden, the areas layer selected."""
+        layers = self.viewer.layers
+        for layer in layers:
+            if type(layer).__name__ == "Points":  # the sampled patch centres
+                layer.visible = False
+        images = [ly for ly in layers if type(ly).__name__ == "Image" and not ly.rgb]
+        if images:
+            layers.selection.active = images[0]
 
     def outcome(self, *, ok: bool) -> dict[str, Any]:
         """What the demo did: ``ok``, ``steps``, ``error``, ``model``, ``widgets`` (by name)."""
