@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from napari_brainfeatures.train import bounds as _b
-from napari_brainfeatures.train.windows import near, within_mask
+from napari_brainfeatures.train.windows import integral_image, near, within_mask
 
 __all__ = ["SPLITS", "SplitMap", "default_split", "spatial_split"]
 
@@ -317,11 +317,7 @@ def _usable_counts(lab: NDArray[Any], cells: list[tuple[int, ...]], m: int) -> N
     split, so the cell loses ``m`` px (half a patch and half the guard) on that side.
     """
     ids = np.unique(lab[lab != 0])
-    sums = []
-    for i in ids:  # integral image per class
-        s = np.zeros((lab.shape[0] + 1, lab.shape[1] + 1), np.int64)
-        np.cumsum(np.cumsum(lab == i, axis=0), axis=1, out=s[1:, 1:])
-        sums.append(s)
+    sums = [integral_image(lab == i) for i in ids]  # one per class
     out = np.zeros((len(cells), 16, len(ids)))
     for k, (a, b, c, d) in enumerate(cells):
         for pat in range(16):

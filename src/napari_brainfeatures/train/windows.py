@@ -19,15 +19,24 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["MIN_PAINTED", "box_sum", "inside_class", "near", "paint_report", "within_mask"]
+__all__ = [
+    "MIN_PAINTED", "box_sum", "inside_class", "integral_image", "near", "paint_report",
+    "within_mask",
+]  # fmt: skip
 
 MIN_PAINTED = 0.99  # share of a training window that must be painted with its class
 
 
+def integral_image(mask: NDArray[np.bool_]) -> NDArray[np.int64]:
+    """``(H + 1, W + 1)`` int64: ``s[y, x]`` = True pixels in ``mask[:y, :x]``."""
+    s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=s[1:, 1:])
+    return s
+
+
 def box_sum(mask: NDArray[np.bool_], p: int) -> NDArray[np.int64]:
     """How many pixels of each ``p x p`` window are True: ``(H - p + 1, W - p + 1)`` int64."""
-    s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=s[1:, 1:])  # integral image
+    s = integral_image(mask)
     return s[p:, p:] - s[:-p, p:] - s[p:, :-p] + s[:-p, :-p]
 
 
