@@ -20,6 +20,7 @@ _EXPORTS = {
         "ReceptiveFields receptive_fields gaussian_kl impact_covariance disentanglement_score"
     ),
     "metrics": "steerable_filters cw_ssim pca_frechet_distance frechet_distance",
+    "disentangle": "discretize mutual_information mutual_info_gap",
     "quality": "model_quality reconstruction_picture QualityReport quality_report tile",
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
