@@ -10,6 +10,8 @@ Layout of ``<data>.brainfeatures/``::
     features/          dense feature stores (zarr)
     results/           evaluations, factor tables, cluster maps, figures
 
+:meth:`Workspace.inventory` lists what it holds (:mod:`napari_brainfeatures.inventory`).
+
 Every write is atomic (temporary file + rename; zarr chunks too), so a crash never
 leaves a half-written file; a new workspace is built in a temporary folder and
 renamed into place, so two processes creating it at once share one.
@@ -40,6 +42,7 @@ from napari_brainfeatures._util import lease
 from napari_brainfeatures._util.files import as_if_created
 from napari_brainfeatures._util.leftovers import clean_leftovers, temp_path
 from napari_brainfeatures.classes import ClassTable, default_table
+from napari_brainfeatures.inventory import Entry, inventory
 
 __all__ = [
     "Workspace",
@@ -332,6 +335,16 @@ class Workspace:
             raise ValueError(f"label ids must lie in 0..65535, got {lo}..{hi}")
         arr = self.labels()
         arr[region] = block.astype(np.uint16, copy=False)
+
+    def inventory(self) -> list[Entry]:
+        """What the workspace holds: models, feature stores, factor/cluster results, evaluations.
+
+        A list of :class:`~napari_brainfeatures.inventory.Entry` (``kind``, ``path``,
+        ``name``, ``created``, ``provenance``; ``complete`` and ``tiles`` for feature
+        stores), in kind order then oldest first; reads descriptions only, writes
+        nothing (also on a read-only workspace).  See :func:`~.inventory.inventory`.
+        """
+        return inventory(self.root)
 
     def write_json(self, name: str, data: Any) -> Path:
         """Write a JSON result into ``results/`` atomically and return its path."""
