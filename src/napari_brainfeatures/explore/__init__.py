@@ -1,0 +1,13 @@
+"""Explore and correct: feature-space density, selections, readouts, profiles, live classifier."""
+
+from napari_brainfeatures._util.lazy import lazy_exports
+
+# submodule -> the public names it defines (imported on first use)
+_EXPORTS = {
+    "density": "Density FeaturePoints PCAProjection density factor_points pca_points",
+    "selection": "from_mask keep_as_class polygon_bins select_polygon select_rectangle to_mask",
+    "readout": "Readout",
+    "profiles": "FactorProfile factor_profile match_slices",
+    "live": "LiveClassifier LiveResult LiveSession load_live_model save_live_model",
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
