@@ -21,6 +21,10 @@ _EXPORTS = {
     ),
     "metrics": "steerable_filters cw_ssim pca_frechet_distance frechet_distance",
     "disentangle": "discretize mutual_information mutual_info_gap",
+    "repeats": (
+        "REPEATS Spread parse_seeds seeded_path iter_repeats fit_latent_repeats summarise "
+        "seeds_agreeing"
+    ),
     "quality": "model_quality reconstruction_picture QualityReport quality_report tile",
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
