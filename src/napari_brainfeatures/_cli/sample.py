@@ -1,4 +1,4 @@
-"""``brainfeatures sample microct|population OUT.zarr``: write the synthetic sample data."""
+"""``brainfeatures sample microct|population OUT.zarr [--version 3]``: write the sample data."""
 
 from __future__ import annotations
 
@@ -38,6 +38,15 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         metavar=("Z", "Y", "X"),
         help="micro-CT zarr chunks",
     )
+    parser.add_argument(
+        "--version",
+        type=int,
+        choices=(2, 3),
+        default=2,
+        help="micro-CT layout: 2 (default, the clean slab) or 3 (a section as a real scan "
+        "shows it: cut faces, pia, brightness gradient, thin white matter, a fibre fan, "
+        "tissue of no class; adds a 'tissue' array)",
+    )
     parser.add_argument("--n", type=N_SECTIONS, default=256, help="population: number of sections")
     parser.add_argument(
         "--section-shape",
@@ -66,7 +75,13 @@ def run(name: str, args: argparse.Namespace) -> int:
 
             shape = tuple(args.shape or DEFAULT_SHAPE)
             run_gen(
-                iter_write_microct(tmp, shape=shape, seed=args.seed, chunks=tuple(args.chunks)),
+                iter_write_microct(
+                    tmp,
+                    shape=shape,
+                    seed=args.seed,
+                    chunks=tuple(args.chunks),
+                    version=args.version,
+                ),
                 progress_printer if args.verbose else None,
             )
         else:

@@ -15,6 +15,7 @@ from napari_brainfeatures.synthetic.microct import (
     LAYER_GROUPS,
     LAYER_NAMES,
     TEST_SHAPE,
+    VERSIONS,
     VOXEL_SIZE_UM,
     MicroCT,
     iter_microct,
@@ -30,8 +31,8 @@ _POPULATION = ("ARTIFACT_NAMES", "FACTOR_NAMES", "ROI_NAMES", "Population", "mak
 
 __all__ = [
     "DEFAULT_SHAPE", "GENERATOR_VERSION", "LAYER_GROUPS", "LAYER_NAMES", "MicroCT", "TEST_SHAPE",
-    "VOXEL_SIZE_UM", "iter_microct", "iter_write_microct", "make_microct", "make_microct_lazy",
-    "render_microct_box", "write_microct", *_POPULATION,
+    "VERSIONS", "VOXEL_SIZE_UM", "iter_microct", "iter_write_microct", "make_microct",
+    "make_microct_lazy", "render_microct_box", "write_microct", *_POPULATION,
 ]  # fmt: skip
 
 

@@ -53,6 +53,9 @@ def region_index(areas: NDArray[np.uint8], layers: NDArray[np.uint8]) -> NDArray
 class Geometry:
     """The slab layout for one volume shape and seed (see the module docstring)."""
 
+    version = 2
+    WM_BAND = 0.09  # callosal white-matter band thickness / slice height
+
     def __init__(self, shape: tuple[int, int, int], seed: int) -> None:
         self.shape = tuple(int(s) for s in shape)
         self.seed = int(seed)
@@ -83,7 +86,7 @@ class Geometry:
         c = self._shift(z)
         pia = 0.015 + 0.06 * (1 - u) ** 2 + c + self._wiggle(0, u, z, 0.006)
         ctx = pia + CORTEX_FRACTION + self._wiggle(1, u, z, 0.006)
-        wm = ctx + 0.09 + self._wiggle(2, u, z, 0.005)
+        wm = ctx + self.WM_BAND + self._wiggle(2, u, z, 0.005)
         vz = wm + 0.15 + 0.03 * (u - 0.7) + self._wiggle(3, u, z, 0.006)
         zh = vz + 0.17 + self._wiggle(4, u, z, 0.005)
         return {

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from napari_brainfeatures.synthetic import _cells as C
 from napari_brainfeatures.synthetic._geometry import Geometry, region_index
+from napari_brainfeatures.synthetic._geometry3 import Geometry3
 from napari_brainfeatures.synthetic._hash import gauss_noise, uhash
 from napari_brainfeatures.synthetic._textures import bundle, dense_fibres, fibres, vessels
 
@@ -25,22 +26,27 @@ __all__ = ["render_box", "render_labels"]
 
 Box = tuple[int, ...]  # (z, y, x) corner of a box
 # Per region:  clear   L1     L2     L3     L4     L5     L6     WM     Str    VP     ZI     HypoTh
+# and (version 3 only) the unclassified territory; not calibrated (v3 is not level by design).
 BACKGROUND = np.array(
-    [30, 124.4, 131.4, 132.4, 131.1, 130.9, 131.9, 109.9, 130.4, 129.0, 124.4, 132.9], np.float32
+    [30, 124.4, 131.4, 132.4, 131.1, 130.9, 131.9, 109.9, 130.4, 129.0, 124.4, 132.9, 131.0],
+    np.float32,
 )
 TEX_GAIN = np.array(
-    [0, 2.54, 1.017, 0.893, 1.043, 0.79, 0.851, 1.876, 0.906, 0.72, 1.459, 1.389], np.float64
+    [0, 2.54, 1.017, 0.893, 1.043, 0.79, 0.851, 1.876, 0.906, 0.72, 1.459, 1.389, 1.0], np.float64
 )
-N_KIND = np.array([0, 0, 1, 1, 0, 1, 1, 0, 0, 0, 0, 0])  # 0 round, 1 pyramidal
-N_DENSITY = np.array([0, 0.2, 4.0, 3.2, 5.0, 0.9, 3.0, 0, 3.5, 1.3, 0.8, 9.0]) * 1e-4  # per voxel
-N_RADIUS = np.array([1, 4.5, 5.0, 5.5, 3.8, 9.0, 5.8, 1, 4.8, 7.5, 5.5, 3.2])
-N_CV = np.array([0, 0.15, 0.12, 0.12, 0.12, 0.15, 0.15, 0, 0.10, 0.15, 0.20, 0.12])
-G_DENSITY = np.array([0, 1.0, 0.4, 0.4, 0.4, 0.8, 0.6, 1.4, 0.6, 0.9, 0.8, 0.4]) * 1e-4
+N_KIND = np.array([0, 0, 1, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0])  # 0 round, 1 pyramidal
+N_DENSITY = np.array([0, 0.2, 4.0, 3.2, 5.0, 0.9, 3.0, 0, 3.5, 1.3, 0.8, 9.0, 1.6]) * 1e-4  # /voxel
+N_RADIUS = np.array([1, 4.5, 5.0, 5.5, 3.8, 9.0, 5.8, 1, 4.8, 7.5, 5.5, 3.2, 7.0])
+N_CV = np.array([0, 0.15, 0.12, 0.12, 0.12, 0.15, 0.15, 0, 0.10, 0.15, 0.20, 0.12, 0.25])
+G_DENSITY = np.array([0, 1.0, 0.4, 0.4, 0.4, 0.8, 0.6, 1.4, 0.6, 0.9, 0.8, 0.4, 1.2]) * 1e-4
 N_CONTRAST, G_CONTRAST = 60.0, 70.0
-RADIAL = np.array([0, 0, 0.8, 0.9, 0.6, 1.3, 1.1, 0, 0, 0, 0, 0], np.float32)  # radial bundles
-SPECKLE = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1.0, 0.7, 0.5, 0], np.float32)  # myelinated neuropil
+RADIAL = np.array([0, 0, 0.8, 0.9, 0.6, 1.3, 1.1, 0, 0, 0, 0, 0, 0], np.float32)  # radial bundles
+SPECKLE = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1.0, 0.7, 0.5, 0, 0.3], np.float32)  # myelin neuropil
 BARREL_GAIN, SEPTUM_GAIN = 1.8, 0.3  # L4 cell density inside / between barrels
-MAX_DENSITY = float(np.max(N_DENSITY * np.where(np.arange(12) == 4, BARREL_GAIN, 1) + G_DENSITY))
+# Over v2's twelve regions (the candidate draw depends on it: v2 bytes must not change).
+MAX_DENSITY = float(
+    np.max(N_DENSITY[:12] * np.where(np.arange(12) == 4, BARREL_GAIN, 1) + G_DENSITY[:12])
+)
 CLEAR, LUMEN = 30.0, 25.0
 NOISE = 38.0  # before the blur; about 9 grey levels after it
 PYRAMID_JITTER = np.deg2rad(12.0)
@@ -72,8 +78,25 @@ def _pencil(z: NDArray, y: NDArray, x: NDArray, seed: int) -> NDArray[np.float32
     return bundle(y - PENCIL_TILT[0] * z, x - PENCIL_TILT[1] * z, family=50, seed=seed, **PENCIL)
 
 
-def _coords(name: str, grid: dict, iz: NDArray, ix: NDArray, z: NDArray, y: NDArray, x: NDArray):  # type: ignore[no-untyped-def]
+def _regions(lab: dict[str, NDArray]) -> NDArray[np.uint8]:
+    """Texture region per voxel: the layout's own (v3) or from areas and layers (v2)."""
+    return lab["region"] if "region" in lab else region_index(lab["areas"], lab["layers"])
+
+
+def _coords(
+    name: str,
+    grid: dict,
+    iz: NDArray,
+    ix: NDArray,
+    z: NDArray,
+    y: NDArray,
+    x: NDArray,
+    geom: Geometry,
+):  # type: ignore[no-untyped-def]  # noqa: E501
     """(p, q, a): across, across, along coordinates of family ``name`` at voxels (z, y, x)."""
+    if name == "VP1" and isinstance(geom, Geometry3):  # v3: a fan radiating from below VP
+        p, a = geom.fan_coords(y, x)
+        return p, z, a
     if name in ("L1", "callosum", "ZI"):  # parallel to a boundary curve
         ref = {"L1": "pia", "callosum": "ctx", "ZI": "vz"}[name]
         return y - grid[ref][iz, 0, ix], z, x
@@ -99,7 +122,7 @@ def _cells(geom: Geometry, lo: Box, hi: Box) -> NDArray[np.float32]:
         return np.zeros(shape, np.float32)
     z, y, x = (c[:, i].astype(float) for i in range(3))
     lab = geom.labels(z, y, x)
-    reg = region_index(lab["areas"], lab["layers"])
+    reg = _regions(lab)
     dn = N_DENSITY[reg] * np.where(
         reg == 4, np.where(lab["barrels"] > 0, BARREL_GAIN, SEPTUM_GAIN), 1
     )
@@ -126,9 +149,9 @@ def _axes(lo: Box, hi: Box) -> list[NDArray[np.float64]]:
 
 
 def render_labels(geom: Geometry, lo: Box, hi: Box) -> dict[str, NDArray[np.uint8]]:
-    """uint8 ``areas``, ``layers``, ``barrels`` of the box [lo, hi)."""
+    """uint8 ``areas``, ``layers``, ``barrels`` (and v3's ``tissue``) of the box [lo, hi)."""
     lab = geom.labels(*_axes(lo, hi))
-    return {k: lab[k] for k in ("areas", "layers", "barrels")}
+    return {k: lab[k] for k in ("areas", "layers", "barrels", "tissue") if k in lab}
 
 
 def _add_fibres(
@@ -155,7 +178,7 @@ def _add_fibres(
             below = y >= grid["wm"][iz, 0, ix]
             sel = below if name == "capsule" else ~below
             flat, iz, ix, z, y, x = flat[sel], iz[sel], ix[sel], z[sel], y[sel], x[sel]
-        p, q, a = _coords(name, grid, iz, ix, z, y, x)
+        p, q, a = _coords(name, grid, iz, ix, z, y, x, geom)
         fam: Any = dense_fibres if "along" in kw else fibres
         val: NDArray[Any] = fam(p, q, a, family=_FAMILY_ID[name], seed=geom.seed, **kw)
         reg = flat_reg[flat]
@@ -177,15 +200,19 @@ def render_box(geom: Geometry, lo: Box, hi: Box) -> NDArray[np.uint8]:
     ehi = tuple(int(v) + 1 for v in hi)
     zz, yy, xx = _axes(elo, ehi)  # type: ignore[arg-type]
     lab = geom.labels(zz, yy, xx)
-    region = region_index(lab["areas"], lab["layers"])
+    region = _regions(lab)
     sig = BACKGROUND[region]
     sig -= _cells(geom, elo, ehi)  # type: ignore[arg-type]
     _add_fibres(sig.reshape(-1), region, geom, elo)  # type: ignore[arg-type]
     ves = vessels(elo, ehi, seed=seed)  # type: ignore[arg-type]
     ves *= region > 0
     sig += ves * (np.float32(LUMEN) - sig)
+    if isinstance(geom, Geometry3):
+        sig += geom.membrane(zz, yy, xx)
     sig[region == 0] = CLEAR
     sig *= _gain(geom, zz, yy, xx)
+    if isinstance(geom, Geometry3):
+        sig *= geom.gradient(yy)
     sig += _rings(geom, yy, xx)
     noise = gauss_noise(*(np.arange(a, b) for a, b in zip(elo, ehi, strict=True)), seed=seed)
     noise *= np.float32(NOISE)

@@ -42,15 +42,18 @@ from napari_brainfeatures._util.overwrite import check_target
 from napari_brainfeatures.classes import ClassTable, default_table
 from napari_brainfeatures.progress import Progress, ProgressGen, blocking
 from napari_brainfeatures.synthetic._geometry import Geometry
+from napari_brainfeatures.synthetic._geometry3 import Geometry3
 from napari_brainfeatures.synthetic._render import render_box, render_labels
 
 __all__ = [
     "DEFAULT_SHAPE", "GENERATOR_VERSION", "LAYER_GROUPS", "LAYER_NAMES", "MicroCT", "TEST_SHAPE",
-    "VOXEL_SIZE_UM", "iter_microct", "iter_write_microct", "make_microct", "make_microct_lazy",
-    "render_microct_box", "write_microct",
+    "VERSIONS", "VOXEL_SIZE_UM", "iter_microct", "iter_write_microct", "make_microct",
+    "make_microct_lazy", "render_microct_box", "write_microct",
 ]  # fmt: skip
 
-GENERATOR_VERSION = "2"  # 2: cortex 0.40 of the slice height (was 0.255)
+GENERATOR_VERSION = "2"  # 2: cortex 0.40 of the slice height (was 0.255); the default
+#: Layouts on offer: 2 (the clean slab), 3 (a section as a real scan shows it: ``_geometry3``).
+VERSIONS = (2, 3)
 VOXEL_SIZE_UM = (1.17, 1.17, 1.17)
 DEFAULT_SHAPE = (128, 1536, 1024)
 TEST_SHAPE = (8, 256, 256)
@@ -59,6 +62,15 @@ LAYER_NAMES = ("L1", "L2", "L3", "L4", "L5", "L6")
 # The five groups the papers summarise cortex by, as layer ids.
 LAYER_GROUPS = {"L1": (1,), "L2/3": (2, 3), "L4": (4,), "L5": (5,), "L6": (6,)}
 _ARRAYS = ("image", "areas", "layers", "barrels")
+_ARRAYS_V3 = (*_ARRAYS, "tissue")
+
+
+def _arrays(version: int) -> tuple[str, ...]:
+    return _ARRAYS_V3 if version == 3 else _ARRAYS
+
+
+def _geometry(shape: tuple[int, int, int], seed: int, version: int) -> Geometry:
+    return (Geometry3 if version == 3 else Geometry)(shape, seed)
 
 
 @dataclass
@@ -83,6 +95,11 @@ class MicroCT:
         The area table (:func:`~napari_brainfeatures.classes.default_table`).
     layer_names : tuple of str
     seed : int
+    tissue : uint8 array (Z, Y, X) or None
+        Version 3: 1 in tissue (inside the cut faces, below the pia), else 0.
+        ``areas`` is 0 in tissue of no class (the unclassified territory).
+    version : int
+        The layout (:data:`VERSIONS`): 2 (default) or 3.
     """
 
     image: Any
@@ -93,16 +110,29 @@ class MicroCT:
     classes: ClassTable = field(default_factory=default_table)
     layer_names: tuple[str, ...] = LAYER_NAMES
     seed: int = 0
+    tissue: Any = None
+    version: int = 2
 
     def attrs(self) -> dict[str, Any]:
         """JSON-ready metadata (as stored in the zarr group's attributes)."""
-        return _attrs(tuple(self.image.shape), self.seed)
+        return _attrs(tuple(self.image.shape), self.seed, self.version)
 
 
-def _attrs(shape: tuple[int, ...], seed: int) -> dict[str, Any]:
+def _attrs(shape: tuple[int, ...], seed: int, version: int = 2) -> dict[str, Any]:
+    arrays = {
+        "image": "grey values",
+        "areas": "class ids (0 clear)",
+        "layers": "0 outside cortex, 1..6 = L1..L6",
+        "barrels": "1 inside an L4 barrel",
+    }
+    if version == 3:
+        arrays |= {
+            "areas": "class ids (0 background or tissue of no class)",
+            "tissue": "1 in tissue (inside the cut faces, below the pia)",
+        }
     return {
         "generator": "napari-brainfeatures synthetic micro-CT",
-        "generator_version": GENERATOR_VERSION,
+        "generator_version": str(version) if version != 2 else GENERATOR_VERSION,
         "shape": list(shape),
         "seed": int(seed),
         "voxel_size_um": list(VOXEL_SIZE_UM),
@@ -110,13 +140,18 @@ def _attrs(shape: tuple[int, ...], seed: int) -> dict[str, Any]:
         "axes": ["z", "y", "x"],
         "classes": default_table().to_dict(),
         "layer_names": list(LAYER_NAMES),
-        "arrays": {"image": "grey values", "areas": "class ids (0 clear)",
-                   "layers": "0 outside cortex, 1..6 = L1..L6", "barrels": "1 inside an L4 barrel"},
+        "arrays": arrays,
     }  # fmt: skip
 
 
 #: Largest side and voxel count of a generated volume (2**40 voxels: 3 TB in three arrays).
 MAX_SIDE, MAX_VOXELS = 65_536, 2**40
+
+
+def _check_version(version: Any) -> int:
+    if isinstance(version, bool) or version not in VERSIONS:
+        raise ValueError(f"version must be one of {VERSIONS!r}, got {version!r}")
+    return int(version)
 
 
 def _check(shape: Any, seed: Any, chunks: Any = None) -> tuple[tuple[int, int, int], int]:
@@ -168,19 +203,26 @@ def render_microct_box(
     hi: tuple[int, int, int],
     *,
     seed: int = 0,
+    version: int = 2,
 ) -> dict[str, NDArray[np.uint8]]:
-    """The arrays (``image``, ``areas``, ``layers``, ``barrels``) of one box ``[lo, hi)``.
+    """The arrays (``image``, ``areas``, ``layers``, ``barrels``; v3 ``tissue``) of a box.
 
-    Equals the same box cut out of ``make_microct(shape, seed=seed)``.
+    The box is ``[lo, hi)``; equals the same box cut out of
+    ``make_microct(shape, seed=seed, version=version)``.
     """
     shp, seed = _check(shape, seed)
+    version = _check_version(version)
     if any(not 0 <= a < b <= s for a, b, s in zip(lo, hi, shp, strict=True)):
         raise ValueError(f"box [{lo!r}, {hi!r}) is not a non-empty box inside shape {shp!r}")
-    return _render_all(Geometry(shp, seed), tuple(lo), tuple(hi))
+    return _render_all(_geometry(shp, seed, version), tuple(lo), tuple(hi))
 
 
 def iter_microct(
-    shape: tuple[int, int, int] = DEFAULT_SHAPE, *, seed: int = 0, workers: int | None = None
+    shape: tuple[int, int, int] = DEFAULT_SHAPE,
+    *,
+    seed: int = 0,
+    workers: int | None = None,
+    version: int = 2,
 ) -> ProgressGen[MicroCT]:
     """Render the synthetic thalamocortical micro-CT volume in memory.
 
@@ -198,25 +240,36 @@ def iter_microct(
         follows from it; the layout's broad shape does not change.
     workers : int, optional
         Threads (default: up to 4, one per core).
+    version : int
+        2 (default: the clean slab) or 3 (cut faces, pia, gradient, a thin white
+        matter band, a fibre fan, tissue of no class; see ``_geometry3``).
 
     Returns
     -------
     MicroCT
-        uint8 ``image``, ``areas``, ``layers`` and ``barrels``, all (Z, Y, X).
+        uint8 ``image``, ``areas``, ``layers`` and ``barrels`` (v3: and ``tissue``),
+        all (Z, Y, X).
     """
     shp, seed = _check(shape, seed)
-    geom = Geometry(shp, seed)
-    out = {k: np.empty(shp, np.uint8) for k in _ARRAYS}
+    version = _check_version(version)
+    geom = _geometry(shp, seed, version)
+    names = _arrays(version)
+    out = {k: np.empty(shp, np.uint8) for k in names}
     boxes = _boxes(shp, BLOCK)
     with ThreadPoolExecutor(_workers(workers)) as pool:
         for i, ((lo, hi), arrs) in enumerate(
             zip(boxes, pool.map(lambda b: _render_all(geom, *b), boxes), strict=True)
         ):
             sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-            for k in _ARRAYS:
+            for k in names:
                 out[k][sl] = arrs[k]
             yield Progress(i + 1, len(boxes), f"micro-CT block {i + 1}/{len(boxes)}")
-    return MicroCT(out["image"], out["areas"], out["layers"], out["barrels"], seed=seed)
+    return _result(out, seed, version)
+
+
+def _result(out: dict[str, Any], seed: int, version: int) -> MicroCT:
+    arrs = (out["image"], out["areas"], out["layers"], out["barrels"])
+    return MicroCT(*arrs, seed=seed, tissue=out.get("tissue"), version=version)
 
 
 make_microct = blocking(iter_microct)
@@ -227,6 +280,7 @@ def make_microct_lazy(
     *,
     seed: int = 0,
     chunks: tuple[int, int, int] = BLOCK,
+    version: int = 2,
 ) -> MicroCT:
     """The same volume as dask arrays rendered chunk by chunk on demand.
 
@@ -236,7 +290,8 @@ def make_microct_lazy(
     import dask.array as da
 
     shp, seed = _check(shape, seed, chunks)
-    geom = Geometry(shp, seed)
+    version = _check_version(version)
+    geom = _geometry(shp, seed, version)
 
     def block(name: str, block_info: dict | None = None) -> NDArray[np.uint8]:
         loc = block_info[None]["array-location"]  # type: ignore[index]
@@ -251,9 +306,9 @@ def make_microct_lazy(
             chunks=da.core.normalize_chunks(chunks, shp),
             meta=np.empty((0, 0, 0), np.uint8),
         )
-        for k in _ARRAYS
+        for k in _arrays(version)
     }
-    return MicroCT(arrays["image"], arrays["areas"], arrays["layers"], arrays["barrels"], seed=seed)
+    return _result(arrays, seed, version)
 
 
 def iter_write_microct(
@@ -264,6 +319,7 @@ def iter_write_microct(
     chunks: tuple[int, int, int] = BLOCK,
     overwrite: bool = False,
     workers: int | None = None,
+    version: int = 2,
 ) -> ProgressGen[Path]:
     """Write the volume into a zarr group, chunk by chunk (memory: a few chunks).
 
@@ -285,14 +341,17 @@ def iter_write_microct(
     import zarr
 
     shp, seed = _check(shape, seed, chunks)
+    version = _check_version(version)
     chunks = tuple(int(c) for c in chunks)  # type: ignore[assignment]
     path = Path(path)
     check_target(path, overwrite=overwrite)
     group = zarr.open_group(str(path), mode="w")
-    group.attrs.update(_attrs(shp, seed))
-    arrays = {k: group.create_array(k, shape=shp, chunks=chunks, dtype=np.uint8) for k in _ARRAYS}
+    group.attrs.update(_attrs(shp, seed, version))
+    arrays = {
+        k: group.create_array(k, shape=shp, chunks=chunks, dtype=np.uint8) for k in _arrays(version)
+    }
     arrays["image"].attrs["voxel_size_um"] = list(VOXEL_SIZE_UM)
-    geom = Geometry(shp, seed)
+    geom = _geometry(shp, seed, version)
     boxes = _boxes(shp, chunks)
 
     def work(box: tuple[tuple[int, ...], tuple[int, ...]]) -> None:
