@@ -198,7 +198,7 @@ _PAPER_AREAS = (
     ("HypoTh", "hypothalamus", "#f58231"),
     ("Str", "striatum", "#3cb44b"),
     ("VP", "ventral posterior thalamus", "#4363d8"),
-    ("WM", "white matter / internal capsule", "#f0f0f0"),
+    ("WM", "white matter / internal capsule", "#ffe119"),  # visible on bright tissue
     ("ZI", "zona incerta", "#911eb4"),
 )
 
@@ -222,7 +222,7 @@ def prasad2020_table() -> ClassTable:
         (3, "TRN", "thalamic reticular nucleus", "#42d4f4"),
         (4, "VP", "ventral posterior thalamus", "#4363d8"),
         (5, "ZI", "zona incerta", "#911eb4"),
-        (6, "IC", "internal capsule", "#f0f0f0"),
+        (6, "IC", "internal capsule", "#ffe119"),
         (7, "HypoTh", "hypothalamus", "#f58231"),
         (8, "CC", "corpus callosum", "#bfef45"),
     )

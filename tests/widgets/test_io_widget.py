@@ -71,3 +71,24 @@ def test_unknown_voxel_size_is_set_in_the_dock(make_napari_viewer, qtbot, tmp_pa
     assert layer.metadata["brainfeatures"]["voxel_size_um"] == pytest.approx([5.0, 0.65, 0.65])
     assert w.volume.voxel_size == pytest.approx((5.0, 0.65, 0.65))
     assert viewer.layers[0].scale.tolist() == pytest.approx([1.17] * 3)  # others untouched
+
+
+def test_world_units_scale_bar_and_colour_bars(make_napari_viewer, qtbot, zarr_array):
+    """A volume of known voxel size: µm on every layer, the scale bar on, maps with colour bars."""
+    viewer = make_napari_viewer()
+    labels = viewer.add_labels(np.zeros((6, 40, 50), np.uint8))  # before: follows the volume
+    w = LoadWidget(viewer)
+    assert not viewer.canvas.overlays.scale_bar.visible  # nothing in µm yet
+    w.is_folder.value = True
+    w.path.value = zarr_array
+    w.open()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 2 and not w.runner.running, timeout=10000)
+    assert [str(u) for u in viewer.layers[-1].units] == ["micrometer"] * 3
+    assert [str(u) for u in labels.units] == ["micrometer"] * 3
+    assert viewer.canvas.overlays.scale_bar.visible
+    owned = {"brainfeatures_owner": "Feature maps"}
+    fmap = viewer.add_image(np.random.rand(40, 50), colormap="viridis", metadata=owned)
+    grey = viewer.add_image(np.random.rand(40, 50), metadata=owned)
+    mine = viewer.add_image(np.random.rand(40, 50), colormap="magma")  # the user's own layer
+    assert [str(u) for u in fmap.units] == ["micrometer"] * 2
+    assert fmap.colorbar.visible and not grey.colorbar.visible and not mine.colorbar.visible

@@ -19,6 +19,8 @@ from napari_brainfeatures.io.volume import (
     sample_contrast_limits,
 )
 
+MICROMETRE = "micrometer"  # pint's name, as napari's layer ``units`` takes it
+
 LayerData = tuple[Any, dict[str, Any], str]
 
 
@@ -49,8 +51,8 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
 def layer_data(vol: Volume) -> LayerData:
     """The image LayerData tuple of an opened volume (multiscale when it has levels).
 
-    ``scale`` is the full-resolution voxel size (µm) when known and ``translate``
-    its offset (OME-Zarr ``translation``); napari derives the lower levels.
+    ``scale`` is the full-resolution voxel size (``units`` micrometres) when known
+    and ``translate`` its offset (OME-Zarr ``translation``); napari derives the lower levels.
     """
     meta = {"brainfeatures": vol.describe()}
     kwargs: dict[str, Any] = {
@@ -60,6 +62,7 @@ def layer_data(vol: Volume) -> LayerData:
     }
     if vol.voxel_size:
         kwargs["scale"] = vol.voxel_size
+        kwargs["units"] = (MICROMETRE,) * len(vol.voxel_size)  # the scale bar reads µm
     if any(vol.translation):
         kwargs["translate"] = vol.translation
     data = vol.levels if vol.multiscale else vol.data

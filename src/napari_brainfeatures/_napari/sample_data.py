@@ -19,7 +19,7 @@ from typing import Any
 import dask.array as da
 import zarr
 
-from napari_brainfeatures._napari.reader import population_layers
+from napari_brainfeatures._napari.reader import MICROMETRE, population_layers
 from napari_brainfeatures._util.leftovers import clean_leftovers
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.progress import Progress, run
@@ -72,7 +72,13 @@ def microct_layers(path: str | Path) -> list[LayerData]:
     scale = tuple(attrs.get("voxel_size_um", (1.17, 1.17, 1.17)))
     classes = ClassTable.from_dict(attrs["classes"]) if "classes" in attrs else None
     image = da.from_zarr(group["image"])
-    areas_kw: dict[str, Any] = {"name": "areas (truth)", "scale": scale, "opacity": 0.4}
+    units = (MICROMETRE,) * 3
+    areas_kw: dict[str, Any] = {
+        "name": "areas (truth)",
+        "scale": scale,
+        "units": units,
+        "opacity": 0.4,
+    }
     if classes is not None:
         areas_kw["colormap"] = classes.color_dict()
         areas_kw["metadata"] = {"classes": classes.to_dict()}
@@ -83,6 +89,7 @@ def microct_layers(path: str | Path) -> list[LayerData]:
             {
                 "name": "micro-CT (synthetic)",
                 "scale": scale,
+                "units": units,
                 "contrast_limits": (0, 255),
                 "metadata": meta,
             },
@@ -91,7 +98,7 @@ def microct_layers(path: str | Path) -> list[LayerData]:
         (da.from_zarr(group["areas"]), areas_kw, "labels"),
         (
             da.from_zarr(group["layers"]),
-            {"name": "cortical layers (truth)", "scale": scale, "visible": False},
+            {"name": "cortical layers (truth)", "scale": scale, "units": units, "visible": False},
             "labels",
         ),
     ]

@@ -12,6 +12,7 @@ from qtpy.QtCore import QEvent, QObject, QRect, QSize, Qt
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from napari_brainfeatures._util.leftovers import is_leftover
+from napari_brainfeatures._widgets._display import OWNER_KEY, follow_world_units
 from napari_brainfeatures.workspace import Workspace, default_workspace_path
 
 WORKSPACE_KEY = "brainfeatures_workspace"
@@ -116,7 +117,12 @@ def labels_choices(viewer: napari.Viewer):  # type: ignore[no-untyped-def]
 
 
 def refresh_choices_on_layer_change(viewer: napari.Viewer, *combos: Any) -> None:
-    """Keep layer pickers in sync with the layer list."""
+    """Keep layer pickers in sync with the layer list.
+
+    Every dock calls this once, so it also connects the world's units and scale
+    bar (:func:`_display.follow_world_units`).
+    """
+    follow_world_units(viewer)
 
     def _reset(_event: Any = None) -> None:
         for combo in combos:
@@ -225,7 +231,6 @@ def say_file(label: Any, message: str, path: Any) -> None:
     label.tooltip = str(path)
 
 
-OWNER_KEY = "brainfeatures_owner"  # layer metadata: the widget whose output a layer shows
 OWNER_TAG = "brainfeatures_output"  # ... and which of its outputs
 _LIVE_KEYS = ("scale", "translate", "contrast_limits")
 

@@ -10,8 +10,9 @@ import napari
 from magicgui.widgets import CheckBox, Container, FileEdit, FloatSpinBox, Label, PushButton
 from napari.utils.notifications import show_info
 
-from napari_brainfeatures._napari.reader import layer_data
+from napari_brainfeatures._napari.reader import MICROMETRE, layer_data
 from napari_brainfeatures._widgets._common import WORKSPACE_KEY
+from napari_brainfeatures._widgets._display import follow_world_units
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.io.volume import Volume, open_volume
 from napari_brainfeatures.progress import Progress
@@ -36,6 +37,7 @@ class LoadWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
+        follow_world_units(viewer)
         self.path = FileEdit(label="file", mode="r", filter=FILTER)
         self.is_folder = CheckBox(text="folder (zarr, OME-Zarr or TIFF slices)", value=True)
         self.open_button = PushButton(text="Open")
@@ -93,6 +95,7 @@ class LoadWidget(Container):
                 for box in self.voxel:
                     box.value = 1.0
             kwargs["scale"] = tuple(box.value for box in self.voxel)
+            kwargs["units"] = (MICROMETRE,) * len(kwargs["scale"])
         self.layer = None  # no field change applies to a layer while it is being added
         for box, v in zip(self.voxel, vol.voxel_size or kwargs["scale"], strict=True):
             box.enabled = not known
@@ -121,4 +124,5 @@ class LoadWidget(Container):
         voxel = tuple(float(box.value) for box in self.voxel)
         self.volume.set_voxel_size(voxel)
         self.layer.scale = voxel
+        self.layer.units = (MICROMETRE,) * len(voxel)
         self.layer.metadata.setdefault("brainfeatures", {})["voxel_size_um"] = list(voxel)

@@ -1,0 +1,86 @@
+"""What every map says about itself: world units, a scale bar, colour bars on continuous maps.
+
+napari draws every layer in one world.  When the volume's layer says its
+scale is in micrometres, so is every layer aligned with it (feature maps,
+factors, clusters, labels), whatever the code that made it passed as
+``units``: :func:`follow_world_units` gives each new layer the world's units
+and turns napari's scale bar on.  A continuous map that one of the docks made
+(an image layer with a colormap other than grey: features, confidence,
+factors, matrices) shows its colour bar, so that a colour reads as a value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+from napari.layers import Image, Layer
+
+from napari_brainfeatures._napari.reader import MICROMETRE
+
+__all__ = ["MICROMETRE", "OWNER_KEY", "follow_world_units", "length_units", "show_colorbar"]
+
+_HOOKED = "_brainfeatures_world_units"  # set on a viewer once its hook is connected
+OWNER_KEY = "brainfeatures_owner"  # layer metadata: the dock whose output a layer shows
+
+
+def length_units(layer: Layer) -> tuple[str, ...] | None:
+    """The layer's units when they are lengths (not napari's default ``pixel``), else None."""
+    units = tuple(str(u) for u in getattr(layer, "units", ()) or ())
+    if not units or any(u in ("pixel", "dimensionless", "") for u in units):
+        return None
+    return units
+
+
+def show_colorbar(layer: Layer) -> bool:
+    """Turn on the colour bar of a continuous map; return whether it is shown."""
+    bar = getattr(layer, "colorbar", None)
+    if bar is None or not isinstance(layer, Image) or layer.rgb:
+        return False
+    if getattr(layer.colormap, "name", "gray") in ("gray", "grey", "gray_r"):
+        return False
+    bar.visible = True
+    return True
+
+
+def _world_unit(viewer: napari.Viewer) -> str | None:
+    for layer in viewer.layers:
+        units = length_units(layer)
+        if units:
+            return units[-1]
+    return None
+
+
+def follow_world_units(viewer: napari.Viewer) -> None:
+    """Give every layer of ``viewer`` the world's length unit and show the scale bar.
+
+    Connected once per viewer (docks call it on creation; calling again is a
+    no-op).  The world's unit is the unit of the first layer that has one
+    (the reader gives a volume of known voxel size micrometres); a layer added
+    later in pixels gets it too, since it is drawn in the same world.  Continuous
+    maps that a dock made show their colour bar.
+    """
+    if getattr(viewer, _HOOKED, False):
+        return
+
+    def _apply(layer: Layer) -> None:
+        unit = _world_unit(viewer)
+        if unit is not None and length_units(layer) is None:
+            layer.units = (unit,) * layer.ndim
+        if unit is not None:
+            viewer.canvas.overlays.scale_bar.visible = True
+        if layer.metadata.get(OWNER_KEY):
+            show_colorbar(layer)
+
+    def _on_inserted(event: Any) -> None:
+        layer = event.value
+        _apply(layer)
+        if length_units(layer):  # the first layer with units: the others follow it
+            for other in viewer.layers:
+                if other is not layer:
+                    _apply(other)
+
+    viewer.layers.events.inserted.connect(_on_inserted)
+    setattr(viewer, _HOOKED, True)
+    for layer in list(viewer.layers):
+        _apply(layer)
