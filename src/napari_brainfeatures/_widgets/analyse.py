@@ -39,6 +39,7 @@ from napari_brainfeatures._widgets._common import (
     status_label,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures._widgets.results_keep import keep_report
 from napari_brainfeatures.analyse.report import ModelAnalysis, analyse_model, report_figure
 from napari_brainfeatures.models.checkpoint import ModelFileError, read_header
 from napari_brainfeatures.train.recorded import recorded_slices
@@ -161,6 +162,12 @@ class AnalyseWidget(Container):
         # a failed run must not leave the last run's result
         self.status.value = "running…" + (f" ({'; '.join(notes)})" if notes else "")
         arch = str(self.tv_arch.value).strip()
+        self._keep_args = (  # what the report is kept with (the boxes may change meanwhile)
+            {"model": str(path), "labels": lab.name, "torchvision": arch or None},
+            {"own_split": own, "train_z": int(self.train_slice.value), "sigmas": sigmas,
+             "test_z": int(self.test_slice.value), "per_class": int(self.per_class.value),
+             "relu": bool(self.relu.value)},
+        )  # fmt: skip
         gen = analyse_model(
             path,
             img.data[0] if img.multiscale else img.data,
@@ -209,3 +216,4 @@ class AnalyseWidget(Container):
         self.status.value = "done: " + ", ".join(
             f"{n} V-measure {report[n]['vmeasure']:.2f}" for n in names
         )
+        keep_report(self, result, *self._keep_args)

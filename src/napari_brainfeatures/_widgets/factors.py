@@ -38,6 +38,7 @@ from napari_brainfeatures._widgets._common import (
     status_label,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures._widgets.results_keep import keep_clusters, keep_factors
 from napari_brainfeatures._widgets.tissue import TissueControls
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.factors.clusters import cluster_map, erode_mask
@@ -231,6 +232,7 @@ class FactorsWidget(Container):
             f"NMF k={k}: relative error {info['rel_error']:.4f} after "
             f"{info['n_iter']} iterations ({info['wall_s']:.1f} s)"
         )
+        keep_factors(self)
         # One heatmap layer per event-loop turn: napari needs ~0.2 s to create a layer,
         # so k of them at once would freeze the viewer for seconds.
         self._layer_run += 1
@@ -310,6 +312,7 @@ class FactorsWidget(Container):
                 "sparse painting leaves most pixels outside the ROIs). Try normalise = area, "
                 "a smaller λ or an activity threshold."
             )
+        keep_factors(self)
 
     # -- saving -----------------------------------------------------------------------------
     def _default_save(self) -> None:
@@ -370,9 +373,10 @@ class FactorsWidget(Container):
             yield Progress(0, None, "clustering")
             return cluster_map(grid.features, **opts)
 
-        self.runner.start(job(), name="Clustering", on_done=self._cluster_done)
+        done = lambda res: self._cluster_done(res, opts)  # noqa: E731
+        self.runner.start(job(), name="Clustering", on_done=done)
 
-    def _cluster_done(self, res: Any) -> None:
+    def _cluster_done(self, res: Any, opts: dict[str, Any] | None = None) -> None:
         self._put("clusters", res.labels, kind="labels", opacity=0.6)
         text = f"{res.k} clusters on {res.n_labelled} px"
         if res.bic is not None:
@@ -381,6 +385,7 @@ class FactorsWidget(Container):
             self.scores = score_against(self._on_grid(self.truth.value), res.labels)
             text += f"; V-measure {self.scores['v_measure']:.3f}, ARI {self.scores['ari']:.3f}"
         self.status.value = text
+        keep_clusters(self, res, opts or {})
 
 
 def _roi_names(layer: Any, ids: Any) -> dict[int, str]:

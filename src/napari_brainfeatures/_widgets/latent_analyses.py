@@ -22,6 +22,7 @@ from napari_brainfeatures._widgets.latent_panels import (
     fill_comparison,
     plot_impact,
 )
+from napari_brainfeatures._widgets.results_keep import keep_latent
 from napari_brainfeatures.latent.explore import (
     ReceptiveFields,
     disentanglement_score,
@@ -95,12 +96,14 @@ class LatentAnalyses:
     def _show_projective(self, fields: np.ndarray) -> None:
         """All latents' fields in one picture beside the sections (not one per section)."""
         width = self.population.value.data.shape[-1] if self.population.value else fields.shape[2]
-        layer = self._set_layer("projective fields", tile(projective_rgb(fields)), rgb=True)
+        picture = tile(projective_rgb(fields))
+        layer = self._set_layer("projective fields", picture, rgb=True)
         layer.translate = (0.0, 1.1 * width)  # to the right of the sections
         self.status.value = (
             f"projective fields z0..z{len(fields) - 1}, {min(len(fields), 4)} per row; red: "
             "small −c, green: small +c, blue: large |c|"
         )
+        keep_latent(self, fields=fields, picture=picture)
 
     def _artifact(self, n: int) -> np.ndarray | None:
         """The population layer's artifact kind per section (0 = none), when it says."""
@@ -134,6 +137,7 @@ class LatentAnalyses:
         plot_impact(self.figure, rf.impact, rf.roi_names, self.active)
         self.canvas.draw_idle()
         self.status.value = f"disentanglement {score:.3g} (in the table, beside the other models)"
+        keep_latent(self, impact=rf)
 
     def _compare(self, values: dict[str, float | str]) -> None:
         """Add ``values`` to the current model's row of the comparison table."""
@@ -169,3 +173,4 @@ class LatentAnalyses:
         # left of the sections (the projective fields go to their right)
         layer.translate = (0.0, -report.picture.shape[1] - 0.1 * self.model.image_shape[1])
         self.status.value = f"table updated; left of the sections: {report.caption}"
+        keep_latent(self, picture=report.picture)

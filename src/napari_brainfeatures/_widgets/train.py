@@ -44,6 +44,7 @@ from napari_brainfeatures._widgets._common import (
     workspace_for,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures._widgets.results_keep import keep_evaluation
 from napari_brainfeatures._widgets.train_split import SplitControls, show_split
 from napari_brainfeatures._widgets.train_views import (
     counts_text,
@@ -280,7 +281,7 @@ class TrainWidget(Container):
             show_error(f"Train CNN: the best model so far could not be read: {err}")
             return
         self.model, self.meta, self.classes = model, meta, meta.pop("class_table")
-        self.tta.value = trained_with_flips(self.meta)
+        self.tta.value, self.model_file = trained_with_flips(self.meta), path
         tr = self.meta.get("training", {})
         say_file(
             self.status,
@@ -300,7 +301,7 @@ class TrainWidget(Container):
 
     def _trained(self, result: Any) -> None:
         self._done = True
-        self.model, self.meta = result.model, result.meta
+        self.model, self.meta, self.model_file = result.model, result.meta, result.path
         self.tta.value = trained_with_flips(self.meta)
         say_file(
             self.status,
@@ -332,6 +333,7 @@ class TrainWidget(Container):
     def _show_evaluation(self, ev: Evaluation) -> None:
         self.evaluation = ev
         self.scores.value = show_evaluation(self.table, self.cm_figure, ev)
+        keep_evaluation(self, ev)
 
     def predict(self) -> None:
         """Classify the current z-slice; adds predicted-area and confidence layers."""
@@ -392,7 +394,7 @@ class TrainWidget(Container):
             show_error(f"Model not loaded: {err}")
             return
         self.model, self.meta, self.classes = model, meta, meta.pop("class_table")
-        self.tta.value = trained_with_flips(self.meta)
+        self.tta.value, self.model_file = trained_with_flips(self.meta), Path(path)
         self.history = training_history(self.meta)  # the file's training curves, if it has them
         self._plot_history()
         self.patch_size.value = model.config.patch_size

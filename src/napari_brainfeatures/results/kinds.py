@@ -213,6 +213,7 @@ def save_latent_result(
     comparison: Mapping[str, Mapping[str, Any]] | None = None,
     fields: Any = None,
     picture: Any = None,
+    impact: Any = None,
     name: str = "latent",
     inputs: Mapping[str, Any] | None = None,
     parameters: Mapping[str, Any] | None = None,
@@ -228,6 +229,8 @@ def save_latent_result(
         with three channels per latent.
     picture : array ``(H, W)`` or ``(H, W, 3)``, optional
         A picture the dock shows (reconstructions, the fields' RGB): ``picture.png``.
+    impact : :class:`~napari_brainfeatures.latent.explore.ReceptiveFields`, optional
+        Receptive fields: ``impact.csv``, one row per ROI, one column per latent.
     """
     with new_result(workspace, "latent", name, inputs=inputs, parameters=parameters) as out:
         if comparison:
@@ -238,6 +241,10 @@ def save_latent_result(
             f = np.moveaxis(np.asarray(fields, dtype=np.float32), -1, 1)  # (L, 3, H, W)
             names = [f"z{i} {c}" for i in range(f.shape[0]) for c in ("red", "green", "blue")]
             out.map("projective_fields", f.reshape(-1, *f.shape[-2:]), axes="cyx", channels=names)
+        if impact is not None:
+            m = np.asarray(impact.impact)  # (R, L)
+            rows = [[n, *r] for n, r in zip(impact.roi_names, m, strict=True)]
+            out.table("impact.csv", ["roi", *(f"z{i}" for i in range(m.shape[1]))], rows)
         if picture is not None:
             pic = np.asarray(picture)
             fig = _figure(figsize=(6, 6 * pic.shape[0] / max(pic.shape[1], 1)))

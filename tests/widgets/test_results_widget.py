@@ -1,0 +1,159 @@
+"""Every dock keeps what it shows in the workspace's results/, with provenance; the browser."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import TINY_CNN, tiny_cnn
+from napari_brainfeatures._widgets._common import workspace_root
+from napari_brainfeatures.classes import ClassTable, default_table
+from napari_brainfeatures.results.record import PROVENANCE, list_results
+
+
+def _wait(qtbot, w, timeout=120_000):
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=timeout)
+    assert w.runner.last_error is None, w.runner.last_error
+
+
+def _kept(layer, kind):
+    """The results of ``kind`` in the layer's workspace, each with its provenance checked."""
+    found = list_results(workspace_root(layer), kind)
+    for r in found:
+        rec = json.loads((r.path / PROVENANCE).read_text())
+        assert rec["kind"] == kind and rec["version"] and rec["machine"]["cpu"]
+        assert all((r.path / f).exists() for f in rec["files"])
+    return found
+
+
+@pytest.fixture
+def store_scene(tmp_path):
+    import torch
+
+    from napari_brainfeatures.features.run import compute_feature_map
+    from napari_brainfeatures.models.cnn import BrainAreaCNN
+    from napari_brainfeatures.progress import run
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    image = (rng.random((40, 44)) * 120).astype(np.uint8)
+    image[:, 22:] += 120
+    store = tmp_path / "feat.zarr"
+    run(compute_feature_map(image, BrainAreaCNN(TINY_CNN).eval(), out=store, stride=2, tile=8))
+    rois = np.zeros((40, 44), np.uint8)
+    rois[:, :22], rois[:, 22:] = 1, 2
+    return image, store, rois
+
+
+def test_factors_dock_keeps_nmf_selection_and_clusters(make_napari_viewer, qtbot, store_scene):
+    from napari_brainfeatures._widgets.factors import FactorsWidget
+
+    image, store, rois = store_scene
+    viewer = make_napari_viewer()
+    ct = viewer.add_image(image, name="ct", scale=(0.5, 0.5))
+    viewer.add_labels(rois, name="rois", metadata={"classes": default_table().to_dict()})
+    w = FactorsWidget(viewer)
+    w.store_path.value, w.image.value, w.k.value = store, ct, 2
+    w.nmf_button.clicked.emit()
+    _wait(qtbot, w)
+    (nmf,) = _kept(ct, "factors")
+    assert "factors kept in results/factors/feat-z0-" in w.status.value
+    rec = json.loads((nmf.path / PROVENANCE).read_text())
+    assert rec["inputs"]["feature_store"] == str(store) and rec["parameters"]["k"] == 2
+    assert "factor_maps.zarr" in rec["files"] and "factors.zarr" in rec["files"]
+    w.rois.value = viewer.layers["rois"]
+    w.select_button.clicked.emit()
+    sel = _kept(ct, "factors")[-1]
+    assert {"selection.csv", "mean_activity.csv", "roi_sizes.csv"} <= set(sel.files)
+    w.truth.value = viewer.layers["rois"]
+    w.n_clusters.value = 2
+    w.cluster_button.clicked.emit()
+    _wait(qtbot, w)
+    (cl,) = _kept(ct, "clusters")
+    assert {"clusters.zarr", "cluster_sizes.csv", "scores.json", "profile.csv"} <= set(cl.files)
+    scores = json.loads((cl.path / "scores.json").read_text())
+    assert scores["k"] == 2 and 0 <= scores["v_measure"] <= 1
+
+
+def test_train_dock_keeps_its_evaluation(make_napari_viewer, qtbot, tmp_path):
+    from napari_brainfeatures._widgets.train import TrainWidget
+    from napari_brainfeatures.models.cnn import save_cnn
+
+    rng = np.random.default_rng(0)
+    areas = np.zeros((3, 48, 96), np.uint8)
+    areas[:, :, :48], areas[:, :, 48:] = 1, 2
+    img = np.clip(rng.normal(110, np.where(areas == 1, 8, 40)), 0, 255).astype(np.uint8)
+    viewer = make_napari_viewer()
+    ct = viewer.add_image(img, name="ct")
+    viewer.add_labels(areas, name="areas", metadata={"classes": default_table().to_dict()})
+    w = TrainWidget(viewer)
+    w.patch_size.value, w.per_class.value, w.eval_per_class.value = 32, 4, 3
+    w.train_slice.value, w.val_slice.value, w.test_slice.value = 0, 1, 2
+    w.sample()
+    _wait(qtbot, w)
+    model = save_cnn(tmp_path / "m", tiny_cnn(2), classes=ClassTable.from_names(["Ctx", "HypoTh"]))
+    w.model_path.value = model
+    w.load()
+    w.tta.value = False
+    w.evaluate()
+    _wait(qtbot, w)
+    (ev,) = _kept(ct, "evaluation")
+    rec = json.loads((ev.path / PROVENANCE).read_text())
+    assert rec["inputs"]["model"] == str(model) and len(rec["inputs"]["model_sha256"]) == 64
+    assert rec["parameters"]["tta"] is False and rec["inputs"]["labels"] == "areas"
+    assert {"evaluation.json", "per_class.csv", "confusion.png", "confusion.svg"} <= set(ev.files)
+    assert "evaluation kept in results/evaluation/" in w.scores.value
+
+
+def test_analyse_dock_keeps_its_report(make_napari_viewer, qtbot, tmp_path):
+    from napari_brainfeatures._widgets.analyse import AnalyseWidget
+    from napari_brainfeatures.models.cnn import save_cnn
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((2, 64, 64)) * 100).astype(np.uint8)
+    image[:, :, 32:] += 150
+    areas = np.ones((2, 64, 64), np.uint8)
+    areas[:, :, 32:] = 2
+    viewer = make_napari_viewer()
+    ct = viewer.add_image(image, name="ct")
+    viewer.add_labels(areas, name="areas")
+    w = AnalyseWidget(viewer)
+    w.model_path.value = save_cnn(
+        tmp_path / "m", tiny_cnn(2), classes=ClassTable.from_names(["a", "b"])
+    )
+    w.per_class.value, w.sigmas.value = 8, "0, 0.5"
+    w.run_button.clicked.emit()
+    _wait(qtbot, w)
+    (rep,) = _kept(ct, "report")
+    assert {"report.json", "metrics.csv", "report.png"} <= set(rep.files)
+    rec = json.loads((rep.path / PROVENANCE).read_text())
+    assert rec["parameters"]["sigmas"] == [0.0, 0.5] and rec["parameters"]["per_class"] == 8
+    assert "report kept in results/report/" in w.status.value
+
+
+def test_latent_dock_keeps_fields_and_comparison(make_napari_viewer, qtbot):
+    from napari_brainfeatures._widgets.latent import LatentWidget
+
+    rng = np.random.default_rng(0)
+    pop = rng.random((10, 32, 48)).astype(np.float32) * 100
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(pop, name="population", metadata={"artifact": [0] * 10})
+    lab = np.zeros((32, 48), np.uint8)
+    lab[4:14, 4:20], lab[18:28, 26:44] = 1, 2
+    viewer.add_labels(lab, name="rois")
+    w = LatentWidget(viewer)
+    w.population.value, w.rois.value = layer, viewer.layers["rois"]
+    w.model_type.value, w.latent.value = "pca", 2
+    w.train_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running and w.model is not None, timeout=30_000)
+    w.c_max.value, w.c_step.value = 1.0, 0.5
+    w.projective_button.clicked.emit()
+    _wait(qtbot, w)
+    (res,) = _kept(layer, "latent")
+    assert {"comparison.csv", "projective_fields.zarr", "picture.png"} <= set(res.files)
+    assert "latent result kept in results/latent/PCA_L_2-" in w.status.value
+    w.receptive_button.clicked.emit()
+    _wait(qtbot, w)
+    assert "impact.csv" in _kept(layer, "latent")[-1].files
