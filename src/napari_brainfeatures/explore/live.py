@@ -223,7 +223,9 @@ class LiveSession:
                 cached = (i >= i0) & (i < i1) & (j >= j0) & (j < j1)
                 rows[cached] = self._region[i[cached] - i0, j[cached] - j0]
             if (~cached).any():
-                rows[~cached] = np.asarray(self.grid.features.vindex[i[~cached], j[~cached]])
+                f, far = self.grid.features, ~cached
+                picked = f.vindex[i[far], j[far]] if hasattr(f, "vindex") else f[i[far], j[far]]
+                rows[far] = np.asarray(picked)  # dask reads only the chunks they lie in
             ids, allrows = np.r_[self._ids, new], np.vstack([self._rows, rows])
             order = np.argsort(ids)
             self._ids, self._rows = ids[order], allrows[order]

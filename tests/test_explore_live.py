@@ -1,0 +1,125 @@
+"""The live classifier: strokes -> stored features -> prediction of the viewed region."""
+
+import numpy as np
+import pytest
+
+from napari_brainfeatures.explore.live import (
+    LiveClassifier,
+    LiveSession,
+    load_live_model,
+    save_live_model,
+)
+from napari_brainfeatures.features.grid import FeatureGrid
+from napari_brainfeatures.models.checkpoint import ModelFileError
+
+
+def stripes(h=60, w=80, d=12, seed=0):
+    """Three vertical bands of features (channel 0: 0, 4, 8 on average), stride 2."""
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=(h, w, d)).astype(np.float32)
+    band = np.arange(w) * 3 // w  # 0, 1, 2
+    f[..., 0] += 4.0 * band[None, :]
+    f[:3] = np.nan  # not computed
+    return FeatureGrid.of(f, origin=(0, 0), step=(2, 2), image_shape=(2 * h, 2 * w))
+
+
+def paint(shape, boxes):
+    strokes = np.zeros(shape, np.uint8)
+    for label, (y0, y1, x0, x1) in boxes:
+        strokes[y0:y1, x0:x1] = label
+    return strokes
+
+
+def test_strokes_of_three_classes_predict_the_bands():
+    grid = stripes()
+    s = LiveSession(grid)
+    s.view(s.box_of(0, 119, 0, 159))
+    strokes = paint(
+        (120, 160), [(1, (40, 60, 10, 14)), (2, (40, 60, 70, 74)), (5, (40, 60, 140, 144))]
+    )
+    r = s.update(strokes)
+    assert r.labels.shape == grid.shape and r.labels.dtype == np.uint8
+    # each stroke covers 11 x 3 grid points (stride 2)
+    assert r.n_samples == {1: 33, 2: 33, 5: 33}
+    band = np.arange(80) * 3 // 80
+    truth = np.array([1, 2, 5])[band][None].repeat(60, 0)
+    assert (r.labels[3:] == truth[3:]).mean() > 0.8  # far above chance (1/3)
+    assert (r.labels[:3] == 0).all() and np.isnan(r.uncertainty[:3]).all()
+    u = r.uncertainty[3:]
+    assert 0 <= u.min() and u.max() <= 1
+    # less sure at the band borders than in their middles
+    assert u[:, [26, 27, 53, 54]].mean() > u[:, [10, 40, 70]].mean()
+
+
+def test_a_view_predicts_its_region_only_and_reads_it_once():
+    grid = stripes()
+    s = LiveSession(grid)
+    box = s.box_of(20, 59, 30, 99)  # image px -> grid points
+    assert box == (10, 31, 15, 51)
+    assert s.view(box) and not s.view(box)  # cached: the same view is not read again
+    strokes = paint((120, 160), [(1, (40, 60, 10, 14)), (2, (40, 60, 140, 144))])
+    r = s.update(strokes)  # the strokes lie outside the view: read from the store
+    assert r.labels.shape == (21, 36)
+    assert r.grid.origin == (20, 30) and r.grid.step == (2, 2)
+    assert r.grid.layer_kwargs()["translate"] == (20.0, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("boxes", "message"),
+    [
+        ([], "no strokes yet"),
+        ([(1, (40, 60, 10, 14))], "one class only"),
+        ([(1, (0, 5, 10, 14)), (2, (0, 5, 70, 74))], "no feature was computed"),
+    ],
+)
+def test_bad_strokes_say_what_to_do(boxes, message):
+    s = LiveSession(stripes())
+    s.view(s.box_of(0, 119, 0, 159))
+    with pytest.raises(ValueError, match=message):
+        s.update(paint((120, 160), boxes))
+
+
+def test_strokes_outside_the_store_region():
+    grid = FeatureGrid.of(stripes().features[10:20, 10:20], origin=(20, 20), step=(2, 2))
+    s = LiveSession(grid)
+    s.view((0, 10, 0, 10))
+    with pytest.raises(ValueError, match=r"outside the feature store's region \(image rows 20"):
+        s.update(paint((120, 160), [(1, (80, 90, 0, 5)), (2, (100, 110, 0, 5))]))
+    with pytest.raises(ValueError, match="does not overlap"):
+        s.box_of(100, 119, 100, 159)
+    with pytest.raises(ValueError, match="call view"):
+        LiveSession(grid).update(paint((120, 160), [(1, (20, 22, 20, 22))]))
+
+
+def test_two_classes_and_refits_keep_working():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 4))
+    y = np.where(x[:, 1] > 0, 3, 7)
+    clf = LiveClassifier().fit(x, y)
+    pred, unc = clf.predict(x)
+    assert clf.weight_.shape == (2, 4) and (pred == y).mean() > 0.95
+    clf.fit(x[:100], y[:100])  # warm start from the last fit
+    assert (clf.predict(x)[0] == y).mean() > 0.9
+    with pytest.raises(ValueError, match="C must be"):
+        LiveClassifier(C=0)
+
+
+def test_save_and_load_with_the_stroke_set(tmp_path):
+    grid = stripes()
+    s = LiveSession(grid)
+    s.view(s.box_of(0, 119, 0, 159))
+    with pytest.raises(ValueError, match="nothing to save"):
+        save_live_model(tmp_path / "live", s)
+    r = s.update(paint((120, 160), [(1, (40, 60, 10, 14)), (2, (40, 60, 140, 144))]))
+    path = save_live_model(tmp_path / "live", s, names={1: "L4", 2: "L5"})
+    assert path.name == "live.safetensors"
+    clf, meta = load_live_model(path)
+    points, labels = meta["strokes"]
+    assert points.shape == (2 * 11 * 3, 2) and sorted(set(labels.tolist())) == [1, 2]
+    assert meta["names"] == {"1": "L4", "2": "L5"} and meta["grid_shape"] == [60, 80]
+    pred, _ = clf.predict(np.asarray(grid.features).reshape(-1, 12))
+    np.testing.assert_array_equal(pred.reshape(60, 80), r.labels)  # the same classifier
+    cnn = tmp_path / "cnn.safetensors"
+    cnn.write_bytes(b"not a model")
+    with pytest.raises(ModelFileError, match="not replaced"):
+        save_live_model(cnn, s)  # never over another file
