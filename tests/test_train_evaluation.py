@@ -182,3 +182,19 @@ def test_scoring_leaves_the_model_layout_as_it_was():
     model.to(memory_format=torch.channels_last)
     predict_proba(model, x)
     assert not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_warnings_near_chance_and_never_predicted():
+    model = centre_model()  # never predicts 'c'
+    good = evaluate(model, patchset([False, True] * 6, [1, 2] * 6), classes=TABLE, tta=False)
+    assert good.accuracy == 1.0 and good.chance_level == 0.5 and good.warnings() == []
+    mixed = patchset([False, True, False], [1, 2, 3])
+    ev = evaluate(model, mixed, classes=TABLE, tta=False)
+    assert ev.accuracy == pytest.approx(2 / 3)
+    assert ev.warnings() == ["never predicted: c"]  # 67 % is not near a chance of 33 %
+    bad = evaluate(model, patchset([True, False, True], [1, 2, 3]), classes=TABLE, tta=False)
+    text = bad.warnings()
+    assert bad.accuracy == 0.0 and len(text) == 2 and "near chance (33.3%)" in text[0]
+    assert bad.to_dict()["warnings"] == text and bad.to_dict()["chance_level"] == pytest.approx(
+        1 / 3
+    )

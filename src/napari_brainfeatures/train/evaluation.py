@@ -74,6 +74,35 @@ class Evaluation:
         """Number of patches scored."""
         return int(self.support.sum())
 
+    @property
+    def chance_level(self) -> float:
+        """Accuracy of always guessing the most frequent test class."""
+        return float(self.support.max() / self.n) if self.n else 0.0
+
+    def warnings(self) -> list[str]:
+        """What makes this model unfit to build on, in words (empty when nothing does).
+
+        A test accuracy under twice the chance level (the most frequent class's
+        share; ``1/K`` for balanced classes), and classes with test patches that
+        the model never predicts.  Shown with the scores and carried by every
+        later output made with the model.
+        """
+        out = []
+        chance = self.chance_level
+        if self.n and self.accuracy < min(2 * chance, 0.5 + chance / 2):
+            out.append(
+                f"test accuracy {self.accuracy:.1%} is near chance ({chance:.1%}): "
+                "features and factors from this model mostly show texture, not areas"
+            )
+        never = [
+            name
+            for name, sup, col in zip(self.class_names, self.support, self.confusion.T, strict=True)
+            if sup > 0 and col.sum() == 0
+        ]
+        if never:
+            out.append(f"never predicted: {', '.join(never)}")
+        return out
+
     def per_class(self) -> dict[str, dict[str, float]]:
         """``{name: {"precision", "recall", "f1", "support"}}``."""
         return {
@@ -92,6 +121,8 @@ class Evaluation:
             "class_names": list(self.class_names),
             "class_ids": [int(i) for i in self.class_ids],
             "tta": bool(self.tta),
+            "chance_level": self.chance_level,
+            "warnings": self.warnings(),
             "confusion": self.confusion.tolist(),
             "per_class": self.per_class(),
         }
