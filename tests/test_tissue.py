@@ -52,6 +52,20 @@ def test_tissue_mask_finds_the_section_fills_vessels_drops_debris(method, gradie
     assert m[96 - 20, 96] and not m[7, 7]  # the vessel filled, the speck gone
 
 
+def test_tissue_mask_splits_off_a_background_as_noisy_as_the_tissue():
+    """A scan's background has the same pixel noise as its tissue: the step decides."""
+    img, disc = section()
+    rng = np.random.default_rng(3)
+    img = img + 0.05 * rng.standard_normal(img.shape).astype(np.float32)  # flat rule fails
+    m = tissue_mask(img)
+    assert (m & disc).sum() / (m | disc).sum() > 0.95
+    assert tissue_mask(img, step_ratio=1e6).all()  # without the step rule: all of it tissue
+    # two textured areas of about the same brightness still make no background
+    half = 0.55 + 0.05 * (np.mgrid[:192, :192][1] > 96)
+    full = half - 0.3 * rng.random((192, 192)).astype(np.float32)
+    assert tissue_mask(full).all()
+
+
 def test_tissue_mask_keeps_a_large_hole_and_fills_all_with_a_full_section():
     img, disc = section()
     yy, xx = np.mgrid[:192, :192]

@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "io",
         "convert a TIFF stack or folder of TIFF slices to chunked multiscale OME-Zarr",
     ),
+    "tissue": (
+        "tissue",
+        "compute a volume's tissue mask (background, large holes out) into its workspace",
+    ),
     "train-cnn": ("train", "sample patches from labels and train the brain-area CNN"),
     "evaluate": ("train", "test a trained CNN on held-out slices (accuracy, confusion, F1)"),
     "features": ("features", "dense sliding-window feature maps of a trained CNN into zarr"),

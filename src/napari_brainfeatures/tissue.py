@@ -20,8 +20,11 @@ in tissue whose patch window lies (mostly) in tissue.
    the brighter / darker side.
 3. **Refuse a split of tissue**: the intensity split is kept only when the
    background side is flat, its median texture below ``flat_ratio`` (0.5) times
-   the tissue side's; otherwise the whole section is tissue (a section that fills
-   its image has two textured sides).
+   the tissue side's, or when the two sides differ by a step: their median
+   smoothed intensities ``step_ratio`` (3) times the tissue's median texture apart
+   (background as noisy as tissue at the pixel scale, as in a real scan);
+   otherwise the whole section is tissue (a section that fills its image has two
+   textured sides of about the same brightness).
 4. **Largest components**: keep the connected pieces of at least
    ``min_component`` (0.1) of the largest one's area (specks of debris go).
 5. **Fill small holes**: background pieces enclosed by tissue of at most
@@ -44,7 +47,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["MIN_CONTEXT", "TissueOptions", "check_min_context", "tissue_mask", "window_fraction"]
+__all__ = [
+    "MIN_CONTEXT", "TissueOptions", "check_min_context", "edited_slices", "tissue_mask",
+    "window_fraction", "write_tissue_slice",
+]  # fmt: skip
 
 METHODS = ("intensity", "texture")
 POLARITIES = ("auto", "bright", "dark")
@@ -88,8 +94,11 @@ class TissueOptions:
     polarity : {'auto', 'bright', 'dark'}
         Which side of an intensity split is tissue; 'auto': the more textured.
     flat_ratio : float in (0, 1]
-        An intensity split is kept only when the background's median texture is below
+        An intensity split is kept when the background's median texture is below
         this times the tissue's; default 0.5.
+    step_ratio : float > 0
+        ... or when the sides' median smoothed intensities differ by more than this
+        times the tissue's median texture; default 3.
     min_component : float in [0, 1]
         Keep tissue pieces of at least this fraction of the largest; default 0.1.
     max_hole : int >= 0
@@ -102,6 +111,7 @@ class TissueOptions:
     method: str = "intensity"
     polarity: str = "auto"
     flat_ratio: float = 0.5
+    step_ratio: float = 3.0
     min_component: float = 0.1
     max_hole: int = 4096
     threshold: float | None = None
@@ -115,6 +125,8 @@ class TissueOptions:
             raise ValueError(f"polarity must be one of {POLARITIES!r}, got {self.polarity!r}")
         if not (_real(self.flat_ratio) and 0 < self.flat_ratio <= 1):
             raise ValueError(f"flat_ratio must be in (0, 1], got {self.flat_ratio!r}")
+        if not (_real(self.step_ratio) and self.step_ratio > 0):
+            raise ValueError(f"step_ratio must be a number > 0, got {self.step_ratio!r}")
         if not (_real(self.min_component) and 0 <= self.min_component <= 1):
             raise ValueError(f"min_component must be in [0, 1], got {self.min_component!r}")
         if isinstance(self.max_hole, bool) or not isinstance(self.max_hole, numbers.Integral):
@@ -138,6 +150,12 @@ def _disk(r: float) -> np.ndarray:
     return yy * yy + xx * xx <= r * r
 
 
+def _core(side: np.ndarray, r: float) -> np.ndarray:
+    """``side`` eroded by a disk of ``r`` px, or ``side`` itself when nothing would be left."""
+    inner = ndimage.binary_erosion(side, _disk(r), border_value=1)
+    return inner if inner.any() else side
+
+
 def _split(image: np.ndarray, opts: TissueOptions) -> np.ndarray:
     """Steps 1–3: the raw tissue side of one 2-D section."""
     img = image.astype(np.float32)
@@ -155,13 +173,17 @@ def _split(image: np.ndarray, opts: TissueOptions) -> np.ndarray:
     bright = s > t
     if not bright.any() or bright.all():
         return np.ones(img.shape, dtype=bool)
-    tex_bright, tex_dark = float(np.median(tex[bright])), float(np.median(tex[~bright]))
+    # each side's texture away from the split line (an edge's step shows up as texture there)
+    core = [_core(side, 2 * opts.sigma) for side in (bright, ~bright)]
+    tex_bright, tex_dark = (float(np.median(tex[c])) for c in core)
     if opts.polarity == "bright" or (opts.polarity == "auto" and tex_bright >= tex_dark):
         tissue, tissue_tex, back_tex = bright, tex_bright, tex_dark
     else:
         tissue, tissue_tex, back_tex = ~bright, tex_dark, tex_bright
-    if opts.polarity == "auto" and back_tex >= opts.flat_ratio * tissue_tex:
-        return np.ones(img.shape, dtype=bool)  # both sides textured: all of it is tissue
+    step = abs(float(np.median(s[tissue])) - float(np.median(s[~tissue])))
+    flat = back_tex < opts.flat_ratio * tissue_tex
+    if opts.polarity == "auto" and not (flat or step > opts.step_ratio * tissue_tex):
+        return np.ones(img.shape, dtype=bool)  # both sides textured alike: all of it is tissue
     return tissue
 
 
@@ -261,3 +283,49 @@ def window_fraction(mask: Any, rows: Any, cols: Any, patch: int | tuple[int, int
     rsum = np.zeros((h + 1, across.shape[1]), dtype=np.int64)
     np.cumsum(across, axis=0, out=rsum[1:])
     return ((rsum[r1] - rsum[r0]) / float(py * px)).astype(np.float32)
+
+
+# -- the workspace's tissue store: computed slices are recorded, edits are kept -------
+_RECORD = "computed_slices"  # store attribute: z -> {"crc32": ..., "options": ...}
+
+
+def _crc(mask: Any) -> int:
+    import zlib
+
+    return zlib.crc32(np.ascontiguousarray(np.asarray(mask) > 0).tobytes())
+
+
+def edited_slices(store: Any, slices: Any) -> list[int]:
+    """Which of ``slices`` of a tissue store hold a mask the rule did not write as it is.
+
+    A slice is *edited* when it has tissue pixels and either no record of a computed
+    mask (painted by hand, or computed before records were kept) or different bytes
+    from the recorded one (painted over); all-zero slices were never computed.
+    ``store``: a ``(Z, Y, X)`` zarr array (``Workspace.tissue()``).
+    """
+    record = dict(store.attrs.get(_RECORD, {}))
+    out = []
+    for z in slices:
+        mask = np.asarray(store[int(z)])
+        if not mask.any():
+            continue
+        rec = record.get(str(int(z)))
+        if rec is None or int(rec.get("crc32", -1)) != _crc(mask):
+            out.append(int(z))
+    return out
+
+
+def write_tissue_slice(store: Any, z: int, mask: Any, options: TissueOptions | None = None) -> None:
+    """Write slice ``z`` of a tissue store (uint8, 1 = tissue) and record it as computed.
+
+    The record (the mask's CRC-32 and the rule's options) is how
+    :func:`edited_slices` later tells a computed slice from one a user corrected.
+    """
+    import dataclasses
+
+    m = (np.asarray(mask) > 0).astype(np.uint8)
+    store[int(z)] = m
+    record = dict(store.attrs.get(_RECORD, {}))
+    opts = dataclasses.asdict(options) if options is not None else None
+    record[str(int(z))] = {"crc32": _crc(m), "options": opts}
+    store.attrs[_RECORD] = record

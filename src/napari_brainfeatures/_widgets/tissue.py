@@ -17,7 +17,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox
 from napari.layers import Image, Labels
 
 from napari_brainfeatures._widgets._common import image_shape, labels_choices
-from napari_brainfeatures.tissue import MIN_CONTEXT, tissue_mask
+from napari_brainfeatures.tissue import MIN_CONTEXT, tissue_mask, write_tissue_slice
 from napari_brainfeatures.workspace import Workspace
 
 TISSUE_KEY = "brainfeatures_tissue"  # layer metadata: this Labels layer is a tissue mask
@@ -55,7 +55,7 @@ def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace | None) -> tu
         meta["brainfeatures_workspace"] = str(ws.root)
         same = layer is not None and layer.metadata.get("brainfeatures_workspace") == str(ws.root)
         mask = layer.data if same else ws.tissue()  # the store: painting edits it on disk
-        mask[z] = tissue_mask(np.asarray(data[z])).astype(np.uint8)
+        write_tissue_slice(mask, z, tissue_mask(np.asarray(data[z])))  # recorded as computed
         where = f"slice z={z}, saved in {ws.root.name}/tissue.zarr"
     if layer is not None and layer.data is mask:
         layer.refresh()
