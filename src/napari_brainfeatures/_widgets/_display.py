@@ -11,6 +11,7 @@ factors, matrices) shows its colour bar, so that a colour reads as a value.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import napari
@@ -20,7 +21,7 @@ from napari_brainfeatures._napari.reader import MICROMETRE
 
 __all__ = ["MICROMETRE", "OWNER_KEY", "follow_world_units", "length_units", "show_colorbar"]
 
-_HOOKED = "_brainfeatures_world_units"  # set on a viewer once its hook is connected
+_HOOKED: weakref.WeakSet[Any] = weakref.WeakSet()  # viewers whose hook is connected
 OWNER_KEY = "brainfeatures_owner"  # layer metadata: the dock whose output a layer shows
 
 
@@ -60,7 +61,7 @@ def follow_world_units(viewer: napari.Viewer) -> None:
     later in pixels gets it too, since it is drawn in the same world.  Continuous
     maps that a dock made show their colour bar.
     """
-    if getattr(viewer, _HOOKED, False):
+    if viewer in _HOOKED:
         return
 
     def _apply(layer: Layer) -> None:
@@ -81,6 +82,6 @@ def follow_world_units(viewer: napari.Viewer) -> None:
                     _apply(other)
 
     viewer.layers.events.inserted.connect(_on_inserted)
-    setattr(viewer, _HOOKED, True)
+    _HOOKED.add(viewer)
     for layer in list(viewer.layers):
         _apply(layer)
