@@ -100,3 +100,19 @@ def test_export_again_replaces_its_own_earlier_files(clusters, tmp_path):
     export_result(clusters, out, ["ome-zarr"])
     export_result(clusters, out, ["ome-zarr"])
     assert sorted(p.name for p in out.iterdir()) == ["clusters.ome.zarr"]  # no temporaries left
+
+
+def test_cli_exports_a_result_and_a_whole_workspace(clusters, tmp_path, capsys):
+    from napari_brainfeatures.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["export", str(clusters), "--to", str(out), "--format", "ome-zarr", "csv"]) == 0
+    written = json.loads(capsys.readouterr().out)["written"]
+    assert str(out / "clusters.ome.zarr") in written and str(out / "cluster_sizes.csv") in written
+    validate_ome_zarr(out / "clusters.ome.zarr")
+    ws = clusters.parents[2]
+    assert main(["export", str(ws), "--to", str(tmp_path / "all"), "--format", "csv"]) == 0
+    assert (tmp_path / "all" / "clusters" / clusters.name / "cluster_sizes.csv").exists()
+    capsys.readouterr()
+    assert main(["export", str(tmp_path), "--to", str(out)]) == 2  # neither: a clear error
+    assert "neither a result folder" in capsys.readouterr().err
