@@ -294,8 +294,10 @@ def test_cli_latent_compares_several_models(tmp_path, capsys):
     argv = ["latent", *map(str, models), str(pop), "--out", str(out), "--what", "quality",
             "receptive", "--n-images", "8"]  # fmt: skip
     assert cli.main(argv) == 0
-    rows = json.loads((out / "comparison.json").read_text())
+    table = json.loads((out / "comparison.json").read_text())
+    rows = table["comparison"]
     assert [r["label"] for r in rows] == ["PCA L=2", "VAE L=2", "β-VAE L=3 β=3"]
+    assert [g["runs"] for g in table["repeats"]] == [1, 1, 1]  # three models, no repeats
     for row in rows:
         assert {"disentanglement", "cwssim_recon", "cwssim_artifact", "pca_fd_samples",
                 "active_latents"} <= set(row)  # fmt: skip

@@ -113,3 +113,48 @@ def test_fit_latent_repeats_saves_one_model_per_seed(tmp_path):
     assert model.latent_dim == 3 and model.seed == 2
     with pytest.raises(ValueError, match="kind"):  # checked before the first run
         fit_latent_repeats(images, kind="gan", seeds=[0])
+
+
+def test_cli_train_vae_repeats_then_latent_compares_with_medians(tmp_path, capsys):
+    import json
+
+    from napari_brainfeatures import cli
+    from test_latent_population import write_population
+
+    pop = write_population(tmp_path / "pop.zarr")
+    out = tmp_path / "vae.safetensors"
+    small = ["--n-down", "3", "--channels", "4", "--epochs", "1", "--batch-size", "4"]
+    argv = ["train-vae", str(pop), "--out", str(out), "--model", "vae", "--latent", "2", *small]
+    assert cli.main([*argv, "--seeds", "3,5"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["seeds"] == [3, 5] and [r["seed"] for r in res["runs"]] == [3, 5]
+    paths = [tmp_path / f"vae_seed{s}.safetensors" for s in (3, 5)]
+    assert [r["path"] for r in res["runs"]] == list(map(str, paths))
+    loss = res["summary"]["best_val_loss"]
+    assert loss["low"] <= loss["median"] <= loss["high"] and len(loss["values"]) == 2
+    assert load_latent_model(paths[1])[1]["training"]["seed"] == 5  # recorded
+    assert cli.main([*argv, "--repeats", "2"]) == 0  # seeds 0, 1: other files
+    capsys.readouterr()
+    # the same files again: refused, naming the first that exists, nothing trained
+    assert cli.main([*argv, "--seeds", "5,3"]) == 2
+    assert "vae_seed5.safetensors" in capsys.readouterr().err
+    assert cli.main([*argv, "--repeats", "3", "--seeds", "1,2"]) == 2
+    assert "repeats=3 but 2 seeds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: a bad list is a usage error
+        cli.main([*argv, "--seeds", "1,one"])
+    capsys.readouterr()
+
+    models = [*paths, tmp_path / "vae_seed0.safetensors"]
+    cmp = tmp_path / "cmp"
+    argv = ["latent", *map(str, models), str(pop), "--out", str(cmp), "--what", "quality",
+            "receptive", "--n-images", "8"]  # fmt: skip
+    assert cli.main(argv) == 0
+    table = json.loads((cmp / "comparison.json").read_text())
+    assert [r["seed"] for r in table["comparison"]] == [3, 5, 0]
+    (group,) = table["repeats"]  # three runs of one model
+    assert group["label"] == "VAE L=2" and group["runs"] == 3 and group["seeds"] == [3, 5, 0]
+    assert group["models"] == list(map(str, models))
+    mig = group["metrics"]["mig"]
+    assert 0 <= mig["low"] <= mig["median"] <= mig["high"] <= 1
+    assert mig["values"] == [r["mig"] for r in table["comparison"]]
+    assert "disentanglement_active" in table["comparison"][0]

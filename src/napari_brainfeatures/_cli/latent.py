@@ -22,6 +22,36 @@ from napari_brainfeatures.progress import run as run_gen
 WHAT = ("traversal", "projective", "receptive", "quality")
 
 
+def add_repeat_options(parser: argparse.ArgumentParser) -> None:
+    """``--repeats N`` / ``--seeds 0,1,2``: train N times, one model file per seed (``_seedS``)."""
+    from napari_brainfeatures.latent.repeats import REPEATS
+
+    parser.add_argument(
+        "--repeats", type=REPEATS, default=None,
+        help="train N times with seeds 0..N-1 (or --seeds): each run saved as OUT_seedS, the "
+        "summary gives median and range",
+    )  # fmt: skip
+    parser.add_argument("--seeds", type=_seed_list, default=None, help="seeds, e.g. 0,1,2")
+
+
+def _seed_list(text: str) -> list[int]:
+    from napari_brainfeatures.latent.repeats import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def repeat_seeds(args: argparse.Namespace) -> list[int] | None:
+    """The seeds of ``--repeats`` / ``--seeds``, or None for one run with ``--seed``."""
+    from napari_brainfeatures.latent.repeats import parse_seeds
+
+    if args.repeats is None and args.seeds is None:
+        return None
+    return parse_seeds(args.seeds, args.repeats)
+
+
 def register(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "train-vae":
         parser.add_argument("population", help="population zarr group (arrays images, rois, ...)")
@@ -49,6 +79,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
             help="default 1e-3 (paper: 2e-4)",
         )
         parser.add_argument("--seed", type=B.SEED, default=0)
+        add_repeat_options(parser)
         parser.add_argument(
             "--kl-warmup",
             type=B.KL_WARMUP,
@@ -98,11 +129,7 @@ def run(name: str, args: argparse.Namespace) -> int:
             "folder written by 'brainfeatures sample population OUT'"
         )
     if name == "train-vae":
-        out = Path(args.out)
-        if out.suffix != ".safetensors":  # as the model file is named on saving
-            out = out.with_name(out.name + ".safetensors")
-        if out.exists() and not args.overwrite:
-            raise FileExistsError(f"model file {str(out)!r} exists; pass --overwrite to replace it")
+        _check_outputs(args)
     pop = read_population(args.population)
     printer = progress_printer if args.verbose else None
     if name == "train-vae":
@@ -110,19 +137,49 @@ def run(name: str, args: argparse.Namespace) -> int:
     return _latent(args, pop, printer)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse to replace model files (one per seed with repeats) unless ``--overwrite``."""
+    from napari_brainfeatures.latent.repeats import seeded_path
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":  # as the model file is named on saving
+        out = out.with_name(out.name + ".safetensors")
+    seeds = repeat_seeds(args)
+    for path in [out] if seeds is None else [seeded_path(out, s) for s in seeds]:
+        if path.exists() and not args.overwrite:
+            raise FileExistsError(
+                f"model file {str(path)!r} exists; pass --overwrite to replace it"
+            )
+
+
 def _train(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
     from napari_brainfeatures.latent.model import fit_latent_model
+    from napari_brainfeatures.latent.repeats import fit_latent_repeats, summarise
 
     key = "clean" if args.clean else "images"
     if key not in pop:
         raise ValueError(f"{args.population!r} has no {key!r} array")
-    gen = fit_latent_model(
-        pop[key], kind=args.model, latent_dim=args.latent, beta=args.beta, n_down=args.n_down,
-        channels=args.channels, seed=args.seed, checkpoint_path=args.out,
-        roi_names=pop["roi_names"], epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        device=args.device, kl_warmup=args.kl_warmup,
+    options = dict(
+        kind=args.model, latent_dim=args.latent, beta=args.beta, n_down=args.n_down,
+        channels=args.channels, checkpoint_path=args.out, roi_names=pop["roi_names"],
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
+        kl_warmup=args.kl_warmup,
     )  # fmt: skip
-    fitted = run_gen(gen, printer)
+    seeds = repeat_seeds(args)
+    if seeds is None:
+        fitted = run_gen(fit_latent_model(pop[key], seed=args.seed, **options), printer)
+        print(json.dumps(_run_summary(args, fitted), indent=2))
+        return 0
+    fitted = run_gen(fit_latent_repeats(pop[key], seeds=seeds, **options), printer)
+    runs = [{"seed": s, **_run_summary(args, f)} for s, f in zip(seeds, fitted, strict=True)]
+    spread = {k: v.as_dict() for k, v in summarise(runs).items() if k != "seed"}
+    print(json.dumps({"model": args.model, "seeds": seeds, "summary": spread, "runs": runs},
+                     indent=2))  # fmt: skip
+    return 0
+
+
+def _run_summary(args: argparse.Namespace, fitted: Any) -> dict[str, Any]:
+    """What one fitted model's run says: its file, and its loss and time (or PCA's variance)."""
     meta = fitted.meta
     summary: dict[str, Any] = {"model": args.model, "path": str(fitted.path)}
     if args.model == "pca":
@@ -134,8 +191,7 @@ def _train(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
         if "cropped_from" in meta:  # e.g. 320x456 Allen sections -> 320x448
             summary["cropped_from"] = meta["cropped_from"]
             summary["image_shape"] = meta["image_shape"]
-    print(json.dumps(summary, indent=2))
-    return 0
+    return summary
 
 
 def _latent(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
@@ -170,17 +226,35 @@ def _latent(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
         if "active_latents" in report:
             row["active_latents"] = len(report["active_latents"])
         if "receptive" in report:
-            row["disentanglement"] = report["receptive"]["disentanglement"]
+            for key in ("disentanglement", "disentanglement_active"):
+                row[key] = report["receptive"][key]
         for key, value in report.get("quality", {}).items():
             if isinstance(value, float):
                 row[key] = value
+        row["seed"] = (meta.get("training") or {}).get("seed", meta.get("seed"))
         rows.append(row)
     if len(rows) == 1:
         print(json.dumps({"out": str(out), **rows[0]}, indent=2, ensure_ascii=False))
         return 0
-    (out / "comparison.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False))
-    print(json.dumps({"out": str(out), "comparison": rows}, indent=2, ensure_ascii=False))
+    table = {"comparison": rows, "repeats": _repeat_groups(rows)}
+    (out / "comparison.json").write_text(json.dumps(table, indent=2, ensure_ascii=False))
+    print(json.dumps({"out": str(out), **table}, indent=2, ensure_ascii=False))
     return 0
+
+
+def _repeat_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Models of one label (repeats with other seeds): each metric's median and range."""
+    from napari_brainfeatures.latent.repeats import summarise
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["label"], []).append(row)
+    return [
+        {"label": label, "runs": len(members), "seeds": [m["seed"] for m in members],
+         "models": [m["model"] for m in members],
+         "metrics": {k: v.as_dict() for k, v in summarise(members).items() if k != "seed"}}
+        for label, members in groups.items()
+    ]  # fmt: skip
 
 
 def _model_folders(out: Path, paths: list[str]) -> list[Path]:
@@ -210,6 +284,11 @@ def _report(
         report["projective"] = _projective(model, codes.mean(0), args, out, printer)
     if "receptive" in args.what:
         report["receptive"] = _receptive(model, clean, pop, args, out, printer)
+        active = report.get("active_latents")
+        impact = np.asarray(report["receptive"]["impact"])
+        report["receptive"]["disentanglement_active"] = (  # the paper's score, used latents only
+            _score(impact[:, active]) if active else None
+        )
     if "quality" in args.what:
         report["quality"] = _quality(model, images, clean, pop, codes, printer, out)
     return report
@@ -298,6 +377,7 @@ def _quality(
     out: Path,
 ) -> dict:  # fmt: skip
     from napari_brainfeatures.latent.codes import factor_alignment
+    from napari_brainfeatures.latent.disentangle import mutual_info_gap
     from napari_brainfeatures.latent.quality import quality_report
 
     gen = quality_report(
@@ -313,4 +393,12 @@ def _quality(
         q["factor_alignment"] = fa["score"]
         q["factor_alignment_gap"] = fa["gap"]
         q["best_latent"] = fa["best_latent"]
+        # a standard measure on the known factors, blind to unused latents
+        q["mig"] = mutual_info_gap(codes, pop["factors"], factor_names=pop["factor_names"])["mig"]
     return q
+
+
+def _score(impact: np.ndarray) -> float:
+    from napari_brainfeatures.latent.explore import disentanglement_score
+
+    return disentanglement_score(impact)
