@@ -129,7 +129,7 @@ def run(name: str, args: argparse.Namespace) -> int:
             "folder written by 'brainfeatures sample population OUT'"
         )
     if name == "train-vae":
-        _check_outputs(args)
+        check_outputs(args.out, repeat_seeds(args), args.overwrite)
     pop = read_population(args.population)
     printer = progress_printer if args.verbose else None
     if name == "train-vae":
@@ -137,19 +137,19 @@ def run(name: str, args: argparse.Namespace) -> int:
     return _latent(args, pop, printer)
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse to replace model files (one per seed with repeats) unless ``--overwrite``."""
+def check_outputs(out: str | Path, seeds: list[int] | None, overwrite: bool) -> Path:
+    """The model file ``out`` (``.safetensors`` added), refused if it exists (each ``_seedS``)."""
     from napari_brainfeatures.latent.repeats import seeded_path
 
-    out = Path(args.out)
+    out = Path(out)
     if out.suffix != ".safetensors":  # as the model file is named on saving
         out = out.with_name(out.name + ".safetensors")
-    seeds = repeat_seeds(args)
     for path in [out] if seeds is None else [seeded_path(out, s) for s in seeds]:
-        if path.exists() and not args.overwrite:
+        if path.exists() and not overwrite:
             raise FileExistsError(
                 f"model file {str(path)!r} exists; pass --overwrite to replace it"
             )
+    return out
 
 
 def _train(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:

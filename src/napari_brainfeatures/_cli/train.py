@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures._cli.latent import add_repeat_options, check_outputs, repeat_seeds
+from napari_brainfeatures.latent.repeats import seeded_path
 from napari_brainfeatures.progress import Progress
 from napari_brainfeatures.progress import run as run_gen
 
@@ -60,6 +62,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         sampling_arg(parser)
         _split_args(parser)
         parser.add_argument("--seed", type=b.SEED, default=0)
+        add_repeat_options(parser)  # training seeds; the patches stay those of --seed
         parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if present)")
         parser.add_argument("--threads", type=b.THREADS, default=None, help="CPU threads for torch")
         parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -231,14 +234,17 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        out = out.with_name(out.name + ".safetensors")
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"model file {str(out)!r} exists; pass --overwrite to replace it")
+    if (seeds := repeat_seeds(args)) is not None and args.folds:
+        raise ValueError("--repeats/--seeds and --folds both train several models: pick one")
+    out = check_outputs(args.out, seeds, args.overwrite)
     image, labels, table, voxel = _open(args)
     show = _printer(args.verbose)
     runs = _sample(args, image, labels, table, voxel, show)
+    if seeds is not None:  # the same patches, one model per training seed
+        fits = [
+            (_fit(args, runs[0][1], out, voxel, show, s)[0], seeded_path(out, s)) for s in seeds
+        ]
+        return _repeats(fits, seeds)
     fits = [_fit(args, s, out if i == 0 else _fold_path(out, i), voxel, show) for i, s in runs]
     (ev, result, splits), accs = fits[0], [f[0].accuracy for f in fits]
     tr = result.meta["training"]
@@ -270,6 +276,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repeats(fits: list[tuple[Any, Path]], seeds: list[int]) -> int:
+    """Each run's test accuracy and model (``OUT_seedS``), and their median and range."""
+    from napari_brainfeatures.latent.repeats import summarise
+
+    runs = [
+        {"seed": s, "model": str(out), "test_accuracy": ev.accuracy, "macro_f1": ev.macro_f1}
+        for s, (ev, out) in zip(seeds, fits, strict=True)
+    ]
+    spread = {k: v.as_dict() for k, v in summarise(runs).items() if k != "seed"}
+    print(json.dumps({"seeds": seeds, "summary": spread, "runs": runs}, indent=2))
+    return 0
+
+
 def _fold_path(out: Path, fold: int) -> Path:
     return out.with_name(f"{out.stem}_fold{fold}.safetensors")
 
@@ -294,10 +313,12 @@ def _sample(args: argparse.Namespace, image: Any, labels: Any, table: Any, voxel
     return list(enumerate(plan))
 
 
-def _fit(args: argparse.Namespace, splits: Any, out: Path, voxel: Any, show: Any):  # type: ignore[no-untyped-def]
-    """Train on ``splits``, test, save to ``out``: ``(evaluation, TrainResult, splits)``."""
+def _fit(args: argparse.Namespace, splits: Any, out: Path, voxel: Any, show: Any, seed=None):  # type: ignore[no-untyped-def]
+    """Train on ``splits``, test, save to ``out`` (``OUT_seedS`` with a ``seed`` of repeats)."""
     from napari_brainfeatures.train.plan import fit_and_test
 
+    if seed is not None:
+        args, out = argparse.Namespace(**{**vars(args), "seed": seed}), seeded_path(out, seed)
     keys = ("epochs", "batch_size", "lr", "device", "seed")
     ev, result = run_gen(
         fit_and_test(splits, out, variant=args.variant, tta=not args.no_tta, augment=not
