@@ -28,10 +28,12 @@ majority of the seeds (``seeds_agreeing`` of ``seeds``).  The same rule is
 reported for the paper's score and for artifact rejection (β-VAE against
 the better of VAE and PCA).
 
-Size: on a 2-core CPU five seeds of two VAEs must fit in about 20 min, so the
-default trains on 1024 sections of 64×96 (30 % corrupted) for 50 epochs
-(about 2900 steps of 16, 100 s per VAE on an idle machine; the single-run
-benchmark trained 300 epochs, 8 min per VAE).  ``--quick`` is a smoke run:
+Size: on a 2-core CPU shared with other work five seeds of two VAEs must fit
+in about 20 min, so the default trains on 1024 sections of 32×48 (30 %
+corrupted; ``n_down`` 4) for 40 epochs (2320 steps of 16 per VAE).  The
+single-run benchmark trained 64×96 sections for 300 epochs, 8 min per VAE on
+an idle machine: five seeds of that would take well over an hour, and the
+machine is rarely idle.  ``--quick`` is a smoke run:
 two seeds, 128 sections, 5 epochs.  ``BENCH_VAE_PAPER=1`` runs the paper's size
 (256 sections of 320×448, 30 epochs; for a GPU) and reports the training
 time.  ``BENCH_VAE_SEEDS=0,1,2``, ``BENCH_VAE_SHAPE=H,W``, ``BENCH_VAE_N``,
@@ -123,8 +125,8 @@ def score(model, meta, pop) -> dict:
 def settings(quick: bool) -> dict:
     env = os.environ.get
     paper = env("BENCH_VAE_PAPER", "") not in ("", "0")
-    shape, n, epochs = ("320,448", 256, 30) if paper else ("64,96", 128 if quick else 1024,
-                                                            5 if quick else 50)  # fmt: skip
+    shape, n, epochs = ("320,448", 256, 30) if paper else ("32,48", 128 if quick else 1024,
+                                                            5 if quick else 40)  # fmt: skip
     return {
         "paper_size": paper,
         "seeds": parse_seeds(env("BENCH_VAE_SEEDS", "0,1" if quick else "0,1,2,3,4")),
