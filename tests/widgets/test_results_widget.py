@@ -157,3 +157,98 @@ def test_latent_dock_keeps_fields_and_comparison(make_napari_viewer, qtbot):
     w.receptive_button.clicked.emit()
     _wait(qtbot, w)
     assert "impact.csv" in _kept(layer, "latent")[-1].files
+
+
+# -- the results browser --------------------------------------------------------------------------
+@pytest.fixture
+def kept(make_napari_viewer, tmp_path):
+    """A viewer with a volume whose workspace holds a model, a cluster map and an evaluation."""
+    from napari_brainfeatures._widgets._common import workspace_for
+    from napari_brainfeatures.models.cnn import save_cnn
+    from napari_brainfeatures.results.kinds import save_clusters_result, save_evaluation_result
+    from napari_brainfeatures.train.evaluation import Evaluation
+
+    viewer = make_napari_viewer()
+    ct = viewer.add_image(np.zeros((4, 40, 50), np.uint8), name="ct", scale=(2.0, 0.5, 0.5))
+    ws = workspace_for(ct)
+    model = save_cnn(
+        ws.path("models", "cnn-1"), tiny_cnn(2), classes=ClassTable.from_names(["a", "b"])
+    )
+    lab = np.zeros((10, 12), np.int32)
+    lab[:5], lab[5:] = 1, 2
+    clusters = save_clusters_result(ws.root, lab, scale=(2.0, 2.0, 2.0), translate=(4.0, 1.0, 1.0))
+    ev = Evaluation.from_dict({
+        "accuracy": 0.5, "macro_f1": 0.5, "class_names": ["a", "b"], "class_ids": [1, 2],
+        "confusion": [[1, 1], [1, 1]],
+        "per_class": {n: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2} for n in "ab"},
+    })  # fmt: skip
+    evaluation = save_evaluation_result(ws.root, ev)
+    return viewer, ct, model, clusters, evaluation
+
+
+def test_browser_lists_the_workspace_and_opens_maps_where_they_were(kept, qtbot):
+    from napari.layers import Labels
+
+    from napari_brainfeatures._widgets.results import ResultsWidget
+
+    viewer, ct, model, clusters, evaluation = kept
+    w = ResultsWidget(viewer)
+    assert w.image.value is ct
+    kinds = [e.kind for e in w.entries]
+    assert kinds == ["model", "clusters", "evaluation"]
+    assert w.table.shape == (3, 4) and "3 entries" in w.status.value
+    w.select(clusters)
+    w.open_button.clicked.emit()
+    layer = viewer.layers[f"{clusters.name}: clusters"]
+    assert isinstance(layer, Labels) and layer.data.shape == (1, 10, 12)
+    np.testing.assert_allclose(layer.scale, (2.0, 2.0, 2.0))
+    np.testing.assert_allclose(layer.translate, (4.0, 1.0, 1.0))
+    assert w.preview.column_headers == ("id", "cluster", "pixels", "area_um2")
+    w.select(evaluation)
+    w.open_button.clicked.emit()
+    assert w.preview.column_headers[0] == "class" and not w.figure.pixmap().isNull()
+    assert "table per_class.csv" in w.status.value
+
+
+def test_browser_restores_the_list_for_a_reopened_volume_and_follows_new_results(kept, qtbot):
+    from napari_brainfeatures._widgets import results_keep
+    from napari_brainfeatures._widgets.results import ResultsWidget
+    from napari_brainfeatures.results.kinds import save_clusters_result
+
+    viewer, ct, *_ = kept
+    viewer.layers.remove(ct)
+    w = ResultsWidget(viewer)
+    assert w.entries == []
+    again = viewer.add_image(np.zeros((4, 40, 50), np.uint8), name="ct", scale=(2.0, 0.5, 0.5))
+    w.image.value = again
+    assert len(w.entries) == 3  # the same workspace, read back from disk
+    lab = np.ones((3, 3), np.int32)
+
+    def write(ws):
+        return save_clusters_result(ws, lab, scale=(1.0, 1.0), translate=(0.0, 0.0))
+
+    results_keep.keep(w.status, again, write, what="clusters")
+    assert len(w.entries) == 4  # told by the dock that kept it
+
+
+def test_browser_loads_a_model_into_the_train_dock_and_exports(kept, qtbot, tmp_path):
+    from napari_brainfeatures._widgets.results import ResultsWidget
+    from napari_brainfeatures._widgets.train import TrainWidget
+    from napari_brainfeatures.results.export import validate_ome_zarr
+
+    viewer, ct, model, clusters, _ = kept
+    w = ResultsWidget(viewer)
+    w.select(model)
+    w.open_button.clicked.emit()
+    assert "open the Train CNN dock" in w.status.value
+    train = TrainWidget(viewer)
+    viewer.window.add_dock_widget(train, name="Train CNN")
+    w.open_button.clicked.emit()
+    assert train.model is not None and train.model_file == model
+    assert "is in the Train CNN dock" in w.status.value
+    w.select(clusters)
+    w.export_dir.value = tmp_path / "exports"
+    w.format.value = "ome-zarr"
+    written = w.export()
+    assert [p.name for p in written] == ["clusters.ome.zarr"]
+    validate_ome_zarr(written[0])

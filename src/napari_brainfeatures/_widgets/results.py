@@ -22,7 +22,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QPixmap
-from qtpy.QtWidgets import QAbstractItemView, QLabel, QWidget
+from qtpy.QtWidgets import QAbstractItemView, QLabel
 
 from napari_brainfeatures._widgets import results_keep
 from napari_brainfeatures._widgets._common import (
@@ -69,17 +69,19 @@ def _details(e: Entry) -> str:
     return ""
 
 
+def _fill(table: Table, columns: list[str], rows: list[list[Any]]) -> None:
+    """Rows under ``columns``, numbered from 1 (magicgui needs an index to take the columns)."""
+    index = [str(i + 1) for i in range(len(rows))]
+    table.value = {"data": rows, "index": index, "columns": columns}
+    table.native.resizeColumnsToContents()
+
+
 def find_dock(viewer: napari.viewer.Viewer, kind: type) -> Any:
     """The open dock widget of class ``kind`` in the viewer's window, or None."""
-    docks = getattr(viewer.window, "_dock_widgets", {}) or {}
-    for dock in list(docks.values()):
-        native = dock.widget()
-        if native is None:
-            continue
-        for qw in (native, *native.findChildren(QWidget)):
-            widget = getattr(qw, "_magic_widget", None)
-            if isinstance(widget, kind):
-                return widget
+    for widget in list(viewer.window.dock_widgets.values()):
+        for w in (widget, getattr(getattr(widget, "native", widget), "_magic_widget", None)):
+            if isinstance(w, kind):
+                return w
     return None
 
 
@@ -144,8 +146,7 @@ class ResultsWidget(Container):
         rows = [
             [e.kind, e.name, e.created.replace("T", " ")[:19], _details(e)] for e in self.entries
         ]
-        self.table.value = {"data": rows, "columns": ["kind", "name", "created", "holds"]}
-        self.table.native.resizeColumnsToContents()
+        _fill(self.table, ["kind", "name", "created", "holds"], rows)
         if root is None:
             self.status.value = "Pick an image: its workspace's models and results are listed."
         elif not self.entries:
@@ -215,8 +216,7 @@ class ResultsWidget(Container):
         table = first if first in tables else (tables[0] if tables else None)
         if table is not None:
             cols, rows = read_table(e.path / table)
-            self.preview.value = {"data": rows, "columns": cols}
-            self.preview.native.resizeColumnsToContents()
+            _fill(self.preview, cols, rows)
         png = next((f for f in files if f.endswith(".png")), None)
         if png is not None:
             pix = QPixmap(str(e.path / png))
