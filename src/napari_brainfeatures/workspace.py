@@ -330,11 +330,19 @@ class Workspace:
         """
         region = region or tuple(slice(0, s) for s in self.shape)
         block = np.asarray(data)
+        if block.dtype.kind not in "iub":
+            raise ValueError(f"label ids must be integers, got dtype {block.dtype}")
         lo, hi = block.min(initial=0), block.max(initial=0)
         if lo < 0 or hi > np.iinfo(np.uint16).max:
             raise ValueError(f"label ids must lie in 0..65535, got {lo}..{hi}")
         arr = self.labels()
-        arr[region] = block.astype(np.uint16, copy=False)
+        top = np.iinfo(arr.dtype).max if arr.dtype.kind in "iu" else 0
+        if hi > top:  # an older, narrower store: never wrap an id (300 -> 44 in uint8)
+            raise ValueError(
+                f"label id {hi} does not fit the labels store {str(self.labels_path)!r} "
+                f"({arr.dtype}, ids 0..{top}); nothing was written: use ids up to {top}"
+            )
+        arr[region] = block.astype(arr.dtype, copy=False)
 
     def inventory(self) -> list[Entry]:
         """What the workspace holds: models, feature stores, factor/cluster results, evaluations.

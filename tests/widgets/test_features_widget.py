@@ -39,7 +39,7 @@ def test_run_on_current_slice_shows_live_layers(make_napari_viewer, qtbot, model
     assert not w.exact.value
     w.stride.value = 2
     out = str(w.out.value)
-    assert out.endswith("features/tiny-s2.zarr") and ".brainfeatures" in out
+    assert out.endswith("features/tiny-s2-z1_2.zarr") and ".brainfeatures" in out  # by job
     refreshes = []
     original = w.refresh_layers
     w.refresh_layers = lambda: (refreshes.append(1), original())[1]

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures._util.overwrite import write_folder
 from napari_brainfeatures._util.ranges import FLOAT, INT, SEED, Bounded
 from napari_brainfeatures.factors.options import (
     NORMALISE,
@@ -66,6 +67,12 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     add("--z", type=INT, default=None, help="z index of the store's grid (default: the only one)")
     add("--out", type=Path, default=None, help="output folder (default: STORE_factors beside it)")
     add("--seed", type=SEED, default=0)
+    add(
+        "--allow-incomplete",
+        action="store_true",
+        help="use a feature store with tiles not written yet (they are left out; the "
+        "result records it); default: refused, with how to resume",
+    )
     if name == "factors":
         nmf, sel = NMFOptions(), SelectOptions()
         add("--k", type=INT, default=nmf.n_components, help="number of factors (default 15)")
@@ -125,11 +132,28 @@ def labels_on_grid(path: str, grid: Any) -> np.ndarray:
     return grid.labels_on(open_volume(path).data, what=f"labels {path!r}")  # (Z, Y, X) -> (H, W)
 
 
+def _incomplete(grid: Any) -> dict[str, Any] | None:
+    """``{"tiles_done", "tiles", "store"}`` of the grid's slice when tiles are missing (warns)."""
+    from napari_brainfeatures.features.store import IncompleteStoreError
+
+    store = getattr(grid, "store", None)
+    try:
+        if store is not None:
+            store.require_complete(grid.index or 0)
+    except IncompleteStoreError as err:
+        warnings.warn(f"--allow-incomplete: {err}", stacklevel=1)
+        return {"tiles_done": err.done, "tiles": err.total, "store": str(store.path)}
+    return None
+
+
 # -- outputs ----------------------------------------------------------------------------------
+# What a result folder holds: it is replaced whole, only when it holds nothing else.
+FACTOR_FILES = ("factors.zarr", "selection.json", "factor_*.png", "rgb.png")
+CLUSTER_FILES = ("clusters.zarr", "clusters.json", "clusters.png")
+
+
 def _out_dir(args: argparse.Namespace, suffix: str) -> Path:
-    out = args.out or Path(args.store).with_name(Path(args.store).stem + suffix)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return args.out or Path(args.store).with_name(Path(args.store).stem + suffix)
 
 
 def _heatmap_png(path: Path, m: np.ndarray, cmap: str = "magma") -> None:
@@ -164,7 +188,7 @@ def _factors(args: argparse.Namespace) -> int:
     from napari_brainfeatures.workspace import write_json_atomic
 
     nmf, select = _options(args)  # --lam -1 is refused with or without --rois
-    grid = FeatureGrid.open(args.store, args.z, flag="--z")
+    grid = FeatureGrid.open(args.store, args.z, flag="--z", allow_incomplete=args.allow_incomplete)
     rois, roi_ids = _check_rois(args, grid, select)
     edges: dict[str, Any] = {}
     if args.tissue_mask is not None:
@@ -176,6 +200,9 @@ def _factors(args: argparse.Namespace) -> int:
     elif args.min_context is not None:
         raise ValueError("--min-context needs --tissue-mask MASK")
     fac = run_gen(factorise(grid, options=nmf, **edges), progress_printer)
+    incomplete = _incomplete(grid) if args.allow_incomplete else None
+    if incomplete:
+        fac.info["incomplete"] = incomplete  # saved with the factors: the result says so
     summary: dict[str, Any] = dict(fac.info)
     if rois is not None:
         share = float(np.count_nonzero(rois[fac.used])) / max(1, int(fac.used.sum()))
@@ -188,21 +215,19 @@ def _factors(args: argparse.Namespace) -> int:
             )
         fac = fac.with_selection(fac.select(rois, options=select, roi_ids=roi_ids))
         summary["selected"] = fac.selection.to_dict()["pairs"]  # type: ignore[union-attr]
-    out = _out_dir(args, "_factors")  # only now: a failed run leaves no empty folder
-    if fac.selection is not None:
-        write_json_atomic(out / "selection.json", fac.selection.to_dict())
-    fac.save(out / "factors.zarr", inputs=[args.store])
-    maps = fac.maps
-    for i, m in enumerate(maps):
-        _heatmap_png(out / f"factor_{i:02d}.png", m)
-    for stale in out.glob("factor_*.png"):  # pictures of an earlier run with a larger k
-        index = stale.stem.removeprefix("factor_")
-        if index.isdigit() and int(index) >= len(maps):
-            stale.unlink()
     chosen = fac.selection.factors if fac.selection is not None else []
     top = (chosen + [i for i in range(fac.k) if i not in chosen])[:3]
-    if len(top) == 3:
-        imsave(out / "rgb.png", rgb_composite(maps, tuple(top)))  # type: ignore[arg-type]
+
+    def fill(folder: Path) -> None:  # a fresh folder: no file of an earlier run stays
+        if fac.selection is not None:
+            write_json_atomic(folder / "selection.json", fac.selection.to_dict())
+        fac.save(folder / "factors.zarr", inputs=[args.store])
+        for i, m in enumerate(fac.maps):
+            _heatmap_png(folder / f"factor_{i:02d}.png", m)
+        if len(top) == 3:
+            imsave(folder / "rgb.png", rgb_composite(fac.maps, tuple(top)))  # type: ignore[arg-type]
+
+    out = write_folder(_out_dir(args, "_factors"), fill, names=FACTOR_FILES, inputs=[args.store])
     summary.update({"out": str(out), "rgb_factors": top})
     print(json.dumps(summary))
     return 0
@@ -255,7 +280,7 @@ def _cluster(args: argparse.Namespace) -> int:
             raise ValueError(f"{flag} must be a finite number of image px >= 0, got {value:g}")
         if value > MAX_PX:
             raise ValueError(f"{flag} must be at most {MAX_PX:g} image px, got {value:g}")
-    grid = open_map(args.store, args.z, flag="--z")
+    grid = open_map(args.store, args.z, flag="--z", allow_incomplete=args.allow_incomplete)
     mask = None
     if args.mask:
         ids = labels_on_grid(args.mask, grid)
@@ -282,7 +307,9 @@ def _cluster(args: argparse.Namespace) -> int:
         seed=args.seed,
         smooth=grid.sigma(args.smooth),
     )
+    incomplete = _incomplete(grid) if args.allow_incomplete else None
     report: dict[str, Any] = {
+        **({"incomplete": incomplete} if incomplete else {}),
         "k": args.k,
         "method": args.method,
         "smooth_px": args.smooth,
@@ -300,12 +327,15 @@ def _cluster(args: argparse.Namespace) -> int:
             "layers": prof.layer_ids,
             "matrix": prof.matrix.round(4).tolist(),
         }
-    out = _out_dir(args, "_clusters")
-    save_clusters(out / "clusters.zarr", res.labels, grid, report, inputs=[args.store])
-    write_json_atomic(out / "clusters.json", report)
     colours = colormaps["tab10"](np.arange(args.k) % 10)[:, :3]
     rgb = np.zeros((*grid.shape, 3))
     rgb[res.labels > 0] = colours[res.labels[res.labels > 0] - 1]
-    imsave(out / "clusters.png", rgb)
+
+    def fill(folder: Path) -> None:  # a fresh folder: no file of an earlier run stays
+        save_clusters(folder / "clusters.zarr", res.labels, grid, report, inputs=[args.store])
+        write_json_atomic(folder / "clusters.json", report)
+        imsave(folder / "clusters.png", rgb)
+
+    out = write_folder(_out_dir(args, "_clusters"), fill, names=CLUSTER_FILES, inputs=[args.store])
     print(json.dumps({**report, "out": str(out)}))
     return 0

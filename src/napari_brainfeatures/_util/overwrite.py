@@ -10,15 +10,22 @@ never deleted.  (Dense feature stores apply a stricter rule of their own, in
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from napari_brainfeatures._util.leftovers import clean_leftovers, temp_path
 from napari_brainfeatures.io.volume import is_zarr_store
 
-__all__ = ["check_output_file", "check_target", "input_overlaps", "swap_in"]
+__all__ = [
+    "check_output_file",
+    "check_target",
+    "input_overlaps",
+    "swap_in",
+    "write_folder",
+]
 
 
 def input_overlaps(
@@ -151,3 +158,71 @@ def check_output_file(
             "overwritten: choose another file name"
         )
     return p
+
+
+_HOW = {"is": "is", "contains": "holds", "inside": "lies inside"}
+
+
+def write_folder(
+    target: str | os.PathLike[str],
+    fill: Callable[[Path], None],
+    *,
+    names: Iterable[str],
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
+    """Write a result folder whole: ``fill`` a fresh hidden sibling, then swap it in.
+
+    A folder never holds two runs: an earlier run's folder is replaced as a whole,
+    and only once ``fill`` returned (a failure, or a kill, keeps it as it was; the
+    killed run's sibling is removed by the next write).
+
+    Parameters
+    ----------
+    target : path-like
+        The result folder.
+    fill : callable
+        Writes the result's files into the folder it is given.
+    names : iterable of str
+        Glob patterns of the files a result folder holds (``"factor_*.png"``); an
+        existing ``target`` holding anything else is refused, never replaced.
+    inputs : iterable of path-like
+        What the run read: ``target`` must not be, hold or lie inside one.
+
+    Raises
+    ------
+    FileExistsError
+        ``target`` is a file, holds other files, or overlaps an input.
+    """
+    path = Path(target).expanduser()
+    patterns = tuple(names)
+    for src, how in input_overlaps(path, inputs):
+        if how != "inside" or is_zarr_store(src):
+            raise FileExistsError(
+                f"the output folder {str(path)!r} {_HOW[how]} the input {str(src)!r}; choose "
+                "another output folder"
+            )
+    if path.exists() or path.is_symlink():
+        if not path.is_dir() or path.is_symlink():
+            raise FileExistsError(f"{str(path)!r} exists and is not a folder; choose another")
+        other = [
+            e.name
+            for e in path.iterdir()
+            if not any(fnmatch.fnmatchcase(e.name, pat) for pat in patterns)
+        ]
+        if other:
+            raise FileExistsError(
+                f"the output folder {str(path)!r} holds files that are not a result of this "
+                f"command ({', '.join(sorted(other)[:5])}); it is not replaced: choose "
+                "another output folder"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(path)  # what a killed earlier write of this folder left beside it
+    tmp = temp_path(path, "tmp")
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        swap_in(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path

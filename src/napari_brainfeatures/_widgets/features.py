@@ -33,6 +33,7 @@ from napari_brainfeatures._widgets._common import (
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.features.network import load_model
 from napari_brainfeatures.features.options import DenseOptions
+from napari_brainfeatures.features.plan import store_name
 from napari_brainfeatures.features.run import compute_feature_map, measure_padding_deviation
 from napari_brainfeatures.features.store import FeatureStore, StoreMismatchError
 from napari_brainfeatures.models.cnn import input_scale_for
@@ -80,6 +81,7 @@ class FeatureMapWidget(Container):
         self.model: Any = None
         self.store: FeatureStore | None = None
         self._auto_out = ""
+        self._live: Path | None = None
         self._target: Image | None = None
         self._last_refresh = 0.0
         self.image.changed.connect(lambda *_: fill_model_path(self.model_path, self.image.value))
@@ -128,12 +130,27 @@ class FeatureMapWidget(Container):
         crop = np.asarray(plane[y0 : y0 + 2 * patch, x0 : x0 + 2 * patch], dtype=np.float32)
         return crop * np.float32(input_scale_for(data.dtype)[0])  # as the network reads it
 
-    def _default_out(self, *_: Any) -> None:
-        """``<workspace>/features/<model>-s<stride>.zarr`` unless the user chose a path."""
+    def _default_out(self, *_: Any, region: Any = None) -> None:
+        """``<workspace>/features/<model>-s<stride>-z<lo>_<hi>[-r<box>].zarr`` (unless chosen).
+
+        Named by model, stride and region (:func:`~napari_brainfeatures.features.plan.store_name`),
+        so jobs over other regions never collide; ``region`` is the run's (default:
+        the current choice, or the current slice while the box layer is unset).
+        """
         layer = self.image.value
         if layer is None or str(self.out.value) not in ("", ".", self._auto_out):
             return
-        name = f"{Path(str(self.model_path.value)).stem or 'model'}-s{self.stride.value}.zarr"
+        shape = (layer.data[0] if layer.multiscale else layer.data).shape
+        if region is None:
+            try:
+                region = self.region_value(layer, len(shape))
+            except ValueError:  # no box drawn yet
+                region = current_z(self.viewer, layer) if len(shape) == 3 else None
+        model = Path(str(self.model_path.value))
+        try:
+            name = store_name(model, stride=int(self.stride.value), region=region, shape=shape)
+        except ValueError:  # a region outside the image: the run says so
+            return
         # The workspace rule, without creating anything until a run writes the store.
         path = workspace_root(layer) / "features" / name
         self._auto_out = str(path)
@@ -180,7 +197,8 @@ class FeatureMapWidget(Container):
         except ValueError as err:
             show_error(f"Feature map: {err}")
             return
-        self.store, self._target = None, layer
+        self.store, self._target, self._live = None, layer, None
+        self._default_out(region=options.region)  # the run's region names the store
         self._out_path = Path(str(self.out.value))
         gen = compute_feature_map(data, path, out=self._out_path, options=options)
         self.runner.start(
@@ -191,13 +209,14 @@ class FeatureMapWidget(Container):
         )
 
     def _on_progress(self, rec: Progress) -> None:
+        self._live = getattr(rec.payload, "store", None)  # where the tiles go now
         now = time.monotonic()
         if self.store is None or now - self._last_refresh > 0.5:
             self._last_refresh = now
             self.refresh_layers()
 
     def _on_done(self, store: FeatureStore) -> None:
-        self.store = store
+        self.store, self._live, self._out_path = store, None, store.path
         self.refresh_layers()
         done, total = store.progress()
         self.status.value = f"{store.path.name}: {done}/{total} tiles"
@@ -219,8 +238,8 @@ class FeatureMapWidget(Container):
 
     def refresh_layers(self) -> None:
         """Add (or refresh) the lazy layers of the store being written."""
-        try:
-            self.store = FeatureStore(self._out_path)
+        try:  # the store being written (a replacement is built beside the old one)
+            self.store = FeatureStore(self._live or self._out_path)
         except FileNotFoundError:
             return
         st, base = self.store, self._target.name if self._target else "image"

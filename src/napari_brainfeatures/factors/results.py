@@ -54,7 +54,7 @@ KIND = "nmf-factors"
 CLUSTERS_KIND = "cluster-map"
 ATTR = "brainfeatures"
 _SUMMARY = ("k", "solver", "n_rows", "rel_error", "n_iter", "wall_s")
-_TISSUE = ("min_context", "n_edge")  # only with a tissue mask
+_TISSUE = ("min_context", "n_edge", "incomplete")  # only with a tissue mask / when so
 
 
 @dataclass(frozen=True, eq=False)
@@ -364,17 +364,24 @@ def open_factors(path: str | os.PathLike[str]) -> Factors:
         ) from None
 
 
-def open_map(path: str | os.PathLike[str], z: int | None = None, *, flag: str = "z") -> FeatureGrid:
+def open_map(
+    path: str | os.PathLike[str],
+    z: int | None = None,
+    *,
+    flag: str = "z",
+    allow_incomplete: bool = False,
+) -> FeatureGrid:
     """A per-pixel map to cluster: NMF coefficients of a ``factors.zarr``, or features.
 
     Features come from a dense feature store or a plain zarr array (see
-    :meth:`FeatureGrid.open`, which explains ``z`` and ``flag``); a ``factors.zarr``
+    :meth:`FeatureGrid.open`, which explains ``z``, ``flag`` and ``allow_incomplete``:
+    a store with tiles not written is refused unless allowed); a ``factors.zarr``
     gives its coefficients ``(H, W, k)`` on its grid.  ValueError: damaged, naming it.
     """
     if is_factors(path):
         return open_factors(path).coefficient_grid()
     try:
-        return FeatureGrid.open(path, z, flag=flag)
+        return FeatureGrid.open(path, z, flag=flag, allow_incomplete=allow_incomplete)
     except _DAMAGE as err:
         if isinstance(err, ValueError) and str(path) in str(err):
             raise  # ours, naming the store

@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
+from napari_brainfeatures.features.inuse import discard, finish
 from napari_brainfeatures.features.network import model_id
 from napari_brainfeatures.features.options import DenseOptions
 from napari_brainfeatures.features.plan import DenseJob, plan_job
-from napari_brainfeatures.features.store import FeatureStore, done_tiles, mark_complete
+from napari_brainfeatures.features.store import FeatureStore, done_tiles
 from napari_brainfeatures.features.tile import TileWorker
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 from napari_brainfeatures.progress import Progress, ProgressGen
@@ -159,7 +160,8 @@ def compute_feature_map_distributed(
         "config": net.config.to_dict(),
         "state": {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()},
     }
-    todo = [t for t in job.tiles() if t not in done_tiles(out)]
+    built, target = job.path or Path(out), Path(out)
+    todo = [t for t in job.tiles() if t not in done_tiles(built)]
     total, step = job.n_tiles, job.n_tiles - len(todo)
     if step:
         yield Progress(step, total, f"resuming: {step}/{total} tiles already done")
@@ -167,6 +169,7 @@ def compute_feature_map_distributed(
         scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker, timeout=timeout
     )
     futures: list[Any] = []
+    complete = False
     try:
         job_f, weights_f, image_f = client.scatter(
             [job, weights, _Opaque(image)], broadcast=True, hash=False
@@ -183,14 +186,13 @@ def compute_feature_map_distributed(
             yield Progress(
                 step, total, f"tile {step}/{total} (z {done.z})", {"outputs_per_s": rate}, done
             )
+        complete = True
     finally:
         if futures:
             client.cancel(futures)
         client.close()
         if cluster is not None:
             cluster.close()
-    if len(done_tiles(out)) == total:
-        from zarr import open_group
-
-        mark_complete(open_group(out, mode="r+"))
-    return FeatureStore(out)
+        if not complete:  # Cancel or an error: a replacement is dropped, the old store stays
+            discard(built, target)
+    return FeatureStore(finish(built, target, total))

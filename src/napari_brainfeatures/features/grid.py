@@ -71,6 +71,9 @@ class FeatureGrid:
         Where the features come from (a path).
     patch : int, optional
         Patch size of the model that computed the features (image pixels).
+    store : FeatureStore, optional
+        The open store the features are read from (kept: the store is in use, never
+        replaced, while this grid lives; see :mod:`.inuse`).
     """
 
     shape: tuple[int, int]
@@ -82,6 +85,7 @@ class FeatureGrid:
     index: int | None = None
     source: str | None = None
     patch: int | None = None
+    store: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -112,7 +116,13 @@ class FeatureGrid:
 
     @classmethod
     def from_store(
-        cls, store: Any, z: int | None = None, *, pre_relu: bool = False, flag: str = "z"
+        cls,
+        store: Any,
+        z: int | None = None,
+        *,
+        pre_relu: bool = False,
+        flag: str = "z",
+        allow_incomplete: bool = False,
     ) -> FeatureGrid:
         """Slice ``z`` of a dense feature store (a path or a :class:`~.store.FeatureStore`).
 
@@ -126,11 +136,15 @@ class FeatureGrid:
             The pre-ReLU features instead of the post-ReLU ones.
         flag : str
             How messages name ``z`` (``"--z"``, ``"store z index"``).
+        allow_incomplete : bool
+            Read a slice with tiles not written yet (NaN there); default False.
 
         Raises
         ------
         FileNotFoundError
             ``store`` is not a dense feature store.
+        IncompleteStoreError
+            The slice has tiles not written yet (says how many, where, how to resume).
         ValueError
             ``z`` is out of range, or None for a store of several slices.
         """
@@ -142,6 +156,8 @@ class FeatureGrid:
             store = FeatureStore(store)
         f = store.features(pre_relu=pre_relu)  # (Z, C, Y, X) or (C, Y, X)
         index = pick_z(z, 1 if store.is_2d else f.shape[0], store.path, flag)
+        if not allow_incomplete:
+            store.require_complete(index)
         if not store.is_2d:
             f = f[index]  # (C, Y, X)
         origin, step = store.attrs["origin"], store.attrs["step"]  # (z, y, x) each
@@ -154,17 +170,23 @@ class FeatureGrid:
             index=None if store.is_2d else index,
             source=str(store.path),
             patch=store.attrs.get("patch_size"),
+            store=store,
         )
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], z: int | None = None, *, flag: str = "z"
+        cls,
+        path: str | os.PathLike[str],
+        z: int | None = None,
+        *,
+        flag: str = "z",
+        allow_incomplete: bool = False,
     ) -> FeatureGrid:
         """A dense feature store, or a plain zarr array ``(H, W, D)`` / ``(Z, H, W, D)``.
 
         A plain array (or a zarr group holding one named ``features``) lies on the
         image pixel for pixel: origin 0, step 1.  ``z`` and ``flag`` as in
-        :meth:`from_store`.
+        :meth:`from_store`, and so is ``allow_incomplete``.
 
         Raises
         ------
@@ -188,7 +210,7 @@ class FeatureGrid:
                 "STORE.zarr written by 'brainfeatures features' (or a factors.zarr)"
             )
         if _is_feature_store(path):
-            return cls.from_store(path, z, flag=flag)
+            return cls.from_store(path, z, flag=flag, allow_incomplete=allow_incomplete)
         node = zarr.open(path, mode="r")
         arr = node["features"] if isinstance(node, zarr.Group) and "features" in node else node
         if not isinstance(arr, zarr.Array) or arr.ndim not in (3, 4):

@@ -27,7 +27,7 @@ from napari_brainfeatures.features.options import DenseOptions
 from napari_brainfeatures.features.store import prepare
 from napari_brainfeatures.models.cnn import BrainAreaCNN, check_image_dtype, input_scale_for
 
-__all__ = ["DenseJob", "Region", "TileDone", "plan_job"]
+__all__ = ["DenseJob", "Region", "TileDone", "plan_job", "store_name"]
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,16 @@ class TileDone:
     """The part of the store a tile just wrote (a progress payload for live display).
 
     ``index`` is ``(kz, slice_y, slice_x)`` into the store's output grid; ``z`` the
-    image slice; ``pixels`` the image box ``((y0, y1), (x0, x1))`` its outputs sit on.
+    image slice; ``pixels`` the image box ``((y0, y1), (x0, x1))`` its outputs sit on;
+    ``store`` the store written (a hidden sibling of the output while it replaces
+    another job's store: show that one live).
     """
 
     tile: tuple[int, int, int]
     index: tuple[int, slice, slice]
     z: int
     pixels: tuple[tuple[int, int], tuple[int, int]]
+    store: Path | None = None
 
 
 def _range(v: Any, n: int, axis: str) -> tuple[int, int]:
@@ -235,7 +238,7 @@ class DenseJob:
             (y0 + s * sy.start, y0 + s * (sy.stop - 1) + 1),
             (x0 + s * sx.start, x0 + s * (sx.stop - 1) + 1),
         )
-        return TileDone(t, (t[0], sy, sx), z0 + t[0], pix)
+        return TileDone(t, (t[0], sy, sx), z0 + t[0], pix, self.path)
 
     @property
     def class_ids(self) -> np.ndarray:
@@ -299,6 +302,29 @@ class DenseJob:
         return specs
 
 
+def store_name(
+    model: str | Path, *, stride: int, region: Any = None, shape: tuple[int, ...]
+) -> str:
+    """The default file name of a job's store: ``<model>-s<stride>[-z<lo>_<hi>][-r<hash>].zarr``.
+
+    ``z<lo>_<hi>`` is the half-open z range (3-D images); ``r<hash>`` (8 hex digits)
+    appears when the region is a y/x box or a mask, so jobs over other regions get
+    other stores (none is refused as "made by another job").  ``region`` as in
+    :class:`~.options.DenseOptions`; ``shape`` the image's.
+    """
+    shape3 = tuple(shape) if len(shape) == 3 else (1, *shape)
+    ((z0, z1), (y0, y1), (x0, x1)), mask = parse_region(region, shape3)  # type: ignore[arg-type]
+    name = f"{Path(model).stem or 'model'}-s{int(stride)}"
+    if len(shape) == 3:
+        name += f"-z{z0}_{z1}"
+    if mask is not None or (y0, y1, x0, x1) != (0, shape3[1], 0, shape3[2]):
+        key = f"{y0},{y1},{x0},{x1}".encode()
+        if mask is not None:
+            key += np.packbits(mask).tobytes() + str(mask.shape).encode()
+        name += f"-r{hashlib.sha256(key).hexdigest()[:8]}"
+    return name + ".zarr"
+
+
 def plan_job(
     image: Any,
     model: BrainAreaCNN | str | Path,
@@ -353,6 +379,8 @@ def plan_job(
         "torch_version": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    prepare(out, provenance=provenance, arrays=job.array_specs(), overwrite=options.overwrite)
-    job.path = Path(out)
+    # Where the tiles go: ``out``, or a hidden sibling when replacing another job's store.
+    job.path = prepare(
+        out, provenance=provenance, arrays=job.array_specs(), overwrite=options.overwrite
+    )
     return job, model, provenance

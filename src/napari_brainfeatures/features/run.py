@@ -34,10 +34,11 @@ import numpy as np
 import torch
 
 from napari_brainfeatures.features.fcn import DenseCNN, PatchCNN
+from napari_brainfeatures.features.inuse import discard, finish
 from napari_brainfeatures.features.network import load_model
 from napari_brainfeatures.features.options import EDGES, OUTPUTS, DenseOptions
 from napari_brainfeatures.features.plan import Region, TileDone, plan_job
-from napari_brainfeatures.features.store import FeatureStore, done_tiles, mark_complete
+from napari_brainfeatures.features.store import FeatureStore, done_tiles
 from napari_brainfeatures.features.tile import TileWorker, pad_index
 from napari_brainfeatures.models.cnn import BrainAreaCNN
 from napari_brainfeatures.progress import Progress, ProgressGen
@@ -100,8 +101,19 @@ def compute_feature_map(
         An option out of range (the message quotes it), or a region outside the image.
     """
     job, model, _ = plan_job(image, model, out=out, options=DenseOptions.of(options, **kwargs))
+    built = job.path or Path(out)
+    try:
+        yield from _run(job, model, image, built)
+    except BaseException:  # Cancel (GeneratorExit) or an error: a replacement is dropped
+        discard(built, Path(out))
+        raise
+    return FeatureStore(finish(built, Path(out), job.n_tiles))
+
+
+def _run(job: Any, model: BrainAreaCNN, image: Any, built: Path) -> ProgressGen[None]:
+    """Compute and write the tiles not done yet into the store at ``built``."""
     worker = TileWorker(job, model, image)
-    todo = [t for t in job.tiles() if t not in done_tiles(out)]
+    todo = [t for t in job.tiles() if t not in done_tiles(built)]
     total = job.n_tiles
     step = total - len(todo)
     if step:
@@ -133,11 +145,6 @@ def compute_feature_map(
         for _, fut, _ in pending:  # finish (or fail) writes already started, never half-mark
             fut.exception()
         pool.shutdown(wait=True, cancel_futures=True)
-    if len(done_tiles(out)) == total:
-        from zarr import open_group
-
-        mark_complete(open_group(out, mode="r+"))
-    return FeatureStore(out)
 
 
 def measure_padding_deviation(

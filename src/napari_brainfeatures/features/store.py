@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,15 @@ import numpy as np
 import zarr
 
 from napari_brainfeatures.classes import ClassTable
+from napari_brainfeatures.features.inuse import build_path, check_replaceable, register
 
-__all__ = ["FeatureStore", "FeatureStoreError", "StoreMismatchError", "KIND"]
+__all__ = [
+    "FeatureStore",
+    "FeatureStoreError",
+    "IncompleteStoreError",
+    "StoreMismatchError",
+    "KIND",
+]
 
 KIND = "dense-feature-map"
 ATTR = "brainfeatures"
@@ -59,6 +65,14 @@ class StoreMismatchError(FileExistsError):
 
 class FeatureStoreError(ValueError):
     """A feature store whose description or array metadata is damaged (names what)."""
+
+
+class IncompleteStoreError(FeatureStoreError):
+    """A store with tiles not written: ``done`` of ``total`` (the message: where, how to resume)."""
+
+    def __init__(self, message: str, done: int = 0, total: int = 0) -> None:
+        super().__init__(message)
+        self.done, self.total = done, total
 
 
 # array -> (dtype kinds allowed, number of axes)
@@ -162,8 +176,12 @@ def prepare(
     provenance: dict[str, Any],
     arrays: dict[str, tuple[tuple[int, ...], tuple[int, ...], str, Any, tuple[str, ...]]],
     overwrite: bool = False,
-) -> zarr.Group:
+) -> Path:
     """Create a store for a job, or reopen the one it made earlier (to resume).
+
+    Returns where the job writes: ``path``, or -- replacing a store made by another
+    job -- a hidden sibling that :func:`~.inuse.finish` swaps in once every tile is
+    written (the old store stays whole until then).
 
     Parameters
     ----------
@@ -180,6 +198,8 @@ def prepare(
     ------
     StoreMismatchError
         The store exists and was made by another job, and ``overwrite`` is False.
+    StoreInUseError
+        The store to replace is open in this process (:mod:`.inuse`).
     FileExistsError
         ``path`` exists and is not a feature store (never deleted).
     PermissionError
@@ -192,7 +212,7 @@ def prepare(
             old = _provenance(zarr.open_group(path, mode="r"))
             diff = [k for k in JOB_KEYS if old.get(k) != provenance.get(k)]
             if not diff:
-                return zarr.open_group(path, mode="r+")
+                return path
             if not overwrite:
                 details = "; ".join(
                     f"{k}: store {old.get(k)!r} vs now {provenance.get(k)!r}" for k in diff
@@ -201,7 +221,8 @@ def prepare(
                     f"the feature store {str(path)!r} was made by another job ({details:.600}); "
                     "choose a new output path, or pass overwrite=True (--overwrite) to replace it"
                 )
-            shutil.rmtree(path)
+            check_replaceable(path)
+            return _create(build_path(path), provenance, arrays, shown=path)
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
         else:
@@ -209,6 +230,10 @@ def prepare(
                 f"{str(path)!r} exists and is not a feature store; choose another output "
                 "path (it is never deleted, even with overwrite=True)"
             )
+    return _create(path, provenance, arrays, shown=path)
+
+
+def _create(path: Path, provenance: dict[str, Any], arrays: dict[str, Any], *, shown: Path) -> Path:
     try:
         group = zarr.open_group(path, mode="w-")
         for name, (shape, chunks, dtype, fill, dims) in arrays.items():
@@ -223,9 +248,9 @@ def prepare(
         group.attrs[ATTR] = {**provenance, "kind": KIND, "complete": False}
     except OSError as err:
         raise OSError(
-            err.errno, f"could not create the feature store {str(path)!r}: {err.strerror}"
+            err.errno, f"could not create the feature store {str(shown)!r}: {err.strerror}"
         ) from None
-    return group
+    return path
 
 
 def done_tiles(path: str | os.PathLike[str]) -> set[tuple[int, int, int]]:
@@ -287,6 +312,7 @@ class FeatureStore:
         if not _is_feature_store(self.path):
             raise FileNotFoundError(f"{str(self.path)!r} is not a dense feature store")
         self.group = zarr.open_group(self.path, mode="r")
+        register(self)  # in use while this object lives (never replaced meanwhile)
         self.attrs: dict[str, Any] = _provenance(self.group)
         try:
             self._arrays = _check_store(self.group, self.attrs)
@@ -343,6 +369,42 @@ class FeatureStore:
     def progress(self) -> tuple[int, int]:
         """``(tiles done, tiles in all)``."""
         return len(done_tiles(self.path)), int(np.prod(self._arrays["done"].shape))
+
+    def require_complete(self, index: int | None = None) -> None:
+        """Raise :class:`IncompleteStoreError` when tiles are missing (of z index ``index``).
+
+        The message says how many tiles of how many are written, the region, and how
+        to resume: the same job run again writes only the missing tiles.
+        """
+        done = done_tiles(self.path)
+        total = int(np.prod(self._arrays["done"].shape))
+        per_z = total // max(int(self._arrays["done"].shape[0]), 1)
+        have = len(done) if index is None else sum(1 for t in done if t[0] == index)
+        need = total if index is None else per_z
+        if have >= need:
+            return
+        region = self.attrs.get("region") or {}
+        where = ", ".join(
+            f"{a} {region[a][0]}..{region[a][1] - 1}"
+            for a in "zyx"
+            if _ints(region.get(a), (2,), 0)
+        )
+        part = "" if index is None else f" in z index {index} ({len(done)} of {total} in all)"
+        model = (self.attrs.get("model") or {}).get("file") or "MODEL"
+        z = region.get("z") if _ints(region.get("z"), (2,), 0) else None
+        cmd = (
+            f"brainfeatures features {model} {self.attrs.get('image_name') or 'IMAGE'} "
+            f"--out {self.path} --stride {self.stride}" + (f" --z-range {z[0]} {z[1]}" if z else "")
+        )
+        raise IncompleteStoreError(
+            f"the feature store {str(self.path)!r} is incomplete: {have} of {need} tiles "
+            f"written{part}, region {where or 'unknown'}; resume it by running the same job "
+            f"again (finished tiles are kept): `{cmd}` with its other options as before, or "
+            "Run in the Feature maps dock with the same settings; or, knowingly, use it as it "
+            "is (--allow-incomplete: missing tiles are NaN and left out)",
+            have,
+            need,
+        )
 
     def _lazy(self, name: str) -> da.Array:
         if name not in self._arrays:

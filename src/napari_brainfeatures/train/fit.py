@@ -3,9 +3,12 @@
 :func:`train_cnn` is a progress generator (see :mod:`napari_brainfeatures.progress`):
 it yields a record after every batch and, at the end of every epoch, one whose
 ``values`` hold ``train_loss``, ``train_acc``, ``val_loss`` and ``val_acc``.
-Whenever validation accuracy improves, the model is written atomically to
-``checkpoint_path``, so a run that is cancelled (the generator closed) keeps
-the best model so far on disk.
+Whenever validation accuracy improves, the model is written atomically beside
+``checkpoint_path`` (a hidden sibling), and the final model replaces
+``checkpoint_path`` only when training ends: an earlier model there stays whole
+until then, also when the run is killed.  A run that is cancelled (the
+generator closed) or fails keeps the best model so far at ``checkpoint_path``
+when nothing was there before, and otherwise leaves the earlier model in place.
 
 The paper's recipe is Adam (lr 1e-4), cross-entropy and [0, 1] input.  On a
 CPU budget the defaults add what makes the same network learn in a few epochs
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,8 +37,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from napari_brainfeatures._util.leftovers import clean_leftovers, temp_path
 from napari_brainfeatures.classes import ClassTable
-from napari_brainfeatures.models.checkpoint import device_of
+from napari_brainfeatures.models.checkpoint import device_of, model_path
 from napari_brainfeatures.models.cnn import (
     BrainAreaCNN,
     CNNConfig,
@@ -253,6 +258,42 @@ def train_cnn(
         torch.set_num_threads(old_threads)
 
 
+class _Staged:
+    """The best model so far, kept beside ``target`` until training ends (see the module notes).
+
+    It lives in a hidden sibling folder named as a leftover of ``target``
+    (:func:`~napari_brainfeatures._util.leftovers.temp_path`), so that the next
+    save of ``target`` removes it when a killed run left it behind.
+    """
+
+    def __init__(self, target: str | os.PathLike[str] | None) -> None:
+        self.target = None if target is None else model_path(target)
+        self.folder: Path | None = None
+
+    def save(self, model: BrainAreaCNN, classes: ClassTable, meta: dict[str, Any]) -> None:
+        if self.target is None:
+            return
+        if self.folder is None:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            clean_leftovers(self.target)  # what a killed earlier run left beside it
+            self.folder = temp_path(self.target, "partial")
+            self.folder.mkdir()
+        save_cnn(self.folder / self.target.name, model, classes=classes, meta=meta)
+
+    def stop(self) -> None:
+        """Stopped early: the best so far becomes the model only where none was."""
+        if self.target is None or self.folder is None:
+            return
+        best = self.folder / self.target.name
+        if best.exists() and not self.target.exists():
+            os.replace(best, self.target)
+        self.drop()
+
+    def drop(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def _fit(
     train: PatchSet,
     val: PatchSet,
@@ -318,61 +359,69 @@ def _fit(
     history: list[dict[str, float]] = []
     best = {"epoch": 0, "val_acc": -1.0, "val_loss": np.inf}
     best_state, path, stopped, t0 = None, None, False, time.perf_counter()
-    for epoch in range(1, r.epochs + 1):
-        model.train()
-        te = time.perf_counter()
-        order = torch.from_numpy(rng.permutation(len(ys))).to(ys.device)
-        loss_sum, correct = 0.0, 0
-        for b in range(n_batches):
-            idx = order[b * r.batch_size : (b + 1) * r.batch_size]
-            t = ys[idx].to(dev)  # (B,)
-            logits = model(batch(idx))  # (B, K)
-            loss = F.cross_entropy(logits, t, weight=weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == t).sum())
-            step = (epoch - 1) * n_batches + b + 1
-            yield Progress(step, total, f"epoch {epoch}/{r.epochs}, batch {b + 1}/{n_batches}")
-        tr_loss, tr_acc = loss_sum / len(ys), correct / len(ys)
-        if not np.isfinite(tr_loss):
-            raise FloatingPointError(
-                f"training diverged in epoch {epoch} (loss {tr_loss!r}); lower lr (got {r.lr!r})"
+    staged = _Staged(checkpoint_path)
+    try:
+        for epoch in range(1, r.epochs + 1):
+            model.train()
+            te = time.perf_counter()
+            order = torch.from_numpy(rng.permutation(len(ys))).to(ys.device)
+            loss_sum, correct = 0.0, 0
+            for b in range(n_batches):
+                idx = order[b * r.batch_size : (b + 1) * r.batch_size]
+                t = ys[idx].to(dev)  # (B,)
+                logits = model(batch(idx))  # (B, K)
+                loss = F.cross_entropy(logits, t, weight=weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                loss_sum += loss.item() * len(idx)
+                correct += int((logits.argmax(1) == t).sum())
+                step = (epoch - 1) * n_batches + b + 1
+                yield Progress(step, total, f"epoch {epoch}/{r.epochs}, batch {b + 1}/{n_batches}")
+            tr_loss, tr_acc = loss_sum / len(ys), correct / len(ys)
+            if not np.isfinite(tr_loss):
+                raise FloatingPointError(
+                    f"training diverged in epoch {epoch} (loss {tr_loss!r}); "
+                    f"lower lr (got {r.lr!r})"
+                )
+            va_loss, va_acc = _score(model, xv, yv, (scale, mean, std), 64, dev, weight)
+            rec = {
+                "epoch": epoch,
+                "train_loss": tr_loss,
+                "train_acc": tr_acc,
+                "val_loss": va_loss,
+                "val_acc": va_acc,
+                "seconds": time.perf_counter() - te,
+            }
+            history.append({k: float(v) for k, v in rec.items()})
+            improved = va_acc > best["val_acc"] or (
+                va_acc == best["val_acc"] and va_loss < best["val_loss"]
             )
-        va_loss, va_acc = _score(model, xv, yv, (scale, mean, std), 64, dev, weight)
-        rec = {
-            "epoch": epoch,
-            "train_loss": tr_loss,
-            "train_acc": tr_acc,
-            "val_loss": va_loss,
-            "val_acc": va_acc,
-            "seconds": time.perf_counter() - te,
-        }
-        history.append({k: float(v) for k, v in rec.items()})
-        improved = va_acc > best["val_acc"] or (
-            va_acc == best["val_acc"] and va_loss < best["val_loss"]
-        )
-        if improved:
-            best = {"epoch": epoch, "val_acc": va_acc, "val_loss": va_loss}
-            best_state = copy.deepcopy(model.state_dict())
-            meta["training"] = training_record(
-                r, train, val, history, best=best, device=dev, started=t0
+            if improved:
+                best = {"epoch": epoch, "val_acc": va_acc, "val_loss": va_loss}
+                best_state = copy.deepcopy(model.state_dict())
+                meta["training"] = training_record(
+                    r, train, val, history, best=best, device=dev, started=t0
+                )
+                staged.save(deployable(model), classes, meta)
+            msg = f"epoch {epoch}/{r.epochs}: val_acc {va_acc:.3f}" + (
+                " (best)" if improved else ""
             )
-            if checkpoint_path is not None:
-                path = save_cnn(checkpoint_path, deployable(model), classes=classes, meta=meta)
-        msg = f"epoch {epoch}/{r.epochs}: val_acc {va_acc:.3f}" + (" (best)" if improved else "")
-        yield Progress(epoch * n_batches, total, msg, {k: float(v) for k, v in rec.items()})
-        if r.stops(epoch, int(best["epoch"])):
-            stopped = True
-            break
+            yield Progress(epoch * n_batches, total, msg, {k: float(v) for k, v in rec.items()})
+            if r.stops(epoch, int(best["epoch"])):
+                stopped = True
+                break
+    except BaseException:  # Cancel (GeneratorExit) or an error: an earlier model stays
+        staged.stop()
+        raise
     model.load_state_dict(best_state)  # set in epoch 1: any accuracy beats -1
     model = deployable(model.to(memory_format=torch.contiguous_format))
     meta["training"] = training_record(r, train, val, history, best=best, device=dev, started=t0)
     meta["training"]["stopped_early"] = stopped
     if checkpoint_path is not None:
         path = save_cnn(checkpoint_path, model, classes=classes, meta=meta)
+        staged.drop()
     best_epoch, best_acc = int(best["epoch"]), float(best["val_acc"])
     return TrainResult(model.eval(), history, best_epoch, best_acc, meta, path, stopped)
