@@ -62,3 +62,21 @@ def test_tissue_cli_refuses_bad_slices(v3_volume, tmp_path, capsys):
     args = ["tissue", str(v3_volume / "image"), "--workspace", str(tmp_path / "w")]
     assert cli.main([*args, "--slices", "5"]) == 2
     assert "--slices must be in 0..1, got [5]" in capsys.readouterr().err
+
+
+def test_train_cnn_restricts_patches_to_the_workspace_tissue(tmp_path, capsys):
+    from napari_brainfeatures.models.checkpoint import read_header
+
+    vol = tmp_path / "s.zarr"
+    write_microct(vol, shape=(3, 256, 256), seed=4, chunks=(1, 256, 256), version=3)
+    assert cli.main(["tissue", str(vol / "image")]) == 0  # into s.brainfeatures beside it
+    base = ["train-cnn", str(vol / "image"), "--labels", str(vol / "areas"), "--patch-size", "56",
+            "--per-class", "16", "--eval-per-class", "8", "--epochs", "1", "--batch-size", "8",
+            "--device", "cpu", "--threads", "1", "--train-slice", "0", "--val-slice", "1",
+            "--test-slice", "2"]  # fmt: skip
+    assert cli.main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert cli.main([*base, "--out", str(tmp_path / "b"), "--tissue-mask", "none"]) == 0
+    capsys.readouterr()
+    meta_a = read_header(tmp_path / "a.safetensors")["meta"]
+    meta_b = read_header(tmp_path / "b.safetensors")["meta"]
+    assert meta_a["training"]["min_tissue"] == 0.9 and meta_b["training"]["min_tissue"] is None

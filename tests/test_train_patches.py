@@ -309,3 +309,48 @@ def test_painted_classes_and_default_slices():
     lab[[1, 2, 3]] = 1  # the rule's 0 / 2 / 4 are not all painted: the painted ones
     picked = choose_slices(lab)
     assert picked.slices == ([1], [2], [3]) and "painted slices [1, 2, 3]" in picked.how
+
+
+def test_a_tissue_mask_keeps_patches_mostly_in_tissue():
+    img, lab = toy()
+    tissue = np.ones_like(lab)
+    tissue[:, :, 75:] = 0  # a cut face: background on the right, painted over by coarse paint
+    tissue[3] = 0  # slice 3's mask was never computed: not restricted
+    kw = {"patch_size": P, "per_class": 400, "interior": False, "seed": 0}
+    free = sample_patches(img, lab, slices=[0, 3], **kw)
+    held = sample_patches(img, lab, slices=[0, 3], tissue=tissue, min_tissue=0.75, **kw)
+    assert free.min_tissue is None and held.min_tissue == 0.75
+    share = np.array([window(tissue, *c).mean() if c[0] == 0 else 1.0 for c in held.centres])
+    assert (share >= 0.75).all()
+    on0 = held.centres[held.centres[:, 0] == 0]
+    # at most a quarter of the window beyond x = 75: centres at x <= 75 + 16 // 4 - 8
+    assert on0[:, 2].max() <= 71 and on0[:, 2].max() >= 69
+    free0 = free.centres[free.centres[:, 0] == 0]
+    assert free0[:, 2].max() > 75  # without the mask, patches of background are drawn
+    on3 = held.centres[held.centres[:, 0] == 3]
+    assert on3[:, 2].max() > 75  # the uncomputed slice is not restricted
+    assert held.available[4] < free.available[4] and held.available[1] == free.available[1]
+    with pytest.raises(ValueError, match="min_tissue must be"):
+        sample_patches(img, lab, slices=[0], tissue=tissue, min_tissue=0, **kw)
+    with pytest.raises(ValueError, match="tissue mask shape"):
+        sample_patches(img, lab, slices=[0], tissue=tissue[:, :10], **kw)
+
+
+def test_splits_pass_the_tissue_mask_to_every_split():
+    img, lab = toy()
+    tissue = np.ones_like(lab)
+    tissue[:, :, 80:] = 0
+    splits = sample_splits(img, lab, slices=(0, 2, 4), patch_size=P, per_class=30,
+                           eval_per_class=30, tissue=tissue, min_tissue=1.0)  # fmt: skip
+    for ps in (splits.train, splits.val, splits.test):
+        assert ps.min_tissue == 1.0
+        assert (ps.centres[:, 2] + P - P // 2 <= 80).all()
+    # the model file's training record says how the patches were restricted
+    import torch
+
+    from napari_brainfeatures.train.recipe import Recipe, training_record
+
+    best = {"epoch": 1, "val_acc": 0.5, "val_loss": 1.0}
+    rec = training_record(Recipe(epochs=1, batch_size=8, lr=1e-3), splits.train, splits.val, [],
+                          best=best, device=torch.device("cpu"), started=0.0)  # fmt: skip
+    assert rec["min_tissue"] == 1.0

@@ -16,8 +16,10 @@ in tissue whose patch window lies (mostly) in tissue.
    the default) or the log texture (``method="texture"``: a brightness gradient
    across the section does not move it; the result is eroded by a disk of
    ``sigma``, as texture spreads that far past a cut face).  For intensity, the
-   tissue is the side with the larger median texture (``polarity="auto"``), or
-   the brighter / darker side.
+   tissue is the side whose texture is clearly richer (its 90th percentile more
+   than 15 % above the other's; else the brighter side, as tissue absorbs more
+   X-rays than the medium around it) with ``polarity="auto"``, or the brighter /
+   darker side.
 3. **Refuse a split of tissue**: the intensity split is kept only when the
    background side is flat, its median texture below ``flat_ratio`` (0.5) times
    the tissue side's, or when the two sides differ by a step: their median
@@ -176,7 +178,11 @@ def _split(image: np.ndarray, opts: TissueOptions) -> np.ndarray:
     # each side's texture away from the split line (an edge's step shows up as texture there)
     core = [_core(side, 2 * opts.sigma) for side in (bright, ~bright)]
     tex_bright, tex_dark = (float(np.median(tex[c])) for c in core)
-    if opts.polarity == "bright" or (opts.polarity == "auto" and tex_bright >= tex_dark):
+    # which side is tissue: the one whose textured tail (cells, fibres) is clearly richer;
+    # where pixel noise makes the two alike (within 15 %), the brighter (X-ray absorbing) one
+    tail_bright, tail_dark = (float(np.percentile(tex[c], 90)) for c in core)
+    brighter_is_tissue = tail_dark < 1.15 * tail_bright
+    if opts.polarity == "bright" or (opts.polarity == "auto" and brighter_is_tissue):
         tissue, tissue_tex, back_tex = bright, tex_bright, tex_dark
     else:
         tissue, tissue_tex, back_tex = ~bright, tex_dark, tex_bright

@@ -60,6 +60,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         )
         parser.add_argument("--no-augment", action="store_true", help="no flips/rotations/jitter")
         sampling_arg(parser)
+        _tissue_args(parser)
         _split_args(parser)
         parser.add_argument("--seed", type=b.SEED, default=0)
         add_repeat_options(parser)  # training seeds; the patches stay those of --seed
@@ -119,6 +120,43 @@ def sampling_arg(parser: argparse.ArgumentParser) -> None:
         "centred on a painted pixel, 'auto' (default) = interior where the paint allows, "
         "centred for classes painted as thin strokes (scribbles)",
     )
+
+
+def _tissue_args(parser: argparse.ArgumentParser) -> None:
+    from napari_brainfeatures.train import bounds as b
+
+    parser.add_argument(
+        "--tissue-mask",
+        default="auto",
+        metavar="PATH",
+        help="patches only where at least --min-tissue of the window is tissue (non-zero); "
+        "'auto' (default): the workspace's tissue.zarr beside the image when it exists "
+        "(brainfeatures tissue), 'none': no restriction",
+    )
+    parser.add_argument(
+        "--min-tissue", type=b.PROBABILITY, default=0.9, help="(default %(default)s)"
+    )
+
+
+def _tissue(args: argparse.Namespace, shape: tuple[int, ...], show: Any) -> dict[str, Any]:
+    """``tissue`` and ``min_tissue`` for the sampling, from ``--tissue-mask``."""
+    from napari_brainfeatures.io.volume import open_volume
+    from napari_brainfeatures.workspace import default_workspace_path
+
+    path = args.tissue_mask
+    if path == "auto":
+        found = default_workspace_path(args.image) / "tissue.zarr"
+        path = str(found) if found.exists() else "none"
+    if path == "none":
+        return {}
+    show(Progress(0, None, f"patches restricted to tissue: {path} (>= {args.min_tissue:.0%})"))
+    mask = open_volume(path).data
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(
+            f"--tissue-mask {path!r} has shape {tuple(mask.shape)!r}, the image "
+            f"{tuple(shape)!r}; compute it on this volume (brainfeatures tissue)"
+        )
+    return {"tissue": mask, "min_tissue": args.min_tissue}
 
 
 def check_slices(option: str, zs: list[int] | None, n_z: int) -> None:
@@ -304,6 +342,7 @@ def _sample(args: argparse.Namespace, image: Any, labels: Any, table: Any, voxel
         check_slices("--split-slice", [args.split_slice], image.shape[0])
     opts = {"patch_size": args.patch_size, "per_class": args.per_class, "seed": args.seed}
     opts |= {"eval_per_class": args.eval_per_class, "interior": SAMPLING[args.sampling]}
+    opts |= _tissue(args, image.shape, show)
     plan = plan_splits(
         image, labels, split=args.split, slices=given, split_mask=args.split_mask,
         split_slice=args.split_slice, guard=args.guard, folds=args.folds, classes=table,

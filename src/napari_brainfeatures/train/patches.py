@@ -12,7 +12,10 @@ only their centre labelled.  A class painted only as thin strokes (scribbles),
 where no patch fits inside the paint, gets training patches centred on its
 painted pixels instead, with a warning that says what the paint offers
 (``interior="auto"``).  Every patch lies fully inside the image, and inside
-``within`` (a split's region of one section) when given.
+``within`` (a split's region of one section) when given.  With a tissue mask
+(``tissue``, e.g. the workspace's ``tissue.zarr``), every patch has at least
+``min_tissue`` (default :data:`MIN_TISSUE`, 90 %) of its window in tissue, so
+coarse paint that spills over a cut face or the pia trains no patch of background.
 
 The paper's train / validation / test protocol (:func:`~.splits.sample_splits`,
 :func:`~.splits.split_slices`) is in :mod:`napari_brainfeatures.train.splits`.
@@ -20,6 +23,7 @@ The paper's train / validation / test protocol (:func:`~.splits.sample_splits`,
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,12 +36,16 @@ from napari_brainfeatures.classes import ClassTable, default_table
 from napari_brainfeatures.train.bounds import PATCH_SIZE, PER_CLASS, SEED, as_slices
 from napari_brainfeatures.train.windows import (
     MIN_PAINTED,
+    box_sum,
     inside_class,
     paint_report,
     within_mask,
 )
 
-__all__ = ["PatchSet", "sample_patches"]
+__all__ = ["MIN_TISSUE", "PatchSet", "sample_patches"]
+
+#: Least share of a patch window in tissue when a tissue mask is given.
+MIN_TISSUE = 0.9
 
 
 @dataclass
@@ -61,6 +69,9 @@ class PatchSet:
     centred : tuple of int
         Classes whose training patches are centred on painted pixels because
         no patch fits inside their paint (``interior="auto"``).
+    min_tissue : float or None
+        The least share of each window in tissue, when a tissue mask restricted
+        the patches (None: no mask).
     """
 
     patches: NDArray[Any]
@@ -70,6 +81,7 @@ class PatchSet:
     interior: bool = False
     available: dict[int, int] = field(default_factory=dict)
     centred: tuple[int, ...] = ()
+    min_tissue: float | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -113,6 +125,7 @@ class PatchSet:
             self.interior,
             dict(self.available),
             self.centred,
+            self.min_tissue,
         )
 
 
@@ -174,6 +187,8 @@ def sample_patches(
     skip_missing: bool = False,
     within: Any = None,
     min_painted: float = MIN_PAINTED,
+    tissue: Any = None,
+    min_tissue: float = MIN_TISSUE,
 ) -> PatchSet:
     """Draw up to ``per_class`` patches of each class from the given z-slices.
 
@@ -213,6 +228,13 @@ def sample_patches(
     min_painted : float
         The inside rule's share of a window painted with its class (the rest
         unpainted, no other class); default 0.99; 1.0 is the strict rule.
+    tissue : array-like, the image's shape, optional
+        A tissue mask (non-zero: tissue; numpy, zarr or dask, only the listed
+        slices are read).  Every patch then has at least ``min_tissue`` of its
+        window in tissue.  A slice whose mask is all zero (never computed) is
+        not restricted.  None (default): no restriction.
+    min_tissue : float
+        In (0, 1]; default :data:`MIN_TISSUE` (0.9).
 
     Returns
     -------
@@ -232,6 +254,8 @@ def sample_patches(
         raise ValueError(f"interior must be True, False or 'auto', got {interior!r}")
     if not 0.5 <= float(min_painted) <= 1.0:
         raise ValueError(f"min_painted must be in 0.5..1, got {min_painted!r}")
+    if isinstance(min_tissue, bool) or not 0.0 < float(min_tissue) <= 1.0:
+        raise ValueError(f"min_tissue must be a share of the window in (0, 1], got {min_tissue!r}")
     zs = _as_slices(slices)
     if len(set(zs)) != len(zs):
         raise ValueError(f"slices must be distinct, got {zs!r}")
@@ -263,6 +287,19 @@ def sample_patches(
     if within is not None:
         region_ok = within_mask(_region(within, (h, w)), p)
         clean = {z: region_ok if v is None else v & region_ok for z, v in clean.items()}
+    if tissue is not None:
+        if tuple(tissue.shape) != tuple(image.shape):
+            raise ValueError(
+                f"tissue mask shape {tuple(tissue.shape)!r} differs from image shape "
+                f"{tuple(image.shape)!r}; compute the mask on this volume (brainfeatures tissue)"
+            )
+        need = math.ceil(float(min_tissue) * p * p - 1e-9)
+        for z in zs:
+            mask = _read_slice(tissue, z) != 0
+            if mask.any():  # an all-zero slice was never computed: not restricted
+                ok = box_sum(mask, p) >= need
+                clean[z] = ok if clean[z] is None else clean[z] & ok
+        region += f" with {float(min_tissue):.0%} of the patch in tissue"
 
     # Candidate centres per class and slice: flat indices into the (H-P+1, W-P+1) corner grid.
     def candidates(c: int, inner: bool) -> list[tuple[int, NDArray[np.int64]]]:
@@ -311,7 +348,7 @@ def sample_patches(
         )
     elif empty:
         where = "entirely inside" if interior is True else "centred in"
-        nan = any(v is not None for v in clean.values())
+        nan = np.dtype(image.dtype).kind == "f" and any(v is not None for v in clean.values())
         raise ValueError(
             f"no {p}x{p} patch {'free of NaN pixels ' if nan else ''}fits {where} class(es) "
             f"{empty!r} on slices {zs!r}{region}; "
@@ -359,6 +396,7 @@ def sample_patches(
         bool(interior) and not centred,
         available,
         tuple(centred),
+        None if tissue is None else float(min_tissue),
     )
 
 

@@ -266,6 +266,8 @@ def training_record(
         },
         # classes painted as strokes: training patches centred on the paint, not inside it
         "centred_classes": [int(c) for c in train.centred],
+        # the least share of a patch in tissue (None: no tissue mask restricted the patches)
+        "min_tissue": train.min_tissue,
         "device": str(device),
         "wall_s": round(time.perf_counter() - started, 3),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

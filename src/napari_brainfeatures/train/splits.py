@@ -204,6 +204,8 @@ def iter_sample_splits(
     interior: bool | str = "auto",
     warn: bool = True,
     split_map: SplitMap | None = None,
+    tissue: Any = None,
+    min_tissue: float | None = None,
 ) -> ProgressGen[Splits]:
     """Training (interior), validation and test (unrestricted) patches from disjoint slices.
 
@@ -237,6 +239,9 @@ def iter_sample_splits(
         split samples slice ``split_map.z``, each patch inside its split's
         region (``slices`` is then ignored).  Classes with no painted pixel in
         the training region are left out, with a warning.
+    tissue, min_tissue : optional
+        A tissue mask restricting every split's patches (see
+        :func:`~.patches.sample_patches`; ``min_tissue`` default 0.9).
 
     Yields
     ------
@@ -275,6 +280,9 @@ def iter_sample_splits(
     n_eval = eval_per_class if eval_per_class is not None else max(1, per_class // 2)
     kw: dict[str, Any] = {"patch_size": patch_size, "per_class": per_class, "interior": interior}
     kw["classes"] = classes
+    if tissue is not None:
+        kw["tissue"] = tissue
+        kw |= {} if min_tissue is None else {"min_tissue": min_tissue}
     out: list[PatchSet] = []
     warned: list[str] = []
     for i, (name, zs) in enumerate(zip(("training", "validation", "test"), sets, strict=True)):
