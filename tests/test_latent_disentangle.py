@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import special_ortho_group
 
-from napari_brainfeatures.latent.disentangle import discretize, mutual_info_gap
+from napari_brainfeatures.latent.disentangle import discretize, impact_scores, mutual_info_gap
 
 
 @pytest.fixture
@@ -74,3 +74,14 @@ def test_discretize_equal_frequency_and_ties():
 def test_bad_input_is_refused(codes, factors, kw, match):
     with pytest.raises(ValueError, match=match):
         mutual_info_gap(codes, factors, **kw)
+
+
+def test_impact_scores_over_all_and_active_latents():
+    impact = np.array([[1.0, 0.0, 0.2], [0.0, 1.0, 0.2]])  # latent 2: spurious impact, unused
+    res = impact_scores(impact, np.array([True, True, False]))
+    assert res["disentanglement_active"] == float("inf")  # the two used latents: one ROI each
+    assert res["disentanglement"] < 10 and res["active"] == 2
+    assert impact_scores(impact, np.zeros(3, bool))["disentanglement_active"] is None
+    assert set(impact_scores(impact)) == {"disentanglement"}
+    with pytest.raises(ValueError, match="one entry per latent"):
+        impact_scores(impact, np.ones(2, bool))

@@ -227,7 +227,7 @@ def _latent(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
             row["active_latents"] = len(report["active_latents"])
         if "receptive" in report:
             for key in ("disentanglement", "disentanglement_active"):
-                row[key] = report["receptive"][key]
+                row[key] = report["receptive"].get(key)
         for key, value in report.get("quality", {}).items():
             if isinstance(value, float):
                 row[key] = value
@@ -271,6 +271,7 @@ def _report(
 ) -> dict[str, Any]:  # fmt: skip
     """One model's traversal, projective and receptive fields and quality, into ``out``."""
     from napari_brainfeatures.latent.codes import active_units
+    from napari_brainfeatures.latent.disentangle import impact_scores
 
     report: dict[str, Any] = {"model_type": meta.get("model_type")}
     codes = model.encode(clean)  # (N, L)
@@ -284,11 +285,10 @@ def _report(
         report["projective"] = _projective(model, codes.mean(0), args, out, printer)
     if "receptive" in args.what:
         report["receptive"] = _receptive(model, clean, pop, args, out, printer)
-        active = report.get("active_latents")
-        impact = np.asarray(report["receptive"]["impact"])
-        report["receptive"]["disentanglement_active"] = (  # the paper's score, used latents only
-            _score(impact[:, active]) if active else None
-        )
+        if "active_latents" in report:  # the paper's score over the latents the model uses
+            active = np.isin(np.arange(len(codes[0])), report["active_latents"])
+            scores = impact_scores(report["receptive"]["impact"], active)
+            report["receptive"]["disentanglement_active"] = scores["disentanglement_active"]
     if "quality" in args.what:
         report["quality"] = _quality(model, images, clean, pop, codes, printer, out)
     return report
@@ -396,9 +396,3 @@ def _quality(
         # a standard measure on the known factors, blind to unused latents
         q["mig"] = mutual_info_gap(codes, pop["factors"], factor_names=pop["factor_names"])["mig"]
     return q
-
-
-def _score(impact: np.ndarray) -> float:
-    from napari_brainfeatures.latent.explore import disentanglement_score
-
-    return disentanglement_score(impact)

@@ -20,7 +20,7 @@ _EXPORTS = {
         "ReceptiveFields receptive_fields gaussian_kl impact_covariance disentanglement_score"
     ),
     "metrics": "steerable_filters cw_ssim pca_frechet_distance frechet_distance",
-    "disentangle": "discretize mutual_information mutual_info_gap",
+    "disentangle": "discretize mutual_information mutual_info_gap impact_scores",
     "repeats": (
         "REPEATS Spread parse_seeds seeded_path iter_repeats fit_latent_repeats summarise "
         "seeds_agreeing"

@@ -39,7 +39,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.stats import rankdata
 from sklearn.metrics import mutual_info_score
 
-__all__ = ["discretize", "mutual_information", "mutual_info_gap"]
+__all__ = ["discretize", "mutual_information", "mutual_info_gap", "impact_scores"]
 
 
 def discretize(x: ArrayLike, *, bins: int = 20) -> NDArray[np.intp]:
@@ -143,6 +143,36 @@ def mutual_info_gap(
         "n_factors": int(scored.size),
         "bins": int(bins),
     }
+
+
+def impact_scores(impact: ArrayLike, active: ArrayLike | None = None) -> dict[str, Any]:
+    """The paper's score over all latents and over the active ones, side by side.
+
+    Parameters
+    ----------
+    impact : array (R, L)
+        A receptive-field impact matrix (:func:`~.explore.receptive_fields`).
+    active : bool array (L,), optional
+        Which latents vary over the population (:func:`~.codes.active_units`).
+
+    Returns
+    -------
+    dict
+        ``disentanglement`` (:func:`~.explore.disentanglement_score` over all
+        L latents) and, with ``active``, ``disentanglement_active`` (over the
+        active latents only; None when none is active) and ``active`` (their count).
+    """
+    from napari_brainfeatures.latent.explore import disentanglement_score
+
+    m = np.asarray(impact, dtype=np.float64)
+    out: dict[str, Any] = {"disentanglement": disentanglement_score(m)}
+    if active is not None:
+        a = np.asarray(active, dtype=bool)
+        if a.shape != (m.shape[1],):
+            raise ValueError(f"active must have one entry per latent ({m.shape[1]}), got {a.shape}")
+        out["disentanglement_active"] = disentanglement_score(m[:, a]) if a.any() else None
+        out["active"] = int(a.sum())
+    return out
 
 
 def _check(codes: ArrayLike, factors: ArrayLike) -> tuple[NDArray[Any], NDArray[Any]]:
