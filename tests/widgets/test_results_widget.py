@@ -207,7 +207,7 @@ def test_browser_lists_the_workspace_and_opens_maps_where_they_were(kept, qtbot)
     w.select(evaluation)
     w.open_button.clicked.emit()
     assert w.preview.column_headers[0] == "class" and not w.figure.pixmap().isNull()
-    assert "table per_class.csv" in w.status.value
+    assert w.status.value == "evaluation: no maps; table per_class.csv"
 
 
 def test_browser_restores_the_list_for_a_reopened_volume_and_follows_new_results(kept, qtbot):

@@ -22,7 +22,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QPixmap
-from qtpy.QtWidgets import QAbstractItemView, QLabel
+from qtpy.QtWidgets import QAbstractItemView, QLabel, QSizePolicy
 
 from napari_brainfeatures._widgets import results_keep
 from napari_brainfeatures._widgets._common import (
@@ -104,6 +104,8 @@ class ResultsWidget(Container):
             self.image, self.table, buttons, self.format, self.export_dir, self.export_button,
             self.status, self.preview,
         ])  # fmt: skip
+        policy = QSizePolicy.Policy
+        self.status.native.setSizePolicy(policy.Expanding, policy.Preferred)  # full width
         self.figure = QLabel()
         self.figure.setAlignment(Qt.AlignmentFlag.AlignCenter)
         insert_after(self, self.preview, self.figure)
@@ -224,9 +226,8 @@ class ResultsWidget(Container):
                 pix.scaledToWidth(PREVIEW_PX, Qt.TransformationMode.SmoothTransformation)
             )
         what = f"{len(shown)} layer(s)" if shown else "no maps"
-        say_file(
-            self.status, f"{e.kind} {{}}: {what}" + (f", table {table}" if table else ""), e.path
-        )
+        self.status.value = f"{e.kind}: {what}" + (f"; table {table}" if table else "")
+        self.status.tooltip = str(e.path)  # the folder: its name is long
 
     def _add_map(self, m: MapLayer, e: Entry) -> list[Any]:
         meta = {OWNER_KEY: OWNER, "brainfeatures_result": str(e.path)}
