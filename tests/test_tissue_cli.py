@@ -74,9 +74,16 @@ def test_train_cnn_restricts_patches_to_the_workspace_tissue(tmp_path, capsys):
             "--per-class", "16", "--eval-per-class", "8", "--epochs", "1", "--batch-size", "8",
             "--device", "cpu", "--threads", "1", "--train-slice", "0", "--val-slice", "1",
             "--test-slice", "2"]  # fmt: skip
-    assert cli.main([*base, "--out", str(tmp_path / "a")]) == 0
+    real_scan = ["--gradient", "0.5", "--local-contrast", "0.25", "--rotate", "1"]
+    assert cli.main([*base, "--out", str(tmp_path / "a"), *real_scan]) == 0
     assert cli.main([*base, "--out", str(tmp_path / "b"), "--tissue-mask", "none"]) == 0
     capsys.readouterr()
     meta_a = read_header(tmp_path / "a.safetensors")["meta"]
     meta_b = read_header(tmp_path / "b.safetensors")["meta"]
     assert meta_a["training"]["min_tissue"] == 0.9 and meta_b["training"]["min_tissue"] is None
+    assert (meta_a["intensity_gradient"], meta_a["local_contrast"], meta_a["rotate"]) == (
+        0.5,
+        0.25,
+        1,
+    )
+    assert (meta_b["intensity_gradient"], meta_b["local_contrast"], meta_b["rotate"]) == (0, 0, 0.5)

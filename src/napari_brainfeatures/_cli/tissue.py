@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -106,3 +107,42 @@ def run(name: str, args: argparse.Namespace) -> int:
         out["replaced_edited"] = edited
     print(json.dumps(out))
     return 0
+
+
+def tissue_args(parser: argparse.ArgumentParser) -> None:
+    """``--tissue-mask`` and ``--min-tissue`` of ``train-cnn``."""
+    from napari_brainfeatures.train import bounds as b
+
+    parser.add_argument(
+        "--tissue-mask",
+        default="auto",
+        metavar="PATH",
+        help="patches only where at least --min-tissue of the window is tissue (non-zero); "
+        "'auto' (default): the workspace's tissue.zarr beside the image when it exists "
+        "(brainfeatures tissue), 'none': no restriction",
+    )
+    parser.add_argument(
+        "--min-tissue", type=b.PROBABILITY, default=0.9, help="(default %(default)s)"
+    )
+
+
+def tissue_sampling(args: argparse.Namespace, shape: tuple[int, ...], show: Any) -> dict[str, Any]:
+    """``tissue`` and ``min_tissue`` for ``train-cnn``'s sampling, from ``--tissue-mask``."""
+    from napari_brainfeatures.io.volume import open_volume
+    from napari_brainfeatures.progress import Progress
+    from napari_brainfeatures.workspace import default_workspace_path
+
+    path = args.tissue_mask
+    if path == "auto":
+        found = default_workspace_path(args.image) / "tissue.zarr"
+        path = str(found) if found.exists() else "none"
+    if path == "none":
+        return {}
+    show(Progress(0, None, f"patches restricted to tissue: {path} (>= {args.min_tissue:.0%})"))
+    mask = open_volume(path).data
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(
+            f"--tissue-mask {path!r} has shape {tuple(mask.shape)!r}, the image "
+            f"{tuple(shape)!r}; compute it on this volume (brainfeatures tissue)"
+        )
+    return {"tissue": mask, "min_tissue": args.min_tissue}

@@ -22,6 +22,7 @@ import numpy as np
 
 from napari_brainfeatures._cli import progress_printer
 from napari_brainfeatures._cli.latent import add_repeat_options, check_outputs, repeat_seeds
+from napari_brainfeatures._cli.tissue import tissue_args, tissue_sampling
 from napari_brainfeatures.latent.repeats import seeded_path
 from napari_brainfeatures.progress import Progress
 from napari_brainfeatures.progress import run as run_gen
@@ -59,8 +60,10 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
             "paddings 1,1,0,0 and 3-channel input",
         )
         parser.add_argument("--no-augment", action="store_true", help="no flips/rotations/jitter")
+        for flag, default, what in AUGMENT_OPTIONS:
+            parser.add_argument(flag, type=b.PROBABILITY, default=default, help=what)
         sampling_arg(parser)
-        _tissue_args(parser)
+        tissue_args(parser)
         _split_args(parser)
         parser.add_argument("--seed", type=b.SEED, default=0)
         add_repeat_options(parser)  # training seeds; the patches stay those of --seed
@@ -100,6 +103,11 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 SAMPLING = {"auto": "auto", "interior": True, "centre": False}
+AUGMENT_OPTIONS = (  # (flag, default, help): probabilities per training patch
+    ("--rotate", 0.5, "rotation by any angle (default %(default)s)"),
+    ("--gradient", 0.0, "a smooth brightness gradient across the patch (default 0: off)"),
+    ("--local-contrast", 0.0, "smooth local contrast changes (default 0: off)"),
+)
 TRAIN_OPTIONS = (  # (flag, its range in train.bounds, help)
     ("--per-class", "PER_CLASS", "training patches per class"),
     ("--eval-per-class", "PER_CLASS", "validation and test patches per class"),
@@ -120,43 +128,6 @@ def sampling_arg(parser: argparse.ArgumentParser) -> None:
         "centred on a painted pixel, 'auto' (default) = interior where the paint allows, "
         "centred for classes painted as thin strokes (scribbles)",
     )
-
-
-def _tissue_args(parser: argparse.ArgumentParser) -> None:
-    from napari_brainfeatures.train import bounds as b
-
-    parser.add_argument(
-        "--tissue-mask",
-        default="auto",
-        metavar="PATH",
-        help="patches only where at least --min-tissue of the window is tissue (non-zero); "
-        "'auto' (default): the workspace's tissue.zarr beside the image when it exists "
-        "(brainfeatures tissue), 'none': no restriction",
-    )
-    parser.add_argument(
-        "--min-tissue", type=b.PROBABILITY, default=0.9, help="(default %(default)s)"
-    )
-
-
-def _tissue(args: argparse.Namespace, shape: tuple[int, ...], show: Any) -> dict[str, Any]:
-    """``tissue`` and ``min_tissue`` for the sampling, from ``--tissue-mask``."""
-    from napari_brainfeatures.io.volume import open_volume
-    from napari_brainfeatures.workspace import default_workspace_path
-
-    path = args.tissue_mask
-    if path == "auto":
-        found = default_workspace_path(args.image) / "tissue.zarr"
-        path = str(found) if found.exists() else "none"
-    if path == "none":
-        return {}
-    show(Progress(0, None, f"patches restricted to tissue: {path} (>= {args.min_tissue:.0%})"))
-    mask = open_volume(path).data
-    if tuple(mask.shape) != tuple(shape):
-        raise ValueError(
-            f"--tissue-mask {path!r} has shape {tuple(mask.shape)!r}, the image "
-            f"{tuple(shape)!r}; compute it on this volume (brainfeatures tissue)"
-        )
-    return {"tissue": mask, "min_tissue": args.min_tissue}
 
 
 def check_slices(option: str, zs: list[int] | None, n_z: int) -> None:
@@ -342,7 +313,7 @@ def _sample(args: argparse.Namespace, image: Any, labels: Any, table: Any, voxel
         check_slices("--split-slice", [args.split_slice], image.shape[0])
     opts = {"patch_size": args.patch_size, "per_class": args.per_class, "seed": args.seed}
     opts |= {"eval_per_class": args.eval_per_class, "interior": SAMPLING[args.sampling]}
-    opts |= _tissue(args, image.shape, show)
+    opts |= tissue_sampling(args, image.shape, show)
     plan = plan_splits(
         image, labels, split=args.split, slices=given, split_mask=args.split_mask,
         split_slice=args.split_slice, guard=args.guard, folds=args.folds, classes=table,
@@ -358,11 +329,12 @@ def _fit(args: argparse.Namespace, splits: Any, out: Path, voxel: Any, show: Any
 
     if seed is not None:
         args, out = argparse.Namespace(**{**vars(args), "seed": seed}), seeded_path(out, seed)
-    keys = ("epochs", "batch_size", "lr", "device", "seed")
+    keys = ("epochs", "batch_size", "lr", "device", "seed", "rotate", "gradient")
     ev, result = run_gen(
         fit_and_test(splits, out, variant=args.variant, tta=not args.no_tta, augment=not
                      args.no_augment, patience=args.patience or None, voxel_size=voxel,
-                     num_threads=args.threads, **{k: getattr(args, k) for k in keys}),
+                     num_threads=args.threads, contrast=args.local_contrast,
+                     **{k: getattr(args, k) for k in keys}),
         show,
     )  # fmt: skip
     return ev, result, splits

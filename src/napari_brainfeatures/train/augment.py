@@ -1,12 +1,17 @@
 """Training augmentation: flips, rotation, border mixing, intensity jitter and noise.
 
 :func:`augment_batch` is what :func:`~napari_brainfeatures.train.fit.train_cnn`
-applies to every training batch: a random rotation (:func:`random_rotation`),
+applies to every training batch: a random rotation (:func:`random_rotation`: any
+angle, with the flips; fibre orientation varies continuously in real tissue),
 "border mixing" (:func:`border_mix`: another patch beyond a random straight
 line, so interior training patches prepare the network for the boundary
 patches of validation and test), the 8 flips/rotations of the square, and
 contrast/brightness jitter and noise scaled to the data's own intensity range
-(:func:`intensity_range`; clipped to :func:`value_range`).
+(:func:`intensity_range`; clipped to :func:`value_range`).  Two more are for
+real scans, off by default: a smooth brightness gradient across the field
+(:func:`intensity_gradient`: a scan brighter at its top and bottom) and local
+contrast changes (:func:`local_contrast`: staining and density that vary
+across a section).
 """
 
 from __future__ import annotations
@@ -15,7 +20,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-__all__ = ["augment_batch", "border_mix", "intensity_range", "random_rotation", "value_range"]
+__all__ = [
+    "augment_batch", "border_mix", "intensity_gradient", "intensity_range", "local_contrast",
+    "random_rotation", "value_range",
+]  # fmt: skip
+
+GRADIENT_SPAN = 0.08  # largest brightness change across a patch, a fraction of the range
+CONTRAST_SPAN = 0.3  # local contrast gains lie in 1 -+ this
+_CONTRAST_GRID = 3  # control points per side of the smooth contrast field
 
 
 def border_mix(x: torch.Tensor, generator: torch.Generator, *, p: float = 0.5) -> torch.Tensor:
@@ -75,6 +87,57 @@ def random_rotation(x: torch.Tensor, generator: torch.Generator, *, p: float = 0
     return out
 
 
+def _chosen(b: int, p: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return (torch.rand(b, generator=generator) < p).to(device)  # (B,)
+
+
+def intensity_gradient(
+    x: torch.Tensor, generator: torch.Generator, *, p: float = 0.5, span: float = 1.0
+) -> torch.Tensor:
+    """Add a smooth brightness gradient across some patches (a scan's uneven illumination).
+
+    A ramp along a random direction, linear or bent (brighter at both ends, as a
+    section brighter at its top and bottom than in its middle), changing the
+    brightness by up to :data:`GRADIENT_SPAN` of ``span`` across the patch.
+    ``x``: ``(B, C, P, P)``; probability ``p`` per patch.
+    """
+    b, pp = x.shape[0], x.shape[-1]
+    if p <= 0 or b == 0:
+        return x
+    r = torch.rand(b, 4, generator=generator).to(x.device, x.dtype)  # (B, 4)
+    use = _chosen(b, p, generator, x.device)
+    c = torch.linspace(-1.0, 1.0, pp, device=x.device, dtype=x.dtype)  # (P,)
+    theta = 2 * torch.pi * r[:, 0]
+    t = (
+        theta.cos()[:, None, None] * c[None, :, None]
+        + theta.sin()[:, None, None] * c[None, None, :]
+    )
+    t = t / np.sqrt(2.0)  # (B, P, P) in [-1, 1]
+    bent = (r[:, 1] < 0.5)[:, None, None]
+    ramp = torch.where(bent, 2 * t * t - 0.5, t)  # (B, P, P)
+    amp = span * GRADIENT_SPAN * (2 * r[:, 2] - 1) * use  # (B,)
+    return x + (amp[:, None, None] * ramp)[:, None]  # (B, C, P, P)
+
+
+def local_contrast(x: torch.Tensor, generator: torch.Generator, *, p: float = 0.5) -> torch.Tensor:
+    """Scale the contrast of some patches by a smooth field of gains in 1 -+ 0.3.
+
+    The gains are bilinear between a 3 x 3 grid of random values, applied about
+    each patch's mean, so the contrast changes gently across the patch.
+    ``x``: ``(B, C, P, P)``; probability ``p`` per patch.
+    """
+    b, pp = x.shape[0], x.shape[-1]
+    if p <= 0 or b == 0:
+        return x
+    g = _CONTRAST_GRID
+    grid = torch.rand(b, 1, g, g, generator=generator).to(x.device, x.dtype)  # (B, 1, g, g)
+    use = _chosen(b, p, generator, x.device)[:, None, None, None]
+    gain = 1 + CONTRAST_SPAN * (2 * grid - 1)
+    field = F.interpolate(gain, size=(pp, pp), mode="bilinear", align_corners=True)  # (B,1,P,P)
+    mean = x.mean(dim=(-1, -2, -3), keepdim=True)  # (B, 1, 1, 1)
+    return torch.where(use, mean + (x - mean) * field, x)
+
+
 def intensity_range(patches: np.ndarray, scale: float) -> tuple[float, float]:
     """The intensity scale ``(lo, hi)`` of raw patches, in network units (after ``scale``).
 
@@ -118,6 +181,8 @@ def augment_batch(
     rotate: float = 0.0,
     intensity: tuple[float, float] = (0.0, 1.0),
     clip: tuple[float, float] | None = None,
+    gradient: float = 0.0,
+    contrast: float = 0.0,
 ) -> torch.Tensor:
     """Rotation, border mixing, a random dihedral transform, contrast/brightness jitter, noise.
 
@@ -127,7 +192,10 @@ def augment_batch(
     Contrast ±10 % about the range's middle, brightness ±5 % and noise sd up
     to 3 % of its span.  Randomness comes from
     ``generator`` (a CPU generator).  ``mix`` is the probability of
-    :func:`border_mix` per patch, ``rotate`` that of :func:`random_rotation`.
+    :func:`border_mix` per patch, ``rotate`` that of :func:`random_rotation`,
+    ``gradient`` that of :func:`intensity_gradient` and ``contrast`` that of
+    :func:`local_contrast` (both default 0: off; with them off the random draws,
+    and so the patches, are those of earlier versions).
     """
     x = random_rotation(x, generator, p=rotate)
     x = border_mix(x, generator, p=mix)
@@ -146,4 +214,7 @@ def augment_batch(
     sigma = span * (0.03 * r[:, 5])[:, None, None, None]  # noise sd up to 3 % of the span
     noise = torch.randn(x.shape, generator=generator).to(x.device)  # (B, C, P, P)
     bottom, top = clip if clip is not None else (lo, hi)
-    return ((x - mid) * gain + mid + shift + sigma * noise).clamp_(bottom, top)
+    x = (x - mid) * gain + mid + shift + sigma * noise
+    x = local_contrast(x, generator, p=contrast)
+    x = intensity_gradient(x, generator, p=gradient, span=span)
+    return x.clamp_(bottom, top)

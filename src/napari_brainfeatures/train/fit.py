@@ -155,6 +155,8 @@ def train_cnn(
     standardise: bool | None = None,
     mix: float = 0.8,
     rotate: float = 0.5,
+    gradient: float = 0.0,
+    contrast: float = 0.0,
     schedule: str = "cosine",
     init: str = "he",
     patience: int | None = DEFAULTS["patience"],
@@ -191,6 +193,10 @@ def train_cnn(
     rotate : float
         With ``augment``, the probability that a training patch is rotated by
         a random angle (:func:`random_rotation`); default 0.5, 0 off.
+    gradient, contrast : float
+        With ``augment``, the probabilities of a smooth brightness gradient
+        (:func:`~.augment.intensity_gradient`) and of local contrast changes
+        (:func:`~.augment.local_contrast`) per patch; default 0 (off).
     standardise : bool, optional
         Train on ``(x - mean) / std`` of the training patches (much faster
         learning on low-contrast micro-CT), then fold it into the first
@@ -241,6 +247,8 @@ def train_cnn(
         standardise=config.paddings[0] == 0 if standardise is None else bool(standardise),
         mix=mix,
         rotate=rotate,
+        gradient=gradient,
+        contrast=contrast,
         schedule=schedule,
         init=init,
         patience=patience,
@@ -350,7 +358,8 @@ def _fit(
         """The raw training patches ``idx`` as the network trains on them."""
         x = xs[idx].to(dev, non_blocking=True).float().mul_(scale)  # (B, 1, P, P)
         if r.augment:
-            x = augment_batch(x, gen, mix=r.mix, rotate=r.rotate, intensity=intensity, clip=clip)
+            x = augment_batch(x, gen, mix=r.mix, rotate=r.rotate, intensity=intensity, clip=clip,
+                              gradient=r.gradient, contrast=r.contrast)  # fmt: skip
         if r.standardise:
             x = x.sub_(mean).div_(std)
         c = config.in_channels

@@ -103,6 +103,8 @@ class Recipe:
     standardise: bool = True
     mix: float = 0.8
     rotate: float = 0.5
+    gradient: float = 0.0
+    contrast: float = 0.0
     schedule: str = "cosine"
     init: str = "he"
     patience: int | None = DEFAULTS["patience"]
@@ -111,6 +113,7 @@ class Recipe:
     def __post_init__(self) -> None:
         checks = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "seed": SEED}
         checks |= {"mix": PROBABILITY, "rotate": PROBABILITY}
+        checks |= {"gradient": PROBABILITY, "contrast": PROBABILITY}
         for name, bounds in checks.items():  # the command line's ranges (train.bounds)
             object.__setattr__(self, name, bounds.check(name, getattr(self, name)))
         patience = check_optional(PATIENCE, "patience", self.patience)
@@ -222,6 +225,9 @@ def model_meta(
         "init": r.init,
         "border_mix": r.mix if r.augment else 0.0,
         "rotate": r.rotate if r.augment else 0.0,
+        # augmentation for real scans (train.augment): probabilities per patch, 0 = off
+        "intensity_gradient": r.gradient if r.augment else 0.0,
+        "local_contrast": r.contrast if r.augment else 0.0,
         "augment_intensity_range": list(intensity) if r.augment else None,
         "lr_schedule": r.schedule,
         "training_standardisation": {
