@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from helpers import TINY_CNN, tiny_cnn
+from helpers import tiny_cnn
 from napari_brainfeatures._widgets._common import workspace_root
 from napari_brainfeatures.classes import ClassTable, default_table
 from napari_brainfeatures.results.record import PROVENANCE, list_results
+from widgets.test_factors_widget import scene  # noqa: F401 - the fixture: a store and ROIs
 
 
 def _wait(qtbot, w, timeout=120_000):
@@ -28,29 +29,10 @@ def _kept(layer, kind):
     return found
 
 
-@pytest.fixture
-def store_scene(tmp_path):
-    import torch
-
-    from napari_brainfeatures.features.run import compute_feature_map
-    from napari_brainfeatures.models.cnn import BrainAreaCNN
-    from napari_brainfeatures.progress import run
-
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    image = (rng.random((40, 44)) * 120).astype(np.uint8)
-    image[:, 22:] += 120
-    store = tmp_path / "feat.zarr"
-    run(compute_feature_map(image, BrainAreaCNN(TINY_CNN).eval(), out=store, stride=2, tile=8))
-    rois = np.zeros((40, 44), np.uint8)
-    rois[:, :22], rois[:, 22:] = 1, 2
-    return image, store, rois
-
-
-def test_factors_dock_keeps_nmf_selection_and_clusters(make_napari_viewer, qtbot, store_scene):
+def test_factors_dock_keeps_nmf_selection_and_clusters(make_napari_viewer, qtbot, scene):  # noqa: F811
     from napari_brainfeatures._widgets.factors import FactorsWidget
 
-    image, store, rois = store_scene
+    image, store, rois = scene
     viewer = make_napari_viewer()
     ct = viewer.add_image(image, name="ct", scale=(0.5, 0.5))
     viewer.add_labels(rois, name="rois", metadata={"classes": default_table().to_dict()})

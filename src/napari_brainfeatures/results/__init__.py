@@ -11,7 +11,7 @@ from napari_brainfeatures._util.lazy import lazy_exports
 
 # submodule -> the public names it defines (imported on first use)
 _EXPORTS = {
-    "record": "KINDS Result ResultBuilder file_sha256 list_results new_result open_result",
+    "record": "KINDS Result ResultBuilder list_results new_result open_result",
     "maps": "MapLayer open_map_layer write_map",
     "tables": "area_table mean_activity_table profile_table read_table write_table",
     "kinds": (

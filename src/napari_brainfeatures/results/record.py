@@ -18,7 +18,6 @@ but a hidden temporary, which the next write of that kind removes.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
@@ -37,13 +36,13 @@ from napari_brainfeatures._util.leftovers import (
     leftover_of,
     temp_path,
 )
+from napari_brainfeatures.synthetic.weights import sha256_of  # one file hash for the package
 
 __all__ = [
     "KINDS",
     "PROVENANCE",
     "Result",
     "ResultBuilder",
-    "file_sha256",
     "list_results",
     "new_result",
     "open_result",
@@ -54,15 +53,6 @@ KINDS = ("evaluation", "factors", "clusters", "report", "latent")
 PROVENANCE = "provenance.json"
 FORMAT = "napari-brainfeatures-result/1"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The SHA-256 of a file, hex (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _machine() -> dict[str, Any]:
@@ -93,7 +83,7 @@ def _inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
     out = _jsonable(dict(inputs))
     model = out.get("model")
     if isinstance(model, str) and Path(model).is_file():
-        out["model_sha256"] = file_sha256(model)
+        out["model_sha256"] = sha256_of(model)
     return out
 
 
