@@ -133,6 +133,7 @@ CNN_FIELDS: dict[str, Field] = {
     "paddings": Field("ints", 0, 15),
     "fc": Field("ints", 1, 65536, length=(1, 8)),
     "dropout": Field("float", 0, 1, open_hi=True),
+    "context": Field("int", 1, 16),
     "extra": Field("dict"),
 }
 
