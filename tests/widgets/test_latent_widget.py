@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from napari_brainfeatures._widgets.latent import DECODE_LAYER, LatentWidget
+from napari_brainfeatures.latent.repeats import Spread
 from napari_brainfeatures.latent.train import train_vae
 from napari_brainfeatures.models.vae import VAEConfig
 from napari_brainfeatures.progress import run
@@ -212,7 +213,7 @@ def test_quality_table_and_reconstructions(setup, qtbot):
     assert len(w.table.data.to_list()) == 2
     # without clean sections: reconstructions against the input, no artifact score
     w.clean.value = None
-    w.comparison.clear()
+    w.scores.clear()
     w.quality_button.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running and "PCA L=2" in w.comparison, timeout=60000)
     assert "cwssim_artifact" not in w.comparison["PCA L=2"]
@@ -320,7 +321,7 @@ def test_inactive_latents_are_marked(setup, qtbot):
     assert len({q.minimumWidth() for q in labels}) == 1
     assert labels[0].minimumWidth() >= labels[1].sizeHint().width()
     assert ", 2 active:" in w.status.value
-    assert w.table.data.to_list()[0][0] == "2/3"  # the comparison table's first column
+    assert w.table.data.to_list()[0][0] == "2"  # active latents: the table's first column
     w.receptive_button.clicked.emit()
     qtbot.waitUntil(lambda: "disentanglement" in w.status.value, timeout=60000)
     ax = w.figure.axes[0]
@@ -332,3 +333,29 @@ def test_inactive_latents_are_marked(setup, qtbot):
     w.set_model(model, meta)
     assert w.active is None and not any("inactive" in s.label for s in w.sliders)
     assert "active" not in w.status.value
+
+
+def test_repeats_train_every_seed_and_the_table_shows_median_and_range(setup, qtbot):
+    viewer, w, _ = setup
+    w.latent.value, w.epochs.value, w.batch.value, w.repeats.value = 2, 1, 4, 3
+    w.train_button.clicked.emit()
+    assert "×3 (seeds 0–2)" in w.runner.status.value or w.runner.running
+    qtbot.waitUntil(lambda: not w.runner.running and w.model is not None, timeout=90000)
+    assert w.runner.last_error is None
+    assert [s for s, *_ in w.runs] == [0, 1, 2] and w.runs[0][1] is w.model
+    assert [m["training"]["seed"] for *_, m in w.runs] == [0, 1, 2]  # recorded
+    assert "3 runs, seeds 0, 1, 2" in w.status.value and len(w.history) == 1  # the last run's
+    w.receptive_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running and "disentanglement" in w.status.value,
+                    timeout=90000)  # fmt: skip
+    runs = w.scores["β-VAE L=2 β=3"]
+    assert sorted(runs) == [0, 1, 2] and all("disentanglement" in r for r in runs.values())
+    (line,) = w.table.data.to_list()  # one row: the three runs summarised
+    assert w.table.row_headers == ("β-VAE L=2 β=3 ×3",)
+    column = w.table.column_headers.index("disentangl.")
+    values = sorted(r["disentanglement"] for r in runs.values())
+    assert line[column] == str(Spread(values[1], values[0], values[2], tuple(values)))
+    assert line[column].count("[") == 1
+    w.each_run.value = True  # the individual runs, one click away
+    assert w.table.row_headers == tuple(f"β-VAE L=2 β=3 seed {s}" for s in (0, 1, 2))
+    assert set(w.comparison) == set(w.table.row_headers)  # kept results: one row per run

@@ -13,9 +13,6 @@ their scores fill one table with a row per model tried in this session.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import napari
@@ -45,12 +42,11 @@ from napari_brainfeatures._widgets._common import (
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures._widgets.latent_analyses import LatentAnalyses
-from napari_brainfeatures._widgets.latent_panels import LatentSliders, plot_curves
+from napari_brainfeatures._widgets.latent_panels import LatentSliders
+from napari_brainfeatures._widgets.latent_training import LatentTraining, run_seed, seeds_text
 from napari_brainfeatures.latent.codes import PopulationCodes, display_range, population_codes
 from napari_brainfeatures.latent.model import (
     MODEL_NAMES,
-    FittedModel,
-    fit_latent_model,
     load_latent_model,
 )
 from napari_brainfeatures.latent.pca import PCA_KIND
@@ -64,12 +60,12 @@ from napari_brainfeatures.latent.train import VAELatentModel, torch_threads
 from napari_brainfeatures.models.checkpoint import check_save_path
 from napari_brainfeatures.models.vae import KIND as VAE_KIND
 from napari_brainfeatures.models.vae import save_vae
-from napari_brainfeatures.progress import Progress, run
+from napari_brainfeatures.progress import run
 
 DECODE_LAYER = "β-VAE decode"
 
 
-class LatentWidget(LatentAnalyses, Container):
+class LatentWidget(LatentTraining, LatentAnalyses, Container):
     """Train / load a latent model of a population and traverse its latents with sliders."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -84,6 +80,8 @@ class LatentWidget(LatentAnalyses, Container):
         # CPU preset (paper: 64 / 2e-4, hours on a GPU); see train_vae
         self.batch = SpinBox(label="batch size", value=16, min=1, max=1024)
         self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
+        tip = "train N times (seeds 0..N-1): the table shows each score's median [min–max]"
+        self.repeats = SpinBox(label="repeats", value=1, min=1, max=50, tooltip=tip)
         self.train_button = PushButton(text="Train")
         self.model_path = FileEdit(label="model file", mode="w", filter="*.safetensors")
         self.load_button = PushButton(text="Load")
@@ -102,7 +100,7 @@ class LatentWidget(LatentAnalyses, Container):
         super().__init__(
             widgets=[
                 self.population, self.rois, self.preview_button, self.model_type, self.latent,
-                self.beta, self.epochs, self.batch, self.lr, self.train_button,
+                self.beta, self.epochs, self.batch, self.lr, self.repeats, self.train_button,
                 self.status, self.runner,  # progress and Cancel in view while training
                 self.model_path, files, self.start, moves, self.difference, self.sliders,
                 *self._analysis_widgets(),  # projective, receptive, quality, comparison table
@@ -112,17 +110,15 @@ class LatentWidget(LatentAnalyses, Container):
         scroll_body(self, {self.canvas: 220, self.table.native: 120})
         self.model: Any = None
         self.meta: dict[str, Any] = {}
-        self.history: list[dict[str, float]] = []
+        self.runs: list[tuple[int, Any, dict[str, Any]]] = []  # (seed, model, meta) of repeats
+        self._training_state()
         self.z_start: np.ndarray | None = None
         self.start_image: np.ndarray | None = None
         self.mean = np.zeros(0, np.float32)  # population latent mean (slider centres)
         self.clim = (0.0, 1.0)  # contrast of decoded sections (set with the model)
         self.codes: np.ndarray | None = None  # population latent codes (N, L)
         self.active: np.ndarray | None = None  # which latents vary over the population (L,)
-        self._scratch: Path | None = None  # the running training's best-model file
         self.offset = (0, 0)  # where the model's input sits in the sections (decode layer)
-        self._done = False  # whether the running training returned its model
-        self._pending: tuple[Any, dict[str, Any]] | None = None  # its model, to adopt
         refresh_choices_on_layer_change(viewer, self.population, self.rois, self.clean)
         self.population.changed.connect(self._pick_clean)
         self.preview_button.changed.connect(self.preview)
@@ -216,62 +212,7 @@ class LatentWidget(LatentAnalyses, Container):
             self._set_layer("pre-processed", scaled, contrast_limits=display_range(scaled))
             self.status.value = f"mean brightness {info['mean']:.4g}, clip at {info['clip']}×"
 
-    # -- training and files ---------------------------------------------------
-    def train(self) -> None:
-        """Train the chosen model type on the population in a worker."""
-        if self.runner.running:
-            show_info("Another task is still running; cancel it or wait.")
-            return
-        images = self._images()
-        if images is None:
-            return
-        kind = self.model_type.value
-        # the best model so far goes to a scratch file, so Cancel (or a failure in a later
-        # epoch) still leaves it in the dock; Save writes it where the user wants
-        scratch = Path(tempfile.mkdtemp(prefix="brainfeatures-vae-")) / "best.safetensors"
-        try:
-            gen = fit_latent_model(
-                images, kind=kind, latent_dim=self.latent.value, beta=self.beta.value,
-                epochs=self.epochs.value, batch_size=self.batch.value, lr=self.lr.value,
-                roi_names=self._names(), checkpoint_path=scratch,
-            )  # fmt: skip
-        except ValueError as err:
-            shutil.rmtree(scratch.parent, ignore_errors=True)
-            show_error(f"Cannot train on sections of shape {images.shape[1:]}: {err}")
-            return
-        self._scratch, self.history, self._done = scratch, [], False
-        self.runner.start(gen, name=f"Train {MODEL_NAMES[kind]}", on_progress=self._on_epoch,
-                          on_done=self._trained, on_finish=self._keep_best)  # fmt: skip
-
-    def _keep_best(self) -> None:
-        """After a run: adopt its model, or after a cancelled / failed one the best it saved."""
-        scratch, self._scratch = self._scratch, None
-        pending, self._pending = self._pending, None
-        message = None
-        try:
-            if pending is None and not self._done and scratch is not None and scratch.exists():
-                pending = load_latent_model(scratch)
-                tr = pending[1].get("training", {})
-                message = (
-                    f"stopped: kept the best model so far (epoch {tr.get('best_epoch')}, "
-                    f"{len(self.history)} finished); Save writes it to a file"
-                )
-        finally:
-            if scratch is not None:
-                shutil.rmtree(scratch.parent, ignore_errors=True)
-        if pending is not None:
-            self.adopt(*pending, message=message)
-
-    def _on_epoch(self, rec: Progress) -> None:
-        if rec.values:  # an epoch's end: its losses
-            self.history.append(rec.values)
-            plot_curves(self.figure, self.history)
-            self.canvas.draw_idle()
-
-    def _trained(self, result: FittedModel) -> None:
-        self._done = True  # adopted when the worker has finished (_keep_best)
-        self._pending = (result.model, result.meta)
-
+    # -- files ------------------------------------------------------------------
     def load(self) -> None:
         """Load a β-VAE / VAE / PCA model file."""
         if self.runner.running:
@@ -309,13 +250,14 @@ class LatentWidget(LatentAnalyses, Container):
 
     # -- sliders --------------------------------------------------------------
     def adopt(
-        self, model: Any, meta: dict[str, Any], *, message: str | None = None, file: Any = None
-    ) -> None:
+        self, model: Any, meta: dict[str, Any], *, message: str | None = None, file: Any = None,
+        runs: list[tuple[int, Any, dict[str, Any]]] | None = None,
+    ) -> None:  # fmt: skip
         """:meth:`set_model`, with the population encoded in a worker (seconds at full size)."""
         images = self._images() if self.population.value is not None else None
 
         def done(codes: PopulationCodes) -> None:
-            self.set_model(model, meta, codes=codes)
+            self.set_model(model, meta, codes=codes, runs=runs)
             if message:
                 self.status.value = message
             elif file is not None:
@@ -325,26 +267,32 @@ class LatentWidget(LatentAnalyses, Container):
         self.runner.start(gen, name="Encode the population", on_done=done)
 
     def set_model(
-        self, model: Any, meta: dict[str, Any], *, codes: PopulationCodes | None = None
-    ) -> None:
+        self, model: Any, meta: dict[str, Any], *, codes: PopulationCodes | None = None,
+        runs: list[tuple[int, Any, dict[str, Any]]] | None = None,
+    ) -> None:  # fmt: skip
         """Use ``model`` (numpy latent interface): one slider per latent, ±3σ of the population.
 
         ``codes``: :func:`~napari_brainfeatures.latent.codes.population_codes` of
-        the population layer (computed here when None).
+        the population layer (computed here when None).  ``runs``: ``(seed, model,
+        meta)`` of every repeat, ``model`` among them (default: ``model`` alone);
+        the analyses score each.
         """
         if codes is None:
             images = self._images() if self.population.value is not None else None
             codes = run(population_codes(model, images, meta=meta))
         self.model, self.meta = model, dict(meta)
+        self.runs = runs or [(run_seed(model, meta), model, self.meta)]
         self.mean, self.codes, self.active = codes.mean, codes.codes, codes.active
         self.clim, self.offset = codes.clim, codes.offset or (0, 0)
         self.sliders.build(codes)
         L, kind = model.latent_dim, meta.get("model_type", "beta-vae")
         n_active = "" if codes.active is None else f", {int(codes.active.sum())} active"
         name = MODEL_NAMES.get(kind, kind)
-        self.status.value = f"{name} with L = {L}{n_active}: move the sliders"
+        self.status.value = (
+            f"{name} with L = {L}{n_active}{seeds_text(self.runs)}: move the sliders"
+        )
         if codes.active is not None:
-            self._compare({"active": f"{int(codes.active.sum())}/{L}"})
+            self._compare({"active": int(codes.active.sum())})
         if codes.section_shape is not None and self.offset != (0, 0):
             (H, W), (h, w) = codes.section_shape, model.image_shape
             self.status.value += f" (on the {h}×{w} centre of the {H}×{W} sections)"

@@ -4,6 +4,8 @@
 :class:`~napari_brainfeatures._widgets.latent.LatentWidget` (a mixin): its
 buttons each start one core generator in the dock's worker and show what it
 returns as layers, the impact plot and a row of the comparison table.
+Receptive fields and quality score every run of repeats (one after the other);
+the table shows their median [min–max], or each run with "each run" ticked.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton, Table
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, Table
 from matplotlib.figure import Figure
 from napari.utils.notifications import show_error, show_info
 
@@ -23,9 +25,10 @@ from napari_brainfeatures._widgets.latent_panels import (
     plot_impact,
 )
 from napari_brainfeatures._widgets.results_keep import keep_latent
+from napari_brainfeatures.latent.codes import active_units
+from napari_brainfeatures.latent.disentangle import impact_scores, mutual_info_gap
 from napari_brainfeatures.latent.explore import (
     ReceptiveFields,
-    disentanglement_score,
     projective_fields,
     projective_rgb,
     receptive_fields,
@@ -33,6 +36,8 @@ from napari_brainfeatures.latent.explore import (
 from napari_brainfeatures.latent.model import model_label
 from napari_brainfeatures.latent.population import crop_offset, preprocess_for
 from napari_brainfeatures.latent.quality import QualityReport, quality_report, tile
+from napari_brainfeatures.latent.repeats import iter_repeats
+from napari_brainfeatures.progress import ProgressGen
 
 
 class LatentAnalyses:
@@ -46,6 +51,7 @@ class LatentAnalyses:
     # the dock's, used here
     model: Any
     meta: dict[str, Any]
+    runs: list[tuple[int, Any, dict[str, Any]]]  # (seed, model, meta), the current model first
     z_start: np.ndarray | None
     active: np.ndarray | None
     clim: tuple[float, float]
@@ -72,14 +78,17 @@ class LatentAnalyses:
         # one row per model tried in this session: β-VAE, VAE, PCA, a sweep of L; numbers
         # as fill_comparison writes them (magicgui's delegate turns 0.0075 into 7.500e-03)
         self.table = plain_numbers(Table())
-        self.comparison: dict[str, dict[str, float | str]] = {}
+        self.each_run = CheckBox(text="each run (repeats: one row per seed)")
+        self.scores: dict[str, dict[int, dict[str, float]]] = {}  # label -> seed -> scores
+        self.comparison: dict[str, dict[str, float]] = {}  # one row per run, as kept
+        self.each_run.changed.connect(self._fill_table)
         self.receptive_result: ReceptiveFields | None = None
         self.projective_button.changed.connect(self.projective)
         self.receptive_button.changed.connect(self.receptive)
         self.quality_button.changed.connect(self.quality)
         sweep = Container(widgets=[self.c_max, self.c_step], layout="horizontal")
         return [sweep, self.projective_button, self.receptive_button, self.clean,
-                self.quality_button, self.table]  # fmt: skip
+                self.quality_button, self.each_run, self.table]  # fmt: skip
 
     def projective(self) -> None:
         """Projective fields of all latents around the start vector, as one RGB picture."""
@@ -122,27 +131,59 @@ class LatentAnalyses:
         scaled = self._scaled()
         if scaled is None:
             return
-        art = self._artifact(len(scaled))
+        art, factors = self._artifact(len(scaled)), self._factors(len(scaled))
         if art is not None and np.count_nonzero(art == 0) >= 2:
             scaled = scaled[art == 0]
+            factors = None if factors is None else factors[art == 0]
         labels = np.asarray(self.rois.value.data)
         ids = sorted(int(i) for i in np.unique(labels) if i)
-        gen = receptive_fields(self.model, scaled, labels, roi_ids=ids, roi_names=self._names())
-        self.runner.start(gen, name="Receptive fields", on_done=self._show_receptive)
+        names = self._names()
 
-    def _show_receptive(self, rf: ReceptiveFields) -> None:
-        score = disentanglement_score(rf.impact)
-        self._compare({"disentanglement": score})
+        def one(model: Any, _meta: Any) -> ProgressGen[tuple[ReceptiveFields, dict[str, Any]]]:
+            return _receptive_run(model, scaled, labels, ids, names, factors)
+
+        self._over_runs(one, "Receptive fields", self._show_receptive)
+
+    def _factors(self, n: int) -> np.ndarray | None:
+        """The population layer's known generative factors (N, F), when it has them."""
+        f = np.asarray(self.population.value.metadata.get("factors", []), dtype=float)
+        return f if f.ndim == 2 and len(f) == n and n >= 3 else None
+
+    def _over_runs(self, make: Any, name: str, on_done: Any) -> None:
+        """Start ``make(model, meta)`` for every run of the current model, one after the other."""
+        by_seed = {seed: (model, meta) for seed, model, meta in self.runs}
+        seeds = list(by_seed)
+        gen = iter_repeats(lambda s: make(*by_seed[s]), seeds)
+        name += f" of {len(seeds)} runs" if len(seeds) > 1 else ""
+        done = lambda res: on_done(dict(zip(seeds, res, strict=True)))  # noqa: E731
+        self.runner.start(gen, name=name, on_done=done)
+
+    def _show_receptive(self, results: dict[int, tuple[ReceptiveFields, dict[str, Any]]]) -> None:
+        for seed, (_, values) in results.items():
+            self._compare(values, seed=seed)
+        rf, values = next(iter(results.values()))  # the current model's
+        score = values["disentanglement"]
         self.receptive_result = rf
         plot_impact(self.figure, rf.impact, rf.roi_names, self.active)
         self.canvas.draw_idle()
         self.status.value = f"disentanglement {score:.3g} (in the table, beside the other models)"
+        if "mig" in values:
+            self.status.value += f"; MIG on the known factors {values['mig']:.3g}"
         keep_latent(self, impact=rf)
 
-    def _compare(self, values: dict[str, float | str]) -> None:
-        """Add ``values`` to the current model's row of the comparison table."""
-        self.comparison.setdefault(model_label(self.model, self.meta), {}).update(values)
-        fill_comparison(self.table, self.comparison)
+    def _compare(self, values: dict[str, Any], *, seed: int | None = None) -> None:
+        """Add ``values`` to the current model's run ``seed`` (default: the shown model's)."""
+        seed = self.runs[0][0] if seed is None else seed
+        runs = self.scores.setdefault(model_label(self.model, self.meta), {})
+        runs.setdefault(seed, {}).update(values)
+        self._fill_table()
+
+    def _fill_table(self, _event: Any = None) -> None:
+        fill_comparison(self.table, self.scores, each_run=self.each_run.value)
+        self.comparison = {
+            label if len(runs) == 1 else f"{label} seed {seed}": dict(row)
+            for label, runs in self.scores.items() for seed, row in runs.items()
+        }  # fmt: skip
 
     def quality(self) -> None:
         """CW-SSIM and PCA-Fréchet distance of reconstructions and samples; artifact rejection."""
@@ -163,14 +204,33 @@ class LatentAnalyses:
                 show_error(f"{self.clean.value.name!r} does not match the population's shape.")
                 return
             clean = preprocess_for(np.asarray(self.clean.value.data), self.meta)
-        gen = quality_report(self.model, scaled, clean=clean, artifact=self._artifact(len(scaled)))
-        self.runner.start(gen, name="Quality", on_done=self._show_quality)
+        art = self._artifact(len(scaled))
 
-    def _show_quality(self, report: QualityReport) -> None:
-        self._compare({k: v for k, v in report.scores.items() if k in QUALITY_COLUMNS})
+        def one(model: Any, _meta: Any) -> ProgressGen[QualityReport]:
+            return quality_report(model, scaled, clean=clean, artifact=art)
+
+        self._over_runs(one, "Quality", self._show_quality)
+
+    def _show_quality(self, reports: dict[int, QualityReport]) -> None:
+        for seed, rep in reports.items():
+            self._compare({k: v for k, v in rep.scores.items() if k in QUALITY_COLUMNS}, seed=seed)
+        report = next(iter(reports.values()))  # the current model's picture
         layer = self._set_layer("reconstructions", report.picture, contrast_limits=self.clim,
                                 colormap="magma")  # fmt: skip
         # left of the sections (the projective fields go to their right)
         layer.translate = (0.0, -report.picture.shape[1] - 0.1 * self.model.image_shape[1])
         self.status.value = f"table updated; left of the sections: {report.caption}"
         keep_latent(self, picture=report.picture)
+
+
+def _receptive_run(
+    model: Any, scaled: np.ndarray, labels: np.ndarray, ids: list[int], names: list[str],
+    factors: np.ndarray | None,
+) -> ProgressGen[tuple[ReceptiveFields, dict[str, Any]]]:  # fmt: skip
+    """One run's receptive fields; the paper's score over all and active latents; its MIG."""
+    rf = yield from receptive_fields(model, scaled, labels, roi_ids=ids, roi_names=names)
+    codes = model.encode(scaled)  # (N, L)
+    values = impact_scores(rf.impact, active_units(codes) if len(codes) >= 2 else None)
+    if factors is not None:  # a standard measure on the known factors, blind to unused latents
+        values["mig"] = mutual_info_gap(codes, factors)["mig"]
+    return rf, values

@@ -3,7 +3,7 @@
 What :class:`~napari_brainfeatures._widgets.latent.LatentWidget` shows, kept
 apart from what it does: one slider per latent, the training curves and the
 impact map in one matplotlib figure, and the table with a row per model tried
-in this session.
+in this session (repeats of one model: median and range, or a row per run).
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ from numpy.typing import ArrayLike, NDArray
 from napari_brainfeatures._widgets._common import align_labels
 from napari_brainfeatures.latent.codes import PopulationCodes
 from napari_brainfeatures.latent.explore import impact_covariance
+from napari_brainfeatures.latent.repeats import summarise
 
 # comparison table: row key -> column title, in display order
 QUALITY_COLUMNS = {
     "active": "active",
+    "mig": "MIG",
     "disentanglement": "disentangl.",
+    "disentanglement_active": "disent. active",
     "cwssim_recon": "CW-SSIM",
     "cwssim_artifact": "CW-SSIM artifact",
     "artifact_penalty": "penalty",
@@ -122,20 +125,41 @@ def plot_impact(
                 tick.set_color("0.6")
 
 
-def fill_comparison(table: Table, rows: Mapping[str, Mapping[str, float | str]]) -> None:
-    """Show ``rows`` (model label -> scores) in ``table``, with the columns any row has."""
-    columns = [c for c in QUALITY_COLUMNS if any(c in r for r in rows.values())]
+def fill_comparison(
+    table: Table, rows: Mapping[str, Mapping[int, Mapping[str, float]]], *, each_run: bool = False
+) -> None:
+    """Show ``rows`` (model label -> seed -> scores) in ``table``, with the columns any run has.
+
+    A model trained once is one row; repeats of one model (several seeds) are
+    one row of ``median [min–max]`` per score, or one row per run with ``each_run``.
+    """
+    columns = [c for c in QUALITY_COLUMNS if any(c in r for v in rows.values() for r in v.values())]
+    lines: dict[str, list[str]] = {}
+    for label, runs in rows.items():
+        if len(runs) == 1 or each_run:
+            for seed, r in runs.items():
+                name = label if len(runs) == 1 else f"{label} seed {seed}"
+                lines[name] = [_fmt(r.get(c)) for c in columns]
+        else:
+            lines[f"{label} ×{len(runs)}"] = [_spread(runs.values(), c) for c in columns]
     table.value = {
-        "data": [[_fmt(r.get(c)) for c in columns] for r in rows.values()],
-        "index": list(rows),
+        "data": list(lines.values()),
+        "index": list(lines),
         "columns": [QUALITY_COLUMNS[c] for c in columns],
     }
     table.native.resizeColumnsToContents()
 
 
-def _fmt(value: float | str | None) -> str:
+def _spread(runs: Any, key: str) -> str:
+    """``median [min–max]`` of ``key`` over the runs that have it (empty where none has)."""
+    values = [{key: r[key]} for r in runs if r.get(key) is not None]
+    spread = summarise(values).get(key) if values else None
+    return str(spread) if spread is not None else ""
+
+
+def _fmt(value: float | None) -> str:
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value
+    if isinstance(value, int | np.integer):
+        return str(value)
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
