@@ -234,3 +234,25 @@ def test_browser_loads_a_model_into_the_train_dock_and_exports(kept, qtbot, tmp_
     written = w.export()
     assert [p.name for p in written] == ["clusters.ome.zarr"]
     validate_ome_zarr(written[0])
+
+
+def test_browser_opens_a_saved_factors_store_on_its_image(make_napari_viewer):
+    from napari_brainfeatures._widgets._common import workspace_for
+    from napari_brainfeatures._widgets.results import ResultsWidget
+    from napari_brainfeatures.factors.results import Factors, save_factors
+    from napari_brainfeatures.features.grid import FeatureGrid
+
+    viewer = make_napari_viewer()
+    ct = viewer.add_image(np.zeros((3, 24, 32), np.uint8), name="ct", scale=(2.0, 0.5, 0.5))
+    root = workspace_for(ct).root
+    rng = np.random.default_rng(0)
+    grid = FeatureGrid((6, 8), origin=(2, 2), step=(4, 4), z=1, image_shape=(3, 24, 32))
+    fac = Factors(rng.random((2, 6, 8)).astype(np.float32), rng.random((2, 4)), grid)
+    save_factors(root / "results" / "feat_z1_factors.zarr", fac)  # what "Save factors…" writes
+    w = ResultsWidget(viewer)
+    assert [e.kind for e in w.entries] == ["factors"]
+    w.open(0)
+    layer = viewer.layers["feat_z1_factors: F1"]
+    assert layer.data.shape == (1, 6, 8)
+    np.testing.assert_allclose(layer.scale, (2.0, 2.0, 2.0))  # stride 4 x 0.5 µm
+    np.testing.assert_allclose(layer.translate, (2.0, 1.0, 1.0))  # z = 1, origin 2 px
