@@ -20,6 +20,7 @@ from napari_brainfeatures.io.volume import (
 )
 
 MICROMETRE = "micrometer"  # pint's name, as napari's layer ``units`` takes it
+TRUTH_KEY = "brainfeatures_truth"  # layer metadata: a sample's ground truth, not the user's
 
 LayerData = tuple[Any, dict[str, Any], str]
 

@@ -19,7 +19,7 @@ from typing import Any
 import dask.array as da
 import zarr
 
-from napari_brainfeatures._napari.reader import MICROMETRE, population_layers
+from napari_brainfeatures._napari.reader import MICROMETRE, TRUTH_KEY, population_layers
 from napari_brainfeatures._util.leftovers import clean_leftovers
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.progress import Progress, run
@@ -78,10 +78,11 @@ def microct_layers(path: str | Path) -> list[LayerData]:
         "scale": scale,
         "units": units,
         "opacity": 0.4,
+        "metadata": {TRUTH_KEY: True},
     }
     if classes is not None:
         areas_kw["colormap"] = classes.color_dict()
-        areas_kw["metadata"] = {"classes": classes.to_dict()}
+        areas_kw["metadata"]["classes"] = classes.to_dict()
     meta = {"brainfeatures": {"path": str(path), "sample": "microct"}}
     return [
         (
@@ -98,7 +99,13 @@ def microct_layers(path: str | Path) -> list[LayerData]:
         (da.from_zarr(group["areas"]), areas_kw, "labels"),
         (
             da.from_zarr(group["layers"]),
-            {"name": "cortical layers (truth)", "scale": scale, "units": units, "visible": False},
+            {
+                "name": "cortical layers (truth)",
+                "scale": scale,
+                "units": units,
+                "visible": False,
+                "metadata": {TRUTH_KEY: True},
+            },
             "labels",
         ),
     ]

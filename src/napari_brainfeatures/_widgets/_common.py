@@ -11,8 +11,9 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import QEvent, QObject, QRect, QSize, Qt
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
+from napari_brainfeatures._napari.reader import TRUTH_KEY
 from napari_brainfeatures._util.leftovers import is_leftover
-from napari_brainfeatures._widgets._display import OWNER_KEY, follow_world_units
+from napari_brainfeatures._widgets._display import OWNER_KEY, follow_world_units, world_unit
 from napari_brainfeatures.workspace import Workspace, default_workspace_path
 
 WORKSPACE_KEY = "brainfeatures_workspace"
@@ -111,9 +112,18 @@ def image_choices(viewer: napari.Viewer):  # type: ignore[no-untyped-def]
     return lambda _w: [(layer.name, layer) for layer in layers_of(viewer, Image)]
 
 
+def _labels_rank(layer: Any) -> int:
+    """0: the user's painting, 1: a dock's output (predictions, clusters), 2: ground truth."""
+    if layer.metadata.get(TRUTH_KEY):
+        return 2
+    return 1 if layer.metadata.get(OWNER_KEY) else 0
+
+
 def labels_choices(viewer: napari.Viewer):  # type: ignore[no-untyped-def]
-    """A magicgui `choices` callable listing labels layers."""
-    return lambda _w: [(layer.name, layer) for layer in layers_of(viewer, Labels)]
+    """A magicgui `choices` callable listing labels layers, the user's painted ones first."""
+    return lambda _w: [
+        (layer.name, layer) for layer in sorted(layers_of(viewer, Labels), key=_labels_rank)
+    ]
 
 
 def refresh_choices_on_layer_change(viewer: napari.Viewer, *combos: Any) -> None:
@@ -128,7 +138,17 @@ def refresh_choices_on_layer_change(viewer: napari.Viewer, *combos: Any) -> None
         for combo in combos:
             combo.reset_choices()
 
-    viewer.layers.events.inserted.connect(_reset)
+    def _inserted(event: Any) -> None:
+        _reset()
+        new = event.value
+        if not isinstance(new, Labels) or _labels_rank(new) != 0:
+            return
+        for combo in combos:  # a picker showing ground truth moves to the user's new painting
+            old = combo.value
+            if isinstance(old, Labels) and _labels_rank(old) == 2 and new in combo.choices:
+                combo.value = new
+
+    viewer.layers.events.inserted.connect(_inserted)
     viewer.layers.events.removed.connect(_reset)
     viewer.layers.events.reordered.connect(_reset)
 
@@ -287,6 +307,10 @@ def put_layer(
             return layer
         viewer.layers.remove(layer)
     meta = {**kwargs.pop("metadata", {}), OWNER_KEY: owner, OWNER_TAG: tag}
+    unit = world_unit(viewer)
+    if unit is not None and "units" not in kwargs:  # born in the world's unit, not pixels
+        first = data[0] if kwargs.get("multiscale") else data
+        kwargs["units"] = (unit,) * (np.ndim(first) - (1 if kwargs.get("rgb") else 0))
     return getattr(viewer, f"add_{kind}")(data, name=name, metadata=meta, **kwargs)
 
 

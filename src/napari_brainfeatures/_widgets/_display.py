@@ -19,7 +19,14 @@ from napari.layers import Image, Layer
 
 from napari_brainfeatures._napari.reader import MICROMETRE
 
-__all__ = ["MICROMETRE", "OWNER_KEY", "follow_world_units", "length_units", "show_colorbar"]
+__all__ = [
+    "MICROMETRE",
+    "OWNER_KEY",
+    "follow_world_units",
+    "length_units",
+    "show_colorbar",
+    "world_unit",
+]
 
 _HOOKED: weakref.WeakSet[Any] = weakref.WeakSet()  # viewers whose hook is connected
 OWNER_KEY = "brainfeatures_owner"  # layer metadata: the dock whose output a layer shows
@@ -44,7 +51,8 @@ def show_colorbar(layer: Layer) -> bool:
     return True
 
 
-def _world_unit(viewer: napari.Viewer) -> str | None:
+def world_unit(viewer: napari.Viewer) -> str | None:
+    """The length unit of the viewer's world (the first layer's that has one), or None."""
     for layer in viewer.layers:
         units = length_units(layer)
         if units:
@@ -65,7 +73,7 @@ def follow_world_units(viewer: napari.Viewer) -> None:
         return
 
     def _apply(layer: Layer) -> None:
-        unit = _world_unit(viewer)
+        unit = world_unit(viewer)
         if unit is not None and length_units(layer) is None:
             layer.units = (unit,) * layer.ndim
         if unit is not None:
