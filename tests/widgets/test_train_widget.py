@@ -247,3 +247,28 @@ def test_one_painted_section_is_split_by_blocks_and_drawn(make_napari_viewer, qt
     w.sample()
     wait(qtbot, w)
     assert w.splits.record()["mode"] == "mask" and w.splits.split_map.region("test")[300, 400]
+
+
+def test_repeats_train_each_seed_and_report_median_and_range(widget, qtbot):
+    from napari_brainfeatures.models.cnn import load_cnn
+
+    w = widget
+    w.epochs.value = 1
+    w.sample()
+    wait(qtbot, w)
+    w.repeats.value = 3
+    w.train()
+    assert "Train CNN ×3" in w.runner.status.value or w.runner.worker is not None
+    wait(qtbot, w, timeout=240_000)
+    res = w.repeat_runs
+    assert res["seeds"] == [0, 1, 2]
+    accs = [r["test_accuracy"] for r in res["runs"]]
+    acc = res["summary"]["test_accuracy"]
+    assert acc.values == tuple(accs) and acc.low <= acc.median <= acc.high
+    assert f"[{acc.low:.1%}–{acc.high:.1%}] over 3 runs" in w.status.value
+    assert "seed 2: " in w.status.value
+    first = w.model_file
+    assert first.name.endswith("_seed0.safetensors") and w.model is not None
+    for seed, a in enumerate(accs):  # each run's model saved, named by its seed, with its score
+        meta = load_cnn(first.with_name(first.name.replace("_seed0", f"_seed{seed}")))[1]
+        assert meta["training"]["seed"] == seed and meta["test"]["accuracy"] == a

@@ -45,6 +45,7 @@ from napari_brainfeatures._widgets._common import (
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures._widgets.results_keep import keep_evaluation
+from napari_brainfeatures._widgets.train_repeats import start_repeats
 from napari_brainfeatures._widgets.train_split import SplitControls, show_split
 from napari_brainfeatures._widgets.train_views import (
     counts_text,
@@ -101,6 +102,7 @@ class TrainWidget(Container):
         self.variant = ComboBox(label="network", choices=list(VARIANTS), value="default")
         self.epochs = SpinBox(label="epochs", value=DEFAULTS["epochs"], min=1, max=10_000)
         self.batch_size = SpinBox(label="batch size", value=DEFAULTS["batch_size"], min=1, max=4096)
+        self.repeats = SpinBox(label="repeats (seeds 0..N-1)", value=1, min=1, max=50)
         self.train_button = PushButton(text="Train")
         self.evaluate_button = PushButton(text="Evaluate on test slice")
         self.tta = CheckBox(text="score each patch as the mean of its 8 flips", value=True)
@@ -118,8 +120,9 @@ class TrainWidget(Container):
             self.image, self.area_labels, self.patch_size, self.per_class, self.eval_per_class,
             self.train_slice, self.val_slice, self.test_slice, self.slices_button,
             self.split, self.sample_button, self.counts, self.variant, self.epochs, self.batch_size,
-            self.train_button, self.status, self.runner, self.evaluate_button, self.tta,
-            self.scores, self.table, self.model_path, files, self.stride, self.predict_button,
+            self.repeats, self.train_button, self.status, self.runner, self.evaluate_button,
+            self.tta, self.scores, self.table, self.model_path, files, self.stride,
+            self.predict_button,
         ])  # fmt: skip
         self.figure = Figure(figsize=(4, 2.4), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
@@ -245,6 +248,8 @@ class TrainWidget(Container):
         name = f"cnn-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
         path = workspace_for(self.image.value).path("models", name)
         layer = self.image.value
+        if self.repeats.value > 1:  # one model per seed, each tested (train_repeats)
+            return start_repeats(self, path)
         gen = train_cnn(
             s.train,
             s.val,
