@@ -87,8 +87,13 @@ def test_world_units_scale_bar_and_colour_bars(make_napari_viewer, qtbot, zarr_a
     assert [str(u) for u in labels.units] == ["micrometer"] * 3
     assert viewer.canvas.overlays.scale_bar.visible
     owned = {"brainfeatures_owner": "Feature maps"}
-    fmap = viewer.add_image(np.random.rand(40, 50), colormap="viridis", metadata=owned)
-    grey = viewer.add_image(np.random.rand(40, 50), metadata=owned)
-    mine = viewer.add_image(np.random.rand(40, 50), colormap="magma")  # the user's own layer
+    rng = np.random.default_rng(0)
+    fmap = viewer.add_image(rng.random((40, 50)), colormap="viridis", metadata=owned)
+    grey = viewer.add_image(rng.random((40, 50)), metadata=owned)
+    mine = viewer.add_image(rng.random((40, 50)), colormap="magma")  # the user's own layer
     assert [str(u) for u in fmap.units] == ["micrometer"] * 2
     assert fmap.colorbar.visible and not grey.colorbar.visible and not mine.colorbar.visible
+    second = viewer.add_image(rng.random((40, 50)), colormap="magma", metadata=owned)
+    assert second.colorbar.visible and not fmap.colorbar.visible  # one bar: the newest map
+    viewer.layers.selection.active = fmap
+    assert fmap.colorbar.visible and not second.colorbar.visible  # ... or the selected one

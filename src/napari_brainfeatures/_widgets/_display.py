@@ -25,6 +25,7 @@ __all__ = [
     "follow_world_units",
     "length_units",
     "show_colorbar",
+    "is_continuous_map",
     "world_unit",
 ]
 
@@ -40,15 +41,28 @@ def length_units(layer: Layer) -> tuple[str, ...] | None:
     return units
 
 
-def show_colorbar(layer: Layer) -> bool:
-    """Turn on the colour bar of a continuous map; return whether it is shown."""
-    bar = getattr(layer, "colorbar", None)
-    if bar is None or not isinstance(layer, Image) or layer.rgb:
+def is_continuous_map(layer: Layer) -> bool:
+    """A dock's continuous map: an image layer it made with a colormap other than grey."""
+    if not isinstance(layer, Image) or layer.rgb or not layer.metadata.get(OWNER_KEY):
         return False
-    if getattr(layer.colormap, "name", "gray") in ("gray", "grey", "gray_r"):
+    if getattr(layer, "colorbar", None) is None:
         return False
-    bar.visible = True
-    return True
+    return getattr(layer.colormap, "name", "gray") not in ("gray", "grey", "gray_r")
+
+
+def show_colorbar(viewer: napari.Viewer) -> Layer | None:
+    """Show the colour bar of the selected continuous map only; return that layer.
+
+    One bar, for the layer chosen in the layer list (or the newest such map
+    when the selection is not one): six unlabelled bars side by side say less
+    than one that follows the selection.
+    """
+    maps = [layer for layer in viewer.layers if is_continuous_map(layer)]
+    active = viewer.layers.selection.active
+    shown = active if active in maps else (maps[-1] if maps else None)
+    for layer in maps:
+        layer.colorbar.visible = layer is shown
+    return shown
 
 
 def world_unit(viewer: napari.Viewer) -> str | None:
@@ -66,8 +80,9 @@ def follow_world_units(viewer: napari.Viewer) -> None:
     Connected once per viewer (docks call it on creation; calling again is a
     no-op).  The world's unit is the unit of the first layer that has one
     (the reader gives a volume of known voxel size micrometres); a layer added
-    later in pixels gets it too, since it is drawn in the same world.  Continuous
-    maps that a dock made show their colour bar.
+    later in pixels gets it too, since it is drawn in the same world.  The
+    selected continuous map that a dock made shows its colour bar
+    (:func:`show_colorbar`).
     """
     if viewer in _HOOKED:
         return
@@ -78,8 +93,6 @@ def follow_world_units(viewer: napari.Viewer) -> None:
             layer.units = (unit,) * layer.ndim
         if unit is not None:
             viewer.canvas.overlays.scale_bar.visible = True
-        if layer.metadata.get(OWNER_KEY):
-            show_colorbar(layer)
 
     def _on_inserted(event: Any) -> None:
         layer = event.value
@@ -88,8 +101,12 @@ def follow_world_units(viewer: napari.Viewer) -> None:
             for other in viewer.layers:
                 if other is not layer:
                     _apply(other)
+        show_colorbar(viewer)
 
     viewer.layers.events.inserted.connect(_on_inserted)
+    viewer.layers.events.removed.connect(lambda _e: show_colorbar(viewer))
+    viewer.layers.selection.events.active.connect(lambda _e: show_colorbar(viewer))
     _HOOKED.add(viewer)
     for layer in list(viewer.layers):
         _apply(layer)
+    show_colorbar(viewer)
