@@ -231,6 +231,23 @@ def test_greedy_picks_skip_used_factors_and_rois():
     assert select_factors(U, rois, p=1).pairs == [(0, 1, 60.0)]
 
 
+def test_fractions_of_the_roi_and_weak_picks():
+    U, rois = toy_selection_data()
+    sel = select_factors(U, rois, lam=0.5)
+    cover, leak = sel.fractions()
+    np.testing.assert_allclose(cover[:, 1], [0, 1, 0.5, 1])  # of ROI 2's 40 points
+    np.testing.assert_allclose(leak[:, 0], [0, 40 / 60, 20 / 60, 40 / 60])
+    assert sel.weak_picks() == []  # both picks cover their whole ROI with a positive score
+    assert sel.weak_picks(min_coverage=1.01) == [
+        (0, 1, "active on 100% of the ROI only"),
+        (3, 2, "active on 100% of the ROI only"),
+    ]
+    harsh = select_factors(U, rois, lam=3.0)  # f0 for ROI 1 (60), f2 for ROI 2 (20 - 0)
+    assert harsh.weak_picks(min_coverage=0.6) == [(2, 2, "active on 50% of the ROI only")]
+    leaky = select_factors(U[:, [1]], rois, lam=2.0)  # one factor everywhere: 60 - 2*40 < 0
+    assert [w[:2] for w in leaky.weak_picks()] == [(0, 1)] and "<= 0" in leaky.weak_picks()[0][2]
+
+
 def test_lambda_trades_coverage_against_leakage():
     U, rois = toy_selection_data()
     # λ = 0: leakage is free, f1 covers ROI 2 fully as well as f3 does (tie: lower index)

@@ -32,9 +32,14 @@ __all__ = [
     "finite_rows",
     "rgb_composite",
     "Selection",
+    "WEAK_COVERAGE",
     "check_rois",
     "select_factors",
 ]
+
+
+#: A pick active on less than this share of its ROI is flagged as weak.
+WEAK_COVERAGE = 0.25
 
 
 @dataclass
@@ -75,6 +80,33 @@ class Selection:
     def factors(self) -> list[int]:
         """The selected factors, in pick order."""
         return [f for f, _, _ in self.pairs]
+
+    def fractions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Coverage and leakage ``(k, r)`` as fractions of each ROI's size.
+
+        Coverage: the share of the ROI where the factor is active (0–1).
+        Leakage: active points outside the ROI per point of the ROI (before λ;
+        above 1 when the factor is active on more tissue outside than the ROI has).
+        """
+        sizes = np.maximum(np.asarray(self.roi_sizes, np.float64), 1.0)[None, :]  # (1, r)
+        return self.coverage / sizes, self.leakage / sizes
+
+    def weak_picks(self, *, min_coverage: float = WEAK_COVERAGE) -> list[tuple[int, int, str]]:
+        """Picks not to trust as an area's factor: ``(factor, roi id, why)``.
+
+        A pick is weak when its score is not positive (it leaks more than λ
+        allows for what it covers) or it is active on less than ``min_coverage``
+        of its ROI (default a quarter).
+        """
+        cover, _ = self.fractions()
+        out = []
+        for f, a, score in self.pairs:
+            frac = float(cover[f, self.roi_ids.index(a)])
+            if score <= 0:
+                out.append((f, a, f"score {score:.4g} <= 0: leaks more than it covers"))
+            elif frac < min_coverage:
+                out.append((f, a, f"active on {frac:.0%} of the ROI only"))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
