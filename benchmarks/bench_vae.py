@@ -29,11 +29,13 @@ reported for the paper's score and for artifact rejection (β-VAE against
 the better of VAE and PCA).
 
 Size: on a 2-core CPU shared with other work five seeds of two VAEs must fit
-in about 20 min, so the default trains on 1024 sections of 32×48 (30 %
-corrupted; ``n_down`` 4) for 40 epochs (2320 steps of 16 per VAE).  The
-single-run benchmark trained 64×96 sections for 300 epochs, 8 min per VAE on
-an idle machine: five seeds of that would take well over an hour, and the
-machine is rarely idle.  ``--quick`` is a smoke run:
+in about 20–30 min, so the default trains on 1024 sections of 32×48 (30 %
+corrupted; ``n_down`` 4) for 15 epochs (870 steps of 16 per VAE), on one
+torch thread (``BENCH_VAE_THREADS``): with the machine's load at 12–14, two
+threads took 2.0 s per step and one thread 0.24 s (threads waiting on each
+other).  The single-run benchmark trained 64×96 sections for 300 epochs, 8 min
+per VAE on an idle machine; five seeds of that would take hours here.
+``--quick`` is a smoke run:
 two seeds, 128 sections, 5 epochs.  ``BENCH_VAE_PAPER=1`` runs the paper's size
 (256 sections of 320×448, 30 epochs; for a GPU) and reports the training
 time.  ``BENCH_VAE_SEEDS=0,1,2``, ``BENCH_VAE_SHAPE=H,W``, ``BENCH_VAE_N``,
@@ -126,7 +128,7 @@ def settings(quick: bool) -> dict:
     env = os.environ.get
     paper = env("BENCH_VAE_PAPER", "") not in ("", "0")
     shape, n, epochs = ("320,448", 256, 30) if paper else ("32,48", 128 if quick else 1024,
-                                                            5 if quick else 40)  # fmt: skip
+                                                            5 if quick else 15)  # fmt: skip
     return {
         "paper_size": paper,
         "seeds": parse_seeds(env("BENCH_VAE_SEEDS", "0,1" if quick else "0,1,2,3,4")),
@@ -168,13 +170,15 @@ def run(quick: bool, out: Path) -> dict:
 
     t0 = time.perf_counter()
     per_model = {}
+    res["train_threads"] = int(os.environ.get("BENCH_VAE_THREADS", 1))
     for name, kind in MODELS:
         gen = fit_latent_repeats(
             pop.images, kind=kind, seeds=cfg["seeds"], latent_dim=8, beta=3.0,
             epochs=cfg["epochs"], batch_size=16, lr=1e-3, kl_warmup=cfg["kl_warmup"],
         )  # fmt: skip
-        fitted = run_gen(gen)
-        per_model[name] = [score(f.model, f.meta, pop) for f in fitted]
+        with torch_threads(res["train_threads"]):
+            fitted = run_gen(gen)
+            per_model[name] = [score(f.model, f.meta, pop) for f in fitted]
         if "training" in fitted[0].meta:
             res["train_device"] = fitted[0].meta["training"]["device"]
     res["per_seed"] = [
