@@ -1,5 +1,7 @@
 """Dense feature maps equal per-patch evaluation (exactness, edge rules, strides, regions)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,12 @@ from napari_brainfeatures.progress import run
 # D = 8 (three pools) and D = 16 (the paper's four pools, smaller filters).
 TINY = TINY_CNN
 SMALL64 = CNNConfig(patch_size=64, channels=(4, 4, 8, 8), fc=(16, 8), n_classes=3)
+# Patch sizes on offer (the paper's layout at 64 and 96 px) and multi-scale inputs: a 128 px
+# window seen as its central 64 px and as 64 px of 2x2 averages; a 72 px window at 1/3.
+P64 = CNNConfig(patch_size=64, n_classes=3)
+P96 = CNNConfig(patch_size=96, fc=(32, 8), n_classes=3)
+MS2 = CNNConfig(patch_size=128, channels=(4, 4, 8, 8), fc=(16, 8), n_classes=3, context=2)
+MS3 = dataclasses.replace(TINY_CNN, patch_size=72, context=3)
 
 
 def make_model(cfg: CNNConfig, seed: int = 0) -> BrainAreaCNN:
@@ -75,9 +83,29 @@ def test_dense_evaluator_equals_patch_evaluator(cfg, stride):
     assert torch.equal(got["areas"], want["areas"])
 
 
+@pytest.mark.parametrize("cfg", [P64, P96, MS2, MS3], ids=["p64", "p96", "ms128x2", "ms72x3"])
+@pytest.mark.parametrize("stride", [1, 3, 4, 16])
+def test_every_patch_size_and_multiscale_input_is_exact(cfg, stride):
+    """Dense maps equal per-patch evaluation for every configuration offered."""
+    model = make_model(cfg, seed=stride)
+    dense, patch = make_evaluator(model, "dense", stride, 40), PatchCNN(model, stride=stride)
+    assert dense.exact and dense.before == cfg.patch_size // 2
+    ny, nx = 7, 5
+    side = [max(ev.input_length(n) for ev in (dense, patch)) for n in (ny, nx)]
+    x = torch.rand(2, 1, *side)
+    got = dense(x[:, :, : dense.input_length(ny), : dense.input_length(nx)], ny, nx)
+    want = patch(x, ny, nx)
+    for key in ("features", "features_pre", "probs"):
+        assert got[key].shape == (2, want[key].shape[1], ny, nx)
+        assert_close(got[key].numpy(), want[key].numpy())
+    assert torch.equal(got["areas"], want["areas"])
+
+
 @pytest.mark.parametrize(
     ("cfg", "stride", "shape", "edge"),
     [
+        (MS2, 2, (45, 52), "reflect"),  # multi-scale, through the whole dense-map pipeline
+        (MS3, 4, (80, 90), "invalid"),
         (TINY, 1, (37, 45), "reflect"),
         (TINY, 3, (2, 23, 30), "reflect"),
         (TINY, 4, (29, 26), "zero"),

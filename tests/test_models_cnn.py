@@ -233,3 +233,44 @@ def test_bad_config_and_missing_file(tmp_path):
     save_file({"a": torch.zeros(2)}, str(foreign), metadata={"x": json.dumps(1)})
     with pytest.raises(ModelFileError, match="not a napari-brainfeatures model"):
         load_cnn(foreign)
+
+
+@pytest.mark.parametrize("patch", [64, 96, 128])
+def test_patch_sizes_on_offer(patch):
+    model = BrainAreaCNN(CNNConfig(patch_size=patch, n_classes=3)).eval()
+    assert model.config.final_size >= 1 and model.config.context == 1
+    with torch.no_grad():
+        assert model(torch.rand(2, 1, patch, patch)).shape == (2, 3)
+
+
+def test_multiscale_input_sees_a_fine_and_a_context_view(tmp_path):
+    cfg = CNNConfig(patch_size=128, n_classes=2, channels=(4, 4, 8, 8), fc=(16, 8), context=2)
+    assert (cfg.view_size, cfg.view_offset, cfg.final_size) == (64, 32, 1)
+    assert cfg.flat_size == 2 * 8 * 1 * 1
+    torch.manual_seed(4)
+    model = BrainAreaCNN(cfg).eval()
+    x = torch.rand(3, 1, 128, 128)
+    with torch.no_grad():
+        base = model(x)
+        rim = x.clone()
+        rim[..., :8, :] = 0.0  # outside the fine view: only the context view sees it
+        assert not torch.allclose(model(rim), base)
+        # the context view is the 2x2 block average: changes inside a block that keep its
+        # mean, outside the fine view, change nothing
+        swap = x.clone()
+        swap[..., 0, :] , swap[..., 1, :] = x[..., 1, :], x[..., 0, :]  # fmt: skip
+        torch.testing.assert_close(model(swap), base, rtol=0, atol=1e-6)
+        folded = fold_input_normalisation(model, 0.4, 0.1)  # both trunks fold
+        torch.testing.assert_close(folded(x), model((x - 0.4) / 0.1), rtol=1e-4, atol=1e-4)
+    path = save_cnn(tmp_path / "ms", model, classes=_two_classes())
+    loaded, _ = load_cnn(path)
+    assert loaded.config.context == 2
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), base, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="multiple of context"):
+        CNNConfig(patch_size=129, context=2)
+    with pytest.raises(ValueError, match="unpadded"):
+        CNNConfig.authors(patch_size=256, context=2)
+    old = CNNConfig().to_dict()
+    del old["context"]  # a model file from before the multi-scale input
+    assert CNNConfig.from_dict(old).context == 1

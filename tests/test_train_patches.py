@@ -354,3 +354,23 @@ def test_splits_pass_the_tissue_mask_to_every_split():
     rec = training_record(Recipe(epochs=1, batch_size=8, lr=1e-3), splits.train, splits.val, [],
                           best=best, device=torch.device("cpu"), started=0.0)  # fmt: skip
     assert rec["min_tissue"] == 1.0
+
+
+def test_core_applies_the_inside_rule_to_the_central_view():
+    """A band narrower than the window trains from windows whose central view is inside it."""
+    rng = np.random.default_rng(0)
+    lab = np.ones((1, 80, 80), np.uint8)
+    lab[:, 30:50] = 2  # a 20 px band, narrower than a 32 px window
+    img = rng.integers(0, 256, lab.shape, dtype=np.uint8)
+    kw = {"slices": [0], "patch_size": 32, "per_class": 50, "seed": 0}
+    with pytest.raises(ValueError, match="fits entirely inside"):
+        sample_patches(img, lab, **kw)
+    ps = sample_patches(img, lab, core=16, **kw)
+    assert ps.patches.shape[1:] == (32, 32)
+    band = ps.centres[ps.labels == 2]
+    assert len(band) == 50 and (band[:, 1] - 8 >= 30).all() and (band[:, 1] + 8 <= 50).all()
+    for z, y, x in band:  # the central 16 px are all band; the window shows the areas around
+        assert (lab[z, y - 8 : y + 8, x - 8 : x + 8] == 2).all()
+    assert any((window(lab, *c, p=32) == 1).any() for c in band)
+    with pytest.raises(ValueError, match="core must be"):
+        sample_patches(img, lab, core=15, **kw)

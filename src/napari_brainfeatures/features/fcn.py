@@ -23,6 +23,7 @@ logits are not finite, e.g. a NaN pixel inside the patch).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,12 +121,22 @@ class DenseCNN:
         Outputs per FC1 call (bounds the ~20 KB/output im2col working set), default 8192.
     """
 
-    def __init__(self, model: BrainAreaCNN, *, stride: int, fc_outputs: int = 8192) -> None:
+    def __init__(
+        self, model: BrainAreaCNN, *, stride: int, fc_outputs: int = 8192, branch: str = ""
+    ) -> None:
         if int(stride) < 1:
             raise ValueError(f"stride must be a positive integer, got {stride!r}")
         cfg = model.config
+        if (cfg.context > 1) != bool(branch):
+            raise ValueError(
+                "a multi-scale network is evaluated branch by branch (make_evaluator does it)"
+            )
         self.model, self.stride, self.fc_outputs = model, int(stride), max(int(fc_outputs), 1)
-        self.patch, shift = padded_twin_geometry(model)
+        self.branch = branch  # "", or "fine" / "context": FC1's share of that view, no head
+        if branch:
+            self.patch, shift = cfg.view_size, 0
+        else:
+            self.patch, shift = padded_twin_geometry(model)
         self.before = cfg.patch_size // 2 + shift  # output pixel y <- patch top-left y - before
         self.exact = not cfg.is_padded
         self.kernels = cfg.kernels
@@ -137,14 +148,16 @@ class DenseCNN:
         self.E = self.D // g  # fragments per axis
         self.q = self.stride // g  # odd: FC1 conv stride inside a fragment
         self.convs, fcs, _ = _layers(model)
+        if branch == "context":
+            self.convs = list(model.ctx_convs)  # type: ignore[arg-type]
         w1 = self.convs[0].weight
         # Identical grey input channels: sum conv1 over them (3x cheaper, same maths).
         self.w1 = w1.sum(dim=1, keepdim=True) if w1.shape[1] > 1 else w1  # (16, 1, k, k)
-        fc1 = fcs[0]
-        self.fc1_w = fc1.weight.reshape(-1, cfg.channels[-1], self.final, self.final).contiguous(
-            memory_format=torch.channels_last
-        )  # (fc0, C, f, f)
-        self.fc1_b = fc1.bias
+        fc1, c = fcs[0], cfg.channels[-1]
+        w = fc1.weight.reshape(fc1.weight.shape[0], -1, self.final, self.final)  # (fc0, C/2C, f, f)
+        w = w[:, c:] if branch == "context" else w[:, :c]  # that view's share of FC1
+        self.fc1_w = w.contiguous(memory_format=torch.channels_last)  # (fc0, C, f, f)
+        self.fc1_b = torch.zeros_like(fc1.bias) if branch == "context" else fc1.bias
         # Per-axis residue -> (crop c inside the fragment, output phase i_r).
         rho = np.arange(self.E)
         if self.q > 1:
@@ -232,7 +245,8 @@ class DenseCNN:
                 xin = xin.contiguous(memory_format=torch.channels_last)
                 h = F.conv2d(xin, self.fc1_w.to(x.dtype), self.fc1_b.to(x.dtype), stride=self.q)
                 h = h.permute(0, 2, 3, 1)  # (n, r1-r0, mx, fc0), contiguous: channels last
-                for k, t in _head(self.model, h, which).items():
+                done = {"fc1": h} if self.branch else _head(self.model, h, which)
+                for k, t in done.items():
                     row_parts.setdefault(k, []).append(t)
             for k, rows_k in row_parts.items():
                 parts.setdefault(k, []).append(torch.cat(rows_k, dim=1))
@@ -292,12 +306,18 @@ class PatchCNN:
         }
 
 
-def make_evaluator(
-    model: BrainAreaCNN, method: str, stride: int, batch: int
-) -> DenseCNN | PatchCNN:
-    """:class:`DenseCNN` (``"dense"``) or :class:`PatchCNN` (``"patch"``)."""
+def make_evaluator(model: BrainAreaCNN, method: str, stride: int, batch: int) -> Any:
+    """:class:`DenseCNN` (``"dense"``) or :class:`PatchCNN` (``"patch"``).
+
+    A multi-scale network (``context > 1``) is evaluated densely by
+    :class:`~.multiscale.MultiScaleDense` (both views, exact).
+    """
     if method == "patch":
         return PatchCNN(model, stride=stride, batch=batch)
+    if model.config.context > 1:
+        from napari_brainfeatures.features.multiscale import MultiScaleDense
+
+        return MultiScaleDense(model, stride=stride, fc_outputs=batch)
     return DenseCNN(model, stride=stride, fc_outputs=batch)
 
 
@@ -314,6 +334,8 @@ def choose_tile(ev: DenseCNN | PatchCNN, cfg: CNNConfig, budget: float, method: 
 
 def estimate_bytes(ev: DenseCNN | PatchCNN, cfg: CNNConfig, t: int) -> float:
     """Rough peak working set (bytes) of one tile of ``t x t`` outputs."""
+    if hasattr(ev, "estimate"):  # a multi-scale evaluator knows its two branches
+        return float(ev.estimate(t))
     n_out = t * t
     results = n_out * (2 * cfg.n_features + 2 * cfg.n_classes + 2) * 4 * 3
     if isinstance(ev, PatchCNN):

@@ -9,6 +9,14 @@ convolutional) evaluation reproduces per-patch evaluation exactly; the
 authors' variant (paddings 1, 1, 0, 0; 3-channel input) is available through
 :meth:`CNNConfig.authors`.
 
+**Multi-scale input** (``context = K > 1``): the network reads a window of
+``patch_size`` pixels and sees it twice, as a *fine view* (its central
+``patch_size / K`` pixels) and as a *context view* (the whole window averaged
+over K x K blocks), both ``view_size = patch_size / K`` wide.  Each view has its
+own convolution trunk (same layout); FC1 reads both.  So a 64 px patch keeps
+the context of 128 px (K = 2) and a band narrower than 128 px can train on
+interior 64 px views.  ``context = 1`` (the default) is the paper's network.
+
 :func:`save_cnn` / :func:`load_cnn` write and read self-describing model files
 (safetensors weights; config, class table, patch size, normalisation and
 training record as JSON); :func:`to_input` turns raw patches into the network's
@@ -73,6 +81,10 @@ class CNNConfig(JSONConfig):
         Hidden fully connected sizes, default (1024, 64); the last is the feature size.
     dropout : float
         Dropout before each hidden FC layer during training, default 0.3.
+    context : int
+        1 (default): one view of ``patch_size``.  K > 1: the multi-scale input
+        (module docstring): fine and context views of ``patch_size / K`` pixels;
+        ``patch_size`` must be a multiple of K and of the same parity as the view.
     """
 
     FIELDS: ClassVar = CNN_FIELDS
@@ -86,6 +98,7 @@ class CNNConfig(JSONConfig):
     paddings: tuple[int, ...] = (0, 0, 0, 0)
     fc: tuple[int, ...] = (1024, 64)
     dropout: float = 0.3
+    context: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -94,8 +107,18 @@ class CNNConfig(JSONConfig):
         self.paddings = tuple(as_int(p) for p in self.paddings)
         self.fc = tuple(as_int(f) for f in self.fc)
         self.patch_size, self.n_classes = as_int(self.patch_size), as_int(self.n_classes)
-        self.in_channels = as_int(self.in_channels)
+        self.in_channels, self.context = as_int(self.in_channels), as_int(self.context)
         check_fields(self.to_dict(), CNN_FIELDS, "CNN")  # types and bounds, naming the field
+        if self.context > 1 and self.is_padded:
+            raise ValueError(
+                f"the multi-scale input (context {self.context}) needs unpadded convolutions "
+                f"(exact dense maps), got paddings {self.paddings!r}"
+            )
+        if self.patch_size % self.context or (self.patch_size - self.view_size) % 2:
+            raise ValueError(
+                f"patch_size {self.patch_size} must be a multiple of context {self.context} "
+                "whose central view (patch_size / context) is centred on whole pixels"
+            )
         if not (len(self.channels) == len(self.kernels) == len(self.paddings)):
             raise ValueError(
                 "channels, kernels and paddings need one entry per conv layer, got "
@@ -115,17 +138,27 @@ class CNNConfig(JSONConfig):
         return cls(**kwargs)
 
     @property
+    def view_size(self) -> int:
+        """Side of each view the trunks read: ``patch_size // context``."""
+        return self.patch_size // self.context
+
+    @property
+    def view_offset(self) -> int:
+        """Where the fine view starts inside the window (0 without context)."""
+        return (self.patch_size - self.view_size) // 2
+
+    @property
     def final_size(self) -> int:
-        """Side of the last conv block's output for one patch."""
-        s = self.patch_size
+        """Side of the last conv block's output for one view (the patch without context)."""
+        s = self.view_size
         for k, p in zip(self.kernels, self.paddings, strict=True):
             s = (s + 2 * p - k + 1) // 2
         return s
 
     @property
     def flat_size(self) -> int:
-        """Inputs to the first FC layer (3200 for the default 128 px network)."""
-        return self.channels[-1] * self.final_size**2
+        """Inputs to the first FC layer (3200 for the default 128 px network; both views)."""
+        return self.channels[-1] * self.final_size**2 * (2 if self.context > 1 else 1)
 
     @property
     def n_features(self) -> int:
@@ -148,12 +181,9 @@ class BrainAreaCNN(nn.Module):
     def __init__(self, config: CNNConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or CNNConfig()
-        convs = []
-        c_in = config.in_channels
-        for c_out, k, p in zip(config.channels, config.kernels, config.paddings, strict=True):
-            convs.append(nn.Conv2d(c_in, c_out, k, padding=p))
-            c_in = c_out
-        self.convs = nn.ModuleList(convs)
+        self.convs = _trunk(config)
+        if config.context > 1:  # the context view's own trunk
+            self.ctx_convs = _trunk(config)
         sizes = (config.flat_size, *config.fc)
         self.fcs = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
@@ -162,10 +192,14 @@ class BrainAreaCNN(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def conv_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Conv blocks only: ``(B, C, P, P) -> (B, 128, f, f)``."""
-        for conv in self.convs:
-            x = F.max_pool2d(F.relu(conv(x)), 2)  # (B, C_i, H_i, W_i)
-        return x
+        """Conv blocks only: ``(B, C, P, P) -> (B, 128, f, f)`` (both views: 256 channels)."""
+        cfg = self.config
+        if cfg.context == 1:
+            return _run_trunk(self.convs, x)
+        o, v = cfg.view_offset, cfg.view_size
+        fine = _run_trunk(self.convs, x[..., o : o + v, o : o + v])  # (B, 128, f, f)
+        wide = F.avg_pool2d(x, cfg.context)  # (B, C, V, V): the context view
+        return torch.cat([fine, _run_trunk(self.ctx_convs, wide)], dim=1)  # (B, 256, f, f)
 
     def features(self, x: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
         """The last hidden layer's activations ``(B, n_features)``.
@@ -187,6 +221,20 @@ class BrainAreaCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, n_classes)``."""
         return self.head(self.dropout(self.features(x, relu=True)))
+
+
+def _trunk(config: CNNConfig) -> nn.ModuleList:
+    convs, c_in = [], config.in_channels
+    for c_out, k, p in zip(config.channels, config.kernels, config.paddings, strict=True):
+        convs.append(nn.Conv2d(c_in, c_out, k, padding=p))
+        c_in = c_out
+    return nn.ModuleList(convs)
+
+
+def _run_trunk(convs: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    for conv in convs:
+        x = F.max_pool2d(F.relu(conv(x)), 2)  # (B, C_i, H_i, W_i)
+    return x
 
 
 # -- input normalisation --------------------------------------------------------
@@ -253,12 +301,15 @@ def fold_input_normalisation(model: BrainAreaCNN, mean: float, std: float) -> Br
     if not std > 0:
         raise ValueError(f"std must be positive, got {std!r}")
     folded = copy.deepcopy(model)
-    conv = cast(nn.Conv2d, folded.convs[0])
-    with torch.no_grad():
-        w = conv.weight.detach().clone()  # (C1, C0, k, k)
-        conv.weight.copy_(w / std)
-        if conv.bias is not None:
-            conv.bias.sub_(w.sum(dim=(1, 2, 3)) * (mean / std))  # (C1,)
+    # the context view is a block average: it standardises alike, its trunk folds alike
+    trunks = [folded.convs] + ([folded.ctx_convs] if model.config.context > 1 else [])
+    for trunk in trunks:
+        conv = cast(nn.Conv2d, trunk[0])
+        with torch.no_grad():
+            w = conv.weight.detach().clone()  # (C1, C0, k, k)
+            conv.weight.copy_(w / std)
+            if conv.bias is not None:
+                conv.bias.sub_(w.sum(dim=(1, 2, 3)) * (mean / std))  # (C1,)
     return folded
 
 

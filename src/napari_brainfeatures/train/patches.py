@@ -189,6 +189,7 @@ def sample_patches(
     min_painted: float = MIN_PAINTED,
     tissue: Any = None,
     min_tissue: float = MIN_TISSUE,
+    core: int | None = None,
 ) -> PatchSet:
     """Draw up to ``per_class`` patches of each class from the given z-slices.
 
@@ -235,6 +236,11 @@ def sample_patches(
         not restricted.  None (default): no restriction.
     min_tissue : float
         In (0, 1]; default :data:`MIN_TISSUE` (0.9).
+    core : int, optional
+        The inside rule looks at the central ``core x core`` pixels of each
+        window only (a multi-scale network's fine view, ``patch_size / context``):
+        the rest of the window is context and may show other areas.  Default:
+        the whole window.
 
     Returns
     -------
@@ -305,11 +311,20 @@ def sample_patches(
     def candidates(c: int, inner: bool) -> list[tuple[int, NDArray[np.int64]]]:
         out = []
         for z, lab in lab2d.items():
-            ok = inside_class(lab, c, p, min_painted) if inner else (lab == c)[inside]
+            ok = inside_core(lab, c) if inner else (lab == c)[inside]
             if clean[z] is not None:
                 ok = ok & clean[z]
             out.append((z, np.flatnonzero(ok)))
         return out
+
+    k = p if core is None else PATCH_SIZE.check("core", core)
+    if k > p or (p - k) % 2:
+        raise ValueError(f"core must be at most patch_size {p} and of its parity, got {core!r}")
+
+    def inside_core(lab: NDArray[Any], c: int) -> NDArray[np.bool_]:
+        """The inside rule on each window's central ``k`` pixels, on the window corner grid."""
+        d = half - k // 2
+        return inside_class(lab, c, k, min_painted)[d : d + h - p + 1, d : d + w - p + 1]
 
     cands = {c: candidates(c, bool(interior)) for c in table.ids}
     centred: list[int] = []
@@ -327,7 +342,7 @@ def sample_patches(
                     painted.append(f"{table.by_id(c).name!r} (id {c}, {n_px} px)")
                     why = _best_report(lab2d, c, p, mp)
                     if within is not None and any(
-                        inside_class(lab, c, p, mp).any() for lab in lab2d.values()
+                        inside_core(lab, c).any() for lab in lab2d.values()
                     ):
                         why = f"its {p}x{p} windows inside the paint all lie outside this region"
                     found.append(f"{table.by_id(c).name!r}: {why}")

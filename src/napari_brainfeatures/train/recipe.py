@@ -64,11 +64,15 @@ _HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")
 
 
 def make_config(
-    variant: str = "default", *, patch_size: int = 128, n_classes: int = 6
+    variant: str = "default", *, patch_size: int = 128, n_classes: int = 6, context: int = 1
 ) -> CNNConfig:
-    """The paper's network: ``"default"`` (no internal padding) or ``"authors"`` (padded, RGB)."""
+    """The paper's network: ``"default"`` (no internal padding) or ``"authors"`` (padded, RGB).
+
+    ``context`` K > 1 (default variant only): the multi-scale input, a window of
+    ``patch_size`` seen as its central ``patch_size / K`` px and as K x K averages.
+    """
     if variant == "default":
-        return CNNConfig(patch_size=patch_size, n_classes=n_classes)
+        return CNNConfig(patch_size=patch_size, n_classes=n_classes, context=context)
     if variant == "authors":
         return CNNConfig.authors(patch_size=patch_size, n_classes=n_classes)
     raise ValueError(f"variant must be one of {VARIANTS!r}, got {variant!r}")
@@ -83,7 +87,7 @@ def init_weights(model: BrainAreaCNN, *, seed: int = 0) -> BrainAreaCNN:
     """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for layer in [*model.convs, *model.fcs]:
+        for layer in [*model.convs, *model.fcs, *getattr(model, "ctx_convs", [])]:
             fan_in = layer.weight[0].numel()
             layer.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=g)
             layer.bias.zero_()

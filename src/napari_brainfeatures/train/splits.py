@@ -206,6 +206,7 @@ def iter_sample_splits(
     split_map: SplitMap | None = None,
     tissue: Any = None,
     min_tissue: float | None = None,
+    core: int | None = None,
 ) -> ProgressGen[Splits]:
     """Training (interior), validation and test (unrestricted) patches from disjoint slices.
 
@@ -242,6 +243,8 @@ def iter_sample_splits(
     tissue, min_tissue : optional
         A tissue mask restricting every split's patches (see
         :func:`~.patches.sample_patches`; ``min_tissue`` default 0.9).
+    core : int, optional
+        The training inside rule's central window (a multi-scale network's view).
 
     Yields
     ------
@@ -283,6 +286,7 @@ def iter_sample_splits(
     if tissue is not None:
         kw["tissue"] = tissue
         kw |= {} if min_tissue is None else {"min_tissue": min_tissue}
+    kw |= {} if core is None else {"core": core}
     out: list[PatchSet] = []
     warned: list[str] = []
     for i, (name, zs) in enumerate(zip(("training", "validation", "test"), sets, strict=True)):
