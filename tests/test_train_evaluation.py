@@ -198,3 +198,13 @@ def test_warnings_near_chance_and_never_predicted():
     assert bad.to_dict()["warnings"] == text and bad.to_dict()["chance_level"] == pytest.approx(
         1 / 3
     )
+
+
+def test_model_warnings_read_the_training_record():
+    from napari_brainfeatures.train.evaluation import model_warnings
+
+    counts = {"val": {"1": 50, "2": 50, "3": 50}}
+    weak = {"training": {"best_val_acc": 0.4, "counts": counts}}
+    assert "near chance (33.3%)" in model_warnings(weak)[0]
+    assert model_warnings({"training": {"best_val_acc": 0.9, "counts": counts}}) == []
+    assert model_warnings({}) == []  # no record: nothing to say

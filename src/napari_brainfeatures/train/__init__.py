@@ -20,7 +20,8 @@ _EXPORTS = {
     ),
     "fit": "TrainResult train_cnn",
     "evaluation": (
-        "Evaluation evaluate iter_evaluate trained_with_flips confusion_figure plot_confusion"
+        "Evaluation evaluate iter_evaluate trained_with_flips confusion_figure plot_confusion "
+        "model_warnings near_chance"
     ),
     "predict": "SlicePrediction iter_predict_proba predict_proba predict_slice slice_accuracy",
 }
