@@ -263,5 +263,7 @@ def test_kill_9_during_an_overwrite_leaves_the_old_store(store, tmp_path, image)
     assert p.returncode == -signal.SIGKILL
     assert tree_bytes(store) == before and FeatureStore(store).complete
     assert [n for n in siblings(store) if ".partial-" in n]  # the killed run's, beside
+    run(compute_feature_map(image, tiny_cnn(), out=store, stride=4, **OPTS))  # the old job
+    assert siblings(store) == [] and tree_bytes(store) == before  # cleaned, nothing redone
     new = run(compute_feature_map(image, model, out=store, stride=3, overwrite=True, **OPTS))
-    assert new.complete and siblings(store) == []  # the next write cleaned it
+    assert new.complete and siblings(store) == []

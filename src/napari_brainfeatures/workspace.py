@@ -32,10 +32,7 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
-import zarr
+from typing import TYPE_CHECKING, Any, Literal
 
 from napari_brainfeatures import __version__
 from napari_brainfeatures._util import lease
@@ -43,6 +40,10 @@ from napari_brainfeatures._util.files import as_if_created
 from napari_brainfeatures._util.leftovers import clean_leftovers, temp_path
 from napari_brainfeatures.classes import ClassTable, default_table
 from napari_brainfeatures.inventory import Entry, inventory
+
+if TYPE_CHECKING:  # numpy and zarr load on first use: listing a workspace needs neither
+    import numpy as np
+    import zarr
 
 __all__ = [
     "Workspace",
@@ -282,12 +283,14 @@ class Workspace:
         WorkspaceBusyError
             For writing, if another process holds the write lease.
         """
-        return self._store(self.labels_path, "labels", np.uint16, chunks, mode)
+        return self._store(self.labels_path, "labels", "uint16", chunks, mode)
 
     def _store(
         self, path: Path, what: str, dtype: Any, chunks: Any, mode: Literal["r+", "r"]
     ) -> zarr.Array:
         """A zarr array of the volume's shape at ``path``: opened, or created for writing."""
+        import zarr
+
         writable = mode != "r" and not self.read_only
         if writable:
             self._take_lease()
@@ -316,7 +319,7 @@ class Workspace:
 
     def tissue(self, *, mode: Literal["r+", "r"] = "r+") -> zarr.Array:
         """The tissue mask store (uint8, 1 = tissue), opened and created as the labels."""
-        return self._store(self.tissue_path, "tissue mask", np.uint8, None, mode)
+        return self._store(self.tissue_path, "tissue mask", "uint8", None, mode)
 
     def has_labels(self) -> bool:
         """True when a labels store exists (it may still be all zeros)."""
@@ -329,9 +332,9 @@ class Workspace:
         write lease (:class:`WorkspaceBusyError` if another holds it).
         """
         region = region or tuple(slice(0, s) for s in self.shape)
+        import numpy as np
+
         block = np.asarray(data)
-        if block.dtype.kind not in "iub":
-            raise ValueError(f"label ids must be integers, got dtype {block.dtype}")
         lo, hi = block.min(initial=0), block.max(initial=0)
         if lo < 0 or hi > np.iinfo(np.uint16).max:
             raise ValueError(f"label ids must lie in 0..65535, got {lo}..{hi}")

@@ -8,7 +8,8 @@ refuses to replace a store in use, naming it.
 
 Replacing (``overwrite=True`` for a store made by another job): the new store is
 built under a hidden sibling name (:func:`~napari_brainfeatures._util.leftovers.temp_path`,
-tag ``partial``) and :func:`finish` swaps it in only once every tile is written;
+tag ``partial``, by :func:`~.store.prepare`) and :func:`finish` swaps it in only
+once every tile is written;
 until then the old store stays whole and readable.  A killed run leaves the
 partial sibling, which the next write of that store removes
 (:func:`~napari_brainfeatures._util.leftovers.clean_leftovers`); a run that
@@ -27,8 +28,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-from napari_brainfeatures._util.leftovers import clean_leftovers, temp_path
 
 __all__ = ["StoreInUseError", "check_replaceable", "discard", "finish", "hold", "in_use"]
 
@@ -82,12 +81,6 @@ def check_replaceable(path: str | os.PathLike[str]) -> None:
             "Factors) and is not replaced; close the factors or maps made from it, or choose "
             "another output path"
         )
-
-
-def build_path(target: Path) -> Path:
-    """A fresh hidden sibling of ``target`` to build its replacement in (old partials removed)."""
-    clean_leftovers(target)
-    return temp_path(target, "partial")
 
 
 def finish(built: Path, target: Path, total: int) -> Path:

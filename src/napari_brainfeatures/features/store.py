@@ -31,8 +31,9 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from napari_brainfeatures._util.leftovers import clean_leftovers, temp_path
 from napari_brainfeatures.classes import ClassTable
-from napari_brainfeatures.features.inuse import build_path, check_replaceable, register
+from napari_brainfeatures.features.inuse import check_replaceable, register
 
 __all__ = [
     "FeatureStore",
@@ -207,6 +208,7 @@ def prepare(
     """
     path = Path(path)
     check_writable(path)
+    clean_leftovers(path)  # what killed earlier writes of this store left beside it
     if path.exists():
         if _is_feature_store(path):
             old = _provenance(zarr.open_group(path, mode="r"))
@@ -222,7 +224,7 @@ def prepare(
                     "choose a new output path, or pass overwrite=True (--overwrite) to replace it"
                 )
             check_replaceable(path)
-            return _create(build_path(path), provenance, arrays, shown=path)
+            return _create(temp_path(path, "partial"), provenance, arrays, shown=path)
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
         else:
