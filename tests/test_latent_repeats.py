@@ -87,6 +87,7 @@ def test_summarise_median_range_and_bootstrap():
     boot = summarise([{"v": v} for v in x], interval="bootstrap")["v"]
     assert boot.kind == "bootstrap" and x.min() <= boot.low < boot.median < boot.high <= x.max()
     assert (boot.high - boot.low) < (x.max() - x.min())  # the median is surer than one run
+    assert str(summarise([{"v": 5}, {"v": 5}])["v"]) == "5"  # all runs agree: no range
     one = summarise([{"v": 2.0}], interval="bootstrap")["v"]
     assert str(one) == "2" and one.kind == "range"
     with pytest.raises(ValueError, match="interval"):

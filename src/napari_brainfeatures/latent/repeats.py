@@ -69,8 +69,8 @@ class Spread:
     kind: str = "range"
 
     def __str__(self) -> str:
-        """``"0.42 [0.31–0.55]"`` (one run: ``"0.42"``)."""
-        if len(self.values) == 1:
+        """``"0.42 [0.31–0.55]"`` (one run, or all runs equal: ``"0.42"``)."""
+        if len(self.values) == 1 or self.low == self.high:
             return _fmt(self.median)
         return f"{_fmt(self.median)} [{_fmt(self.low)}–{_fmt(self.high)}]"
 
