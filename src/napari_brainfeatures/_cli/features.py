@@ -66,7 +66,11 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         help="LocalCluster processes (default 2)",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace a feature store made by another job"
+        "--overwrite",
+        action="store_true",
+        help="replace a feature store made by another job (the new one is built beside it "
+        "and swapped in when complete; a store open in a dock is never replaced). Rerunning "
+        "the same job resumes an interrupted store",
     )
 
 
