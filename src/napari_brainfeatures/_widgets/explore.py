@@ -104,7 +104,7 @@ class ExploreWidget(Container):
         self.tool = ComboBox(label="select with", choices=list(TOOLS), value="lasso")
         self.from_layer = ComboBox(label="from layer", choices=self._region_layers)
         self.highlight_button = PushButton(text="Highlight in plot")
-        self.labels = ComboBox(label="add to labels", choices=labels_or_none)
+        self.target_labels = ComboBox(label="add to labels", choices=labels_or_none)
         self.class_name = LineEdit(label="new class", value="selection")
         self.keep_button = PushButton(text="Keep selection as class")
         self.readout_on = CheckBox(text="readout under the cursor", value=True)
@@ -119,7 +119,7 @@ class ExploreWidget(Container):
         super().__init__(widgets=[
             self.source_path, self.z, self.image, self.method, self.x, self.y, self.bins,
             self.colour, self.factor, self.clusters, self.plot_button, self.tool,
-            self.from_layer, self.highlight_button, self.labels, self.class_name,
+            self.from_layer, self.highlight_button, self.target_labels, self.class_name,
             self.keep_button, self.readout_on, self.readout_text, self.profile_labels,
             self.profile_button, self.cluster_button, self.table, self.status, self.runner,
             self.live,
@@ -128,7 +128,12 @@ class ExploreWidget(Container):
         insert_after(self, self.tool, self.plot)
         scroll_body(self, {self.plot: 340, self.table.native: 140})
         refresh_choices_on_layer_change(
-            viewer, self.image, self.clusters, self.from_layer, self.labels, self.profile_labels
+            viewer,
+            self.image,
+            self.clusters,
+            self.from_layer,
+            self.target_labels,
+            self.profile_labels,
         )
         self.plot_button.changed.connect(self.run_plot)
         self.tool.changed.connect(lambda t: self.plot.set_tool(str(t)))
@@ -246,7 +251,7 @@ class ExploreWidget(Container):
 
     def keep(self, *_: Any) -> None:
         """Write the selection into the chosen labels as a new class (painted pixels stay)."""
-        layer, name = self.labels.value, str(self.class_name.value)
+        layer, name = self.target_labels.value, str(self.class_name.value)
         if self.selected is None or self.density is None or layer is None or layer.ndim > 3:
             show_error("Explore: select points first, and pick the Labels layer to add them to.")
             return

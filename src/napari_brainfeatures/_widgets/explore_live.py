@@ -111,14 +111,15 @@ class LivePanel(Container):
         self.strokes.events.paint.connect(self.request)
         self.strokes.events.data.connect(self.request)
         if not self._watching:
-            self.viewer.camera.events.center.connect(self._view_changed)
-            self.viewer.camera.events.zoom.connect(self._view_changed)
+            _camera(self.viewer).events.center.connect(self._view_changed)
+            _camera(self.viewer).events.zoom.connect(self._view_changed)
             self._watching = True
         self.stop_button.enabled, self.start_button.enabled = True, False
         self.status.value = (
             "Paint label 1 on one kind of tissue, label 2 on another (more labels: more "
             "classes); the prediction follows each stroke."
         )
+        self._launch()  # reads the visible region now, so the first stroke does not wait
 
     def stop(self, *_: Any) -> None:
         """Stop updating (the layers stay)."""
@@ -127,7 +128,7 @@ class LivePanel(Container):
             for ev in (self.strokes.events.paint, self.strokes.events.data):
                 ev.disconnect(self.request)
         if self._watching:
-            for ev in (self.viewer.camera.events.center, self.viewer.camera.events.zoom):
+            for ev in (_camera(self.viewer).events.center, _camera(self.viewer).events.zoom):
                 ev.disconnect(self._view_changed)
             self._watching = False
         self.runner.cancel()
@@ -183,8 +184,10 @@ class LivePanel(Container):
         """The grid box under the canvas (at most :data:`MAX_VIEW` points a side)."""
         session = self.session
         assert session is not None  # noqa: S101 -- only called while running
-        h, w = getattr(self.viewer, "_canvas_size", (800, 800))
-        zoom, centre = self.viewer.camera.zoom, self.viewer.camera.center[-2:]
+        canvas = getattr(self.viewer, "canvas", None)  # napari >= 0.6; before: _canvas_size
+        h, w = getattr(canvas, "size", None) or getattr(self.viewer, "_canvas_size", (800, 800))
+        camera = _camera(self.viewer)
+        zoom, centre = camera.zoom, camera.center[-2:]
         half = np.array([h, w]) / (2.0 * max(zoom, 1e-9))
         scale = np.ones(2) if self.image is None else np.asarray(self.image.scale[-2:])
         shift = np.zeros(2) if self.image is None else np.asarray(self.image.translate[-2:])
@@ -221,19 +224,23 @@ class LivePanel(Container):
             show_error(f"Live classifier: {err}")
             return
 
-        def job() -> ProgressGen[tuple[LiveResult, float | None]]:
+        def job() -> ProgressGen[tuple[LiveResult, float | None] | None]:
             if session.view(box):
                 yield Progress(1, 2, "read the visible region's features")
+            if not plane.any():  # started: the view is read, the fit waits for strokes
+                import sklearn.linear_model  # noqa: F401 -- the first fit does not pay for it
+
+                return None
             yield Progress(1, 2, "fitting")
             return session.update(plane), asked
 
         self._asked = None
         self.runner.start(job(), name="Live classifier", on_done=self._show, on_finish=self._next)
 
-    def _show(self, out: tuple[LiveResult, float | None]) -> None:
-        res, asked = out
-        if self.session is None:
+    def _show(self, out: tuple[LiveResult, float | None] | None) -> None:
+        if out is None or self.session is None:
             return
+        res, asked = out
         self.result = res
         geo = self._geometry(res.grid)
         labels, unc = res.labels, res.uncertainty
@@ -260,3 +267,9 @@ class LivePanel(Container):
         if self._dirty and self.session is not None:
             self._dirty = False
             self._launch()
+
+
+def _camera(viewer: Any) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera

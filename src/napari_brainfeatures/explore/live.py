@@ -231,6 +231,14 @@ class LiveSession:
             self._ids, self._rows = ids[order], allrows[order]
         return self._rows[np.searchsorted(self._ids, flat)]
 
+    def predict(self) -> tuple[np.ndarray, np.ndarray]:
+        """Class ids and uncertainty ``(h, w)`` each of the viewed region (fitted classifier)."""
+        if self._region is None:
+            raise ValueError("no region to predict: call view(box) with the visible region first")
+        h, w, d = self._region.shape
+        pred, unc = self.classifier.predict(self._region.reshape(-1, d))
+        return pred.reshape(h, w), unc.reshape(h, w)
+
     def update(self, strokes: Any) -> LiveResult:
         """Refit on the strokes and predict the viewed region (call :meth:`view` first).
 
@@ -254,8 +262,8 @@ class LiveSession:
         self.classifier.fit(rows[ok], labels[ok])
         self.samples = (flat[ok], labels[ok])
         t1 = time.perf_counter()
-        h, w, d = self._region.shape
-        pred, unc = self.classifier.predict(self._region.reshape(-1, d))
+        pred, unc = self.predict()
+        h, w = pred.shape
         ids, counts = np.unique(labels[ok], return_counts=True)
         i0, _, j0, _ = self.box
         (oy, ox), (sy, sx) = self.grid.origin, self.grid.step
@@ -264,8 +272,8 @@ class LiveSession:
             image_shape=self.grid.image_shape, source=self.grid.source,
         )  # fmt: skip
         return LiveResult(
-            pred.reshape(h, w),
-            unc.reshape(h, w),
+            pred,
+            unc,
             sub,
             {int(c): int(n) for c, n in zip(ids, counts, strict=True)},
             t1 - t0,

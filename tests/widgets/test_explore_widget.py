@@ -1,0 +1,143 @@
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from helpers import tiny_cnn
+from napari_brainfeatures._widgets.explore import SELECTION, ExploreWidget
+from napari_brainfeatures._widgets.explore_live import PREDICTION, STROKES, UNCERTAINTY
+from napari_brainfeatures.classes import default_table
+from napari_brainfeatures.explore.live import load_live_model
+from napari_brainfeatures.factors.results import factorise
+from napari_brainfeatures.features.grid import FeatureGrid
+from napari_brainfeatures.features.run import compute_feature_map
+from napari_brainfeatures.progress import run
+
+
+@pytest.fixture
+def scene(tmp_path):
+    """A two-area image, its feature store (stride 2), NMF factors saved, and area labels."""
+    rng = np.random.default_rng(0)
+    image = (rng.random((40, 44)) * 120).astype(np.uint8)
+    image[:, 22:] += 120
+    store = tmp_path / "feat.zarr"
+    run(compute_feature_map(image, tiny_cnn(), out=store, stride=2, tile=8))
+    factors = run(factorise(FeatureGrid.from_store(store), 3, seed=0)).save(tmp_path / "f.zarr")
+    areas = np.zeros((40, 44), np.uint8)
+    areas[:, :22], areas[:, 22:] = 1, 2
+    return image, store, factors, areas
+
+
+def _viewer(make_napari_viewer, image, areas):
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="ct")
+    viewer.add_labels(areas, name="areas", metadata={"classes": default_table().to_dict()})
+    w = ExploreWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.image.value = viewer.layers["ct"]
+    return viewer, w
+
+
+def _plot(w, qtbot, path, **options):
+    w.source_path.value = path
+    for key, value in options.items():
+        getattr(w, key).value = value
+    w.plot_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+
+
+def test_plot_select_highlight_keep_readout_and_tables(make_napari_viewer, qtbot, scene):
+    image, store, factors, areas = scene
+    viewer, w = _viewer(make_napari_viewer, image, areas)
+    _plot(w, qtbot, factors, bins=32, colour="factor", factor=1)
+    assert w.runner.last_error is None, w.runner.last_error
+    dens = w.density
+    assert dens.counts.sum() == len(dens.points) > 0 and dens.points.axes == (
+        "factor 0",
+        "factor 1",
+    )
+    # plot -> image: a rectangle over the left half of the plot
+    x0, x1, y0, y1 = dens.extent
+    w._selected("rectangle", ((x0 - 1, 0.5 * (x0 + x1)), (y0 - 1, y1 + 1)))
+    layer = viewer.layers[SELECTION]
+    assert layer.data.shape == w.grid.shape and layer.data.sum() == w.selected.sum() > 0
+    np.testing.assert_allclose(layer.scale, (2, 2))  # the stride
+    # image -> plot: the same pixels as a Labels layer select the same points
+    w.from_layer.reset_choices()
+    w.from_layer.value = layer
+    w.highlight_button.clicked.emit()
+    assert w.plot._overlay is not None
+    np.testing.assert_array_equal(w.plot._overlay.get_array() > 0, dens.histogram(w.selected) > 0)
+    # keep as class: added where unpainted, painted pixels kept
+    w.target_labels.value = viewer.layers["areas"]
+    areas_layer = viewer.layers["areas"]
+    areas_layer.data[:20] = 0  # the top half unpainted
+    w.class_name.value = "low F0"
+    w.keep_button.clicked.emit()
+    new = areas_layer.data
+    assert 7 in areas_layer.metadata["classes"]["classes"][-1].values()
+    assert set(np.unique(new[20:])) <= {1, 2} and (new[:20] == 7).any()
+    assert "pixels added" in w.status.value
+    # readout under the cursor
+    w._hover(viewer, SimpleNamespace(position=(10.0, 30.0)))
+    assert "top F" in w.readout_text.value and "%" in w.readout_text.value
+    w._hover(viewer, SimpleNamespace(position=(-100.0, 30.0)))
+    assert w.readout_text.value == ""
+    # factor x label and cluster x label tables
+    w.profile_labels.value = viewer.layers["areas"]
+    w.profile_button.clicked.emit()
+    assert len(w.table.row_headers) == 3 and w.table.column_headers[0] == "Ctx"
+    w.clusters.value = viewer.layers["areas"]  # any labels serve as clusters here
+    w.cluster_button.clicked.emit()
+    assert w.table.row_headers[0] == "cluster 1"
+
+
+def test_live_classifier_follows_strokes_and_saves(make_napari_viewer, qtbot, scene, tmp_path):
+    image, store, _, areas = scene
+    viewer, w = _viewer(make_napari_viewer, image, areas)
+    _plot(w, qtbot, store, method="PCA", colour="predicted area")
+    assert w.runner.last_error is None, w.runner.last_error
+    live = w.live
+    live.start_button.clicked.emit()
+    strokes = viewer.layers[STROKES]
+    assert strokes.data.shape == (40, 44) and strokes.mode == "paint"
+    strokes.data[10:30, 4:8] = 1  # one class only: a clear error, nothing shown
+    live.request()
+    qtbot.waitUntil(lambda: not live.runner.running, timeout=30_000)
+    assert "one class only" in str(live.runner.last_error)
+    assert PREDICTION not in viewer.layers
+    strokes.data[10:30, 34:38] = 2
+    live.request()
+    qtbot.waitUntil(lambda: PREDICTION in viewer.layers, timeout=30_000)
+    qtbot.waitUntil(lambda: not live.runner.running, timeout=30_000)
+    pred = viewer.layers[PREDICTION].data
+    assert pred.shape == live.result.labels.shape and set(np.unique(pred)) <= {0, 1, 2}
+    assert UNCERTAINTY in viewer.layers and live.latency_s
+    assert (pred[5:15, 2:5] == 1).mean() > 0.5 and (pred[5:15, 18:21] == 2).mean() > 0.5
+    live.image = None  # saved beside the store (no workspace for an in-memory image)
+    live.save_button.clicked.emit()
+    saved = list(store.parent.glob("feat_live-*.safetensors"))
+    assert len(saved) == 1
+    _, meta = load_live_model(saved[0])
+    assert set(meta["strokes"][1].tolist()) == {1, 2}
+    live.keep_button.clicked.emit()
+    assert f"{PREDICTION} (kept)" in viewer.layers and not live.stop_button.enabled
+
+
+def test_bad_sources_say_so(make_napari_viewer, qtbot, scene, tmp_path):
+    image, store, factors, areas = scene
+    viewer, w = _viewer(make_napari_viewer, image, areas)
+    part = tmp_path / "part.zarr"
+    gen = compute_feature_map(image, tiny_cnn(), out=part, stride=2, tile=8)
+    next(gen)
+    gen.close()
+    _plot(w, qtbot, part, method="PCA")
+    assert "still being written" in str(w.runner.last_error) and w.density is None
+    _plot(w, qtbot, store, method="NMF factors")
+    assert "choose axes = PCA" in str(w.runner.last_error)
+    shutil.rmtree(store)
+    _plot(w, qtbot, factors, method="NMF factors")
+    assert w.runner.last_error is None and "is gone" in w.status.value
+    w.live.start_button.clicked.emit()  # no features: refused, nothing added
+    assert STROKES not in viewer.layers
