@@ -10,7 +10,7 @@ Layout of ``<data>.brainfeatures/``::
     features/          dense feature stores (zarr)
     results/           evaluations, factor tables, cluster maps, figures
 
-:meth:`Workspace.inventory` lists what it holds (:mod:`napari_brainfeatures.inventory`).
+:meth:`Workspace.inventory` lists what it holds (:func:`inventory`, :class:`Entry`).
 
 Every write is atomic (temporary file + rename; zarr chunks too), so a crash never
 leaves a half-written file; a new workspace is built in a temporary folder and
@@ -37,20 +37,22 @@ from typing import TYPE_CHECKING, Any, Literal
 from napari_brainfeatures import __version__
 from napari_brainfeatures._util import lease
 from napari_brainfeatures._util.files import as_if_created
+from napari_brainfeatures._util.inventory import Entry, inventory
 from napari_brainfeatures._util.leftovers import clean_leftovers, temp_path
 from napari_brainfeatures.classes import ClassTable, default_table
-from napari_brainfeatures.inventory import Entry, inventory
 
 if TYPE_CHECKING:  # numpy and zarr load on first use: listing a workspace needs neither
     import numpy as np
     import zarr
 
 __all__ = [
+    "Entry",
     "Workspace",
     "WorkspaceError",
     "WorkspaceBusyError",
     "write_json_atomic",
     "default_workspace_path",
+    "inventory",
 ]
 
 SUFFIX = ".brainfeatures"
@@ -350,10 +352,10 @@ class Workspace:
     def inventory(self) -> list[Entry]:
         """What the workspace holds: models, feature stores, factor/cluster results, evaluations.
 
-        A list of :class:`~napari_brainfeatures.inventory.Entry` (``kind``, ``path``,
+        A list of :class:`Entry` (``kind``, ``path``,
         ``name``, ``created``, ``provenance``; ``complete`` and ``tiles`` for feature
         stores), in kind order then oldest first; reads descriptions only, writes
-        nothing (also on a read-only workspace).  See :func:`~.inventory.inventory`.
+        nothing (also on a read-only workspace).  See :func:`inventory`.
         """
         return inventory(self.root)
 

@@ -85,6 +85,14 @@ def test_run_on_current_slice_shows_live_layers(make_napari_viewer, qtbot, model
     err = str(w.runner.last_error)
     assert "made by another job" in err and "tick 'replace a store made by another job'" in err
     assert "overwrite=True" not in err and FeatureStore(Path(out).with_name("third.zarr")).complete
+    # ticked: the new store is built beside (shown live from there) and swapped in at the end
+    w.overwrite.value = True
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert w.runner.last_error is None, w.runner.last_error
+    third = Path(out).with_name("third.zarr")
+    assert w.store is not None and w.store.path == third and FeatureStore(third).stride == 4
+    assert not [p for p in third.parent.iterdir() if p.name.startswith(".third.zarr.")]
 
 
 def test_padded_model_offers_exact_mode_and_box_region(make_napari_viewer, qtbot, tmp_path):

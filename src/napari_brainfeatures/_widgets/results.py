@@ -1,6 +1,6 @@
 """Dock widget: what the image's workspace holds, each one click from being a layer or a table.
 
-The list is :func:`napari_brainfeatures.inventory.inventory` of the chosen image's
+The list is :func:`napari_brainfeatures.workspace.inventory` of the chosen image's
 workspace (models, feature stores with how many tiles are done, factor and cluster
 results, evaluations, reports, latent results), so reopening a volume restores it;
 results the docks keep appear as they are written.  **Open** shows the selected
@@ -36,10 +36,10 @@ from napari_brainfeatures._widgets._common import (
     status_label,
     workspace_root,
 )
-from napari_brainfeatures.inventory import Entry, inventory
 from napari_brainfeatures.results.export import FORMATS, export_result
 from napari_brainfeatures.results.maps import MapLayer, open_map_layer
 from napari_brainfeatures.results.tables import read_table
+from napari_brainfeatures.workspace import Entry, inventory
 
 OWNER = "results"
 PREVIEW_PX = 320  # width of the figure preview
