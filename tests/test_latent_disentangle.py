@@ -81,7 +81,8 @@ def test_impact_scores_over_all_and_active_latents():
     res = impact_scores(impact, np.array([True, True, False]))
     assert res["disentanglement_active"] == float("inf")  # the two used latents: one ROI each
     assert res["disentanglement"] < 10 and res["active"] == 2
-    assert impact_scores(impact, np.zeros(3, bool))["disentanglement_active"] is None
+    for one_or_none in ([False] * 3, [True, False, False]):  # no off-diagonal: no score
+        assert impact_scores(impact, np.array(one_or_none))["disentanglement_active"] is None
     assert set(impact_scores(impact)) == {"disentanglement"}
     with pytest.raises(ValueError, match="one entry per latent"):
         impact_scores(impact, np.ones(2, bool))

@@ -160,7 +160,9 @@ def impact_scores(impact: ArrayLike, active: ArrayLike | None = None) -> dict[st
     dict
         ``disentanglement`` (:func:`~.explore.disentanglement_score` over all
         L latents) and, with ``active``, ``disentanglement_active`` (over the
-        active latents only; None when none is active) and ``active`` (their count).
+        active latents only; None with fewer than two: one latent alone has no
+        off-diagonal covariance, and the score would be a meaningless ``inf``)
+        and ``active`` (their count).
     """
     from napari_brainfeatures.latent.explore import disentanglement_score
 
@@ -170,7 +172,7 @@ def impact_scores(impact: ArrayLike, active: ArrayLike | None = None) -> dict[st
         a = np.asarray(active, dtype=bool)
         if a.shape != (m.shape[1],):
             raise ValueError(f"active must have one entry per latent ({m.shape[1]}), got {a.shape}")
-        out["disentanglement_active"] = disentanglement_score(m[:, a]) if a.any() else None
+        out["disentanglement_active"] = disentanglement_score(m[:, a]) if a.sum() > 1 else None
         out["active"] = int(a.sum())
     return out
 
