@@ -4,7 +4,7 @@ import torch
 from napari.layers import Image, Labels
 
 from helpers import TINY_CNN
-from napari_brainfeatures._widgets.factors import FactorsWidget, _number
+from napari_brainfeatures._widgets.factors import FactorsWidget
 from napari_brainfeatures.classes import default_table
 from napari_brainfeatures.factors.select import rgb_composite
 from napari_brainfeatures.features.run import compute_feature_map
@@ -50,8 +50,16 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     assert all(isinstance(ly, Image) for ly in layers)
     assert layers[0].data.shape == (20, 22)
     np.testing.assert_allclose(layers[0].scale, (1.0, 1.0))  # stride 2 x image scale 0.5
-    assert "relative error" in w.status.value
+    assert "relative error" in w.status.value and "(image slice 0)" in w.status.value
     assert viewer.layers["NMF RGB"].rgb  # factors 0, 1, 2 until a selection is made
+    assert not any(ly.visible for ly in layers)  # the composite shows, not 3 blended heatmaps
+    legend = viewer.canvas.overlays.text
+    assert legend.visible and "R: F0" in legend.text and "B: F2" in legend.text
+    layers[1].visible = True
+    layers[0].visible = True  # one heatmap at a time: showing one hides the other
+    assert [ly.visible for ly in layers] == [True, False, False]
+    assert layers[0].colorbar.visible  # the shown map's colour bar
+    layers[0].visible = False
     # selection against the two ROIs
     w.rois.value = viewer.layers["rois"]
     w.normalise.value = "area"
@@ -67,9 +75,11 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     assert label.parentWidget().height() >= label.minimumHeight()  # the row grew: no clipping
     picked = sel.pairs[0]
     item = w.table.native.item(picked[0], sel.roi_ids.index(picked[1]))
-    assert item.background().color().name() == "#2e7d32"
-    assert [ly.visible for ly in layers] == [i in sel.factors for i in range(3)]
+    assert item.background().color().name() in ("#2e7d32", "#b26a00")  # a pick, maybe weak
+    assert item.toolTip().startswith(f"F{picked[0]} for ")  # counts and score in the tooltip
+    assert w.table.data[0][0].endswith("%") and " / " in w.table.data[0][0]  # fractions
     assert [wd.value for wd in w.rgb][:2] == sel.factors
+    assert f"R: F{sel.factors[0]} " in legend.text  # the legend names the pick's ROI
     rgb = viewer.layers["NMF RGB"]
     np.testing.assert_allclose(
         rgb.data[..., 0], rgb_composite(w.maps, (sel.factors[0], 0, 1))[..., 0]
@@ -90,6 +100,7 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     assert isinstance(clusters, Labels) and clusters.data.shape == (20, 22)
     assert (clusters.data[:, :11] == 0).all() and (clusters.data[:, 11:] > 0).all()
     assert "V-measure" in w.status.value and set(w.scores) >= {"v_measure", "ari"}
+    assert clusters.visible and not rgb.visible and not legend.visible  # not drawn over it
     # smoothing inside the mask: σ = 4 image px = 2 steps of the stride-2 grid
     from napari_brainfeatures.factors.clusters import cluster_map
 
@@ -118,7 +129,9 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     assert max(score for *_, score in w.selection.pairs) <= 0
     assert "Every score is negative" in w.status.value and "normalise = area" in w.status.value
     assert w.table.column_headers == ("ROI 1", "ROI 2")  # a layer without class names
-    assert w.table.shape[0] == 3 and w.table.data[0][0] == _number(w.selection.scores[0, 0])
+    cover, leak = w.selection.fractions()
+    assert w.table.shape[0] == 3 and w.table.data[0][0] == f"{cover[0, 0]:.0%} / {leak[0, 0]:.0%}"
+    assert "weak picks" in w.status.value  # negative scores are flagged, not shown as good
     first = viewer.layers["NMF factor 0"]
     w.nmf_button.clicked.emit()  # a new NMF: the old scores no longer apply
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)

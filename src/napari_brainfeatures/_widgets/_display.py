@@ -53,13 +53,14 @@ def is_continuous_map(layer: Layer) -> bool:
 def show_colorbar(viewer: napari.Viewer) -> Layer | None:
     """Show the colour bar of the selected continuous map only; return that layer.
 
-    One bar, for the layer chosen in the layer list (or the newest such map
-    when the selection is not one): six unlabelled bars side by side say less
+    One bar, for the layer chosen in the layer list when it is a shown map
+    (else the topmost shown map): six unlabelled bars side by side say less
     than one that follows the selection.
     """
     maps = [layer for layer in viewer.layers if is_continuous_map(layer)]
+    seen = [layer for layer in maps if layer.visible]
     active = viewer.layers.selection.active
-    shown = active if active in maps else (maps[-1] if maps else None)
+    shown = active if active in seen else (seen[-1] if seen else None)
     for layer in maps:
         layer.colorbar.visible = layer is shown
     return shown
@@ -96,6 +97,7 @@ def follow_world_units(viewer: napari.Viewer) -> None:
 
     def _on_inserted(event: Any) -> None:
         layer = event.value
+        layer.events.visible.connect(lambda _e: show_colorbar(viewer))
         _apply(layer)
         if length_units(layer):  # the first layer with units: the others follow it
             for other in viewer.layers:
@@ -108,5 +110,6 @@ def follow_world_units(viewer: napari.Viewer) -> None:
     viewer.layers.selection.events.active.connect(lambda _e: show_colorbar(viewer))
     _HOOKED.add(viewer)
     for layer in list(viewer.layers):
+        layer.events.visible.connect(lambda _e: show_colorbar(viewer))
         _apply(layer)
     show_colorbar(viewer)

@@ -20,10 +20,10 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushBu
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
-from qtpy.QtGui import QColor
 
 from napari_brainfeatures._widgets._common import (
     OWNER_KEY,
+    OWNER_TAG,
     image_choices,
     image_shape,
     labels_choices,
@@ -38,6 +38,7 @@ from napari_brainfeatures._widgets._common import (
     status_label,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
+from napari_brainfeatures._widgets.factors_views import fill_scores, one_at_a_time, rgb_legend
 from napari_brainfeatures._widgets.results_keep import keep_clusters, keep_factors
 from napari_brainfeatures._widgets.tissue import TissueControls
 from napari_brainfeatures.classes import ClassTable
@@ -124,6 +125,7 @@ class FactorsWidget(Container):
         self._layer_run = 0  # which NMF result the heatmap layers being added belong to
         self.native.destroyed.connect(self._stop_adding)  # a closed dock adds no more layers
         self.scores: dict[str, float] = {}
+        self._roi_names: dict[int, str] | None = None  # ROI id -> name of the last selection
         self._auto_store = ""  # the store box's value when this widget filled it
         self._auto_save = ""  # the same for the factors file box
         self.image.changed.connect(self._default_store)
@@ -229,8 +231,10 @@ class FactorsWidget(Container):
         self._default_save()
         info = self.factors.info
         self.status.value = (
-            f"NMF k={k}: relative error {info['rel_error']:.4f} after "
-            f"{info['n_iter']} iterations ({info['wall_s']:.1f} s)"
+            f"NMF k={k} of store z index {self.z.value} (image slice {self.grid.z}): "  # type: ignore[union-attr]
+            f"relative error {info['rel_error']:.4f} after {info['n_iter']} iterations "
+            f"({info['wall_s']:.1f} s); the RGB composite shows; show one factor's heatmap "
+            "alone by its eye in the layer list"
         )
         keep_factors(self)
         # One heatmap layer per event-loop turn: napari needs ~0.2 s to create a layer,
@@ -241,15 +245,14 @@ class FactorsWidget(Container):
         def add(i: int) -> None:
             if run != self._layer_run or i >= k:  # a newer NMF took over, or all done
                 return
-            shown = i in self.selection.factors if self.selection is not None else i < 3
-            self._put(
+            layer = self._put(
                 f"{PREFIX}{i}",
                 self.maps[i],  # type: ignore[index]
                 colormap="magma",
-                blending="additive",
                 contrast_limits=(0.0, tops[i]),
-                visible=shown,
+                visible=False,  # the composite shows; a heatmap shown alone hides the others
             )
+            one_at_a_time(self._heatmaps, layer)
             QTimer.singleShot(0, lambda: add(i + 1))
 
         add(0)
@@ -257,13 +260,36 @@ class FactorsWidget(Container):
     def _stop_adding(self, *_: Any) -> None:  # noqa: D102
         self._layer_run += 1
 
+    def _heatmaps(self) -> list[Any]:
+        return [
+            ly
+            for ly in self.viewer.layers
+            if ly.metadata.get(OWNER_KEY) == "factors" and ly.name.startswith(PREFIX)
+        ]
+
+    def _own(self, name: str) -> Any:
+        """The dock's own output layer ``name`` (found by its tag), or None."""
+        tag = f"factors: {name}"
+        return next((ly for ly in self.viewer.layers if ly.metadata.get(OWNER_TAG) == tag), None)
+
     def show_rgb(self, *_: Any) -> None:
         """Add the three chosen factors as one RGB layer."""
         if self.maps is None:
             show_error("Factors: run the NMF first.")
             return
         idx = tuple(int(w.value) for w in self.rgb)
-        self._put("NMF RGB", rgb_composite(self.maps, idx), rgb=True)  # type: ignore[arg-type]
+        layer = self._put("NMF RGB", rgb_composite(self.maps, idx), rgb=True)  # type: ignore[arg-type]
+        layer.visible = True
+        picked = {} if self.selection is None else {f: a for f, a, _ in self.selection.pairs}
+        names = self._roi_names or {}
+        rgb_legend(
+            self.viewer,
+            layer,
+            [f"F{f}" + (f" {names.get(picked[f], '')}" if f in picked else "") for f in idx],
+        )
+        clusters = self._own("clusters")
+        if clusters is not None:  # not drawn over the composite
+            clusters.visible = False
 
     # -- selection --------------------------------------------------------------------------
     def select(self, *_: Any) -> None:
@@ -284,28 +310,11 @@ class FactorsWidget(Container):
             show_error(f"Factors: {err}")
             return
         self.factors = self.factors.with_selection(sel)
-        names = _roi_names(self.rois.value, sel.roi_ids)
-        self.table.value = {
-            "data": [[_number(v) for v in row] for row in sel.scores],  # 8142, 0.0977
-            "index": [f"F{i}" for i in range(sel.scores.shape[0])],
-            "columns": [names[a] for a in sel.roi_ids],
-        }
-        self.table.native.resizeColumnsToContents()
-        for i, a, _ in sel.pairs:
-            item = self.table.native.item(i, sel.roi_ids.index(a))
-            if item is not None:
-                item.setBackground(QColor("#2e7d32"))
-        for layer in self.viewer.layers:
-            if layer.name.startswith(PREFIX) and layer.metadata.get(OWNER_KEY) == "factors":
-                layer.visible = int(layer.name[len(PREFIX) :]) in sel.factors
+        names = self._roi_names = _roi_names(self.rois.value, sel.roi_ids)
+        self.status.value = fill_scores(self.table, sel, names)
         for w, f in zip(self.rgb, sel.factors[:3], strict=False):
             w.value = f
         self.show_rgb()  # the top three selected factors
-        picks = ", ".join(
-            f"F{i}→{names[a]} ({c:.0%})"
-            for (i, a, _), c in zip(sel.pairs, sel.coverage_fraction, strict=True)
-        )
-        self.status.value = f"selected: {picks}"
         if sel.pairs and max(score for *_, score in sel.pairs) <= 0:
             self.status.value += (
                 "\nEvery score is negative: leakage outweighs coverage (raw pixel counts; "
@@ -377,7 +386,10 @@ class FactorsWidget(Container):
         self.runner.start(job(), name="Clustering", on_done=done)
 
     def _cluster_done(self, res: Any, opts: dict[str, Any] | None = None) -> None:
-        self._put("clusters", res.labels, kind="labels", opacity=0.6)
+        self._put("clusters", res.labels, kind="labels", opacity=0.6).visible = True
+        rgb = self._own("NMF RGB")
+        if rgb is not None:  # the clusters are not drawn over the composite
+            rgb.visible = False
         text = f"{res.k} clusters on {res.n_labelled} px"
         if res.bic is not None:
             text += f"; BIC {res.bic:.4g}"
@@ -399,8 +411,3 @@ def _roi_names(layer: Any, ids: Any) -> dict[int, str]:
             return names
         names.update({c.id: c.name for c in table if c.id in names})
     return names
-
-
-def _number(v: float) -> str:
-    """A score as a person writes it: pixel counts whole (-14090), fractions to 3 digits."""
-    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
