@@ -33,6 +33,7 @@ DEMO_STRIDE = 4
 #: Cortex erosion and smoothing (image px) of the demo's cluster map: half a patch.
 DEMO_ERODE = DEMO_SMOOTH = 64
 MODEL_NAME = "cnn-sample.safetensors"  # "cnn-*": the docks' newest-model rule finds it
+READY = "brainfeatures demo ready:"  # --exit-when-ready's line
 META_KEY = "brainfeatures_model"  # layer metadata: which model made the layer, how good
 
 
@@ -59,6 +60,8 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument("--no-show", action="store_true", help=argparse.SUPPRESS)
+    # benchmarks: print one JSON line when every dock's work is done and its layers drawn, quit
+    parser.add_argument("--exit-when-ready", action="store_true", help=argparse.SUPPRESS)
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -80,14 +83,29 @@ def run(name: str, args: argparse.Namespace) -> int:
 
     # Generate the sample once (about a minute), with progress, before the window opens.
     run_gen(ensure_microct(seed=args.seed), progress_printer)
-    viewer = open_demo_viewer(show=not args.no_show, explore=not args.no_show)
+    outcome: dict[str, Any] = {}
+    on_ready = (lambda out: _exit_when_ready(out, outcome)) if args.exit_when_ready else None
+    viewer = open_demo_viewer(show=not args.no_show, explore=not args.no_show, on_ready=on_ready)
     if args.no_show:
         viewer.close()
         return 0
     import napari
 
     napari.run()
-    return 0
+    return 0 if outcome.get("ok", True) else 1
+
+
+def _exit_when_ready(out: dict[str, Any], outcome: dict[str, Any]) -> None:
+    """``--exit-when-ready``: draw, print ``READY {json}`` (wall-clock time, steps), close."""
+    import time
+
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    QApplication.processEvents()  # the last layers drawn
+    outcome.update(ok=out["ok"], steps=out["steps"], error=out["error"], unix_time=time.time())
+    print(f"{READY} {json.dumps(outcome)}", flush=True)
+    QTimer.singleShot(0, QApplication.closeAllWindows)
 
 
 def display_problem() -> str | None:
@@ -137,29 +155,78 @@ def open_demo_viewer(  # type: ignore[no-untyped-def]
     import napari
     from npe2 import PluginManager
 
+    opened = viewer is None
     if explore is None:
-        explore = viewer is None
-    if viewer is None:
+        explore = opened
+    if opened:
         viewer = napari.Viewer(title="napari-brainfeatures demo", show=show)
     viewer.open_sample("napari-brainfeatures", "microct")
     manifest = PluginManager.instance().get_manifest("napari-brainfeatures")
-    docks, widgets = [], {}
+    docks, widgets = {}, {}
     for i, c in enumerate(manifest.contributions.widgets or []):
         dock, widget = viewer.window.add_plugin_dock_widget(
             "napari-brainfeatures", c.display_name, tabify=i > 0
         )
-        docks.append(dock)
-        widgets[c.display_name] = widget
+        docks[c.display_name], widgets[c.display_name] = dock, widget
+    arrange_docks(docks, maximize=opened and show)  # a window the demo opened: the screen
     demo = DemoSession(viewer, widgets, stride=stride, erode=erode, smooth=smooth)
-    demo.on_ready = on_ready
+    demo.on_ready, demo.docks = on_ready, docks
     explore = demo.setup() and explore
-    if len(docks) > 3:
-        docks[3 if explore else 2].raise_()  # the feature maps as they come, or Train
+    demo.raise_dock("Feature maps" if explore else "Train CNN")  # the maps as they come
     if explore:
         demo.start()
     elif on_ready is not None:
         on_ready(demo.outcome(ok=True))
     return viewer
+
+
+#: Tab titles of the demo's docks (their title bars keep the full names); the seven
+#: stage docks fit one row of tabs above the right column.
+TAB_TITLES = {"Annotate areas": "Annotate", "Train CNN": "Train", "Feature maps": "Features",
+              "NMF factors and clusters": "NMF", "Analyse features": "Analyse",
+              "Explore and correct": "Explore", "Latent sliders": "Latent"}  # fmt: skip
+#: Docks tabbed with napari's layer list (left column, as narrow as it): files, not stages.
+BESIDE_LAYERS = {"Open volume": "Open", "Results": "Results"}
+DOCK_SHARE, LEFT_SHARE = 0.29, 0.16  # of the window's width: the stage docks, the layer list
+
+
+def arrange_docks(docks: dict[str, Any], *, maximize: bool = False) -> None:
+    """Tabbed docks, tabs on top, every dock the full height, the canvas the widest part.
+
+    napari stacks plugin docks, each squeezing the others (results off-screen),
+    or tabifies them with truncated tabs at the bottom.  Here the stage docks
+    are one tab group on the right and the file docks (Open volume, Results)
+    tabs beside napari's layer list, so each shows whole tab titles at 1600 px
+    and the canvas keeps about half the window.
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QApplication, QDockWidget, QTabWidget
+
+    if not docks:
+        return
+    window = next(iter(docks.values())).parentWidget()  # the QMainWindow
+    right, left = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.LeftDockWidgetArea
+    if maximize:  # the whole screen (set as well: no window manager, no maximising)
+        window.setGeometry(window.screen().availableGeometry())
+        window.showMaximized()
+        QApplication.processEvents()  # the new width, for the shares below
+    side = [d for d in window.findChildren(QDockWidget) if window.dockWidgetArea(d) == left]
+    side = sorted((d for d in side if d.isVisible()), key=lambda d: d.y())[-1:]  # layer list
+    groups: dict[Any, Any] = {}  # area -> the dock the others are tabbed with
+    for name, dock in docks.items():
+        area = left if name in BESIDE_LAYERS and side else right
+        window.setTabPosition(area, QTabWidget.TabPosition.North)
+        first = groups.setdefault(area, side[0] if area == left else dock)
+        if window.dockWidgetArea(dock) != area:
+            window.addDockWidget(area, dock)
+        if dock is not first:
+            window.tabifyDockWidget(first, dock)
+        dock.setWindowTitle({**TAB_TITLES, **BESIDE_LAYERS}.get(name, name))
+    if side:
+        side[0].raise_()  # the layers stay in view
+    shares = [(groups.get(right), DOCK_SHARE), *((d, LEFT_SHARE) for d in side)]
+    shares = [(d, int(max(window.width(), 1) * f)) for d, f in shares if d is not None]
+    window.resizeDocks([d for d, _ in shares], [w for _, w in shares], Qt.Orientation.Horizontal)
 
 
 class DemoSession:
@@ -175,6 +242,7 @@ class DemoSession:
         self.viewer, self.w = viewer, widgets
         self.stride, self.erode, self.smooth = stride, erode, smooth
         self.on_ready: Callable[[dict[str, Any]], Any] | None = None
+        self.docks: dict[str, Any] = {}
         self.steps: list[str] = []
         self.model: dict[str, Any] = {}
         self.model_path: Path | None = None
@@ -227,6 +295,11 @@ class DemoSession:
             features.model_path.value = self.model_path  # loads it, shows its classes
             features.model_info.value += f"\n{self.describe()}"
         return True
+
+    def raise_dock(self, name: str) -> None:
+        """Bring dock ``name``'s tab to the front (when docked)."""
+        if name in self.docks:
+            self.docks[name].raise_()
 
     def describe(self) -> str:
         """'shipped sample CNN: test accuracy 90.3 % on slice 106 (chance 16.7 %, ...)'."""
@@ -347,6 +420,7 @@ class DemoSession:
         if "patches" in self.steps:
             self.w["Train CNN"].status.value += " is loaded; Train retrains it from these patches."
         self._calm_view()
+        self.raise_dock("NMF factors and clusters" if "clusters" in self.steps else "Train CNN")
         (show_info if error is None else show_error)(text)
         if self.on_ready is not None:
             self.on_ready(self.outcome(ok=error is None))
