@@ -103,6 +103,7 @@ def viewer_ready(home: Path) -> dict[str, Any]:
         "exit_s": round(time.time() - t0, 1),
         "ok": outcome["ok"],
         "steps": outcome["steps"],
+        "step_s": outcome.get("step_s"),
         "error": outcome["error"],
     }
 

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,13 +98,12 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 def _exit_when_ready(out: dict[str, Any], outcome: dict[str, Any]) -> None:
     """``--exit-when-ready``: draw, print ``READY {json}`` (wall-clock time, steps), close."""
-    import time
-
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
     QApplication.processEvents()  # the last layers drawn
-    outcome.update(ok=out["ok"], steps=out["steps"], error=out["error"], unix_time=time.time())
+    outcome.update({k: out[k] for k in ("ok", "steps", "step_s", "error")})
+    outcome["unix_time"] = time.time()
     print(f"{READY} {json.dumps(outcome)}", flush=True)
     QTimer.singleShot(0, QApplication.closeAllWindows)
 
@@ -244,6 +244,7 @@ class DemoSession:
         self.on_ready: Callable[[dict[str, Any]], Any] | None = None
         self.docks: dict[str, Any] = {}
         self.steps: list[str] = []
+        self.step_s: dict[str, float] = {}  # each step's seconds, start to settled
         self.model: dict[str, Any] = {}
         self.model_path: Path | None = None
         self.error: str | None = None
@@ -342,6 +343,7 @@ class DemoSession:
                 self._finish(f"{name} failed: {err}" if err else f"{name}: no result")
                 return
             self.steps.append(name)
+            self.step_s[name] = round(time.perf_counter() - self._started, 1)
             self._tag()
         if not self._todo:
             self._finish(None)
@@ -356,7 +358,7 @@ class DemoSession:
         if not widget.runner.running:  # refused (a notification says why)
             self._finish(f"{name} did not start")
             return
-        self._busy = (name, widget)
+        self._busy, self._started = (name, widget), time.perf_counter()
 
     def _succeeded(self, name: str) -> bool:
         if name == "feature maps":
@@ -438,4 +440,5 @@ class DemoSession:
     def outcome(self, *, ok: bool) -> dict[str, Any]:
         """What the demo did: ``ok``, ``steps``, ``error``, ``model``, ``widgets`` (by name)."""
         out = {"ok": ok, "steps": list(self.steps), "error": self.error, "model": self.model}
+        out["step_s"] = dict(self.step_s)
         return out | {"widgets": dict(self.w)}
