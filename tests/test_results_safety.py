@@ -176,11 +176,18 @@ def test_factors_out_never_mixes_two_runs(store, tmp_path, capsys):
         "factors.zarr",
     ]
     assert siblings(out) == ["feats"]  # no temporary left beside
-    (out / "notes.txt").write_text("mine")  # a folder holding the user's files: refused
-    assert cli.main(args) == 2
-    assert "not a result of this command" in capsys.readouterr().err
-    assert (out / "notes.txt").read_text() == "mine" and (out / "factors.zarr").is_dir()
-    assert cli.main([*args[:-1], str(store.parent)]) == 2  # the folder holding the input
+    (out / "notes.txt").write_text("mine")  # the user's files in the folder are kept
+    (out / "drafts").mkdir()
+    (out / "drafts" / "a.txt").write_text("draft")
+    assert cli.main(args) == 0
+    assert (out / "notes.txt").read_text() == "mine" and (out / "drafts" / "a.txt").exists()
+    cluster = ["cluster", str(out / "factors.zarr"), "--k", "2", "--out", str(out)]
+    assert cli.main(cluster) == 0  # clusters beside the factors they were made of
+    assert {"factors.zarr", "clusters.zarr", "clusters.json"} <= {p.name for p in out.iterdir()}
+    assert cli.main([*cluster[:-1], str(out / "factors.zarr")]) == 2  # not into its input
+    before = tree_bytes(store)
+    assert cli.main([*args[:-1], str(store.parent)]) == 0  # beside its input: the store stays
+    assert tree_bytes(store) == before and (store.parent / "factors.zarr").is_dir()
     assert FeatureStore(store).complete
 
 

@@ -147,8 +147,13 @@ def _incomplete(grid: Any) -> dict[str, Any] | None:
 
 
 # -- outputs ----------------------------------------------------------------------------------
-# What a result folder holds: it is replaced whole, only when it holds nothing else.
-FACTOR_FILES = ("factors.zarr", "selection.json", "factor_*.png", "rgb.png")
+# What a result folder holds: replaced whole (other files of the user's are kept).
+FACTOR_FILES = (
+    "factors.zarr",
+    "selection.json",
+    "rgb.png",
+    *(f"factor_{'[0-9]' * n}.png" for n in range(2, 7)),  # factor_00.png .. factor_99999.png
+)
 CLUSTER_FILES = ("clusters.zarr", "clusters.json", "clusters.png")
 
 

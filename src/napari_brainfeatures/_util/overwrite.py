@@ -163,6 +163,30 @@ def check_output_file(
 _HOW = {"is": "is", "contains": "holds", "inside": "lies inside"}
 
 
+def _link(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # no bytes copied; the file lives on in the new folder
+    except OSError as err:
+        raise FileExistsError(
+            f"{src!r} cannot be kept while its folder is replaced (no hard links on this "
+            f"disk: {err.strerror}); nothing was changed: choose a new or empty output folder"
+        ) from None
+
+
+def _carry(src: Path, dst: Path) -> None:
+    """Hard-link the file or folder tree ``src`` to ``dst``; symbolic links stay links."""
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link)
+    elif src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    else:
+        _link(str(src), str(dst))
+
+
+def _ours(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
 def write_folder(
     target: str | os.PathLike[str],
     fill: Callable[[Path], None],
@@ -170,11 +194,15 @@ def write_folder(
     names: Iterable[str],
     inputs: Iterable[str | os.PathLike[str]] = (),
 ) -> Path:
-    """Write a result folder whole: ``fill`` a fresh hidden sibling, then swap it in.
+    """Write a command's result into a folder whole: ``fill`` a fresh sibling, then swap in.
 
-    A folder never holds two runs: an earlier run's folder is replaced as a whole,
-    and only once ``fill`` returned (a failure, or a kill, keeps it as it was; the
-    killed run's sibling is removed by the next write).
+    A folder never holds two runs of the command: the earlier run's files (those
+    matching ``names``) go with the old folder, replaced as a whole and only once
+    ``fill`` returned (a failure, or a kill, keeps it as it was; the killed run's
+    sibling is removed by the next write).  Everything else in the folder (another
+    command's result, the user's files) is carried into the new folder before the
+    swap as hard links (no bytes copied), so at every moment one of the two folders
+    holds it; on a disk without hard links such a folder is refused, unchanged.
 
     Parameters
     ----------
@@ -183,44 +211,51 @@ def write_folder(
     fill : callable
         Writes the result's files into the folder it is given.
     names : iterable of str
-        Glob patterns of the files a result folder holds (``"factor_*.png"``); an
-        existing ``target`` holding anything else is refused, never replaced.
+        Glob patterns of the files this command writes (``"factor_[0-9][0-9].png"``).
     inputs : iterable of path-like
-        What the run read: ``target`` must not be, hold or lie inside one.
+        What the run read: ``target`` must not be one, lie inside a zarr store, or
+        hold one among the files it replaces.
 
     Raises
     ------
     FileExistsError
-        ``target`` is a file, holds other files, or overlaps an input.
+        ``target`` is not a folder, overlaps an input, holds a folder under a result's
+        name that is not a zarr store (never deleted), or holds other files that
+        cannot be hard-linked.
     """
     path = Path(target).expanduser()
     patterns = tuple(names)
     for src, how in input_overlaps(path, inputs):
-        if how != "inside" or is_zarr_store(src):
+        top = src.relative_to(path.resolve()).parts[0] if how == "contains" else ""
+        if (
+            how == "is"
+            or (how == "contains" and _ours(top, patterns))
+            or (how == "inside" and is_zarr_store(src))
+        ):
             raise FileExistsError(
                 f"the output folder {str(path)!r} {_HOW[how]} the input {str(src)!r}; choose "
                 "another output folder"
             )
+    keep: list[Path] = []
     if path.exists() or path.is_symlink():
         if not path.is_dir() or path.is_symlink():
             raise FileExistsError(f"{str(path)!r} exists and is not a folder; choose another")
-        other = [
-            e.name
-            for e in path.iterdir()
-            if not any(fnmatch.fnmatchcase(e.name, pat) for pat in patterns)
-        ]
-        if other:
-            raise FileExistsError(
-                f"the output folder {str(path)!r} holds files that are not a result of this "
-                f"command ({', '.join(sorted(other)[:5])}); it is not replaced: choose "
-                "another output folder"
-            )
+        keep = [e for e in path.iterdir() if not _ours(e.name, patterns)]
+        for entry in path.iterdir():  # a folder under a result's name must be a zarr store
+            if _ours(entry.name, patterns) and entry.is_dir() and not is_zarr_store(entry):
+                raise FileExistsError(
+                    f"{str(entry)!r} is a folder that is not a result of this command; it is "
+                    "never deleted: move it, or choose another output folder"
+                )
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(path)  # what a killed earlier write of this folder left beside it
     tmp = temp_path(path, "tmp")
     tmp.mkdir()
     try:
         fill(tmp)
+        for entry in keep:
+            if not (tmp / entry.name).exists():
+                _carry(entry, tmp / entry.name)
         swap_in(tmp, path)
     finally:
         if tmp.exists():
