@@ -85,6 +85,9 @@ def test_sample_train_evaluate_predict_save_load(widget, qtbot, tmp_path):
     assert areas.data.shape == (1, 72, 150)
     assert set(np.unique(areas.data)) <= {0, 1, 5}
     assert np.isnan(w.viewer.layers["confidence"].data[0, 0, 0])
+    assert areas.contour > 0  # outlines over the user's painted labels, not a second fill
+    w.viewer.layers["confidence"].visible = True
+    assert w.viewer.layers["confidence"].colorbar.visible  # a continuous map: its colour bar
 
     path = tmp_path / "m.safetensors"
     w.model_path.value = path

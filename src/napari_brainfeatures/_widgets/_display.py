@@ -75,6 +75,29 @@ def world_unit(viewer: napari.Viewer) -> str | None:
     return None
 
 
+def _connect_before_canvas(emitter: Any, callback: Any) -> None:
+    """Connect ``callback`` so that it runs before the canvas draws a new layer.
+
+    The canvas draws a layer as soon as it is inserted, and warns ("Inconsistent
+    units across layers") if its units differ from the others', so a layer made
+    in pixels must get the world's unit first.
+    """
+    try:
+        emitter.connect(callback, before="_on_add_layer_change")
+    except (RuntimeError, ValueError, TypeError):  # no canvas (a headless viewer model)
+        emitter.connect(callback, position="first")
+
+
+def unit_kwargs(viewer: napari.Viewer, ndim: int) -> dict[str, Any]:
+    """``{"units": ...}`` in the world's unit for a new ``ndim``-D layer (empty: none known).
+
+    A layer born in the world's unit is drawn without napari's "inconsistent
+    units" warning, which a layer made in pixels and converted later triggers.
+    """
+    unit = world_unit(viewer)
+    return {} if unit is None else {"units": (unit,) * ndim}
+
+
 def follow_world_units(viewer: napari.Viewer) -> None:
     """Give every layer of ``viewer`` the world's length unit and show the scale bar.
 
@@ -105,7 +128,7 @@ def follow_world_units(viewer: napari.Viewer) -> None:
                     _apply(other)
         show_colorbar(viewer)
 
-    viewer.layers.events.inserted.connect(_on_inserted)
+    _connect_before_canvas(viewer.layers.events.inserted, _on_inserted)
     viewer.layers.events.removed.connect(lambda _e: show_colorbar(viewer))
     viewer.layers.selection.events.active.connect(lambda _e: show_colorbar(viewer))
     _HOOKED.add(viewer)

@@ -133,6 +133,7 @@ class AnnotateWidget(Container):
             name=name,
             scale=image.scale,
             translate=image.translate,
+            units=image.units,
             metadata={"brainfeatures_workspace": str(ws.root)},
         )
         self.labels_layer = layer

@@ -36,6 +36,7 @@ from napari_brainfeatures._widgets._common import (
     status_label,
     workspace_root,
 )
+from napari_brainfeatures._widgets._display import unit_kwargs
 from napari_brainfeatures.results.export import FORMATS, export_result
 from napari_brainfeatures.results.maps import MapLayer, open_map_layer
 from napari_brainfeatures.results.tables import read_table
@@ -233,6 +234,7 @@ class ResultsWidget(Container):
         meta = {OWNER_KEY: OWNER, "brainfeatures_result": str(e.path)}
         name = f"{e.name}: {m.name}"
         geo = {"scale": m.scale, "translate": m.translate, "metadata": meta}
+        geo.update(unit_kwargs(self.viewer, len(m.scale)))
         data = m.data
         if m.layer == "labels":
             colours = {i: rgba for i, (_, rgba) in m.classes.items()}

@@ -63,7 +63,12 @@ def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace | None) -> tu
         if layer is not None:
             viewer.layers.remove(layer)
         layer = viewer.add_labels(
-            mask, name=name, scale=image.scale, translate=image.translate, metadata=meta
+            mask,
+            name=name,
+            scale=image.scale,
+            translate=image.translate,
+            units=image.units,
+            metadata=meta,
         )
         layer.opacity = 0.3
     share = float(np.mean(np.asarray(mask if z is None else mask[z]) > 0))

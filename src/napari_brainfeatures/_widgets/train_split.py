@@ -89,5 +89,10 @@ def show_split(viewer: napari.viewer.Viewer, image: Any, sm: SplitMap) -> None:
     scale = tuple(image.scale)
     translate = (image.translate[0] + sm.z * scale[0], *image.translate[1:])
     viewer.add_labels(
-        sm.regions[None], name=SPLIT_LAYER, scale=scale, translate=translate, opacity=0.3
+        sm.regions[None],
+        name=SPLIT_LAYER,
+        scale=scale,
+        translate=translate,
+        units=image.units,
+        opacity=0.3,
     )

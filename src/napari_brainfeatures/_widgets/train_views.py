@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from napari.utils.colormaps import DirectLabelColormap
 
+from napari_brainfeatures._widgets._display import OWNER_KEY
 from napari_brainfeatures.train.evaluation import Evaluation, plot_confusion
 from napari_brainfeatures.train.predict import SlicePrediction
 from napari_brainfeatures.train.splits import Splits
@@ -47,6 +48,7 @@ def show_patch_centres(viewer: napari.viewer.Viewer, image: Any, splits: Splits)
         border_width=0.2,
         scale=image.scale,
         translate=image.translate,
+        units=image.units,
     )
     return len(centres)
 
@@ -103,17 +105,21 @@ def show_slice(viewer: napari.viewer.Viewer, image: Any, pred: SlicePrediction, 
     viewer.add_image(
         pred.confidence[None],
         name=CONFIDENCE_LAYER,
+        metadata={OWNER_KEY: "Train CNN"},  # a dock's continuous map: it gets a colour bar
         scale=scale,
         translate=translate,
+        units=image.units,
         colormap="viridis",
         contrast_limits=(0, 1),
         visible=False,
     )
-    viewer.add_labels(
+    areas = viewer.add_labels(
         pred.areas[None],
         name=AREAS_LAYER,
         scale=scale,
         translate=translate,
-        opacity=0.5,
+        units=image.units,
+        opacity=0.8,
         colormap=DirectLabelColormap(color_dict=pred.classes.color_dict()),
     )
+    areas.contour = 2  # outlines: painted labels under it stay readable in the same colours
