@@ -65,12 +65,16 @@ def test_sample_train_evaluate_predict_save_load(widget, qtbot, tmp_path):
     wait(qtbot, w)
     assert len(w.history) >= 1 and w.model is not None
     assert w.figure.axes[0].lines  # the live curves were drawn
+    labels = [ln.get_label() for ln in w.figure.axes[1].lines]
+    assert "chance 50%" in labels  # val: 6 Ctx, 6 WM patches
     assert "best val accuracy" in w.status.value
 
     w.evaluate()
     wait(qtbot, w)
     assert w.evaluation is not None and w.evaluation.n == 12 and w.evaluation.tta
     assert "test accuracy" in w.scores.value and "mean of 8 flips" in w.scores.value
+    assert "(chance 50.0%)" in w.scores.value
+    assert ("WARNING" in w.scores.value) == bool(w.evaluation.warnings())
     w.tta.value = False  # each test patch scored once
     w.evaluate()
     wait(qtbot, w)

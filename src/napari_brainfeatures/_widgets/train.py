@@ -302,7 +302,9 @@ class TrainWidget(Container):
             self._plot_history()
 
     def _plot_history(self) -> None:
-        plot_history(self.figure, self.history)
+        counts = list(self.splits.val.counts.values()) if self.splits is not None else []
+        chance = max(counts) / sum(counts) if counts and sum(counts) else None
+        plot_history(self.figure, self.history, chance=chance)
 
     def _trained(self, result: Any) -> None:
         self._done = True
@@ -338,6 +340,8 @@ class TrainWidget(Container):
     def _show_evaluation(self, ev: Evaluation) -> None:
         self.evaluation = ev
         self.scores.value = show_evaluation(self.table, self.cm_figure, ev)
+        for text in ev.warnings():  # a weak model is never shown as if it were good
+            show_warning(f"Train CNN: {text}")
         keep_evaluation(self, ev)
 
     def predict(self) -> None:

@@ -62,8 +62,14 @@ def counts_text(splits: Splits) -> str:
     )
 
 
-def plot_history(figure: Figure, history: list[dict[str, float]]) -> None:
-    """Loss and accuracy per epoch, training and validation, side by side."""
+def plot_history(
+    figure: Figure, history: list[dict[str, float]], *, chance: float | None = None
+) -> None:
+    """Loss and accuracy per epoch, training and validation, side by side.
+
+    ``chance``: the accuracy of always guessing the largest class, drawn as a
+    dashed line so that a curve near it reads as a model that learnt nothing.
+    """
     figure.clear()
     loss, acc = figure.subplots(1, 2)
     if history:
@@ -71,6 +77,8 @@ def plot_history(figure: Figure, history: list[dict[str, float]]) -> None:
         for key, ax in (("loss", loss), ("acc", acc)):
             ax.plot(ep, [h[f"train_{key}"] for h in history], ".-", label="train")
             ax.plot(ep, [h[f"val_{key}"] for h in history], ".-", label="val")
+        if chance is not None:
+            acc.axhline(chance, color="grey", ls="--", lw=1, label=f"chance {chance:.0%}")
         acc.legend(fontsize=7)
     loss.set_title("loss", fontsize=8)
     acc.set_title("accuracy", fontsize=8)
@@ -94,7 +102,11 @@ def show_evaluation(table: Any, figure: Figure, ev: Evaluation) -> str:
     plot_confusion(ev, figure.add_subplot())
     figure.canvas.draw_idle()
     views = " (mean of 8 flips)" if ev.tta else ""
-    return f"test accuracy {ev.accuracy:.1%}, macro F1 {ev.macro_f1:.3f}{views}"
+    text = (
+        f"test accuracy {ev.accuracy:.1%} (chance {ev.chance_level:.1%}), "
+        f"macro F1 {ev.macro_f1:.3f}{views}"
+    )
+    return text + "".join(f"\nWARNING: {w}" for w in ev.warnings())
 
 
 def show_slice(viewer: napari.viewer.Viewer, image: Any, pred: SlicePrediction, z: int) -> None:
