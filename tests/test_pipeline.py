@@ -78,3 +78,28 @@ def test_full_preset_trains_as_the_defaults_and_on_the_sample():
     full = PRESETS["full"]
     assert (full.per_class, full.epochs) == (DEFAULTS["per_class"], DEFAULTS["epochs"])
     assert full.shape == DEFAULT_SHAPE and full.patch_size == 128
+
+
+@pytest.mark.slow
+def test_the_latent_stage_uses_the_vaes_shipped_for_the_population(tmp_path, monkeypatch):
+    """Size small: the shipped β-VAE and VAE, scored (fewer sections here) as the PCA fitted."""
+    from napari_brainfeatures import pipeline
+    from napari_brainfeatures.models.checkpoint import read_header
+    from napari_brainfeatures.synthetic.weights import latent
+
+    monkeypatch.setattr(latent, "SCORE_SECTIONS", 24)
+    summary, records = {"files": []}, []
+    run(pipeline._stage_vae(tmp_path, pipeline.PRESETS["small"], 0, summary, shipped=True),
+        records.append)  # fmt: skip
+    assert not any("loss" in r.values for r in records)  # nothing trained
+    vae = summary["vae"]
+    assert {k: v["model_source"] for k, v in vae.items()} == {
+        "beta_vae": "shipped", "vae": "shipped", "pca": "fitted"}  # fmt: skip
+    for name in summary["files"]:
+        assert (tmp_path / name).exists(), name
+    meta = read_header(tmp_path / "beta_vae.safetensors")["meta"]
+    assert (
+        meta["sample_model"]["sha256"] == latent.sample_vae_record()["models"]["beta_vae"]["sha256"]
+    )
+    assert all(v["sections"] == 24 and 0 <= v["active_latents"] <= 8 for v in vae.values())
+    assert vae["pca"]["active_latents"] == 8 and vae["vae"]["active_latents"] >= 1

@@ -442,7 +442,8 @@ def _traversals(path: Path, model: Any, meta: dict[str, Any], pop: Any) -> str:
         ax = fig.add_subplot(len(order), len(steps), i + 1, xticks=[], yticks=[])
         ax.imshow(img, cmap="gray", vmin=0, vmax=1)
         row, col = divmod(i, len(steps))
-        ax.set_ylabel(f"z{order[row]}\nsd {sd[order[row]]:.2f}" if col == 0 else "", fontsize=7)
+        k, use = order[row], "" if sd[order[row]] > 0.1 else "\ninactive"  # variance 0.01
+        ax.set_ylabel(f"z{k}\nsd {sd[k]:.2f}{use}" if col == 0 else "", fontsize=7)
         ax.set_title(f"{steps[col]:+.0f} sd" if row == 0 else "", fontsize=7)
     fig.suptitle("β-VAE traversals: each row one latent, mean code ± 3 sd", fontsize=9)
     fig.savefig(path)
