@@ -246,6 +246,11 @@ def test_compare_extractors_report_json_and_figure():
     assert legend == ["0", "left", "top"]
     colours = [to_hex(c.get_facecolor()[0]) for c in scatter.collections]
     assert colours[1:] == [table.by_id(1).colour.lower(), table.by_id(2).colour.lower()]
+    # the dock: 2-D scatters with their components' variance named, one legend below
+    narrow = report_figure(report, classes=table, narrow=True)
+    assert narrow.axes[1].name == "rectilinear" and narrow.axes[1].get_legend() is None
+    assert narrow.axes[1].get_xlabel().startswith("PC1 (")
+    assert [t.get_text() for t in narrow.legends[0].get_texts()] == ["0", "left", "top"]
 
 
 def _cli_inputs(tmp_path, image, areas):

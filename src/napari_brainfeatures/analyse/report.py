@@ -133,7 +133,9 @@ def report_figure(
     ``narrow=True`` (a dock widget) stacks them instead: one row of two panels
     per extractor, then the noise curves and the bar chart full width.
     With ``classes`` (a :class:`~.classes.ClassTable`) the scatter points take
-    the class colours, with a legend of class names.
+    the class colours, with a legend of class names.  Narrow, the scatters
+    show the first two components (a 3-D scatter at dock width is a few
+    pixels wide) and share one legend below the figure.
     """
     from matplotlib.figure import Figure
 
@@ -150,13 +152,17 @@ def report_figure(
 
     sep = "\n" if narrow else " "
     add = fig.add_subplot
+    handles: list[Any] = []
+    names: list[str] = []
     for row, (name, r) in enumerate(report.items()):
         ax = add(*cells[row][0])
         ax.imshow(r["gram"], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(f"{name}: Gram,{sep}distance {r['gram_distance']:.3f}", fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
-        ax = add(*cells[row][1], projection="3d" if r["pca"].shape[1] == 3 else None)
-        xyz = list(r["pca"].T[:3])
+        # a dock is too narrow for a legible 3-D scatter: the first two components there
+        three = r["pca"].shape[1] == 3 and not narrow
+        ax = add(*cells[row][1], projection="3d" if three else None)
+        xyz = list(r["pca"].T[: 3 if three else 2])
         if len(xyz) == 1:
             xyz.append(np.zeros_like(xyz[0]))
         labels = np.asarray(r["test_labels"])
@@ -170,8 +176,15 @@ def report_figure(
                 ax.scatter(
                     *pts, s=3, color=c.colour if c else "grey", label=c.name if c else str(int(cid))
                 )
-            if row == 0:
+            if row == 0 and narrow:  # one legend for every scatter, beside the noise curves
+                handles, names = ax.get_legend_handles_labels()
+            elif row == 0:
                 ax.legend(fontsize=6, markerscale=3, loc="best")
+        explained = list(r.get("pca_explained", []))
+        if explained and not three:
+            ax.set_xlabel(f"PC1 ({explained[0]:.0%})", fontsize=7)
+            if len(explained) > 1:
+                ax.set_ylabel(f"PC2 ({explained[1]:.0%})", fontsize=7)
         if narrow:
             ax.tick_params(labelsize=6)
         ax.set_title(f"{name}:{sep}PCA of test features", fontsize=9)
@@ -179,6 +192,13 @@ def report_figure(
     for name, r in report.items():
         ax.plot(r["noise"]["sigmas"], r["noise"]["accuracy"], marker="o", label=name)
     ax.set_xlabel("noise σ"), ax.set_ylabel("LR accuracy"), ax.legend(fontsize=8)
+    if narrow and handles:
+        constrained = type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+        where = "outside lower center" if constrained else "lower center"
+        fig.legend(
+            handles, names, loc=where, ncol=min(len(names), 6), fontsize=7, markerscale=3,
+            title="class (PCA scatters)", title_fontsize=7,
+        )  # fmt: skip
     ax = add(*bars_cell)
     metrics = ["linear_svm", "rbf_svm", "logistic", "vmeasure"]
     width = 0.8 / n
