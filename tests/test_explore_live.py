@@ -123,3 +123,16 @@ def test_save_and_load_with_the_stroke_set(tmp_path):
     cnn.write_bytes(b"not a model")
     with pytest.raises(ModelFileError, match="not replaced"):
         save_live_model(cnn, s)  # never over another file
+
+
+def test_within_a_mask_only():
+    grid = stripes()
+    within = np.zeros(grid.shape, bool)
+    within[:, 40:] = True  # e.g. one predicted area
+    s = LiveSession(grid, within=within)
+    s.view(s.box_of(0, 119, 40, 159))  # grid columns 20..79
+    r = s.update(paint((120, 160), [(1, (40, 60, 10, 14)), (2, (40, 60, 140, 144))]))
+    assert (r.labels[:, :20] == 0).all() and np.isnan(r.uncertainty[:, :20]).all()
+    assert (r.labels[3:, 20:] > 0).all()
+    with pytest.raises(ValueError, match="mask on the grid"):
+        LiveSession(grid, within=within[1:])

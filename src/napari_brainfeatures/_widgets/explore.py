@@ -31,6 +31,7 @@ from magicgui.widgets import (
     Table,
 )
 from napari.layers import Labels, Shapes
+from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_brainfeatures._widgets._common import (
@@ -62,6 +63,8 @@ from napari_brainfeatures.factors.scores import layer_profile
 from napari_brainfeatures.progress import Progress, ProgressGen
 
 COLOURS = ("density", "predicted area", "cluster layer", "factor")
+# the selection in the image in the plot's highlight colour
+_CYAN = {"colormap": DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 1: (0, 1, 1, 1)})}
 SELECTION = "explore selection"
 
 
@@ -115,14 +118,15 @@ class ExploreWidget(Container):
         self.table = plain_numbers(Table())
         self.status = status_label("Pick a feature store or a factors result, then Plot.")
         self.runner = TaskRunner()
-        self.live = LivePanel(viewer, lambda: (self.grid, self.image.value))
+        self.within = ComboBox(label="live: within area", choices=self._area_choices)
+        self.live = LivePanel(viewer, lambda: (self.grid, self.image.value, self._within()))
         super().__init__(widgets=[
             self.source_path, self.z, self.image, self.method, self.x, self.y, self.bins,
             self.colour, self.factor, self.clusters, self.plot_button, self.tool,
             self.from_layer, self.highlight_button, self.target_labels, self.class_name,
             self.keep_button, self.readout_on, self.readout_text, self.profile_labels,
             self.profile_button, self.cluster_button, self.table, self.status, self.runner,
-            self.live,
+            self.within, self.live,
         ])  # fmt: skip
         self.plot = DensityPlot(self._selected)
         insert_after(self, self.tool, self.plot)
@@ -151,6 +155,18 @@ class ExploreWidget(Container):
 
     def _region_layers(self, _w: Any = None) -> list[tuple[str, Any]]:
         return [(ly.name, ly) for ly in self.viewer.layers if isinstance(ly, Shapes | Labels)]
+
+    def _area_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
+        ro = getattr(self, "readout", None)
+        if ro is None or ro.areas is None or ro.classes is None:
+            return [("(anywhere)", None)]
+        return [("(anywhere)", None)] + [(c.name, c.id) for c in ro.classes]
+
+    def _within(self) -> np.ndarray | None:
+        aid = self.within.value
+        if aid is None or self.readout is None or self.readout.areas is None:
+            return None
+        return self.readout.areas == aid
 
     @property
     def grid(self) -> Any:
@@ -211,6 +227,7 @@ class ExploreWidget(Container):
     def _plotted(self, out: tuple[Any, ...]) -> None:
         self.sources, self.density, self.readout, (colour, kind) = out
         self.selected = None
+        self.within.reset_choices()
         self.plot.show(self.density, colour, kind=kind)
         self.status.value = f"{len(self.density.points):,} points" + (
             f"\n{self.sources.note}" if self.sources.note else ""
@@ -227,7 +244,7 @@ class ExploreWidget(Container):
         dens = self.density
         sel = select_polygon(dens, shape) if how == "lasso" else select_rectangle(dens, *shape)
         self.selected = sel
-        self._put(SELECTION, to_mask(dens, sel).astype(np.uint8), "labels", opacity=0.6)
+        self._put(SELECTION, to_mask(dens, sel).astype(np.uint8), "labels", opacity=0.6, **_CYAN)
         self.plot.highlight(dens.histogram(sel))
         self.timings_ms["select"].append((time.perf_counter() - t0) * 1e3)
         self.status.value = f"selected {int(sel.sum()):,} of {len(dens.points):,} points"

@@ -46,12 +46,12 @@ MAX_VIEW = 2048  # grid points per side predicted at most (the view's centre bey
 class LivePanel(Container):
     """Start / Stop / Keep / Save for a live classifier on the explored slice.
 
-    ``source`` returns the slice's grid (with features) and the image layer it is
-    shown over (or None).
+    ``source`` returns the slice's grid (with features), the image layer it is shown
+    over (or None) and a mask on the grid to predict within (or None: everywhere).
     """
 
     def __init__(
-        self, viewer: napari.viewer.Viewer, source: Callable[[], tuple[Any, Image | None]]
+        self, viewer: napari.viewer.Viewer, source: Callable[[], tuple[Any, Image | None, Any]]
     ) -> None:
         self.viewer, self.source = viewer, source
         self.start_button = PushButton(text="Start live classifier")
@@ -86,7 +86,7 @@ class LivePanel(Container):
     # -- starting and stopping ---------------------------------------------------------------
     def start(self, *_: Any) -> None:
         """Add the strokes layer and update after every stroke."""
-        grid, image = self.source()
+        grid, image, within = self.source()
         if grid is None or grid.features is None:
             show_error(
                 "Live classifier: it needs the feature store's features; open a feature "
@@ -94,7 +94,7 @@ class LivePanel(Container):
             )
             return
         self.stop()
-        self.session, self.image, self.result = LiveSession(grid), image, None
+        self.session, self.image, self.result = LiveSession(grid, within=within), image, None
         plane = grid.image_shape[-2:] if grid.image_shape else None
         if plane is None:
             (h, w), (oy, ox), (sy, sx) = grid.shape, grid.origin, grid.step

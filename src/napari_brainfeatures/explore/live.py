@@ -143,12 +143,24 @@ class LiveSession:
     grid : FeatureGrid
         The slice whose stored features are classified (lazy; read per region).
     classifier : LiveClassifier, optional
+    within : bool array ``(H', W')``, optional
+        Predict only inside this mask (e.g. the store's predicted cortex, for sub-areas
+        of one area); class 0 and uncertainty NaN elsewhere.  Strokes count anywhere.
     """
 
-    def __init__(self, grid: FeatureGrid, classifier: LiveClassifier | None = None) -> None:
+    def __init__(
+        self, grid: FeatureGrid, classifier: LiveClassifier | None = None, *, within: Any = None
+    ) -> None:
         if grid.features is None:
             raise ValueError("the grid holds no features; open it with FeatureGrid.open(store)")
+        if within is not None:
+            within = np.asarray(within, dtype=bool)
+            if within.shape != grid.shape:
+                raise ValueError(
+                    f"within must be a mask on the grid {grid.shape!r}, got {within.shape!r}"
+                )
         self.grid = grid
+        self.within = within  # (H', W') bool: predict only here (e.g. one predicted area)
         self.classifier = classifier or LiveClassifier()
         self.box: tuple[int, int, int, int] | None = None  # (i0, i1, j0, j1) cached
         self._region: np.ndarray | None = None  # (h, w, D) float32
@@ -237,7 +249,12 @@ class LiveSession:
             raise ValueError("no region to predict: call view(box) with the visible region first")
         h, w, d = self._region.shape
         pred, unc = self.classifier.predict(self._region.reshape(-1, d))
-        return pred.reshape(h, w), unc.reshape(h, w)
+        pred, unc = pred.reshape(h, w), unc.reshape(h, w)
+        if self.within is not None and self.box is not None:
+            i0, i1, j0, j1 = self.box
+            out = ~self.within[i0:i1, j0:j1]
+            pred[out], unc[out] = 0, np.nan
+        return pred, unc
 
     def update(self, strokes: Any) -> LiveResult:
         """Refit on the strokes and predict the viewed region (call :meth:`view` first).
