@@ -32,7 +32,7 @@ def paint(shape, boxes):
 
 def test_strokes_of_three_classes_predict_the_bands():
     grid = stripes()
-    s = LiveSession(grid)
+    s = LiveSession(grid, context_px=0)  # the pixels' own features (context: below)
     s.view(s.box_of(0, 119, 0, 159))
     strokes = paint(
         (120, 160), [(1, (40, 60, 10, 14)), (2, (40, 60, 70, 74)), (5, (40, 60, 140, 144))]
@@ -106,7 +106,7 @@ def test_two_classes_and_refits_keep_working():
 
 def test_save_and_load_with_the_stroke_set(tmp_path):
     grid = stripes()
-    s = LiveSession(grid)
+    s = LiveSession(grid, context_px=0)  # the pixel's features only: predict() needs no map
     s.view(s.box_of(0, 119, 0, 159))
     with pytest.raises(ValueError, match="nothing to save"):
         save_live_model(tmp_path / "live", s)
@@ -136,3 +136,24 @@ def test_within_a_mask_only():
     assert (r.labels[3:, 20:] > 0).all()
     with pytest.raises(ValueError, match="mask on the grid"):
         LiveSession(grid, within=within[1:])
+
+
+def test_context_sees_the_surroundings():
+    """Two classes whose pixels look alike; only their neighbourhoods' means differ."""
+    rng = np.random.default_rng(2)
+    h, w = 64, 64
+    f = 0.3 * rng.normal(size=(h, w, 4)).astype(np.float32)
+    p_high = np.where(np.arange(w) < 32, 0.75, 0.25)[None, :]  # left: mostly +2; right: -2
+    f[..., 0] += np.where(rng.random((h, w)) < p_high, 2.0, -2.0)
+    grid = FeatureGrid.of(f, image_shape=(h, w))
+    strokes = paint((h, w), [(1, (10, 50, 8, 10)), (2, (10, 50, 54, 56))])
+    truth = np.where(np.arange(w) < 32, 1, 2)[None].repeat(h, 0)
+    inner = np.r_[4:28, 36:60]  # a block or so away from the border
+    scores = {}
+    for px in (0.0, 8.0):
+        s = LiveSession(grid, context_px=px)
+        s.view((0, h, 0, w))
+        r = s.update(strokes)
+        scores[px] = (r.labels[:, inner] == truth[:, inner]).mean()
+    assert s.block == 8 and s.classifier.weight_.shape == (2, 8)
+    assert scores[0.0] < 0.8 < 0.9 < scores[8.0]

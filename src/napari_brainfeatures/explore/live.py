@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_brainfeatures.explore.context import block_of, coarse_context, context_at
 from napari_brainfeatures.features.grid import FeatureGrid
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 KIND = "LiveClassifier"
+CONTEXT_PX = 16.0  # image pixels of surroundings the classifier sees besides the pixel
 _CHUNK = 1 << 20  # rows predicted at a time (bounds the temporaries to ~ 4 MiB per class)
 
 
@@ -94,19 +96,31 @@ class LiveClassifier:
         self.bias_ = (icpt - (coef / scale) @ mean).astype(np.float32)
         return self
 
-    def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, rows: np.ndarray, offset: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Class ids ``(n,)`` and uncertainty ``(n,)`` float32 (entropy / log K, in [0, 1]).
 
-        Rows with NaN get class 0 and uncertainty NaN.
+        ``rows`` ``(n, D')`` may hold the first ``D'`` columns of what was fitted only;
+        ``offset`` ``(n, K)`` then carries the logits of the others (the context's,
+        computed on a coarse map).  Rows with NaN get class 0 and uncertainty NaN.
         """
         if self.weight_ is None or self.classes_ is None or self.bias_ is None:
             raise ValueError("the live classifier is not fitted yet; paint strokes first")
         rows = np.asarray(rows, np.float32)
         n, k = rows.shape[0], self.classes_.size
+        weight = self.weight_[:, : rows.shape[1]]
+        if weight.shape[1] < self.weight_.shape[1] and offset is None:
+            raise ValueError(
+                f"the classifier was fitted on {self.weight_.shape[1]} columns, got "
+                f"{rows.shape[1]}; pass the other columns' logits as offset"
+            )
         dtype = np.uint8 if self.classes_.max() < 256 else np.uint16
         labels, unc = np.zeros(n, dtype), np.full(n, np.nan, np.float32)
         for s in range(0, n, _CHUNK):
-            z = rows[s : s + _CHUNK] @ self.weight_.T + self.bias_  # (m, K)
+            z = rows[s : s + _CHUNK] @ weight.T + self.bias_  # (m, K)
+            if offset is not None:
+                z += offset[s : s + _CHUNK]
             ok = np.isfinite(z).all(axis=1)
             z -= z.max(axis=1, keepdims=True)
             p = np.exp(z, out=z)
@@ -146,10 +160,19 @@ class LiveSession:
     within : bool array ``(H', W')``, optional
         Predict only inside this mask (e.g. the store's predicted cortex, for sub-areas
         of one area); class 0 and uncertainty NaN elsewhere.  Strokes count anywhere.
+    context_px : float
+        Besides each pixel's features, the classifier sees their mean over its
+        surroundings (:mod:`.context`: blocks of about this many image pixels,
+        smoothed); default :data:`CONTEXT_PX`; 0: the pixel's features only.
     """
 
     def __init__(
-        self, grid: FeatureGrid, classifier: LiveClassifier | None = None, *, within: Any = None
+        self,
+        grid: FeatureGrid,
+        classifier: LiveClassifier | None = None,
+        *,
+        within: Any = None,
+        context_px: float = CONTEXT_PX,
     ) -> None:
         if grid.features is None:
             raise ValueError("the grid holds no features; open it with FeatureGrid.open(store)")
@@ -161,6 +184,9 @@ class LiveSession:
                 )
         self.grid = grid
         self.within = within  # (H', W') bool: predict only here (e.g. one predicted area)
+        self.context_px = float(context_px)
+        self.block = block_of(self.context_px, grid.step)
+        self._coarse: np.ndarray | None = None  # (Hc, Wc, D) context map, made once
         self.classifier = classifier or LiveClassifier()
         self.box: tuple[int, int, int, int] | None = None  # (i0, i1, j0, j1) cached
         self._region: np.ndarray | None = None  # (h, w, D) float32
@@ -243,12 +269,27 @@ class LiveSession:
             self._ids, self._rows = ids[order], allrows[order]
         return self._rows[np.searchsorted(self._ids, flat)]
 
+    def _context(self) -> np.ndarray:
+        """The slice's context map (:func:`.context.coarse_context`), made on first use."""
+        if self._coarse is None:
+            whole = self.box == (0, self.grid.shape[0], 0, self.grid.shape[1])
+            source = self._region if whole and self._region is not None else self.grid.features
+            self._coarse = coarse_context(source, self.block)
+        return self._coarse
+
     def predict(self) -> tuple[np.ndarray, np.ndarray]:
         """Class ids and uncertainty ``(h, w)`` each of the viewed region (fitted classifier)."""
         if self._region is None:
             raise ValueError("no region to predict: call view(box) with the visible region first")
         h, w, d = self._region.shape
-        pred, unc = self.classifier.predict(self._region.reshape(-1, d))
+        offset = None
+        if self.block:
+            i0, _, j0, _ = self.box  # type: ignore[misc]
+            weight = self.classifier.weight_[:, d:]  # type: ignore[index]
+            logits = self._context() @ weight.T  # (Hc, Wc, K): the context's part, coarse
+            bi, bj = (i0 + np.arange(h)) // self.block, (j0 + np.arange(w)) // self.block
+            offset = logits[bi[:, None], bj[None, :]].reshape(h * w, -1)  # (h*w, K)
+        pred, unc = self.classifier.predict(self._region.reshape(-1, d), offset)
         pred, unc = pred.reshape(h, w), unc.reshape(h, w)
         if self.within is not None and self.box is not None:
             i0, i1, j0, j1 = self.box
@@ -270,6 +311,9 @@ class LiveSession:
         t0 = time.perf_counter()
         flat, labels = self.stroke_points(strokes)
         rows = self._features_at(flat)
+        if self.block:
+            w = self.grid.shape[1]
+            rows = np.hstack([rows, context_at(self._context(), flat // w, flat % w, self.block)])
         ok = np.isfinite(rows).all(axis=1)
         if not ok.any():
             raise ValueError(
@@ -329,6 +373,7 @@ def save_live_model(path: Any, session: LiveSession, *, names: dict[int, str] | 
     names = {int(c): str(names.get(int(c), f"class {c}")) for c in clf.classes_} if names else {}  # type: ignore[union-attr]
     meta = {"grid": session.grid.to_attrs(), "grid_shape": list(session.grid.shape)}
     meta |= {"names": {str(k): v for k, v in names.items()}, "C": clf.C}
+    meta |= {"context_px": session.context_px, "block": session.block}
     return save_checkpoint(
         path, module, kind=KIND, config={"n_features": d, "n_classes": int(clf.classes_.size)},  # type: ignore[union-attr]
         meta=meta,
