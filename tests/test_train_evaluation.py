@@ -201,7 +201,7 @@ def test_warnings_near_chance_and_never_predicted():
 
 
 def test_model_warnings_read_the_training_record():
-    from napari_brainfeatures.train.evaluation import model_warnings
+    from napari_brainfeatures.train.recorded import model_warnings
 
     counts = {"val": {"1": 50, "2": 50, "3": 50}}
     weak = {"training": {"best_val_acc": 0.4, "counts": counts}}

@@ -127,3 +127,21 @@ def test_channel_contrast_comes_from_the_whole_plane():
     lo, hi = _channel_range(da.from_array(plane, chunks=(1, 256, 256)))
     assert lo == 0 and 9 < hi <= 10
     assert _channel_range(np.full((4, 4), np.nan)) == (0.0, 1.0)
+
+
+def test_a_weak_model_is_flagged_beside_its_maps(make_napari_viewer, qtbot, tmp_path, model_file):
+    torch.manual_seed(0)
+    model = BrainAreaCNN(CNNConfig(patch_size=32, paddings=(0, 0, 0), **TINY))
+    counts = {"val": {"1": 40, "2": 40, "3": 40}}
+    weak = save_cnn(
+        tmp_path / "weak.safetensors",
+        model,
+        classes=ClassTable(default_table().classes[:3]),
+        meta={"training": {"best_val_acc": 0.36, "counts": counts}},
+    )
+    img = np.random.default_rng(1).random((30, 30)).astype(np.float32)
+    _, w = _widget(make_napari_viewer, img)
+    w.model_path.value = model_file  # no training record: nothing said
+    assert "WARNING" not in w.model_info.value
+    w.model_path.value = weak
+    assert "WARNING: weak model: validation accuracy 36.0% is near chance" in w.model_info.value

@@ -50,6 +50,7 @@ from napari_brainfeatures.factors.scores import score_against
 from napari_brainfeatures.features.grid import FeatureGrid
 from napari_brainfeatures.features.store import FeatureStore
 from napari_brainfeatures.progress import Progress, ProgressGen
+from napari_brainfeatures.train.recorded import model_warnings
 
 PREFIX = "NMF factor "
 # core option -> this widget's label for it (errors name the control)
@@ -236,6 +237,12 @@ class FactorsWidget(Container):
             f"({info['wall_s']:.1f} s); the RGB composite shows; show one factor's heatmap "
             "alone by its eye in the layer list"
         )
+        try:
+            meta = (FeatureStore(Path(str(self.grid.source))).attrs.get("model") or {}).get("meta")  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            meta = None
+        for warning in model_warnings(meta or {}):  # the model's weakness, beside its factors
+            self.status.value += f"\nWARNING: {warning}"
         keep_factors(self)
         # One heatmap layer per event-loop turn: napari needs ~0.2 s to create a layer,
         # so k of them at once would freeze the viewer for seconds.

@@ -17,7 +17,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, PushButton, SpinBox
 from napari.layers import Image, Shapes
 from napari.utils.colormaps import DirectLabelColormap
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_warning
 
 from napari_brainfeatures._widgets._common import (
     current_z,
@@ -38,6 +38,7 @@ from napari_brainfeatures.features.run import compute_feature_map, measure_paddi
 from napari_brainfeatures.features.store import FeatureStore, StoreMismatchError
 from napari_brainfeatures.models.cnn import input_scale_for
 from napari_brainfeatures.progress import Progress
+from napari_brainfeatures.train.recorded import model_warnings
 
 REGIONS = ("current slice", "z-range", "all slices", "box of a Shapes layer")
 
@@ -116,6 +117,9 @@ class FeatureMapWidget(Container):
         else:
             text += "; dense evaluation is exact"
             self.exact.value = False
+        for warning in model_warnings(header["meta"]):  # said beside every map it makes
+            text += f"\nWARNING: {warning}"
+            show_warning(f"Feature map: {warning}")
         self.model_info.value = text
 
     def _sample(self, patch: int) -> np.ndarray:

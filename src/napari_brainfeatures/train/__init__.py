@@ -10,7 +10,7 @@ _EXPORTS = {
         "sample_splits split_slices"
     ),
     "regions": "SplitMap default_split spatial_split",
-    "recorded": "read_split_mask recorded_slices recorded_split",
+    "recorded": "read_split_mask recorded_slices recorded_split model_warnings near_chance",
     "plan": "fit_and_test held_out_patches plan_splits",
     "windows": "MIN_PAINTED inside_class paint_report",
     "augment": "augment_batch border_mix intensity_range random_rotation value_range",
@@ -20,8 +20,7 @@ _EXPORTS = {
     ),
     "fit": "TrainResult train_cnn",
     "evaluation": (
-        "Evaluation evaluate iter_evaluate trained_with_flips confusion_figure plot_confusion "
-        "model_warnings near_chance"
+        "Evaluation evaluate iter_evaluate trained_with_flips confusion_figure plot_confusion"
     ),
     "predict": "SlicePrediction iter_predict_proba predict_proba predict_slice slice_accuracy",
 }

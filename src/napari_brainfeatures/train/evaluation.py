@@ -26,14 +26,13 @@ from napari_brainfeatures.progress import ProgressGen, blocking
 from napari_brainfeatures.train.bounds import BATCH_SIZE
 from napari_brainfeatures.train.patches import PatchSet
 from napari_brainfeatures.train.predict import iter_predict_proba
+from napari_brainfeatures.train.recorded import near_chance
 
 __all__ = [
     "Evaluation",
     "evaluate",
     "iter_evaluate",
     "trained_with_flips",
-    "model_warnings",
-    "near_chance",
     "confusion_figure",
     "plot_confusion",
 ]
@@ -168,32 +167,6 @@ class Evaluation:
         except json.JSONDecodeError as err:
             raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from None
         return cls.from_dict(data)
-
-
-def near_chance(accuracy: float, chance: float) -> bool:
-    """Whether an accuracy is too close to chance to build on: under ``min(2c, (1 + c) / 2)``."""
-    return accuracy < min(2 * chance, 0.5 + chance / 2)
-
-
-def model_warnings(meta: dict[str, Any]) -> list[str]:
-    """What a model file's own record says against building on it (empty: nothing).
-
-    Reads the training record (best validation accuracy against the
-    validation patches' chance level), so that the Feature maps and Factors
-    docks can say it beside every map made with the model, evaluated or not.
-    """
-    training = meta.get("training") or {}
-    counts = [int(v) for v in ((training.get("counts") or {}).get("val") or {}).values()]
-    acc = training.get("best_val_acc")
-    if acc is None or not counts or sum(counts) == 0:
-        return []
-    chance = max(counts) / sum(counts)
-    if near_chance(float(acc), chance):
-        return [
-            f"weak model: validation accuracy {float(acc):.1%} is near chance ({chance:.1%}); "
-            "its features mostly show texture, not areas"
-        ]
-    return []
 
 
 def trained_with_flips(meta: dict[str, Any]) -> bool:

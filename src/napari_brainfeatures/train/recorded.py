@@ -5,7 +5,9 @@ says how its data was divided: by slice (``mode="slices"``) or by region of one
 section (``"blocks"``, ``"mask"``; :class:`~.regions.SplitMap`).
 :func:`recorded_split` rebuilds the regions (a drawn mask must be given again,
 hash-checked); :func:`recorded_slices` gives the slices of a split;
-:func:`read_split_mask` reads a drawn mask from an array or a file.
+:func:`read_split_mask` reads a drawn mask from an array or a file;
+:func:`model_warnings` reads what the training record says against building on the
+model (validation accuracy near chance: :func:`near_chance`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from napari_brainfeatures.train.regions import SplitMap
 
-__all__ = ["read_split_mask", "recorded_slices", "recorded_split"]
+__all__ = ["model_warnings", "near_chance", "read_split_mask", "recorded_slices", "recorded_split"]
 
 
 def read_split_mask(mask: Any, z: int, shape: tuple[int, int]) -> np.ndarray:
@@ -65,3 +67,29 @@ def recorded_slices(meta: dict[str, Any], split: str) -> list[int] | None:
     if split == "test" and test.get("slices"):
         return [int(z) for z in test["slices"]]
     return None
+
+
+def near_chance(accuracy: float, chance: float) -> bool:
+    """Whether an accuracy is too close to chance to build on: under ``min(2c, (1 + c) / 2)``."""
+    return accuracy < min(2 * chance, 0.5 + chance / 2)
+
+
+def model_warnings(meta: dict[str, Any]) -> list[str]:
+    """What a model file's own record says against building on it (empty: nothing).
+
+    Reads the training record (best validation accuracy against the
+    validation patches' chance level), so that the Feature maps and Factors
+    docks can say it beside every map made with the model, evaluated or not.
+    """
+    training = meta.get("training") or {}
+    counts = [int(v) for v in ((training.get("counts") or {}).get("val") or {}).values()]
+    acc = training.get("best_val_acc")
+    if acc is None or not counts or sum(counts) == 0:
+        return []
+    chance = max(counts) / sum(counts)
+    if near_chance(float(acc), chance):
+        return [
+            f"weak model: validation accuracy {float(acc):.1%} is near chance ({chance:.1%}); "
+            "its features mostly show texture, not areas"
+        ]
+    return []
