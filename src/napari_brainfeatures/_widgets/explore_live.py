@@ -20,7 +20,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import Container, PushButton
+from magicgui.widgets import Container, PushButton, SpinBox
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
@@ -34,7 +34,12 @@ from napari_brainfeatures._widgets._common import (
     workspace_root,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
-from napari_brainfeatures.explore.live import LiveResult, LiveSession, save_live_model
+from napari_brainfeatures.explore.live import (
+    CONTEXT_PX,
+    LiveResult,
+    LiveSession,
+    save_live_model,
+)
 from napari_brainfeatures.features.grid import FeatureGrid
 from napari_brainfeatures.models.checkpoint import ModelFileError
 from napari_brainfeatures.progress import Progress, ProgressGen
@@ -58,6 +63,11 @@ class LivePanel(Container):
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.keep_button = PushButton(text="Keep prediction")
         self.save_button = PushButton(text="Save model…")
+        self.context = SpinBox(
+            label="context (image px)", min=0, max=1024, value=int(CONTEXT_PX),
+            tooltip="The classifier also sees the features' mean over about this many "
+            "pixels around each pixel (0: the pixel's own features only).",
+        )  # fmt: skip
         self.status = status_label("Start, then paint strokes of two or more new classes.")
         self.runner = TaskRunner()
         buttons = Container(
@@ -65,7 +75,7 @@ class LivePanel(Container):
             widgets=[self.start_button, self.stop_button, self.keep_button, self.save_button],
         )
         buttons.margins = (0, 0, 0, 0)
-        super().__init__(widgets=[buttons, self.status, self.runner])
+        super().__init__(widgets=[self.context, buttons, self.status, self.runner])
         self.start_button.changed.connect(self.start)
         self.stop_button.changed.connect(self.stop)
         self.keep_button.changed.connect(self.keep)
@@ -94,7 +104,9 @@ class LivePanel(Container):
             )
             return
         self.stop()
-        self.session, self.image, self.result = LiveSession(grid, within=within), image, None
+        context = float(self.context.value)
+        self.session = LiveSession(grid, within=within, context_px=context)
+        self.image, self.result = image, None
         plane = grid.image_shape[-2:] if grid.image_shape else None
         if plane is None:
             (h, w), (oy, ox), (sy, sx) = grid.shape, grid.origin, grid.step

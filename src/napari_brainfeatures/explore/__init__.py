@@ -7,7 +7,9 @@ _EXPORTS = {
     "density": "Density FeaturePoints PCAProjection density factor_points pca_points",
     "selection": "from_mask keep_as_class polygon_bins select_polygon select_rectangle to_mask",
     "readout": "Readout",
+    "sources": "Sources open_sources",
     "profiles": "FactorProfile factor_profile match_slices",
+    "context": "block_of coarse_context context_at",
     "live": "LiveClassifier LiveResult LiveSession load_live_model save_live_model",
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

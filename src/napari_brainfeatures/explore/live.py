@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 KIND = "LiveClassifier"
-CONTEXT_PX = 16.0  # image pixels of surroundings the classifier sees besides the pixel
+CONTEXT_PX = 32.0  # image pixels of surroundings the classifier sees besides the pixel
 _CHUNK = 1 << 20  # rows predicted at a time (bounds the temporaries to ~ 4 MiB per class)
 
 
