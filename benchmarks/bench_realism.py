@@ -34,13 +34,15 @@ Protocol per seed (one 1536 x 1024 section, as a user with one scan would):
   pixels within 64 px of the tissue outline (the cut-face rings of issue 19).
 
 ``BENCH_REALISM_BUDGET_S`` (default 2700) bounds the wall time: seeds not
-started within it are reported as ``not_run``.  ``--quick``: one seed, a
-768 x 512 section, tiny networks, one epoch (a couple of minutes; its figures
-are not the targets).
+started within it are reported as ``not_run``; each finished seed is also written
+to ``OUT/realism_seed<S>.json``, and ``BENCH_REALISM_SEEDS=202,303`` runs a subset.
+``--quick``: one seed, a 768 x 512 section, tiny networks, one epoch (a couple of
+minutes; its figures are not the targets).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -229,11 +231,15 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     s = QUICK if quick else FULL
     budget = float(os.environ.get("BENCH_REALISM_BUDGET_S", 600 if quick else 2700))
     t0, rows, not_run = time.perf_counter(), [], []
-    for seed in s["seeds"]:
+    seeds = s["seeds"]
+    if os.environ.get("BENCH_REALISM_SEEDS"):  # a subset, e.g. to rerun one seed
+        seeds = tuple(int(v) for v in os.environ["BENCH_REALISM_SEEDS"].split(","))
+    for seed in seeds:
         if time.perf_counter() - t0 > budget:
             not_run.append(seed)
             continue
         rows.append(_one_seed(s, seed, out))
+        (out / f"realism_seed{seed}.json").write_text(json.dumps(rows[-1], indent=1))
     med = {
         f"{net}_{m}": _median(rows, net, m)
         for net in ("realism", "baseline")
@@ -254,7 +260,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
         ),
     }
     return {
-        "seeds": list(s["seeds"]), "not_run": not_run, "median": med, "targets": targets,
+        "seeds": list(seeds), "not_run": not_run, "median": med, "targets": targets,
         "per_seed": rows, "shape": list(s["shape"][1:]), "epochs": s["epochs"],
         "per_class": s["per_class"], "budget_s": budget,
         "load_avg": [round(v, 2) for v in os.getloadavg()],
