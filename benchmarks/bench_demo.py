@@ -23,7 +23,7 @@ Targets (``met``): ``demo_wall_s`` <= 180 s, ``demo_test_accuracy`` >= 0.85,
 ``viewer_ready_s`` (warm) <= 60 s.  ``--quick`` runs size ``tiny`` headless (a
 3-epoch model, not meant to be good) and skips the viewer.
 ``BENCH_DEMO_TRAIN=1`` trains every network anew (size small: the CNN's full
-recipe and both VAEs', 40 min or more on 2 cores) instead of the shipped ones.
+recipe and both VAEs', about 15 min on an idle 2-core machine) instead of the shipped ones.
 """
 
 from __future__ import annotations
