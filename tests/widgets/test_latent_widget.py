@@ -94,8 +94,9 @@ def test_train_pca_projective_and_receptive(setup, qtbot, tmp_path, monkeypatch)
     w.latent.value = 2
     w.train_button.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running and w.model is not None, timeout=20000)
-    assert len(w.sliders) == 2 and DECODE_LAYER in viewer.layers
-    lo, hi = viewer.layers[DECODE_LAYER].contrast_limits  # the population's range, not (0, 1)
+    assert len(w.sliders) == 2 and "PCA decode" in viewer.layers  # not called a β-VAE's
+    lo, hi = viewer.layers["PCA decode"].contrast_limits  # the population's range, not (0, 1)
+    assert "no epochs, no curves" in w.figure.texts[0].get_text()  # not an empty box
     assert lo == 0 and hi == pytest.approx(np.percentile(w._scaled(), 99.5), rel=1e-3) and hi < 1
     w.model_path.value = tmp_path / "pca.safetensors"
     w.save_button.clicked.emit()

@@ -42,7 +42,7 @@ from napari_brainfeatures._widgets._common import (
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures._widgets.latent_analyses import LatentAnalyses
-from napari_brainfeatures._widgets.latent_panels import LatentSliders
+from napari_brainfeatures._widgets.latent_panels import LatentSliders, show_training
 from napari_brainfeatures._widgets.latent_training import LatentTraining, run_seed, seeds_text
 from napari_brainfeatures.latent.codes import PopulationCodes, display_range, population_codes
 from napari_brainfeatures.latent.model import (
@@ -291,6 +291,8 @@ class LatentWidget(LatentTraining, LatentAnalyses, Container):
         self.status.value = (
             f"{name} with L = {L}{n_active}{seeds_text(self.runs)}: move the sliders"
         )
+        show_training(self.figure, meta, name)
+        self.canvas.draw_idle()
         if codes.active is not None:
             self._compare({"active": int(codes.active.sum())})
         if codes.section_shape is not None and self.offset != (0, 0):
@@ -339,6 +341,10 @@ class LatentWidget(LatentTraining, LatentAnalyses, Container):
                                 contrast_limits=clim, translate=self.offset)  # fmt: skip
         if layer.colormap.name != cmap:  # the difference box was toggled
             layer.colormap = cmap
+        kind = (self.meta or {}).get("model_type", "beta-vae")
+        named = f"{MODEL_NAMES.get(kind, kind)} decode"  # a PCA's decode is not a β-VAE's
+        if not layer.name.startswith(named):  # (napari's free name for a clash stays)
+            layer.name = named
         return img
 
     def _set_layer(self, name: str, data: np.ndarray, **kwargs: Any) -> Image:

@@ -100,6 +100,22 @@ def plot_curves(figure: Figure, history: Sequence[Mapping[str, float]]) -> None:
     ax.legend(fontsize="small")
 
 
+def show_training(figure: Figure, meta: Mapping[str, Any], name: str) -> None:
+    """The model's recorded curves, or why there are none (never an empty box)."""
+    history = (meta.get("training") or {}).get("history") or []
+    keys = ("recon", "kl", "val_recon", "val_kl")
+    if history and all(k in history[0] for k in keys):
+        plot_curves(figure, history)
+        return
+    figure.clear()
+    why = (
+        "PCA is fitted in one step: no epochs, no curves"
+        if meta.get("model_type") == "pca"
+        else f"this {name} file records no training curves"
+    )
+    figure.text(0.5, 0.5, why, ha="center", va="center", fontsize=9, color="grey", wrap=True)
+
+
 def plot_impact(
     figure: Figure, impact: NDArray[Any], roi_names: Sequence[str], active: NDArray[Any] | None
 ) -> None:
