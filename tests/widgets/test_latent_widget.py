@@ -135,6 +135,10 @@ def test_train_pca_projective_and_receptive(setup, qtbot, tmp_path, monkeypatch)
     # both latents side by side in one picture, beside the sections (not one per section)
     assert pf.rgb and pf.data.shape == (SHAPE[0], 2 * SHAPE[1] + 4, 3)
     assert pf.translate[-1] > SHAPE[1] and "z0..z1" in w.status.value
+    assert "c from −2 to 2" in w.status.value and "blue |c| ≥ 1" in w.status.value
+    tags = viewer.layers["projective field labels"]
+    assert [t.split()[0] for t in tags.features["latent"]] == ["z0", "z1"]
+    assert tags.data[1, -1] > tags.data[0, -1] >= pf.translate[-1]  # one per tile, on the tiles
     w.receptive_button.clicked.emit()
     qtbot.waitUntil(lambda: "disentanglement" in w.status.value, timeout=60000)
     assert w.table.data.to_list() and "PCA L=2" in w.comparison

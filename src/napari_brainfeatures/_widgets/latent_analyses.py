@@ -108,11 +108,31 @@ class LatentAnalyses:
         picture = tile(projective_rgb(fields))
         layer = self._set_layer("projective fields", picture, rgb=True)
         layer.translate = (0.0, 1.1 * width)  # to the right of the sections
+        self._label_tiles(fields.shape[1:3], len(fields), layer.translate)
+        c, half = float(self.c_max.value), float(self.c_max.value) / 2
         self.status.value = (
-            f"projective fields z0..z{len(fields) - 1}, {min(len(fields), 4)} per row; red: "
-            "small −c, green: small +c, blue: large |c|"
+            f"projective fields z0..z{len(fields) - 1} (labelled), {min(len(fields), 4)} per "
+            f"row, c from −{c:g} to {c:g}: red −{half:g} ≤ c ≤ 0, green 0 ≤ c ≤ {half:g}, "
+            f"blue |c| ≥ {half:g}"
         )
         keep_latent(self, fields=fields, picture=picture)
+
+    def _label_tiles(self, shape: tuple[int, int], n: int, translate: Any) -> None:
+        """Name each tile of the fields' picture (``z3``, ``z5 (inactive)``) in a Points layer."""
+        (h, w), gap, cols = shape, 4, min(n, 4)  # as quality.tile lays them out
+        corners = [((k // cols) * (h + gap) + 2, (k % cols) * (w + gap) + 2) for k in range(n)]
+        off = np.asarray(translate, np.float64)[-2:]
+        active = self.active if self.active is not None and len(self.active) == n else None
+        names = [f"z{k}" + ("" if active is None or active[k] else " (inactive)") for k in range(n)]
+        mark = {"brainfeatures_owner": "Latent", "brainfeatures_output": "Latent: tile labels"}
+        for old in [ly for ly in self.viewer.layers if ly.metadata.get("brainfeatures_output")
+                    == mark["brainfeatures_output"]]:  # fmt: skip
+            self.viewer.layers.remove(old)  # this dock's own labels only, never a user's layer
+        self.viewer.add_points(
+            np.asarray(corners, np.float64) + off, name="projective field labels", size=1,
+            face_color="transparent", border_width=0, features={"latent": names}, metadata=mark,
+            text={"string": "{latent}", "color": "white", "anchor": "upper_left", "size": 9},
+        )  # fmt: skip
 
     def _artifact(self, n: int) -> np.ndarray | None:
         """The population layer's artifact kind per section (0 = none), when it says."""
