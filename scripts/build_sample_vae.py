@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -44,20 +43,10 @@ from napari_brainfeatures.synthetic.weights.latent import (
     score_latent_model,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_sample_model import machine  # noqa: E402  (the sibling script: where it ran)
+
 QUICK: dict[str, Any] = {**RECIPE, "n": 64, "epochs": 2}
-
-
-def machine() -> dict[str, Any]:
-    """Where the models were trained."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "torch": torch.__version__,
-        "load_avg_before": [round(v, 2) for v in os.getloadavg()],
-    }
 
 
 def build(out: Path, recipe: dict[str, Any]) -> dict[str, Any]:
@@ -91,12 +80,9 @@ def build(out: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     for name in FILES:
         stored, meta = load_sample_vae(name, source=out)
         record["models"][name] |= score_latent_model(stored, meta, pop)
-    record |= {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {**where, "load_avg_after": [round(v, 2) for v in os.getloadavg()]},
-        "package_version": __version__,
-        "script": "scripts/build_sample_vae.py",
-    }
+    where["load_avg_after"] = [round(v, 2) for v in os.getloadavg()]
+    record["date"], record["machine"] = time.strftime("%Y-%m-%dT%H:%M:%S%z"), where
+    record["package_version"], record["script"] = __version__, "scripts/build_sample_vae.py"
     (out / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
 
@@ -127,13 +113,12 @@ def _say(name: str, p: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     """The command line: build, print each model's figures as one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help=f"default {WEIGHTS_DIR}")
-    parser.add_argument("--quick", action="store_true", help="a tiny run to check the script")
+    parser.add_argument("--out", type=Path, help=f"default {WEIGHTS_DIR}; needed with --quick")
+    parser.add_argument("--quick", action="store_true", help="tiny models, to check the script")
     args = parser.parse_args(argv)
-    if args.quick and args.out is None:
+    if args.quick and args.out is None:  # never over the shipped files
         parser.error("--quick writes models not meant to ship: give --out DIR")
-    record = build(args.out or WEIGHTS_DIR, QUICK if args.quick else RECIPE)
-    print(json.dumps(record["models"]))
+    print(json.dumps(build(args.out or WEIGHTS_DIR, QUICK if args.quick else RECIPE)["models"]))
     return 0
 
 
