@@ -364,3 +364,13 @@ def test_repeats_train_every_seed_and_the_table_shows_median_and_range(setup, qt
     w.each_run.value = True  # the individual runs, one click away
     assert w.table.row_headers == tuple(f"β-VAE L=2 β=3 seed {s}" for s in (0, 1, 2))
     assert set(w.comparison) == set(w.table.row_headers)  # kept results: one row per run
+
+
+def test_impact_notes_name_the_rois_and_a_dead_latents_impact():
+    from napari_brainfeatures._widgets.latent_panels import impact_notes
+
+    impact = np.array([[0.1, 0.9], [0.2, 0.3]])  # (ROI, latent): the largest on z1
+    text = impact_notes(impact, ["HPF", "VL"], np.array([True, False]))
+    assert text.startswith("ROIs: HPF hippocampal formation, VL lateral ventricle")
+    assert "largest impact is on z1, an inactive latent" in text
+    assert "inactive" not in impact_notes(impact, ["HPF", "VL"], np.array([True, True]))

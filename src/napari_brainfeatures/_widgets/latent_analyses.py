@@ -22,6 +22,7 @@ from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures._widgets.latent_panels import (
     QUALITY_COLUMNS,
     fill_comparison,
+    impact_notes,
     plot_impact,
 )
 from napari_brainfeatures._widgets.results_keep import keep_latent
@@ -189,6 +190,9 @@ class LatentAnalyses:
         self.status.value = f"disentanglement {score:.3g} (in the table, beside the other models)"
         if "mig" in values:
             self.status.value += f"; MIG on the known factors {values['mig']:.3g}"
+        notes = impact_notes(rf.impact, rf.roi_names, self.active)
+        if notes:
+            self.status.value += "\n" + notes
         keep_latent(self, impact=rf)
 
     def _compare(self, values: dict[str, Any], *, seed: int | None = None) -> None:

@@ -116,6 +116,28 @@ def show_training(figure: Figure, meta: Mapping[str, Any], name: str) -> None:
     figure.text(0.5, 0.5, why, ha="center", va="center", fontsize=9, color="grey", wrap=True)
 
 
+#: Allen-style ROI abbreviations the sample population (and Allen sections) use.
+ROI_LONG_NAMES = {
+    "CTX": "cortex", "HPF": "hippocampal formation", "STR": "striatum", "TH": "thalamus",
+    "VL": "lateral ventricle", "HY": "hypothalamus", "CB": "cerebellum", "MB": "midbrain",
+}  # fmt: skip
+
+
+def impact_notes(impact: NDArray[Any], roi_names: Sequence[str], active: Any) -> str:
+    """What the impact matrix rests on: the ROIs' names, and a largest impact on a dead latent."""
+    known = [f"{n} {ROI_LONG_NAMES[n]}" for n in roi_names if n in ROI_LONG_NAMES]
+    text = f"ROIs: {', '.join(known)}" if known else ""
+    if active is not None and len(active) == impact.shape[1] and impact.size:
+        k = int(np.unravel_index(np.argmax(impact), impact.shape)[1])
+        if not active[k]:
+            text += (
+                f"\nthe largest impact is on z{k}, an inactive latent (KL near 0: the model "
+                "does not use it), so it is noise, not structure; the score over active "
+                "latents leaves it out"
+            )
+    return text.strip()
+
+
 def plot_impact(
     figure: Figure, impact: NDArray[Any], roi_names: Sequence[str], active: NDArray[Any] | None
 ) -> None:
