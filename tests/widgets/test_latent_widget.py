@@ -374,3 +374,16 @@ def test_impact_notes_name_the_rois_and_a_dead_latents_impact():
     assert text.startswith("ROIs: HPF hippocampal formation, VL lateral ventricle")
     assert "largest impact is on z1, an inactive latent" in text
     assert "inactive" not in impact_notes(impact, ["HPF", "VL"], np.array([True, True]))
+
+
+def test_comparison_headers_say_what_each_score_is(qtbot):
+    from magicgui.widgets import Table
+
+    from napari_brainfeatures._widgets.latent_panels import fill_comparison
+
+    table = Table()
+    rows = {"β-VAE L=8": {0: {"artifact_penalty": 0.01, "pca_fd_recon": 3.2}}}
+    fill_comparison(table, rows)
+    assert table.column_headers == ("penalty", "FD recon")
+    header = table.native.horizontalHeaderItem(1).toolTip()
+    assert header.startswith("PCA-Fréchet distance") and "penalty: " in table.native.toolTip()

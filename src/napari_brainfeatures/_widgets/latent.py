@@ -107,7 +107,7 @@ class LatentWidget(LatentTraining, LatentAnalyses, Container):
             ]
         )  # fmt: skip
         insert_after(self, self.runner, self.canvas)  # live curves under the progress bar
-        scroll_body(self, {self.canvas: 220, self.table.native: 120})
+        scroll_body(self, {self.canvas: 220, self.table.native: 180})  # the table uncut
         self.model: Any = None
         self.meta: dict[str, Any] = {}
         self.runs: list[tuple[int, Any, dict[str, Any]]] = []  # (seed, model, meta) of repeats

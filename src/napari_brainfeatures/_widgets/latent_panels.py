@@ -34,6 +34,22 @@ QUALITY_COLUMNS = {
     "pca_fd_recon": "FD recon",
     "pca_fd_samples": "FD samples",
 }
+#: What each column means (the table's header tooltips and the dock's help line).
+QUALITY_HELP = {
+    "active": "latents the model uses (code variance over the population > 0.01)",
+    "mig": "mutual information gap on the population's known factors (Chen et al. 2018), "
+    "0–1, higher: each factor in one latent; unused latents do not move it",
+    "disentanglement": "the paper's score from the ROI × latent KL impact (all latents)",
+    "disentanglement_active": "the paper's score over active latents only",
+    "cwssim_recon": "CW-SSIM of reconstructions against the clean sections (1: identical)",
+    "cwssim_artifact": "CW-SSIM of reconstructions of artifact sections against their clean "
+    "versions: higher, the model leaves the artifact out",
+    "artifact_penalty": "the paper's artifact penalty: CW-SSIM lost on artifact sections "
+    "relative to clean ones (lower is better)",
+    "pca_fd_recon": "PCA-Fréchet distance between reconstructions and the sections "
+    "(lower: closer distributions)",
+    "pca_fd_samples": "PCA-Fréchet distance between samples from the prior and the sections",
+}
 
 
 class LatentSliders(Container):
@@ -185,7 +201,13 @@ def fill_comparison(
         "index": list(lines),
         "columns": [QUALITY_COLUMNS[c] for c in columns],
     }
-    table.native.resizeColumnsToContents()
+    q = table.native
+    q.resizeColumnsToContents()
+    for j, c in enumerate(columns):
+        item = q.horizontalHeaderItem(j)
+        if item is not None:
+            item.setToolTip(QUALITY_HELP.get(c, ""))
+    q.setToolTip("\n".join(f"{QUALITY_COLUMNS[c]}: {QUALITY_HELP[c]}" for c in columns))
 
 
 def _spread(runs: Any, key: str) -> str:
