@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint bench clean system-deps
+.PHONY: demo test install lint bench clean system-deps screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: $(STAMP)
 	$(PY) -m pip install --quiet -c constraints.txt ruff
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+
+# The README's pictures: one per dock, from the sample, under Xvfb (a few minutes).
+screenshots: $(STAMP)
+	$(PY) scripts/screenshots.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --list
