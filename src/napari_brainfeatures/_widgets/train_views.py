@@ -109,29 +109,31 @@ def show_evaluation(table: Any, figure: Figure, ev: Evaluation) -> str:
     return text + "".join(f"\nWARNING: {w}" for w in ev.warnings())
 
 
-def show_slice(viewer: napari.viewer.Viewer, image: Any, pred: SlicePrediction, z: int) -> None:
-    """Predicted-area (labels) and confidence (image, hidden) layers at slice ``z`` of ``image``."""
+def on_slice(image: Any, z: int) -> dict[str, Any]:
+    """``scale``, ``translate``, ``units`` of a ``(1, Y, X)`` layer at slice ``z`` of ``image``."""
     scale = tuple(image.scale)
     translate = (image.translate[0] + z * scale[0], *image.translate[1:])
+    return {"scale": scale, "translate": translate, "units": image.units}
+
+
+def show_slice(viewer: napari.viewer.Viewer, image: Any, pred: SlicePrediction, z: int) -> None:
+    """Predicted-area (labels) and confidence (image, hidden) layers at slice ``z`` of ``image``."""
+    geo = on_slice(image, z)
     _replace(viewer, AREAS_LAYER, CONFIDENCE_LAYER)
     viewer.add_image(
         pred.confidence[None],
         name=CONFIDENCE_LAYER,
         metadata={OWNER_KEY: "Train CNN"},  # a dock's continuous map: it gets a colour bar
-        scale=scale,
-        translate=translate,
-        units=image.units,
         colormap="viridis",
         contrast_limits=(0, 1),
         visible=False,
+        **geo,
     )
     areas = viewer.add_labels(
         pred.areas[None],
         name=AREAS_LAYER,
-        scale=scale,
-        translate=translate,
-        units=image.units,
         opacity=0.8,
         colormap=DirectLabelColormap(color_dict=pred.classes.color_dict()),
+        **geo,
     )
     areas.contour = 2  # outlines: painted labels under it stay readable in the same colours
