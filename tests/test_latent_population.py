@@ -143,7 +143,20 @@ def test_train_vae_is_seeded_and_cancel_keeps_best(tmp_path):
             gen.close()
             break
     _, meta = load_vae(path)
-    assert meta["training"]["epochs_run"] == 1
+    assert meta["training"]["epochs_run"] == 1  # no file before: the best so far is kept
+    # a file before: a cancelled (or killed) run never puts its early model in its place
+    before = path.read_bytes()
+    gen = train_vae(imgs, config=cfg, epochs=5, batch_size=4, seed=4, checkpoint_path=path)
+    for rec in gen:
+        if rec.values:
+            assert path.read_bytes() == before  # the best so far waits beside it
+            assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+            gen.close()
+            break
+    assert path.read_bytes() == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing left
+    done = run(train_vae(imgs, config=cfg, epochs=2, batch_size=4, seed=4, checkpoint_path=path))
+    assert done.path == path and path.read_bytes() != before  # a finished run replaces it
 
 
 def test_larger_sections_are_centre_cropped_as_the_paper():

@@ -3,8 +3,11 @@
 :func:`train_vae` is a progress generator (see :mod:`napari_brainfeatures.progress`):
 it yields a record per batch and, at the end of every epoch, one with the
 epoch's ``recon``, ``kl``, ``loss`` and their ``val_*`` counterparts.  After
-each epoch whose validation loss is the best so far the model is written
-atomically to ``checkpoint_path``, so a cancelled run keeps its best model.
+each epoch whose validation loss is the best so far the model is kept in a
+hidden file beside ``checkpoint_path`` (:class:`~.._util.staged.Staged`), which
+replaces the target only when training ends: a killed run never leaves a model
+of its first epochs where the previous one was, and a cancelled run keeps its
+best model where there was none.
 
 :class:`VAELatentModel` wraps a :class:`~napari_brainfeatures.models.vae.BetaVAE`
 with the numpy interface shared with :class:`~napari_brainfeatures.latent.pca.PCABaseline`:
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
+from napari_brainfeatures._util.staged import Staged
 from napari_brainfeatures.latent.bounds import CLIP, SEED, check_training
 from napari_brainfeatures.latent.pca import PCABaseline
 from napari_brainfeatures.latent.population import as_stack, center_crop, preprocess
@@ -183,7 +187,8 @@ def train_vae(
     device : str or torch.device, optional
         Default CUDA when available, else CPU.
     checkpoint_path : path-like, optional
-        Where the best-on-validation model is written after each improvement.
+        Where the best-on-validation model is written when training ends (kept
+        beside it until then; on Cancel it is written there only if no file was).
     val_fraction : float
         Share of sections held out for validation (at least one); default 0.1.
     clip : float
@@ -275,48 +280,51 @@ def train_vae(
             "history": list(history),
         }
 
-    for epoch in range(1, int(epochs) + 1):
-        model.train()
-        sums = np.zeros(3)
-        order = train_idx[rng.permutation(len(train_idx))]
-        for b in range(n_batches):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            x = data[idx].to(dev, non_blocking=True).contiguous(memory_format=fmt)  # (B,1,H,W)
-            ramp = min(1.0, (epoch - 1 + b / n_batches) / kl_warmup) if kl_warmup > 0 else 1.0
-            loss, recon, kl = _batch_loss(model, x, config.beta * ramp, sample=True)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sums += np.array([(recon + config.beta * kl).item(), recon.item(), kl.item()]) * len(
-                idx
-            )
-            step = (epoch - 1) * n_batches + b + 1
-            yield Progress(step, total, f"epoch {epoch}/{epochs}, batch {b + 1}/{n_batches}")
-        model.eval()
-        vsums = np.zeros(3)
-        with torch.inference_mode():
-            for i in range(0, len(val_idx), batch_size):
-                x = data[val_idx[i : i + batch_size]].to(dev).contiguous(memory_format=fmt)
-                vals = _batch_loss(model, x, config.beta, sample=False)
-                vsums += np.array([v.item() for v in vals]) * len(x)
-        tr, va = sums / len(train_idx), vsums / len(val_idx)
-        if not np.isfinite(np.r_[tr, va]).all():
-            raise FloatingPointError(
-                f"training diverged in epoch {epoch} (loss {tr[0]!r}); lower lr (got {lr!r})"
-            )
-        rec = {"epoch": epoch, "loss": tr[0], "recon": tr[1], "kl": tr[2]}
-        rec |= {"val_loss": va[0], "val_recon": va[1], "val_kl": va[2]}
-        history.append({k: float(v) for k, v in rec.items()})
-        improved = va[0] < best
-        if improved:
-            best, best_epoch = float(va[0]), epoch
-            best_state = copy.deepcopy(model.state_dict())
-            meta["training"] = record()
-            if checkpoint_path is not None:
-                save_vae(checkpoint_path, model, meta=meta)
-        values = {k: float(v) for k, v in rec.items() if k != "epoch"}
-        msg = f"epoch {epoch}/{epochs}: val_loss {va[0]:.1f}" + (" (best)" if improved else "")
-        yield Progress(epoch * n_batches, total, msg, values)
+    staged = Staged(checkpoint_path)  # the best so far, beside the target until the end
+    try:
+        for epoch in range(1, int(epochs) + 1):
+            model.train()
+            sums = np.zeros(3)
+            order = train_idx[rng.permutation(len(train_idx))]
+            for b in range(n_batches):
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                x = data[idx].to(dev, non_blocking=True).contiguous(memory_format=fmt)  # (B,1,H,W)
+                ramp = min(1.0, (epoch - 1 + b / n_batches) / kl_warmup) if kl_warmup > 0 else 1.0
+                loss, recon, kl = _batch_loss(model, x, config.beta * ramp, sample=True)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                parts = [(recon + config.beta * kl).item(), recon.item(), kl.item()]
+                sums += np.array(parts) * len(idx)
+                step = (epoch - 1) * n_batches + b + 1
+                yield Progress(step, total, f"epoch {epoch}/{epochs}, batch {b + 1}/{n_batches}")
+            model.eval()
+            vsums = np.zeros(3)
+            with torch.inference_mode():
+                for i in range(0, len(val_idx), batch_size):
+                    x = data[val_idx[i : i + batch_size]].to(dev).contiguous(memory_format=fmt)
+                    vals = _batch_loss(model, x, config.beta, sample=False)
+                    vsums += np.array([v.item() for v in vals]) * len(x)
+            tr, va = sums / len(train_idx), vsums / len(val_idx)
+            if not np.isfinite(np.r_[tr, va]).all():
+                raise FloatingPointError(
+                    f"training diverged in epoch {epoch} (loss {tr[0]!r}); lower lr (got {lr!r})"
+                )
+            rec = {"epoch": epoch, "loss": tr[0], "recon": tr[1], "kl": tr[2]}
+            rec |= {"val_loss": va[0], "val_recon": va[1], "val_kl": va[2]}
+            history.append({k: float(v) for k, v in rec.items()})
+            improved = va[0] < best
+            if improved:
+                best, best_epoch = float(va[0]), epoch
+                best_state = copy.deepcopy(model.state_dict())
+                meta["training"] = record()
+                staged.save(lambda p: save_vae(p, model, meta=meta))  # noqa: B023
+            values = {k: float(v) for k, v in rec.items() if k != "epoch"}
+            msg = f"epoch {epoch}/{epochs}: val_loss {va[0]:.1f}" + (" (best)" if improved else "")
+            yield Progress(epoch * n_batches, total, msg, values)
+    except BaseException:  # Cancel (GeneratorExit) or an error: an earlier model stays
+        staged.stop()
+        raise
     if best_state is not None:  # set in epoch 1: finite losses always improve on inf
         model.load_state_dict(best_state)
     model.to(memory_format=torch.contiguous_format)  # one decode is fastest this way
@@ -324,6 +332,7 @@ def train_vae(
     path = None
     if checkpoint_path is not None:
         path = save_vae(checkpoint_path, model, meta=meta)
+        staged.drop()
     return TrainResult(model.eval(), meta, history, path)
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,9 +36,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from napari_brainfeatures._util.leftovers import clean_leftovers, temp_path
+from napari_brainfeatures._util.staged import Staged
 from napari_brainfeatures.classes import ClassTable
-from napari_brainfeatures.models.checkpoint import device_of, model_path
+from napari_brainfeatures.models.checkpoint import device_of
 from napari_brainfeatures.models.cnn import (
     BrainAreaCNN,
     CNNConfig,
@@ -266,42 +265,6 @@ def train_cnn(
         torch.set_num_threads(old_threads)
 
 
-class _Staged:
-    """The best model so far, kept beside ``target`` until training ends (see the module notes).
-
-    It lives in a hidden sibling folder named as a leftover of ``target``
-    (:func:`~napari_brainfeatures._util.leftovers.temp_path`), so that the next
-    save of ``target`` removes it when a killed run left it behind.
-    """
-
-    def __init__(self, target: str | os.PathLike[str] | None) -> None:
-        self.target = None if target is None else model_path(target)
-        self.folder: Path | None = None
-
-    def save(self, model: BrainAreaCNN, classes: ClassTable, meta: dict[str, Any]) -> None:
-        if self.target is None:
-            return
-        if self.folder is None:
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-            clean_leftovers(self.target)  # what a killed earlier run left beside it
-            self.folder = temp_path(self.target, "partial")
-            self.folder.mkdir()
-        save_cnn(self.folder / self.target.name, model, classes=classes, meta=meta)
-
-    def stop(self) -> None:
-        """Stopped early: the best so far becomes the model only where none was."""
-        if self.target is None or self.folder is None:
-            return
-        best = self.folder / self.target.name
-        if best.exists() and not self.target.exists():
-            os.replace(best, self.target)
-        self.drop()
-
-    def drop(self) -> None:
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-
-
 def _fit(
     train: PatchSet,
     val: PatchSet,
@@ -368,7 +331,7 @@ def _fit(
     history: list[dict[str, float]] = []
     best = {"epoch": 0, "val_acc": -1.0, "val_loss": np.inf}
     best_state, path, stopped, t0 = None, None, False, time.perf_counter()
-    staged = _Staged(checkpoint_path)
+    staged = Staged(checkpoint_path)
     try:
         for epoch in range(1, r.epochs + 1):
             model.train()
@@ -414,7 +377,8 @@ def _fit(
                 meta["training"] = training_record(
                     r, train, val, history, best=best, device=dev, started=t0
                 )
-                staged.save(deployable(model), classes, meta)
+                best_model = deployable(model)
+                staged.save(lambda p: save_cnn(p, best_model, classes=classes, meta=meta))  # noqa: B023
             msg = f"epoch {epoch}/{r.epochs}: val_acc {va_acc:.3f}" + (
                 " (best)" if improved else ""
             )
