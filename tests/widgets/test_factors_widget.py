@@ -77,7 +77,7 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     item = w.table.native.item(picked[0], sel.roi_ids.index(picked[1]))
     assert item.background().color().name() in ("#2e7d32", "#b26a00")  # a pick, maybe weak
     assert item.toolTip().startswith(f"F{picked[0]} for ")  # counts and score in the tooltip
-    assert w.table.data[0][0].endswith("%") and " / " in w.table.data[0][0]  # fractions
+    assert w.table.data[0][0].endswith("%") and "%/" in w.table.data[0][0]  # fractions
     assert [wd.value for wd in w.rgb][:2] == sel.factors
     assert f"R: F{sel.factors[0]} " in legend.text  # the legend names the pick's ROI
     rgb = viewer.layers["NMF RGB"]
@@ -130,7 +130,7 @@ def test_nmf_selection_rgb_and_clusters(make_napari_viewer, qtbot, scene):
     assert "Every score is negative" in w.status.value and "normalise = area" in w.status.value
     assert w.table.column_headers == ("ROI 1", "ROI 2")  # a layer without class names
     cover, leak = w.selection.fractions()
-    assert w.table.shape[0] == 3 and w.table.data[0][0] == f"{cover[0, 0]:.0%} / {leak[0, 0]:.0%}"
+    assert w.table.shape[0] == 3 and w.table.data[0][0] == f"{cover[0, 0]:.0%}/{leak[0, 0]:.0%}"
     assert "weak picks" in w.status.value  # negative scores are flagged, not shown as good
     first = viewer.layers["NMF factor 0"]
     w.nmf_button.clicked.emit()  # a new NMF: the old scores no longer apply

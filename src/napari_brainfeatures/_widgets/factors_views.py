@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qtpy.QtGui import QColor
+from qtpy.QtWidgets import QAbstractScrollArea, QSizePolicy
 
 from napari_brainfeatures.factors.select import WEAK_COVERAGE, Selection
 
@@ -25,7 +26,7 @@ PICK, WEAK = "#2e7d32", "#b26a00"
 _HOOKED: weakref.WeakSet[Any] = weakref.WeakSet()  # heatmaps already connected
 _LEGENDS: weakref.WeakSet[Any] = weakref.WeakSet()  # RGB layers already connected
 HEADER_TIP = (
-    "Each cell: coverage / leakage of factor F for the ROI, as fractions of the ROI's size.\n"
+    "Each cell: coverage/leakage of factor F for the ROI, as fractions of the ROI's size.\n"
     "coverage: share of the ROI where the factor is active;\n"
     "leakage: active pixels outside the ROI per ROI pixel (before λ).\n"
     "score = coverage − λ·leakage (in pixels); the greedy rule picks the highest scores.\n"
@@ -38,7 +39,7 @@ def fill_scores(table: Any, sel: Selection, names: dict[int, str]) -> str:
     cover, leak = sel.fractions()  # (k, r) each
     table.value = {
         "data": [
-            [f"{c:.0%} / {lk:.0%}" for c, lk in zip(crow, lrow, strict=True)]
+            [f"{c:.0%}/{lk:.0%}" for c, lk in zip(crow, lrow, strict=True)]
             for crow, lrow in zip(cover, leak, strict=True)
         ],
         "index": [f"F{i}" for i in range(cover.shape[0])],
@@ -46,6 +47,9 @@ def fill_scores(table: Any, sel: Selection, names: dict[int, str]) -> str:
     }
     q = table.native
     q.resizeColumnsToContents()
+    # a wide table scrolls inside the dock instead of widening it over the canvas
+    q.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustIgnored)
+    q.setSizePolicy(QSizePolicy.Policy.Ignored, q.sizePolicy().verticalPolicy())
     q.setToolTip(HEADER_TIP)
     for i in range(cover.shape[0]):
         for j, a in enumerate(sel.roi_ids):
@@ -65,7 +69,7 @@ def fill_scores(table: Any, sel: Selection, names: dict[int, str]) -> str:
         f"F{f}→{names[a]} ({c:.0%} covered)"
         for (f, a, _), c in zip(sel.pairs, sel.coverage_fraction, strict=True)
     )
-    text = f"selected: {picks or 'none'} (cells: coverage / leakage of the ROI; tooltip)"
+    text = f"selected: {picks or 'none'} (cells: coverage/leakage of the ROI; tooltip)"
     if weak:
         text += "\nweak picks, not to be read as the area's factor: " + "; ".join(
             f"F{f}→{names[a]}: {why}" for (f, a), why in weak.items()
