@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
@@ -58,13 +59,24 @@ def workspace_held_elsewhere(root) -> Iterator[subprocess.Popen]:
         p.communicate(input="", timeout=30)
 
 
+def two_areas(side: int = 80, n: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` square sections of two areas side by side: (uint8 image, areas).
+
+    Area 1 (left half) is dark noise in 0..99, area 2 (right half) the same plus 150.
+    """
+    rng = np.random.default_rng(seed)
+    image = (rng.random((n, side, side)) * 100).astype(np.uint8)
+    image[:, :, side // 2 :] += 150
+    areas = np.ones((n, side, side), np.uint8)
+    areas[:, :, side // 2 :] = 2
+    return image, areas
+
+
 def one_section_split_model(folder, n_classes: int = 2):
     """A tiny CNN saved with a spatial split of one section: (model file, image, areas, split).
 
     The section (1, 8P, 10P) holds two areas side by side of different brightness.
     """
-    import numpy as np
-
     from napari_brainfeatures.classes import ClassTable
     from napari_brainfeatures.models.cnn import save_cnn
     from napari_brainfeatures.train.regions import spatial_split

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import tiny_cnn
+from helpers import tiny_cnn, two_areas
 from napari_brainfeatures.analyse import (
     compare_extractors,
     feature_extractor,
@@ -270,11 +270,7 @@ def _cli_inputs(tmp_path, image, areas):
 def test_analyse_cli(tmp_path, capsys):
     from napari_brainfeatures import cli
 
-    rng = np.random.default_rng(0)
-    image = (rng.random((2, 80, 80)) * 100).astype(np.uint8)
-    image[:, :, 40:] += 150
-    areas = np.ones((2, 80, 80), np.uint8)
-    areas[:, :, 40:] = 2
+    image, areas = two_areas()
     model_path, volume = _cli_inputs(tmp_path, image, areas)
     out = tmp_path / "an"
     options = "--train-slice 0 --test-slice 1 --per-class 15 --sigmas 0 0.5 --out"

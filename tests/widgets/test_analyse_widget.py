@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from helpers import tiny_cnn
+from helpers import tiny_cnn, two_areas
 from napari_brainfeatures._widgets.analyse import AnalyseWidget, parse_sigmas
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.cnn import save_cnn
@@ -13,11 +13,7 @@ def model_file(tmp_path):
 
 
 def test_analyse_trained_vs_random(make_napari_viewer, qtbot, model_file):
-    rng = np.random.default_rng(0)
-    image = (rng.random((2, 80, 80)) * 100).astype(np.uint8)
-    image[:, :, 40:] += 150
-    areas = np.ones((2, 80, 80), np.uint8)
-    areas[:, :, 40:] = 2
+    image, areas = two_areas()
     viewer = make_napari_viewer()
     viewer.add_image(image, name="ct")
     viewer.add_labels(areas, name="areas")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import tiny_cnn
+from helpers import tiny_cnn, two_areas
 from napari_brainfeatures._widgets._common import workspace_root
 from napari_brainfeatures.classes import ClassTable, default_table
 from napari_brainfeatures.results.record import PROVENANCE, list_results
@@ -93,11 +93,7 @@ def test_analyse_dock_keeps_its_report(make_napari_viewer, qtbot, tmp_path):
     from napari_brainfeatures._widgets.analyse import AnalyseWidget
     from napari_brainfeatures.models.cnn import save_cnn
 
-    rng = np.random.default_rng(0)
-    image = (rng.random((2, 64, 64)) * 100).astype(np.uint8)
-    image[:, :, 32:] += 150
-    areas = np.ones((2, 64, 64), np.uint8)
-    areas[:, :, 32:] = 2
+    image, areas = two_areas(64)
     viewer = make_napari_viewer()
     ct = viewer.add_image(image, name="ct")
     viewer.add_labels(areas, name="areas")
