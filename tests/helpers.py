@@ -72,6 +72,31 @@ def two_areas(side: int = 80, n: int = 2, seed: int = 0) -> tuple[np.ndarray, np
     return image, areas
 
 
+def band_labels(shape: tuple[int, int, int], ids: tuple[int, ...], top: int = 0) -> np.ndarray:
+    """uint8 labels ``(Z, H, W)``: vertical bands of equal width, ``ids`` left to right.
+
+    The first ``top`` rows are left unpainted (0).
+    """
+    lab = np.zeros(shape, np.uint8)
+    w, n = shape[2], len(ids)
+    for i, area in enumerate(ids):
+        lab[:, top:, w * i // n : w * (i + 1) // n] = area
+    return lab
+
+
+def textures(
+    shape: tuple[int, int, int] = (5, 80, 96), ids: tuple[int, int] = (1, 2), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two bands of the same mean grey, smooth (``ids[0]``) and grainy: (uint8 image, labels).
+
+    Only texture tells them apart, so a CNN that learns them learned more than brightness.
+    """
+    rng = np.random.default_rng(seed)
+    lab = band_labels(shape, ids)
+    img = np.where(lab == ids[0], rng.normal(110, 8, shape), rng.normal(110, 40, shape))
+    return np.clip(img, 0, 255).astype(np.uint8), lab
+
+
 def one_section_split_model(folder, n_classes: int = 2):
     """A tiny CNN saved with a spatial split of one section: (model file, image, areas, split).
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import TINY_CNN
+from helpers import TINY_CNN, textures
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig, load_cnn
 from napari_brainfeatures.progress import run
 from napari_brainfeatures.train import (
@@ -26,15 +26,6 @@ from napari_brainfeatures.train import (
 )
 
 P = 32
-
-
-def textures(z: int = 5, h: int = 80, w: int = 96, seed: int = 0):
-    """Two bands of the same mean grey: smooth (id 1) and grainy (id 2)."""
-    rng = np.random.default_rng(seed)
-    lab = np.zeros((z, h, w), np.uint8)
-    lab[:, :, : w // 2], lab[:, :, w // 2 :] = 1, 2
-    img = np.where(lab == 1, rng.normal(110, 8, lab.shape), rng.normal(110, 40, lab.shape))
-    return np.clip(img, 0, 255).astype(np.uint8), lab
 
 
 def small_config(**kw):

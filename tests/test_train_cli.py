@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
-from helpers import tiny_cnn
+from helpers import textures, tiny_cnn
 from napari_brainfeatures.classes import default_table
 from napari_brainfeatures.cli import main
 from napari_brainfeatures.models.cnn import load_cnn
@@ -17,15 +17,12 @@ from napari_brainfeatures.models.cnn import load_cnn
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     """A group like the synthetic sample's: arrays image and areas, classes in attrs."""
-    rng = np.random.default_rng(0)
-    z, h, w = 7, 72, 150
-    areas = np.zeros((z, h, w), np.uint8)
-    areas[:, :, :75], areas[:, :, 75:] = 1, 5
-    image = np.where(areas == 1, rng.normal(110, 8, areas.shape), rng.normal(110, 40, areas.shape))
+    image, areas = textures((7, 72, 150), ids=(1, 5))
+    h, w = image.shape[1:]
     path = tmp_path_factory.mktemp("cli") / "sample.zarr"
     group = zarr.open_group(str(path), mode="w")
     group.attrs.update({"classes": default_table().to_dict(), "voxel_size_um": [1.17] * 3})
-    for name, arr in (("image", np.clip(image, 0, 255).astype(np.uint8)), ("areas", areas)):
+    for name, arr in (("image", image), ("areas", areas)):
         group.create_array(name, shape=arr.shape, chunks=(1, h, w), dtype=np.uint8)[:] = arr
     return path
 

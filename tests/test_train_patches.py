@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
+from helpers import band_labels
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.train.patches import sample_patches
 from napari_brainfeatures.train.splits import (
@@ -25,11 +26,8 @@ P = 16
 
 def toy(z: int = 5, h: int = 64, w: int = 90, seed: int = 0):
     """Three vertical bands (ids 1, 2, 4), an unlabelled top margin, random bytes."""
-    rng = np.random.default_rng(seed)
-    lab = np.zeros((z, h, w), np.uint8)
-    lab[:, 5:, :30], lab[:, 5:, 30:60], lab[:, 5:, 60:] = 1, 2, 4
-    img = rng.integers(0, 256, (z, h, w), dtype=np.uint8)
-    return img, lab
+    img = np.random.default_rng(seed).integers(0, 256, (z, h, w), dtype=np.uint8)
+    return img, band_labels((z, h, w), (1, 2, 4), top=5)
 
 
 def window(vol, z, y, x, p=P):
