@@ -9,48 +9,39 @@ from napari_brainfeatures.cli import main
 from napari_brainfeatures.io.convert import convert_to_ome_zarr, max_levels
 from napari_brainfeatures.progress import run
 
-# (subcommand line before the option, option, a bad value); the inputs need not exist:
-# the value is refused before anything is opened
-BAD = [
-    (["sample", "microct", "{o}"], "--seed", "-1"),
-    (["sample", "microct", "{o}"], "--seed", str(10**30)),
-    (["sample", "microct", "{o}", "--shape", "4", "64"], "--shape", "0"),
-    (["sample", "population", "{o}"], "--n", "0"),
-    (["sample", "population", "{o}", "--section-shape", "32"], "--section-shape", "-5"),
-    (["convert", "in.tif", "{o}"], "--levels", "0"),
-    (["convert", "in.tif", "{o}", "--chunks", "4", "4"], "--chunks", "0"),
-    (["convert", "in.tif", "{o}", "--voxel-size", "1", "1"], "--voxel-size", "nan"),
-    (["features", "m.safetensors", "in.tif", "--out", "{o}"], "--stride", str(10**30)),
-    (["features", "m.safetensors", "in.tif", "--out", "{o}"], "--workers", "0"),
-    (["features", "m.safetensors", "in.tif", "--out", "{o}"], "--memory-mb", "inf"),
-    (["factors", "s.zarr", "--out", "{o}"], "--seed", "-1"),
-    (["factors", "s.zarr", "--out", "{o}"], "--max-iter", str(10**30)),
-    (["factors", "s.zarr", "--out", "{o}"], "--tol", "nan"),
-    (["cluster", "s.zarr", "--out", "{o}"], "--max-fit", str(10**30)),
-    (["train-vae", "p.zarr", "--out", "{o}"], "--n-down", "0"),
-    (["train-vae", "p.zarr", "--out", "{o}"], "--lr", "1e30"),
-    (["train-vae", "p.zarr", "--out", "{o}"], "--kl-warmup", "nan"),
-    (["train-vae", "p.zarr", "--out", "{o}"], "--batch-size", "abc"),
-    (["latent", "v.safetensors", "p.zarr", "--out", "{o}"], "--step", "0"),
-    (["latent", "v.safetensors", "p.zarr", "--out", "{o}"], "--c-max", "-1"),
-    (["latent", "v.safetensors", "p.zarr", "--out", "{o}"], "--n-images", "0"),
-    (["train-cnn", "in.tif", "--out", "{o}"], "--patch-size", "0"),
-    (["train-cnn", "in.tif", "--out", "{o}"], "--epochs", str(10**30)),
-    (["train-cnn", "in.tif", "--out", "{o}"], "--lr", "nan"),
-    (["train-cnn", "in.tif", "--out", "{o}"], "--patience", "-1"),
-    (["train-cnn", "in.tif", "--out", "{o}"], "--per-class", "1.5"),
-    (["train-cnn", "in.tif", "--out", "{o}"], "--train-slice", str(10**30)),
-    (["train-cnn", "in.tif", "--out", "{o}"], "--guard", "-1"),
-    (["train-cnn", "in.tif", "--out", "{o}"], "--folds", "2"),
-    (["train-cnn", "in.tif", "--out", "{o}"], "--threads", "0"),
-    (["train-cnn", "in.tif", "--out", "{o}"], "--seed", "-1"),
-    (["evaluate", "m.safetensors", "in.tif", "--json", "{o}"], "--batch-size", "0"),
-    (["evaluate", "m.safetensors", "in.tif", "--json", "{o}"], "--predict-stride", "inf"),
-    (["evaluate", "m.safetensors", "in.tif", "--json", "{o}"], "--per-class", "0"),
-    (["analyse", "m.safetensors", "in.tif", "--out", "{o}"], "--sigmas", "nan"),
-    (["analyse", "m.safetensors", "in.tif", "--out", "{o}"], "--random-seed", str(2**32)),
-    (["analyse", "m.safetensors", "in.tif", "--out", "{o}"], "--test-slice", "x"),
-]
+# Each subcommand line (the option goes after it, or replaces its value where the line has
+# it) with its bad "option value"s; the inputs need not exist: the value is refused before
+# anything is opened
+REFUSED = {
+    "sample microct {o}": ["--seed -1", f"--seed {10**30}"],
+    "sample microct {o} --shape 4 64": ["--shape 0"],
+    "sample population {o}": ["--n 0"],
+    "sample population {o} --section-shape 32": ["--section-shape -5"],
+    "convert in.tif {o}": ["--levels 0"],
+    "convert in.tif {o} --chunks 4 4": ["--chunks 0"],
+    "convert in.tif {o} --voxel-size 1 1": ["--voxel-size nan"],
+    "features m.safetensors in.tif --out {o}": [
+        f"--stride {10**30}", "--workers 0", "--memory-mb inf"
+    ],
+    "factors s.zarr --out {o}": ["--seed -1", f"--max-iter {10**30}", "--tol nan"],
+    "cluster s.zarr --out {o}": [f"--max-fit {10**30}"],
+    "train-vae p.zarr --out {o}": [
+        "--n-down 0", "--lr 1e30", "--kl-warmup nan", "--batch-size abc"
+    ],
+    "latent v.safetensors p.zarr --out {o}": ["--step 0", "--c-max -1", "--n-images 0"],
+    "train-cnn in.tif --out {o}": [
+        "--patch-size 0", f"--epochs {10**30}", "--lr nan", "--patience -1", "--per-class 1.5",
+        f"--train-slice {10**30}", "--guard -1", "--folds 2", "--threads 0", "--seed -1",
+    ],
+    "evaluate m.safetensors in.tif --json {o}": [
+        "--batch-size 0", "--predict-stride inf", "--per-class 0"
+    ],
+    "analyse m.safetensors in.tif --out {o}": [
+        "--sigmas nan", f"--random-seed {2**32}", "--test-slice x"
+    ],
+}  # fmt: skip
+# (subcommand line, option, a bad value)
+BAD = [(line.split(), *bad.split()) for line, bads in REFUSED.items() for bad in bads]
 
 
 @pytest.mark.parametrize(
