@@ -233,6 +233,7 @@ class LivePanel(Container):
         try:
             box = self.visible_box()
         except ValueError as err:
+            self._asked = None
             show_error(f"Live classifier: {err}")
             return
 
