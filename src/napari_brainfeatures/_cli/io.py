@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures._cli import add_zyx, progress_printer
 from napari_brainfeatures._util.ranges import Bounded
 from napari_brainfeatures.io.convert import CHUNK, VOXEL, convert_to_ome_zarr
 from napari_brainfeatures.io.volume import open_volume
@@ -20,21 +20,18 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     )
     if name == "convert":
         parser.add_argument("out", help="the .ome.zarr folder to write")
-        parser.add_argument(
-            "--chunks", type=CHUNK, nargs=3, default=(4, 512, 512), metavar=("Z", "Y", "X")
-        )
+        add_zyx(parser, "--chunks", CHUNK, default=(4, 512, 512))
         parser.add_argument(
             "--levels",
             type=Bounded("int", 1),  # the most the volume allows is checked on it
             default=None,
             help="resolution levels (default: auto)",
         )
-        parser.add_argument(
+        add_zyx(
+            parser,
             "--voxel-size",
-            type=VOXEL,
-            nargs=3,
+            VOXEL,
             default=None,
-            metavar=("Z", "Y", "X"),
             help="micrometres (default: from the source; where it has none, 1 with a warning)",
         )
         parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_brainfeatures._cli import progress_printer
+from napari_brainfeatures._cli import add_zyx, progress_printer
 from napari_brainfeatures._util.ranges import SEED, Bounded
 from napari_brainfeatures.progress import run as run_gen
 
@@ -22,22 +22,14 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=["microct", "population"])
     parser.add_argument("out", type=Path, help="the zarr group to write")
     parser.add_argument("--seed", type=SEED, default=0)
-    parser.add_argument(
+    add_zyx(
+        parser,
         "--shape",
-        type=SIDE,
-        nargs=3,
+        SIDE,
         default=None,
-        metavar=("Z", "Y", "X"),
         help="micro-CT volume shape (default: the sample's, 128 1536 1024)",
     )
-    parser.add_argument(
-        "--chunks",
-        type=SIDE,
-        nargs=3,
-        default=(16, 256, 256),
-        metavar=("Z", "Y", "X"),
-        help="micro-CT zarr chunks",
-    )
+    add_zyx(parser, "--chunks", SIDE, default=(16, 256, 256), help="micro-CT zarr chunks")
     parser.add_argument(
         "--version",
         type=int,
