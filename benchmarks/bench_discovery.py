@@ -188,12 +188,8 @@ def run(quick: bool, out: Path) -> dict:
     from napari_brainfeatures.features.run import compute_feature_map
     from napari_brainfeatures.models.cnn import load_cnn
     from napari_brainfeatures.progress import run as drive
-    from napari_brainfeatures.synthetic import (
-        DEFAULT_SHAPE,
-        VOXEL_SIZE_UM,
-        make_microct_lazy,
-    )
-    from napari_brainfeatures.train import sample_splits, split_slices
+    from napari_brainfeatures.synthetic import DEFAULT_SHAPE
+    from napari_brainfeatures.synthetic.weights import sample_training_splits
     from napari_brainfeatures.train.fit import DEFAULTS, make_config, train_cnn
 
     cfg = dict(SIZES[quick])
@@ -202,17 +198,12 @@ def run(quick: bool, out: Path) -> dict:
     shape = cfg["shape"] or DEFAULT_SHAPE
     times: dict[str, float] = {}
     t = time.perf_counter()
-    ct = make_microct_lazy(shape, chunks=(1, *shape[1:]))  # renders per slice
-    slices = cfg["slices"] or split_slices(shape[0], voxel_size=VOXEL_SIZE_UM[0])
-    splits = sample_splits(
-        ct.image,
-        ct.areas,
-        slices=slices,
+    ct, _, splits = sample_training_splits(  # renders per slice
+        shape,
+        slices=cfg["slices"],
         patch_size=cfg["patch"],
         per_class=cfg["per_class"],
         eval_per_class=cfg["eval_per_class"],
-        classes=ct.classes,
-        seed=0,
     )
     times["sample_s"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -23,6 +23,7 @@ import torch
 
 from napari_brainfeatures.progress import run as run_gen
 from napari_brainfeatures.synthetic import DEFAULT_SHAPE, VOXEL_SIZE_UM, make_microct_lazy
+from napari_brainfeatures.synthetic.weights import sample_training_splits
 from napari_brainfeatures.train.evaluation import evaluate
 from napari_brainfeatures.train.fit import train_cnn
 from napari_brainfeatures.train.recipe import DEFAULTS, make_config
@@ -39,10 +40,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     s = QUICK if quick else FULL
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    vol = make_microct_lazy(DEFAULT_SHAPE, chunks=(1, *DEFAULT_SHAPE[1:]))  # renders per slice
-    slices = split_slices(DEFAULT_SHAPE[0], voxel_size=VOXEL_SIZE_UM[0])
-    sampling = {k: s[k] for k in SAMPLING}
-    splits = sample_splits(vol.image, vol.areas, slices=slices, classes=vol.classes, **sampling)
+    vol, slices, splits = sample_training_splits(**{k: s[k] for k in SAMPLING})
     t_sample = time.perf_counter() - t0
     config = make_config("default", patch_size=s["patch_size"], n_classes=len(vol.classes))
     training = {k: s[k] for k in TRAINING}

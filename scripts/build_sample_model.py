@@ -36,19 +36,18 @@ from napari_brainfeatures.synthetic import (
     DEFAULT_SHAPE,
     GENERATOR_VERSION,
     VOXEL_SIZE_UM,
-    make_microct_lazy,
 )
 from napari_brainfeatures.synthetic.weights import (
     MODEL_FILE,
     RECORD_FILE,
     WEIGHTS_DIR,
     install_sample_model,
+    sample_training_splits,
     sha256_of,
 )
 from napari_brainfeatures.train.evaluation import evaluate
 from napari_brainfeatures.train.fit import train_cnn
 from napari_brainfeatures.train.recipe import DEFAULTS, make_config
-from napari_brainfeatures.train.splits import sample_splits, split_slices
 
 SEED = 0
 RECIPE: dict[str, Any] = {**DEFAULTS, "patch_size": 128, "seed": SEED, "variant": "default"}
@@ -73,18 +72,8 @@ def build(out: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     """Train, store in float16, test the stored model; return the record."""
     t0 = time.perf_counter()
     where = machine()
-    vol = make_microct_lazy(DEFAULT_SHAPE, seed=SEED, chunks=(1, *DEFAULT_SHAPE[1:]))
-    slices = split_slices(DEFAULT_SHAPE[0], voxel_size=VOXEL_SIZE_UM[0])
-    splits = sample_splits(
-        vol.image,
-        vol.areas,
-        slices=slices,
-        classes=vol.classes,
-        patch_size=recipe["patch_size"],
-        per_class=recipe["per_class"],
-        eval_per_class=recipe["eval_per_class"],
-        seed=recipe["seed"],
-    )
+    sampling = {k: recipe[k] for k in ("patch_size", "per_class", "eval_per_class", "seed")}
+    vol, slices, splits = sample_training_splits(DEFAULT_SHAPE, **sampling)
     config = make_config(recipe["variant"], patch_size=recipe["patch_size"], n_classes=6)
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

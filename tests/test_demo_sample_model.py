@@ -7,8 +7,9 @@ When the sample generator's version changes, these fail until the model is rebui
 import numpy as np
 import pytest
 
-from napari_brainfeatures.synthetic import weights
+from napari_brainfeatures.synthetic import VOXEL_SIZE_UM, weights
 from napari_brainfeatures.synthetic.microct import GENERATOR_VERSION
+from napari_brainfeatures.train.splits import split_slices
 
 
 def test_the_shipped_file_is_the_recorded_one_for_this_sample():
@@ -58,3 +59,16 @@ def test_the_shipped_model_classifies_the_held_out_slice(one_thread):
     floor = max(chance + 0.5, record["test_accuracy"] - 0.15)
     assert ev.accuracy >= floor, (ev.accuracy, floor, ev.confusion)
     assert np.trace(ev.confusion) == round(ev.accuracy * ev.n)
+
+
+def test_sample_training_splits_render_per_slice_and_sample_the_given_slices():
+    vol, slices, splits = weights.sample_training_splits(
+        (8, 256, 256), patch_size=32, per_class=4, eval_per_class=3, slices=(1, 4, 6)
+    )
+    assert slices == (1, 4, 6) and vol.image.chunks[0] == (1,) * 8  # one slice a chunk
+    assert splits.slices() == {"train": [1], "val": [4], "test": [6]}
+    assert splits.train.counts == dict.fromkeys(vol.classes.ids, 4)
+    assert (splits.val.centres[:, 0] == 4).all() and (splits.test.centres[:, 0] == 6).all()
+    assert weights.sample_training_splits(
+        (8, 256, 256), patch_size=32, per_class=4, eval_per_class=3, seed=1
+    )[1] == split_slices(8, voxel_size=VOXEL_SIZE_UM[0])  # the paper's slices by default

@@ -10,7 +10,8 @@ generator version, date, machine and the file's sha256
 
 :func:`install_sample_model` writes the model as an ordinary float32 model file
 (the one :func:`~napari_brainfeatures.models.cnn.load_cnn` reads) into a folder,
-e.g. a workspace's ``models``; :func:`load_sample_model` loads it.  Nothing in
+e.g. a workspace's ``models``; :func:`load_sample_model` loads it.
+:func:`sample_training_splits` samples the patches such a model is trained on.  Nothing in
 either file is executed: weights are safetensors, the record is JSON.
 """
 
@@ -33,6 +34,7 @@ __all__ = [
     "sample_model_path",
     "sample_model_record",
     "sample_model_summary",
+    "sample_training_splits",
     "sha256_of",
 ]
 
@@ -160,3 +162,39 @@ def load_sample_model(device: str = "cpu") -> tuple[Any, dict[str, Any]]:
 
     with tempfile.TemporaryDirectory(prefix="brainfeatures-sample-model-") as tmp:
         return load_cnn(install_sample_model(tmp), device=device)
+
+
+def sample_training_splits(
+    shape: tuple[int, int, int] | None = None,
+    *,
+    patch_size: int,
+    per_class: int,
+    eval_per_class: int,
+    seed: int = 0,
+    slices: tuple[int, int, int] | None = None,
+) -> tuple[Any, tuple[int, int, int], Any]:
+    """The training, validation and test patches of the sample: ``(volume, slices, splits)``.
+
+    The sample (``make_microct_lazy(shape)``, generator seed 0; default shape
+    ``DEFAULT_SHAPE``) is rendered slice by slice, so only the three split slices
+    are drawn; ``slices`` (train, val, test) default to the paper's, 50 µm apart
+    (:func:`~napari_brainfeatures.train.splits.split_slices`).  ``seed`` seeds the
+    patch sampling (:func:`~napari_brainfeatures.train.splits.sample_splits`).
+    """
+    from napari_brainfeatures.synthetic import DEFAULT_SHAPE, VOXEL_SIZE_UM, make_microct_lazy
+    from napari_brainfeatures.train.splits import sample_splits, split_slices
+
+    shape = tuple(shape or DEFAULT_SHAPE)  # type: ignore[assignment]
+    vol = make_microct_lazy(shape, chunks=(1, *shape[1:]))
+    slices = slices or split_slices(shape[0], voxel_size=VOXEL_SIZE_UM[0])
+    splits = sample_splits(
+        vol.image,
+        vol.areas,
+        slices=slices,
+        classes=vol.classes,
+        patch_size=patch_size,
+        per_class=per_class,
+        eval_per_class=eval_per_class,
+        seed=seed,
+    )
+    return vol, slices, splits
