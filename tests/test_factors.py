@@ -543,28 +543,6 @@ def test_factors_cli_hints_outside_labelled_for_sparse_rois(tmp_path, capsys):
     assert "the ROIs cover" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("extra", "expected"),
-    [
-        (["--lam", "-1"], "--lam must be >= 0, got -1.0"),
-        (["--eps", "1.5"], "--eps must be in [0, 1), got 1.5"),
-        (["--k", "0"], "--k must be an integer >= 1, got 0"),
-        (["--max-iter", "0"], "--max-iter must be an integer >= 1, got 0"),
-        (["--tol", "-1"], "--tol must be a number >= 0"),
-    ],
-)
-def test_factors_cli_refuses_bad_options_without_rois_too(tmp_path, capsys, extra, expected):
-    """Options are checked by the core, before anything is read, with or without --rois."""
-    from napari_brainfeatures import cli
-
-    feat, _ = _tiny_map(tmp_path)
-    out = tmp_path / "out"
-    assert cli.main(["factors", feat, "--k", "2", "--out", str(out), *extra]) == 2
-    err = capsys.readouterr().err
-    assert expected in err and "iteration" not in err
-    assert not out.exists()
-
-
 def test_cli_solver_choices_are_the_cores():
     from napari_brainfeatures import cli
     from napari_brainfeatures.factors.options import SOLVERS

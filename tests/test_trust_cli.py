@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,41 @@ def test_out_of_range_option_exits_2_quoting_it(tmp_path, capsys, line, flag, va
     err = capsys.readouterr().err
     assert f"argument {flag}" in err and repr(value) in err and "Traceback" not in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+# Options the core checks, with its own messages (regular expressions): exit 2, the
+# message, before any input is read (none exists here)
+CORE_REFUSED = {
+    "factors feat.zarr --k 2 --out {o}": [
+        ("--lam -1", r"--lam must be >= 0, got -1\.0"),
+        ("--eps 1.5", r"--eps must be in \[0, 1\), got 1\.5"),
+        ("--k 0", "--k must be an integer >= 1, got 0"),
+        ("--max-iter 0", "--max-iter must be an integer >= 1, got 0"),
+        ("--tol -1", "--tol must be a number >= 0"),
+    ],
+    "features m.safetensors img.zarr --out {o}": [
+        ("--tile 0", "tile must be a positive integer .*got 0"),
+        ("--memory-mb 0", r"memory_mb must be a positive number .*got 0\.0"),
+        ("--memory-mb -5", r"memory_mb must be a positive number .*got -5\.0"),
+        ("--stride 0", "stride must be a positive integer, got 0"),
+        ("--which features,logits", "which must be a non-empty subset .*'logits'"),
+    ],
+}
+CORE = [(line, *case) for line, cases in CORE_REFUSED.items() for case in cases]
+
+
+@pytest.mark.parametrize(
+    ("line", "options", "message"), CORE, ids=[f"{c[0].split()[0]} {c[1]}" for c in CORE]
+)
+def test_option_refused_by_the_core_exits_2_with_its_message(
+    tmp_path, capsys, line, options, message
+):
+    out = tmp_path / "out"
+    argv = [a.replace("{o}", str(out)) for a in line.split()] + options.split()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(f"brainfeatures {argv[0]}: error: {message}", err), err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []
 
 
 def test_convert_refuses_levels_beyond_the_volume(tiff_stack, tmp_path, capsys):
