@@ -157,3 +157,15 @@ def test_context_sees_the_surroundings():
         scores[px] = (r.labels[:, inner] == truth[:, inner]).mean()
     assert s.block == 8 and s.classifier.weight_.shape == (2, 8)
     assert scores[0.0] < 0.8 < 0.9 < scores[8.0]
+
+
+def test_a_zoomed_out_view_predicts_every_other_point():
+    grid = stripes()
+    s = LiveSession(grid, context_px=0)
+    s.view((0, 60, 0, 80))
+    strokes = paint((120, 160), [(1, (40, 60, 10, 14)), (2, (40, 60, 140, 144))])
+    full = s.update(strokes)
+    assert not s.view((0, 60, 0, 80)) and s.view((0, 60, 0, 80), thin=2)  # not read again
+    half = s.update(strokes)
+    assert half.labels.shape == (30, 40) and half.grid.step == (4, 4)
+    np.testing.assert_array_equal(half.labels, full.labels[::2, ::2])

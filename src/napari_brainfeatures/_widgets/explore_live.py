@@ -213,6 +213,13 @@ class LivePanel(Container):
             j0, j1 = cj - MAX_VIEW // 2, cj + MAX_VIEW // 2
         return i0, i1, j0, j1
 
+    def thin_for(self, box: tuple[int, int, int, int]) -> int:
+        """Grid points per screen pixel in ``box`` (1 when zoomed in): what is predicted."""
+        canvas = getattr(self.viewer, "canvas", None)
+        h, w = getattr(canvas, "size", None) or getattr(self.viewer, "_canvas_size", (800, 800))
+        i0, i1, j0, j1 = box
+        return max(1, int(min((i1 - i0) / max(h, 1), (j1 - j0) / max(w, 1))))
+
     def request(self, *_: Any) -> None:
         """Ask for an update; one runs at a time, the strokes of meanwhile go to the next."""
         if self.session is None or self.strokes is None:
@@ -232,13 +239,14 @@ class LivePanel(Container):
         plane = np.array(data[0] if data.ndim == 3 else data)  # a copy: painting goes on
         try:
             box = self.visible_box()
+            thin = self.thin_for(box)
         except ValueError as err:
             self._asked = None
             show_error(f"Live classifier: {err}")
             return
 
         def job() -> ProgressGen[tuple[LiveResult, float | None] | None]:
-            if session.view(box):
+            if session.view(box, thin=thin):
                 yield Progress(1, 2, "read the visible region's features")
             if not plane.any():  # started: the view is read, the fit waits for strokes
                 import sklearn.linear_model  # noqa: F401 -- the first fit does not pay for it

@@ -191,6 +191,8 @@ class LiveSession:
         self.classifier = classifier or LiveClassifier()
         self.box: tuple[int, int, int, int] | None = None  # (i0, i1, j0, j1) cached
         self._region: np.ndarray | None = None  # (h, w, D) float32
+        self._shown: np.ndarray | None = None  # the region thinned for prediction
+        self.thin = 1
         self._ids = np.zeros(0, np.int64)  # grid points whose features were read
         self._rows = np.zeros((0, int(grid.features.shape[-1])), np.float32)
         self.samples: tuple[np.ndarray, np.ndarray] | None = None  # (flat ids, labels)
@@ -209,15 +211,24 @@ class LiveSession:
             )
         return box
 
-    def view(self, box: tuple[int, int, int, int]) -> bool:
-        """Read the features of grid ``box`` into memory (unless cached); True if read."""
+    def view(self, box: tuple[int, int, int, int], *, thin: int = 1) -> bool:
+        """Read the features of grid ``box`` into memory (unless cached); True if read.
+
+        ``thin``: predict every ``thin``-th grid point of the box along each axis (a
+        view zoomed out so far that the screen shows fewer pixels than the box holds).
+        """
         box = tuple(int(b) for b in box)  # type: ignore[assignment]
-        if box == self.box and self._region is not None:
+        thin = max(1, int(thin))
+        if box == self.box and self._region is not None and thin == self.thin:
             return False
-        i0, i1, j0, j1 = box
-        self._region = None  # free the old view before reading the new one
-        self._region = np.asarray(self.grid.features[i0:i1, j0:j1], dtype=np.float32)
-        self.box = box
+        if box != self.box or self._region is None:
+            i0, i1, j0, j1 = box
+            self._region = self._shown = None  # free the old view before reading the new one
+            self._region = np.asarray(self.grid.features[i0:i1, j0:j1], dtype=np.float32)
+            self.box = box
+        self.thin = thin
+        reg = self._region
+        self._shown = reg if thin == 1 else np.ascontiguousarray(reg[::thin, ::thin])  # type: ignore[index]
         return True
 
     # -- strokes ------------------------------------------------------------------------
@@ -280,21 +291,21 @@ class LiveSession:
 
     def predict(self) -> tuple[np.ndarray, np.ndarray]:
         """Class ids and uncertainty ``(h, w)`` each of the viewed region (fitted classifier)."""
-        if self._region is None:
+        if self._shown is None or self.box is None:
             raise ValueError("no region to predict: call view(box) with the visible region first")
-        h, w, d = self._region.shape
+        h, w, d = self._shown.shape
+        i0, i1, j0, j1 = self.box
+        t = self.thin
         offset = None
         if self.block:
-            i0, _, j0, _ = self.box  # type: ignore[misc]
             weight = self.classifier.weight_[:, d:]  # type: ignore[index]
             logits = self._context() @ weight.T  # (Hc, Wc, K): the context's part, coarse
-            bi, bj = (i0 + np.arange(h)) // self.block, (j0 + np.arange(w)) // self.block
+            bi, bj = (i0 + t * np.arange(h)) // self.block, (j0 + t * np.arange(w)) // self.block
             offset = logits[bi[:, None], bj[None, :]].reshape(h * w, -1)  # (h*w, K)
-        pred, unc = self.classifier.predict(self._region.reshape(-1, d), offset)
+        pred, unc = self.classifier.predict(self._shown.reshape(-1, d), offset)
         pred, unc = pred.reshape(h, w), unc.reshape(h, w)
-        if self.within is not None and self.box is not None:
-            i0, i1, j0, j1 = self.box
-            out = ~self.within[i0:i1, j0:j1]
+        if self.within is not None:
+            out = ~self.within[i0:i1:t, j0:j1:t]
             pred[out], unc[out] = 0, np.nan
         return pred, unc
 
@@ -330,7 +341,8 @@ class LiveSession:
         i0, _, j0, _ = self.box
         (oy, ox), (sy, sx) = self.grid.origin, self.grid.step
         sub = FeatureGrid(
-            (h, w), origin=(oy + sy * i0, ox + sx * j0), step=self.grid.step, z=self.grid.z,
+            (h, w), origin=(oy + sy * i0, ox + sx * j0), step=(sy * self.thin, sx * self.thin),
+            z=self.grid.z,
             image_shape=self.grid.image_shape, source=self.grid.source,
         )  # fmt: skip
         return LiveResult(
