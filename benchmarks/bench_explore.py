@@ -12,6 +12,8 @@ Needs a display (run it under ``xvfb-run -a``).  Timing keys use synthetic data:
 - ``live_update_s_p95``: end of a stroke -> prediction and uncertainty layers
   repainted, over a 2048×2048 view of a stride-1, 64-d feature array on disk
   (zarr, 1 GiB; ``--quick`` 512²), 24 strokes one after another; target <= 1 s.
+  The zoomed-out view is predicted at one grid point per screen pixel
+  (``live_predicted``: the shape predicted, on a 1600×1000 window).
   ``max_stall_ms``: the longest the Qt event loop went without running a 5 ms
   heartbeat timer during those updates (target <= 100).
 - ``live_iou``: the sample (:func:`~napari_brainfeatures.synthetic.make_microct_lazy`,
@@ -204,6 +206,7 @@ def _timing(quick: bool, out: Path) -> dict[str, Any]:
         "readout_ms_p95": _p95(readout),
         "live_view": [live_side, live_side],
         "live_view_read_s": round(view_read_s, 2),
+        "live_predicted": list(live.result.labels.shape),  # one point per screen pixel
         "live_strokes": n_strokes,
         "live_update_s_p95": _p95(live.latency_s),
         "live_update_s_max": round(max(live.latency_s), 3),
