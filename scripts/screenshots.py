@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = ["xvfb-run", "-a", "-s", screen, sys.executable, __file__, *sys.argv[1:]]
         return subprocess.call(cmd)
     args.out.mkdir(parents=True, exist_ok=True)
+    # a home of its own: the pictures never write into the user's sample workspace
+    os.environ.setdefault("BRAINFEATURES_HOME", str(ROOT / ".screenshots-home"))
     return Shooter(args.out).run()
 
 
@@ -129,6 +131,12 @@ class Shooter:
             return
         for layer in self.viewer.layers:
             layer.visible = any(layer.name.endswith(n) for n in names)
+
+    def _prepare_annotate(self, body: Any) -> None:
+        """Labels bound to the workspace: the class legend shows, as after a user's first click."""
+        w = self._find(body, "bind_button")
+        if w is not None:
+            w.bind()
 
     def _prepare_analyse(self, body: Any) -> None:
         w = self._find(body, "run_button")
