@@ -244,7 +244,8 @@ class ExploreWidget(Container):
         dens = self.density
         sel = select_polygon(dens, shape) if how == "lasso" else select_rectangle(dens, *shape)
         self.selected = sel
-        self._put(SELECTION, to_mask(dens, sel).astype(np.uint8), "labels", opacity=0.6, **_CYAN)
+        mask = to_mask(dens, sel).astype(np.uint8)
+        self._put(SELECTION, mask, "labels", opacity=0.6, in_place=True, **_CYAN)
         self.plot.highlight(dens.histogram(sel))
         self.timings_ms["select"].append((time.perf_counter() - t0) * 1e3)
         self.status.value = f"selected {int(sel.sum()):,} of {len(dens.points):,} points"
