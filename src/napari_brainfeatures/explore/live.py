@@ -10,11 +10,11 @@ Why multinomial logistic regression on standardised features: the 64-d CNN
 features are already a non-linear description of the tissue, so a linear read-out
 is what separates sub-areas that the features know about (and it shows which ones
 they do not); it is convex (the same strokes give the same answer, no seed
-lottery), fits a few thousand samples in tens of milliseconds with L-BFGS warm
-started from the last fit, its probabilities give an uncertainty for free, and its
-prediction is one matrix product -- a 2048×2048 view in a few hundred ms on two
-cores.  A small MLP would need more strokes, a seed and early stopping, for
-features that a linear model reads well.
+lottery), fits a few thousand samples in about 0.1 s with L-BFGS warm started
+from the last fit, its probabilities give an uncertainty for free, and its
+prediction is one matrix product -- about 0.5 s for the 1024² points of a zoomed-out
+2048² view on two cores (``bench_explore``).  A small MLP would need more strokes,
+a seed and early stopping, for features that a linear model reads well.
 
 :func:`save_live_model` writes the classifier with its stroke set as one
 safetensors model file (:mod:`~..models.checkpoint`); :func:`load_live_model` reads it.
