@@ -72,6 +72,19 @@ def two_areas(side: int = 80, n: int = 2, seed: int = 0) -> tuple[np.ndarray, np
     return image, areas
 
 
+def two_area_store(folder, name: str = "feat.zarr"):
+    """A 40x44 two-area image (bright right half) and its tiny-CNN feature store (stride 2)."""
+    from napari_brainfeatures.features.run import compute_feature_map
+    from napari_brainfeatures.progress import run
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((40, 44)) * 120).astype(np.uint8)
+    image[:, 22:] += 120
+    path = folder / name
+    run(compute_feature_map(image, tiny_cnn(), out=path, stride=2, tile=8))
+    return path, image
+
+
 def band_labels(shape: tuple[int, int, int], ids: tuple[int, ...], top: int = 0) -> np.ndarray:
     """uint8 labels ``(Z, H, W)``: vertical bands of equal width, ``ids`` left to right.
 

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import tiny_cnn
+from helpers import tiny_cnn, two_area_store
 from napari_brainfeatures.classes import default_table
 from napari_brainfeatures.explore.density import FeaturePoints, density, factor_points, pca_points
 from napari_brainfeatures.explore.profiles import factor_profile, match_slices
@@ -97,12 +97,7 @@ def test_keep_as_class_never_overwrites_painted_labels():
 @pytest.fixture
 def store(tmp_path):
     """A two-area image's feature store (stride 2) and its image."""
-    rng = np.random.default_rng(0)
-    image = (rng.random((40, 44)) * 120).astype(np.uint8)
-    image[:, 22:] += 120
-    path = tmp_path / "feat.zarr"
-    run(compute_feature_map(image, tiny_cnn(), out=path, stride=2, tile=8))
-    return path, image
+    return two_area_store(tmp_path)
 
 
 def test_factor_points_readout_and_profiles(store, tmp_path):

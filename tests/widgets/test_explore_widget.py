@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from helpers import tiny_cnn
+from helpers import tiny_cnn, two_area_store
 from napari_brainfeatures._widgets.explore import SELECTION, ExploreWidget
 from napari_brainfeatures._widgets.explore_live import PREDICTION, STROKES, UNCERTAINTY
 from napari_brainfeatures.classes import default_table
@@ -18,11 +18,7 @@ from napari_brainfeatures.progress import run
 @pytest.fixture
 def scene(tmp_path):
     """A two-area image, its feature store (stride 2), NMF factors saved, and area labels."""
-    rng = np.random.default_rng(0)
-    image = (rng.random((40, 44)) * 120).astype(np.uint8)
-    image[:, 22:] += 120
-    store = tmp_path / "feat.zarr"
-    run(compute_feature_map(image, tiny_cnn(), out=store, stride=2, tile=8))
+    store, image = two_area_store(tmp_path)
     factors = run(factorise(FeatureGrid.from_store(store), 3, seed=0)).save(tmp_path / "f.zarr")
     areas = np.zeros((40, 44), np.uint8)
     areas[:, :22], areas[:, 22:] = 1, 2
