@@ -139,10 +139,29 @@ class Shooter:
             w.bind()
 
     def _prepare_analyse(self, body: Any) -> None:
+        """The shipped model analysed against the sample's areas (the bound labels are empty)."""
+        from napari_brainfeatures._widgets._common import newest_model
+
         w = self._find(body, "run_button")
         if w is not None:
+            image = self.viewer.layers[IMAGE]
+            w.image.value, w.area_labels.value = image, self.viewer.layers["areas (truth)"]
+            w.model_path.value = newest_model(image)
             w.run()
             self._wait(lambda: not w.runner.running, 600, "the analysis")
+
+    def _prepare_explore(self, body: Any) -> None:
+        """The slice's features as a PCA density coloured by predicted area (the Plot button)."""
+        from napari_brainfeatures._widgets._common import newest_store
+
+        w = self._find(body, "plot_button")
+        if w is None:
+            return
+        image = self.viewer.layers[IMAGE]
+        w.source_path.value, w.image.value = newest_store([image]), image
+        w.method.value, w.colour.value = "PCA", "predicted area"
+        w.run_plot()
+        self._wait(lambda: not w.runner.running, 600, "the feature-space plot")
 
     def _prepare_latent(self, body: Any) -> None:
         """The shipped β-VAE on its population, loaded in the dock (as a user's Load does)."""
