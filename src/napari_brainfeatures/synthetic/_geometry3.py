@@ -2,7 +2,7 @@
 
 :class:`Geometry3` keeps the six areas and six layers of :class:`~._geometry.Geometry`
 and adds what a real micro-CT section of the thalamocortical slab has and the
-clean v2 sample lacks (issue 19):
+clean v2 sample lacks:
 
 - **cut tissue faces**: the section ends at rough cut lines on the left, the right
   and the bottom, with background beyond them (``tissue`` is 0 there);
