@@ -1,4 +1,4 @@
-"""Science that survives real tissue (issue 19): the v3 section, on seeds never tuned on.
+"""Science that survives real tissue: the v3 section, on seeds never tuned on.
 
 The sections are v3 (``make_microct(version=3)``: cut faces, pial membrane,
 brightness gradient, a white-matter band narrower than 128 px, a fibre fan,
@@ -31,7 +31,7 @@ Protocol per seed (one 1536 x 1024 section, as a user with one scan would):
   ``layer_nmi_depth`` (NMI with the depth below the pia in ten bins),
   ``layer_ari`` against the five layer groups, unsmoothed and smoothed (64 px);
   targets ARI >= 0.3 / >= 0.5; ``ring_cluster``: whether a cluster has most of its
-  pixels within 64 px of the tissue outline (the cut-face rings of issue 19).
+  pixels within 64 px of the tissue outline (rings along the cut faces).
 
 ``BENCH_REALISM_BUDGET_S`` (default 2700) bounds the wall time: seeds not
 started within it are reported as ``not_run``; each finished seed is also written
