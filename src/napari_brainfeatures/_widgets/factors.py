@@ -38,10 +38,14 @@ from napari_brainfeatures._widgets._common import (
     status_label,
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
-from napari_brainfeatures._widgets.factors_views import fill_scores, one_at_a_time, rgb_legend
+from napari_brainfeatures._widgets.factors_views import (
+    fill_scores,
+    one_at_a_time,
+    rgb_legend,
+    roi_names,
+)
 from napari_brainfeatures._widgets.results_keep import keep_clusters, keep_factors
 from napari_brainfeatures._widgets.tissue import TissueControls
-from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.factors.clusters import cluster_map, erode_mask
 from napari_brainfeatures.factors.maps import rgb_composite, robust_max
 from napari_brainfeatures.factors.options import SOLVERS, SelectOptions
@@ -317,7 +321,7 @@ class FactorsWidget(Container):
             show_error(f"Factors: {err}")
             return
         self.factors = self.factors.with_selection(sel)
-        names = self._roi_names = _roi_names(self.rois.value, sel.roi_ids)
+        names = self._roi_names = roi_names(self.rois.value, sel.roi_ids)
         self.status.value = fill_scores(self.table, sel, names)
         for w, f in zip(self.rgb, sel.factors[:3], strict=False):
             w.value = f
@@ -405,16 +409,3 @@ class FactorsWidget(Container):
             text += f"; V-measure {self.scores['v_measure']:.3f}, ARI {self.scores['ari']:.3f}"
         self.status.value = text
         keep_clusters(self, res, opts or {})
-
-
-def _roi_names(layer: Any, ids: Any) -> dict[int, str]:
-    """ROI id -> the class name in the labels layer's metadata (``"ROI n"`` without one)."""
-    names = {int(a): f"ROI {a}" for a in ids}
-    raw = getattr(layer, "metadata", {}).get("classes")
-    if isinstance(raw, dict):
-        try:
-            table = ClassTable.from_dict(raw)
-        except (KeyError, TypeError, ValueError):
-            return names
-        names.update({c.id: c.name for c in table if c.id in names})
-    return names

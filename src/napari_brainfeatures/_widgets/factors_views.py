@@ -18,9 +18,10 @@ from typing import Any
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractScrollArea, QSizePolicy
 
+from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.factors.select import WEAK_COVERAGE, Selection
 
-__all__ = ["HEADER_TIP", "fill_scores", "one_at_a_time", "rgb_legend"]
+__all__ = ["HEADER_TIP", "fill_scores", "one_at_a_time", "rgb_legend", "roi_names"]
 
 PICK, WEAK = "#2e7d32", "#b26a00"
 _HOOKED: weakref.WeakSet[Any] = weakref.WeakSet()  # heatmaps already connected
@@ -110,3 +111,16 @@ def rgb_legend(viewer: Any, layer: Any, channels: list[str]) -> None:
         viewer.layers.events.removed.connect(_follow)
         _LEGENDS.add(layer)
     _follow()
+
+
+def roi_names(layer: Any, ids: Any) -> dict[int, str]:
+    """ROI id -> the class name in the labels layer's metadata (``"ROI n"`` without one)."""
+    names = {int(a): f"ROI {a}" for a in ids}
+    raw = getattr(layer, "metadata", {}).get("classes")
+    if isinstance(raw, dict):
+        try:
+            table = ClassTable.from_dict(raw)
+        except (KeyError, TypeError, ValueError):
+            return names
+        names.update({c.id: c.name for c in table if c.id in names})
+    return names
