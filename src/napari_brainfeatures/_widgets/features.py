@@ -35,7 +35,11 @@ from napari_brainfeatures.features.network import load_model
 from napari_brainfeatures.features.options import DenseOptions
 from napari_brainfeatures.features.plan import store_name
 from napari_brainfeatures.features.run import compute_feature_map, measure_padding_deviation
-from napari_brainfeatures.features.store import FeatureStore, StoreMismatchError
+from napari_brainfeatures.features.store import (
+    FeatureStore,
+    FeatureStoreError,
+    StoreMismatchError,
+)
 from napari_brainfeatures.models.cnn import input_scale_for
 from napari_brainfeatures.progress import Progress
 from napari_brainfeatures.train.recorded import model_warnings
@@ -244,7 +248,9 @@ class FeatureMapWidget(Container):
         """Add (or refresh) the lazy layers of the store being written."""
         try:  # the store being written (a replacement is built beside the old one)
             self.store = FeatureStore(self._live or self._out_path)
-        except FileNotFoundError:
+        except (FileNotFoundError, FeatureStoreError):
+            # a record that arrives after the replacement was swapped in (or before its arrays
+            # exist) names a store in passing: the next record, or the end, shows the layers
             return
         st, base = self.store, self._target.name if self._target else "image"
         geo = self._geometry(st)
