@@ -67,12 +67,8 @@ def assert_close(got, want):
     assert err <= 1e-4 * max(scale, 1e-6), (err, scale)
 
 
-@pytest.mark.parametrize("cfg", [TINY, SMALL64], ids=["tiny-D8", "small-D16"])
-@pytest.mark.parametrize("stride", [1, 3, 4, 16])
-def test_dense_evaluator_equals_patch_evaluator(cfg, stride):
-    model = make_model(cfg)
-    dense, patch = DenseCNN(model, stride=stride, fc_outputs=40), PatchCNN(model, stride=stride)
-    ny, nx = 11, 6
+def _assert_dense_equals_patch(dense, patch, ny, nx):
+    """Both evaluators on one random input: every output equal on the ``(ny, nx)`` grid."""
     side = [max(ev.input_length(n) for ev in (dense, patch)) for n in (ny, nx)]
     x = torch.rand(2, 1, *side)
     got = dense(x[:, :, : dense.input_length(ny), : dense.input_length(nx)], ny, nx)
@@ -81,6 +77,14 @@ def test_dense_evaluator_equals_patch_evaluator(cfg, stride):
         assert got[key].shape == (2, want[key].shape[1], ny, nx)
         assert_close(got[key].numpy(), want[key].numpy())
     assert torch.equal(got["areas"], want["areas"])
+
+
+@pytest.mark.parametrize("cfg", [TINY, SMALL64], ids=["tiny-D8", "small-D16"])
+@pytest.mark.parametrize("stride", [1, 3, 4, 16])
+def test_dense_evaluator_equals_patch_evaluator(cfg, stride):
+    model = make_model(cfg)
+    dense, patch = DenseCNN(model, stride=stride, fc_outputs=40), PatchCNN(model, stride=stride)
+    _assert_dense_equals_patch(dense, patch, 11, 6)
 
 
 @pytest.mark.parametrize("cfg", [P64, P96, MS2, MS3], ids=["p64", "p96", "ms128x2", "ms72x3"])
@@ -90,15 +94,7 @@ def test_every_patch_size_and_multiscale_input_is_exact(cfg, stride):
     model = make_model(cfg, seed=stride)
     dense, patch = make_evaluator(model, "dense", stride, 40), PatchCNN(model, stride=stride)
     assert dense.exact and dense.before == cfg.patch_size // 2
-    ny, nx = 7, 5
-    side = [max(ev.input_length(n) for ev in (dense, patch)) for n in (ny, nx)]
-    x = torch.rand(2, 1, *side)
-    got = dense(x[:, :, : dense.input_length(ny), : dense.input_length(nx)], ny, nx)
-    want = patch(x, ny, nx)
-    for key in ("features", "features_pre", "probs"):
-        assert got[key].shape == (2, want[key].shape[1], ny, nx)
-        assert_close(got[key].numpy(), want[key].numpy())
-    assert torch.equal(got["areas"], want["areas"])
+    _assert_dense_equals_patch(dense, patch, 7, 5)
 
 
 @pytest.mark.parametrize(
