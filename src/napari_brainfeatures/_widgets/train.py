@@ -66,6 +66,7 @@ from napari_brainfeatures.train.evaluation import (
 from napari_brainfeatures.train.fit import train_cnn
 from napari_brainfeatures.train.predict import SlicePrediction, predict_slice
 from napari_brainfeatures.train.recipe import DEFAULTS, VARIANTS, make_config, training_history
+from napari_brainfeatures.train.recorded import chance_of
 from napari_brainfeatures.train.splits import (
     Splits,
     iter_sample_splits,
@@ -302,9 +303,8 @@ class TrainWidget(Container):
             self._plot_history()
 
     def _plot_history(self) -> None:
-        counts = list(self.splits.val.counts.values()) if self.splits is not None else []
-        chance = max(counts) / sum(counts) if counts and sum(counts) else None
-        plot_history(self.figure, self.history, chance=chance)
+        counts = self.splits.val.counts.values() if self.splits is not None else []
+        plot_history(self.figure, self.history, chance=chance_of(counts))
 
     def _trained(self, result: Any) -> None:
         self._done = True

@@ -10,7 +10,8 @@ _EXPORTS = {
         "sample_splits split_slices"
     ),
     "regions": "SplitMap default_split spatial_split",
-    "recorded": "read_split_mask recorded_slices recorded_split model_warnings near_chance",
+    "recorded": "read_split_mask recorded_slices recorded_split model_warnings near_chance "
+    "chance_of",
     "plan": "fit_and_test held_out_patches plan_splits",
     "windows": "MIN_PAINTED inside_class paint_report",
     "augment": "augment_batch border_mix intensity_range random_rotation value_range",

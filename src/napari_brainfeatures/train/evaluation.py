@@ -26,7 +26,7 @@ from napari_brainfeatures.progress import ProgressGen, blocking
 from napari_brainfeatures.train.bounds import BATCH_SIZE
 from napari_brainfeatures.train.patches import PatchSet
 from napari_brainfeatures.train.predict import iter_predict_proba
-from napari_brainfeatures.train.recorded import near_chance
+from napari_brainfeatures.train.recorded import chance_of, near_chance
 
 __all__ = [
     "Evaluation",
@@ -78,7 +78,7 @@ class Evaluation:
     @property
     def chance_level(self) -> float:
         """Accuracy of always guessing the most frequent test class."""
-        return float(self.support.max() / self.n) if self.n else 0.0
+        return chance_of(self.support) or 0.0
 
     def warnings(self) -> list[str]:
         """What makes this model unfit to build on, in words (empty when nothing does).

@@ -18,7 +18,14 @@ import numpy as np
 
 from napari_brainfeatures.train.regions import SplitMap
 
-__all__ = ["model_warnings", "near_chance", "read_split_mask", "recorded_slices", "recorded_split"]
+__all__ = [
+    "chance_of",
+    "model_warnings",
+    "near_chance",
+    "read_split_mask",
+    "recorded_slices",
+    "recorded_split",
+]
 
 
 def read_split_mask(mask: Any, z: int, shape: tuple[int, int]) -> np.ndarray:
@@ -69,6 +76,12 @@ def recorded_slices(meta: dict[str, Any], split: str) -> list[int] | None:
     return None
 
 
+def chance_of(counts: Any) -> float | None:
+    """Accuracy of always guessing the largest class, from per-class counts (None: no counts)."""
+    counts = [int(c) for c in counts]
+    return max(counts) / sum(counts) if counts and sum(counts) else None
+
+
 def near_chance(accuracy: float, chance: float) -> bool:
     """Whether an accuracy is too close to chance to build on: under ``min(2c, (1 + c) / 2)``."""
     return accuracy < min(2 * chance, 0.5 + chance / 2)
@@ -82,11 +95,10 @@ def model_warnings(meta: dict[str, Any]) -> list[str]:
     docks can say it beside every map made with the model, evaluated or not.
     """
     training = meta.get("training") or {}
-    counts = [int(v) for v in ((training.get("counts") or {}).get("val") or {}).values()]
+    chance = chance_of(((training.get("counts") or {}).get("val") or {}).values())
     acc = training.get("best_val_acc")
-    if acc is None or not counts or sum(counts) == 0:
+    if acc is None or chance is None:
         return []
-    chance = max(counts) / sum(counts)
     if near_chance(float(acc), chance):
         return [
             f"weak model: validation accuracy {float(acc):.1%} is near chance ({chance:.1%}); "
