@@ -241,11 +241,9 @@ class FactorsWidget(Container):
             f"({info['wall_s']:.1f} s); the RGB composite shows; show one factor's heatmap "
             "alone by its eye in the layer list"
         )
-        try:
-            meta = (FeatureStore(Path(str(self.grid.source))).attrs.get("model") or {}).get("meta")  # type: ignore[union-attr]
-        except (OSError, ValueError):
-            meta = None
-        for warning in model_warnings(meta or {}):  # the model's weakness, beside its factors
+        store = self.grid.store  # type: ignore[union-attr]  # opened by the NMF job
+        meta = ((store.attrs.get("model") or {}).get("meta") or {}) if store is not None else {}
+        for warning in model_warnings(meta):  # the model's weakness, beside its factors
             self.status.value += f"\nWARNING: {warning}"
         keep_factors(self)
         # One heatmap layer per event-loop turn: napari needs ~0.2 s to create a layer,
