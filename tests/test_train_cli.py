@@ -293,3 +293,49 @@ def test_train_on_scribbles(tmp_path, capsys):
     from napari_brainfeatures.models.cnn import load_cnn
 
     assert load_cnn(out)[1]["training"]["centred_classes"] == [5]
+
+
+def test_train_with_a_context_view(tmp_path, capsys):
+    """``--context 2``: a 112 px window, trained inside 90 px bands by its 56 px central view."""
+    image, areas = textures((3, 120, 180), ids=(1, 5))
+    path = tmp_path / "bands.zarr"
+    group = zarr.open_group(str(path), mode="w")
+    for name, arr in (("image", image), ("areas", areas)):
+        group.create_array(name, shape=arr.shape, chunks=(1, 120, 180), dtype=np.uint8)[:] = arr
+    out = tmp_path / "ctx.safetensors"
+    args = "--per-class 8 --eval-per-class 4 --epochs 1 --batch-size 8 --device cpu --threads 1"
+    slices = "--train-slice 0 --val-slice 1 --test-slice 2"
+    rc = cli("train-cnn", path, "--out", out, "--patch-size 112 --context 2", slices, args)
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    model, meta = load_cnn(out)
+    assert model.config.context == 2 and model.config.view_size == 56
+    assert meta["training"]["centred_classes"] == []  # 112 px windows fit no band: the view did
+    assert "fits inside the paint" not in captured.err
+
+    rc = cli("train-cnn", path, "--out", tmp_path / "one.safetensors", "--patch-size 112", slices,
+             args)  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert load_cnn(tmp_path / "one.safetensors")[0].config.context == 1
+    assert "fits inside the paint" in captured.err  # without the view: centred on the paint
+
+
+@pytest.mark.parametrize(
+    ("words", "says"),
+    [("--patch-size 112 --context 3", "multiple of context 3"),
+     ("--patch-size 112 --context 2 --variant authors", "no multi-scale input")],
+)  # fmt: skip
+def test_a_context_the_network_cannot_take_is_refused(sample, tmp_path, capsys, words, says):
+    rc = cli(
+        "train-cnn", sample, "--out", tmp_path / "x", words, ARGS.replace("--patch-size 56", "")
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err and "Traceback" not in err
+    assert not (tmp_path / "x.safetensors").exists()
+    with pytest.raises(SystemExit) as exit_:
+        cli("train-cnn", sample, "--out", tmp_path / "x", "--context 17")
+    assert (
+        exit_.value.code == 2
+        and "--context: must be an integer in 1..16" in capsys.readouterr().err
+    )

@@ -39,6 +39,11 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--patch-size", type=b.PATCH_SIZE, default=128, help="patch side (default 128)"
         )
+        parser.add_argument(
+            "--context", type=b.CONTEXT, default=1, metavar="K",
+            help="multi-scale input: the window seen as its central 1/K and as K x K averages; "
+            "training patches lie inside an area by their central view (default 1: one view)",
+        )  # fmt: skip
         for split in ("train", "val", "test"):
             parser.add_argument(
                 f"--{split}-slice",
@@ -246,6 +251,7 @@ def _train(args: argparse.Namespace) -> int:
     if (seeds := repeat_seeds(args)) is not None and args.folds:
         raise ValueError("--repeats/--seeds and --folds both train several models: pick one")
     out = check_outputs(args.out, seeds, args.overwrite)
+    _network(args)  # a patch size the context does not divide: refused before any reading
     image, labels, table, voxel = _open(args)
     show = _printer(args.verbose)
     runs = _sample(args, image, labels, table, voxel, show)
@@ -313,6 +319,8 @@ def _sample(args: argparse.Namespace, image: Any, labels: Any, table: Any, voxel
         check_slices("--split-slice", [args.split_slice], image.shape[0])
     opts = {"patch_size": args.patch_size, "per_class": args.per_class, "seed": args.seed}
     opts |= {"eval_per_class": args.eval_per_class, "interior": SAMPLING[args.sampling]}
+    if args.context > 1:  # inside an area by the central view; the rest of the window is context
+        opts["core"] = _network(args).view_size
     opts |= tissue_sampling(args, image.shape, show)
     plan = plan_splits(
         image, labels, split=args.split, slices=given, split_mask=args.split_mask,
@@ -331,13 +339,21 @@ def _fit(args: argparse.Namespace, splits: Any, out: Path, voxel: Any, show: Any
         args, out = argparse.Namespace(**{**vars(args), "seed": seed}), seeded_path(out, seed)
     keys = ("epochs", "batch_size", "lr", "device", "seed", "rotate", "gradient")
     ev, result = run_gen(
-        fit_and_test(splits, out, variant=args.variant, tta=not args.no_tta, augment=not
+        fit_and_test(splits, out, variant=args.variant, context=args.context,
+                     tta=not args.no_tta, augment=not
                      args.no_augment, patience=args.patience or None, voxel_size=voxel,
                      num_threads=args.threads, contrast=args.local_contrast,
                      **{k: getattr(args, k) for k in keys}),
         show,
     )  # fmt: skip
     return ev, result, splits
+
+
+def _network(args: argparse.Namespace) -> Any:
+    """The network ``--variant``, ``--patch-size`` and ``--context`` ask for (checked)."""
+    from napari_brainfeatures.train.recipe import make_config
+
+    return make_config(args.variant, patch_size=args.patch_size, context=args.context)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

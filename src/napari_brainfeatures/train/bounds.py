@@ -19,6 +19,7 @@ from napari_brainfeatures._util.ranges import SEED, Bounded
 __all__ = [
     "BATCH_SIZE",
     "BLOCK",
+    "CONTEXT",
     "EPOCHS",
     "FOLDS",
     "GUARD",
@@ -39,6 +40,8 @@ __all__ = [
 
 #: Patch side, px (the model file allows the same).
 PATCH_SIZE = Bounded("int", 4, 4096, hint="px")
+#: Multi-scale input: a window of patch_size seen as its central 1/K and as K x K averages.
+CONTEXT = Bounded("int", 1, 16, hint="1: one view (the paper's network)")
 #: Patches per class (training, validation, test, analysis).
 PER_CLASS = Bounded("int", 1, 999_999)
 #: Most passes over the training patches.

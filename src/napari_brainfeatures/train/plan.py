@@ -138,13 +138,16 @@ def fit_and_test(
     out: Any,
     *,
     variant: str = "default",
+    context: int = 1,
     tta: bool = True,
     device: str | None = None,
     **train: Any,
 ) -> Any:
     """Train on ``splits`` (progress generator), test, save: returns ``(Evaluation, TrainResult)``.
 
-    The model file (``out``) records the split and the test scores.
+    The model file (``out``) records the split and the test scores; ``context``
+    K > 1 trains the multi-scale network (:func:`~.recipe.make_config`), recorded
+    in its config.
     """
     from napari_brainfeatures.models.cnn import save_cnn
     from napari_brainfeatures.train.evaluation import evaluate, trained_with_flips
@@ -152,7 +155,7 @@ def fit_and_test(
     from napari_brainfeatures.train.recipe import make_config
 
     n = len(splits.train.class_ids)
-    config = make_config(variant, patch_size=splits.train.patch_size, n_classes=n)
+    config = make_config(variant, patch_size=splits.train.patch_size, n_classes=n, context=context)
     result = yield from train_cnn(
         splits.train, splits.val, config=config, device=device, checkpoint_path=out,
         split=splits.record(), **train,

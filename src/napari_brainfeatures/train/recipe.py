@@ -74,6 +74,11 @@ def make_config(
     if variant == "default":
         return CNNConfig(patch_size=patch_size, n_classes=n_classes, context=context)
     if variant == "authors":
+        if context != 1:
+            raise ValueError(
+                f"the authors' padded variant has no multi-scale input (context {context!r}); "
+                "use the default variant for context > 1"
+            )
         return CNNConfig.authors(patch_size=patch_size, n_classes=n_classes)
     raise ValueError(f"variant must be one of {VARIANTS!r}, got {variant!r}")
 
