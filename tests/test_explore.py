@@ -11,8 +11,12 @@ from napari_brainfeatures.explore.density import FeaturePoints, density, factor_
 from napari_brainfeatures.explore.profiles import factor_profile, match_slices
 from napari_brainfeatures.explore.readout import Readout
 from napari_brainfeatures.explore.selection import (
+    bins_mask,
     from_mask,
     keep_as_class,
+    mask_bins,
+    polygon_bins,
+    rectangle_bins,
     select_polygon,
     select_rectangle,
     to_mask,
@@ -77,6 +81,31 @@ def test_selection_round_trip_plot_to_image_and_back():
         from_mask(d, empty)
     with pytest.raises(ValueError, match="at least 3"):
         select_polygon(d, [(0, 0), (1, 1)])
+
+
+def test_bin_paths_match_the_point_paths():
+    grid = two_sides()
+    pts, _ = pca_points(grid)
+    d = density(pts, bins=16)
+    x0, x1, y0, y1 = d.extent
+    chosen = polygon_bins(d, [(x0, y0), (x1, y0), (0.5 * (x0 + x1), y1)])
+    assert chosen.any() and not chosen.all()
+    points = chosen.reshape(-1)[d.bin_of]
+    np.testing.assert_array_equal(bins_mask(d, chosen), to_mask(d, points))
+    region = np.zeros(grid.shape, bool)
+    region[10:30, 20:50] = True
+    np.testing.assert_array_equal(mask_bins(d, region), d.histogram(from_mask(d, region)))
+    np.testing.assert_array_equal(
+        rectangle_bins(d, (x0, x1), (y0, y1)).reshape(-1)[d.bin_of],
+        select_rectangle(d, (x0, x1), (y0, y1)),
+    )
+    assert (d.grid_bins[~to_mask(d, np.ones(len(pts), bool))] == 16 * 16).all()  # no point
+    with pytest.raises(ValueError, match="one bool per bin"):
+        bins_mask(d, chosen[:4])
+    corner = np.zeros(grid.shape, bool)
+    corner[:4, :4] = True  # only NaN pixels
+    with pytest.raises(ValueError, match="outside the feature store"):
+        mask_bins(d, corner)
 
 
 def test_keep_as_class_never_overwrites_painted_labels():

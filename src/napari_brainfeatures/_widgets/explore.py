@@ -52,11 +52,11 @@ from napari_brainfeatures.explore import density as dens_mod
 from napari_brainfeatures.explore.profiles import factor_profile
 from napari_brainfeatures.explore.readout import Readout
 from napari_brainfeatures.explore.selection import (
-    from_mask,
+    bins_mask,
     keep_as_class,
-    select_polygon,
-    select_rectangle,
-    to_mask,
+    mask_bins,
+    polygon_bins,
+    rectangle_bins,
 )
 from napari_brainfeatures.explore.sources import Sources, open_sources
 from napari_brainfeatures.factors.scores import layer_profile
@@ -148,7 +148,7 @@ class ExploreWidget(Container):
         self.sources: Sources | None = None
         self.density: dens_mod.Density | None = None
         self.readout: Readout | None = None
-        self.selected: np.ndarray | None = None  # bool (N,): the points selected
+        self.selected: np.ndarray | None = None  # bool (H', W'): grid pixels of the selected points
         self.timings_ms: dict[str, list[float]] = {"select": [], "highlight": [], "readout": []}
         viewer.mouse_move_callbacks.append(self._hover)
         self.native.destroyed.connect(lambda *_: self._unhook())
@@ -242,13 +242,15 @@ class ExploreWidget(Container):
             return
         t0 = time.perf_counter()
         dens = self.density
-        sel = select_polygon(dens, shape) if how == "lasso" else select_rectangle(dens, *shape)
-        self.selected = sel
-        mask = to_mask(dens, sel).astype(np.uint8)
+        chosen = polygon_bins(dens, shape) if how == "lasso" else rectangle_bins(dens, *shape)
+        chosen &= dens.counts > 0
+        self.selected = bins_mask(dens, chosen)
+        mask = self.selected.astype(np.uint8)  # the layer's own array: painting it is harmless
         self._put(SELECTION, mask, "labels", opacity=0.6, in_place=True, **_CYAN)
-        self.plot.highlight(dens.histogram(sel))
+        self.plot.highlight(chosen)
         self.timings_ms["select"].append((time.perf_counter() - t0) * 1e3)
-        self.status.value = f"selected {int(sel.sum()):,} of {len(dens.points):,} points"
+        n = int(dens.counts[chosen].sum())
+        self.status.value = f"selected {n:,} of {len(dens.points):,} points"
 
     def highlight(self, *_: Any) -> None:
         """Highlight in the plot the points of the chosen Shapes or Labels layer."""
@@ -258,14 +260,15 @@ class ExploreWidget(Container):
             return
         t0 = time.perf_counter()
         try:
-            sel = from_mask(self.density, on_grid(layer, self.grid))
+            region = on_grid(layer, self.grid) != 0
+            counts = mask_bins(self.density, region)
         except ValueError as err:
             show_error(f"Explore: {err}")
             return
-        self.selected = sel
-        self.plot.highlight(self.density.histogram(sel))
+        self.selected = region & (self.density.grid_bins < self.density.counts.size)
+        self.plot.highlight(counts)
         self.timings_ms["highlight"].append((time.perf_counter() - t0) * 1e3)
-        self.status.value = f"{layer.name}: {int(sel.sum()):,} points highlighted"
+        self.status.value = f"{layer.name}: {int(counts.sum()):,} points highlighted"
 
     def keep(self, *_: Any) -> None:
         """Write the selection into the chosen labels as a new class (painted pixels stay)."""
@@ -279,7 +282,7 @@ class ExploreWidget(Container):
         raw = layer.metadata.get("classes")
         table = ClassTable.from_dict(raw) if isinstance(raw, dict) else default_table()
         try:
-            mask = self.grid.place(to_mask(self.density, self.selected), shape=plane.shape)
+            mask = self.grid.place(self.selected, shape=plane.shape)
             table, cid, written, kept = keep_as_class(plane, mask, table, name)
         except ValueError as err:
             show_error(f"Explore: {err}")

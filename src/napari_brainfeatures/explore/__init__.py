@@ -5,7 +5,8 @@ from napari_brainfeatures._util.lazy import lazy_exports
 # submodule -> the public names it defines (imported on first use)
 _EXPORTS = {
     "density": "Density FeaturePoints PCAProjection density factor_points pca_points",
-    "selection": "from_mask keep_as_class polygon_bins select_polygon select_rectangle to_mask",
+    "selection": "bins_mask from_mask keep_as_class mask_bins polygon_bins rectangle_bins "
+    "select_polygon select_rectangle to_mask",
     "readout": "Readout",
     "sources": "Sources open_sources",
     "profiles": "FactorProfile factor_profile match_slices",

@@ -201,6 +201,9 @@ class Density:
         Flat bin of each point: ``row * bins + column`` (row: y, column: x).
     counts : ndarray ``(bins, bins)`` int64
         Points per bin, ``[y, x]`` (origin at the lower left when shown with ``origin="lower"``).
+    grid_bins : ndarray ``(H', W')`` int32
+        The bin of each grid pixel's point, ``bins * bins`` where a pixel has none: a
+        selection of bins becomes a mask on the grid with one lookup per pixel.
     """
 
     points: FeaturePoints
@@ -208,6 +211,7 @@ class Density:
     extent: tuple[float, float, float, float]
     bin_of: np.ndarray
     counts: np.ndarray
+    grid_bins: np.ndarray
 
     def histogram(self, selected: np.ndarray | None = None) -> np.ndarray:
         """Counts ``(bins, bins)`` of the ``selected`` points (bool ``(N,)``; None: all)."""
@@ -285,4 +289,5 @@ def density(
     np.clip(row, 0, bins - 1, out=row)
     bin_of = row * np.int32(bins) + col
     counts = np.bincount(bin_of, minlength=bins * bins).reshape(bins, bins)
-    return Density(points, int(bins), (x0, x1, y0, y1), bin_of, counts)
+    grid_bins = points.on_grid(bin_of, fill=np.int32(bins * bins))
+    return Density(points, int(bins), (x0, x1, y0, y1), bin_of, counts, grid_bins)
