@@ -9,6 +9,7 @@ from napari_brainfeatures._widgets.explore import SELECTION, ExploreWidget
 from napari_brainfeatures._widgets.explore_live import PREDICTION, STROKES, UNCERTAINTY
 from napari_brainfeatures.classes import default_table
 from napari_brainfeatures.explore.live import load_live_model
+from napari_brainfeatures.explore.selection import mask_bins
 from napari_brainfeatures.factors.results import factorise
 from napari_brainfeatures.features.grid import FeatureGrid
 from napari_brainfeatures.features.run import compute_feature_map
@@ -64,7 +65,7 @@ def test_plot_select_highlight_keep_readout_and_tables(make_napari_viewer, qtbot
     w.from_layer.value = layer
     w.highlight_button.clicked.emit()
     assert w.plot._overlay is not None
-    np.testing.assert_array_equal(w.plot._overlay.get_array() > 0, dens.histogram(w.selected) > 0)
+    np.testing.assert_array_equal(w.plot._overlay.get_array() > 0, mask_bins(dens, w.selected) > 0)
     # keep as class: added where unpainted, painted pixels kept
     w.target_labels.value = viewer.layers["areas"]
     areas_layer = viewer.layers["areas"]
