@@ -193,6 +193,47 @@ def test_train_vae_validation():
     assert result.meta["training"]["batch_size"] == 5
 
 
+def test_area_weight_keeps_the_papers_balance_on_small_sections():
+    """BCE is linear in its target: block-constant reconstructions of a full section score
+    ``area_weight`` times the cross-entropy of the block means."""
+    from torch.nn import functional as F
+
+    from napari_brainfeatures.latent.train import area_weight
+
+    assert area_weight((320, 448)) == 1.0
+    assert area_weight((64, 96)) == pytest.approx(320 * 448 / (64 * 96))
+    rng = np.random.default_rng(0)
+    full = torch.from_numpy(rng.random((1, 1, 320, 448), dtype=np.float32))  # (1, 1, H, W)
+    small = F.avg_pool2d(full, 4)  # (1, 1, 80, 112): the block means
+    p = torch.from_numpy(rng.uniform(0.05, 0.95, (1, 1, 80, 112)).astype(np.float32))
+    bce_full = F.binary_cross_entropy(p.repeat_interleave(4, 2).repeat_interleave(4, 3), full,
+                                      reduction="sum")  # fmt: skip
+    bce_small = F.binary_cross_entropy(p, small, reduction="sum")
+    assert float(bce_full) == pytest.approx(area_weight((80, 112)) * float(bce_small), rel=1e-4)
+    with pytest.raises(ValueError, match="positive"):
+        area_weight((0, 96))
+
+
+def test_train_vae_recon_weight():
+    imgs = toy_sections(16)
+    cfg = VAEConfig(**TINY)
+    plain = run(train_vae(imgs, config=cfg, epochs=2, batch_size=4, seed=1))
+    heavy = run(train_vae(imgs, config=cfg, epochs=2, batch_size=4, seed=1, recon_weight=50))
+    assert plain.meta["training"]["recon_weight"] == 1.0
+    assert heavy.meta["training"]["recon_weight"] == 50.0
+    for h in heavy.history:  # the loss trained and selected on is w·recon + β·kl
+        assert h["loss"] == pytest.approx(50 * h["recon"] + 3.0 * h["kl"], rel=1e-5)
+        assert h["val_loss"] == pytest.approx(50 * h["val_recon"] + 3.0 * h["val_kl"], rel=1e-5)
+    # Adam ignores the loss's scale: weight 50 and β = 3 train as weight 1 and β = 3 / 50
+    light = VAEConfig(**{**TINY, "beta": 3.0 / 50})
+    same = run(train_vae(imgs, config=light, epochs=2, batch_size=4, seed=1))
+    for key in ("recon", "kl", "val_recon", "val_kl"):
+        assert heavy.history[-1][key] == pytest.approx(same.history[-1][key], rel=1e-3), key
+    assert plain.history[-1]["val_kl"] != pytest.approx(heavy.history[-1]["val_kl"], rel=0.05)
+    with pytest.raises(ValueError, match="recon_weight"):
+        run(train_vae(imgs, config=cfg, epochs=1, recon_weight=0))
+
+
 def test_load_latent_model_dispatch(tmp_path):
     imgs = toy_sections(12)
     pca, meta = fit_pca(imgs, latent_dim=2)
@@ -247,8 +288,10 @@ def test_cli_train_and_latent(tmp_path, kind, capsys):
     model = tmp_path / "m.safetensors"
     args = ["train-vae", str(pop), "--out", str(model), "--model", kind, "--latent", "2"]
     small = ["--n-down", "3", "--channels", "4", "--epochs", "1", "--batch-size", "4"]
-    assert cli.main([*args, *small]) == 0
+    assert cli.main([*args, *small, "--recon-weight", "2.5"]) == 0
     assert json.loads(capsys.readouterr().out)["model"] == kind
+    if kind == "vae":
+        assert load_latent_model(model)[1]["training"]["recon_weight"] == 2.5
     out = tmp_path / "out"
     argv = ["latent", str(model), str(pop), "--out", str(out), "--step", "1", "--n-images", "8"]
     assert cli.main(argv) == 0

@@ -88,6 +88,10 @@ def test_vae_loss_terms():
     assert float(kl2) == pytest.approx(1.5)  # 0.5 * sum(mu^2) per section
     assert float(total2) == pytest.approx(float(recon2) + 3.0 * 1.5)
     assert float(recon2) == pytest.approx(float(recon), rel=1e-5)  # logit 0 == p 0.5
+    total3, recon3, kl3 = vae_loss(x, torch.zeros_like(x), mu2, logvar, 3.0, from_logits=True,
+                                   recon_weight=10.0)  # fmt: skip
+    assert (float(recon3), float(kl3)) == (float(recon2), float(kl2))  # the terms unweighted
+    assert float(total3) == pytest.approx(10 * float(recon2) + 3.0 * 1.5)
 
 
 def test_save_load_round_trip(tmp_path):

@@ -86,6 +86,13 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
             default=0.0,
             help="epochs of KL ramp (0)",
         )
+        parser.add_argument(
+            "--recon-weight",
+            type=B.RECON_WEIGHT,
+            default=1.0,
+            help="weight of the reconstruction term (1: the paper's loss; sections downsampled "
+            "from 320x448: their area ratio keeps the paper's balance with beta)",
+        )
         parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if present)")
         parser.add_argument("--clean", action="store_true", help="train on 'clean', not 'images'")
         parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -163,7 +170,7 @@ def _train(args: argparse.Namespace, pop: dict[str, Any], printer: Any) -> int:
         kind=args.model, latent_dim=args.latent, beta=args.beta, n_down=args.n_down,
         channels=args.channels, checkpoint_path=args.out, roi_names=pop["roi_names"],
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
-        kl_warmup=args.kl_warmup,
+        kl_warmup=args.kl_warmup, recon_weight=args.recon_weight,
     )  # fmt: skip
     seeds = repeat_seeds(args)
     if seeds is None:

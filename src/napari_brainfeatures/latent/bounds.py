@@ -25,6 +25,7 @@ __all__ = [
     "LR",
     "N_DOWN",
     "N_IMAGES",
+    "RECON_WEIGHT",
     "SECTION",
     "SEED",
     "STEP",
@@ -47,6 +48,8 @@ BATCH_SIZE = Bounded("int", 1, 65_536)
 LR = Bounded("float", 0, 10, open_lo=True)
 #: Epochs of the KL weight's linear ramp (0: none).
 KL_WARMUP = Bounded("float", 0, 100_000)
+#: Weight of the reconstruction term (1: the paper's loss; see ``train_vae``).
+RECON_WEIGHT = Bounded("float", 0, 1e6, open_lo=True)
 #: Pre-processing clip factor (standard deviations).
 CLIP = Bounded("float", 0, 1000, open_lo=True)
 #: A section index (checked against the population where it is known).
@@ -58,7 +61,8 @@ STEP = Bounded("float", 0, 100, open_lo=True)
 #: Sections for receptive fields (None in Python: all).
 N_IMAGES = Bounded("int", 1, 999_999)
 
-_TRAINING = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "kl_warmup": KL_WARMUP}
+_TRAINING = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "kl_warmup": KL_WARMUP,
+             "recon_weight": RECON_WEIGHT}  # fmt: skip
 
 
 def check_training(**values: Any) -> dict[str, Any]:

@@ -143,7 +143,7 @@ def fit_latent_model(
         Every number has the range of the ``train-vae`` option (:mod:`.bounds`).
     **training
         Passed to :func:`~.train.train_vae` (``epochs``, ``batch_size``,
-        ``lr``, ``device``, ``val_fraction``, ``kl_warmup``); PCA has no
+        ``lr``, ``device``, ``val_fraction``, ``kl_warmup``, ``recon_weight``); PCA has no
         training loop and ignores them.
 
     Yields

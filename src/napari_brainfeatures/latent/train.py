@@ -40,7 +40,12 @@ from napari_brainfeatures.models.checkpoint import device_of
 from napari_brainfeatures.models.vae import BetaVAE, VAEConfig, save_vae, vae_loss
 from napari_brainfeatures.progress import Progress, ProgressGen
 
-__all__ = ["VAELatentModel", "TrainResult", "train_vae", "fit_pca", "torch_threads"]
+__all__ = [
+    "VAELatentModel", "TrainResult", "train_vae", "fit_pca", "torch_threads", "area_weight",
+]  # fmt: skip
+
+#: The paper's section (its centre crop of the Allen atlas's 320×456), rows × columns.
+PAPER_SHAPE = (320, 448)
 
 
 @contextmanager
@@ -147,9 +152,27 @@ def _split(n: int, val_fraction: float, rng: np.random.Generator) -> tuple[NDArr
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def _batch_loss(model: BetaVAE, x: torch.Tensor, beta: float, *, sample: bool):
+def area_weight(image_shape: tuple[int, int], reference: tuple[int, int] = PAPER_SHAPE) -> float:
+    """``recon_weight`` that gives sections of ``image_shape`` the paper's balance of the loss.
+
+    The binary cross-entropy is linear in its target, so on a section of the
+    paper's size (``reference``, default 320×448) whose reconstruction is
+    constant over blocks of k pixels it equals k times the cross-entropy of
+    the block means: training sections downsampled k-fold with
+    ``recon_weight = k`` (the ratio of the areas) weighs reconstruction
+    against β·KL as the paper's loss does.  With the plain loss (weight 1), β
+    weighs k times more heavily on small sections (measured in the ``vae``
+    benchmark's notes: the latents collapse).
+    """
+    (h, w), (rh, rw) = image_shape, reference
+    if min(h, w, rh, rw) < 1:
+        raise ValueError(f"shapes must be positive, got {image_shape!r} and {reference!r}")
+    return float(rh * rw) / float(h * w)
+
+
+def _batch_loss(model: BetaVAE, x: torch.Tensor, beta: float, *, sample: bool, weight: float):
     logits, mu, logvar = model(x, sample=sample)  # (B,1,H,W), (B,L), (B,L)
-    return vae_loss(x, logits, mu, logvar, beta, from_logits=True)
+    return vae_loss(x, logits, mu, logvar, beta, from_logits=True, recon_weight=weight)
 
 
 def train_vae(
@@ -166,6 +189,7 @@ def train_vae(
     clip: float = 3.8,
     roi_names: list[str] | None = None,
     kl_warmup: float = 0.0,
+    recon_weight: float = 1.0,
 ) -> ProgressGen[TrainResult]:
     """Train a β-VAE on raw sections (pre-processed here, constants kept in the model).
 
@@ -200,12 +224,17 @@ def train_vae(
         0: none, as in the paper).  A short warm-up keeps the latents from
         collapsing early when only a few hundred steps fit (CPU).  The
         validation loss always uses the full β.
+    recon_weight : float
+        Weight of the reconstruction term against β·KL (default 1: the
+        paper's loss).  :func:`area_weight` gives the weight that keeps the
+        paper's balance on sections smaller than its 320×448.
 
     Yields
     ------
     Progress
         One per batch; at each epoch end ``values`` holds ``recon``, ``kl``,
-        ``loss``, ``val_recon``, ``val_kl``, ``val_loss`` (per section).
+        ``loss``, ``val_recon``, ``val_kl``, ``val_loss`` (per section;
+        ``loss = recon_weight·recon + β·kl``).
 
     Returns
     -------
@@ -220,8 +249,9 @@ def train_vae(
     CW-SSIM of clean reconstructions 0.87 against 0.64 with the paper's
     values (a 320×448 training step costs ~0.13 s per section on 2 cores).
     """
-    checked = check_training(epochs=epochs, batch_size=batch_size, lr=lr, kl_warmup=kl_warmup)
-    epochs, batch_size, lr, kl_warmup = checked.values()  # the ranges of latent.bounds
+    checked = check_training(epochs=epochs, batch_size=batch_size, lr=lr, kl_warmup=kl_warmup,
+                             recon_weight=recon_weight)  # fmt: skip
+    epochs, batch_size, lr, kl_warmup, weight = checked.values()  # the ranges of latent.bounds
     seed, clip = SEED.check("seed", seed), CLIP.check("clip", clip)
     arr = as_stack(images)
     config = config or VAEConfig.for_shape(arr.shape[1:])
@@ -267,6 +297,7 @@ def train_vae(
     def record() -> dict[str, Any]:  # what meta["training"] says of the run so far
         return {
             "kl_warmup": kl_warmup,
+            "recon_weight": weight,
             "epochs_run": len(history),
             "best_epoch": best_epoch,
             "best_val_loss": best,
@@ -290,11 +321,12 @@ def train_vae(
                 idx = order[b * batch_size : (b + 1) * batch_size]
                 x = data[idx].to(dev, non_blocking=True).contiguous(memory_format=fmt)  # (B,1,H,W)
                 ramp = min(1.0, (epoch - 1 + b / n_batches) / kl_warmup) if kl_warmup > 0 else 1.0
-                loss, recon, kl = _batch_loss(model, x, config.beta * ramp, sample=True)
+                loss, recon, kl = _batch_loss(model, x, config.beta * ramp, sample=True,
+                                              weight=weight)  # fmt: skip
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                parts = [(recon + config.beta * kl).item(), recon.item(), kl.item()]
+                parts = [(weight * recon + config.beta * kl).item(), recon.item(), kl.item()]
                 sums += np.array(parts) * len(idx)
                 step = (epoch - 1) * n_batches + b + 1
                 yield Progress(step, total, f"epoch {epoch}/{epochs}, batch {b + 1}/{n_batches}")
@@ -303,7 +335,7 @@ def train_vae(
             with torch.inference_mode():
                 for i in range(0, len(val_idx), batch_size):
                     x = data[val_idx[i : i + batch_size]].to(dev).contiguous(memory_format=fmt)
-                    vals = _batch_loss(model, x, config.beta, sample=False)
+                    vals = _batch_loss(model, x, config.beta, sample=False, weight=weight)
                     vsums += np.array([v.item() for v in vals]) * len(x)
             tr, va = sums / len(train_idx), vsums / len(val_idx)
             if not np.isfinite(np.r_[tr, va]).all():

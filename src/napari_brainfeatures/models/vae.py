@@ -211,6 +211,7 @@ def vae_loss(
     beta: float,
     *,
     from_logits: bool = False,
+    recon_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """β-VAE loss: ``(total, recon, kl)``, each a scalar averaged over the batch.
 
@@ -226,12 +227,14 @@ def vae_loss(
         KL weight.
     from_logits : bool
         Whether ``x_hat`` holds logits (numerically safer); default False.
+    recon_weight : float
+        Weight w of the reconstruction term; default 1 (the paper's loss).
 
     Returns
     -------
     total, recon, kl : tensor
         ``recon`` = binary cross-entropy summed over pixels; ``kl`` =
-        KL(q(z|x) || N(0, I)) summed over latents; ``total = recon + beta·kl``.
+        KL(q(z|x) || N(0, I)) summed over latents; ``total = w·recon + beta·kl``.
     """
     b = x.shape[0]
     if from_logits:
@@ -239,7 +242,7 @@ def vae_loss(
     else:
         recon = F.binary_cross_entropy(x_hat, x, reduction="sum") / b
     kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / b
-    return recon + beta * kl, recon, kl
+    return recon_weight * recon + beta * kl, recon, kl
 
 
 def save_vae(
