@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_brainfeatures.models import vae as vae_module
 from napari_brainfeatures.models.checkpoint import ModelFileError, save_checkpoint
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 from napari_brainfeatures.models.vae import BetaVAE, VAEConfig, load_vae, save_vae, vae_loss
@@ -48,7 +49,16 @@ def test_decode_runs_channels_last_with_the_same_values():
         assert h.is_contiguous()
         plain = torch.sigmoid(model.decoder_convs(h))
     assert out.shape == plain.shape == (3, 1, 32, 48)
-    torch.testing.assert_close(out, plain)
+    torch.testing.assert_close(out, plain)  # the inference path (in-place ReLUs, fold)
+    with torch.enable_grad():
+        torch.testing.assert_close(model.decode(z), plain)  # the training path
+    full = BetaVAE(VAEConfig()).eval()  # the paper's network, as the slider decodes it
+    with torch.inference_mode():
+        h = torch.relu(torch.randn(1, 32, 160, 224)).contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(
+            vae_module._one_channel_transposed(h, full.decoder_convs[-1]),
+            full.decoder_convs[-1](h),
+        )
     assert next(model.parameters()).is_contiguous()  # the weights keep their layout
 
 
