@@ -72,13 +72,21 @@ class _Job:
 
 
 class TaskRunner(Container):
-    """A progress bar, a status line and a Cancel button for one worker at a time."""
+    """A progress bar, a status line and a Cancel button for one worker at a time.
 
-    def __init__(self) -> None:
+    ``bar=False`` hides the bar (the status line says the step): for jobs that run
+    many times a second, such as the live classifier's refits.  Qt repaints a
+    progress bar synchronously when its value reaches its ends, and that repaint
+    takes the whole window, the viewer's canvas included: 40-130 ms per change in
+    software OpenGL, several times per job.
+    """
+
+    def __init__(self, *, bar: bool = True) -> None:
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
         self.status = Label(value="")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         super().__init__(widgets=[self.progress, self.status, self.cancel_button])
+        self.progress.visible = bar
         self.cancel_button.changed.connect(self.cancel)
         self.worker: GeneratorWorker | None = None
         self.last_error: BaseException | None = None

@@ -69,7 +69,7 @@ class LivePanel(Container):
             "pixels around each pixel (0: the pixel's own features only).",
         )  # fmt: skip
         self.status = status_label("Start, then paint strokes of two or more new classes.")
-        self.runner = TaskRunner()
+        self.runner = TaskRunner(bar=False)  # refits many times a second: no bar to repaint
         buttons = Container(
             layout="horizontal",
             widgets=[self.start_button, self.stop_button, self.keep_button, self.save_button],
@@ -113,6 +113,9 @@ class LivePanel(Container):
             plane = (oy + sy * h, ox + sx * w)
         geo = self._geometry(FeatureGrid(tuple(plane), z=grid.z))
         data = np.zeros((1, *plane) if len(geo["scale"]) == 3 else tuple(plane), np.uint8)
+        # the prediction's layers now, under the strokes: adding a layer takes a few
+        # hundred ms, which the first stroke's update would otherwise stall on
+        self._put_maps(np.zeros_like(data), np.full(data.shape, np.nan, np.float32), geo)
         self.strokes = put_layer(self.viewer, STROKES, data, "labels", owner="explore", **geo)
         self.strokes.data[...] = 0  # a layer kept from a last run starts clean
         self.strokes.refresh()
@@ -267,12 +270,7 @@ class LivePanel(Container):
         labels, unc = res.labels, res.uncertainty
         if len(geo["scale"]) == 3:
             labels, unc = labels[None], unc[None]
-        kw = {"owner": "explore", "in_place": True, **geo}
-        put_layer(self.viewer, PREDICTION, labels, "labels", opacity=0.5, **kw)
-        put_layer(
-            self.viewer, UNCERTAINTY, unc, "image", colormap="inferno", contrast_limits=(0.0, 1.0),
-            opacity=0.6, visible=False, **kw,
-        )  # fmt: skip
+        self._put_maps(labels, unc, geo)
         if self.strokes is not None:
             self.viewer.layers.selection.active = self.strokes  # painting goes on
         if asked is not None:
@@ -283,6 +281,14 @@ class LivePanel(Container):
             f"samples per class {n}; fit {res.fit_s * 1e3:.0f} ms, predicted {h}×{w} in "
             f"{res.predict_s * 1e3:.0f} ms"
         )
+
+    def _put_maps(self, labels: np.ndarray, unc: np.ndarray, geo: dict[str, Any]) -> None:
+        kw = {"owner": "explore", "in_place": True, **geo}
+        put_layer(self.viewer, PREDICTION, labels, "labels", opacity=0.5, **kw)
+        put_layer(
+            self.viewer, UNCERTAINTY, unc, "image", colormap="inferno", contrast_limits=(0.0, 1.0),
+            opacity=0.6, visible=False, **kw,
+        )  # fmt: skip
 
     def _next(self) -> None:
         if self._dirty and self.session is not None:
