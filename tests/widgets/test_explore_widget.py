@@ -103,10 +103,12 @@ def test_live_classifier_follows_strokes_and_saves(make_napari_viewer, qtbot, sc
     live.request()
     qtbot.waitUntil(lambda: not live.runner.running, timeout=30_000)
     assert "one class only" in str(live.runner.last_error)
-    assert PREDICTION not in viewer.layers
+    assert not viewer.layers[PREDICTION].data.any() and live.result is None  # made at Start, empty
+    live.keep_button.clicked.emit()  # nothing predicted yet: nothing kept
+    assert f"{PREDICTION} (kept)" not in viewer.layers and live.stop_button.enabled
     strokes.data[10:30, 34:38] = 2
     live.request()
-    qtbot.waitUntil(lambda: PREDICTION in viewer.layers, timeout=30_000)
+    qtbot.waitUntil(lambda: live.result is not None, timeout=30_000)
     qtbot.waitUntil(lambda: not live.runner.running, timeout=30_000)
     pred = viewer.layers[PREDICTION].data
     assert pred.shape == live.result.labels.shape and set(np.unique(pred)) <= {0, 1, 2}

@@ -152,6 +152,9 @@ class LivePanel(Container):
 
     def keep(self, *_: Any) -> None:
         """Stop, and leave the prediction as layers the next run does not replace."""
+        if self.result is None:
+            show_info("Live classifier: nothing to keep yet; paint strokes of two classes.")
+            return
         kept = []
         for layer in list(self.viewer.layers):
             tag = layer.metadata.get(OWNER_TAG, "")
