@@ -88,6 +88,19 @@ def test_plot_select_highlight_keep_readout_and_tables(make_napari_viewer, qtbot
     w.clusters.value = viewer.layers["areas"]  # any labels serve as clusters here
     w.cluster_button.clicked.emit()
     assert w.table.row_headers[0] == "cluster 1"
+    # clusters matched across slices: a cluster volume whose slice 1 swaps the ids
+    w.match.button.clicked.emit()  # one slice only: says to pick the other slice's layer
+    assert w.match.result is None
+    halves = np.ones((40, 44), np.uint8)
+    halves[:, 22:] = 2
+    two = np.stack([halves, 3 - halves])
+    w.clusters.value = viewer.add_labels(two, name="clusters z")
+    w.match.other_z.value = 1
+    w.match.button.clicked.emit()
+    pairs = {(a, b): d for a, b, d in w.match.result["pairs"]}
+    assert pairs[(1, 2)] == pytest.approx(0.0, abs=1e-6) and (2, 1) in pairs
+    assert w.table.row_headers == ("cluster 1", "cluster 2")
+    assert w.table.column_headers[:2] == ("match (z 1)", "JS distance")
 
 
 def test_live_classifier_follows_strokes_and_saves(make_napari_viewer, qtbot, scene, tmp_path):

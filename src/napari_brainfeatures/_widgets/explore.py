@@ -46,6 +46,7 @@ from napari_brainfeatures._widgets._common import (
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures._widgets.explore_live import LivePanel
+from napari_brainfeatures._widgets.explore_match import MatchPanel
 from napari_brainfeatures._widgets.explore_plot import TOOLS, DensityPlot
 from napari_brainfeatures.classes import ClassTable, default_table
 from napari_brainfeatures.explore import density as dens_mod
@@ -81,8 +82,9 @@ def on_grid(layer: Any, grid: Any) -> np.ndarray:
         data = layer.to_labels(labels_shape=tuple(plane))
     else:
         data = layer.data
-    if tuple(data.shape[-2:]) == grid.shape:
-        return np.asarray(data[0] if data.ndim == 3 else data)
+    if tuple(data.shape[-2:]) == grid.shape:  # a volume of grid maps: the grid's slice
+        z = grid.z if data.ndim == 3 and data.shape[0] > 1 and grid.z is not None else 0
+        return np.asarray(data[z] if data.ndim == 3 else data)
     return grid.labels_on(data, what=f"the layer {layer.name!r}")
 
 
@@ -120,12 +122,19 @@ class ExploreWidget(Container):
         self.runner = TaskRunner()
         self.within = ComboBox(label="live: within area", choices=self._area_choices)
         self.live = LivePanel(viewer, lambda: (self.grid, self.image.value, self._within()))
+        self.match = MatchPanel(
+            viewer,
+            lambda: (self.grid, self.clusters.value, self.profile_labels.value),
+            on_grid,
+            self._put_table,
+        )
         super().__init__(widgets=[
             self.source_path, self.z, self.image, self.method, self.x, self.y, self.bins,
             self.colour, self.factor, self.clusters, self.plot_button, self.tool,
             self.from_layer, self.highlight_button, self.target_labels, self.class_name,
             self.keep_button, self.readout_on, self.readout_text, self.profile_labels,
-            self.profile_button, self.cluster_button, self.table, self.status, self.runner,
+            self.profile_button, self.cluster_button, self.match, self.table, self.status,
+            self.runner,
             self.within, self.live,
         ])  # fmt: skip
         self.plot = DensityPlot(self._selected)
@@ -346,11 +355,11 @@ class ExploreWidget(Container):
     def _table(self, values: np.ndarray, rows: list[str], ids: list[int], layer: Any) -> None:
         raw = layer.metadata.get("classes")
         names = {c.id: c.name for c in ClassTable.from_dict(raw)} if isinstance(raw, dict) else {}
-        self.table.value = {
-            "data": [[f"{v:.3g}" for v in row] for row in values],
-            "index": rows,
-            "columns": [names.get(i, str(i)) for i in ids],
-        }
+        data = [[f"{v:.3g}" for v in row] for row in values]
+        self._put_table(data, rows, [names.get(i, str(i)) for i in ids])
+
+    def _put_table(self, data: list[list[str]], rows: list[str], columns: list[str]) -> None:
+        self.table.value = {"data": data, "index": rows, "columns": columns}
         self.table.native.resizeColumnsToContents()
 
 
