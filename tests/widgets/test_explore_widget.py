@@ -66,6 +66,12 @@ def test_plot_select_highlight_keep_readout_and_tables(make_napari_viewer, qtbot
     w.highlight_button.clicked.emit()
     assert w.plot._overlay is not None
     np.testing.assert_array_equal(w.plot._overlay.get_array() > 0, mask_bins(dens, w.selected) > 0)
+    # drawing in the image highlights as it happens, no button
+    drawn = np.zeros_like(layer.data)
+    drawn[:4, :6] = 1
+    layer.data = drawn
+    qtbot.waitUntil(lambda: w.selected.sum() == (drawn > 0).sum(), timeout=5_000)
+    np.testing.assert_array_equal(w.plot._overlay.get_array() > 0, mask_bins(dens, drawn) > 0)
     # keep as class: added where unpainted, painted pixels kept
     w.target_labels.value = viewer.layers["areas"]
     areas_layer = viewer.layers["areas"]

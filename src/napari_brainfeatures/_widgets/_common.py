@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import napari
 import numpy as np
 from napari.layers import Image, Labels
-from qtpy.QtCore import QEvent, QObject, QRect, QSize, Qt
+from qtpy.QtCore import QEvent, QObject, QRect, QSize, Qt, QTimer
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from napari_brainfeatures._napari.reader import TRUTH_KEY
@@ -151,6 +152,40 @@ def refresh_choices_on_layer_change(viewer: napari.Viewer, *combos: Any) -> None
     viewer.layers.events.inserted.connect(_inserted)
     viewer.layers.events.removed.connect(_reset)
     viewer.layers.events.reordered.connect(_reset)
+
+
+def follow_edits(combo: Any, callback: Callable[[], Any], delay_ms: int = 30) -> None:
+    """Call ``callback`` when the layer picked in ``combo`` is edited (painted, a shape drawn).
+
+    Labels layers report a brush stroke or a fill when it ends (``paint``), a new
+    array as ``data``; Shapes layers a shape added, moved or removed as ``data``.
+    Edits within ``delay_ms`` of each other give one call.
+    """
+    timer = QTimer(combo.native)
+    timer.setSingleShot(True)
+    timer.setInterval(delay_ms)
+    timer.timeout.connect(callback)
+    watched: list[Any] = []
+
+    def _edited(*_: Any) -> None:
+        timer.start()
+
+    def _watch(layer: Any) -> None:
+        for old in watched:
+            for ev in _edit_events(old):
+                ev.disconnect(_edited)
+        watched.clear()
+        if layer is not None:
+            for ev in _edit_events(layer):
+                ev.connect(_edited)
+            watched.append(layer)
+
+    combo.changed.connect(_watch)
+    _watch(combo.value)
+
+
+def _edit_events(layer: Any) -> list[Any]:
+    return [e for e in (getattr(layer.events, n, None) for n in ("paint", "data")) if e is not None]
 
 
 class _VerticalScroll(QScrollArea):

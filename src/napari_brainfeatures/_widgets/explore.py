@@ -35,6 +35,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_brainfeatures._widgets._common import (
+    follow_edits,
     image_choices,
     insert_after,
     labels_choices,
@@ -151,6 +152,7 @@ class ExploreWidget(Container):
         self.plot_button.changed.connect(self.run_plot)
         self.tool.changed.connect(lambda t: self.plot.set_tool(str(t)))
         self.highlight_button.changed.connect(self.highlight)
+        follow_edits(self.from_layer, self._follow)  # drawing in the image highlights at once
         self.keep_button.changed.connect(self.keep)
         self.profile_button.changed.connect(self.factor_table)
         self.cluster_button.changed.connect(self.cluster_table)
@@ -261,7 +263,7 @@ class ExploreWidget(Container):
         n = int(dens.counts[chosen].sum())
         self.status.value = f"selected {n:,} of {len(dens.points):,} points"
 
-    def highlight(self, *_: Any) -> None:
+    def highlight(self, *_: Any, quiet: bool = False) -> None:
         """Highlight in the plot the points of the chosen Shapes or Labels layer."""
         layer = self.from_layer.value
         if self.density is None or layer is None:
@@ -272,12 +274,19 @@ class ExploreWidget(Container):
             region = on_grid(layer, self.grid) != 0
             counts = mask_bins(self.density, region)
         except ValueError as err:
-            show_error(f"Explore: {err}")
+            if quiet:  # an edit followed as it happens: the status line says it
+                self.status.value = f"{layer.name}: {err}"
+            else:
+                show_error(f"Explore: {err}")
             return
         self.selected = region & (self.density.grid_bins < self.density.counts.size)
         self.plot.highlight(counts)
         self.timings_ms["highlight"].append((time.perf_counter() - t0) * 1e3)
         self.status.value = f"{layer.name}: {int(counts.sum()):,} points highlighted"
+
+    def _follow(self) -> None:
+        if self.density is not None and self.from_layer.value is not None:
+            self.highlight(quiet=True)
 
     def keep(self, *_: Any) -> None:
         """Write the selection into the chosen labels as a new class (painted pixels stay)."""
