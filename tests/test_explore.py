@@ -1,6 +1,7 @@
 """Explore core: density, selections both ways, readouts, profiles, and what it opens."""
 
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from helpers import tiny_cnn, two_area_store
 from napari_brainfeatures.classes import default_table
 from napari_brainfeatures.explore.density import FeaturePoints, density, factor_points, pca_points
+from napari_brainfeatures.explore.embed import umap_points
 from napari_brainfeatures.explore.profiles import factor_profile, match_slices
 from napari_brainfeatures.explore.readout import Readout
 from napari_brainfeatures.explore.selection import (
@@ -46,6 +48,24 @@ def test_pca_points_skip_nan_and_split_the_halves():
     left = (pts.pixels % 60) < 30
     pc1 = pts.xy[:, 0] * np.sign(pts.xy[left, 0].mean())  # sign of a PCA is arbitrary
     assert pc1[left].min() > pc1[~left].max()
+
+
+def test_umap_points_place_every_pixel_beside_its_own_kind(monkeypatch):
+    grid = two_sides()
+    pts, proj = umap_points(grid, sample=600, seed=0)
+    assert len(pts) == 48 * 60 - 16 and pts.axes == ("UMAP 1", "UMAP 2")
+    assert proj.embedding.shape == (proj.sample.shape[0], 2) and np.isfinite(pts.xy).all()
+    left = (pts.pixels % 60) < 30
+    centres = pts.xy[left].mean(0), pts.xy[~left].mean(0)
+    nearer_left = np.linalg.norm(pts.xy - centres[0], axis=1) < np.linalg.norm(
+        pts.xy - centres[1], axis=1
+    )
+    assert (nearer_left == left).mean() > 0.95  # the two halves are two groups
+    again, _ = umap_points(grid, sample=600, seed=0)
+    np.testing.assert_array_equal(again.xy, pts.xy)  # seeded: the same picture
+    monkeypatch.setitem(sys.modules, "umap", None)  # not installed
+    with pytest.raises(ValueError, match="umap-learn"):
+        umap_points(grid)
 
 
 def test_density_counts_and_bins():

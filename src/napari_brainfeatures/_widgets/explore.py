@@ -51,6 +51,7 @@ from napari_brainfeatures._widgets.explore_match import MatchPanel
 from napari_brainfeatures._widgets.explore_plot import TOOLS, DensityPlot
 from napari_brainfeatures.classes import ClassTable, default_table
 from napari_brainfeatures.explore import density as dens_mod
+from napari_brainfeatures.explore.embed import umap_points
 from napari_brainfeatures.explore.profiles import factor_profile
 from napari_brainfeatures.explore.readout import Readout
 from napari_brainfeatures.explore.selection import (
@@ -64,6 +65,7 @@ from napari_brainfeatures.explore.sources import Sources, open_sources
 from napari_brainfeatures.factors.scores import layer_profile
 from napari_brainfeatures.progress import Progress, ProgressGen
 
+AXES = ("NMF factors", "PCA", "UMAP")  # UMAP: two axes, x and y indices unused
 COLOURS = ("density", "predicted area", "cluster layer", "factor")
 # the selection in the image in the plot's highlight colour
 _CYAN = {"colormap": DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 1: (0, 1, 1, 1)})}
@@ -99,7 +101,7 @@ class ExploreWidget(Container):
         self.source_path = FileEdit(label="store or factors", mode="d")
         self.z = SpinBox(label="store z index", min=0, max=100_000, value=0)
         self.image = ComboBox(label="image", choices=lambda w: none + image_choices(viewer)(w))
-        self.method = ComboBox(label="axes", choices=["NMF factors", "PCA"], value="NMF factors")
+        self.method = ComboBox(label="axes", choices=list(AXES), value=AXES[0])
         self.x = SpinBox(label="x axis (index)", min=0, max=63, value=0)
         self.y = SpinBox(label="y axis (index)", min=0, max=63, value=1)
         self.bins = SpinBox(label="bins", min=16, max=1024, value=256)
@@ -219,9 +221,11 @@ class ExploreWidget(Container):
                         f"{path!r} is a feature store: choose axes = PCA, or open factors"
                     )
                 pts = dens_mod.factor_points(src.factors, pair)
+            elif src.grid.features is None:
+                raise ValueError(src.note or "no features to project")
+            elif method == "UMAP":  # fitted on a sample, every pixel placed by its neighbours
+                pts, _ = umap_points(src.grid)
             else:
-                if src.grid.features is None:
-                    raise ValueError(src.note or "no features to project")
                 pts, _ = dens_mod.pca_points(src.grid, pair)
             dens = dens_mod.density(pts, bins=bins)
             yield Progress(2, 3, "readouts and colours")

@@ -7,6 +7,7 @@ _EXPORTS = {
     "density": "Density FeaturePoints PCAProjection density factor_points pca_points",
     "selection": "bins_mask from_mask keep_as_class mask_bins polygon_bins rectangle_bins "
     "select_polygon select_rectangle to_mask",
+    "embed": "UMAPProjection umap_points",
     "readout": "Readout",
     "sources": "Sources open_sources",
     "profiles": "FactorProfile factor_profile match_slices",

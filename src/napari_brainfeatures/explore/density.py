@@ -8,8 +8,7 @@ grid pixel of each point.  :func:`density` bins them into a 2-D histogram
 (:class:`Density`) that remembers each point's bin, so a selection in the plot is a
 lookup per point (:mod:`.selection`), not a point-in-polygon test on millions.
 
-UMAP is not offered: ``umap-learn`` (with numba, llvmlite and pynndescent) is not a
-dependency of the plugin.
+A UMAP embedding is :func:`~.embed.umap_points` (the optional ``umap-learn``).
 """
 
 from __future__ import annotations
@@ -94,7 +93,7 @@ def factor_points(factors: Any, pair: tuple[int, int] = (0, 1)) -> FeaturePoints
     return FeaturePoints(xy.astype(np.float32), pixels, used.shape, (f"factor {a}", f"factor {b}"))
 
 
-def _row_blocks(grid: FeatureGrid) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def row_blocks(grid: FeatureGrid) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The grid's valid feature rows, block by block: ``(pixels (n,), rows (n, D))``."""
     h, w = grid.shape
     per = max(1, _BLOCK_ROWS // w)
@@ -124,6 +123,36 @@ class PCAProjection:
     def transform(self, rows: np.ndarray) -> np.ndarray:
         """``(n, D)`` rows -> ``(n, c)`` float32 scores."""
         return (np.asarray(rows, np.float32) - self.mean) @ self.components.T
+
+
+def sample_rows(
+    grid: FeatureGrid, sample: int, seed: int, *, at_least: int
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]] | None]:
+    """About ``sample`` of the grid's valid feature rows, chosen at random (``seed``).
+
+    Returns the rows ``(n, D)`` and, for a slice small enough, its blocks (as
+    :func:`row_blocks` gives them) so that a second pass need not read them again.
+
+    Raises
+    ------
+    ValueError
+        Fewer than ``at_least`` rows have features.
+    """
+    if grid.features is None:
+        raise ValueError("the grid holds no features; open it with FeatureGrid.open(store)")
+    d = int(grid.features.shape[-1])
+    rng = np.random.default_rng(seed)
+    h, w = grid.shape
+    keep = sample / float(h * w)
+    blocks = list(row_blocks(grid)) if h * w <= _BLOCK_ROWS else None
+    fit_rows = [rows[rng.random(pix.size) < keep] for pix, rows in blocks or row_blocks(grid)]
+    fit = np.concatenate(fit_rows) if fit_rows else np.zeros((0, d), np.float32)
+    if fit.shape[0] < at_least:
+        raise ValueError(
+            f"only {fit.shape[0]} pixels of {grid.source!r} have features; compute the "
+            "feature store over more of the image (or wait until it is written)"
+        )
+    return fit, blocks
 
 
 def pca_points(
@@ -158,27 +187,15 @@ def pca_points(
     d = int(grid.features.shape[-1])
     n_components = max(2, min(int(n_components), d))
     a, b = _pair_index(pair, n_components, "components")
-    pixels, scores, fit_rows = [], [], []
-    rng = np.random.default_rng(seed)
-    h, w = grid.shape
-    keep = sample / float(h * w)
-    blocks = list(_row_blocks(grid)) if h * w <= _BLOCK_ROWS else None
-    for pix, rows in blocks or _row_blocks(grid):  # first pass: the sample
-        take = rng.random(pix.size) < keep
-        fit_rows.append(rows[take])
-    fit = np.concatenate(fit_rows) if fit_rows else np.zeros((0, d), np.float32)
-    if fit.shape[0] < n_components:
-        raise ValueError(
-            f"only {fit.shape[0]} pixels of {grid.source!r} have features; compute the "
-            "feature store over more of the image (or wait until it is written)"
-        )
+    pixels, scores = [], []
+    fit, blocks = sample_rows(grid, sample, seed, at_least=n_components)
     pca = PCA(n_components=n_components, random_state=seed).fit(fit)
     proj = PCAProjection(
         pca.mean_.astype(np.float32),
         pca.components_.astype(np.float32),
         np.asarray(pca.explained_variance_ratio_),
     )
-    for pix, rows in blocks or _row_blocks(grid):  # second pass: every pixel
+    for pix, rows in blocks or row_blocks(grid):  # second pass: every pixel
         pixels.append(pix)
         scores.append(proj.transform(rows)[:, [a, b]])
     axes = tuple(f"PC{i + 1} ({proj.explained[i]:.0%})" for i in (a, b))
