@@ -107,6 +107,10 @@ def test_plot_select_highlight_keep_readout_and_tables(make_napari_viewer, qtbot
     assert pairs[(1, 2)] == pytest.approx(0.0, abs=1e-6) and (2, 1) in pairs
     assert w.table.row_headers == ("cluster 1", "cluster 2")
     assert w.table.column_headers[:2] == ("match (z 1)", "JS distance")
+    # UMAP axes of the store's features
+    _plot(w, qtbot, store, method="UMAP", colour="density")
+    assert w.runner.last_error is None, w.runner.last_error
+    assert w.density.points.axes == ("UMAP 1", "UMAP 2") and w.density.counts.sum() > 0
 
 
 def test_live_classifier_follows_strokes_and_saves(make_napari_viewer, qtbot, scene, tmp_path):
