@@ -244,6 +244,8 @@ class ExploreWidget(Container):
         self.selected = None
         self.within.reset_choices()
         self.plot.show(self.density, colour, kind=kind)
+        empty = np.zeros(self.grid.shape, np.uint8)  # the selection's layer now, not at a lasso
+        self._put(SELECTION, empty, "labels", opacity=0.6, in_place=True, **_CYAN)
         self.status.value = f"{len(self.density.points):,} points" + (
             f"\n{self.sources.note}" if self.sources.note else ""
         )

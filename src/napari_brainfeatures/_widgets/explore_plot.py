@@ -122,7 +122,9 @@ class DensityPlot(FigureCanvasQTAgg):
         self.restore_region(self._background)
         if self._overlay is not None and self._overlay.get_visible():
             self.ax.draw_artist(self._overlay)
-        self.blit(self.figure.bbox)
+        # the canvas's buffer now holds the picture: paint it with the window's next paint
+        # (blit() repaints at once, and a repaint takes the whole window, viewer included)
+        self.update()
 
     # -- selecting -----------------------------------------------------------------------
     def set_tool(self, tool: str) -> None:
