@@ -169,3 +169,57 @@ def test_a_zoomed_out_view_predicts_every_other_point():
     half = s.update(strokes)
     assert half.labels.shape == (30, 40) and half.grid.step == (4, 4)
     np.testing.assert_array_equal(half.labels, full.labels[::2, ::2])
+
+
+def test_a_saved_classifier_labels_a_whole_slice_in_bands(tmp_path, monkeypatch):
+    import napari_brainfeatures.explore.apply as apply_mod
+
+    grid = stripes()
+    s = LiveSession(grid, context_px=16)  # blocks of 8 grid points
+    s.view((0, 60, 0, 80))
+    s.update(paint((120, 160), [(1, (40, 60, 10, 14)), (2, (40, 60, 140, 144))]))
+    whole, whole_unc = s.predict()
+    path = save_live_model(tmp_path / "live", s, names={1: "L4", 2: "L5"})
+    monkeypatch.setattr(apply_mod, "_BAND_POINTS", 7 * 80)  # nine bands of 7 rows
+    pred = apply_mod.apply_live_model(path, grid)
+    np.testing.assert_array_equal(pred.labels, whole)
+    np.testing.assert_allclose(pred.uncertainty, whole_unc, atol=1e-6)
+    assert pred.names == {1: "L4", 2: "L5"} and pred.context_px == 16
+    assert sum(pred.counts().values()) == (whole > 0).sum()
+    inside = np.zeros(grid.shape, bool)
+    inside[:, :40] = True
+    only = apply_mod.apply_live_model(path, grid, within=inside)
+    assert not only.labels[:, 40:].any() and (only.labels[:, :40] == whole[:, :40]).all()
+    other = FeatureGrid.of(np.zeros((10, 10, 5), np.float32))  # another CNN's 5 features
+    with pytest.raises(ValueError, match="another CNN"):
+        apply_mod.apply_live_model(path, other)
+
+
+def test_apply_live_command_writes_the_prediction(tmp_path, capsys):
+    import json
+
+    import zarr
+
+    from helpers import two_area_store
+    from napari_brainfeatures.cli import main
+
+    store, _ = two_area_store(tmp_path)
+    grid = FeatureGrid.from_store(store)
+    s = LiveSession(grid, context_px=0)
+    s.view((0, grid.shape[0], 0, grid.shape[1]))
+    s.update(paint((40, 44), [(1, (10, 30, 4, 10)), (2, (10, 30, 30, 40))]))
+    model = save_live_model(tmp_path / "live", s, names={1: "dark", 2: "bright"})
+    out = tmp_path / "pred"
+    assert main(["apply-live", str(model), str(store), "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    labels = np.asarray(zarr.open_group(out / "prediction.zarr", mode="r")["labels"])
+    np.testing.assert_array_equal(labels, s.predict()[0])
+    assert report["names"] == {"1": "dark", "2": "bright"} and (out / "prediction.png").exists()
+    assert main(["apply-live", str(model), str(store), "--within", "Nowhere"]) == 2
+    assert "not one of the store's areas" in capsys.readouterr().err
+    assert main(["apply-live", str(tmp_path / "gone.safetensors"), str(store)]) == 2
+    assert "no model at" in capsys.readouterr().err
+    assert labels.shape == grid.shape  # the earlier result is still there
+    np.testing.assert_array_equal(
+        np.asarray(zarr.open_group(out / "prediction.zarr", mode="r")["labels"]), labels
+    )

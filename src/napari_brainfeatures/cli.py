@@ -42,6 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyse": ("analyse", "probes, V-measure, noise robustness, Gram matrix of CNN features"),
     "train-vae": ("latent", "train a beta-VAE, vanilla VAE or PCA on a population of sections"),
     "latent": ("latent", "latent traversal, projective and receptive fields, quality metrics"),
+    "apply-live": (
+        "explore",
+        "label whole slices of a feature store with a live classifier saved in the Explore dock",
+    ),
     "export": ("export", "a kept result as OME-Zarr, TIFF, CSV and PNG/SVG for other tools"),
     "demo": ("demo", "open napari with the sample data and widgets (--headless DIR: no window)"),
 }

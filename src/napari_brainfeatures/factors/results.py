@@ -395,11 +395,14 @@ def save_clusters(
     report: dict[str, Any],
     *,
     inputs: Any = (),
+    extra: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a cluster map ``(H, W)`` int32 on ``grid`` as ``clusters.zarr`` (atomically).
 
-    ``labels`` is the group's one array; its attributes are the grid's and ``report``'s
-    (kind ``"cluster-map"``).  Overwriting as :func:`save_factors`.
+    ``labels`` is the group's array (beside any ``extra`` arrays on the same grid, e.g.
+    an uncertainty); its attributes are the grid's and ``report``'s (kind
+    ``"cluster-map"``).  Overwriting as :func:`save_factors`.
     """
     attrs = {"kind": CLUSTERS_KIND, **grid.to_attrs(), **report}
-    return _write_group(Path(path), {"labels": labels}, attrs, [grid.source, *inputs])
+    arrays = {"labels": labels, **(extra or {})}
+    return _write_group(Path(path), arrays, attrs, [grid.source, *inputs])
