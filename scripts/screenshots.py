@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (1600, 1000)
 # manifest display name -> file stem (the stage's name everywhere else)
@@ -47,7 +49,7 @@ CANVAS = {
     "features": [IMAGE, "confidence"],
     "factors": [IMAGE, "NMF RGB"],
     "analyse": [IMAGE, "areas (truth)"],
-    "explore": [IMAGE, "clusters"],
+    "explore": [IMAGE, "clusters", "explore selection"],
     "results": [IMAGE, "clusters"],
 }
 
@@ -162,6 +164,11 @@ class Shooter:
         w.method.value, w.colour.value = "PCA", "predicted area"
         w.run_plot()
         self._wait(lambda: not w.runner.running, 600, "the feature-space plot")
+        if w.density is not None:  # a rectangle around the densest bins: its pixels light up
+            dens = w.density
+            row, col = np.unravel_index(int(np.argmax(dens.counts)), dens.counts.shape)
+            xs, ys = dens.to_plot(np.array([col - 12, col + 12]), np.array([row - 12, row + 12]))
+            w._selected("rectangle", (tuple(xs), tuple(ys)))
 
     def _prepare_latent(self, body: Any) -> None:
         """The shipped β-VAE on its population, loaded in the dock (as a user's Load does)."""
