@@ -152,6 +152,8 @@ class ExploreWidget(Container):
             self.profile_labels,
         )
         self.plot_button.changed.connect(self.run_plot)
+        self.method.changed.connect(lambda m: setattr(self.x, "enabled", m != "UMAP"))
+        self.method.changed.connect(lambda m: setattr(self.y, "enabled", m != "UMAP"))
         self.tool.changed.connect(lambda t: self.plot.set_tool(str(t)))
         self.highlight_button.changed.connect(self.highlight)
         follow_edits(self.from_layer, self._follow)  # drawing in the image highlights at once

@@ -100,7 +100,8 @@ class MatchPanel(Container):
             rows.append(f"cluster {ca}")
             data.append([f"{cb}", f"{dist:.3f}", top_a[ca], top_b[cb]])
         here = "this slice" if grid.z is None else f"z {grid.z}"
-        self.show(data, rows, [f"match (z {z})", "JS distance", f"mostly ({here})", "mostly"])
+        columns = [f"match (z {z})", "JS distance", f"mostly ({here})", f"mostly (z {z})"]
+        self.show(data, rows, columns)
 
 
 def _volume(layer: Any, grid: Any) -> bool:
