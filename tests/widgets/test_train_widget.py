@@ -279,3 +279,38 @@ def test_repeats_train_each_seed_and_report_median_and_range(widget, qtbot):
     for seed, a in enumerate(accs):  # each run's model saved, named by its seed, with its score
         meta = load_cnn(first.with_name(first.name.replace("_seed0", f"_seed{seed}")))[1]
         assert meta["training"]["seed"] == seed and meta["test"]["accuracy"] == a
+
+
+def test_tissue_mask_wide_context_and_real_scan_augmentation(make_napari_viewer, qtbot):
+    from napari_brainfeatures._widgets.tissue import TISSUE_KEY
+    from napari_brainfeatures._widgets.train import TrainWidget
+
+    rng = np.random.default_rng(0)
+    areas = np.zeros((7, 128, 300), np.uint8)
+    areas[:, :, :150], areas[:, :, 150:] = 1, 5
+    img = np.where(areas == 1, rng.normal(110, 8, areas.shape), rng.normal(110, 40, areas.shape))
+    tissue = np.zeros_like(areas)
+    tissue[:, :, 30:270] = 1  # background at both sides
+    viewer = make_napari_viewer()
+    viewer.add_image(np.clip(img, 0, 255).astype(np.uint8), name="ct")
+    viewer.add_labels(areas, name="areas", metadata={"classes": default_table().to_dict()})
+    viewer.add_labels(tissue, name="ct tissue", metadata={TISSUE_KEY: True})
+    viewer.dims.set_current_step(0, 1)
+    w = TrainWidget(viewer)
+    assert w.scan_options.tissue.layer.value is viewer.layers["ct tissue"]  # found by itself
+    w.per_class.value, w.eval_per_class.value, w.epochs.value, w.batch_size.value = 8, 4, 1, 8
+    w.patch_size.value = 113  # no central view for a context of 2: said, nothing sampled
+    w.scan_options.context.value = 2
+    w.sample()
+    assert w.splits is None and w.runner.worker is None
+    w.patch_size.value = 112  # 56 px views
+    w.scan_options.real_scans.value = True
+    w.sample()
+    wait(qtbot, w)
+    xs = w.viewer.layers["patch centres"].data[:, 2]
+    assert xs.min() >= 30 + 56 - 12 and xs.max() <= 270 - 56 + 12  # >= 90 % of a window in tissue
+    w.train()
+    wait(qtbot, w)
+    assert w.model.config.context == 2 and w.model.config.view_size == 56
+    assert w.meta["intensity_gradient"] == 0.5 and w.meta["local_contrast"] == 0.5
+    assert w.meta["training"]["min_tissue"] == pytest.approx(0.9)  # recorded in the model

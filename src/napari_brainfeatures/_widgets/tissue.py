@@ -78,7 +78,9 @@ def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace | None) -> tu
 class TissueControls(Container):
     """The tissue layer and the least share of a patch in tissue (Factors dock)."""
 
-    def __init__(self, viewer: napari.Viewer) -> None:
+    def __init__(
+        self, viewer: napari.Viewer, *, least: float = MIN_CONTEXT, tooltip: str | None = None
+    ) -> None:
         none = [("(none)", None)]
         self.layer = ComboBox(
             label="tissue mask", choices=lambda w: none + labels_choices(viewer)(w)
@@ -88,8 +90,9 @@ class TissueControls(Container):
             min=0.0,
             max=1.0,
             step=0.05,
-            value=MIN_CONTEXT,
-            tooltip=(
+            value=least,
+            tooltip=tooltip
+            or (
                 "With a tissue mask, NMF, factor selection and clustering use only pixels "
                 "whose patch window has at least this share in tissue (1: the whole patch), "
                 "so cut faces and the pial surface get no factor or cluster of their own. "

@@ -45,6 +45,7 @@ from napari_brainfeatures._widgets._common import (
 )
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures._widgets.results_keep import keep_evaluation
+from napari_brainfeatures._widgets.train_options import TrainOptions
 from napari_brainfeatures._widgets.train_repeats import start_repeats
 from napari_brainfeatures._widgets.train_split import SplitControls, show_split
 from napari_brainfeatures._widgets.train_views import (
@@ -87,6 +88,7 @@ class TrainWidget(Container):
         self.image = ComboBox(label="image", choices=image_choices(viewer))
         self.area_labels = ComboBox(label="labels", choices=labels_choices(viewer))
         self.patch_size = SpinBox(label="patch size", value=128, min=16, max=1024)
+        self.scan_options = TrainOptions(viewer)  # tissue, wide context, real-scan augmentation
         self.per_class = SpinBox(
             label="train / class", value=DEFAULTS["per_class"], min=1, max=1_000_000
         )
@@ -118,9 +120,11 @@ class TrainWidget(Container):
         self.runner = TaskRunner()
         files = Container(widgets=[self.save_button, self.load_button], layout="horizontal")
         super().__init__(widgets=[
-            self.image, self.area_labels, self.patch_size, self.per_class, self.eval_per_class,
+            self.image, self.area_labels, self.scan_options.tissue, self.patch_size,
+            self.scan_options.context, self.per_class, self.eval_per_class,
             self.train_slice, self.val_slice, self.test_slice, self.slices_button,
-            self.split, self.sample_button, self.counts, self.variant, self.epochs, self.batch_size,
+            self.split, self.sample_button, self.counts, self.variant, self.scan_options.real_scans,
+            self.epochs, self.batch_size,
             self.repeats, self.train_button, self.status, self.runner, self.evaluate_button,
             self.tta, self.scores, self.table, self.model_path, files, self.stride,
             self.predict_button,
@@ -215,10 +219,16 @@ class TrainWidget(Container):
                 return
             show_split(self.viewer, self.image.value, split_map)
             zs = (z, z, z)
+        try:
+            extra = self.scan_options.sampling(image, self.variant.value, self.patch_size.value)
+        except ValueError as err:
+            show_error(f"Sample patches: {err}")
+            return
         gen = iter_sample_splits(
             image,
             labels,
             slices=zs,
+            **extra,
             patch_size=self.patch_size.value,
             per_class=self.per_class.value,
             eval_per_class=self.eval_per_class.value,
@@ -243,9 +253,14 @@ class TrainWidget(Container):
             show_info("Sample patches first.")
             return
         s = self.splits
-        config = make_config(
-            self.variant.value, patch_size=s.train.patch_size, n_classes=len(s.train.class_ids)
-        )
+        try:
+            config = make_config(
+                self.variant.value, patch_size=s.train.patch_size,
+                n_classes=len(s.train.class_ids), context=self.scan_options.k,
+            )  # fmt: skip
+        except ValueError as err:
+            show_error(f"Train CNN: {err}")
+            return
         name = f"cnn-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
         path = workspace_for(self.image.value).path("models", name)
         layer = self.image.value
@@ -261,6 +276,7 @@ class TrainWidget(Container):
             classes=self.classes,
             voxel_size=tuple(float(v) for v in layer.scale[-3:]),
             split=s.record(),
+            **self.scan_options.augmentation(),
         )
         self.history = []
         self._plot_history()

@@ -24,7 +24,8 @@ def start_repeats(widget: Any, path: Path) -> None:
     splits, n = widget.splits, int(widget.repeats.value)
     seeds, voxel = list(range(n)), tuple(float(v) for v in widget.image.value.scale[-3:])
     train = dict(variant=widget.variant.value, epochs=widget.epochs.value, classes=widget.classes,
-                 batch_size=widget.batch_size.value, voxel_size=voxel)  # fmt: skip
+                 batch_size=widget.batch_size.value, voxel_size=voxel,
+                 context=widget.scan_options.k, **widget.scan_options.augmentation())  # fmt: skip
 
     def one(seed: int) -> ProgressGen[tuple[Any, Any]]:
         from napari_brainfeatures.train.plan import fit_and_test
