@@ -16,6 +16,7 @@ from napari_brainfeatures.models.cnn import (
     CNNConfig,
     ModelMismatchError,
     check_image_dtype,
+    fold_batch_norm,
     fold_input_normalisation,
     input_scale_for,
     load_cnn,
@@ -89,6 +90,29 @@ def test_fold_input_normalisation_is_exact():
     assert model.convs[0].weight.abs().max() < folded.convs[0].weight.abs().max()  # a copy
     with pytest.raises(ValueError, match="padding 1"):
         fold_input_normalisation(BrainAreaCNN(CNNConfig.authors()), 0.5, 0.1)
+
+
+@pytest.mark.parametrize("context", [1, 2])
+def test_fold_batch_norm_is_exact_and_leaves_a_plain_network(tmp_path, context):
+    torch.manual_seed(4)
+    model = BrainAreaCNN(CNNConfig(patch_size=128, context=context), batch_norm=True)
+    x = torch.rand(6, 1, 128, 128)
+    with torch.no_grad():
+        model.train()
+        model(x)  # running statistics of one batch
+        for bn in [*model.norms, *(model.ctx_norms or [])]:
+            bn.weight.uniform_(0.5, 2.0)
+            bn.bias.normal_()
+    model.eval()
+    folded = fold_batch_norm(model)
+    assert folded.norms is None and folded.ctx_norms is None and model.norms is not None
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="fold_batch_norm"):
+        save_cnn(tmp_path / "m", model, classes=default_table())
+    path = save_cnn(tmp_path / "m", folded, classes=default_table())
+    plain = BrainAreaCNN(folded.config).state_dict().keys()
+    assert load_cnn(path)[0].state_dict().keys() == plain  # the same file as ever
 
 
 def _small_config(**kw):

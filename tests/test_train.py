@@ -146,6 +146,17 @@ def test_standardised_training_gives_a_raw_input_model(splits):
     assert training_history({}) == [] and training_history({"training": {"history": [{}]}}) == []
 
 
+def test_batch_norm_training_gives_a_plain_model(splits):
+    """Trained with batch normalisation, the model keeps its validation accuracy folded."""
+    res = run(
+        train_cnn(splits.train, splits.val, config=small_config(), epochs=2, batch_norm=True, **KW)
+    )
+    assert res.model.norms is None and res.meta["batch_norm_folded"]
+    assert evaluate(res.model, splits.val, tta=False).accuracy == pytest.approx(res.best_val_acc)
+    plain = run(train_cnn(splits.train, splits.val, config=small_config(), epochs=1, **KW))
+    assert plain.meta["batch_norm_folded"] is False
+
+
 @pytest.mark.parametrize(
     "kind", ["uint16 12-bit", "uint16 offset", "uint16 hot pixels", "float HU-like"]
 )

@@ -52,6 +52,7 @@ __all__ = [
     "CNNConfig",
     "BrainAreaCNN",
     "ModelMismatchError",
+    "fold_batch_norm",
     "fold_input_normalisation",
     "check_image_dtype",
     "input_scale_for",
@@ -178,12 +179,16 @@ class BrainAreaCNN(nn.Module):
     [0, 1].  Output of :meth:`forward`: logits ``(B, n_classes)``.
     """
 
-    def __init__(self, config: CNNConfig | None = None) -> None:
+    def __init__(self, config: CNNConfig | None = None, *, batch_norm: bool = False) -> None:
         super().__init__()
         self.config = config = config or CNNConfig()
         self.convs = _trunk(config)
         if config.context > 1:  # the context view's own trunk
             self.ctx_convs = _trunk(config)
+        # training only: batch normalisation after each conv, folded (fold_batch_norm) after
+        norms = [nn.ModuleList(nn.BatchNorm2d(c) for c in config.channels) for _ in range(2)]
+        self.norms = norms[0] if batch_norm else None
+        self.ctx_norms = norms[1] if batch_norm and config.context > 1 else None
         sizes = (config.flat_size, *config.fc)
         self.fcs = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
@@ -195,11 +200,11 @@ class BrainAreaCNN(nn.Module):
         """Conv blocks only: ``(B, C, P, P) -> (B, 128, f, f)`` (both views: 256 channels)."""
         cfg = self.config
         if cfg.context == 1:
-            return _run_trunk(self.convs, x)
+            return _run_trunk(self.convs, x, self.norms)
         o, v = cfg.view_offset, cfg.view_size
-        fine = _run_trunk(self.convs, x[..., o : o + v, o : o + v])  # (B, 128, f, f)
+        fine = _run_trunk(self.convs, x[..., o : o + v, o : o + v], self.norms)  # (B, 128, f, f)
         wide = F.avg_pool2d(x, cfg.context)  # (B, C, V, V): the context view
-        return torch.cat([fine, _run_trunk(self.ctx_convs, wide)], dim=1)  # (B, 256, f, f)
+        return torch.cat([fine, _run_trunk(self.ctx_convs, wide, self.ctx_norms)], dim=1)
 
     def features(self, x: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
         """The last hidden layer's activations ``(B, n_features)``.
@@ -231,10 +236,35 @@ def _trunk(config: CNNConfig) -> nn.ModuleList:
     return nn.ModuleList(convs)
 
 
-def _run_trunk(convs: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
-    for conv in convs:
-        x = F.max_pool2d(F.relu(conv(x)), 2)  # (B, C_i, H_i, W_i)
+def _run_trunk(
+    convs: nn.ModuleList, x: torch.Tensor, norms: nn.ModuleList | None = None
+) -> torch.Tensor:
+    for i, conv in enumerate(convs):
+        h = conv(x) if norms is None else norms[i](conv(x))  # (B, C_i, 2 H_i, 2 W_i)
+        x = F.max_pool2d(F.relu(h), 2)  # (B, C_i, H_i, W_i)
     return x
+
+
+def fold_batch_norm(model: BrainAreaCNN) -> BrainAreaCNN:
+    """A copy of ``model`` with its batch normalisation folded into the convolutions.
+
+    In eval mode a batch normalisation is an affine map per channel, which the
+    convolution before it absorbs exactly (weights times ``gamma / sqrt(var +
+    eps)``, bias alike): the copy is a plain :class:`BrainAreaCNN`.
+    """
+    folded = copy.deepcopy(model)
+    pairs = [(folded.convs, folded.norms), (getattr(folded, "ctx_convs", None), folded.ctx_norms)]
+    for convs, norms in pairs:
+        if convs is None or norms is None:
+            continue
+        for conv, bn in zip(convs, norms, strict=True):
+            conv, bn = cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, bn)
+            with torch.no_grad():
+                g = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C,)
+                conv.weight.mul_(g[:, None, None, None])
+                conv.bias.copy_((conv.bias - bn.running_mean) * g + bn.bias)
+    folded.norms = folded.ctx_norms = None
+    return folded
 
 
 # -- input normalisation --------------------------------------------------------
@@ -340,6 +370,11 @@ def save_cnn(
     overwrite : bool
         If False, refuse to replace an existing file.
     """
+    if model.norms is not None:
+        raise ValueError(
+            "the model still has its training-time batch normalisation; save "
+            "fold_batch_norm(model), which dense maps and model files expect"
+        )
     if len(classes) != model.config.n_classes:
         raise ValueError(
             f"the class table has {len(classes)} classes but the model "

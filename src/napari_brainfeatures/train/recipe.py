@@ -116,6 +116,7 @@ class Recipe:
     contrast: float = 0.0
     schedule: str = "cosine"
     init: str = "he"
+    batch_norm: bool = False
     patience: int | None = DEFAULTS["patience"]
     seed: int = 0
 
@@ -239,6 +240,8 @@ def model_meta(
         "local_contrast": r.contrast if r.augment else 0.0,
         "augment_intensity_range": list(intensity) if r.augment else None,
         "lr_schedule": r.schedule,
+        # trained with batch normalisation, folded into the convolutions (a plain network)
+        "batch_norm_folded": r.batch_norm,
         "training_standardisation": {
             "applied": r.standardise,
             "mean": mean,
