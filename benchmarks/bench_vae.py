@@ -71,6 +71,8 @@ below PCA (0.134, whose components follow scale and tilt); the paper's score 0.4
 0.58 (2 of 5).  Artifact CW-SSIM: β-VAE 0.9787 against VAE 0.9787 (2 of 5; fails:
 a tie, except seed 3, where the VAE had begun to reproduce the artefacts), both
 above PCA 0.966.  Decode 16.9 ms median (p95 25.1) on one thread at load 4.4 (holds).
+The same run with the plain loss (``BENCH_VAE_RECON_WEIGHT=1``, seed 0, load 1.1-2.1):
+β-VAE 1 active latent, VAE 4; MIG 0.031 / 0.030; CW-SSIM artifact 0.972 / 0.977.
 
 ``--quick`` is a smoke run:
 two seeds, 128 sections, 5 epochs.  ``BENCH_VAE_PAPER=1`` runs the paper's size
