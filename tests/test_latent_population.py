@@ -460,9 +460,9 @@ def test_fit_latent_model_by_kind(tmp_path):
 def test_train_vae_records_the_run():
     result = run(train_vae(toy_sections(8), config=VAEConfig(**TINY), epochs=2, batch_size=4))
     tr = result.meta["training"]
-    assert set(tr) == {"kl_warmup", "epochs_run", "best_epoch", "best_val_loss", "lr",
-                       "batch_size", "seed", "n_train", "n_val", "device", "wall_s",
-                       "history"}  # fmt: skip
+    assert set(tr) == {"kl_warmup", "recon_weight", "epochs_run", "best_epoch",
+                       "best_val_loss", "lr", "batch_size", "seed", "n_train", "n_val",
+                       "device", "wall_s", "history"}  # fmt: skip
     assert tr["epochs_run"] == 2 and tr["history"] == result.history
     assert tr["best_val_loss"] == min(h["val_loss"] for h in result.history)
     assert result.history[tr["best_epoch"] - 1]["val_loss"] == tr["best_val_loss"]
