@@ -73,6 +73,9 @@ a tie, except seed 3, where the VAE had begun to reproduce the artefacts), both
 above PCA 0.966.  Decode 16.9 ms median (p95 25.1) on one thread at load 4.4 (holds).
 The same run with the plain loss (``BENCH_VAE_RECON_WEIGHT=1``, seed 0, load 1.1-2.1):
 β-VAE 1 active latent, VAE 4; MIG 0.031 / 0.030; CW-SSIM artifact 0.972 / 0.977.
+Longer training does not separate them either: seed 0 for 150 epochs (load 2)
+gave β-VAE / VAE 3 / 5 active latents, MIG 0.007 / 0.025, CW-SSIM artifact
+0.9757 / 0.9770 (penalties 0.006 / 0.005: both begin to reproduce the artefacts).
 
 ``--quick`` is a smoke run:
 two seeds, 128 sections, 5 epochs.  ``BENCH_VAE_PAPER=1`` runs the paper's size
