@@ -158,6 +158,8 @@ def test_train_vae_live_curves_and_bad_model_file(setup, qtbot, tmp_path):
     assert w.runner.last_error is None
     assert len(w.history) == 2 and len(w.sliders) == 2
     assert len(w.figure.axes) == 2  # recon and KL curves
+    h, wd = w.model.image_shape  # the paper's balance of the loss on small sections, recorded
+    assert w.meta["training"]["recon_weight"] == pytest.approx(320 * 448 / (h * wd), rel=0.2)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a model")
     w.model_path.value = bad

@@ -82,6 +82,12 @@ class LatentWidget(LatentTraining, LatentAnalyses, Container):
         self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
         tip = "train N times (seeds 0..N-1): the table shows each score's median [min–max]"
         self.repeats = SpinBox(label="repeats", value=1, min=1, max=50, tooltip=tip)
+        self.balance = CheckBox(
+            text="paper's loss balance on small sections", value=True,
+            tooltip="Weigh the reconstruction by the ratio of the paper's 320×448 section to "
+            "these sections (e.g. ×23 at 64×96), so that β weighs as much as in the paper; "
+            "off: the plain loss, under which small sections' latents collapse.",
+        )  # fmt: skip
         self.train_button = PushButton(text="Train")
         self.model_path = FileEdit(label="model file", mode="w", filter="*.safetensors")
         self.load_button = PushButton(text="Load")
@@ -100,7 +106,8 @@ class LatentWidget(LatentTraining, LatentAnalyses, Container):
         super().__init__(
             widgets=[
                 self.population, self.rois, self.preview_button, self.model_type, self.latent,
-                self.beta, self.epochs, self.batch, self.lr, self.repeats, self.train_button,
+                self.beta, self.epochs, self.batch, self.lr, self.repeats, self.balance,
+                self.train_button,
                 self.status, self.runner,  # progress and Cancel in view while training
                 self.model_path, files, self.start, moves, self.difference, self.sliders,
                 *self._analysis_widgets(),  # projective, receptive, quality, comparison table

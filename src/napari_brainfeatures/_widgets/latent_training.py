@@ -16,13 +16,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import ComboBox, FloatSpinBox, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
 from napari.utils.notifications import show_error, show_info
 
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures._widgets.latent_panels import plot_curves
 from napari_brainfeatures.latent.model import MODEL_NAMES, FittedModel, load_latent_model
 from napari_brainfeatures.latent.repeats import fit_latent_repeats
+from napari_brainfeatures.latent.train import area_weight
 from napari_brainfeatures.progress import Progress
 
 
@@ -45,6 +46,7 @@ class LatentTraining:
     batch: SpinBox
     lr: FloatSpinBox
     repeats: SpinBox
+    balance: CheckBox
     runner: TaskRunner
     figure: Any
     canvas: Any
@@ -72,6 +74,8 @@ class LatentTraining:
             epochs=self.epochs.value, batch_size=self.batch.value, lr=self.lr.value,
             roi_names=self._names(), checkpoint_path=scratch,  # type: ignore[attr-defined]
         )  # fmt: skip
+        if kind != "pca" and self.balance.value:  # the paper's recon / β·KL balance
+            options["recon_weight"] = max(1.0, area_weight(tuple(images.shape[-2:])))
         try:
             gen = fit_latent_repeats(images, seeds=list(range(n)), **options)
         except ValueError as err:
