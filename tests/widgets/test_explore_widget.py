@@ -136,6 +136,9 @@ def test_live_classifier_follows_strokes_and_saves(make_napari_viewer, qtbot, sc
     pred = viewer.layers[PREDICTION].data
     assert pred.shape == live.result.labels.shape and set(np.unique(pred)) <= {0, 1, 2}
     assert UNCERTAINTY in viewer.layers and live.latency_s
+    unc = viewer.layers[UNCERTAINTY]  # hidden: filled when shown
+    unc.visible = True
+    np.testing.assert_array_equal(unc.data, live.result.uncertainty)
     assert (pred[5:15, 2:5] == 1).mean() > 0.5 and (pred[5:15, 18:21] == 2).mean() > 0.5
     live.image = None  # saved beside the store (no workspace for an in-memory image)
     live.save_button.clicked.emit()

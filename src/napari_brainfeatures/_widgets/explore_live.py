@@ -87,6 +87,8 @@ class LivePanel(Container):
         self.latency_s: list[float] = []  # stroke end -> prediction shown, per update
         self._asked: float | None = None  # when the pending update was asked for
         self._dirty = False
+        self._hidden_unc: tuple[np.ndarray, dict[str, Any]] | None = None  # for a hidden layer
+        self._unc_layer: Any = None  # the uncertainty layer whose showing we follow
         self._watching = False  # connected to the camera's events
         self._view_timer = QTimer()
         self._view_timer.setSingleShot(True)
@@ -288,10 +290,28 @@ class LivePanel(Container):
     def _put_maps(self, labels: np.ndarray, unc: np.ndarray, geo: dict[str, Any]) -> None:
         kw = {"owner": "explore", "in_place": True, **geo}
         put_layer(self.viewer, PREDICTION, labels, "labels", opacity=0.5, **kw)
-        put_layer(
+        shown = next(
+            (ly for ly in self.viewer.layers
+             if ly.metadata.get(OWNER_TAG) == f"explore: {UNCERTAINTY}"), None,
+        )  # fmt: skip
+        if shown is not None and not shown.visible:  # updated when it is shown (a GUI-thread
+            self._hidden_unc = (unc, kw)  # copy and refresh fewer per stroke)
+            return
+        self._hidden_unc = None
+        layer = put_layer(
             self.viewer, UNCERTAINTY, unc, "image", colormap="inferno", contrast_limits=(0.0, 1.0),
             opacity=0.6, visible=False, **kw,
         )  # fmt: skip
+        if layer is not self._unc_layer:
+            self._unc_layer = layer
+            layer.events.visible.connect(self._unc_shown)
+
+    def _unc_shown(self, _event: Any = None) -> None:
+        layer = self._unc_layer
+        if layer is not None and layer.visible and self._hidden_unc is not None:
+            unc, kw = self._hidden_unc
+            self._hidden_unc = None
+            put_layer(self.viewer, UNCERTAINTY, unc, "image", **kw)
 
     def _next(self) -> None:
         if self._dirty and self.session is not None:
