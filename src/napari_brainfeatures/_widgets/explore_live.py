@@ -257,8 +257,9 @@ class LivePanel(Container):
             if session.view(box, thin=thin):
                 yield Progress(1, 2, "read the visible region's features")
             if not plane.any():  # started: the view is read, the fit waits for strokes
-                import sklearn.linear_model  # noqa: F401 -- the first fit does not pay for it
+                import scipy.optimize  # noqa: F401 -- the first fit does not pay for it
 
+                session.prepare()  # nor for the context map
                 return None
             yield Progress(1, 2, "fitting")
             return session.update(plane), asked
