@@ -276,11 +276,15 @@ class LivePanel(Container):
         labels, unc = res.labels, res.uncertainty
         if len(geo["scale"]) == 3:
             labels, unc = labels[None], unc[None]
-        self._put_maps(labels, unc, geo)
-        if self.strokes is not None:
-            self.viewer.layers.selection.active = self.strokes  # painting goes on
-        if asked is not None:
-            self.latency_s.append(time.perf_counter() - asked)
+
+        def put() -> None:  # the layers at the event loop's next turn, the status line now:
+            self._put_maps(labels, unc, geo)  # two short blocks of the GUI thread, not one
+            if self.strokes is not None:
+                self.viewer.layers.selection.active = self.strokes  # painting goes on
+            if asked is not None:
+                self.latency_s.append(time.perf_counter() - asked)
+
+        QTimer.singleShot(0, put)
         n = ", ".join(f"{c}: {k}" for c, k in res.n_samples.items())
         h, w = res.labels.shape
         self.status.value = (
