@@ -55,6 +55,7 @@ class UMAPProjection:
         """``(m, D)`` rows -> ``(m, 2)`` float32: inverse-distance mean of the k nearest."""
         reduced = (np.asarray(rows, np.float32) - self.mean) @ self.components.T
         idx, dist = self._index.query(reduced, k=self.k)
+        idx, dist = np.reshape(idx, (len(reduced), -1)), np.reshape(dist, (len(reduced), -1))
         weight = 1.0 / np.maximum(dist, 1e-6)
         xy = np.einsum("mk,mkc->mc", weight, self.embedding[idx]) / weight.sum(1, keepdims=True)
         return xy.astype(np.float32)
@@ -102,6 +103,8 @@ def umap_points(
         ) from err
     from sklearn.decomposition import PCA
 
+    if int(k) < 1:
+        raise ValueError(f"k must be at least 1 (sample rows averaged per pixel), got {k!r}")
     need = max(int(n_neighbors) + 1, int(k), PCS)
     fit, blocks = sample_rows(grid, sample, seed, at_least=need)
     pca = PCA(n_components=min(PCS, fit.shape[1]), random_state=seed).fit(fit)
