@@ -148,6 +148,11 @@ def test_live_classifier_follows_strokes_and_saves(make_napari_viewer, qtbot, sc
     assert set(meta["strokes"][1].tolist()) == {1, 2}
     live.keep_button.clicked.emit()
     assert f"{PREDICTION} (kept)" in viewer.layers and not live.stop_button.enabled
+    kept = viewer.layers[f"{UNCERTAINTY} (kept)"]
+    np.testing.assert_array_equal(kept.data, live.result.uncertainty)  # the last one, filled
+    live.start_button.clicked.emit()  # a new run gets layers of its own
+    assert viewer.layers[UNCERTAINTY] is not kept and live.stop_button.enabled
+    live.stop_button.clicked.emit()
 
 
 def test_bad_sources_say_so(make_napari_viewer, qtbot, scene, tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,10 +82,8 @@ def run(name: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _within(args: argparse.Namespace, grid: object) -> np.ndarray:
-    from napari_brainfeatures.features.store import FeatureStore
-
-    store = FeatureStore.open(args.store)
+def _within(args: argparse.Namespace, grid: Any) -> np.ndarray:
+    store = grid.store  # the store FeatureGrid.open read, not opened again
     classes = store.classes
     names = [c.name for c in classes] if classes is not None else []
     if args.within not in names:
@@ -94,5 +93,5 @@ def _within(args: argparse.Namespace, grid: object) -> np.ndarray:
         )
     areas = store.areas
     if areas.ndim == 3:
-        areas = areas[grid.index or 0]  # type: ignore[attr-defined]
+        areas = areas[grid.index or 0]
     return np.asarray(areas) == classes.by_name(args.within).id

@@ -127,6 +127,17 @@ def labels_choices(viewer: napari.Viewer):  # type: ignore[no-untyped-def]
     ]
 
 
+def class_names(layer: Any) -> dict[int, str]:
+    """Class id -> name from a labels layer's ``classes`` metadata (empty without, or damaged)."""
+    from napari_brainfeatures.classes import ClassTable
+
+    raw = getattr(layer, "metadata", {}).get("classes")
+    try:
+        return {c.id: c.name for c in ClassTable.from_dict(raw)} if isinstance(raw, dict) else {}
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
 def refresh_choices_on_layer_change(viewer: napari.Viewer, *combos: Any) -> None:
     """Keep layer pickers in sync with the layer list.
 

@@ -35,6 +35,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_brainfeatures._widgets._common import (
+    class_names,
     follow_edits,
     image_choices,
     insert_after,
@@ -370,8 +371,7 @@ class ExploreWidget(Container):
         self.status.value = "share of each cluster's pixels per label"
 
     def _table(self, values: np.ndarray, rows: list[str], ids: list[int], layer: Any) -> None:
-        raw = layer.metadata.get("classes")
-        names = {c.id: c.name for c in ClassTable.from_dict(raw)} if isinstance(raw, dict) else {}
+        names = class_names(layer)
         data = [[f"{v:.3g}" for v in row] for row in values]
         self._put_table(data, rows, [names.get(i, str(i)) for i in ids])
 

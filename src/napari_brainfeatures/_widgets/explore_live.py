@@ -157,6 +157,12 @@ class LivePanel(Container):
         if self.result is None:
             show_info("Live classifier: nothing to keep yet; paint strokes of two classes.")
             return
+        if self._unc_layer is not None:  # the kept uncertainty is the last one, and is left be
+            if self._hidden_unc is not None:
+                unc, kw = self._hidden_unc
+                put_layer(self.viewer, UNCERTAINTY, unc, "image", **kw)
+            self._unc_layer.events.visible.disconnect(self._unc_shown)
+            self._unc_layer, self._hidden_unc = None, None
         kept = []
         for layer in list(self.viewer.layers):
             tag = layer.metadata.get(OWNER_TAG, "")
@@ -295,11 +301,8 @@ class LivePanel(Container):
     def _put_maps(self, labels: np.ndarray, unc: np.ndarray, geo: dict[str, Any]) -> None:
         kw = {"owner": "explore", "in_place": True, **geo}
         put_layer(self.viewer, PREDICTION, labels, "labels", opacity=0.5, **kw)
-        shown = next(
-            (ly for ly in self.viewer.layers
-             if ly.metadata.get(OWNER_TAG) == f"explore: {UNCERTAINTY}"), None,
-        )  # fmt: skip
-        if shown is not None and not shown.visible:  # updated when it is shown (a GUI-thread
+        shown = self._unc_layer
+        if shown in self.viewer.layers and not shown.visible:  # updated when shown (a GUI-thread
             self._hidden_unc = (unc, kw)  # copy and refresh fewer per stroke)
             return
         self._hidden_unc = None

@@ -21,7 +21,11 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton, SpinBox
 from napari.utils.notifications import show_error
 
-from napari_brainfeatures._widgets._common import labels_choices, refresh_choices_on_layer_change
+from napari_brainfeatures._widgets._common import (
+    class_names,
+    labels_choices,
+    refresh_choices_on_layer_change,
+)
 from napari_brainfeatures.explore.profiles import match_slices
 
 SAME = "(same as above)"
@@ -75,7 +79,7 @@ class MatchPanel(Container):
         other_c = self.other_clusters.value or clusters
         other_l = self.other_labels.value or labels
         z = int(self.other_z.value)
-        if other_c is clusters and other_l is labels and not _volume(clusters, grid):
+        if other_c is clusters and other_l is labels and not _volume(clusters):
             show_error(
                 f"Explore: {clusters.name!r} holds one slice; pick the other slice's cluster "
                 "layer (e.g. the Factors dock's clusters of another z) to match against."
@@ -91,7 +95,7 @@ class MatchPanel(Container):
             show_error(f"Explore: {err}")
             return
         self.result = res
-        names = _names(labels) | _names(other_l)
+        names = class_names(labels) | class_names(other_l)
         pa, pb = res["profile_a"], res["profile_b"]
         top_a = _top(pa, names)
         top_b = _top(pb, names)
@@ -104,17 +108,10 @@ class MatchPanel(Container):
         self.show(data, rows, columns)
 
 
-def _volume(layer: Any, grid: Any) -> bool:
-    """Whether ``layer`` holds several slices at the grid's resolution or the image's."""
+def _volume(layer: Any) -> bool:
+    """Whether ``layer`` holds several slices."""
     data = layer.data
     return getattr(data, "ndim", 2) == 3 and data.shape[0] > 1
-
-
-def _names(layer: Any) -> dict[int, str]:
-    from napari_brainfeatures.classes import ClassTable
-
-    raw = layer.metadata.get("classes")
-    return {c.id: c.name for c in ClassTable.from_dict(raw)} if isinstance(raw, dict) else {}
 
 
 def _top(profile: Any, names: dict[int, str]) -> dict[int, str]:

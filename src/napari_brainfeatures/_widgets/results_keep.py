@@ -16,6 +16,7 @@ from typing import Any
 from napari.utils.notifications import show_warning
 
 from napari_brainfeatures._widgets._common import (
+    class_names,
     image_shape,
     source_path,
     workspace_for,
@@ -59,13 +60,7 @@ def _volume(layer: Any) -> str:
 
 
 def _names(layer: Any) -> dict[int, str] | None:
-    from napari_brainfeatures.classes import ClassTable
-
-    raw = getattr(layer, "metadata", {}).get("classes")
-    try:
-        return {c.id: c.name for c in ClassTable.from_dict(raw)} if isinstance(raw, dict) else None
-    except (KeyError, TypeError, ValueError):
-        return None
+    return class_names(layer) or None
 
 
 def _store_inputs(widget: Any) -> dict[str, Any]:

@@ -73,13 +73,12 @@ def apply_live_model(path: Any, grid: FeatureGrid, *, within: Any = None) -> Liv
         )
     session = LiveSession(grid, clf, within=within, context_px=context_px)
     h, w = grid.shape
-    labels = np.zeros((h, w), np.uint8 if clf.classes_.max() < 256 else np.uint16)  # type: ignore[union-attr]
-    unc = np.full((h, w), np.nan, np.float32)
     rows = max(1, _BAND_POINTS // w)
+    bands = []
     for r0 in range(0, h, rows):
-        r1 = min(h, r0 + rows)
-        session.view((r0, r1, 0, w))
-        labels[r0:r1], unc[r0:r1] = session.predict()
+        session.view((r0, min(h, r0 + rows), 0, w))
+        bands.append(session.predict())
+    labels, unc = (np.concatenate(parts) for parts in zip(*bands, strict=True))
     raw = meta.get("names") or {}
     names = {int(c): str(raw.get(str(int(c)), f"class {int(c)}")) for c in clf.classes_}  # type: ignore[union-attr]
     return LivePrediction(labels, unc, names, context_px)
