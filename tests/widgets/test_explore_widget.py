@@ -122,10 +122,11 @@ def test_live_classifier_follows_strokes_and_saves(make_napari_viewer, qtbot, sc
     live.start_button.clicked.emit()
     strokes = viewer.layers[STROKES]
     assert strokes.data.shape == (40, 44) and strokes.mode == "paint"
-    strokes.data[10:30, 4:8] = 1  # one class only: a clear error, nothing shown
+    strokes.data[10:30, 4:8] = 1  # one class only: says what to paint next, no error
     live.request()
-    qtbot.waitUntil(lambda: "one class only" in str(live.runner.last_error), timeout=30_000)
+    qtbot.waitUntil(lambda: "paint a second class" in live.status.value, timeout=30_000)
     qtbot.waitUntil(lambda: not live.runner.running, timeout=30_000)
+    assert live.runner.last_error is None
     assert not viewer.layers[PREDICTION].data.any() and live.result is None  # made at Start, empty
     live.keep_button.clicked.emit()  # nothing predicted yet: nothing kept
     assert f"{PREDICTION} (kept)" not in viewer.layers and live.stop_button.enabled

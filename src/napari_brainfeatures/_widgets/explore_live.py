@@ -276,7 +276,7 @@ class LivePanel(Container):
             show_error(f"Live classifier: {err}")
             return
 
-        def job() -> ProgressGen[tuple[LiveResult, float | None] | None]:
+        def job() -> ProgressGen[tuple[LiveResult | str, float | None] | None]:
             if session.view(box, thin=thin):
                 yield Progress(1, 2, "read the visible region's features")
             if not plane.any():  # started: the view is read, the fit waits for strokes
@@ -284,6 +284,9 @@ class LivePanel(Container):
 
                 session.prepare()  # nor for the context map
                 return None
+            painted = np.unique(plane[plane > 0])
+            if painted.size < 2:  # a first class painted: not an error, the next step
+                return f"class {painted[0]} painted; paint a second class to start", asked
             yield Progress(1, 2, "fitting")
             # in this (lowered) thread alone: a BLAS pool's threads would run at the
             # viewer's priority, and gain ~10 % on a product of 64 x a few classes
@@ -293,10 +296,13 @@ class LivePanel(Container):
         self._asked = None
         self.runner.start(job(), name="Live classifier", on_done=self._show, on_finish=self._next)
 
-    def _show(self, out: tuple[LiveResult, float | None] | None) -> None:
+    def _show(self, out: tuple[LiveResult | str, float | None] | None) -> None:
         if out is None or self.session is None:
             return
         res, asked = out
+        if isinstance(res, str):  # nothing to fit yet: say what to do next
+            self.status.value = res
+            return
         self.result = res
         geo = self._geometry(res.grid)
         labels, unc = res.labels, res.uncertainty
