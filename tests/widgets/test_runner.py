@@ -1,11 +1,9 @@
-import os
-import sys
 import threading
 import time
 
 import pytest
 
-from napari_brainfeatures._widgets._runner import BACKGROUND_NICE, TaskRunner
+from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.progress import Progress
 
 
@@ -110,38 +108,3 @@ def test_status_label_grows_to_fit_a_long_message(qtbot):
     assert label.native.minimumHeight() < 2 * reserved
     label.value = "done"
     assert label.native.minimumHeight() == reserved
-
-
-def _where(out):
-    out.append((threading.get_native_id(), threading.current_thread()))
-    yield Progress(1, 1, "here")
-    return "ok"
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
-def test_background_jobs_run_in_one_lowered_thread_and_others_do_not(qtbot):
-    runner, plain = TaskRunner(background=True), TaskRunner()
-    seen, results = [], []
-    for _ in range(2):
-        runner.start(_where(seen), name="bg", on_done=results.append)
-        qtbot.waitUntil(lambda: not runner.running, timeout=5000)
-    assert results == ["ok", "ok"] and runner.status.value == "bg: done"
-    (tid, thread), (tid2, _) = seen
-    assert tid == tid2 and thread is not threading.main_thread()  # the runner's own thread
-    base = os.getpriority(os.PRIO_PROCESS, os.getpid())
-    assert os.getpriority(os.PRIO_PROCESS, tid) == min(base + BACKGROUND_NICE, 19)
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # GUI thread
-    other = []
-    plain.start(_where(other), name="fg")
-    qtbot.waitUntil(lambda: not plain.running, timeout=5000)
-    assert other[0][0] != tid and os.getpriority(os.PRIO_PROCESS, other[0][0]) == base
-
-
-def test_background_job_can_be_cancelled(qtbot):
-    runner = TaskRunner(background=True)
-    record = []
-    runner.start(_slow(10_000, record), name="bg")
-    qtbot.waitUntil(lambda: runner.progress.value >= 2, timeout=5000)
-    runner.cancel()
-    qtbot.waitUntil(lambda: not runner.running, timeout=5000)
-    assert record == ["closed"] and runner.status.value == "bg: cancelled"

@@ -12,8 +12,6 @@ generator is closed in the worker thread (its ``finally`` blocks run there).
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 from collections.abc import Callable, Generator
 from typing import Any
@@ -21,7 +19,7 @@ from typing import Any
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, QThread, QThreadPool
+from qtpy.QtCore import Qt
 
 from napari_brainfeatures.progress import Progress
 
@@ -29,29 +27,6 @@ _DIRECT = Qt.ConnectionType.DirectConnection  # run in the worker thread, as it 
 
 #: Seconds :meth:`TaskRunner.shutdown` waits for a worker by default (its next progress report).
 CLOSE_TIMEOUT_S = 30.0
-
-#: How much nicer than the viewer a ``background`` runner's thread is (Linux ``nice``).
-BACKGROUND_NICE = 10
-
-
-def _lower_this_thread() -> None:
-    """Make the calling thread yield the CPU to the GUI thread and the renderer.
-
-    Linux schedules threads one by one, so ``setpriority`` on the thread's own id
-    lowers this thread alone (an unprivileged process cannot raise it again, hence
-    a thread of its own).  Elsewhere the pool's Qt thread priority does it.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    tid = threading.get_native_id()
-    try:
-        now = os.getpriority(os.PRIO_PROCESS, tid)
-        # the main thread's (its id is the process's) + 10: a second job lowers no further
-        target = os.getpriority(os.PRIO_PROCESS, os.getpid()) + BACKGROUND_NICE
-        if now < target:
-            os.setpriority(os.PRIO_PROCESS, tid, min(target, 19))
-    except OSError:  # a sandbox that forbids it: run at the normal priority
-        pass
 
 
 class _Raised(Exception):
@@ -104,18 +79,9 @@ class TaskRunner(Container):
     progress bar synchronously when its value reaches its ends, and that repaint
     takes the whole window, the viewer's canvas included: 40-130 ms per change in
     software OpenGL, several times per job.
-
-    ``background=True`` runs the jobs in a thread of the runner's own, at a lower
-    CPU priority than the viewer (``nice`` +10 on Linux, the lowest Qt thread
-    priority elsewhere), for jobs that run while the user works in the viewer:
-    on a machine with few cores a job at the viewer's priority competes with the
-    rendering of every frame (with software OpenGL on two cores, a frame takes
-    about twice as long while a job computes at the same priority).  Such a
-    job should compute in its own thread (not through a BLAS thread pool) to
-    benefit.
     """
 
-    def __init__(self, *, bar: bool = True, background: bool = False) -> None:
+    def __init__(self, *, bar: bool = True) -> None:
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
         self.status = Label(value="")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -126,12 +92,6 @@ class TaskRunner(Container):
         self.last_error: BaseException | None = None
         self._job: _Job | None = None
         self._closed = False
-        self._pool: QThreadPool | None = None
-        if background:
-            self._pool = QThreadPool(self.native)
-            self._pool.setMaxThreadCount(1)
-            self._pool.setExpiryTimeout(-1)  # one thread, lowered once, for every job
-            self._pool.setThreadPriority(QThread.Priority.LowestPriority)
         self.native.destroyed.connect(lambda *_: self.shutdown())
 
     @property
@@ -158,11 +118,7 @@ class TaskRunner(Container):
             return None
         job = _Job(gen)
 
-        background = self._pool is not None
-
         def _body() -> Generator[Progress, Any, Any]:
-            if background:
-                _lower_this_thread()
             try:
                 return (yield from gen)
             except RuntimeError as err:
@@ -238,10 +194,7 @@ class TaskRunner(Container):
         self.progress.max, self.progress.value = 1, 0
         self.status.value = f"{name}: starting…"
         self.cancel_button.enabled = True
-        if self._pool is None:
-            worker.start()
-        else:  # the runner keeps the worker (self.worker) until it has finished
-            self._pool.start(worker)
+        worker.start()
         return worker
 
     def cancel(self) -> None:

@@ -73,8 +73,7 @@ class LivePanel(Container):
             "pixels around each pixel (0: the pixel's own features only).",
         )  # fmt: skip
         self.status = status_label("Start, then paint strokes of two or more new classes.")
-        # refits many times a second: no bar to repaint, and below the viewer's priority
-        self.runner = TaskRunner(bar=False, background=True)
+        self.runner = TaskRunner(bar=False)  # refits many times a second: no bar to repaint
         buttons = Container(
             layout="horizontal",
             widgets=[self.start_button, self.stop_button, self.keep_button, self.save_button],
@@ -121,9 +120,17 @@ class LivePanel(Container):
             plane = (oy + sy * h, ox + sx * w)
         geo = self._geometry(FeatureGrid(tuple(plane), z=grid.z))
         data = np.zeros((1, *plane) if len(geo["scale"]) == 3 else tuple(plane), np.uint8)
-        # the prediction's layers now, under the strokes: adding a layer takes a few
-        # hundred ms, which the first stroke's update would otherwise stall on
-        self._put_maps(np.zeros_like(data), np.full(data.shape, np.nan, np.float32), geo)
+        # the prediction's layers now, under the strokes, as the first update will fill
+        # them: adding a layer takes a few hundred ms, and a new shape or scale a
+        # new texture, which the first stroke's update would otherwise stall on
+        try:
+            box = self.visible_box()
+            first = self.session.region_grid(box, self.thin_for(box))
+        except ValueError:  # the view is off the store: the first update says so
+            first = FeatureGrid(tuple(plane), z=grid.z)
+        pgeo = self._geometry(first)
+        shape = (1, *first.shape) if len(pgeo["scale"]) == 3 else first.shape
+        self._put_maps(np.zeros(shape, np.uint8), np.full(shape, np.nan, np.float32), pgeo)
         self.strokes = put_layer(
             self.viewer, STROKES, data, "labels", owner="explore", blending=FLAT, **geo
         )
@@ -288,8 +295,9 @@ class LivePanel(Container):
             if painted.size < 2:  # a first class painted: not an error, the next step
                 return f"class {painted[0]} painted; paint a second class to start", asked
             yield Progress(1, 2, "fitting")
-            # in this (lowered) thread alone: a BLAS pool's threads would run at the
-            # viewer's priority, and gain ~10 % on a product of 64 x a few classes
+            # in this thread alone: a BLAS pool's threads would take the cores the viewer
+            # renders on (a software-GL frame takes twice as long beside them), for ~10 %
+            # on a product of 64 x a few classes
             with threadpool_limits(1, user_api="blas"):
                 return session.update(plane), asked
 

@@ -220,6 +220,17 @@ class LiveSession:
             )
         return box
 
+    def region_grid(self, box: tuple[int, int, int, int], thin: int = 1) -> FeatureGrid:
+        """The grid of what :meth:`predict` returns for ``box`` viewed at ``thin`` (no reading)."""
+        i0, i1, j0, j1 = (int(b) for b in box)
+        t = max(1, int(thin))
+        (oy, ox), (sy, sx) = self.grid.origin, self.grid.step
+        return FeatureGrid(
+            (len(range(i0, i1, t)), len(range(j0, j1, t))),
+            origin=(oy + sy * i0, ox + sx * j0), step=(sy * t, sx * t), z=self.grid.z,
+            image_shape=self.grid.image_shape, source=self.grid.source,
+        )  # fmt: skip
+
     def view(self, box: tuple[int, int, int, int], *, thin: int = 1) -> bool:
         """Read the features of grid ``box`` into memory (unless cached); True if read.
 
@@ -350,15 +361,8 @@ class LiveSession:
         self.samples = (flat[ok], labels[ok])
         t1 = time.perf_counter()
         pred, unc = self.predict()
-        h, w = pred.shape
         ids, counts = np.unique(labels[ok], return_counts=True)
-        i0, _, j0, _ = self.box
-        (oy, ox), (sy, sx) = self.grid.origin, self.grid.step
-        sub = FeatureGrid(
-            (h, w), origin=(oy + sy * i0, ox + sx * j0), step=(sy * self.thin, sx * self.thin),
-            z=self.grid.z,
-            image_shape=self.grid.image_shape, source=self.grid.source,
-        )  # fmt: skip
+        sub = self.region_grid(self.box, self.thin)
         return LiveResult(
             pred,
             unc,
