@@ -122,6 +122,7 @@ def test_live_classifier_follows_strokes_and_saves(make_napari_viewer, qtbot, sc
     live.start_button.clicked.emit()
     strokes = viewer.layers[STROKES]
     assert strokes.data.shape == (40, 44) and strokes.mode == "paint"
+    made = viewer.layers[PREDICTION].data  # at Start, as the first prediction will fill it
     strokes.data[10:30, 4:8] = 1  # one class only: says what to paint next, no error
     live.request()
     qtbot.waitUntil(lambda: "paint a second class" in live.status.value, timeout=30_000)
@@ -137,6 +138,7 @@ def test_live_classifier_follows_strokes_and_saves(make_napari_viewer, qtbot, sc
     qtbot.waitUntil(lambda: live.result is not None, timeout=30_000)
     qtbot.waitUntil(lambda: not live.runner.running, timeout=30_000)
     pred = viewer.layers[PREDICTION].data
+    assert pred is made  # filled in place: no new layer data, no new texture
     assert pred.shape == live.result.labels.shape and set(np.unique(pred)) <= {0, 1, 2}
     assert UNCERTAINTY in viewer.layers and live.latency_s
     unc = viewer.layers[UNCERTAINTY]  # hidden: filled when shown
