@@ -13,8 +13,12 @@ libxcb-image.so.0 libxcb-render-util.so.0 libEGL.so.1 libGL.so.1 libfontconfig.s
 missing() {
   command -v Xvfb >/dev/null 2>&1 || { echo Xvfb; }
   command -v xauth >/dev/null 2>&1 || { echo xauth; }
+  # the cache read once: `ldconfig -p | grep -q` fails under pipefail whenever grep
+  # exits at its match before ldconfig has written the rest (SIGPIPE)
+  local cache
+  cache=$(ldconfig -p 2>/dev/null || true)
   for lib in $LIBS; do
-    ldconfig -p 2>/dev/null | grep -q "$lib" || echo "$lib"
+    grep -qF "$lib" <<<"$cache" || echo "$lib"
   done
 }
 
