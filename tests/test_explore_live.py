@@ -223,3 +223,33 @@ def test_apply_live_command_writes_the_prediction(tmp_path, capsys):
     np.testing.assert_array_equal(
         np.asarray(zarr.open_group(out / "prediction.zarr", mode="r")["labels"]), labels
     )
+
+
+class _Counting:
+    """A feature array that records the grid points each read asks for."""
+
+    def __init__(self, array):
+        self.array, self.read = array, 0
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, key):
+        out = self.array[key]
+        self.read += int(np.prod(out.shape[:2]))
+        return out
+
+
+def test_a_pan_reads_only_the_newly_shown_strips():
+    whole = stripes()
+    feats = _Counting(np.asarray(whole.features))
+    grid = FeatureGrid.of(feats, origin=(0, 0), step=(2, 2), image_shape=(120, 160))
+    s = LiveSession(grid, context_px=0)
+    s.view((10, 40, 20, 60))
+    assert feats.read == 30 * 40
+    s.view((14, 44, 15, 55))  # panned down 4 and left 5: 4 new rows, 5 new columns
+    assert feats.read == 30 * 40 + 4 * 40 + 26 * 5
+    np.testing.assert_array_equal(s._region, np.asarray(whole.features)[14:44, 15:55])
+    s.view((50, 60, 0, 10))  # no overlap: read whole
+    np.testing.assert_array_equal(s._region, np.asarray(whole.features)[50:60, 0:10])
+    s.view((45, 60, 5, 20), thin=2)  # a bigger box around part of the last one
+    np.testing.assert_array_equal(s._region, np.asarray(whole.features)[45:60, 5:20])
+    np.testing.assert_array_equal(s._shown, np.asarray(whole.features)[45:60:2, 5:20:2])

@@ -242,14 +242,45 @@ class LiveSession:
         if box == self.box and self._region is not None and thin == self.thin:
             return False
         if box != self.box or self._region is None:
-            i0, i1, j0, j1 = box
-            self._region = self._shown = None  # free the old view before reading the new one
-            self._region = np.asarray(self.grid.features[i0:i1, j0:j1], dtype=np.float32)
+            self._shown = None
+            self._region = self._read(box)
             self.box = box
         self.thin = thin
         reg = self._region
         self._shown = reg if thin == 1 else np.ascontiguousarray(reg[::thin, ::thin])  # type: ignore[index]
         return True
+
+    def _read(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """The features of grid ``box``, ``(h, w, D)`` float32; a pan reads only what is new.
+
+        Where ``box`` overlaps the region in memory, that part is copied from it and
+        only the strips around it are read from the store (a small pan of a 2048²
+        stride-1 view: a fraction of the 4 s a whole read takes).  Both regions are
+        in memory meanwhile; without an overlap the old one is let go first.
+        """
+        i0, i1, j0, j1 = box
+        features = self.grid.features
+        old, ob = self._region, self.box
+        if old is not None and ob is not None:
+            r0, r1 = max(i0, ob[0]), min(i1, ob[1])
+            c0, c1 = max(j0, ob[2]), min(j1, ob[3])
+        if old is None or ob is None or r0 >= r1 or c0 >= c1:
+            self._region = None  # free the old view before reading the new one
+            return np.asarray(features[i0:i1, j0:j1], dtype=np.float32)
+        out = np.empty((i1 - i0, j1 - j0, old.shape[-1]), np.float32)
+        out[r0 - i0 : r1 - i0, c0 - j0 : c1 - j0] = old[
+            r0 - ob[0] : r1 - ob[0], c0 - ob[2] : c1 - ob[2]
+        ]
+        strips = (
+            (i0, r0, j0, j1),  # above the overlap, full width
+            (r1, i1, j0, j1),  # below it
+            (r0, r1, j0, c0),  # left of it
+            (r0, r1, c1, j1),  # right of it
+        )
+        for a0, a1, b0, b1 in strips:
+            if a0 < a1 and b0 < b1:
+                out[a0 - i0 : a1 - i0, b0 - j0 : b1 - j0] = features[a0:a1, b0:b1]
+        return out
 
     # -- strokes ------------------------------------------------------------------------
     def stroke_points(self, strokes: Any) -> tuple[np.ndarray, np.ndarray]:
