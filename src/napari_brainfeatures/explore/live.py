@@ -254,9 +254,10 @@ class LiveSession:
         """The features of grid ``box``, ``(h, w, D)`` float32; a pan reads only what is new.
 
         Where ``box`` overlaps the region in memory, that part is copied from it and
-        only the strips around it are read from the store (a small pan of a 2048²
-        stride-1 view: a fraction of the 4 s a whole read takes).  Both regions are
-        in memory meanwhile; without an overlap the old one is let go first.
+        only the strips around it are read from the store (a pan of a 1536² view of a
+        stride-1, 64-d store: 0.5 s against 1.2 s for the whole, file cached; the
+        strips still read whole chunks).  Both regions are in memory meanwhile;
+        without an overlap the old one is let go first.
         """
         i0, i1, j0, j1 = box
         features = self.grid.features
