@@ -39,6 +39,7 @@ from napari_brainfeatures.explore.live import (
     CONTEXT_PX,
     LiveResult,
     LiveSession,
+    OneClassError,
     save_live_model,
 )
 from napari_brainfeatures.features.grid import FeatureGrid
@@ -173,11 +174,9 @@ class LivePanel(Container):
             show_info("Live classifier: nothing to keep yet; paint strokes of two classes.")
             return
         if self._unc_layer is not None:  # the kept uncertainty is the last one, and is left be
-            if self._hidden_unc is not None:
-                unc, kw = self._hidden_unc
-                put_layer(self.viewer, UNCERTAINTY, unc, "image", **kw)
+            self._fill_uncertainty()
             self._unc_layer.events.visible.disconnect(self._unc_shown)
-            self._unc_layer, self._hidden_unc = None, None
+            self._unc_layer = None
         kept = []
         for layer in list(self.viewer.layers):
             tag = layer.metadata.get(OWNER_TAG, "")
@@ -291,15 +290,15 @@ class LivePanel(Container):
 
                 session.prepare()  # nor for the context map
                 return None
-            painted = np.unique(plane[plane > 0])
-            if painted.size < 2:  # a first class painted: not an error, the next step
-                return f"class {painted[0]} painted; paint a second class to start", asked
             yield Progress(1, 2, "fitting")
-            # in this thread alone: a BLAS pool's threads would take the cores the viewer
-            # renders on (a software-GL frame takes twice as long beside them), for ~10 %
-            # on a product of 64 x a few classes
-            with threadpool_limits(1, user_api="blas"):
-                return session.update(plane), asked
+            try:
+                # in this thread alone: a BLAS pool's threads would take the cores the viewer
+                # renders on (a software-GL frame takes twice as long beside them), for ~10 %
+                # on a product of 64 x a few classes
+                with threadpool_limits(1, user_api="blas"):
+                    return session.update(plane), asked
+            except OneClassError as err:  # a first class painted: not an error, the next step
+                return f"class {err.ids[0]} painted; paint a second class to start", asked
 
         self._asked = None
         self.runner.start(job(), name="Live classifier", on_done=self._show, on_finish=self._next)
@@ -349,8 +348,12 @@ class LivePanel(Container):
             layer.events.visible.connect(self._unc_shown)
 
     def _unc_shown(self, _event: Any = None) -> None:
-        layer = self._unc_layer
-        if layer is not None and layer.visible and self._hidden_unc is not None:
+        if self._unc_layer is not None and self._unc_layer.visible:
+            self._fill_uncertainty()
+
+    def _fill_uncertainty(self) -> None:
+        """Write the prediction's uncertainty that waited for its hidden layer, if any."""
+        if self._hidden_unc is not None:
             unc, kw = self._hidden_unc
             self._hidden_unc = None
             put_layer(self.viewer, UNCERTAINTY, unc, "image", **kw)

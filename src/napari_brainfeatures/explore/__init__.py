@@ -12,6 +12,6 @@ _EXPORTS = {
     "sources": "Sources open_sources",
     "profiles": "FactorProfile factor_profile match_slices",
     "context": "block_of coarse_context context_at",
-    "live": "LiveClassifier LiveResult LiveSession load_live_model save_live_model",
+    "live": "LiveClassifier LiveResult LiveSession OneClassError load_live_model save_live_model",
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

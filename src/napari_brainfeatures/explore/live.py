@@ -34,6 +34,7 @@ from napari_brainfeatures.features.grid import FeatureGrid
 __all__ = [
     "KIND",
     "LiveClassifier",
+    "OneClassError",
     "LiveResult",
     "LiveSession",
     "load_live_model",
@@ -50,6 +51,17 @@ CONTEXT_PX = 128.0
 _MAX_ITER = 60  # L-BFGS steps per fit: well-separated strokes would take hundreds; each
 # fit starts from the last one, so the solution keeps improving stroke after stroke
 _CHUNK = 1 << 20  # rows predicted at a time (bounds the temporaries to ~ 4 MiB per class)
+
+
+class OneClassError(ValueError):
+    """Strokes of one class only: the live classifier needs two or more (``ids``: the one)."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+        super().__init__(
+            f"the strokes hold one class only (id {ids}); paint at least two "
+            "classes (e.g. barrels and septa) before the classifier can learn"
+        )
 
 
 class LiveClassifier:
@@ -78,10 +90,7 @@ class LiveClassifier:
         labels = np.asarray(labels)
         ids = np.unique(labels)
         if ids.size < 2:
-            raise ValueError(
-                f"the strokes hold one class only (id {ids.tolist()}); paint at least two "
-                "classes (e.g. barrels and septa) before the classifier can learn"
-            )
+            raise OneClassError(ids.tolist())
         rng = np.random.default_rng(self.seed)
         keep = np.concatenate([
             rng.permutation(np.flatnonzero(labels == c))[: self.max_per_class] for c in ids
