@@ -157,6 +157,32 @@ def test_batch_norm_training_gives_a_plain_model(splits):
     assert plain.meta["batch_norm_folded"] is False
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_precision_is_recorded_and_the_model_stays_float32(splits, precision):
+    """bfloat16 steps (autocast) train as well here; the saved network is float32 either way."""
+    res = run(
+        train_cnn(splits.train, splits.val, config=small_config(dropout=0.0), epochs=10,
+                  schedule="constant", precision=precision, **KW)
+    )  # fmt: skip
+    assert res.meta["training_precision"] == precision
+    assert all(p.dtype == torch.float32 for p in res.model.parameters())
+    assert res.best_val_acc > 0.8  # two textures: chance is 0.5
+    # the recorded accuracy is that of the float32 model the file holds
+    assert evaluate(res.model, splits.val, tta=False).accuracy == pytest.approx(res.best_val_acc)
+
+
+def test_precision_auto_follows_the_device():
+    from napari_brainfeatures._util.device import native_bf16_cpu, training_autocast
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert training_autocast("float32", cpu) is None
+    assert training_autocast("bfloat16", cpu) is torch.bfloat16
+    assert training_autocast("auto", cuda) is None  # GPUs train in float32 unless asked
+    assert training_autocast("auto", cpu) is (torch.bfloat16 if native_bf16_cpu() else None)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        training_autocast("half", cpu)
+
+
 @pytest.mark.parametrize(
     "kind", ["uint16 12-bit", "uint16 offset", "uint16 hot pixels", "float HU-like"]
 )
@@ -295,3 +321,5 @@ def test_input_checks(splits):
         next(train_cnn(splits.train, splits.val, config=small_config(), init="xavier"))
     with pytest.raises(ValueError, match="schedule"):
         next(train_cnn(splits.train, splits.val, config=small_config(), schedule="step"))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        next(train_cnn(splits.train, splits.val, config=small_config(), precision="float16"))

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from napari_brainfeatures._util.device import training_autocast
 from napari_brainfeatures._util.staged import Staged
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.checkpoint import device_of
@@ -160,6 +161,7 @@ def train_cnn(
     schedule: str = "cosine",
     init: str = "he",
     batch_norm: bool = False,
+    precision: str = "auto",
     patience: int | None = DEFAULTS["patience"],
     device: str | torch.device | None = None,
     seed: int = 0,
@@ -214,6 +216,12 @@ def train_cnn(
         learning when the augmentation is strong), folded into the convolutions
         at the end (:func:`~napari_brainfeatures.models.cnn.fold_batch_norm`):
         the model file is the same plain network.  Default False.
+    precision : str
+        Arithmetic of the training steps: ``"auto"`` (default: bfloat16 autocast
+        on a CPU with AMX, about 1.8x faster steps; float32 elsewhere, CUDA
+        included), ``"float32"`` or ``"bfloat16"``.  Weights, optimiser, loss,
+        validation and the saved model are float32 in every case; the choice made
+        is recorded in the model (``training_precision``).
     patience : int or None
         Stop after this many epochs without a better validation accuracy; None never stops.
     device : str or torch.device, optional
@@ -258,6 +266,7 @@ def train_cnn(
         schedule=schedule,
         init=init,
         batch_norm=bool(batch_norm),
+        precision=precision,
         patience=patience,
         seed=seed,
     )
@@ -297,6 +306,8 @@ def _fit(
     )
     if split:
         meta["split"] = dict(split)
+    amp = training_autocast(r.precision, dev)  # None: plain float32
+    meta["training_precision"] = "bfloat16" if amp is not None else "float32"
     rng = np.random.default_rng(r.seed)
     gen = torch.Generator().manual_seed(r.seed)
     torch.manual_seed(r.seed)
@@ -350,7 +361,9 @@ def _fit(
             for b in range(n_batches):
                 idx = order[b * r.batch_size : (b + 1) * r.batch_size]
                 t = ys[idx].to(dev)  # (B,)
-                logits = model(batch(idx))  # (B, K)
+                x = batch(idx)
+                with torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                    logits = model(x).float()  # (B, K)
                 loss = F.cross_entropy(logits, t, weight=weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from napari_brainfeatures import __version__
+from napari_brainfeatures._util.device import PRECISIONS
 from napari_brainfeatures.classes import ClassTable
 from napari_brainfeatures.models.cnn import BrainAreaCNN, CNNConfig
 from napari_brainfeatures.train.bounds import (
@@ -119,6 +120,7 @@ class Recipe:
     batch_norm: bool = False
     patience: int | None = DEFAULTS["patience"]
     seed: int = 0
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         checks = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "seed": SEED}
@@ -132,6 +134,8 @@ class Recipe:
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.init not in ("he", "torch"):
             raise ValueError(f"init must be 'he' or 'torch', got {self.init!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS!r}, got {self.precision!r}")
 
     def stops(self, epoch: int, best_epoch: int) -> bool:
         """Whether early stopping ends the run after ``epoch`` (not after the last one)."""
