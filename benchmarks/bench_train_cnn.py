@@ -95,6 +95,7 @@ def _one(quick: bool, out: Path, seed: int) -> dict[str, Any]:
         "per_class_f1": {n: round(float(f), 4) for n, f in zip(ev.class_names, ev.f1, strict=True)},
         "confusion": ev.confusion.tolist(),
         "best_val_acc": round(result.best_val_acc, 4),
+        "precision": result.meta["training_precision"],
         "wall_s": round(wall, 1),
         "sample_s": round(t_sample, 1),
         "train_s": round(t_train, 1),
