@@ -25,12 +25,13 @@ Protocol per seed (one 1536 x 1024 section, as a user with one scan would):
   sections (seeds 1 / 2, never 101-303) 1200 gave accuracy 0.899 / 0.853 and
   cortex F1 0.81 / 0.67 against 0.893 / 0.823 and 0.80 / 0.53 with 600; 2000
   stopped improving on validation by epoch 8 (0.901 / 0.876); 200 x 10 left the
-  network far from trained, training accuracy under 0.6) and ``baseline`` (the paper's 128 px network with the
-  default recipe, no mask, no context view, no gradient or contrast
-  augmentation; 200 patches per class and 10 epochs, as first measured: its
-  128 px trunk costs about four times the realism network's two 64 px views,
-  and at 600 x 18 it alone would exceed the budget).  ``test_accuracy`` (target
-  >= 0.85) and ``min_class_f1`` (>= 0.75), with each confusion matrix.
+  network far from trained, training accuracy under 0.6) and ``baseline`` (the
+  paper's 128 px network with the default recipe, no mask, no context view, no
+  gradient or contrast augmentation; 200 patches per class and 10 epochs, as
+  first measured: its 128 px trunk costs about four times the realism
+  network's two 64 px views, and at 600 x 18 it alone would exceed the
+  budget).  ``test_accuracy`` (target >= 0.85) and ``min_class_f1`` (>= 0.75),
+  with each confusion matrix.
 - **Factors** (``realism`` features, stride 8, NMF k = 12, ROI-aligned selection on
   the true areas): ``edge_factor_share``, the largest share of a picked factor's
   active pixels within 64 px of the tissue edge (<= 0.2), with the edge handling

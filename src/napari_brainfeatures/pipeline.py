@@ -73,10 +73,10 @@ PRESETS = {
     # recipe: training.DEFAULTS, the train_cnn benchmark's 90 %), maps at stride 4,
     # 100 test patches per class (8 views each), analyses on 50 per class; the β-VAE
     # and VAE shipped for 512 sections of 64x96 (or, with train=True, their recipe).
-    "small": Preset(SAMPLE, 128, 600, 18, 4, 15, 64, 512, (64, 96), 100, eval_per_class=100,
+    "small": Preset(SAMPLE, 128, 1000, 18, 4, 15, 64, 512, (64, 96), 100, eval_per_class=100,
                     smooth=64, analyse_per_class=50),
     # The paper's sizes: stride 1, 320x448 sections (the VAEs trained here).
-    "full": Preset(SAMPLE, 128, 600, 18, 1, 15, 64, 512, (320, 448), 20, eval_per_class=250,
+    "full": Preset(SAMPLE, 128, 1000, 18, 1, 15, 64, 512, (320, 448), 20, eval_per_class=250,
                    smooth=64),
 }  # fmt: skip
 
