@@ -49,11 +49,12 @@ __all__ = [
 ]
 
 VARIANTS = ("default", "authors")
-# Defaults sized for a CPU (2 cores, ~10 min on the synthetic sample; see
-# benchmarks/bench_train_cnn.py); the paper used 2000 / 1000 patches per class.
+# Defaults sized for a CPU (2 cores: ~5 min on the synthetic sample with AMX; without it about
+# 12 min, estimated from float32's 154 samples/s;
+# see benchmarks/bench_train_cnn.py); the paper used 2000 / 1000 patches per class.
 DEFAULTS: dict[str, Any] = {
-    # 1000: 90.9-91.0 % on the sample where 600 gave 87.5-89.8 %; in bfloat16 on a CPU with
-    # AMX (precision "auto") it takes about the time 600 took in float32
+    # 1000: the train_cnn benchmark's 90.5 % median (seeds 0-2: 92.3 / 89.6 / 90.5 %, 258-303 s
+    # each in bfloat16 on a 2-core CPU with AMX) where 600 gave 88.3 % (87.5-89.8 %)
     "per_class": 1000,
     "eval_per_class": 250,
     "epochs": 18,  # 14 before the v2 sample: 89.1 % there, 90.3 % with 18 (450 s)
