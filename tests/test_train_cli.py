@@ -113,10 +113,13 @@ def test_labels_and_class_names_painted_in_the_workspace(sample, tmp_path, capsy
 
 def test_no_augment_model_is_scored_once(sample, tmp_path, capsys):
     out = tmp_path / "plain.safetensors"
-    rc = cli("train-cnn", sample, "--out", out, ARGS, "--epochs 1 --no-augment")
+    opts = "--epochs 1 --no-augment --precision bfloat16"
+    rc = cli("train-cnn", sample, "--out", out, ARGS, opts)
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert load_cnn(out)[1]["test"]["tta"] is False  # no flips in training: none in testing
+    meta = load_cnn(out)[1]
+    assert meta["test"]["tta"] is False  # no flips in training: none in testing
+    assert meta["training_precision"] == "bfloat16"  # --precision reaches the training
     rc = main(["evaluate", str(out), str(sample), "--slice", "5", "--per-class", "5"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err

@@ -58,13 +58,15 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
             key = flag.removeprefix("--").replace("-", "_")
             what += " (default %(default)s)"
             parser.add_argument(flag, type=getattr(b, kind), default=DEFAULTS[key], help=what)
-        parser.add_argument(
-            "--variant",
-            choices=VARIANTS,
-            default="default",
-            help="default: no internal padding (exact dense maps); authors: "
-            "paddings 1,1,0,0 and 3-channel input",
-        )
+        choice_options = (  # (flag, choices; the first is the default, help)
+            ("--variant", VARIANTS, "default: no internal padding (exact dense maps); authors: "
+             "paddings 1,1,0,0 and 3-channel input"),
+            ("--precision", PRECISIONS, "arithmetic of the training steps: auto (default) = "
+             "bfloat16 on a CPU with AMX (about 1.8x faster), float32 elsewhere; the model is "
+             "float32 either way"),
+        )  # fmt: skip
+        for flag, choices, what in choice_options:
+            parser.add_argument(flag, choices=choices, default=choices[0], help=what)
         parser.add_argument("--no-augment", action="store_true", help="no flips/rotations/jitter")
         for flag, default, what in AUGMENT_OPTIONS:
             parser.add_argument(flag, type=b.PROBABILITY, default=default, help=what)
@@ -75,13 +77,6 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         add_repeat_options(parser)  # training seeds; the patches stay those of --seed
         parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if present)")
         parser.add_argument("--threads", type=b.THREADS, default=None, help="CPU threads for torch")
-        parser.add_argument(
-            "--precision",
-            choices=PRECISIONS,
-            default="auto",
-            help="arithmetic of the training steps: auto (default) = bfloat16 on a CPU with AMX "
-            "(about 1.8x faster), float32 elsewhere; the model is float32 either way",
-        )
         parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
         _tta_arg(parser)
         return
