@@ -137,10 +137,12 @@ def test_live_classifier_follows_strokes_and_saves(make_napari_viewer, qtbot, sc
     strokes.data_setitem((rr.ravel(), cc.ravel()), 2)
     qtbot.waitUntil(lambda: live.result is not None, timeout=30_000)
     qtbot.waitUntil(lambda: not live.runner.running, timeout=30_000)
+    # the layers are filled at the event loop's turn after the result (then the latency is known)
+    qtbot.waitUntil(lambda: bool(live.latency_s), timeout=30_000)
     pred = viewer.layers[PREDICTION].data
     assert pred is made  # filled in place: no new layer data, no new texture
     assert pred.shape == live.result.labels.shape and set(np.unique(pred)) <= {0, 1, 2}
-    assert UNCERTAINTY in viewer.layers and live.latency_s
+    assert UNCERTAINTY in viewer.layers
     unc = viewer.layers[UNCERTAINTY]  # hidden: filled when shown
     unc.visible = True
     np.testing.assert_array_equal(unc.data, live.result.uncertainty)
