@@ -68,6 +68,7 @@ def test_sample_train_evaluate_predict_save_load(widget, qtbot, tmp_path):
     labels = [ln.get_label() for ln in w.figure.axes[1].lines]
     assert "chance 50%" in labels  # val: 6 Ctx, 6 WM patches
     assert "best val accuracy" in w.status.value
+    assert f"{w.meta['training_precision']} steps" in w.status.value  # float32 or bfloat16
 
     w.evaluate()
     wait(qtbot, w)

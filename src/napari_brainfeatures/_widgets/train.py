@@ -328,8 +328,8 @@ class TrainWidget(Container):
         self.tta.value = trained_with_flips(self.meta)
         say_file(
             self.status,
-            f"best val accuracy {result.best_val_acc:.1%} (epoch "
-            f"{result.best_epoch}); model saved as {{}}",
+            f"best val accuracy {result.best_val_acc:.1%} (epoch {result.best_epoch}, "
+            f"{result.meta.get('training_precision', 'float32')} steps); model saved as {{}}",
             result.path,
         )
 
