@@ -329,7 +329,7 @@ class TrainWidget(Container):
         say_file(
             self.status,
             f"best val accuracy {result.best_val_acc:.1%} (epoch {result.best_epoch}, "
-            f"{result.meta.get('training_precision', 'float32')} steps); model saved as {{}}",
+            f"{result.meta['training_precision']} steps); model saved as {{}}",
             result.path,
         )
 
