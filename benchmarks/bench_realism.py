@@ -39,7 +39,10 @@ Protocol per seed (one 1536 x 1024 section, as a user with one scan would):
 - **Cortex layers**: GMM(4) of the NMF coefficients in the cortex eroded by 32 px:
   ``layer_nmi_depth`` (NMI with the depth below the pia in ten bins),
   ``layer_ari`` against the five layer groups, unsmoothed and smoothed (64 px);
-  targets ARI >= 0.3 / >= 0.5; ``ring_cluster``: whether a cluster has most of its
+  targets ARI >= 0.3 / >= 0.5; ``layer_ari_probe[_smoothed]``, the ARI of a
+  logistic regression taught the true layers on one half of that cortex and
+  applied to the other (what the coefficients carry: the ceiling the clustering is
+  read against); ``ring_cluster``: whether a cluster has most of its
   pixels within 64 px of the tissue outline (rings along the cut faces).
 
 ``BENCH_REALISM_BUDGET_S`` (default 2700) bounds the wall time: seeds not
@@ -158,6 +161,33 @@ def _picked_edge_share(fac: Any, rois: np.ndarray, near_edge: np.ndarray) -> flo
     return round(max(shares), 4) if shares else float("nan")
 
 
+def _probe_ari(U: Any, truth: np.ndarray, cortex: np.ndarray, smooth: float) -> float:
+    """What the coefficients carry of the layers: ARI of a supervised readout.
+
+    A logistic regression learns the true layer group from the coefficients on one
+    half of the eroded cortex (split at its median column) and labels the other,
+    and the other way round.  No clustering of the same coefficients can be
+    expected to beat it by much: it is the ceiling that ``layer_ari`` is read
+    against.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import adjusted_rand_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from napari_brainfeatures.factors.clusters import smooth_within
+
+    X = smooth_within(U, smooth, cortex) if smooth else np.asarray(U)
+    ys, xs = np.nonzero(cortex)
+    left = xs < np.median(xs)
+    feats, y = X[ys, xs], truth[ys, xs]
+    pred = np.zeros_like(y)
+    for fit_on in (left, ~left):
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        pred[~fit_on] = probe.fit(feats[fit_on], y[fit_on]).predict(feats[~fit_on])
+    return round(float(adjusted_rand_score(y, pred)), 4)
+
+
 def _layers(fac: Any, grid: Any, layers: np.ndarray, depth: np.ndarray, near_edge: np.ndarray):  # noqa: ANN202
     """GMM(4) of the coefficients in the eroded cortex: NMI with depth, ARI, rings."""
     from sklearn.metrics import normalized_mutual_info_score
@@ -181,6 +211,7 @@ def _layers(fac: Any, grid: Any, layers: np.ndarray, depth: np.ndarray, near_edg
             float(normalized_mutual_info_score(bins[cortex], lab[cortex])), 4
         )
         out[f"layer_ari{key}"] = round(float(score_against(truth, lab, cortex)["ari"]), 4)
+        out[f"layer_ari_probe{key}"] = _probe_ari(U, truth, cortex, smooth)
         rims = [float(near_edge[lab == c].mean()) for c in np.unique(lab[cortex]) if c > 0]
         out[f"ring_cluster{key}"] = bool(max(rims, default=0.0) > 0.5)
         out[f"max_cluster_edge_share{key}"] = round(max(rims, default=0.0), 4)
@@ -265,7 +296,8 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     }
     keys = ("edge_factor_share", "edge_factor_share_no_edge_handling", "layer_nmi_depth",
             "layer_ari", "layer_ari_smoothed", "layer_nmi_depth_no_edge_handling",
-            "layer_ari_no_edge_handling", "layer_ari_smoothed_no_edge_handling")  # fmt: skip
+            "layer_ari_no_edge_handling", "layer_ari_smoothed_no_edge_handling",
+            "layer_ari_probe", "layer_ari_probe_smoothed")  # fmt: skip
     med |= {k: _median(rows, "maps", k) for k in keys}
 
     def met(key: str, bound: float, above: bool = True) -> bool:
