@@ -238,6 +238,19 @@ def test_auto_centres_the_patches_of_stroke_painted_classes():
         sample_patches(img, lab, slices=0, patch_size=P, interior="yes")
 
 
+def test_the_warning_of_a_context_network_speaks_of_its_central_view():
+    """With ``core``, the inside rule is on the central view: the warning says so, with its size."""
+    img, lab = scribbles()
+    with pytest.warns(UserWarning) as caught:
+        ps = sample_patches(img, lab, slices=0, patch_size=P, per_class=20, interior="auto",
+                            core=8)  # fmt: skip
+    msg = str(caught[0].message)
+    assert "no 16x16 patch with its central 8x8 view fits inside the paint of" in msg
+    assert "of a 8x8 window is painted with it" in msg
+    assert "widest fully painted square is 3 px" in msg
+    assert ps.centred == (2, 4)
+
+
 def test_auto_is_the_interior_rule_when_every_class_fits():
     img, lab = toy()
     with warnings.catch_warnings():

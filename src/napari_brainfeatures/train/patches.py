@@ -332,6 +332,8 @@ def sample_patches(
         painted: list[str] = []
         found: list[str] = []
         mp = float(min_painted)
+        # what must lie inside: the whole window, or its central view (a context network)
+        fits = f"{p}x{p} patch" if k == p else f"{p}x{p} patch with its central {k}x{k} view"
         for c in table.ids:
             if not any(len(f) for _, f in cands[c]):
                 centre = candidates(c, False)
@@ -340,15 +342,15 @@ def sample_patches(
                     centred.append(c)
                     n_px = sum(int((lab == c).sum()) for lab in lab2d.values())
                     painted.append(f"{table.by_id(c).name!r} (id {c}, {n_px} px)")
-                    why = _best_report(lab2d, c, p, mp)
+                    why = _best_report(lab2d, c, k, mp)
                     if within is not None and any(
                         inside_core(lab, c).any() for lab in lab2d.values()
                     ):
-                        why = f"its {p}x{p} windows inside the paint all lie outside this region"
+                        why = f"each {fits} inside the paint lies outside this region"
                     found.append(f"{table.by_id(c).name!r}: {why}")
         if painted:  # one warning for all of them
             warnings.warn(
-                f"no {p}x{p} patch fits inside the paint of class(es) {', '.join(painted)} "
+                f"no {fits} fits inside the paint of class(es) {', '.join(painted)} "
                 f"on slices {zs!r}{region} ({'; '.join(found)}); their training patches are "
                 "centred on their painted pixels instead and also show the tissue around them",
                 stacklevel=2,
