@@ -139,3 +139,58 @@ def test_pinholes_in_a_painted_rectangle_keep_inside_patches():
     strict = sample_patches(img, lab, slices=0, patch_size=128, per_class=5, min_painted=1.0,
                             interior="auto")  # fmt: skip
     assert strict.centred == (1, 5)  # the old all-pixels rule demotes the pinholed area
+
+
+def test_usable_paint_loses_the_corner_a_diagonal_neighbour_guards():
+    """A window centred in a block's corner reaches its diagonal neighbour's guard band."""
+    from napari_brainfeatures.train.regions import _usable_counts
+
+    lab = np.zeros((10, 10), np.uint8)
+    lab[7:, 7:] = 1  # paint in the bottom-right corner only
+    got = _usable_counts(lab, [(0, 10, 0, 10)], 3)[0, :, 0]
+    assert got[0] == 9 and got[16] == 9  # no other split around; the top-left corner differs
+    assert got[128] == 0 and got[2] == 0 and got[2 | 128] == 0  # bottom-right corner, bottom side
+    full = _usable_counts(np.ones((10, 10), np.uint8), [(0, 10, 0, 10)], 3)[0, :, 0]
+    assert full[16 | 32 | 64 | 128] == 100 - 4 * 9
+    wide = _usable_counts(np.ones((10, 10), np.uint8), [(0, 10, 0, 10)], 6)[0, :, 0]
+    assert wide[16 | 32 | 64 | 128] == 0 and wide[16 | 128] == 100 - 2 * 36 + 4  # overlaps once
+
+
+def test_blocks_give_training_every_class_on_a_v3_section():
+    """Paint in block corners next to another split counted as usable left a class untrained.
+
+    On this v3 section (coarse paint, 64 px patches) the training region held no
+    VP window before the corners were counted; a user with one scan got an error.
+    """
+    from scipy import ndimage
+
+    from napari_brainfeatures.synthetic import make_microct_lazy
+    from napari_brainfeatures.train.windows import patch_centres, within_mask
+
+    ct = make_microct_lazy((1, 1024, 768), seed=4, version=3, chunks=(1, 1024, 768))
+    areas, p = np.asarray(ct.areas[0]), 64
+    lab = np.zeros_like(areas)
+    for c in np.unique(areas[areas > 0]):
+        lab[ndimage.binary_erosion(areas == c, iterations=p // 3)] = c
+    sm = spatial_split(lab, patch_size=p)
+    fits = within_mask(sm.region("train"), p)
+    centre = np.zeros(lab.shape, bool)
+    centre[p // 2 : p // 2 + fits.shape[0], p // 2 : p // 2 + fits.shape[1]] = fits
+    centre &= patch_centres(lab.shape, p)
+    assert set(np.unique(lab[centre])) - {0} == set(np.unique(lab)) - {0}
+
+
+def test_patch_centres_keep_the_image_edge_and_the_tissue_rule():
+    from napari_brainfeatures.train.plan import split_centres
+    from napari_brainfeatures.train.windows import patch_centres
+
+    ok = patch_centres((40, 50), 8)
+    assert ok[4:37, 4:47].all() and ok.sum() == 33 * 43  # a window of 8 around (y, x): y-4..y+3
+    tissue = np.zeros((40, 50), np.uint8)
+    tissue[:, :20] = 1  # tissue on the left 20 columns
+    half = patch_centres((40, 50), 8, tissue=tissue, min_tissue=0.5)
+    assert half[10, 20] and not half[10, 21]  # 4 of a window's 8 columns in tissue, then 3
+    assert split_centres((40, 50), 8, 0, tissue[None], 0.5).tolist() == half.tolist()
+    assert (patch_centres((40, 50), 8, tissue=np.zeros((40, 50))) == ok).all()  # never computed
+    with pytest.raises(ValueError, match="tissue mask shape"):
+        patch_centres((40, 50), 8, tissue=tissue[:, :10])

@@ -65,6 +65,7 @@ from napari_brainfeatures.train.evaluation import (
     trained_with_flips,
 )
 from napari_brainfeatures.train.fit import train_cnn
+from napari_brainfeatures.train.plan import split_centres
 from napari_brainfeatures.train.predict import SlicePrediction, predict_slice
 from napari_brainfeatures.train.recipe import DEFAULTS, VARIANTS, make_config, training_history
 from napari_brainfeatures.train.recorded import chance_of
@@ -207,20 +208,18 @@ class TrainWidget(Container):
             return
         image, labels = _data(self.image.value), _data(self.area_labels.value)
         zs = (self.train_slice.value, self.val_slice.value, self.test_slice.value)
-        split_map = None
-        if self.split.by_region:  # one section: the current slice, by region
-            z = current_z(self.viewer, self.image.value) if image.ndim == 3 else 0
-            try:
-                split_map = self.split.split_map(
-                    self.image.value, labels, patch_size=self.patch_size.value, z=z
-                )
-            except ValueError as err:
-                show_error(f"Sample patches: {err}")
-                return
-            show_split(self.viewer, self.image.value, split_map)
-            zs = (z, z, z)
+        split_map, p = None, self.patch_size.value
         try:
-            extra = self.scan_options.sampling(image, self.variant.value, self.patch_size.value)
+            extra = self.scan_options.sampling(image, self.variant.value, p)
+            if self.split.by_region:  # one section: the current slice, by region
+                z = current_z(self.viewer, self.image.value) if image.ndim == 3 else 0
+                shape = tuple(labels.shape[-2:])
+                centres = split_centres(shape, p, z, extra.get("tissue"), extra.get("min_tissue"))
+                split_map = self.split.split_map(
+                    self.image.value, labels, patch_size=p, z=z, centres=centres
+                )
+                show_split(self.viewer, self.image.value, split_map)
+                zs = (z, z, z)
         except ValueError as err:
             show_error(f"Sample patches: {err}")
             return

@@ -51,15 +51,23 @@ class SplitControls(Container):
         self.mode.value = "spatial blocks" if mode == "blocks" else "by slice"
         return why
 
-    def split_map(self, image: Any, labels: Any, *, patch_size: int, z: int) -> SplitMap:
-        """The regions of slice ``z`` of the ``image`` layer (raises ValueError with the fix)."""
+    def split_map(
+        self, image: Any, labels: Any, *, patch_size: int, z: int, centres: Any = None
+    ) -> SplitMap:
+        """The regions of slice ``z`` of the ``image`` layer (raises ValueError with the fix).
+
+        ``centres``: where a patch may be centred (``plan.split_centres``: with
+        enough tissue in the window); blocks are given to splits by the paint there.
+        """
         lab = np.asarray(labels[z] if labels.ndim == 3 else labels)
         mask = None
         if MODES[self.mode.value] == "mask":
             mask = self._drawn(image, lab.shape, z)
         guard = self.guard.value or None
         mode = MODES[self.mode.value]
-        return spatial_split(lab, patch_size=patch_size, mode=mode, mask=mask, guard=guard, z=z)
+        return spatial_split(
+            lab, patch_size=patch_size, mode=mode, mask=mask, guard=guard, z=z, centres=centres
+        )
 
     def _drawn(self, image: Any, shape: tuple[int, int], z: int) -> np.ndarray:
         layer = self.layer.value

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from napari_brainfeatures.train.bounds import FOLDS, GUARD, SLICE, as_slices, check_optional
+from napari_brainfeatures.train.patches import MIN_TISSUE
 from napari_brainfeatures.train.recorded import read_split_mask, recorded_slices, recorded_split
 from napari_brainfeatures.train.regions import default_split, spatial_split
 from napari_brainfeatures.train.splits import (
@@ -24,8 +25,9 @@ from napari_brainfeatures.train.splits import (
     painted_slices,
     sample_splits,
 )
+from napari_brainfeatures.train.windows import patch_centres
 
-__all__ = ["fit_and_test", "plan_splits", "held_out_patches"]
+__all__ = ["fit_and_test", "held_out_patches", "plan_splits", "split_centres"]
 
 
 def plan_splits(
@@ -96,11 +98,13 @@ def plan_splits(
     lab = np.asarray(labels[z])
     mask = read_split_mask(split_mask, z, lab.shape) if split_mask is not None else None
     say(why or f"splitting slice {z} by {mode}")
+    p = sampling.get("patch_size", 128)
+    centres = split_centres(lab.shape, p, z, sampling.get("tissue"), sampling.get("min_tissue"))
     out = []
     for fold in range(folds or 1):
         sm = spatial_split(
-            lab, patch_size=sampling.get("patch_size", 128), mode=mode, mask=mask, guard=guard,
-            folds=folds, fold=fold, seed=sampling.get("seed", 0), z=z,
+            lab, patch_size=p, mode=mode, mask=mask, guard=guard, folds=folds, fold=fold,
+            seed=sampling.get("seed", 0), z=z, centres=centres,
         )  # fmt: skip
         rec = sm.to_dict()
         say(f"split regions ({mode}, fold {fold}): guard {rec['guard']} px, px {rec['pixels']}")
@@ -108,6 +112,22 @@ def plan_splits(
         say(f"patches per class: {splits.counts()}")
         out.append(splits)
     return out
+
+
+def split_centres(
+    shape: tuple[int, int], patch_size: int, z: int, tissue: Any, min_tissue: float | None
+) -> np.ndarray:
+    """Where slice ``z`` can centre a patch: in the image, with enough of a ``tissue`` volume.
+
+    ``tissue``: the sampling's tissue mask ``(Z, Y, X)`` or ``(Y, X)``, or None;
+    ``min_tissue``: its share of the window (default that of sample_patches).
+    """
+    t = None
+    if tissue is not None:
+        sl = tissue[int(z)] if tissue.ndim == 3 else tissue
+        t = np.asarray(sl.compute() if hasattr(sl, "compute") else sl)
+    share = MIN_TISSUE if min_tissue is None else float(min_tissue)
+    return patch_centres(shape, int(patch_size), tissue=t, min_tissue=share)
 
 
 def _by_slices(image, labels, given, table, voxel_size, say, sampling) -> Splits:  # type: ignore[no-untyped-def]

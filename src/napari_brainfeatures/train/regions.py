@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from napari_brainfeatures.train import bounds as _b
-from napari_brainfeatures.train.windows import integral_image, near, within_mask
+from napari_brainfeatures.train.windows import integral_image, near, patch_centres, within_mask
 
 __all__ = ["SPLITS", "SplitMap", "default_split", "spatial_split"]
 
@@ -151,6 +151,7 @@ def spatial_split(
     fold: int = 0,
     seed: int = 0,
     z: int = 0,
+    centres: Any = None,
 ) -> SplitMap:
     """Split one section into train / validation / test regions with a guard band.
 
@@ -174,6 +175,12 @@ def spatial_split(
         Seeds the assignment of blocks.
     z : int
         The section's z (recorded).
+    centres : bool array (Y, X), optional
+        Where a patch may be centred (:func:`~.windows.patch_centres`: inside the
+        image, with enough tissue in the window).  The blocks are given to the
+        splits by the paint there, so that a class whose paint reaches a cut face
+        or the image edge still gets patches in every split.  Default: at least
+        half a patch from the image edge.
 
     Returns
     -------
@@ -210,7 +217,11 @@ def spatial_split(
         raw = _check_mask(mask, lab.shape)
         out = SplitMap(_guarded(raw, g), mode="mask", mask_sha256=_hash(raw), **common)
     else:
-        blocks = _blocks(lab, p, block or 3 * p, folds, fold, seed, g)
+        ok = patch_centres(lab.shape, p) if centres is None else np.asarray(centres, bool)
+        if ok.shape != lab.shape:
+            raise ValueError(f"centres shape {ok.shape!r} differs from the section's {lab.shape!r}")
+        usable = np.where(ok, lab, 0)  # the paint where patches can be centred
+        blocks = _blocks(usable if usable.any() else lab, p, block or 3 * p, folds, fold, seed, g)
         raw = np.zeros(lab.shape, np.uint8)
         for y0, y1, x0, x1, s in blocks:
             raw[y0:y1, x0:x1] = s
@@ -297,7 +308,7 @@ def _blocks(
     ex = np.linspace(x0, x1, n[1] + 1).round().astype(int)
     ey[0], ey[-1], ex[0], ex[-1] = 0, lab.shape[0], 0, lab.shape[1]  # the margins too
     cells = [(a, b, c, d) for a, b in zip(ey[:-1], ey[1:]) for c, d in zip(ex[:-1], ex[1:])]  # noqa: B905
-    usable = _usable_counts(lab, cells, p // 2 + math.ceil(g / 2) + 1)  # (cells, 16, classes)
+    usable = _usable_counts(lab, cells, p // 2 + math.ceil(g / 2) + 1)  # (cells, 256, classes)
     targets = np.full(groups, 1 / groups) if folds else np.array(SHARES)
     group = _assign(usable, (n[0], n[1]), targets, seed)
     if folds:  # fold f: test = group f, validation = group f + 1, train = the rest
@@ -314,17 +325,44 @@ def _usable_counts(lab: NDArray[Any], cells: list[tuple[int, ...]], m: int) -> N
     """Class pixels of each cell that can centre a patch, per pattern of differing neighbours.
 
     Pattern bits 1 / 2 / 4 / 8: the top / bottom / left / right neighbour is another
-    split, so the cell loses ``m`` px (half a patch and half the guard) on that side.
+    split, so the cell loses ``m`` px (half a patch and half the guard) on that side;
+    16 / 32 / 64 / 128: the top-left / top-right / bottom-left / bottom-right
+    neighbour is, so the cell loses the ``m x m`` square in that corner (a window
+    centred there would reach into the diagonal neighbour's guard band).
     """
     ids = np.unique(lab[lab != 0])
-    sums = [integral_image(lab == i) for i in ids]  # one per class
-    out = np.zeros((len(cells), 16, len(ids)))
+    sums = np.stack([integral_image(lab == i) for i in ids])  # (classes, H + 1, W + 1)
+
+    def box(r: tuple[int, int, int, int]) -> NDArray:
+        y0, y1, x0, x1 = r
+        return sums[:, y1, x1] - sums[:, y0, x1] - sums[:, y1, x0] + sums[:, y0, x0]
+
+    sides = [(1, 4, 16), (1, 8, 32), (2, 4, 64), (2, 8, 128)]  # a corner's two sides
+    out = np.zeros((len(cells), 256, len(ids)))
     for k, (a, b, c, d) in enumerate(cells):
-        for pat in range(16):
+        for pat in range(256):
+            canon = pat  # a corner square is already lost with either of its sides
+            for s1, s2, bit in sides:
+                if pat & bit and pat & (s1 | s2):
+                    canon &= ~bit
+            if canon != pat:
+                out[k, pat] = out[k, canon]
+                continue
             ya, yb = a + m * (pat & 1 > 0), b - m * (pat & 2 > 0)
             xa, xb = c + m * (pat & 4 > 0), d - m * (pat & 8 > 0)
-            if ya < yb and xa < xb:
-                out[k, pat] = [s[yb, xb] - s[ya, xb] - s[yb, xa] + s[ya, xa] for s in sums]
+            if not (ya < yb and xa < xb):
+                continue
+            squares = [(a, a + m, c, c + m), (a, a + m, d - m, d),
+                       (b - m, b, c, c + m), (b - m, b, d - m, d)]  # fmt: skip
+            cut = [q for q, (_, _, bit) in zip(squares, sides, strict=True) if pat & bit]
+            total = box((ya, yb, xa, xb))
+            for n in range(1, 1 << len(cut)):  # inclusion-exclusion over the lost squares
+                part = [q for i, q in enumerate(cut) if n >> i & 1]
+                r = (max(ya, *(q[0] for q in part)), min(yb, *(q[1] for q in part)),
+                     max(xa, *(q[2] for q in part)), min(xb, *(q[3] for q in part)))  # fmt: skip
+                if r[0] < r[1] and r[2] < r[3]:
+                    total = total - (-1) ** (len(part) + 1) * box(r)
+            out[k, pat] = total
     return out
 
 
@@ -367,6 +405,10 @@ def _scores(
     pat[:, :-1, :] += 2 * (g[:, :-1, :] != g[:, 1:, :])
     pat[:, :, 1:] += 4 * (g[:, :, 1:] != g[:, :, :-1])
     pat[:, :, :-1] += 8 * (g[:, :, :-1] != g[:, :, 1:])
+    pat[:, 1:, 1:] += 16 * (g[:, 1:, 1:] != g[:, :-1, :-1])
+    pat[:, 1:, :-1] += 32 * (g[:, 1:, :-1] != g[:, :-1, 1:])
+    pat[:, :-1, 1:] += 64 * (g[:, :-1, 1:] != g[:, 1:, :-1])
+    pat[:, :-1, :-1] += 128 * (g[:, :-1, :-1] != g[:, 1:, 1:])
     got = usable[np.arange(n_cells)[None], pat.reshape(t, n_cells)]  # (T, cells, classes)
     onehot = np.eye(k)[cand]  # (T, cells, k)
     per = np.einsum("tck,tcj->tkj", onehot, got)  # (T, k, classes)

@@ -15,13 +15,14 @@ windows inside, while a stroke narrower than the window never reaches 99 %.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
     "MIN_PAINTED", "box_sum", "inside_class", "integral_image", "near", "paint_report",
-    "within_mask",
+    "patch_centres", "within_mask",
 ]  # fmt: skip
 
 MIN_PAINTED = 0.99  # share of a training window that must be painted with its class
@@ -43,6 +44,32 @@ def box_sum(mask: NDArray[np.bool_], p: int) -> NDArray[np.int64]:
 def within_mask(mask: NDArray[np.bool_], p: int) -> NDArray[np.bool_]:
     """Top-left corners ``(H - p + 1, W - p + 1)`` whose window lies entirely in ``mask``."""
     return box_sum(mask, p) == p * p
+
+
+def patch_centres(
+    shape: tuple[int, int], p: int, tissue: Any = None, min_tissue: float = 0.0
+) -> NDArray[np.bool_]:
+    """Pixels ``(H, W)`` that can centre a ``p x p`` window inside the image.
+
+    With a ``tissue`` mask ``(H, W)`` (non-zero = tissue, not all zero), also at
+    least ``min_tissue`` of the window in tissue, the rule of
+    :func:`~.patches.sample_patches`.  The window centred on ``(y, x)`` has its
+    top-left corner at ``(y - p // 2, x - p // 2)``.
+    """
+    h, w = shape
+    out = np.zeros((h, w), dtype=bool)
+    if h < p or w < p:
+        return out
+    corners = np.ones((h - p + 1, w - p + 1), dtype=bool)
+    if tissue is not None:
+        t = np.asarray(tissue) != 0
+        if t.shape != (h, w):
+            raise ValueError(f"tissue mask shape {t.shape!r} differs from the section's {shape!r}")
+        if t.any():  # an all-zero mask was never computed: no restriction
+            corners = box_sum(t, p) >= math.ceil(float(min_tissue) * p * p - 1e-9)
+    half = p // 2
+    out[half : half + h - p + 1, half : half + w - p + 1] = corners
+    return out
 
 
 def inside_class(
