@@ -194,3 +194,12 @@ def test_patch_centres_keep_the_image_edge_and_the_tissue_rule():
     assert (patch_centres((40, 50), 8, tissue=np.zeros((40, 50))) == ok).all()  # never computed
     with pytest.raises(ValueError, match="tissue mask shape"):
         patch_centres((40, 50), 8, tissue=tissue[:, :10])
+
+
+def test_a_region_without_room_for_a_class_says_how_to_split_instead():
+    img, lab = section()
+    region = np.zeros(lab.shape[1:], bool)
+    region[:60, :100] = True  # class 1 only
+    with pytest.raises(ValueError, match=r"\['HypoTh', 'VP'\].*draw the split regions"):
+        sample_patches(img, lab, slices=0, patch_size=P, per_class=5, interior=False,
+                       within=region, classes=[1, 2, 4])  # fmt: skip

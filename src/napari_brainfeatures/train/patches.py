@@ -375,6 +375,9 @@ def sample_patches(
                 if interior is True
                 else f"paint them there or choose other slices (a patch centre must be {half} px "
                 "from the image edge)"
+                if within is None
+                else "paint them there, draw the split regions (a split mask), or lower the "
+                "guard band or the patch size (a whole patch must fit inside the region)"
             )
         )
     rng = np.random.default_rng(seed)
