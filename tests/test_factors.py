@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -591,3 +593,34 @@ def test_factors_cli_tissue_mask_leaves_out_pixels_whose_patch_sees_background(t
     with pytest.raises(SystemExit):  # argparse: exit 2, the value quoted
         cli.main([*argv, "--tissue-mask", str(tmp_path / "tissue.zarr"), "--min-context", "2"])
     assert "--min-context: must be a number >= 0 and <= 1, got '2'" in capsys.readouterr().err
+
+
+def test_factors_cli_finds_the_tissue_mask_of_the_stores_image(tmp_path, capsys):
+    """Without --tissue-mask the image's workspace mask (brainfeatures tissue) is used."""
+    import tifffile
+    import zarr
+
+    from napari_brainfeatures import cli
+    from napari_brainfeatures.features.run import compute_feature_map
+    from napari_brainfeatures.models.cnn import BrainAreaCNN
+
+    torch.manual_seed(0)
+    model = BrainAreaCNN(TINY_CNN).eval()  # 32 px patches
+    rng = np.random.default_rng(0)
+    image = (rng.random((80, 120)) * 120 + 60).astype(np.uint8)
+    image[:, :30] = 5  # background on the left
+    path = tmp_path / "section.tif"
+    tifffile.imwrite(path, image)
+    assert cli.main(["tissue", str(path)]) == 0
+    store = tmp_path / "feat.zarr"
+    run(compute_feature_map(image[None], model, out=store, stride=2, tile=8, image_name=str(path)))
+    capsys.readouterr()
+    for flag, masked in (([], True), (["--tissue-mask", "none"], False)):
+        out = tmp_path / f"res{masked}"
+        assert cli.main(["factors", str(store), "--k", "3", "--out", str(out), *flag]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        found = summary["tissue_mask"] or ""
+        assert found.endswith("section.brainfeatures/tissue.zarr") is masked
+        maps = np.asarray(zarr.open_group(str(out / "factors.zarr"), mode="r")["maps"])
+        used = np.isfinite(maps[0]).any(axis=0)  # (grid columns,)
+        assert used[: 30 // 2].any() is not masked  # background columns only without the mask

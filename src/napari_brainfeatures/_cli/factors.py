@@ -83,10 +83,11 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         add("--rois", default=None, help="ROI label volume for the factor selection")
         add(
             "--tissue-mask",
-            default=None,
-            help="tissue mask volume (non-zero: tissue; the workspace's tissue.zarr): only "
-            "pixels whose patch lies in tissue are factorised, so cut faces and the pial "
-            "surface get no factors of their own",
+            default="auto",
+            help="tissue mask volume (non-zero: tissue): only pixels whose patch lies in "
+            "tissue are factorised, so cut faces and the pial surface get no factors of their "
+            "own; 'auto' (default): the tissue.zarr in the workspace of the store's image "
+            "(brainfeatures tissue) when there is one, 'none': every pixel",
         )
         add(
             "--min-context",
@@ -184,6 +185,30 @@ def _options(args: argparse.Namespace) -> tuple[NMFOptions, SelectOptions]:
     return nmf, select
 
 
+def _tissue_path(given: str, grid: Any, store: str) -> str | None:
+    """The tissue mask to use: ``given``, None for 'none', or for 'auto' the image's.
+
+    'auto' looks for ``tissue.zarr`` in the workspace of the image the store was
+    computed from (its recorded path, as given or relative to the working directory
+    or to the store's folder) and takes it when its shape is the image's.
+    """
+    if given != "auto":
+        return None if given == "none" else given
+    from napari_brainfeatures.io.volume import open_volume
+    from napari_brainfeatures.workspace import default_workspace_path
+
+    attrs = grid.store.attrs if grid.store is not None else {}
+    name, shape = attrs.get("image_name"), (attrs.get("image") or {}).get("shape")
+    if not name or not shape:
+        return None
+    for image in dict.fromkeys((Path(name), Path(store).parent / name)):  # cwd first
+        found = default_workspace_path(image) / "tissue.zarr"
+        if image.exists() and found.exists():
+            if tuple(open_volume(str(found)).data.shape) == tuple(shape):
+                return str(found)
+    return None
+
+
 def _factors(args: argparse.Namespace) -> int:
     from matplotlib.image import imsave
 
@@ -196,19 +221,25 @@ def _factors(args: argparse.Namespace) -> int:
     grid = FeatureGrid.open(args.store, args.z, flag="--z", allow_incomplete=args.allow_incomplete)
     rois, roi_ids = _check_rois(args, grid, select)
     edges: dict[str, Any] = {}
-    if args.tissue_mask is not None:
+    tissue = _tissue_path(args.tissue_mask, grid, args.store)
+    if tissue is not None:
         from napari_brainfeatures.io.volume import open_volume
+        from napari_brainfeatures.progress import Progress
 
-        edges["tissue"] = open_volume(args.tissue_mask).data
+        progress_printer(Progress(0, None, f"only pixels whose patch lies in tissue: {tissue}"))
+        edges["tissue"] = open_volume(tissue).data
         if args.min_context is not None:
             edges["min_context"] = args.min_context
     elif args.min_context is not None:
-        raise ValueError("--min-context needs --tissue-mask MASK")
+        raise ValueError(
+            "--min-context needs --tissue-mask MASK"
+            + (" (none was found in the image's workspace)" if args.tissue_mask == "auto" else "")
+        )
     fac = run_gen(factorise(grid, options=nmf, **edges), progress_printer)
     incomplete = _incomplete(grid) if args.allow_incomplete else None
     if incomplete:
         fac.info["incomplete"] = incomplete  # saved with the factors: the result says so
-    summary: dict[str, Any] = dict(fac.info)
+    summary: dict[str, Any] = dict(fac.info) | {"tissue_mask": tissue}
     if rois is not None:
         share = float(np.count_nonzero(rois[fac.used])) / max(1, int(fac.used.sum()))
         if args.outside == "all" and share < 0.5:

@@ -89,6 +89,12 @@ def open_image(path: str) -> Any:
     return open_volume(path).data
 
 
+def _where(image: str) -> str:
+    """The image's absolute path when it is one on disk (else as given)."""
+    p = Path(image).expanduser()
+    return str(p.resolve()) if p.exists() else str(image)
+
+
 def options_of(args: argparse.Namespace) -> DenseOptions:
     """The job's options from the command line (checked; those not given keep the defaults)."""
     given = {
@@ -102,7 +108,7 @@ def options_of(args: argparse.Namespace) -> DenseOptions:
         "method": "patch" if args.exact_patches else None,
         "memory_mb": args.memory_mb,
         "overwrite": args.overwrite,
-        "image_name": str(args.image),
+        "image_name": _where(args.image),  # found again later: its workspace's tissue mask
     }
     return DenseOptions(**{k: v for k, v in given.items() if v is not None})
 
