@@ -257,6 +257,33 @@ def test_one_painted_section_is_split_by_blocks_and_drawn(make_napari_viewer, qt
     assert w.splits.record()["mode"] == "mask" and w.splits.split_map.region("test")[300, 400]
 
 
+def test_a_2d_section_layer_gets_2d_regions_and_patch_centres(make_napari_viewer, qtbot):
+    """A single section added as a 2-D image: the split and the centres lie on its grid."""
+    from napari_brainfeatures._widgets.train import TrainWidget
+    from napari_brainfeatures._widgets.train_views import on_slice, slice_data
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    areas = np.zeros((320, 500), np.uint8)
+    areas[10:, :250], areas[10:, 250:] = 1, 5
+    img = rng.integers(0, 256, areas.shape, dtype=np.uint8)
+    image = viewer.add_image(img, name="ct", scale=(2.0, 2.0), translate=(10.0, 0.0))
+    viewer.add_labels(areas, name="areas", scale=(2.0, 2.0), translate=(10.0, 0.0),
+                      metadata={"classes": default_table().to_dict()})  # fmt: skip
+    w = TrainWidget(viewer)
+    assert w.split.mode.value == "spatial blocks"
+    w.patch_size.value, w.per_class.value, w.eval_per_class.value = P, 12, 6
+    w.sample()
+    wait(qtbot, w)
+    regions, points = viewer.layers["split regions"], viewer.layers["patch centres"]
+    assert regions.data.shape == areas.shape and set(np.unique(regions.data)) == {0, 1, 2, 3}
+    assert tuple(regions.scale) == (2.0, 2.0) and tuple(regions.translate) == (10.0, 0.0)
+    assert points.data.shape[1] == 2 and tuple(points.scale) == (2.0, 2.0)
+    y, x = points.data[0].astype(int)
+    assert areas[y, x] > 0  # a centre on its painted pixel, on the image's own grid
+    assert slice_data(image, areas).shape == areas.shape and on_slice(image, 0)["scale"] == (2, 2)
+
+
 def test_repeats_train_each_seed_and_report_median_and_range(widget, qtbot):
     from napari_brainfeatures.models.cnn import load_cnn
 

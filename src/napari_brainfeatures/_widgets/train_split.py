@@ -13,7 +13,7 @@ import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, SpinBox
 
-from napari_brainfeatures._widgets.train_views import on_slice
+from napari_brainfeatures._widgets.train_views import on_slice, slice_data
 from napari_brainfeatures.train.regions import SplitMap, default_split, spatial_split
 from napari_brainfeatures.train.splits import painted_slices
 
@@ -95,4 +95,6 @@ def show_split(viewer: napari.viewer.Viewer, image: Any, sm: SplitMap) -> None:
     """The regions as a Labels layer on slice ``sm.z`` (1 train, 2 val, 3 test)."""
     if SPLIT_LAYER in viewer.layers:
         viewer.layers.remove(SPLIT_LAYER)
-    viewer.add_labels(sm.regions[None], name=SPLIT_LAYER, opacity=0.3, **on_slice(image, sm.z))
+    viewer.add_labels(
+        slice_data(image, sm.regions), name=SPLIT_LAYER, opacity=0.3, **on_slice(image, sm.z)
+    )

@@ -34,7 +34,9 @@ def show_patch_centres(viewer: napari.viewer.Viewer, image: Any, splits: Splits)
     Returns the number of patches.
     """
     parts = (splits.train, splits.val, splits.test)
-    centres = np.concatenate([p.centres for p in parts])  # (N, 3)
+    centres = np.concatenate([p.centres for p in parts])  # (N, 3): z, y, x
+    if image.ndim == 2:  # a single section added as a 2-D image
+        centres = centres[:, 1:]
     rgba = {c.id: c.rgba for c in splits.train.classes}
     colours = np.array([rgba[int(i)] for p in parts for i in p.labels])  # (N, 4)
     _replace(viewer, POINTS_LAYER)
@@ -110,10 +112,21 @@ def show_evaluation(table: Any, figure: Figure, ev: Evaluation) -> str:
 
 
 def on_slice(image: Any, z: int) -> dict[str, Any]:
-    """``scale``, ``translate``, ``units`` of a ``(1, Y, X)`` layer at slice ``z`` of ``image``."""
+    """``scale``, ``translate``, ``units`` of a layer at slice ``z`` of ``image``.
+
+    The layer's data is :func:`slice_data`: ``(1, Y, X)`` on a volume, ``(Y, X)``
+    on a 2-D image (a single section added as such).
+    """
     scale = tuple(image.scale)
+    if image.ndim == 2:
+        return {"scale": scale, "translate": tuple(image.translate), "units": image.units}
     translate = (image.translate[0] + z * scale[0], *image.translate[1:])
     return {"scale": scale, "translate": translate, "units": image.units}
+
+
+def slice_data(image: Any, arr: Any) -> Any:
+    """A ``(Y, X)`` map as the data of an :func:`on_slice` layer of ``image``."""
+    return arr[None] if image.ndim == 3 else arr
 
 
 def show_slice(viewer: napari.viewer.Viewer, image: Any, pred: SlicePrediction, z: int) -> None:
@@ -121,7 +134,7 @@ def show_slice(viewer: napari.viewer.Viewer, image: Any, pred: SlicePrediction, 
     geo = on_slice(image, z)
     _replace(viewer, AREAS_LAYER, CONFIDENCE_LAYER)
     viewer.add_image(
-        pred.confidence[None],
+        slice_data(image, pred.confidence),
         name=CONFIDENCE_LAYER,
         metadata={OWNER_KEY: "Train CNN"},  # a dock's continuous map: it gets a colour bar
         colormap="viridis",
@@ -130,7 +143,7 @@ def show_slice(viewer: napari.viewer.Viewer, image: Any, pred: SlicePrediction, 
         **geo,
     )
     areas = viewer.add_labels(
-        pred.areas[None],
+        slice_data(image, pred.areas),
         name=AREAS_LAYER,
         opacity=0.8,
         colormap=DirectLabelColormap(color_dict=pred.classes.color_dict()),
