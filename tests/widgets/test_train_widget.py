@@ -282,6 +282,15 @@ def test_a_2d_section_layer_gets_2d_regions_and_patch_centres(make_napari_viewer
     y, x = points.data[0].astype(int)
     assert areas[y, x] > 0  # a centre on its painted pixel, on the image's own grid
     assert slice_data(image, areas).shape == areas.shape and on_slice(image, 0)["scale"] == (2, 2)
+    w.epochs.value, w.batch_size.value = 1, 8
+    w.train()
+    wait(qtbot, w)
+    w.stride.value = 16
+    w.predict()  # the section itself, not a row of it
+    wait(qtbot, w)
+    pred = viewer.layers["predicted areas"]
+    assert pred.ndim == 2 and tuple(pred.scale) == (2.0, 2.0)
+    assert set(np.unique(pred.data)) - {0} <= {1, 5} and (pred.data > 0).any()
 
 
 def test_repeats_train_each_seed_and_report_median_and_range(widget, qtbot):

@@ -33,10 +33,13 @@ def source_path(layer: Any) -> str | None:
 
 
 def workspace_for(layer: Image) -> Workspace:
-    """Open (or create) the workspace of an image layer and remember it on the layer."""
-    ws = Workspace.open(
-        workspace_root(layer), shape=image_shape(layer), data_path=source_path(layer)
-    )
+    """Open (or create) the workspace of an image layer and remember it on the layer.
+
+    A 2-D image layer (a single section) has the workspace of a one-slice volume.
+    """
+    shape = image_shape(layer)
+    shape = (1, *shape) if len(shape) == 2 else shape
+    ws = Workspace.open(workspace_root(layer), shape=shape, data_path=source_path(layer))
     layer.metadata[WORKSPACE_KEY] = str(ws.root)
     return ws
 
@@ -103,7 +106,9 @@ def layers_of(viewer: napari.Viewer, kind: type) -> list[Any]:
 
 
 def current_z(viewer: napari.Viewer, layer: Image) -> int:
-    """The z index of ``layer``'s data at the viewer's current position (clipped)."""
+    """The z index of ``layer``'s data at the viewer's current position (clipped; 0 in 2-D)."""
+    if layer.ndim < 3:  # a single section added as a 2-D image
+        return 0
     z = layer.world_to_data(viewer.dims.point)[-3]
     return int(np.clip(round(float(z)), 0, image_shape(layer)[0] - 1))
 

@@ -367,10 +367,9 @@ class TrainWidget(Container):
         layer = self.image.value
         if not self._dtype_ok(_data(layer).dtype):
             return
-        z = current_z(self.viewer, layer)
-        gen = predict_slice(
-            self.model, _data(layer)[z], stride=self.stride.value, classes=self.classes
-        )
+        z, data = current_z(self.viewer, layer), _data(layer)
+        section = data[z] if data.ndim == 3 else data
+        gen = predict_slice(self.model, section, stride=self.stride.value, classes=self.classes)
         self.runner.start(gen, name="Predict slice", on_done=lambda r: self._show_slice(r, z))
 
     def _show_slice(self, pred: SlicePrediction, z: int) -> None:
