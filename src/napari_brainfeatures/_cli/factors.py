@@ -185,16 +185,17 @@ def _options(args: argparse.Namespace) -> tuple[NMFOptions, SelectOptions]:
     return nmf, select
 
 
-def _tissue_path(given: str, grid: Any, store: str) -> str | None:
-    """The tissue mask to use: ``given``, None for 'none', or for 'auto' the image's.
+def _tissue(given: str, grid: Any, store: str) -> tuple[str, Any] | None:
+    """The tissue mask to use, ``(path, volume)``: ``given``, None for 'none', or 'auto'.
 
     'auto' looks for ``tissue.zarr`` in the workspace of the image the store was
     computed from (its recorded path, as given or relative to the working directory
     or to the store's folder) and takes it when its shape is the image's.
     """
-    if given != "auto":
-        return None if given == "none" else given
     from napari_brainfeatures.io.volume import open_volume
+
+    if given != "auto":
+        return None if given == "none" else (given, open_volume(given).data)
     from napari_brainfeatures.workspace import default_workspace_path
 
     attrs = grid.store.attrs if grid.store is not None else {}
@@ -204,8 +205,9 @@ def _tissue_path(given: str, grid: Any, store: str) -> str | None:
     for image in dict.fromkeys((Path(name), Path(store).parent / name)):  # cwd first
         found = default_workspace_path(image) / "tissue.zarr"
         if image.exists() and found.exists():
-            if tuple(open_volume(str(found)).data.shape) == tuple(shape):
-                return str(found)
+            mask = open_volume(str(found)).data
+            if tuple(mask.shape) == tuple(shape):
+                return str(found), mask
     return None
 
 
@@ -221,13 +223,13 @@ def _factors(args: argparse.Namespace) -> int:
     grid = FeatureGrid.open(args.store, args.z, flag="--z", allow_incomplete=args.allow_incomplete)
     rois, roi_ids = _check_rois(args, grid, select)
     edges: dict[str, Any] = {}
-    tissue = _tissue_path(args.tissue_mask, grid, args.store)
-    if tissue is not None:
-        from napari_brainfeatures.io.volume import open_volume
+    found = _tissue(args.tissue_mask, grid, args.store)
+    tissue = None if found is None else found[0]
+    if found is not None:
         from napari_brainfeatures.progress import Progress
 
         progress_printer(Progress(0, None, f"only pixels whose patch lies in tissue: {tissue}"))
-        edges["tissue"] = open_volume(tissue).data
+        edges["tissue"] = found[1]
         if args.min_context is not None:
             edges["min_context"] = args.min_context
     elif args.min_context is not None:

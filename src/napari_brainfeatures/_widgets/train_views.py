@@ -117,10 +117,9 @@ def on_slice(image: Any, z: int) -> dict[str, Any]:
     The layer's data is :func:`slice_data`: ``(1, Y, X)`` on a volume, ``(Y, X)``
     on a 2-D image (a single section added as such).
     """
-    scale = tuple(image.scale)
-    if image.ndim == 2:
-        return {"scale": scale, "translate": tuple(image.translate), "units": image.units}
-    translate = (image.translate[0] + z * scale[0], *image.translate[1:])
+    scale, translate = tuple(image.scale), tuple(image.translate)
+    if image.ndim == 3:
+        translate = (translate[0] + z * scale[0], *translate[1:])
     return {"scale": scale, "translate": translate, "units": image.units}
 
 

@@ -23,7 +23,6 @@ The paper's train / validation / test protocol (:func:`~.splits.sample_splits`,
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from napari_brainfeatures.classes import ClassTable, default_table
 from napari_brainfeatures.train.bounds import PATCH_SIZE, PER_CLASS, SEED, as_slices
 from napari_brainfeatures.train.windows import (
     MIN_PAINTED,
-    box_sum,
+    enough_tissue,
     inside_class,
     paint_report,
     within_mask,
@@ -299,11 +298,10 @@ def sample_patches(
                 f"tissue mask shape {tuple(tissue.shape)!r} differs from image shape "
                 f"{tuple(image.shape)!r}; compute the mask on this volume (brainfeatures tissue)"
             )
-        need = math.ceil(float(min_tissue) * p * p - 1e-9)
         for z in zs:
             mask = _read_slice(tissue, z) != 0
             if mask.any():  # an all-zero slice was never computed: not restricted
-                ok = box_sum(mask, p) >= need
+                ok = enough_tissue(mask, p, min_tissue)
                 clean[z] = ok if clean[z] is None else clean[z] & ok
         region += f" with {float(min_tissue):.0%} of the patch in tissue"
 

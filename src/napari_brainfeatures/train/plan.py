@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from napari_brainfeatures.train.bounds import FOLDS, GUARD, SLICE, as_slices, check_optional
-from napari_brainfeatures.train.patches import MIN_TISSUE
+from napari_brainfeatures.train.patches import MIN_TISSUE, _read_slice
 from napari_brainfeatures.train.recorded import read_split_mask, recorded_slices, recorded_split
 from napari_brainfeatures.train.regions import default_split, spatial_split
 from napari_brainfeatures.train.splits import (
@@ -122,10 +122,7 @@ def split_centres(
     ``tissue``: the sampling's tissue mask ``(Z, Y, X)`` or ``(Y, X)``, or None;
     ``min_tissue``: its share of the window (default that of sample_patches).
     """
-    t = None
-    if tissue is not None:
-        sl = tissue[int(z)] if tissue.ndim == 3 else tissue
-        t = np.asarray(sl.compute() if hasattr(sl, "compute") else sl)
+    t = None if tissue is None else _read_slice(tissue, z)
     share = MIN_TISSUE if min_tissue is None else float(min_tissue)
     return patch_centres(shape, int(patch_size), tissue=t, min_tissue=share)
 

@@ -21,8 +21,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
-    "MIN_PAINTED", "box_sum", "inside_class", "integral_image", "near", "paint_report",
-    "patch_centres", "within_mask",
+    "MIN_PAINTED", "box_sum", "enough_tissue", "inside_class", "integral_image", "near",
+    "paint_report", "patch_centres", "within_mask",
 ]  # fmt: skip
 
 MIN_PAINTED = 0.99  # share of a training window that must be painted with its class
@@ -46,6 +46,11 @@ def within_mask(mask: NDArray[np.bool_], p: int) -> NDArray[np.bool_]:
     return box_sum(mask, p) == p * p
 
 
+def enough_tissue(tissue: NDArray[np.bool_], p: int, min_tissue: float) -> NDArray[np.bool_]:
+    """Top-left corners ``(H - p + 1, W - p + 1)`` of windows at least ``min_tissue`` tissue."""
+    return box_sum(tissue, p) >= math.ceil(float(min_tissue) * p * p - 1e-9)
+
+
 def patch_centres(
     shape: tuple[int, int], p: int, tissue: Any = None, min_tissue: float = 0.0
 ) -> NDArray[np.bool_]:
@@ -66,7 +71,7 @@ def patch_centres(
         if t.shape != (h, w):
             raise ValueError(f"tissue mask shape {t.shape!r} differs from the section's {shape!r}")
         if t.any():  # an all-zero mask was never computed: no restriction
-            corners = box_sum(t, p) >= math.ceil(float(min_tissue) * p * p - 1e-9)
+            corners = enough_tissue(t, p, min_tissue)
     half = p // 2
     out[half : half + h - p + 1, half : half + w - p + 1] = corners
     return out
