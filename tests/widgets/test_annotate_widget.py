@@ -163,3 +163,32 @@ def test_tissue_mask_of_the_current_slice_is_an_editable_layer_on_disk(make_napa
     assert zarr.open_array(f"{root}/tissue.zarr")[1, 30, 30] == 0
     assert w.compute_tissue() is layer  # recomputed in place
     assert zarr.open_array(f"{root}/tissue.zarr")[1, 30, 30] == 1
+
+
+def test_a_2d_section_gets_2d_labels_that_paint_into_its_workspace(make_napari_viewer):
+    """A section added as a 2-D image (napari's own TIFF reader) gets 2-D labels on its grid."""
+    section = np.random.default_rng(1).integers(60, 200, (48, 64), dtype=np.uint8)
+    viewer = make_napari_viewer()
+    viewer.add_image(section, name="ct", scale=(1.17, 1.17), translate=(100, 50))
+    w = AnnotateWidget(viewer)
+    layer = w.bind()
+    assert layer is not None and layer.ndim == 2 and layer.data.shape == (48, 64)
+    np.testing.assert_allclose(layer.scale, (1.17, 1.17))
+    np.testing.assert_allclose(layer.translate, (100, 50))
+    assert viewer.dims.ndim == 2  # no one-step z slider
+    layer.brush_size = 5
+    layer.paint((8, 17), 3)  # data coordinates
+    layer.fill((40, 60), 2)  # the unpainted rest of the section
+    root = viewer.layers["ct"].metadata["brainfeatures_workspace"]
+    stored = np.asarray(zarr.open_array(f"{root}/labels.zarr"))
+    assert stored.shape == (1, 48, 64) and stored[0, 8, 17] == 3  # on disk at once
+    assert (stored == 3).sum() > 5 and (stored == 2).sum() + (stored == 3).sum() == 48 * 64
+    viewer.layers.remove(layer)  # the lease goes with the layer
+    assert not (w.workspace.root / ".writer.json").exists()
+    again = w.bind()
+    np.testing.assert_array_equal(np.asarray(again.data), stored[0])
+    tissue = w.compute_tissue()  # kept in the workspace too, as a 2-D layer on the grid
+    assert tissue is not None and tissue.data.shape == (48, 64) and viewer.dims.ndim == 2
+    np.testing.assert_allclose(tissue.translate, (100, 50))
+    assert "saved in ct.brainfeatures/tissue.zarr" in w.status.value
+    assert np.asarray(zarr.open_array(f"{root}/tissue.zarr")).shape == (1, 48, 64)

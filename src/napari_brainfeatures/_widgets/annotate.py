@@ -30,6 +30,7 @@ from napari_brainfeatures._widgets._common import (
     workspace_for,
     workspace_root,
 )
+from napari_brainfeatures._widgets.section import SectionArray
 from napari_brainfeatures._widgets.tissue import show_tissue
 from napari_brainfeatures.classes import ClassTable, default_table, prasad2020_table
 from napari_brainfeatures.workspace import Workspace, WorkspaceBusyError
@@ -117,6 +118,8 @@ class AnnotateWidget(Container):
         except (ValueError, OSError) as err:
             show_error(f"Cannot open the labels workspace: {err}")
             return None
+        if image.ndim == 2:  # a single section: 2-D labels on its grid, written into the store
+            store = SectionArray(store)
         old, self.workspace, self.labels_layer = self.workspace, ws, None
         self.read_only = busy is not None
         if old is not None:
@@ -128,14 +131,20 @@ class AnnotateWidget(Container):
         )
         if existing is not None and existing.data is not store:
             self.viewer.layers.remove(existing)
-        layer = self.viewer.add_labels(
-            store,
-            name=name,
-            scale=image.scale,
-            translate=image.translate,
-            units=image.units,
-            metadata={"brainfeatures_workspace": str(ws.root)},
-        )
+        try:
+            layer = self.viewer.add_labels(
+                store,
+                name=name,
+                scale=image.scale,
+                translate=image.translate,
+                units=image.units,
+                metadata={"brainfeatures_workspace": str(ws.root)},
+            )
+        except (ValueError, TypeError) as err:  # no layer: let another process paint them
+            self.workspace = None
+            ws.close()
+            show_error(f"Cannot show the labels of {image.name!r}: {err}")
+            return None
         self.labels_layer = layer
         self._apply_table(ws.classes, save=False)
         self.viewer.layers.selection.active = layer
@@ -157,22 +166,20 @@ class AnnotateWidget(Container):
     def compute_tissue(self) -> Labels | None:
         """Compute the tissue mask of the current slice and show it as an editable layer.
 
-        A volume's mask is written into its workspace (opened as by 'Create / open
-        labels' when it is not yet); a 2-D image's stays in memory.
+        The mask is written into the image's workspace (opened as by 'Create / open
+        labels' when it is not yet), for a single 2-D section as for a volume.
         """
         image: Image | None = self.image.value
         if image is None:
             show_info("Open or choose an image layer first.")
             return None
-        ws = None
-        if image.ndim >= 3:
-            mine = self.workspace is not None and self.workspace.root == workspace_root(image)
-            if not mine and self.bind() is None:
-                return None
-            if self.read_only:
-                show_error("The workspace is written by another process; close it there first.")
-                return None
-            ws = self.workspace
+        mine = self.workspace is not None and self.workspace.root == workspace_root(image)
+        if not mine and self.bind() is None:
+            return None
+        if self.read_only:
+            show_error("The workspace is written by another process; close it there first.")
+            return None
+        ws = self.workspace
         try:
             layer, text = show_tissue(self.viewer, image, ws)
         except (ValueError, OSError) as err:

@@ -1,10 +1,11 @@
 """The tissue mask in the viewer: computed by the Annotate dock, used by the Factors dock.
 
 :func:`show_tissue` computes :func:`~napari_brainfeatures.tissue.tissue_mask` for the
-current slice of a volume (into the workspace's ``tissue.zarr``, which the Labels
-layer shows and every brush stroke edits on disk) or for a whole 2-D image (an
-in-memory layer).  :class:`TissueControls` are the Factors dock's two controls: the
-tissue layer and the least fraction of a patch window in tissue.
+current slice of a volume or for a single section added as a 2-D image, into the
+workspace's ``tissue.zarr``, which the Labels layer shows and every brush stroke
+edits on disk (a section's layer is 2-D: :class:`~.section.SectionArray`).
+:class:`TissueControls` are the Factors dock's two controls: the tissue layer and
+the least fraction of a patch window in tissue.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox
 from napari.layers import Image, Labels
 
 from napari_brainfeatures._widgets._common import image_shape, labels_choices
+from napari_brainfeatures._widgets.section import SectionArray
 from napari_brainfeatures.tissue import MIN_CONTEXT, tissue_mask, write_tissue_slice
 from napari_brainfeatures.workspace import Workspace
 
@@ -48,15 +50,19 @@ def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace | None) -> tu
     )
     if layer is not None and layer.name != name:
         layer = None  # another image's mask
-    if z is None or ws is None:
+    if ws is None:
         mask = tissue_mask(np.asarray(data)).astype(np.uint8)
-        where = "in memory (a 2-D image has no workspace)"
+        where = "in memory"
     else:
         meta["brainfeatures_workspace"] = str(ws.root)
         same = layer is not None and layer.metadata.get("brainfeatures_workspace") == str(ws.root)
         mask = layer.data if same else ws.tissue()  # the store: painting edits it on disk
-        write_tissue_slice(mask, z, tissue_mask(np.asarray(data[z])))  # recorded as computed
-        where = f"slice z={z}, saved in {ws.root.name}/tissue.zarr"
+        if z is None and not isinstance(mask, SectionArray):  # a single section: 2-D layer
+            mask = SectionArray(mask)
+        store = mask.volume if isinstance(mask, SectionArray) else mask
+        section = np.asarray(data if z is None else data[z])
+        write_tissue_slice(store, z or 0, tissue_mask(section))  # recorded as computed
+        where = ("" if z is None else f"slice z={z}, ") + f"saved in {ws.root.name}/tissue.zarr"
     if layer is not None and layer.data is mask:
         layer.refresh()
     else:
@@ -117,7 +123,10 @@ class TissueControls(Container):
     def values(self) -> dict[str, Any]:
         """``tissue`` (the layer's data or None) and ``min_context``, for ``factorise``."""
         ly = self.layer.value
+        data = None if ly is None else ly.data
+        if isinstance(data, SectionArray):  # a single section's mask: read it as it is now
+            data = np.asarray(data)
         return {
-            "tissue": None if ly is None else ly.data,
+            "tissue": data,
             "min_context": float(self.min_context.value),
         }
