@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +253,37 @@ def test_browser_opens_a_saved_factors_store_on_its_image(make_napari_viewer):
     assert layer.data.shape == (1, 6, 8)
     np.testing.assert_allclose(layer.scale, (2.0, 2.0, 2.0))  # stride 4 x 0.5 µm
     np.testing.assert_allclose(layer.translate, (2.0, 1.0, 1.0))  # z = 1, origin 2 px
+
+
+def test_browser_shows_a_live_classifier_and_how_to_apply_it(kept, qtbot):
+    """A live classifier is not a CNN: it is described, not handed to the Train dock."""
+    from napari_brainfeatures._widgets.results import ResultsWidget
+    from napari_brainfeatures._widgets.train import TrainWidget
+    from napari_brainfeatures.explore.live import LiveSession, save_live_model
+    from napari_brainfeatures.features.grid import FeatureGrid
+    from napari_brainfeatures.workspace import Workspace
+
+    viewer, ct, *_ = kept
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(20, 25, 4)).astype(np.float32)
+    f[:, 12:, 0] += 5.0
+    s = LiveSession(FeatureGrid.of(f, origin=(0, 0), step=(2, 2), image_shape=(40, 50)))
+    s.view(s.box_of(0, 39, 0, 49))
+    strokes = np.zeros((40, 50), np.uint8)
+    strokes[10:30, 4:8], strokes[10:30, 40:44] = 1, 2
+    s.update(strokes)
+    root = Path(ct.metadata["brainfeatures_workspace"])
+    live = save_live_model(
+        Workspace.open(root).path("models", "live-1"), s, names={1: "L4", 2: "L5"}
+    )
+    train = TrainWidget(viewer)
+    viewer.window.add_dock_widget(train, name="Train CNN")
+    w = ResultsWidget(viewer)
+    w.select(live)
+    w.open_button.clicked.emit()
+    assert train.model is None  # not refused by the Train dock: never sent there
+    assert "a live classifier of 2 classes" in w.status.value
+    assert "brainfeatures apply-live" in w.status.value
+    assert w.preview.column_headers == ("id", "class") and w.preview.data.to_list() == [
+        ["1", "L4"], ["2", "L5"]
+    ]  # fmt: skip

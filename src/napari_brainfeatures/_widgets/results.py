@@ -37,6 +37,7 @@ from napari_brainfeatures._widgets._common import (
     workspace_root,
 )
 from napari_brainfeatures._widgets._display import unit_kwargs
+from napari_brainfeatures.explore.live import KIND as LIVE_KIND
 from napari_brainfeatures.results.export import FORMATS, export_result
 from napari_brainfeatures.results.maps import MapLayer, open_map_layer
 from napari_brainfeatures.results.tables import read_table
@@ -183,6 +184,9 @@ class ResultsWidget(Container):
             show_error(f"Results: could not open {entry.name!r}: {err}")
 
     def _open(self, e: Entry) -> None:
+        if e.kind == "model" and e.provenance.get("kind") == LIVE_KIND:
+            self._show_live(e)
+            return
         if e.kind == "model":
             self._to_dock(e, "train", "TrainWidget", "model_path", "load", "Train CNN")
             return
@@ -203,6 +207,21 @@ class ResultsWidget(Container):
             self.preview.value = {"data": rows, "index": list(per),
                                   "columns": ["precision", "recall", "F1", "n"]}  # fmt: skip
             self.status.value = f"{e.name}: accuracy {float(e.provenance['accuracy']):.1%}"
+
+    def _show_live(self, e: Entry) -> None:
+        """A live classifier saved by the Explore dock: its classes, and how to apply it."""
+        meta = e.provenance.get("meta") or {}
+        names = meta.get("names") or {}
+        self.preview.clear()
+        self.figure.clear()
+        _fill(self.preview, ["id", "class"], [[k, v] for k, v in names.items()])
+        grid = "x".join(str(n) for n in meta.get("grid_shape") or [])
+        say_file(
+            self.status,
+            f"{{}}: a live classifier of {len(names)} classes (strokes on a {grid} feature "
+            "grid); label whole slices with it: brainfeatures apply-live MODEL STORE",
+            e.path,
+        )
 
     def _open_folder(self, e: Entry) -> None:
         files = [str(f) for f in e.provenance.get("files", [])]
