@@ -176,10 +176,10 @@ class AnnotateWidget(Container):
         mine = self.workspace is not None and self.workspace.root == workspace_root(image)
         if not mine and self.bind() is None:
             return None
-        if self.read_only:
+        ws = self.workspace
+        if self.read_only or ws is None:
             show_error("The workspace is written by another process; close it there first.")
             return None
-        ws = self.workspace
         try:
             layer, text = show_tissue(self.viewer, image, ws)
         except (ValueError, OSError) as err:

@@ -35,8 +35,8 @@ def current_z(viewer: napari.Viewer, image: Image) -> int | None:
     return min(max(z, 0), shape[0] - 1)
 
 
-def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace | None) -> tuple[Labels, str]:
-    """Compute the tissue mask of the current slice (or 2-D image); show it as Labels.
+def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace) -> tuple[Labels, str]:
+    """Compute the tissue mask of the current slice (or 2-D image) into ``ws``; show it.
 
     Returns the layer and a sentence for the status line.
     """
@@ -50,19 +50,15 @@ def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace | None) -> tu
     )
     if layer is not None and layer.name != name:
         layer = None  # another image's mask
-    if ws is None:
-        mask = tissue_mask(np.asarray(data)).astype(np.uint8)
-        where = "in memory"
-    else:
-        meta["brainfeatures_workspace"] = str(ws.root)
-        same = layer is not None and layer.metadata.get("brainfeatures_workspace") == str(ws.root)
-        mask = layer.data if same else ws.tissue()  # the store: painting edits it on disk
-        if z is None and not isinstance(mask, SectionArray):  # a single section: 2-D layer
-            mask = SectionArray(mask)
-        store = mask.volume if isinstance(mask, SectionArray) else mask
-        section = np.asarray(data if z is None else data[z])
-        write_tissue_slice(store, z or 0, tissue_mask(section))  # recorded as computed
-        where = ("" if z is None else f"slice z={z}, ") + f"saved in {ws.root.name}/tissue.zarr"
+    meta["brainfeatures_workspace"] = str(ws.root)
+    same = layer is not None and layer.metadata.get("brainfeatures_workspace") == str(ws.root)
+    mask = layer.data if same else ws.tissue()  # the store: painting edits it on disk
+    if z is None and not isinstance(mask, SectionArray):  # a single section: a 2-D layer
+        mask = SectionArray(mask)
+    store = mask.volume if isinstance(mask, SectionArray) else mask
+    section = np.asarray(data if z is None else data[z])
+    write_tissue_slice(store, z or 0, tissue_mask(section))  # recorded as computed
+    where = ("" if z is None else f"slice z={z}, ") + f"saved in {ws.root.name}/tissue.zarr"
     if layer is not None and layer.data is mask:
         layer.refresh()
     else:
