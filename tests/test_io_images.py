@@ -118,3 +118,37 @@ def test_broken_picture_is_refused(tmp_path):
     (tmp_path / "x.png").write_bytes(b"not a png")
     with pytest.raises(VolumeError, match="not a readable image"):
         open_volume(tmp_path / "x.png")
+
+
+def test_pyramidal_ome_tiff_opens_with_its_levels(tmp_path):
+    """A pyramid (SubIFDs, as QuPath and bfconvert write) opens full size first, in µm."""
+    stack = np.stack([SEC, SEC[::-1], SEC]).astype(np.uint16) * 100
+    meta = {"axes": "ZYX", "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.7, "PhysicalSizeZ": 2.5}
+    with tifffile.TiffWriter(tmp_path / "p.ome.tif", bigtiff=True) as tif:
+        tif.write(stack, subifds=1, tile=(16, 16), compression="zlib", metadata=meta)
+        tif.write(stack[:, ::2, ::2], subfiletype=1, tile=(16, 16), compression="zlib")
+    vol = open_volume(tmp_path / "p.ome.tif")
+    assert [lv.shape for lv in vol.levels] == [(3, 30, 40), (3, 15, 20)]
+    assert vol.voxel_size == pytest.approx((2.5, 0.7, 0.65))
+    assert vol.scales[1] == pytest.approx((2.5, 1.4, 1.3))
+    np.testing.assert_array_equal(vol.data.compute(), stack)
+    assert "a pyramid of 2 levels" in " ".join(vol.notes)
+
+
+@pytest.mark.parametrize("kind", ["jpg", "png", "tif"])
+def test_a_print_resolution_is_not_a_pixel_size(tmp_path, kind):
+    """72 dpi (an image editor's default) would make a 0.3 mm section 18 cm wide: unknown."""
+    path = tmp_path / f"s.{kind}"
+    if kind == "tif":
+        tifffile.imwrite(path, SEC, resolution=(72, 72), resolutionunit="INCH")
+    else:
+        Image.fromarray(SEC).save(path, dpi=(72, 72))
+    vol = open_volume(path)
+    assert vol.voxel_size is None
+    assert "72 dpi" in " ".join(vol.notes) and "not a pixel size" in " ".join(vol.notes)
+    fine = tmp_path / f"f.{kind}"  # 2540 dpi: 10 µm pixels, a plausible scan
+    if kind == "tif":
+        tifffile.imwrite(fine, SEC, resolution=(2540, 2540), resolutionunit="INCH")
+    else:
+        Image.fromarray(SEC).save(fine, dpi=(2540, 2540))
+    assert open_volume(fine).voxel_size == pytest.approx((10.0, 10.0, 10.0), rel=1e-4)

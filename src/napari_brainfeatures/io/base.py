@@ -15,7 +15,15 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-__all__ = ["Volume", "VolumeError", "length_unit_um", "to_grey", "check_voxel_size"]
+__all__ = [
+    "PRINT_DPI",
+    "Volume",
+    "VolumeError",
+    "check_voxel_size",
+    "length_unit_um",
+    "print_resolution",
+    "to_grey",
+]
 
 Triple = tuple[float, float, float]
 
@@ -40,6 +48,24 @@ _GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as PIL's convert("L"
 
 class VolumeError(ValueError):
     """A path that exists but cannot be opened as a 3-D image volume."""
+
+
+#: A resolution of at most this many dots per inch (pixels of 84.7 µm or more) is a
+#: picture's screen or print setting (72 and 96 dpi are image editors' defaults), never
+#: the pixel of a scan of brain tissue: such a file's voxel size is read as unknown.
+PRINT_DPI = 300.0
+
+
+def print_resolution(pixel_um: float, notes: list[str]) -> bool:
+    """Whether a pixel size read from a dpi-style resolution is a print setting (noted)."""
+    if pixel_um < 25_400.0 / PRINT_DPI:
+        return False
+    notes.append(
+        f"the file's resolution ({25_400.0 / pixel_um:.3g} dpi, {pixel_um:.4g} µm pixels) is "
+        f"a screen or print setting (at most {PRINT_DPI:g} dpi), not a pixel size: the voxel "
+        "size is unknown; set it with convert --voxel-size or in the Open volume dock"
+    )
+    return True
 
 
 def length_unit_um(unit: Any) -> float | None:

@@ -15,7 +15,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from napari_brainfeatures.io.base import Volume, VolumeError, to_grey
+from napari_brainfeatures.io.base import Volume, VolumeError, print_resolution, to_grey
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 # Pillow modes imageio returns as-is and that are grey already.
@@ -51,7 +51,10 @@ def open_image2d(path: Path) -> Volume:
         return np.asarray(img)[None]
 
     arr = da.from_delayed(dask.delayed(_read)(), shape=(1, *shape[:2]), dtype=dtype)
-    return Volume([arr], path, "image", _pixel_size(meta), notes=notes)
+    voxel = _pixel_size(meta)
+    if voxel is not None and print_resolution(min(voxel[1:]), notes):
+        voxel = None
+    return Volume([arr], path, "image", voxel, notes=notes)
 
 
 def _pixel_size(meta: dict[str, Any]) -> tuple[float, float, float] | None:

@@ -18,7 +18,13 @@ import numpy as np
 import tifffile
 import zarr
 
-from napari_brainfeatures.io.base import Volume, VolumeError, length_unit_um, to_grey
+from napari_brainfeatures.io.base import (
+    Volume,
+    VolumeError,
+    length_unit_um,
+    print_resolution,
+    to_grey,
+)
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 _RESUNIT_UM = {2: 25_400.0, 3: 10_000.0, 4: 1_000.0, 5: 1.0}  # INCH, CM, MM, MICROMETER
@@ -27,34 +33,42 @@ _Z_AXES = "ZIQTR"  # what a stack's page axis may be called
 
 def open_tiff(path: Path) -> Volume:
     """A TIFF file as a grey ``(Z, Y, X)`` volume (one section for a 2-D image)."""
+    notes: list[str] = []
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.series or not tif.series[0].shape:
                 raise VolumeError(f"TIFF file {str(path)!r} holds no image")
             series = tif.series[0]
             axes = series.axes
-            voxel_yxz = _tiff_pixel_size(tif)
+            voxel_yxz = _tiff_pixel_size(tif, notes)
             palette = _palette_lut(series.keyframe)
             ij = tif.imagej_metadata or {}
             # tifffile writes a plain 3-D array with imagej=True as grey "channels"
             grey_c = tif.is_imagej and ij.get("mode", "grayscale") == "grayscale"
             shaped = tif.is_shaped
-        arr = da.from_zarr(zarr.open(tifffile.imread(path, aszarr=True), mode="r"))
-    except (tifffile.TiffFileError, ValueError, OSError, KeyError) as err:
+        node = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+        # a pyramid (OME-TIFF SubIFDs, QuPath, bfconvert): a group of levels, full size first
+        keys = sorted(node.array_keys(), key=int) if isinstance(node, zarr.Group) else []
+        raw = [da.from_zarr(node[k]) for k in keys] if keys else [da.from_zarr(node)]
+    except (tifffile.TiffFileError, ValueError, OSError, KeyError, TypeError) as err:
         if isinstance(err, VolumeError):
             raise
         raise VolumeError(f"{str(path)!r} is not a readable TIFF image: {err}") from None
-    notes: list[str] = []
-    if palette is not None:
-        arr = arr.map_blocks(lambda b: palette[b], dtype=palette.dtype)
-        notes.append("palette (indexed colour) image converted to grey")
     c_is_z = grey_c and axes == "CYX"
     if axes == "SYX" and shaped:  # tifffile stores a plain 3- or 4-slice stack as planar RGB
         axes, c_is_z = "CYX", True
-    arr = _to_zyx(arr, axes, path, notes, c_is_z=c_is_z)
-    if arr.chunksize[0] != 1:
-        arr = arr.rechunk((1, *arr.shape[1:]))
-    return Volume([arr], path, "tiff", _voxel(voxel_yxz, arr.shape[0], notes), notes=notes)
+    levels = []
+    for i, arr in enumerate(raw):
+        said = notes if i == 0 else []  # the notes once, for the full-size level
+        if palette is not None:
+            arr = arr.map_blocks(lambda b: palette[b], dtype=palette.dtype)
+            said.append("palette (indexed colour) image converted to grey")
+        arr = _to_zyx(arr, axes, path, said, c_is_z=c_is_z)
+        levels.append(arr.rechunk((1, *arr.shape[1:])) if arr.chunksize[0] != 1 else arr)
+    if len(levels) > 1:
+        notes.append(f"a pyramid of {len(levels)} levels (full size first)")
+    voxel = _voxel(voxel_yxz, levels[0].shape[0], notes)
+    return Volume(levels, path, "tiff", voxel, notes=notes)
 
 
 def _to_zyx(
@@ -112,8 +126,14 @@ def _palette_lut(page: Any) -> np.ndarray | None:
     return np.round(grey).astype(np.uint16)
 
 
-def _tiff_pixel_size(tif: tifffile.TiffFile) -> tuple[float | None, float | None, float | None]:
-    """(y, x, z) in µm as far as the file says; each None when it does not."""
+def _tiff_pixel_size(
+    tif: tifffile.TiffFile, notes: list[str]
+) -> tuple[float | None, float | None, float | None]:
+    """(y, x, z) in µm as far as the file says; each None when it does not.
+
+    A resolution in dots per inch or cm of at most ``PRINT_DPI`` is a picture's print
+    setting, not a pixel size (:func:`~.base.print_resolution`): None, with a note.
+    """
     if tif.is_ome and tif.ome_metadata:
         got = _ome_tiff_pixel_size(tif.ome_metadata)
         if got[0] is not None:
@@ -143,6 +163,8 @@ def _tiff_pixel_size(tif: tifffile.TiffFile) -> tuple[float | None, float | None
     shaped = tif.shaped_metadata[0] if tif.shaped_metadata else {}
     z = shaped.get("spacing") if isinstance(shaped, dict) else None
     scale = _RESUNIT_UM[unit]
+    if unit in (2, 3) and print_resolution(min(px_y, px_x) * scale, notes):  # inch, cm
+        return (None, None, None)
     return (px_y * scale, px_x * scale, float(z) * scale if z else None)
 
 
@@ -249,7 +271,7 @@ def open_tiff_folder(path: Path, *, check_all_below: int = 2000) -> Volume:
     notes = ["colour slices converted to grey (0.299 R + 0.587 G + 0.114 B)"] if colour else []
     try:
         with tifffile.TiffFile(files[0]) as tif:
-            yxz = _tiff_pixel_size(tif)
+            yxz = _tiff_pixel_size(tif, notes)
     except (tifffile.TiffFileError, OSError, ValueError):
         yxz = (None, None, None)
     voxel = _voxel(yxz, len(files), notes)
