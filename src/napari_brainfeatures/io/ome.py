@@ -137,10 +137,12 @@ def open_ome_zarr(group: zarr.Group, path: Path) -> Volume:
         notes.append(f"singleton axes {', '.join(dropped)} dropped")
     levels = [lv[idx] for lv in levels]
 
+    thick = scales[0][space[0]] * um[0]  # a 2-D image's section: as thick as its pixel is high
+
     def zyx(values: list[float], scale: bool) -> tuple[float, float, float]:
         v = [values[i] * f for i, f in zip(space, um, strict=True)]
-        if len(v) == 2:  # a 2-D image: one section, as thick as a pixel is high
-            v = [v[0] if scale else 0.0, *v]
+        if len(v) == 2:  # one section at every level (the levels shrink in Y and X only)
+            v = [thick if scale else 0.0, *v]
         return (float(f"{v[0]:.9g}"), float(f"{v[1]:.9g}"), float(f"{v[2]:.9g}"))
 
     if len(space) == 2:
