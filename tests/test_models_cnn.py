@@ -63,8 +63,21 @@ def test_features_relu_and_pre_relu():
 
 
 def test_config_rejects_too_small_patch():
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(ValueError, match="too small.*smallest patch_size it takes is 54"):
         CNNConfig(patch_size=32)
+    with pytest.raises(ValueError, match="views of 32 px with context 2.*takes is 108"):
+        CNNConfig(patch_size=64, context=2)
+
+
+@pytest.mark.parametrize("context", [1, 2, 3, 4])
+def test_the_smallest_patch_named_is_the_smallest_that_works(context):
+    p = CNNConfig(patch_size=128 * context, context=context).smallest_patch()
+    assert CNNConfig(patch_size=p, context=context).final_size == 1
+    for q in range(context, p, context):  # every smaller multiple of the context is refused
+        with pytest.raises(ValueError):
+            CNNConfig(patch_size=q, context=context)
+    assert CNNConfig.authors(patch_size=128).smallest_patch() == 48
+    CNNConfig.authors(patch_size=48)
 
 
 def test_to_input_scales_and_repeats():

@@ -126,9 +126,12 @@ class CNNConfig(JSONConfig):
                 f"{self.channels!r}, {self.kernels!r}, {self.paddings!r}"
             )
         if self.final_size < 1:
+            views = f" (views of {self.view_size} px with context {self.context})"
             raise ValueError(
-                f"patch_size {self.patch_size} is too small for this network: "
-                f"the last feature map would be {self.final_size} px wide"
+                f"patch_size {self.patch_size} is too small for this network"
+                f"{views if self.context > 1 else ''}: the last feature map would be "
+                f"{self.final_size} px wide; the smallest patch_size it takes is "
+                f"{self.smallest_patch()}"
             )
 
     @classmethod
@@ -142,6 +145,17 @@ class CNNConfig(JSONConfig):
     def view_size(self) -> int:
         """Side of each view the trunks read: ``patch_size // context``."""
         return self.patch_size // self.context
+
+    def smallest_patch(self) -> int:
+        """The smallest patch size this layout and context take (a last map of 1 px)."""
+        s = 1
+        for k, p in zip(reversed(self.kernels), reversed(self.paddings), strict=True):
+            s = 2 * s + k - 1 - 2 * p  # the smallest input of each conv + 2x2 pooling
+        c = self.context
+        size = max(s, 1) * c
+        while (size - size // c) % 2:  # the central view on whole pixels
+            size += c
+        return size
 
     @property
     def view_offset(self) -> int:
