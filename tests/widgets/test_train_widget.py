@@ -242,8 +242,14 @@ def test_one_painted_section_is_split_by_blocks_and_drawn(make_napari_viewer, qt
     w.patch_size.value, w.per_class.value, w.eval_per_class.value = P, 12, 6
     w.sample()
     wait(qtbot, w)
-    regions = viewer.layers["split regions"].data[0]
+    layer = viewer.layers["split regions"]
+    regions = layer.data[0]
     assert set(np.unique(regions)) == {0, 1, 2, 3}
+    # a key: fixed colours the status line names, and each region's name on hover
+    blue = np.array([0x43, 0x63, 0xD8]) / 255
+    np.testing.assert_allclose(layer.colormap.map(np.array([1]))[0][:3], blue, atol=1e-6)
+    assert list(layer.features["split"]) == ["", "train", "validation", "test"]
+    assert "blue train, orange validation, magenta test" in w.status.value
     s = w.splits
     assert s.split_map is not None and s.record()["guard"] == P
     assert overlapping_patches(s.train, s.test) == overlapping_patches(s.train, s.val) == 0

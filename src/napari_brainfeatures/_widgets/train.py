@@ -47,7 +47,7 @@ from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures._widgets.results_keep import keep_evaluation
 from napari_brainfeatures._widgets.train_options import TrainOptions
 from napari_brainfeatures._widgets.train_repeats import start_repeats
-from napari_brainfeatures._widgets.train_split import SplitControls, show_split
+from napari_brainfeatures._widgets.train_split import SPLIT_KEY, SplitControls, show_split
 from napari_brainfeatures._widgets.train_views import (
     counts_text,
     plot_history,
@@ -219,6 +219,7 @@ class TrainWidget(Container):
                     self.image.value, labels, patch_size=p, z=z, centres=centres
                 )
                 show_split(self.viewer, self.image.value, split_map)
+                self.status.value = f"sampling; {SPLIT_KEY}"
                 zs = (z, z, z)
         except ValueError as err:
             show_error(f"Sample patches: {err}")
@@ -243,7 +244,8 @@ class TrainWidget(Container):
             show_warning(msg)
         n = show_patch_centres(self.viewer, self.image.value, splits)
         self.counts.value = counts_text(splits)
-        self.status.value = f"{n} patches sampled; train when ready."
+        key = f" ({SPLIT_KEY})" if splits.split_map is not None else ""
+        self.status.value = f"{n} patches sampled{key}; train when ready."
 
     # -- training ---------------------------------------------------------------
     def train(self) -> None:

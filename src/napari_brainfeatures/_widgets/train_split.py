@@ -19,6 +19,10 @@ from napari_brainfeatures.train.splits import painted_slices
 
 MODES = {"by slice": "slices", "spatial blocks": "blocks", "from a layer": "mask"}
 SPLIT_LAYER = "split regions"
+SPLIT_NAMES = ("train", "validation", "test")  # region ids 1, 2, 3
+SPLIT_COLOURS = {1: "#4363d8", 2: "#f58231", 3: "#f032e6"}  # blue, orange, magenta
+#: What the split layer's colours mean, for status lines and tooltips.
+SPLIT_KEY = "split regions: blue train, orange validation, magenta test"
 
 
 class SplitControls(Container):
@@ -93,8 +97,14 @@ class SplitControls(Container):
 
 def show_split(viewer: napari.viewer.Viewer, image: Any, sm: SplitMap) -> None:
     """The regions as a Labels layer on slice ``sm.z`` (1 train, 2 val, 3 test)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
     if SPLIT_LAYER in viewer.layers:
         viewer.layers.remove(SPLIT_LAYER)
+    colours = {None: "transparent", 0: "transparent", **SPLIT_COLOURS}
     viewer.add_labels(
-        slice_data(image, sm.regions), name=SPLIT_LAYER, opacity=0.3, **on_slice(image, sm.z)
-    )
+        slice_data(image, sm.regions), name=SPLIT_LAYER, opacity=0.3,
+        colormap=DirectLabelColormap(color_dict=colours),
+        features={"index": [0, 1, 2, 3], "split": ["", *SPLIT_NAMES]},  # shown on hover
+        **on_slice(image, sm.z),
+    )  # fmt: skip
