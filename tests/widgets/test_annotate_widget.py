@@ -189,6 +189,7 @@ def test_a_2d_section_gets_2d_labels_that_paint_into_its_workspace(make_napari_v
     np.testing.assert_array_equal(np.asarray(again.data), stored[0])
     tissue = w.compute_tissue()  # kept in the workspace too, as a 2-D layer on the grid
     assert tissue is not None and tissue.data.shape == (48, 64) and viewer.dims.ndim == 2
+    assert viewer.layers.selection.active is again  # strokes still paint the areas
     np.testing.assert_allclose(tissue.translate, (100, 50))
     assert "saved in ct.brainfeatures/tissue.zarr" in w.status.value
     assert np.asarray(zarr.open_array(f"{root}/tissue.zarr")).shape == (1, 48, 64)

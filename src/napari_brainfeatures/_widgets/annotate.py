@@ -185,6 +185,8 @@ class AnnotateWidget(Container):
         except (ValueError, OSError) as err:
             show_error(f"Tissue mask: {err}")
             return None
+        if self.labels_layer is not None:  # the next strokes still paint areas, not the mask
+            self.viewer.layers.selection.active = self.labels_layer
         self.status.value = text
         return layer
 

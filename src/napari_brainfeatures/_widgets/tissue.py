@@ -74,7 +74,10 @@ def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace) -> tuple[Lab
         )
         layer.opacity = 0.3
     share = float(np.mean(np.asarray(mask if z is None else mask[z]) > 0))
-    return layer, f"Tissue mask: {share:.0%} tissue ({where}); paint 1/0 to correct it."
+    return layer, (
+        f"Tissue mask: {share:.0%} tissue ({where}); to correct it, select its layer "
+        "and paint 1 (tissue) or 0."
+    )
 
 
 class TissueControls(Container):
