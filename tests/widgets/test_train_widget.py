@@ -357,3 +357,13 @@ def test_tissue_mask_wide_context_and_real_scan_augmentation(make_napari_viewer,
     assert w.model.config.context == 2 and w.model.config.view_size == 56
     assert w.meta["intensity_gradient"] == 0.5 and w.meta["local_contrast"] == 0.5
     assert w.meta["training"]["min_tissue"] == pytest.approx(0.9)  # recorded in the model
+
+
+def test_a_class_without_test_patches_reads_n_a_not_zero():
+    from napari_brainfeatures._widgets.train_views import score_row
+
+    d = {"precision": 0.5, "recall": 0.25, "f1": 1 / 3, "support": 8}
+    assert score_row(d) == [0.5, 0.25, 0.333, 8]
+    none = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert score_row(none, predicted=False) == ["n/a", "n/a", "n/a", 0]
+    assert score_row(none, predicted=True) == [0.0, "n/a", "n/a", 0]  # called, always wrongly

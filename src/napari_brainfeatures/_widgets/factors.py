@@ -399,7 +399,7 @@ class FactorsWidget(Container):
         rgb = self._own("NMF RGB")
         if rgb is not None:  # the clusters are not drawn over the composite
             rgb.visible = False
-        text = f"{res.k} clusters on {res.n_labelled} px"
+        text = f"{res.k} clusters on {res.n_labelled} map points"
         if res.bic is not None:
             text += f"; BIC {res.bic:.4g}"
         if self.truth.value is not None:

@@ -37,6 +37,7 @@ from napari_brainfeatures._widgets._common import (
     workspace_root,
 )
 from napari_brainfeatures._widgets._display import unit_kwargs
+from napari_brainfeatures._widgets.train_views import score_row
 from napari_brainfeatures.explore.live import KIND as LIVE_KIND
 from napari_brainfeatures.results.export import FORMATS, export_result
 from napari_brainfeatures.results.maps import MapLayer, open_map_layer
@@ -201,9 +202,7 @@ class ResultsWidget(Container):
             self._open_store(e)
         elif "accuracy" in e.provenance:  # an evaluation JSON record
             per = e.provenance.get("per_class") or {}
-            rows = [
-                [d.get(k) for k in ("precision", "recall", "f1", "support")] for d in per.values()
-            ]
+            rows = [score_row(d) for d in per.values()]
             self.preview.value = {"data": rows, "index": list(per),
                                   "columns": ["precision", "recall", "F1", "n"]}  # fmt: skip
             self.status.value = f"{e.name}: accuracy {float(e.provenance['accuracy']):.1%}"

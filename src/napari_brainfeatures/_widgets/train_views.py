@@ -92,13 +92,26 @@ def plot_history(
     figure.canvas.draw_idle()
 
 
+def score_row(d: dict[str, Any], predicted: bool = True) -> list[Any]:
+    """Precision, recall, F1 and n of one class; "n/a" where a score has no patches to count.
+
+    With no test patches of the class (n = 0) its recall and F1 are undefined, and so
+    is its precision when nothing was called that class either: 0.0 there would read
+    as a class the network always misses.
+    """
+    n = int(d.get("support") or 0)
+    na = "n/a"
+    precision = round(float(d["precision"]), 3) if predicted else na
+    if not n:
+        return [precision, na, na, 0]
+    return [precision, round(float(d["recall"]), 3), round(float(d["f1"]), 3), n]
+
+
 def show_evaluation(table: Any, figure: Figure, ev: Evaluation) -> str:
     """Per-class scores into ``table``, the confusion matrix into ``figure``; a summary line."""
     per = ev.per_class()
-    rows = [
-        [round(d["precision"], 3), round(d["recall"], 3), round(d["f1"], 3), d["support"]]
-        for d in per.values()
-    ]
+    predicted = np.asarray(ev.confusion).sum(0)  # (K,) patches called each class
+    rows = [score_row(d, bool(n)) for d, n in zip(per.values(), predicted, strict=True)]
     table.value = {"data": rows, "index": list(per), "columns": ["precision", "recall", "F1", "n"]}
     figure.clear()
     plot_confusion(ev, figure.add_subplot())
