@@ -58,6 +58,17 @@ def test_factors_dock_keeps_nmf_selection_and_clusters(make_napari_viewer, qtbot
     assert {"clusters.zarr", "cluster_sizes.csv", "scores.json", "profile.csv"} <= set(cl.files)
     scores = json.loads((cl.path / "scores.json").read_text())
     assert scores["k"] == 2 and 0 <= scores["v_measure"] <= 1
+    from napari_brainfeatures._widgets.results import ResultsWidget
+
+    browser = ResultsWidget(viewer)  # the kept factors open with each map's own contrast
+    browser.select(nmf.path)
+    browser.open_button.clicked.emit()
+    maps = [ly for ly in viewer.layers if ly.name.startswith(f"{nmf.path.name}: ")]
+    assert len(maps) == 2
+    for ly in maps:
+        finite = np.asarray(ly.data)[np.isfinite(np.asarray(ly.data))]
+        top = float(np.percentile(finite, 99.5))
+        assert ly.contrast_limits == pytest.approx([0.0, top], rel=0.05)
 
 
 def test_train_dock_keeps_its_evaluation(make_napari_viewer, qtbot, tmp_path):
@@ -183,6 +194,9 @@ def test_browser_lists_the_workspace_and_opens_maps_where_they_were(kept, qtbot)
     np.testing.assert_allclose(layer.scale, (2.0, 2.0, 2.0))
     np.testing.assert_allclose(layer.translate, (4.0, 1.0, 1.0))
     assert w.preview.column_headers == ("id", "cluster", "pixels", "area_um2")
+    w.open_button.clicked.emit()  # opened again: replaced, not a second copy
+    assert [ly.name for ly in viewer.layers].count(f"{clusters.name}: clusters") == 1
+    assert not any(ly.name.endswith("[1]") for ly in viewer.layers)
     w.select(evaluation)
     w.open_button.clicked.emit()
     assert w.preview.column_headers[0] == "class" and not w.figure.pixmap().isNull()

@@ -15,6 +15,7 @@ import weakref
 from typing import Any
 
 import napari
+import numpy as np
 from napari.layers import Image, Layer
 
 from napari_brainfeatures._napari.reader import MICROMETRE
@@ -136,3 +137,16 @@ def follow_world_units(viewer: napari.Viewer) -> None:
         layer.events.visible.connect(lambda _e: show_colorbar(viewer))
         _apply(layer)
     show_colorbar(viewer)
+
+
+def channel_range(data: Any) -> tuple[float, float]:
+    """Contrast for a feature channel: 0 to the 99.5th percentile of its first plane.
+
+    A strided sample of about 256² values over the whole plane (not one corner).
+    """
+    plane = data[(0,) * (data.ndim - 2)]
+    step = max(1, int(np.ceil(max(plane.shape) / 256)))
+    sample = np.asarray(plane[::step, ::step], dtype=np.float64)
+    finite = sample[np.isfinite(sample)]
+    top = float(np.percentile(finite, 99.5)) if finite.size else 1.0
+    return 0.0, max(top, 1e-6)

@@ -30,6 +30,7 @@ from napari_brainfeatures._widgets._common import (
     status_label,
     workspace_root,
 )
+from napari_brainfeatures._widgets._display import channel_range
 from napari_brainfeatures._widgets._runner import TaskRunner
 from napari_brainfeatures.features.network import load_model
 from napari_brainfeatures.features.options import DenseOptions
@@ -276,7 +277,7 @@ class FeatureMapWidget(Container):
                 layer.data = self._channel(st, layer.metadata["brainfeatures_channel"])
                 layer.scale, layer.translate = geo["scale"], geo["translate"]
                 if self.runner.worker is None:  # the finished store: contrast from all of it
-                    layer.contrast_limits = _channel_range(layer.data)
+                    layer.contrast_limits = channel_range(layer.data)
 
     @staticmethod
     def _channel(st: FeatureStore, c: int) -> Any:
@@ -296,7 +297,7 @@ class FeatureMapWidget(Container):
             data,
             "image",
             colormap="magma",
-            contrast_limits=_channel_range(data),
+            contrast_limits=channel_range(data),
             metadata={"brainfeatures_channel": c},
             **self._geometry(self.store),
         )
@@ -311,16 +312,3 @@ def _in_gui_words(gen: Any) -> Any:
             "pass overwrite=True (--overwrite)", "tick 'replace a store made by another job'"
         )
         raise StoreMismatchError(text) from None
-
-
-def _channel_range(data: Any) -> tuple[float, float]:
-    """Contrast for a feature channel: 0 to the 99.5th percentile of its first plane.
-
-    A strided sample of about 256² values over the whole plane (not one corner).
-    """
-    plane = data[(0,) * (data.ndim - 2)]
-    step = max(1, int(np.ceil(max(plane.shape) / 256)))
-    sample = np.asarray(plane[::step, ::step], dtype=np.float64)
-    finite = sample[np.isfinite(sample)]
-    top = float(np.percentile(finite, 99.5)) if finite.size else 1.0
-    return 0.0, max(top, 1e-6)

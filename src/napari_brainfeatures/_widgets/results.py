@@ -36,7 +36,7 @@ from napari_brainfeatures._widgets._common import (
     status_label,
     workspace_root,
 )
-from napari_brainfeatures._widgets._display import unit_kwargs
+from napari_brainfeatures._widgets._display import channel_range, unit_kwargs
 from napari_brainfeatures._widgets.train_views import score_row
 from napari_brainfeatures.explore.live import KIND as LIVE_KIND
 from napari_brainfeatures.results.export import FORMATS, export_result
@@ -254,6 +254,10 @@ class ResultsWidget(Container):
         geo = {"scale": m.scale, "translate": m.translate, "metadata": meta}
         geo.update(unit_kwargs(self.viewer, len(m.scale)))
         data = m.data
+        names = [f"{e.name}: {c}" for c in (m.channels or range(data.shape[0]))]
+        for old in [name] + (names if "c" in m.axes else []):  # opened again: replaced
+            if old in self.viewer.layers and self.viewer.layers[old].metadata.get(OWNER_KEY):
+                self.viewer.layers.remove(old)
         if m.layer == "labels":
             colours = {i: rgba for i, (_, rgba) in m.classes.items()}
             cmap = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), **colours})
@@ -263,13 +267,16 @@ class ResultsWidget(Container):
                 )
             ]
         if "c" in m.axes:
-            names = [f"{e.name}: {c}" for c in (m.channels or range(data.shape[0]))]
+            # each map from 0 to its 99.5th percentile (NaN off the tissue left out)
+            limits = [channel_range(data[i]) for i in range(data.shape[0])]
             layers = self.viewer.add_image(data, channel_axis=0, name=names, colormap="magma",
-                                           blending="additive", **geo)  # fmt: skip
+                                           blending="additive", contrast_limits=limits,
+                                           **geo)  # fmt: skip
             for ly in layers[3:]:
                 ly.visible = False  # the first three at once, as the Factors dock shows them
             return list(layers)
-        return [self.viewer.add_image(data, name=name, colormap="magma", **geo)]
+        return [self.viewer.add_image(data, name=name, colormap="magma",
+                                      contrast_limits=channel_range(data), **geo)]  # fmt: skip
 
     def _open_store(self, e: Entry) -> None:
         """An earlier ``factors.zarr`` / ``clusters.zarr`` (no result folder), on the image."""
