@@ -200,6 +200,6 @@ def test_a_region_without_room_for_a_class_says_how_to_split_instead():
     img, lab = section()
     region = np.zeros(lab.shape[1:], bool)
     region[:60, :100] = True  # class 1 only
-    with pytest.raises(ValueError, match=r"\['HypoTh', 'VP'\].*draw the split regions"):
+    with pytest.raises(ValueError, match=r"\['HypoTh', 'VP'\].*draw the split regions yourself"):
         sample_patches(img, lab, slices=0, patch_size=P, per_class=5, interior=False,
                        within=region, classes=[1, 2, 4])  # fmt: skip

@@ -374,8 +374,10 @@ def sample_patches(
                 else f"paint them there or choose other slices (a patch centre must be {half} px "
                 "from the image edge)"
                 if within is None
-                else "paint them there, draw the split regions (a split mask), or lower the "
-                "guard band or the patch size (a whole patch must fit inside the region)"
+                else "paint them inside that region too (the Train dock's 'split regions' "
+                "layer shows it; paint each class in several places across the section), "
+                "draw the split regions yourself (a split mask), or lower the guard band or "
+                "the patch size (a whole patch must fit inside the region)"
             )
         )
     rng = np.random.default_rng(seed)
