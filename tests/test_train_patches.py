@@ -201,6 +201,8 @@ def test_sample_splits_rules():
         sample_splits(img, lab, slices=([0, 1], 2, [3, 1]), patch_size=P)
     default = sample_splits(img, lab, patch_size=P, per_class=4)
     assert default.slices() == {"train": [0], "val": [2], "test": [4]}
+    with pytest.raises(ValueError, match="single section: split it by region"):
+        sample_splits(img[:1], lab[:1], slices=(0, 0, 0), patch_size=P)
 
 
 def test_no_warning_when_enough():

@@ -277,8 +277,15 @@ def iter_sample_splits(
         shared = set(sets[i]) & set(sets[j])
         if shared:
             short = ("train", "val", "test")
+            one = image.ndim == 2 or image.shape[0] == 1
             raise ValueError(
                 f"{short[i]} and {short[j]} slices must be disjoint, both use {sorted(shared)!r}"
+                + (
+                    "; the image is a single section: split it by region instead (spatial "
+                    "blocks, or regions you draw)"
+                    if one
+                    else ""
+                )
             )
     n_eval = eval_per_class if eval_per_class is not None else max(1, per_class // 2)
     kw: dict[str, Any] = {"patch_size": patch_size, "per_class": per_class, "interior": interior}
