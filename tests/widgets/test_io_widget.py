@@ -97,3 +97,7 @@ def test_world_units_scale_bar_and_colour_bars(make_napari_viewer, qtbot, zarr_a
     assert second.colorbar.visible and not fmap.colorbar.visible  # one bar: the newest map
     viewer.layers.selection.active = fmap
     assert fmap.colorbar.visible and not second.colorbar.visible  # ... or the selected one
+    composite = viewer.add_image(rng.random((40, 50, 3)), rgb=True, metadata=owned)
+    assert not fmap.colorbar.visible and not second.colorbar.visible  # the RGB shows: no bar
+    composite.visible = False
+    assert second.colorbar.visible

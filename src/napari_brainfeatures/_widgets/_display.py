@@ -62,9 +62,20 @@ def show_colorbar(viewer: napari.Viewer) -> Layer | None:
     seen = [layer for layer in maps if layer.visible]
     active = viewer.layers.selection.active
     shown = active if active in seen else (seen[-1] if seen else None)
+    if shown is not None and shown is not active and _covered(viewer, shown):
+        shown = None  # a dock's RGB composite above it is what shows, and has no colour bar
     for layer in maps:
         layer.colorbar.visible = layer is shown
     return shown
+
+
+def _covered(viewer: napari.Viewer, layer: Layer) -> bool:
+    """Whether a shown RGB image a dock made (the NMF composite) lies above ``layer``."""
+    above = list(viewer.layers)[list(viewer.layers).index(layer) + 1 :]
+    return any(
+        isinstance(ly, Image) and ly.rgb and ly.visible and ly.metadata.get(OWNER_KEY)
+        for ly in above
+    )
 
 
 def world_unit(viewer: napari.Viewer) -> str | None:
