@@ -248,6 +248,13 @@ def test_fractions_of_the_roi_and_weak_picks():
     assert harsh.weak_picks(min_coverage=0.6) == [(2, 2, "active on 50% of the ROI only")]
     leaky = select_factors(U[:, [1]], rois, lam=2.0)  # one factor everywhere: 60 - 2*40 < 0
     assert [w[:2] for w in leaky.weak_picks()] == [(0, 1)] and "<= 0" in leaky.weak_picks()[0][2]
+    # a small ROI (a stroke): its factor is active outside it on many times its size
+    strokes = np.zeros_like(rois)
+    strokes.flat[np.flatnonzero(rois == 1)[:10]] = 1
+    sparse = select_factors(U, strokes, lam=0.01)
+    (why,) = [w[2] for w in sparse.weak_picks()]
+    assert "active outside the ROI on" in why and "strokes" in why
+    assert sparse.weak_picks(max_leakage=1e9) == []
 
 
 def test_lambda_trades_coverage_against_leakage():

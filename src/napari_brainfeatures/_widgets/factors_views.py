@@ -35,12 +35,17 @@ HEADER_TIP = (
 )
 
 
+def _share(v: float) -> str:
+    """A fraction of the ROI's size: a percentage up to twice it, then a multiple."""
+    return f"{v:.0%}" if v <= 2 else f"{v:.0f}x"
+
+
 def fill_scores(table: Any, sel: Selection, names: dict[int, str]) -> str:
     """Fill ``table`` (magicgui Table) with ``sel``'s fractions; return the status text."""
     cover, leak = sel.fractions()  # (k, r) each
     table.value = {
         "data": [
-            [f"{c:.0%}/{lk:.0%}" for c, lk in zip(crow, lrow, strict=True)]
+            [f"{c:.0%}/{_share(lk)}" for c, lk in zip(crow, lrow, strict=True)]
             for crow, lrow in zip(cover, leak, strict=True)
         ],
         "index": [f"F{i}" for i in range(cover.shape[0])],

@@ -40,6 +40,9 @@ __all__ = [
 
 #: A pick active on less than this share of its ROI is flagged as weak.
 WEAK_COVERAGE = 0.25
+#: ... and one active outside its ROI on more than this many times the ROI's size: with
+#: ROIs painted as strokes, every factor leaks tens of times the strokes' area.
+WEAK_LEAKAGE = 3.0
 
 
 @dataclass
@@ -91,21 +94,31 @@ class Selection:
         sizes = np.maximum(np.asarray(self.roi_sizes, np.float64), 1.0)[None, :]  # (1, r)
         return self.coverage / sizes, self.leakage / sizes
 
-    def weak_picks(self, *, min_coverage: float = WEAK_COVERAGE) -> list[tuple[int, int, str]]:
+    def weak_picks(
+        self, *, min_coverage: float = WEAK_COVERAGE, max_leakage: float = WEAK_LEAKAGE
+    ) -> list[tuple[int, int, str]]:
         """Picks not to trust as an area's factor: ``(factor, roi id, why)``.
 
         A pick is weak when its score is not positive (it leaks more than λ
-        allows for what it covers) or it is active on less than ``min_coverage``
-        of its ROI (default a quarter).
+        allows for what it covers), when it is active on less than
+        ``min_coverage`` of its ROI (default a quarter), or when it is active
+        outside the ROI on more than ``max_leakage`` times the ROI's size
+        (default 3: ROIs painted as strokes rather than whole areas).
         """
-        cover, _ = self.fractions()
+        cover, leak = self.fractions()
         out = []
         for f, a, score in self.pairs:
-            frac = float(cover[f, self.roi_ids.index(a)])
+            j = self.roi_ids.index(a)
+            frac, out_frac = float(cover[f, j]), float(leak[f, j])
             if score <= 0:
                 out.append((f, a, f"score {score:.4g} <= 0: leaks more than it covers"))
             elif frac < min_coverage:
                 out.append((f, a, f"active on {frac:.0%} of the ROI only"))
+            elif out_frac > max_leakage:
+                out.append((f, a, (
+                    f"active outside the ROI on {out_frac:.0f}x its size: if the ROIs are "
+                    "strokes, select against whole areas (e.g. the predicted areas)"
+                )))  # fmt: skip
         return out
 
     def to_dict(self) -> dict[str, Any]:
