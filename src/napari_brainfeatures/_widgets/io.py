@@ -111,7 +111,7 @@ class LoadWidget(Container):
             f"shape (Z, Y, X): {tuple(d['shape'])}  dtype: {d['dtype']}\n"
             f"chunks: {tuple(d['chunks'])}  levels: {len(d['levels'])}\n"
             f"voxel size: {voxel}\n"
-            f"size: {d['size_gb']} GB  contrast: {lo:.4g}–{hi:.4g}\n"
+            f"size: {d['size_gb']} GB  contrast: {_level(lo)}–{_level(hi)}\n"
             + "".join(f"note: {n}\n" for n in d.get("notes", []))
             + f"workspace: {ws_root.name} (path in the tooltip)"
         )
@@ -126,3 +126,8 @@ class LoadWidget(Container):
         self.layer.scale = voxel
         self.layer.units = (MICROMETRE,) * len(voxel)
         self.layer.metadata.setdefault("brainfeatures", {})["voxel_size_um"] = list(voxel)
+
+
+def _level(v: float) -> str:
+    """A grey level as a reader expects it: 48060, not 4.806e+04; 0.0123 as it is."""
+    return f"{v:.0f}" if 1e3 <= abs(v) < 1e9 else f"{v:.4g}"
