@@ -50,6 +50,7 @@ def test_default_slices_follow_current_z(widget):
     assert (widget.train_slice.value, widget.val_slice.value, widget.test_slice.value) == (0, 3, 6)
     assert widget.status.value.startswith("slices 0/3/6: 4 µm apart")
     assert "43 slices at 1.17 µm, assumed: the image has no voxel size" in widget.status.value
+    assert not widget.train_slice.native.isHidden()  # a volume: its slices are chosen
 
 
 def test_sample_train_evaluate_predict_save_load(widget, qtbot, tmp_path):
@@ -239,6 +240,7 @@ def test_one_painted_section_is_split_by_blocks_and_drawn(make_napari_viewer, qt
     viewer.add_labels(areas, name="areas", metadata={"classes": default_table().to_dict()})
     w = TrainWidget(viewer)
     assert w.split.mode.value == "spatial blocks" and "painted on one slice" in w.status.value
+    assert w.test_slice.native.isHidden()  # a one-section volume: no slices to choose
     w.patch_size.value, w.per_class.value, w.eval_per_class.value = P, 12, 6
     w.sample()
     wait(qtbot, w)
@@ -278,6 +280,8 @@ def test_a_2d_section_layer_gets_2d_regions_and_patch_centres(make_napari_viewer
                       metadata={"classes": default_table().to_dict()})  # fmt: skip
     w = TrainWidget(viewer)
     assert w.split.mode.value == "spatial blocks"
+    # one section: no train / validation / test slices to choose
+    assert w.train_slice.native.isHidden() and w.slices_button.native.isHidden()
     w.patch_size.value, w.per_class.value, w.eval_per_class.value = P, 12, 6
     w.sample()
     wait(qtbot, w)

@@ -171,9 +171,13 @@ class TrainWidget(Container):
     def default_slices(self, _event: Any = None) -> None:
         """Train slice = current z; validation and test 50 µm and 100 µm further on."""
         layer = self.image.value
-        if layer is None or len(image_shape(layer)) != 3:
+        shape = image_shape(layer) if layer is not None else ()
+        single = len(shape) == 2 or (len(shape) == 3 and shape[0] == 1)  # one section: regions
+        for box in (self.train_slice, self.val_slice, self.test_slice, self.slices_button):
+            box.visible = not single
+        if len(shape) != 3 or single:
             return
-        n_z = image_shape(layer)[0]
+        n_z = shape[0]
         voxel = layer.metadata.get("brainfeatures", {}).get("voxel_size_um") or [layer.scale[0]]
         assumed = float(voxel[0]) == 1.0  # napari's default scale: no voxel size known
         voxel_z = 1.17 if assumed else float(voxel[0])
