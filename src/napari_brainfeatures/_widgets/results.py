@@ -254,8 +254,12 @@ class ResultsWidget(Container):
         geo = {"scale": m.scale, "translate": m.translate, "metadata": meta}
         geo.update(unit_kwargs(self.viewer, len(m.scale)))
         data = m.data
-        names = [f"{e.name}: {c}" for c in (m.channels or range(data.shape[0]))]
-        for old in [name] + (names if "c" in m.axes else []):  # opened again: replaced
+        names = (
+            [f"{e.name}: {c}" for c in (m.channels or range(data.shape[0]))]
+            if "c" in m.axes
+            else []
+        )
+        for old in [name, *names]:  # opened again: replaced
             if old in self.viewer.layers and self.viewer.layers[old].metadata.get(OWNER_KEY):
                 self.viewer.layers.remove(old)
         if m.layer == "labels":
