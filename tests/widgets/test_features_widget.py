@@ -120,13 +120,13 @@ def test_padded_model_offers_exact_mode_and_box_region(make_napari_viewer, qtbot
 def test_channel_contrast_comes_from_the_whole_plane():
     import dask.array as da
 
-    from napari_brainfeatures._widgets.features import _channel_range
+    from napari_brainfeatures._widgets._display import channel_range
 
     plane = np.zeros((1, 1024, 1024), np.float32)
     plane[:, 512:, 512:] = np.linspace(0, 10, 512 * 512).reshape(512, 512)  # dark corner
-    lo, hi = _channel_range(da.from_array(plane, chunks=(1, 256, 256)))
+    lo, hi = channel_range(da.from_array(plane, chunks=(1, 256, 256)))
     assert lo == 0 and 9 < hi <= 10
-    assert _channel_range(np.full((4, 4), np.nan)) == (0.0, 1.0)
+    assert channel_range(np.full((4, 4), np.nan)) == (0.0, 1.0)
 
 
 def test_a_weak_model_is_flagged_beside_its_maps(make_napari_viewer, qtbot, tmp_path, model_file):
