@@ -118,6 +118,15 @@ def test_live_classifier_follows_strokes_and_saves(make_napari_viewer, qtbot, sc
     viewer, w = _viewer(make_napari_viewer, image, areas)
     _plot(w, qtbot, store, method="PCA", colour="predicted area")
     assert w.runner.last_error is None, w.runner.last_error
+    # a key: the predicted areas' names, each in its class colour
+    legend = w.plot.ax.get_legend()
+    names = {c.id: c for c in w.readout.classes}
+    shown = [t.get_text() for t in legend.get_texts()]
+    assert shown and set(shown) <= {c.name for c in names.values()}
+    first = next(c for c in names.values() if c.name == shown[0])
+    from matplotlib.colors import to_rgba
+
+    assert legend.legend_handles[0].get_facecolor() == pytest.approx(to_rgba(first.colour))
     live = w.live
     live.start_button.clicked.emit()
     strokes = viewer.layers[STROKES]

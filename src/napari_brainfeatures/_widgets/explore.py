@@ -246,7 +246,9 @@ class ExploreWidget(Container):
         self.sources, self.density, self.readout, (colour, kind) = out
         self.selected = None
         self.within.reset_choices()
-        self.plot.show(self.density, colour, kind=kind)
+        classes = self.readout.classes if self.colour.value == "predicted area" else None
+        key = {c.id: (c.name, c.colour) for c in classes} if classes is not None else None
+        self.plot.show(self.density, colour, kind=kind, key=key)
         empty = np.zeros(self.grid.shape, np.uint8)  # the selection's layer now, not at a lasso
         self._put(SELECTION, empty, "labels", opacity=0.6, in_place=True, **_CYAN)
         self.status.value = f"{len(self.density.points):,} points" + (

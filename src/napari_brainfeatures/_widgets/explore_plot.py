@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.widgets import LassoSelector, RectangleSelector
 from qtpy.QtWidgets import QSizePolicy
 
@@ -54,10 +55,19 @@ class DensityPlot(FigureCanvasQTAgg):
         self.ax.set_title("open a feature store or factors, then Plot", fontsize=9)
 
     # -- drawing -------------------------------------------------------------------------
-    def show(self, dens: Density, colour: np.ndarray | None = None, *, kind: str = "") -> None:  # type: ignore[override]
+    def show(  # type: ignore[override]
+        self,
+        dens: Density,
+        colour: np.ndarray | None = None,
+        *,
+        kind: str = "",
+        key: dict[int, tuple[str, str]] | None = None,
+    ) -> None:
         """Show ``dens``: log counts, or ``colour`` ``(bins, bins)`` (labels or values) per bin.
 
-        ``kind`` "labels": ``colour`` holds ids (0: empty), shown categorical; else values.
+        ``kind`` "labels": ``colour`` holds ids (0: empty), shown categorical with a
+        legend: ``key`` maps an id to its name and colour (a class table's), else
+        ids are "cluster N" in matplotlib's ten colours.  Otherwise values.
         """
         self.density = dens
         if self._selector is not None:
@@ -75,12 +85,15 @@ class DensityPlot(FigureCanvasQTAgg):
         else:
             alpha = np.clip(log / max(float(log.max()), 1e-6), 0.15, 1.0) * (dens.counts > 0)
             if kind == "labels":
-                shown = np.ma.masked_equal(colour, 0)
-                self._base = self.ax.imshow(shown, cmap="tab10", interpolation="nearest", **kw)
+                rgba, names = _categorical(colour, key)
+                rgba[..., 3] = alpha * (colour > 0)  # bins whose majority is no class: clear
+                self._base = self.ax.imshow(rgba, interpolation="nearest", **kw)
+                handles = [Patch(color=c, label=n) for n, c in names]
+                self.ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.7)
             else:
                 self._base = self.ax.imshow(colour, cmap="viridis", **kw)
                 self.figure.colorbar(self._base, ax=self.ax, shrink=0.8)
-            self._base.set_alpha(alpha)
+                self._base.set_alpha(alpha)
         self.ax.set_xlabel(dens.points.axes[0])
         self.ax.set_ylabel(dens.points.axes[1])
         self.ax.set_title(f"{len(dens.points):,} points in {dens.bins}² bins", fontsize=9)
@@ -148,3 +161,19 @@ class DensityPlot(FigureCanvasQTAgg):
         xs, ys = (press.xdata, release.xdata), (press.ydata, release.ydata)
         if None not in xs + ys and xs[0] != xs[1] and ys[0] != ys[1]:
             self.on_select("rectangle", (xs, ys))
+
+
+def _categorical(
+    ids: np.ndarray, key: dict[int, tuple[str, str]] | None
+) -> tuple[np.ndarray, list[tuple[str, Any]]]:
+    """RGBA ``(bins, bins, 4)`` of the ids (0: clear) and the legend's (name, colour) rows."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_rgba
+
+    present = [int(i) for i in np.unique(ids) if i > 0]
+    tab = colormaps["tab10"]
+    rows = {i: key[i] if key and i in key else (f"cluster {i}", tab((i - 1) % 10)) for i in present}
+    rgba = np.zeros((*ids.shape, 4), np.float32)
+    for i, (_, c) in rows.items():
+        rgba[ids == i] = to_rgba(c)
+    return rgba, list(rows.values())
