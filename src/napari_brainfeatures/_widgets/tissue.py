@@ -17,22 +17,12 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox
 from napari.layers import Image, Labels
 
-from napari_brainfeatures._widgets._common import image_shape, labels_choices
+from napari_brainfeatures._widgets._common import current_z, labels_choices
 from napari_brainfeatures._widgets.section import SectionArray
 from napari_brainfeatures.tissue import MIN_CONTEXT, tissue_mask, write_tissue_slice
 from napari_brainfeatures.workspace import Workspace
 
 TISSUE_KEY = "brainfeatures_tissue"  # layer metadata: this Labels layer is a tissue mask
-
-
-def current_z(viewer: napari.Viewer, image: Image) -> int | None:
-    """The image's data z at the viewer's position (None for a 2-D image)."""
-    shape = image_shape(image)
-    if len(shape) < 3:
-        return None
-    point = np.asarray(viewer.dims.point)[-image.ndim :]
-    z = int(round(float(image.world_to_data(point)[0])))
-    return min(max(z, 0), shape[0] - 1)
 
 
 def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace) -> tuple[Labels, str]:
@@ -41,24 +31,23 @@ def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace) -> tuple[Lab
     Returns the layer and a sentence for the status line.
     """
     data = image.data[0] if image.multiscale else image.data
-    z = current_z(viewer, image)
+    flat = image.ndim == 2  # a single section added as a 2-D image: a 2-D layer
+    z = current_z(viewer, image)  # 0 for a 2-D image
     name = f"{image.name} tissue"
-    meta = {TISSUE_KEY: True}
+    meta = {TISSUE_KEY: True, "brainfeatures_workspace": str(ws.root)}
     layer = next(
         (ly for ly in viewer.layers if isinstance(ly, Labels) and ly.metadata.get(TISSUE_KEY)),
         None,
     )
     if layer is not None and layer.name != name:
         layer = None  # another image's mask
-    meta["brainfeatures_workspace"] = str(ws.root)
     same = layer is not None and layer.metadata.get("brainfeatures_workspace") == str(ws.root)
     mask = layer.data if same else ws.tissue()  # the store: painting edits it on disk
-    if z is None and not isinstance(mask, SectionArray):  # a single section: a 2-D layer
+    if flat and not isinstance(mask, SectionArray):
         mask = SectionArray(mask)
-    store = mask.volume if isinstance(mask, SectionArray) else mask
-    section = np.asarray(data if z is None else data[z])
-    write_tissue_slice(store, z or 0, tissue_mask(section))  # recorded as computed
-    where = ("" if z is None else f"slice z={z}, ") + f"saved in {ws.root.name}/tissue.zarr"
+    computed = tissue_mask(np.asarray(data if flat else data[z]))
+    write_tissue_slice(mask.volume if flat else mask, z, computed)  # recorded as computed
+    where = ("" if flat else f"slice z={z}, ") + f"saved in {ws.root.name}/tissue.zarr"
     if layer is not None and layer.data is mask:
         layer.refresh()
     else:
@@ -73,7 +62,7 @@ def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace) -> tuple[Lab
             metadata=meta,
         )
         layer.opacity = 0.3
-    share = float(np.mean(np.asarray(mask if z is None else mask[z]) > 0))
+    share = float(np.mean(computed > 0))
     return layer, (
         f"Tissue mask: {share:.0%} tissue ({where}); to correct it, select its layer "
         "and paint 1 (tissue) or 0."

@@ -216,7 +216,7 @@ class TrainWidget(Container):
         try:
             extra = self.scan_options.sampling(image, self.variant.value, p)
             if self.split.by_region:  # one section: the current slice, by region
-                z = current_z(self.viewer, self.image.value) if image.ndim == 3 else 0
+                z = current_z(self.viewer, self.image.value)  # 0 for a 2-D image
                 shape = tuple(labels.shape[-2:])
                 centres = split_centres(shape, p, z, extra.get("tissue"), extra.get("min_tissue"))
                 split_map = self.split.split_map(
