@@ -161,8 +161,42 @@ def test_tissue_mask_of_the_current_slice_is_an_editable_layer_on_disk(make_napa
     assert "tissue" in w.status.value and "z=1" in w.status.value
     layer.paint((1, 30, 30), 0)  # corrections are written as painted
     assert zarr.open_array(f"{root}/tissue.zarr")[1, 30, 30] == 0
-    assert w.compute_tissue() is layer  # recomputed in place
+    assert w.compute_tissue() is layer  # the corrections are kept, and the user told
+    assert zarr.open_array(f"{root}/tissue.zarr")[1, 30, 30] == 0
+    assert "as saved" in w.status.value
+    assert w.compute_tissue() is layer  # pressed again: recomputed in place
     assert zarr.open_array(f"{root}/tissue.zarr")[1, 30, 30] == 1
+
+
+def test_a_later_session_finds_the_saved_tissue_mask_and_keeps_its_corrections(
+    make_napari_viewer,
+):
+    from napari_brainfeatures._widgets.tissue import TISSUE_KEY, TissueControls
+
+    rng = np.random.default_rng(0)
+    vol = np.full((2, 64, 64), 20, np.uint8)
+    vol[:, 12:52, 12:52] = rng.integers(90, 250, (2, 40, 40), dtype=np.uint8)
+    viewer = make_napari_viewer()
+    viewer.add_image(vol, name="ct")
+    w = AnnotateWidget(viewer)
+    layer = w.compute_tissue()
+    layer.paint((0, 30, 30), 0)  # a correction, then the viewer is closed
+    root = viewer.layers["ct"].metadata["brainfeatures_workspace"]
+    for ly in list(viewer.layers):
+        viewer.layers.remove(ly)
+    w.workspace.close()
+
+    later = make_napari_viewer()
+    later.add_image(vol, name="ct")
+    controls = TissueControls(later)  # as in the Train and Factors docks
+    w2 = AnnotateWidget(later)
+    assert w2.bind() is not None
+    shown = [ly for ly in later.layers if ly.metadata.get(TISSUE_KEY)]
+    assert len(shown) == 1 and controls.layer.value is shown[0]  # the docks use it
+    assert shown[0].data[0, 30, 30] == 0 and shown[0].data[0, 20, 20] == 1
+    assert later.layers.selection.active is w2.labels_layer  # strokes still paint areas
+    assert w2.compute_tissue() is shown[0]  # first press: the correction is kept
+    assert zarr.open_array(f"{root}/tissue.zarr")[0, 30, 30] == 0
 
 
 def test_a_2d_section_gets_2d_labels_that_paint_into_its_workspace(make_napari_viewer):

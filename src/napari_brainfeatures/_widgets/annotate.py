@@ -31,7 +31,7 @@ from napari_brainfeatures._widgets._common import (
     workspace_root,
 )
 from napari_brainfeatures._widgets.section import SectionArray
-from napari_brainfeatures._widgets.tissue import show_tissue
+from napari_brainfeatures._widgets.tissue import corrected_slice, has_saved_tissue, show_tissue
 from napari_brainfeatures.classes import ClassTable, default_table, prasad2020_table
 from napari_brainfeatures.workspace import Workspace, WorkspaceBusyError
 
@@ -88,6 +88,7 @@ class AnnotateWidget(Container):
         self.workspace: Workspace | None = None
         self.labels_layer: Labels | None = None
         self._confirm_preset: str | None = None  # a preset whose renaming was announced
+        self._confirm_tissue: tuple[str, int] | None = None  # a corrected slice, announced
         self.read_only = False  # the labels are painted by another process
         refresh_choices_on_layer_change(viewer, self.image)
         viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -161,7 +162,19 @@ class AnnotateWidget(Container):
             return layer
         layer.mode = "paint"
         say_file(self.status, f"Labels saved as you paint in\n{ws.root.name}/{{}}", ws.labels_path)
+        self._show_saved_tissue(image, ws)
         return layer
+
+    def _show_saved_tissue(self, image: Image, ws: Workspace) -> None:
+        """Show the tissue mask the workspace already holds, for the other docks to use."""
+        try:
+            if not has_saved_tissue(ws):
+                return
+            show_tissue(self.viewer, image, ws, compute=False)
+        except (ValueError, OSError) as err:
+            show_warning(f"The saved tissue mask of {image.name!r} cannot be shown: {err}")
+            return
+        self.viewer.layers.selection.active = self.labels_layer  # strokes still paint areas
 
     def compute_tissue(self) -> Labels | None:
         """Compute the tissue mask of the current slice and show it as an editable layer.
@@ -181,10 +194,19 @@ class AnnotateWidget(Container):
             show_error("The workspace is written by another process; close it there first.")
             return None
         try:
-            layer, text = show_tissue(self.viewer, image, ws)
+            z = corrected_slice(self.viewer, image, ws)
+            keep = z is not None and self._confirm_tissue != (str(ws.root), z)
+            layer, text = show_tissue(self.viewer, image, ws, compute=not keep)
         except (ValueError, OSError) as err:
             show_error(f"Tissue mask: {err}")
             return None
+        self._confirm_tissue = (str(ws.root), z) if keep else None
+        if keep:
+            where = "This section's" if image.ndim == 2 else f"Slice z={z} of the"
+            show_warning(
+                f"{where} tissue mask holds your corrections: they are kept and shown. Press "
+                f"'{self.tissue_button.text}' again to compute it anew (the corrections are lost)."
+            )
         if self.labels_layer is not None:  # the next strokes still paint areas, not the mask
             self.viewer.layers.selection.active = self.labels_layer
         self.status.value = text

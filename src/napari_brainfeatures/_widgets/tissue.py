@@ -19,16 +19,25 @@ from napari.layers import Image, Labels
 
 from napari_brainfeatures._widgets._common import current_z, labels_choices
 from napari_brainfeatures._widgets.section import SectionArray
-from napari_brainfeatures.tissue import MIN_CONTEXT, tissue_mask, write_tissue_slice
+from napari_brainfeatures.tissue import (
+    MIN_CONTEXT,
+    edited_slices,
+    tissue_mask,
+    write_tissue_slice,
+)
 from napari_brainfeatures.workspace import Workspace
 
 TISSUE_KEY = "brainfeatures_tissue"  # layer metadata: this Labels layer is a tissue mask
 
 
-def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace) -> tuple[Labels, str]:
+def show_tissue(
+    viewer: napari.Viewer, image: Image, ws: Workspace, *, compute: bool = True
+) -> tuple[Labels, str]:
     """Compute the tissue mask of the current slice (or 2-D image) into ``ws``; show it.
 
-    Returns the layer and a sentence for the status line.
+    ``compute=False`` only shows the mask the workspace holds (a later session's
+    view of it, hand corrections included).  Returns the layer and a sentence for
+    the status line.
     """
     data = image.data[0] if image.multiscale else image.data
     flat = image.ndim == 2  # a single section added as a 2-D image: a 2-D layer
@@ -45,9 +54,13 @@ def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace) -> tuple[Lab
     mask = layer.data if same else ws.tissue()  # the store: painting edits it on disk
     if flat and not isinstance(mask, SectionArray):
         mask = SectionArray(mask)
-    computed = tissue_mask(np.asarray(data if flat else data[z]))
-    write_tissue_slice(mask.volume if flat else mask, z, computed)  # recorded as computed
     where = ("" if flat else f"slice z={z}, ") + f"saved in {ws.root.name}/tissue.zarr"
+    if compute:
+        computed = tissue_mask(np.asarray(data if flat else data[z]))
+        write_tissue_slice(mask.volume if flat else mask, z, computed)  # recorded as computed
+        text = f"Tissue mask: {float(np.mean(computed > 0)):.0%} tissue ({where})"
+    else:
+        text = f"Tissue mask as saved ({where})"
     if layer is not None and layer.data is mask:
         layer.refresh()
     else:
@@ -62,11 +75,23 @@ def show_tissue(viewer: napari.Viewer, image: Image, ws: Workspace) -> tuple[Lab
             metadata=meta,
         )
         layer.opacity = 0.3
-    share = float(np.mean(computed > 0))
-    return layer, (
-        f"Tissue mask: {share:.0%} tissue ({where}); to correct it, select its layer "
-        "and paint 1 (tissue) or 0."
-    )
+    return layer, f"{text}; to correct it, select its layer and paint 1 (tissue) or 0."
+
+
+def corrected_slice(viewer: napari.Viewer, image: Image, ws: Workspace) -> int | None:
+    """The current slice's z when the workspace's tissue mask there holds hand corrections."""
+    if not ws.tissue_path.exists():
+        return None
+    z = current_z(viewer, image)
+    return z if edited_slices(ws.tissue(mode="r"), [z]) else None
+
+
+def has_saved_tissue(ws: Workspace) -> bool:
+    """Whether the workspace holds a tissue mask with at least one slice written."""
+    if not ws.tissue_path.exists():
+        return False
+    store = ws.tissue(mode="r")
+    return bool(getattr(store, "nchunks_initialized", 1))
 
 
 class TissueControls(Container):
