@@ -371,3 +371,24 @@ def test_a_class_without_test_patches_reads_n_a_not_zero():
     none = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     assert score_row(none, predicted=False) == ["n/a", "n/a", "n/a", 0]
     assert score_row(none, predicted=True) == [0.0, "n/a", "n/a", 0]  # called, always wrongly
+
+
+def test_patches_of_another_image_are_not_trained_or_scored(widget, qtbot, monkeypatch):
+    """Changing the image after sampling: Train and Evaluate say so instead of using them."""
+    import napari_brainfeatures._widgets.train as mod
+
+    said = []
+    monkeypatch.setattr(mod, "show_info", said.append)
+    widget.sample()
+    wait(qtbot, widget)
+    other = widget.viewer.add_image(toy()[0].astype(np.float32) * 1.5, name="ct float")
+    widget.image.value = other
+    widget.model = BrainAreaCNN(CNNConfig(patch_size=P, n_classes=2))
+    for action in (widget.train, widget.evaluate):
+        action()
+        assert not widget.runner.running
+        assert "sampled from 'ct', not 'ct float'" in said[-1]
+    widget.image.value = widget.viewer.layers["ct"]
+    widget.evaluate()  # the image the patches came from: scored
+    wait(qtbot, widget)
+    assert widget.evaluation is not None

@@ -28,6 +28,7 @@ from magicgui.widgets import (
 )
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_brainfeatures._widgets._common import (
@@ -139,6 +140,7 @@ class TrainWidget(Container):
         insert_after(self, self.table, self.cm_canvas)
         scroll_body(self, {self.canvas: 200, self.cm_canvas: 280, self.table.native: 170})
         self.splits: Splits | None = None
+        self._sampled_from: Image | None = None  # the image layer the patches came from
         self.model: Any = None
         self._checkpoint: Path | None = None  # the running training's best-model file
         self._done = False
@@ -240,13 +242,16 @@ class TrainWidget(Container):
             warn=False,  # shown as notifications by _show_patches
             split_map=split_map,
         )
-        self.runner.start(gen, name="Sample patches", on_done=self._show_patches)
+        source = self.image.value
+        self.runner.start(
+            gen, name="Sample patches", on_done=lambda r: self._show_patches(r, source)
+        )
 
-    def _show_patches(self, splits: Splits) -> None:
-        self.splits, self.classes = splits, splits.train.classes
+    def _show_patches(self, splits: Splits, source: Image) -> None:
+        self.splits, self.classes, self._sampled_from = splits, splits.train.classes, source
         for msg in splits.warned:
             show_warning(msg)
-        n = show_patch_centres(self.viewer, self.image.value, splits)
+        n = show_patch_centres(self.viewer, source, splits)
         self.counts.value = counts_text(splits)
         key = f" ({SPLIT_KEY})" if splits.split_map is not None else ""
         self.status.value = f"{n} patches sampled{key}; train when ready."
@@ -256,6 +261,8 @@ class TrainWidget(Container):
         """Train in a worker; the best model so far is written to the workspace."""
         if self.splits is None:
             show_info("Sample patches first.")
+            return
+        if not self._patches_of_image("Train"):
             return
         s = self.splits
         try:
@@ -344,10 +351,23 @@ class TrainWidget(Container):
         if self.model is None or self.splits is None:
             show_info("Train or load a model, and sample patches, first.")
             return
-        if not self._dtype_ok(self.splits.test.patches.dtype):
+        if not self._patches_of_image("Evaluate") or not self._dtype_ok(
+            self.splits.test.patches.dtype
+        ):
             return
         gen = iter_evaluate(self.model, self.splits.test, classes=self.classes, tta=self.tta.value)
         self.runner.start(gen, name="Evaluate", on_done=self._show_evaluation)
+
+    def _patches_of_image(self, what: str) -> bool:
+        """False (and a notification) when the sampled patches came from another image."""
+        src, now = self._sampled_from, self.image.value
+        if src is None or now is None or src is now:
+            return True
+        show_info(
+            f"{what}: the patches were sampled from {src.name!r}, not {now.name!r}; press "
+            f"'{self.sample_button.text}' for {now.name!r} first (or choose {src.name!r} again)."
+        )
+        return False
 
     def _dtype_ok(self, dtype: Any) -> bool:
         """False (and a notification) when the model was trained on another dtype."""
