@@ -145,3 +145,10 @@ def test_a_weak_model_is_flagged_beside_its_maps(make_napari_viewer, qtbot, tmp_
     assert "WARNING" not in w.model_info.value
     w.model_path.value = weak
     assert "WARNING: weak model: validation accuracy 36.0% is near chance" in w.model_info.value
+    # the long message pushes the rows below it down instead of running over them
+    w.native.window().show()  # laid out as on screen
+    w.native.resize(420, 900)
+    qtbot.wait(100)
+    row, below = w.model_info.native.parentWidget(), w.exact.native
+    assert w.model_info.native.height() > 3 * w.model_info.native.fontMetrics().lineSpacing()
+    assert below.mapTo(w.native, below.rect().topLeft()).y() >= row.geometry().bottom()

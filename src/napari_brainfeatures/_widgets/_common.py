@@ -251,8 +251,8 @@ class _FitHeight(QObject):
         flags = int(Qt.TextFlag.TextWordWrap)
         need = metrics.boundingRect(QRect(0, 0, width, 100_000), flags, label.text()).height()
         height = max(self.reserved, need + metrics.descent())
-        if label.minimumHeight() != height:
-            label.setMinimumHeight(height)
+        if label.minimumHeight() != height or label.maximumHeight() != height:
+            label.setFixedHeight(height)  # as tall as its text: no more, no less
             row = label.parentWidget()  # magicgui's row keeps its height unless told
             if row is not None and row.layout() is not None:
                 row.setMinimumHeight(row.layout().minimumSize().height())
@@ -261,6 +261,19 @@ class _FitHeight(QObject):
         if event.type() == QEvent.Type.Resize:
             self.fit()
         return False
+
+
+def _no_height_for_width(label: Any) -> None:
+    """Make a word-wrapped QLabel's row take the minimum height :class:`_FitHeight` sets.
+
+    A word-wrapped QLabel reports a height-for-width (again after each ``setText``),
+    which a box layout uses in place of the minimum height, computed for a wider
+    width than the label gets: the rows after a long message would overlap it.
+    """
+    policy = label.sizePolicy()
+    if policy.hasHeightForWidth():
+        policy.setHeightForWidth(False)
+        label.setSizePolicy(policy)
 
 
 def status_label(text: str = "", lines: int = 2) -> Any:
@@ -281,12 +294,14 @@ def status_label(text: str = "", lines: int = 2) -> Any:
         @value.setter
         def value(self, value: Any) -> None:
             Label.value.fset(self, value)  # type: ignore[attr-defined]
+            _no_height_for_width(self.native)  # setText turns it on again
             if self.fitter is not None:  # a QLabel tells nobody that its text changed
                 self.fitter.fit()
 
     label = StatusLabel(value=text)
     native = label.native
     native.setWordWrap(True)
+    _no_height_for_width(native)
     metrics = native.fontMetrics()
     label.fitter = _FitHeight(native, lines * metrics.lineSpacing() + metrics.descent())
     label.fitter.fit()
