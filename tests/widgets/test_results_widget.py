@@ -69,6 +69,55 @@ def test_factors_dock_keeps_nmf_selection_and_clusters(make_napari_viewer, qtbot
         finite = np.asarray(ly.data)[np.isfinite(np.asarray(ly.data))]
         top = float(np.percentile(finite, 99.5))
         assert ly.contrast_limits == pytest.approx([0.0, top], rel=0.05)
+    assert [ly.visible for ly in maps] == [True, False]  # one heatmap at a time, no wash-out
+    maps[1].visible = True
+    assert not maps[0].visible and maps[1].blending == "translucent"
+
+
+def test_browser_opens_kept_factors_and_stores_in_their_docks(make_napari_viewer, qtbot, scene):  # noqa: F811
+    """A later session: kept factors go back into the Factors dock, ready to use; a store
+    shows its predicted areas."""
+    import shutil
+
+    from napari_brainfeatures._widgets.factors import FactorsWidget
+    from napari_brainfeatures._widgets.features import FeatureMapWidget
+    from napari_brainfeatures._widgets.results import ResultsWidget
+
+    image, store, rois = scene
+    meta = {"classes": default_table().to_dict()}
+    viewer = make_napari_viewer()
+    ct = viewer.add_image(image, name="ct", scale=(0.5, 0.5))
+    w = FactorsWidget(viewer)
+    w.store_path.value, w.image.value, w.k.value = store, ct, 2
+    w.nmf_button.clicked.emit()
+    _wait(qtbot, w)
+    w.rois.value = viewer.add_labels(rois, name="rois", metadata=meta)
+    w.select_button.clicked.emit()
+    picked, sel = w.selection.pairs, _kept(ct, "factors")[-1]
+    shutil.copytree(store, workspace_root(ct) / "features" / "feat.zarr")
+
+    later = make_napari_viewer()
+    later.add_image(image, name="ct", scale=(0.5, 0.5))
+    rois_later = later.add_labels(rois, name="rois", metadata=meta)
+    fac, maps = FactorsWidget(later), FeatureMapWidget(later)
+    later.window.add_dock_widget(fac)
+    later.window.add_dock_widget(maps)
+    browser = ResultsWidget(later)
+    browser.select(sel.path)
+    browser.open_button.clicked.emit()
+    _wait(qtbot, fac)
+    assert fac.factors is not None and fac.selection.pairs == picked
+    assert fac.table.shape == (2, 2) and "opened" in fac.status.value
+    assert len(_kept(ct, "factors")) == 2  # opening keeps nothing again
+    fac.rois.value, fac.truth.value, fac.n_clusters.value = rois_later, rois_later, 2
+    fac.select_button.clicked.emit()  # selects again on the opened factors
+    fac.cluster_button.clicked.emit()
+    _wait(qtbot, fac)
+    assert fac.scores["ari"] >= 0 and "clusters" in fac.status.value
+    entry = next(i for i, e in enumerate(browser.entries) if e.kind == "features")
+    browser.open(entry)
+    assert "ct predicted areas" in later.layers and "predicted areas" in browser.status.value
+    assert str(fac.store_path.value).endswith("feat.zarr")
 
 
 def test_train_dock_keeps_its_evaluation(make_napari_viewer, qtbot, tmp_path):

@@ -11,6 +11,7 @@ factors' usable pixels (a Labels layer, scored against a ground-truth layer).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from napari_brainfeatures._widgets.tissue import TissueControls
 from napari_brainfeatures.factors.clusters import cluster_map, erode_mask
 from napari_brainfeatures.factors.maps import rgb_composite, robust_max
 from napari_brainfeatures.factors.options import SOLVERS, SelectOptions
-from napari_brainfeatures.factors.results import Factors, factorise
+from napari_brainfeatures.factors.results import Factors, factorise, open_factors
 from napari_brainfeatures.factors.scores import score_against
 from napari_brainfeatures.features.grid import FeatureGrid
 from napari_brainfeatures.features.store import FeatureStore
@@ -218,7 +219,31 @@ class FactorsWidget(Container):
 
         self.runner.start(job(), name="NMF", on_done=self._nmf_done)
 
-    def _nmf_done(self, out: tuple[Factors, list[float]]) -> None:
+    def open_saved(self, path: Any) -> None:
+        """Factors saved earlier (a ``factors.zarr``): shown as after an NMF, ready to use."""
+
+        def job() -> ProgressGen[tuple[Factors, list[float]]]:
+            yield Progress(0, None, "reading the factors")
+            fac = open_factors(path)
+            fac = replace(fac, maps=np.asarray(fac.maps))  # in memory: select, cluster
+            return fac, [robust_max(m, floor=1e-6) for m in fac.maps]
+
+        self.runner.start(job(), name="Open factors", on_done=self._opened)
+
+    def _opened(self, out: tuple[Factors, list[float]]) -> None:
+        fac: Any = out[0]
+        if Path(str(fac.grid.source)).is_dir():  # its feature store: NMF again, or features
+            self.store_path.value = fac.grid.source
+            self._default_image()  # the maps go on the store's image
+        self._nmf_done(out, keep=False)  # kept already: the file is a result
+        where = fac.path.parent if fac.path.name == "factors.zarr" else fac.path
+        text = f"factors {where.name} opened (k={fac.k}); select, cluster or run the NMF again"
+        if fac.selection is not None:
+            names = self._roi_names = roi_names(self.rois.value, fac.selection.roi_ids)
+            text += "\n" + fill_scores(self.table, fac.selection, names)
+        self.status.value, self.status.tooltip = text, str(fac.path)
+
+    def _nmf_done(self, out: tuple[Factors, list[float]], keep: bool = True) -> None:
         self.factors, tops = out
         self.table.clear()  # the previous run's scores no longer apply
         k = self.factors.k
@@ -245,7 +270,8 @@ class FactorsWidget(Container):
         meta = ((store.attrs.get("model") or {}).get("meta") or {}) if store is not None else {}
         for warning in model_warnings(meta):  # the model's weakness, beside its factors
             self.status.value += f"\nWARNING: {warning}"
-        keep_factors(self)
+        if keep:
+            keep_factors(self)
         # One heatmap layer per event-loop turn: napari needs ~0.2 s to create a layer,
         # so k of them at once would freeze the viewer for seconds.
         self._layer_run += 1
@@ -386,6 +412,10 @@ class FactorsWidget(Container):
             "smooth": fac.grid.sigma(float(self.smooth.value)),
         }
         grid = fac.coefficient_grid() if self.on.value == "NMF coefficients" else fac.grid
+        if grid.features is None:  # factors opened from a file keep no features
+            show_error("Factors: these factors were opened from a file; cluster on the NMF "
+                       "coefficients, or run the NMF to cluster on the features.")  # fmt: skip
+            return
 
         def job() -> ProgressGen[Any]:
             yield Progress(0, None, "clustering")

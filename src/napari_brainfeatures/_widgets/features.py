@@ -26,6 +26,7 @@ from napari_brainfeatures._widgets._common import (
     layers_of,
     put_layer,
     refresh_choices_on_layer_change,
+    say_file,
     scroll_body,
     status_label,
     workspace_root,
@@ -229,6 +230,18 @@ class FeatureMapWidget(Container):
         self.refresh_layers()
         done, total = store.progress()
         self.status.value = f"{store.path.name}: {done}/{total} tiles"
+
+    def show_store(self, path: Any) -> bool:
+        """Show a store written earlier (the Results dock opens one here): areas, confidence."""
+        self.store, self._target, self._live = None, self.image.value, None
+        self._out_path = Path(str(path))
+        self.refresh_layers()
+        if self.store is None:
+            show_error(f"Feature map: {self._out_path.name} is not a readable feature store.")
+            return False
+        done, total = self.store.progress()
+        say_file(self.status, f"{{}}: {done}/{total} tiles (opened)", self._out_path)
+        return True
 
     def _geometry(self, store: FeatureStore) -> dict[str, tuple[float, ...]]:
         img = self._target

@@ -37,8 +37,10 @@ from napari_brainfeatures._widgets._common import (
     workspace_root,
 )
 from napari_brainfeatures._widgets._display import channel_range, unit_kwargs
+from napari_brainfeatures._widgets.factors_views import one_at_a_time
 from napari_brainfeatures._widgets.train_views import score_row
 from napari_brainfeatures.explore.live import KIND as LIVE_KIND
+from napari_brainfeatures.factors.results import is_factors
 from napari_brainfeatures.results.export import FORMATS, export_result
 from napari_brainfeatures.results.maps import MapLayer, open_map_layer
 from napari_brainfeatures.results.tables import read_table
@@ -54,6 +56,9 @@ FIRST_TABLE = {
     "clusters": "cluster_sizes.csv",
     "latent": "comparison.csv",
 }
+
+
+HEATMAP_KEY = "brainfeatures_result_heatmap"  # layer metadata: one of a result's channel maps
 
 
 def _details(e: Entry) -> str:
@@ -192,7 +197,17 @@ class ResultsWidget(Container):
             self._to_dock(e, "train", "TrainWidget", "model_path", "load", "Train CNN")
             return
         if e.kind == "features":
+            maps = self._dock("features", "FeatureMapWidget")
             self._to_dock(e, "factors", "FactorsWidget", "store_path", None, "NMF factors")
+            if maps is not None and maps.show_store(e.path):
+                say_file(self.status, "{}: predicted areas and confidence shown; the store is "
+                         "in the NMF factors dock", e.path)  # fmt: skip
+            return
+        saved = e.path if e.path.suffix == ".zarr" else e.path / "factors.zarr"
+        factors = self._dock("factors", "FactorsWidget") if e.kind == "factors" else None
+        if factors is not None and is_factors(saved):  # ready to select and cluster again
+            factors.open_saved(saved)
+            say_file(self.status, "{} is in the NMF factors dock", e.path)
             return
         self.preview.clear()
         self.figure.clear()
@@ -273,14 +288,21 @@ class ResultsWidget(Container):
         if "c" in m.axes:
             # each map from 0 to its 99.5th percentile (NaN off the tissue left out)
             limits = [channel_range(data[i]) for i in range(data.shape[0])]
+            geo["metadata"] = {**meta, HEATMAP_KEY: True}
             layers = self.viewer.add_image(data, channel_axis=0, name=names, colormap="magma",
                                            blending="additive", contrast_limits=limits,
                                            **geo)  # fmt: skip
-            for ly in layers[3:]:
-                ly.visible = False  # the first three at once, as the Factors dock shows them
+            for ly in layers:  # one heatmap at a time, over every result's maps
+                ly.blending = "translucent"
+                ly.visible = ly is layers[0]
+                one_at_a_time(self._heatmaps, ly)
             return list(layers)
         return [self.viewer.add_image(data, name=name, colormap="magma",
                                       contrast_limits=channel_range(data), **geo)]  # fmt: skip
+
+    def _heatmaps(self) -> list[Any]:
+        """The channel maps this dock added (factor heatmaps of any result)."""
+        return [ly for ly in self.viewer.layers if ly.metadata.get(HEATMAP_KEY)]
 
     def _open_store(self, e: Entry) -> None:
         """An earlier ``factors.zarr`` / ``clusters.zarr`` (no result folder), on the image."""
@@ -303,13 +325,17 @@ class ResultsWidget(Container):
         shown = self._add_map(m, e)
         say_file(self.status, f"{e.kind} {{}}: {len(shown)} layer(s)", e.path)
 
-    def _to_dock(
-        self, e: Entry, module: str, cls: str, box: str, action: str | None, title: str
-    ) -> None:
+    def _dock(self, module: str, cls: str) -> Any:
+        """The open dock of class ``cls`` in ``_widgets.<module>``, or None."""
         import importlib
 
         kind = getattr(importlib.import_module(f"napari_brainfeatures._widgets.{module}"), cls)
-        dock = find_dock(self.viewer, kind)
+        return find_dock(self.viewer, kind)
+
+    def _to_dock(
+        self, e: Entry, module: str, cls: str, box: str, action: str | None, title: str
+    ) -> None:
+        dock = self._dock(module, cls)
         if dock is None:
             say_file(self.status, f"open the {title} dock, then Open {{}} again", e.path)
             return

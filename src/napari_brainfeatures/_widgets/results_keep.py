@@ -55,7 +55,9 @@ def keep(status: Any, layer: Any, write: Callable[[Path], Path], *, what: str) -
     return path
 
 
-def _volume(layer: Any) -> str:
+def _volume(layer: Any) -> str | None:
+    if layer is None:
+        return None
     return source_path(layer) or f"layer {layer.name!r}"
 
 
