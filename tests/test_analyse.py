@@ -290,6 +290,10 @@ def test_analyse_cli(tmp_path, capsys):
         assert cli.main(bad) == 2
         err = capsys.readouterr().err
         assert f"{opt} {z} is out of range" in err and "0..1" in err
+    (out / "analysis.json").write_text("the user's notes")
+    assert cli.main(argv) == 2  # an earlier analysis is not replaced unasked
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "analysis.json").read_text() == "the user's notes"
 
 
 def test_analyse_cli_without_torchvision(tmp_path, capsys, monkeypatch):

@@ -376,7 +376,10 @@ def test_factors_cli_on_a_feature_store(tmp_path, capsys):
     assert (out / "rgb.png").exists() and (out / "factor_02.png").exists()
     (out / "factor_07.png").write_bytes(b"from a run with k = 8")
     (out / "factor_notes.png").write_bytes(b"the user's")
-    assert cli.main(argv) == 0  # again: a result of a larger k leaves no stale pictures
+    assert cli.main(argv) == 2  # again: the earlier result is not replaced unasked
+    assert "already holds a result" in capsys.readouterr().err
+    assert (out / "factor_07.png").read_bytes() == b"from a run with k = 8"
+    assert cli.main([*argv, "--overwrite"]) == 0  # a result of a larger k leaves no stale file
     capsys.readouterr()
     assert not (out / "factor_07.png").exists() and (out / "factor_notes.png").exists()
     # then cluster the NMF coefficients inside ROI 2
@@ -399,7 +402,8 @@ def test_factors_cli_on_a_feature_store(tmp_path, capsys):
     assert rep["n_labelled"] == 220 and sum(rep["sizes"]) == 220
     labels = zarr.open_group(str(out / "clusters.zarr"), mode="r")["labels"][:]
     assert (labels[:, :11] == 0).all() and (labels[:, 11:] > 0).all()
-    assert cli.main(argv) == 0  # a second run replaces its own earlier result
+    assert cli.main(argv) == 2  # a second run: refused unasked ...
+    assert cli.main([*argv, "--overwrite"]) == 0  # ... replaces its own earlier result
     capsys.readouterr()
     # a folder of the user's under the result's name is never deleted
     import shutil
@@ -407,7 +411,7 @@ def test_factors_cli_on_a_feature_store(tmp_path, capsys):
     shutil.rmtree(out / "clusters.zarr")
     (out / "clusters.zarr").mkdir()
     (out / "clusters.zarr" / "notes.txt").write_text("mine")
-    assert cli.main(argv) == 2
+    assert cli.main([*argv, "--overwrite"]) == 2  # not even with --overwrite
     assert "never deleted" in capsys.readouterr().err
     assert (out / "clusters.zarr" / "notes.txt").read_text() == "mine"
 

@@ -169,6 +169,9 @@ def test_factors_out_never_mixes_two_runs(store, tmp_path, capsys):
     (out / "rgb.png").write_bytes(b"old")
     (out / "factor_07.png").write_bytes(b"old")
     args = ["factors", str(store), "--z", "0", "--k", "2", "--max-iter", "20", "--out", str(out)]
+    assert cli.main(args) == 2  # files under a result's name: never replaced unasked
+    assert "--overwrite" in capsys.readouterr().err and (out / "rgb.png").read_bytes() == b"old"
+    args.append("--overwrite")
     assert cli.main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "factor_00.png",
@@ -186,7 +189,7 @@ def test_factors_out_never_mixes_two_runs(store, tmp_path, capsys):
     assert {"factors.zarr", "clusters.zarr", "clusters.json"} <= {p.name for p in out.iterdir()}
     assert cli.main([*cluster[:-1], str(out / "factors.zarr")]) == 2  # not into its input
     before = tree_bytes(store)
-    assert cli.main([*args[:-1], str(store.parent)]) == 0  # beside its input: the store stays
+    assert cli.main([*args[:-2], str(store.parent)]) == 0  # beside its input: the store stays
     assert tree_bytes(store) == before and (store.parent / "factors.zarr").is_dir()
     assert FeatureStore(store).complete
 

@@ -63,6 +63,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     add("--seed", type=b.SEED, default=0)
     add("--device", default=None)
     add("--out", type=Path, default=None, help="output folder (default: MODEL_analysis)")
+    add("--overwrite", action="store_true", help="replace an earlier analysis in the folder")
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -81,6 +82,12 @@ def run(name: str, args: argparse.Namespace) -> int:
     image, labels, _, _ = _open(args)
     check_slices("--train-slice", args.train_slice, image.shape[0])
     check_slices("--test-slice", args.test_slice, image.shape[0])
+    earlier = [f for f in ("analysis.json", "analysis.png") if (out / f).exists()]
+    if earlier and not args.overwrite:
+        raise FileExistsError(
+            f"--out {str(out)!r} already holds {' and '.join(earlier)}; pass --overwrite to "
+            "replace them, or choose another folder"
+        )
     same = (
         "per_class",
         "sigmas",

@@ -33,6 +33,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     add("--within", default=None, metavar="AREA",
         help="predict only inside this one of the store's predicted areas (e.g. Ctx)")  # fmt: skip
     add("--out", type=Path, default=None, help="output folder (default: STORE_live beside it)")
+    add("--overwrite", action="store_true", help="replace an earlier result in the output folder")
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -77,7 +78,9 @@ def run(name: str, args: argparse.Namespace) -> int:
         imsave(folder / "prediction.png", rgb)
 
     target = args.out or Path(args.store).with_name(Path(args.store).stem + "_live")
-    out = write_folder(target, fill, names=FILES, inputs=[args.store, args.model])
+    out = write_folder(
+        target, fill, names=FILES, inputs=[args.store, args.model], overwrite=args.overwrite
+    )
     print(json.dumps({**report, "out": str(out)}))
     return 0
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     add("store", help="dense feature store (STORE.zarr), or factors.zarr for 'cluster'")
     add("--z", type=INT, default=None, help="z index of the store's grid (default: the only one)")
     add("--out", type=Path, default=None, help="output folder (default: STORE_factors beside it)")
+    add("--overwrite", action="store_true", help="replace an earlier result in the output folder")
     add("--seed", type=SEED, default=0)
     add(
         "--allow-incomplete",
@@ -265,7 +267,14 @@ def _factors(args: argparse.Namespace) -> int:
         if len(top) == 3:
             imsave(folder / "rgb.png", rgb_composite(fac.maps, tuple(top)))  # type: ignore[arg-type]
 
-    out = write_folder(_out_dir(args, "_factors"), fill, names=FACTOR_FILES, inputs=[args.store])
+    target = _out_dir(args, "_factors")
+    stale = [p for p in target.glob("*_clusters") if (p / "clusters.zarr").exists()]
+    out = write_folder(
+        target, fill, names=FACTOR_FILES, inputs=[args.store], overwrite=args.overwrite
+    )
+    for folder in stale:  # clustered from the factors just replaced
+        print(f"warning: {folder} holds clusters of the factors this run replaced; run "
+              "'brainfeatures cluster' again", file=sys.stderr)  # fmt: skip
     summary.update({"out": str(out), "rgb_factors": top})
     print(json.dumps(summary))
     return 0
@@ -374,6 +383,7 @@ def _cluster(args: argparse.Namespace) -> int:
         write_json_atomic(folder / "clusters.json", report)
         imsave(folder / "clusters.png", rgb)
 
-    out = write_folder(_out_dir(args, "_clusters"), fill, names=CLUSTER_FILES, inputs=[args.store])
+    out = write_folder(_out_dir(args, "_clusters"), fill, names=CLUSTER_FILES,
+                       inputs=[args.store], overwrite=args.overwrite)  # fmt: skip
     print(json.dumps({**report, "out": str(out)}))
     return 0

@@ -193,6 +193,7 @@ def write_folder(
     *,
     names: Iterable[str],
     inputs: Iterable[str | os.PathLike[str]] = (),
+    overwrite: bool = False,
 ) -> Path:
     """Write a command's result into a folder whole: ``fill`` a fresh sibling, then swap in.
 
@@ -215,16 +216,28 @@ def write_folder(
     inputs : iterable of path-like
         What the run read: ``target`` must not be one, lie inside a zarr store, or
         hold one among the files it replaces.
+    overwrite : bool
+        Replace an earlier result (files under ``names``) in ``target``; without it
+        such a folder is refused, so that neither an earlier run nor a file of the
+        user's that happens to bear a result's name is lost unasked.
 
     Raises
     ------
     FileExistsError
-        ``target`` is not a folder, overlaps an input, holds a folder under a result's
-        name that is not a zarr store (never deleted), or holds other files that
-        cannot be hard-linked.
+        ``target`` is not a folder, is or lies inside a zarr store, overlaps an input,
+        holds an earlier result and ``overwrite`` is False, holds a folder under a
+        result's name that is not a zarr store (never deleted), or holds other files
+        that cannot be hard-linked.
     """
     path = Path(target).expanduser()
     patterns = tuple(names)
+    store = next((p for p in (path, *path.parents) if is_zarr_store(p)), None)
+    if store is not None:
+        raise FileExistsError(
+            f"the output folder {str(path)!r} "
+            + ("is" if store == path else "lies inside")
+            + f" the zarr store {str(store)!r}; choose an output folder outside it"
+        )
     for src, how in input_overlaps(path, inputs):
         top = src.relative_to(path.resolve()).parts[0] if how == "contains" else ""
         if (
@@ -241,6 +254,13 @@ def write_folder(
         if not path.is_dir() or path.is_symlink():
             raise FileExistsError(f"{str(path)!r} exists and is not a folder; choose another")
         keep = [e for e in path.iterdir() if not _ours(e.name, patterns)]
+        earlier = sorted(e.name for e in path.iterdir() if _ours(e.name, patterns))
+        if earlier and not overwrite:
+            shown = ", ".join(earlier[:4]) + (", …" if len(earlier) > 4 else "")
+            raise FileExistsError(
+                f"{str(path)!r} already holds a result ({shown}); pass --overwrite to "
+                "replace it, or choose another output folder with --out"
+            )
         for entry in path.iterdir():  # a folder under a result's name must be a zarr store
             if _ours(entry.name, patterns) and entry.is_dir() and not is_zarr_store(entry):
                 raise FileExistsError(
