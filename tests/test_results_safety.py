@@ -192,6 +192,16 @@ def test_factors_out_never_mixes_two_runs(store, tmp_path, capsys):
     assert cli.main([*args[:-2], str(store.parent)]) == 0  # beside its input: the store stays
     assert tree_bytes(store) == before and (store.parent / "factors.zarr").is_dir()
     assert FeatureStore(store).complete
+    zarr.open_group(str(tmp_path / "image.zarr"), mode="w")  # the user's image store
+    assert cli.main([*args[:-2], str(tmp_path / "image.zarr" / "figs")]) == 2
+    assert "inside the zarr store" in capsys.readouterr().err
+    assert not (tmp_path / "image.zarr" / "figs").exists()
+    (out / "factors_clusters").mkdir()  # clusters of the factors in out ...
+    zarr.open_group(str(out / "factors_clusters" / "clusters.zarr"), mode="w")
+    assert cli.main(args) == 0  # ... which this run replaces
+    assert "factors_clusters holds clusters of the factors this run replaced" in (
+        capsys.readouterr().err
+    )
 
 
 # -- models -----------------------------------------------------------------------------------
