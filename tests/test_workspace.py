@@ -101,3 +101,28 @@ def test_default_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("BRAINFEATURES_HOME", str(tmp_path))
     p = default_workspace_path(None, name="sample: micro/ct")
     assert p.parent == tmp_path / "workspaces" and "/" not in p.name
+
+
+def test_an_array_inside_a_zarr_store_gets_a_workspace_beside_the_store(tmp_path):
+    import zarr
+
+    from napari_brainfeatures.io.volume import IMAGE_NAMES
+    from napari_brainfeatures.workspace import _IMAGE_ARRAYS
+
+    assert _IMAGE_ARRAYS == IMAGE_NAMES  # the group's default array shares its workspace
+    g = zarr.open_group(str(tmp_path / "ct.zarr"), mode="w")
+    g.create_array("image", shape=(2, 8, 8), dtype="uint8")
+    g.create_array("areas", shape=(2, 8, 8), dtype="uint8")
+    beside = tmp_path / "ct.brainfeatures"
+    assert default_workspace_path(tmp_path / "ct.zarr") == beside
+    assert default_workspace_path(tmp_path / "ct.zarr" / "image") == beside  # one volume
+    assert default_workspace_path(tmp_path / "ct.zarr" / "areas") == tmp_path / (
+        "ct_areas.brainfeatures"
+    )
+    ome = zarr.open_group(str(tmp_path / "x.ome.zarr"), mode="w")
+    ome.create_array("1", shape=(2, 4, 4), dtype="uint8")
+    assert default_workspace_path(tmp_path / "x.ome.zarr" / "1").name == "x_1.brainfeatures"
+    old = tmp_path / "ct.zarr" / "image.brainfeatures"  # where earlier versions put it
+    old.mkdir()
+    (old / "workspace.json").write_text("{}")
+    assert default_workspace_path(tmp_path / "ct.zarr" / "image") == old  # still found

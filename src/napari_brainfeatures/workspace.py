@@ -102,15 +102,39 @@ def default_workspace_path(
     """
     if data_path:
         p = Path(data_path).expanduser().resolve()
-        stem = p.name
-        for suffix in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif"):
-            if stem.lower().endswith(suffix):
-                stem = stem[: -len(suffix)]
-                break
-        return p.with_name(stem + SUFFIX)
+        store = _outer_zarr(p)
+        if store is None or store == p:
+            return p.with_name(_stem(p.name) + SUFFIX)
+        # An array inside a zarr store: beside the store, never inside it (a store's
+        # --overwrite would take the workspace along).  The store's default image array
+        # shares the store's workspace; another array gets one of its own.
+        inner = p.relative_to(store).parts
+        old = p.with_name(_stem(p.name) + SUFFIX)  # where earlier versions put it
+        if (old / "workspace.json").is_file():
+            return old
+        tag = "" if len(inner) == 1 and inner[0] in _IMAGE_ARRAYS else "_" + "_".join(inner)
+        return store.with_name(_stem(store.name) + tag + SUFFIX)
     home = Path(os.environ.get("BRAINFEATURES_HOME", Path.home() / ".napari-brainfeatures"))
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "untitled"
     return home / "workspaces" / (safe + SUFFIX)
+
+
+_IMAGE_ARRAYS = ("image", "raw", "data", "volume", "0")  # io.volume.IMAGE_NAMES
+
+
+def _stem(name: str) -> str:
+    for suffix in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _outer_zarr(path: Path) -> Path | None:
+    """The outermost zarr store that is or holds ``path`` (resolved), or None."""
+    for d in (*reversed(path.parents), path):
+        if any((d / f).is_file() for f in ("zarr.json", ".zgroup", ".zarray")):
+            return d
+    return None
 
 
 class Workspace:
