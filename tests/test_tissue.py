@@ -260,3 +260,16 @@ def test_workspace_keeps_the_tissue_mask(tmp_path):
         store[1] = 1
     back = Workspace.open(tmp_path / "ws", mode="r").tissue(mode="r")
     assert back[1].all() and not back[0].any()
+
+
+def test_tissue_mask_leaves_unmeasured_pixels_out():
+    """NaN (a scan's unmeasured corners, a masked export) is never tissue, nor an error."""
+    img, disc = section()
+    img[:, :30] = np.nan  # a band outside the measured field
+    img[100, 100] = np.inf
+    m = tissue_mask(img)
+    assert not m[:, :30].any() and not m[100, 100]
+    keep = disc.copy()
+    keep[:, :30] = False
+    assert (m & keep).sum() / (m | keep).sum() > 0.9
+    assert not tissue_mask(np.full((8, 8), np.nan, np.float32)).any()

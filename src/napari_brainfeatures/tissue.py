@@ -229,7 +229,7 @@ def tissue_mask(image: Any, options: TissueOptions | None = None, **overrides: A
     Returns
     -------
     ndarray of bool, the image's shape
-        True in tissue.
+        True in tissue; never where the image is NaN or infinite (not measured).
     """
     import dataclasses
 
@@ -245,7 +245,13 @@ def tissue_mask(image: Any, options: TissueOptions | None = None, **overrides: A
         raise ValueError(f"image must hold grey values (numbers), got dtype {img.dtype}")
     if min(img.shape) < 2:
         raise ValueError(f"image must be at least 2x2 pixels, got {img.shape!r}")
-    return _clean(_split(img, opts), opts)
+    bad = ~np.isfinite(img) if img.dtype.kind == "f" else None
+    if bad is None or not bad.any():
+        return _clean(_split(img, opts), opts)
+    if bad.all():  # nothing measured (NaN or infinite everywhere): no tissue
+        return np.zeros(img.shape, dtype=bool)
+    filled = np.where(bad, np.min(img[~bad]), img)  # unmeasured pixels: as dark as any
+    return _clean(_split(filled, opts) & ~bad, opts) & ~bad
 
 
 def window_fraction(mask: Any, rows: Any, cols: Any, patch: int | tuple[int, int]) -> np.ndarray:
