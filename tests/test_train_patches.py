@@ -309,6 +309,10 @@ def test_painted_classes_and_default_slices():
     assert painted_classes(table, lab, 4).ids == [1, 2]
     assert painted_classes(table, lab, [0, 4]).ids == [1, 2, 4]
     assert painted_classes(None, lab, 0) is None
+    lab[0, :2, :2] = 9  # an id no class of the table has: said, not dropped silently
+    with pytest.warns(UserWarning, match=r"label ids 9 are painted but are no class"):
+        assert painted_classes(table, lab, [0, 4]).ids == [1, 2, 4]
+    lab[0, :2, :2] = 1
     assert painted_slices(lab) == [0, 4] and painted_slices(lab[0]) is None
     given = choose_slices(lab, ([0], 2, [4]))
     assert given.slices == ([0], [2], [4]) and given.how == "" and given.painted is None

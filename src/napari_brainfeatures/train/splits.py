@@ -144,6 +144,18 @@ def painted_classes(table: ClassTable | None, labels: Any, slices: Slices) -> Cl
     ids: set[int] = set()
     for z in _as_slices(slices):
         ids |= {int(i) for i in np.unique(_read_slice(labels, z))}
+    unknown = sorted(ids - {0} - {c.id for c in table})
+    if unknown:  # painted, but no class of the table: said, never dropped silently
+        import warnings
+
+        shown = ", ".join(map(str, unknown[:8])) + (", …" if len(unknown) > 8 else "")
+        warnings.warn(
+            f"label ids {shown} are painted but are no class of the table "
+            f"({', '.join(f'{c.id} {c.name}' for c in table)}); they are left out. Add them "
+            "to the class table (the Annotate dock, or the workspace's classes.json) to "
+            "train on them.",
+            stacklevel=2,
+        )
     return ClassTable(tuple(c for c in table if c.id in ids))
 
 
