@@ -208,3 +208,6 @@ def test_model_warnings_read_the_training_record():
     assert "near chance (33.3%)" in model_warnings(weak)[0]
     assert model_warnings({"training": {"best_val_acc": 0.9, "counts": counts}}) == []
     assert model_warnings({}) == []  # no record: nothing to say
+    run = {"best_val_acc": 0.9, "counts": counts, "epochs": 40, "epochs_run": 4}
+    assert "stopped at epoch 4 of 40" in model_warnings({"training": run})[0]  # cancelled
+    assert model_warnings({"training": {**run, "stopped_early": True}}) == []  # ended itself

@@ -211,6 +211,7 @@ class FeatureMapWidget(Container):
         self._default_out(region=options.region)  # the run's region names the store
         self._out_path = Path(str(self.out.value))
         gen = compute_feature_map(data, path, out=self._out_path, options=options)
+        say_file(self.status, "{}: computing (progress above)", self._out_path)  # not stale
         self.runner.start(
             _in_gui_words(gen),
             name="Feature map",

@@ -3,10 +3,9 @@
 Pick the image and its labels, choose three slices (by default the current z
 and the next two sections 50 µm apart), "Sample patches" (centres shown as a
 Points layer coloured by class, counts per class), then "Train" (progress bar,
-Cancel, live loss/accuracy curves; the best model so far is kept in the
-workspace), "Evaluate" on the test slice (accuracy, per-class table, confusion
-matrix), save or load model files, and "Predict this slice" (predicted areas
-and confidence layers at the current z).
+Cancel, live loss/accuracy curves; the best model so far is kept in the workspace),
+"Evaluate" on the test slice (accuracy, per-class table, confusion matrix), save or
+load model files, and "Predict this slice" (predicted areas and confidence at the z).
 """
 
 from __future__ import annotations
@@ -351,9 +350,8 @@ class TrainWidget(Container):
         if self.model is None or self.splits is None:
             show_info("Train or load a model, and sample patches, first.")
             return
-        if not self._patches_of_image("Evaluate") or not self._dtype_ok(
-            self.splits.test.patches.dtype
-        ):
+        test = self.splits.test
+        if not self._patches_of_image("Evaluate") or not self._dtype_ok(test.patches.dtype):
             return
         gen = iter_evaluate(self.model, self.splits.test, classes=self.classes, tta=self.tta.value)
         self.runner.start(gen, name="Evaluate", on_done=self._show_evaluation)
@@ -363,10 +361,11 @@ class TrainWidget(Container):
         src, now = self._sampled_from, self.image.value
         if src is None or now is None or src is now:
             return True
-        show_info(
+        self.status.value = (
             f"{what}: the patches were sampled from {src.name!r}, not {now.name!r}; press "
             f"'{self.sample_button.text}' for {now.name!r} first (or choose {src.name!r} again)."
         )
+        show_info(self.status.value)
         return False
 
     def _dtype_ok(self, dtype: Any) -> bool:
@@ -375,6 +374,7 @@ class TrainWidget(Container):
             check_image_dtype(self.meta or {}, dtype)
         except ValueError as err:
             show_error(f"Train CNN: {err}")
+            self.status.value = f"Refused: {err}"
             return False
         return True
 

@@ -95,13 +95,19 @@ def model_warnings(meta: dict[str, Any]) -> list[str]:
     docks can say it beside every map made with the model, evaluated or not.
     """
     training = meta.get("training") or {}
+    out = []
+    ran, planned = training.get("epochs_run"), training.get("epochs")
+    if "stopped_early" not in training and isinstance(ran, int) and isinstance(planned, int):
+        if ran < planned:  # the best model so far of a run that did not end by itself
+            out.append(
+                f"interrupted model: its training stopped at epoch {ran} of {planned} "
+                "(cancelled, or the viewer closed); this is the best model until then"
+            )
     chance = chance_of(((training.get("counts") or {}).get("val") or {}).values())
     acc = training.get("best_val_acc")
-    if acc is None or chance is None:
-        return []
-    if near_chance(float(acc), chance):
-        return [
+    if acc is not None and chance is not None and near_chance(float(acc), chance):
+        out.append(
             f"weak model: validation accuracy {float(acc):.1%} is near chance ({chance:.1%}); "
             "its features mostly show texture, not areas"
-        ]
-    return []
+        )
+    return out
