@@ -68,6 +68,11 @@ def test_train_then_evaluate(sample, tmp_path, capsys):
     assert report["tta"] and meta["test"]["tta"]  # trained with flips: scored as their mean
     assert fig.read_bytes()[:4] == b"\x89PNG"
     assert 0 <= report["slice_accuracy"]["accuracy"] <= 1
+    assert "warnings" not in report or not any("not a test" in w for w in report["warnings"])
+    rc = cli("evaluate", out, sample, "--slice 0 --per-class 5")  # its training slice
+    captured = capsys.readouterr()
+    assert rc == 0 and "slice(s) [0] are among the model's own training" in captured.err
+    assert any("not a test" in w for w in json.loads(captured.out)["warnings"])
 
 
 def test_default_slices_and_labels_beside_image(sample, tmp_path, capsys):

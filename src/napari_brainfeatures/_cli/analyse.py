@@ -82,6 +82,13 @@ def run(name: str, args: argparse.Namespace) -> int:
     image, labels, _, _ = _open(args)
     check_slices("--train-slice", args.train_slice, image.shape[0])
     check_slices("--test-slice", args.test_slice, image.shape[0])
+    both = sorted(set(args.train_slice or []) & set(args.test_slice or []))
+    if both:  # the probes would be scored on patches beside those they were fitted on
+        import warnings
+
+        warnings.warn(f"slice(s) {both} are both --train-slice and --test-slice: the probe "
+                      "scores are not a test; give test slices apart from the training ones",
+                      stacklevel=1)  # fmt: skip
     earlier = [f for f in ("analysis.json", "analysis.png") if (out / f).exists()]
     if earlier and not args.overwrite:
         raise FileExistsError(

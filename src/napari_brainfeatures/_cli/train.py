@@ -403,6 +403,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     report: dict[str, Any] = {"model": str(args.model), "slices": patches.slices, **ev.to_dict()}
     report["split"] = split
+    if split.get("seen_in_training"):
+        report["warnings"] = [
+            *report.get("warnings", []),
+            f"slices {split['seen_in_training']} are the model's own training or validation "
+            "slices: not a test",
+        ]
     if args.predict_stride:
         z = patches.slices[0]
         pred = run_gen(

@@ -224,6 +224,18 @@ def held_out_patches(
         sm = recorded_split(meta, split_mask)
         within, used = sm.region("test"), {**sm.to_dict(), "evaluated": "test region"}  # type: ignore[union-attr]
         say(f"slice {sm.z} was split by region ({sm.mode}): testing in its test region only")  # type: ignore[union-attr]
+    seen = sorted(
+        {z for part in ("train", "val") for z in recorded_slices(meta, part) or []} & set(zs)
+    )
+    if within is None and seen:  # a slice the model learnt from (or was chosen on)
+        import warnings
+
+        used["seen_in_training"] = seen
+        warnings.warn(
+            f"slice(s) {seen} are among the model's own training or validation slices: "
+            "scores there are not a test of the model; give --slice of a slice it never saw",
+            stacklevel=2,
+        )
     lab = [np.asarray(labels[z]) for z in zs]
     ids = {int(i) for a in lab for i in np.unique(a if within is None else a[within])}
     present = type(table)(tuple(c for c in table if c.id in ids))
