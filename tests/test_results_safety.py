@@ -287,3 +287,30 @@ def test_kill_9_during_an_overwrite_leaves_the_old_store(store, tmp_path, image)
     assert siblings(store) == [] and tree_bytes(store) == before  # cleaned, nothing redone
     new = run(compute_feature_map(image, model, out=store, stride=3, overwrite=True, **OPTS))
     assert new.complete and siblings(store) == []
+
+
+def test_headless_factors_and_clusters_are_kept_for_export(tmp_path, capsys):
+    """The command line keeps its results in the image's workspace, as the docks do."""
+    from napari_brainfeatures.classes import ClassTable, default_table
+    from napari_brainfeatures.models.cnn import save_cnn
+    from napari_brainfeatures.results.record import list_results
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((2, 48, 48)) * 200).astype(np.uint8)
+    image[:, :, 24:] //= 3
+    zarr.open_group(str(tmp_path / "ct.zarr"), mode="w").create_array("image", data=image)
+    three = ClassTable(default_table().classes[:3])
+    model = save_cnn(tmp_path / "m.safetensors", tiny_cnn(), classes=three)
+    feat = tmp_path / "feat.zarr"
+    run = ["features", str(model), str(tmp_path / "ct.zarr"), "--z", "1", "--stride", "4"]
+    assert cli.main([*run, "--out", str(feat)]) == 0
+    assert cli.main(["factors", str(feat), "--k", "2", "--max-iter", "20"]) == 0
+    kept = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kept"]
+    ws = tmp_path / "ct.brainfeatures"
+    assert kept and Path(kept).parent.parent == ws / "results"
+    assert cli.main(["cluster", str(tmp_path / "feat_factors" / "factors.zarr"), "--k", "2"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kept"]
+    assert [r.kind for r in list_results(ws)] == ["factors", "clusters"]
+    assert cli.main(["export", str(ws), "--to", str(tmp_path / "out")]) == 0
+    written = json.loads(capsys.readouterr().out)["written"]
+    assert any(p.endswith(".ome.zarr") for p in written)

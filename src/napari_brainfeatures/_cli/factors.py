@@ -200,17 +200,48 @@ def _tissue(given: str, grid: Any, store: str) -> tuple[str, Any] | None:
         return None if given == "none" else (given, open_volume(given).data)
     from napari_brainfeatures.workspace import default_workspace_path
 
-    attrs = grid.store.attrs if grid.store is not None else {}
-    name, shape = attrs.get("image_name"), (attrs.get("image") or {}).get("shape")
-    if not name or not shape:
+    image = _image_of(store)
+    found = None if image is None else default_workspace_path(image) / "tissue.zarr"
+    if found is None or not found.exists():
         return None
-    for image in dict.fromkeys((Path(name), Path(store).parent / name)):  # cwd first
-        found = default_workspace_path(image) / "tissue.zarr"
-        if image.exists() and found.exists():
-            mask = open_volume(str(found)).data
-            if tuple(mask.shape) == tuple(shape):
-                return str(found), mask
-    return None
+    mask = open_volume(str(found)).data
+    shape = ((grid.store.attrs if grid.store is not None else {}).get("image") or {}).get("shape")
+    return (str(found), mask) if shape and tuple(mask.shape) == tuple(shape) else None
+
+
+def _image_of(store: Any) -> Path | None:
+    """The image a feature store was computed from, when it is still where the store says."""
+    from napari_brainfeatures.features.store import FeatureStore
+
+    try:
+        name = FeatureStore(store).attrs.get("image_name")
+    except Exception:  # noqa: BLE001 - gone or not a store: nothing to keep beside
+        return None
+    paths = (Path(name), Path(store).parent / name) if name else ()
+    return next((p for p in dict.fromkeys(paths) if p.exists()), None)  # cwd first
+
+
+def _keep(what: str, grid: Any, write: Any) -> str | None:
+    """Keep the result in the workspace of the store's image as well, as the docks do.
+
+    There ``brainfeatures export`` and the Results dock find it; ``write(workspace,
+    geometry, image)`` writes it.  Returns the result folder (None: no image found).
+    """
+    from napari_brainfeatures.io.volume import open_volume
+    from napari_brainfeatures.workspace import default_workspace_path
+
+    image = _image_of(grid.source) if grid.source else None
+    if image is None:
+        return None
+    ws = default_workspace_path(image)
+    try:
+        vol = open_volume(image)
+        voxel = vol.voxel_size or (1.0,) * 3
+        geo = grid.layer_kwargs(voxel if vol.shape[0] > 1 else voxel[1:])  # a section: 2-D
+        return str(write(ws, geo, str(image)))
+    except (OSError, ValueError) as err:
+        warnings.warn(f"{what} written, but not kept in {str(ws)!r}: {err}", stacklevel=1)
+        return None
 
 
 def _factors(args: argparse.Namespace) -> int:
@@ -219,6 +250,7 @@ def _factors(args: argparse.Namespace) -> int:
     from napari_brainfeatures.factors.maps import rgb_composite
     from napari_brainfeatures.factors.results import factorise
     from napari_brainfeatures.features.grid import FeatureGrid
+    from napari_brainfeatures.results.kinds import save_factors_result
     from napari_brainfeatures.workspace import write_json_atomic
 
     nmf, select = _options(args)  # --lam -1 is refused with or without --rois
@@ -276,6 +308,11 @@ def _factors(args: argparse.Namespace) -> int:
         print(f"warning: {folder} holds clusters of the factors this run replaced; run "
               "'brainfeatures cluster' again", file=sys.stderr)  # fmt: skip
     summary.update({"out": str(out), "rgb_factors": top})
+    summary["kept"] = _keep("factors", grid, lambda ws, geo, image: save_factors_result(
+        ws, fac, **geo, rois=rois, name=f"{Path(args.store).stem}-z{grid.z}",
+        inputs={"volume": image, "feature_store": str(args.store)},
+        parameters={**fac.info, "store_z": grid.index, "z": grid.z},
+    ))  # fmt: skip
     print(json.dumps(summary))
     return 0
 
@@ -314,6 +351,7 @@ def _cluster(args: argparse.Namespace) -> int:
     from napari_brainfeatures.factors.clusters import cluster_map, erode_mask
     from napari_brainfeatures.factors.results import open_map, save_clusters
     from napari_brainfeatures.factors.scores import layer_profile, score_against
+    from napari_brainfeatures.results.kinds import save_clusters_result
     from napari_brainfeatures.workspace import write_json_atomic
 
     if args.max_fit < args.k:
@@ -385,5 +423,9 @@ def _cluster(args: argparse.Namespace) -> int:
 
     out = write_folder(_out_dir(args, "_clusters"), fill, names=CLUSTER_FILES,
                        inputs=[args.store], overwrite=args.overwrite)  # fmt: skip
+    report["kept"] = _keep("clusters", grid, lambda ws, geo, image: save_clusters_result(
+        ws, res.labels, **geo, scores=report.get("scores"), name=Path(args.store).parent.name,
+        inputs={"volume": image, "map": str(args.store)}, parameters=report,
+    ))  # fmt: skip
     print(json.dumps({**report, "out": str(out)}))
     return 0
