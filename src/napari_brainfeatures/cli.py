@@ -13,7 +13,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from napari_brainfeatures import __version__
 
@@ -51,6 +51,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _StageParser(argparse.ArgumentParser):
+    """A stage's parser: a bad option is one line and a pointer to --help, not the usage."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; with ``only`` set, that subcommand gets its full arguments."""
     parser = argparse.ArgumentParser(
@@ -68,7 +75,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="log progress to stderr",
     )
-    sub = parser.add_subparsers(dest="command", metavar="STAGE")
+    sub = parser.add_subparsers(dest="command", metavar="STAGE", parser_class=_StageParser)
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_, parents=[verbose])
         if name == only:
@@ -106,6 +113,13 @@ def _warning_printer(command: str) -> Any:
     return show
 
 
+def _said(err: BaseException) -> str:
+    """An error in words: an operating system's ``[Errno 17] File exists: 'x'`` names the path."""
+    if isinstance(err, OSError) and err.errno is not None and err.filename is not None:
+        return f"{err.filename!s}: {err.strerror or err}"
+    return str(err)
+
+
 def _run(module: Any, args: argparse.Namespace) -> int:
     try:
         if getattr(args, "device", None):  # 'cuda' on a CPU-only torch, 'gpu': say so
@@ -115,7 +129,7 @@ def _run(module: Any, args: argparse.Namespace) -> int:
         return int(module.run(args.command, args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError) as err:
         # The core raises specific, explained errors: show them without a traceback.
-        print(f"brainfeatures {args.command}: error: {err}", file=sys.stderr)
+        print(f"brainfeatures {args.command}: error: {_said(err)}", file=sys.stderr)
         return 2
     except ArithmeticError as err:  # e.g. training diverged: the message says what to lower
         print(f"brainfeatures {args.command}: error: {err}", file=sys.stderr)

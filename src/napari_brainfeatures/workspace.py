@@ -429,7 +429,7 @@ def _create(
     info = {
         "format": "napari-brainfeatures-workspace/1",
         "shape": [int(s) for s in shape],
-        "data_path": str(data_path) if data_path else None,
+        "data_path": str(Path(data_path).expanduser().resolve()) if data_path else None,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "version": __version__,
     }

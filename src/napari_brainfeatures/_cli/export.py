@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -44,5 +45,8 @@ def run(name: str, args: argparse.Namespace) -> int:
             )
         jobs = [(r.path, to / r.kind / r.path.name) for r in found]
     written = [str(p) for path, out in jobs for p in export_result(path, out, args.formats)]
+    if not written:  # said, not left to an empty list
+        print(f"brainfeatures export: warning: nothing to write: {str(src)!r} holds nothing that "
+              f"exports as {' or '.join(args.formats)}", file=sys.stderr)  # fmt: skip
     print(json.dumps({"written": written}, indent=2))
     return 0

@@ -271,7 +271,7 @@ def _factors(args: argparse.Namespace) -> int:
             "--min-context needs --tissue-mask MASK"
             + (" (none was found in the image's workspace)" if args.tissue_mask == "auto" else "")
         )
-    fac = run_gen(factorise(grid, options=nmf, **edges), progress_printer)
+    fac = run_gen(factorise(grid, options=nmf, **edges), progress_printer if args.verbose else None)
     incomplete = _incomplete(grid) if args.allow_incomplete else None
     if incomplete:
         fac.info["incomplete"] = incomplete  # saved with the factors: the result says so
