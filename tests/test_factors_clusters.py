@@ -288,7 +288,7 @@ def test_cluster_cli_on_a_plain_array_with_mask_erosion_and_truth(tmp_path, caps
     saved = json.loads((tmp_path / "o" / "clusters.json").read_text())
     assert saved["scores"] == rep["scores"]
     assert rep["smooth_px"] == 0
-    assert cli.main([*argv, "--smooth", "1.5"]) == 0
+    assert cli.main([*argv, "--smooth", "1.5", "--overwrite"]) == 0  # into the same folder
     smoothed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     eroded = erode_mask(mask[0] > 0, 2)
     api = cluster_map(feats, method="gmm", k=3, mask=eroded, seed=0, smooth=1.5)
