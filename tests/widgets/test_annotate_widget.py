@@ -227,3 +227,24 @@ def test_a_2d_section_gets_2d_labels_that_paint_into_its_workspace(make_napari_v
     np.testing.assert_allclose(tissue.translate, (100, 50))
     assert "saved in ct.brainfeatures/tissue.zarr" in w.status.value
     assert np.asarray(zarr.open_array(f"{root}/tissue.zarr")).shape == (1, 48, 64)
+
+
+def test_another_in_memory_image_of_the_same_name_is_told_whose_workspace_it_is(
+    make_napari_viewer, monkeypatch
+):
+    import napari_brainfeatures._widgets._memory as memory
+
+    said = []
+    monkeypatch.setattr(memory, "show_warning", said.append)
+    rng = np.random.default_rng(0)
+    first, other = (rng.integers(0, 255, (2, 40, 40), dtype=np.uint8) for _ in range(2))
+    for data, warned in ((first, 0), (first.copy(), 0), (other, 1)):
+        viewer = make_napari_viewer()
+        viewer.add_image(data, name="scan")
+        w = AnnotateWidget(viewer)
+        assert w.bind() is not None
+        assert len(said) == warned
+        w.bind()  # once per layer
+        assert len(said) == warned
+        viewer.layers.remove(w.labels_layer)
+    assert "was made for another image of that name" in said[0] and "Rename" in said[0]

@@ -33,15 +33,14 @@ def source_path(layer: Any) -> str | None:
 
 
 def workspace_for(layer: Image) -> Workspace:
-    """Open (or create) the workspace of an image layer and remember it on the layer.
+    """Open (or create) an image layer's workspace, remembered on the layer (2-D: one slice)."""
+    from napari_brainfeatures._widgets._memory import same_image
 
-    A 2-D image layer (a single section) has the workspace of a one-slice volume.
-    """
     shape = image_shape(layer)
     shape = (1, *shape) if len(shape) == 2 else shape
     ws = Workspace.open(workspace_root(layer), shape=shape, data_path=source_path(layer))
     layer.metadata[WORKSPACE_KEY] = str(ws.root)
-    return ws
+    return same_image(ws, layer, source_path(layer))  # in-memory: said if another image's
 
 
 def workspace_root(layer: Image) -> Path:
