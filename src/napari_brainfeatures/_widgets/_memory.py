@@ -1,5 +1,4 @@
-"""In-memory images (no file behind them) share a workspace by layer name: say when it is
-another image's.
+"""In-memory images share a workspace by layer name: say when it is another image's.
 
 A layer without a source (an array added from the console, a plugin's output)
 has its workspace under ``$BRAINFEATURES_HOME`` by its name, so an unrelated
