@@ -9,6 +9,7 @@ import zarr
 
 from napari_brainfeatures.factors.results import Factors
 from napari_brainfeatures.features.grid import FeatureGrid
+from napari_brainfeatures.io.base import VolumeError
 from napari_brainfeatures.io.volume import open_volume
 from napari_brainfeatures.results.export import export_result, validate_ome_zarr
 from napari_brainfeatures.results.kinds import save_clusters_result, save_factors_result
@@ -67,12 +68,27 @@ def test_factor_maps_one_ome_zarr_per_factor_and_a_tiff(tmp_path):
         assert tif.imagej_metadata["unit"] == "um"
         x_res = tif.pages[0].tags["XResolution"].value
         assert x_res[0] / x_res[1] == pytest.approx(0.5)  # pixels per µm
+        assert tif.imagej_metadata["Labels"] == ["F0", "F1"]
+        assert tif.imagej_metadata["xorigin"] == pytest.approx(-0.5)  # 1 µm at 2 µm/px
+    with pytest.raises(VolumeError, match="2 named channels .*open their OME-Zarr"):
+        open_volume(out / "factor_maps.tif")  # not read as a Z stack of two slices
+
+
+def test_tiff_channel_names_follow_the_plane_order(tmp_path):
+    from napari_brainfeatures.results.export import _tiff
+    from napari_brainfeatures.results.maps import MapLayer
+
+    data = np.zeros((3, 2, 4, 4), np.float32)  # C, Z, Y, X
+    m = MapLayer("m", data, "image", "czyx", (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), channels=list("abc"))
+    with tifffile.TiffFile(_tiff(m, tmp_path)) as tif:
+        assert tif.imagej_metadata["Labels"] == ["a", "b", "c", "a", "b", "c"]  # Z-major
 
 
 def test_tiff_of_a_volume_map_keeps_its_z_spacing(clusters, tmp_path):
     (path,) = export_result(clusters, tmp_path / "o", ["tiff"])
     vol = open_volume(path)
     assert vol.shape == (1, 150, 140) and vol.voxel_size == pytest.approx((2.0, 0.5, 0.5))
+    assert tuple(vol.translation) == pytest.approx((6.0, 1.0, 1.5))  # on its slice, as exported
 
 
 def test_csv_and_png_exports(clusters, tmp_path):

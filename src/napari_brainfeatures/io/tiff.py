@@ -54,6 +54,13 @@ def open_tiff(path: Path) -> Volume:
         if isinstance(err, VolumeError):
             raise
         raise VolumeError(f"{str(path)!r} is not a readable TIFF image: {err}") from None
+    named = ij.get("Labels") if isinstance(ij.get("Labels"), list) else None
+    if named and "C" in axes and series.shape[axes.index("C")] > 1:  # channels with names
+        raise VolumeError(
+            f"{str(path)!r} has {series.shape[axes.index('C')]} named channels "
+            f"({', '.join(map(str, named[:4]))}{', …' if len(named) > 4 else ''}); a grey volume "
+            "is expected: save one channel per TIFF (for exported maps, open their OME-Zarr)"
+        )
     c_is_z = grey_c and axes == "CYX"
     if axes == "SYX" and shaped:  # tifffile stores a plain 3- or 4-slice stack as planar RGB
         axes, c_is_z = "CYX", True
@@ -68,7 +75,10 @@ def open_tiff(path: Path) -> Volume:
     if len(levels) > 1:
         notes.append(f"a pyramid of {len(levels)} levels (full size first)")
     voxel = _voxel(voxel_yxz, levels[0].shape[0], notes)
-    return Volume(levels, path, "tiff", voxel, notes=notes)
+    origin = [float(ij.get(f"{a}origin") or 0.0) for a in "zyx"]  # ImageJ's, in pixels
+    moved = voxel is not None and len(levels) == 1 and any(origin)
+    where = [tuple(-o * v for o, v in zip(origin, voxel, strict=True))] if moved else []  # type: ignore[arg-type]
+    return Volume(levels, path, "tiff", voxel, notes=notes, level_translations=where)
 
 
 def _to_zyx(

@@ -225,11 +225,14 @@ def _tiff(m: MapLayer, out: Path) -> Path:
     elif data.dtype.itemsize > 2:
         data = data.astype(np.uint16 if data.max(initial=0) < 65536 else np.float32)
     sy, sx = m.scale[-2:]
-    meta: dict[str, Any] = {"axes": "ZCYX", "unit": "um"}
+    ty, tx = m.translate[-2:] if m.translate else (0.0, 0.0)
+    # ImageJ's calibration origin, in pixels: where the map lies on its image
+    meta: dict[str, Any] = {"axes": "ZCYX", "unit": "um", "xorigin": -tx / sx, "yorigin": -ty / sy}
     if "z" in m.axes:
         meta["spacing"] = float(m.scale[0])
-    if m.channels:
-        meta["Labels"] = [str(c) for c in m.channels for _ in range(data.shape[0])]
+        meta["zorigin"] = -float(m.translate[0] if m.translate else 0.0) / float(m.scale[0])
+    if m.channels:  # one name per plane, planes in ZCYX order
+        meta["Labels"] = [str(c) for _ in range(data.shape[0]) for c in m.channels]
 
     def write(tmp: Path) -> None:
         tifffile.imwrite(tmp, data, imagej=True, resolution=(1.0 / sx, 1.0 / sy), metadata=meta)
