@@ -314,3 +314,18 @@ def test_headless_factors_and_clusters_are_kept_for_export(tmp_path, capsys):
     assert cli.main(["export", str(ws), "--to", str(tmp_path / "out")]) == 0
     written = json.loads(capsys.readouterr().out)["written"]
     assert any(p.endswith(".ome.zarr") for p in written)
+
+
+def test_features_warns_when_the_image_pixels_are_not_the_models(tmp_path, capsys):
+    from napari_brainfeatures.classes import ClassTable, default_table
+    from napari_brainfeatures.models.cnn import save_cnn
+
+    image = (np.random.default_rng(0).random((1, 40, 40)) * 200).astype(np.uint8)
+    arr = zarr.open_group(str(tmp_path / "big.zarr"), mode="w").create_array("image", data=image)
+    arr.attrs["voxel_size_um"] = [4.68, 4.68, 4.68]
+    three = ClassTable(default_table().classes[:3])
+    meta = {"voxel_size_um": [1.17, 1.17, 1.17]}
+    model = save_cnn(tmp_path / "m.safetensors", tiny_cnn(), classes=three, meta=meta)
+    argv = ["features", str(model), str(tmp_path / "big.zarr"), "--out", str(tmp_path / "f.zarr")]
+    assert cli.main(argv) == 0
+    assert "the model learnt on 1.17 µm pixels" in capsys.readouterr().err

@@ -211,3 +211,13 @@ def test_model_warnings_read_the_training_record():
     run = {"best_val_acc": 0.9, "counts": counts, "epochs": 40, "epochs_run": 4}
     assert "stopped at epoch 4 of 40" in model_warnings({"training": run})[0]  # cancelled
     assert model_warnings({"training": {**run, "stopped_early": True}}) == []  # ended itself
+
+
+def test_pixel_size_warning_compares_the_image_with_the_model():
+    from napari_brainfeatures.train.recorded import pixel_size_warning
+
+    meta = {"voxel_size_um": [1.17, 1.17, 1.17]}
+    said = pixel_size_warning(meta, (1.17, 4.68, 4.68))
+    assert "4.68 µm" in said and "16 times" in said and "resample" in said
+    assert pixel_size_warning(meta, (1.0, 1.2, 1.2)) is None  # within 10 %
+    assert pixel_size_warning(meta, None) is None and pixel_size_warning({}, (1, 2, 2)) is None

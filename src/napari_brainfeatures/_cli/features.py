@@ -89,6 +89,22 @@ def open_image(path: str) -> Any:
     return open_volume(path).data
 
 
+def _check_pixel_size(model: str, image: str) -> None:
+    """Warn when the image's pixel size is not the model's (an unreadable model: said later)."""
+    import warnings
+
+    from napari_brainfeatures.io.volume import open_volume
+    from napari_brainfeatures.models.checkpoint import read_header
+    from napari_brainfeatures.train.recorded import pixel_size_warning
+
+    try:
+        said = pixel_size_warning(read_header(model)["meta"], open_volume(image).voxel_size)
+    except (OSError, ValueError, KeyError):
+        return
+    if said:
+        warnings.warn(said, stacklevel=2)
+
+
 def _where(image: str) -> str:
     """The image's absolute path when it is one on disk (else as given)."""
     p = Path(image).expanduser()
@@ -118,6 +134,7 @@ def run(name: str, args: argparse.Namespace) -> int:
 
     options = options_of(args)  # bad values: a clear error before the image is opened
     image = open_image(args.image)
+    _check_pixel_size(args.model, args.image)
     if args.scheduler:
         from napari_brainfeatures.features.distributed import compute_feature_map_distributed
 

@@ -42,9 +42,10 @@ from napari_brainfeatures.features.store import (
     FeatureStoreError,
     StoreMismatchError,
 )
+from napari_brainfeatures.models.checkpoint import read_header
 from napari_brainfeatures.models.cnn import input_scale_for
 from napari_brainfeatures.progress import Progress
-from napari_brainfeatures.train.recorded import model_warnings
+from napari_brainfeatures.train.recorded import model_warnings, pixel_size_warning
 
 REGIONS = ("current slice", "z-range", "all slices", "box of a Shapes layer")
 
@@ -207,6 +208,10 @@ class FeatureMapWidget(Container):
         except ValueError as err:
             show_error(f"Feature map: {err}")
             return
+        voxel = layer.metadata.get("brainfeatures", {}).get("voxel_size_um")
+        said = pixel_size_warning(read_header(path)["meta"], voxel) if self.model else None
+        if said:  # said, not refused: the user may mean it
+            show_warning(f"Feature map: {said}")
         self.store, self._target, self._live = None, layer, None
         self._default_out(region=options.region)  # the run's region names the store
         self._out_path = Path(str(self.out.value))

@@ -21,6 +21,7 @@ from napari_brainfeatures.train.regions import SplitMap
 __all__ = [
     "chance_of",
     "model_warnings",
+    "pixel_size_warning",
     "near_chance",
     "read_split_mask",
     "recorded_slices",
@@ -85,6 +86,24 @@ def chance_of(counts: Any) -> float | None:
 def near_chance(accuracy: float, chance: float) -> bool:
     """Whether an accuracy is too close to chance to build on: under ``min(2c, (1 + c) / 2)``."""
     return accuracy < min(2 * chance, 0.5 + chance / 2)
+
+
+def pixel_size_warning(meta: dict[str, Any], voxel: Any) -> str | None:
+    """What to say when an image's pixels are not the size the model learnt on (> 10 % off).
+
+    ``voxel``: the image's ``(z, y, x)`` (or ``(y, x)``) in micrometres, None if unknown.
+    """
+    trained = meta.get("voxel_size_um")
+    if not trained or voxel is None:
+        return None
+    a, b = float(trained[-1]), float(voxel[-1])
+    if not (a > 0 and b > 0) or max(a, b) / min(a, b) <= 1.1:
+        return None
+    return (
+        f"the image's pixels are {b:.3g} µm, the model learnt on {a:.3g} µm pixels: its window "
+        f"covers {(b / a) ** 2:.2g} times the tissue it was trained on; resample the image to "
+        f"{a:.3g} µm (or train a model at this scale)"
+    )
 
 
 def model_warnings(meta: dict[str, Any]) -> list[str]:
