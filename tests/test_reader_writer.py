@@ -86,3 +86,20 @@ def test_reader_opens_a_population_store_for_the_latent_dock(tmp_path):
     g.create_array("images", data=np.zeros((2, 8, 8), np.uint8))
     ((data, vkw, vkind),) = get_reader(str(tmp_path / "vol.zarr"))(str(tmp_path / "vol.zarr"))
     assert vkind == "image" and "clean_of" not in vkw["metadata"]
+
+
+def test_ome_zarr_label_images_open_as_labels_in_their_colours(tmp_path):
+    """An OME-Zarr label image (ours exported, or another tool's) is a Labels layer."""
+    from napari_brainfeatures.results.export import export_result
+    from napari_brainfeatures.results.kinds import save_clusters_result
+
+    lab = np.zeros((40, 30), np.int32)
+    lab[:20], lab[20:] = 1, 2
+    res = save_clusters_result(tmp_path / "ws", lab, scale=(2.0, 0.5, 0.5), translate=(6, 1, 1))
+    (path,) = export_result(res, tmp_path / "out", ["ome-zarr"])
+    image, labels = get_reader(str(path))(str(path))
+    assert image[2] == "image" and labels[2] == "labels" and labels[1]["name"].endswith("labels")
+    assert tuple(labels[1]["translate"]) == (6.0, 1.0, 1.0)
+    assert set(labels[1]["colormap"]) >= {1, 2} and "contrast_limits" not in labels[1]
+    (alone,) = get_reader(str(path / "labels" / "clusters"))(str(path / "labels" / "clusters"))
+    assert alone[2] == "labels" and np.asarray(alone[0]).max() == 2

@@ -44,9 +44,49 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
         return None
 
     def read(_path: Any) -> list[LayerData]:
-        return [layer_data(vol)]
+        return [layer_data(vol), *ome_label_layers(p)]
 
     return read
+
+
+def _ome(path: Path) -> dict[str, Any]:
+    """A zarr group's OME attributes (NGFF 0.5 under ``ome``, 0.4 at the top), or {}."""
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception:  # noqa: BLE001 - an array, or not zarr: no OME labels
+        return {}
+    ome = attrs.get("ome")
+    return dict(ome) if isinstance(ome, dict) else attrs
+
+
+def _as_labels(layer: LayerData, ome: dict[str, Any]) -> LayerData:
+    """An OME-Zarr label image (``image-label``) as a Labels layer in its own colours."""
+    data, kwargs, _ = layer
+    kwargs = {k: v for k, v in kwargs.items() if k != "contrast_limits"}
+    colours = {
+        int(c["label-value"]): tuple(v / 255 for v in c["rgba"])
+        for c in (ome.get("image-label") or {}).get("colors") or []
+        if isinstance(c, dict) and "label-value" in c and len(c.get("rgba") or []) == 4
+    }
+    if colours:
+        kwargs["colormap"] = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), **colours}
+    return data, kwargs, "labels"
+
+
+def ome_label_layers(path: Path) -> list[LayerData]:
+    """The label images of an OME-Zarr image (its ``labels/`` group), as Labels layers."""
+    names = (_ome(path / "labels").get("labels") or []) if (path / "labels").is_dir() else []
+    out = []
+    for name in names:
+        try:
+            vol = open_volume(path / "labels" / str(name))
+        except Exception:  # noqa: BLE001 - a damaged label image: the image still opens
+            continue
+        data, kwargs, kind = _as_labels(layer_data(vol), _ome(path / "labels" / str(name)))
+        out.append((data, {**kwargs, "name": f"{path.name.split('.')[0]} {name} labels"}, kind))
+    return out
 
 
 def layer_data(vol: Volume) -> LayerData:
@@ -69,6 +109,8 @@ def layer_data(vol: Volume) -> LayerData:
     data = vol.levels if vol.multiscale else vol.data
     if vol.multiscale:
         kwargs["multiscale"] = True
+    if vol.kind == "ome-zarr" and "image-label" in _ome(vol.path):  # a label image itself
+        return _as_labels((data, kwargs, "image"), _ome(vol.path))
     return (data, kwargs, "image")
 
 
@@ -85,7 +127,7 @@ def read_volume(path: str | list[str]) -> list[LayerData]:
         from napari_brainfeatures.latent.population import read_population
 
         return population_layers(read_population(path), name=Path(path).stem)
-    return [layer_data(open_volume(path))]
+    return [layer_data(open_volume(path)), *ome_label_layers(Path(path))]
 
 
 def is_population_store(path: Path) -> bool:
