@@ -61,6 +61,8 @@ def test_factor_maps_one_ome_zarr_per_factor_and_a_tiff(tmp_path):
         p = out / f"factor_maps-F{i}.ome.zarr"
         validate_ome_zarr(p)
         vol = open_volume(p)  # a 2-D map opens as one section
+        ms = dict(zarr.open_group(str(p), mode="r").attrs)["ome"]["multiscales"][0]
+        assert ms["name"] == f"factor_maps-F{i}"  # which factor, inside the file too
         assert vol.shape == (1, 6, 8) and vol.voxel_size[1:] == pytest.approx((2.0, 2.0))
         np.testing.assert_allclose(np.asarray(vol.data[0]), maps[i])
     with tifffile.TiffFile(out / "factor_maps.tif") as tif:

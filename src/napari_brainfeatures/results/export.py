@@ -150,7 +150,10 @@ def _ome_zarr(m: MapLayer, out: Path) -> list[Path]:
     if "c" in m.axes:
         names = m.channels or [str(i) for i in range(data.shape[0])]
         return [
-            _into(out / f"{m.name}-{_safe(n)}.ome.zarr", lambda tmp, a=a: _write_ome(tmp, a, m))
+            _into(
+                out / f"{m.name}-{_safe(n)}.ome.zarr",
+                lambda tmp, a=a, n=n: _write_ome(tmp, a, m, name=f"{m.name}-{n}"),
+            )
             for n, a in zip(names, data, strict=True)
         ]
     return [_into(out / f"{m.name}.ome.zarr", lambda tmp: _write_ome(tmp, data, m))]
@@ -160,7 +163,8 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
-def _write_ome(path: Path, data: np.ndarray, m: MapLayer) -> None:
+def _write_ome(path: Path, data: np.ndarray, m: MapLayer, name: str | None = None) -> None:
+    """One OME-Zarr image of ``data`` with ``m``'s geometry, named ``name`` (default ``m``'s)."""
     import zarr
     from ome_zarr.scale import Methods
     from ome_zarr.writer import write_image, write_labels
@@ -173,7 +177,7 @@ def _write_ome(path: Path, data: np.ndarray, m: MapLayer) -> None:
     image = data.astype(np.float32) if m.layer == "image" else data
     method = Methods.NEAREST if m.layer == "labels" else Methods.RESIZE
     write_image(image, group, axes=axes, scale=scale, axes_units=units, scale_factors=factors,
-                method=method, name=m.name)  # fmt: skip
+                method=method, name=name or m.name)  # fmt: skip
     _shift(group, list(m.translate))
     if m.layer == "labels":
         classes = sorted(m.classes.items())
