@@ -40,7 +40,7 @@ VOXEL = Bounded("float", 0, 1e6, open_lo=True, hint="micrometres")
 
 
 def n_levels_for(shape: tuple[int, ...], *, min_size: int = 256) -> int:
-    """Number of 2x (Y, X) levels until the smaller side drops below ``min_size``."""
+    """Number of 2x (Y, X) levels: halving while the smaller side stays >= ``min_size``."""
     side, n = min(shape[-2:]), 1
     while side // 2 >= min_size:
         side //= 2
@@ -74,8 +74,8 @@ def convert_to_ome_zarr(
         Chunk shape (Z, Y, X), default (4, 512, 512): thin in Z so that
         showing one slice decodes little more than that slice.
     levels : int, optional
-        Resolution levels, 1 to :func:`max_levels`; default until the smaller side
-        is below 256 px.
+        Resolution levels, 1 to :func:`max_levels`; default: halving while the
+        smaller side stays at least 256 px (:func:`n_levels_for`).
     voxel_size : (float, float, float), optional
         Micrometres (Z, Y, X); default from the source, else 1.0 (the source's
         voxel size is unknown: pass it).  The source's translation is kept.
