@@ -38,7 +38,7 @@ def same_image(ws: Workspace, layer: Any, source: str | None) -> Workspace:
     if source is not None or layer.metadata.get(CHECKED) or ws.read_only:
         return ws
     layer.metadata[CHECKED] = True
-    data = layer.data[0] if layer.multiscale else layer.data
+    data = layer.data[-1] if layer.multiscale else layer.data  # the smallest level: quick
     mine, path = fingerprint(data), ws.root / FILE
     try:
         kept = json.loads(path.read_text()).get("fingerprint") if path.exists() else None
