@@ -308,6 +308,7 @@ def test_headless_factors_and_clusters_are_kept_for_export(tmp_path, capsys):
     kept = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kept"]
     ws = tmp_path / "ct.brainfeatures"
     assert kept and Path(kept).parent.parent == ws / "results"
+    assert (ws / "workspace.json").exists()  # a whole workspace: the docks open it later
     assert cli.main(["cluster", str(tmp_path / "feat_factors" / "factors.zarr"), "--k", "2"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kept"]
     assert [r.kind for r in list_results(ws)] == ["factors", "clusters"]

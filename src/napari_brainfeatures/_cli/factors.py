@@ -228,7 +228,7 @@ def _keep(what: str, grid: Any, write: Any) -> str | None:
     geometry, image)`` writes it.  Returns the result folder (None: no image found).
     """
     from napari_brainfeatures.io.volume import open_volume
-    from napari_brainfeatures.workspace import default_workspace_path
+    from napari_brainfeatures.workspace import Workspace, default_workspace_path
 
     image = _image_of(grid.source) if grid.source else None
     if image is None:
@@ -236,10 +236,11 @@ def _keep(what: str, grid: Any, write: Any) -> str | None:
     ws = default_workspace_path(image)
     try:
         vol = open_volume(image)
+        Workspace.open(ws, shape=tuple(vol.shape), data_path=image).close()  # a whole workspace
         voxel = vol.voxel_size or (1.0,) * 3
         geo = grid.layer_kwargs(voxel if vol.shape[0] > 1 else voxel[1:])  # a section: 2-D
         return str(write(ws, geo, str(image)))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError) as err:  # WorkspaceError too
         warnings.warn(f"{what} written, but not kept in {str(ws)!r}: {err}", stacklevel=1)
         return None
 
