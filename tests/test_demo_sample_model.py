@@ -72,3 +72,21 @@ def test_sample_training_splits_render_per_slice_and_sample_the_given_slices():
     assert weights.sample_training_splits(
         (8, 256, 256), patch_size=32, per_class=4, eval_per_class=3, seed=1
     )[1] == split_slices(8, voxel_size=VOXEL_SIZE_UM[0])  # the paper's slices by default
+
+
+def test_the_shipped_half_precision_files_load_as_they_are(tmp_path):
+    """A dock or command given the shipped file itself (stored in float16) loads it as float32."""
+    import torch
+
+    from napari_brainfeatures.latent.model import load_latent_model
+    from napari_brainfeatures.models.cnn import load_cnn
+
+    shipped, meta = load_cnn(weights.sample_model_path())
+    installed, _ = load_cnn(weights.install_sample_model(tmp_path))
+    assert next(shipped.parameters()).dtype == torch.float32
+    assert meta["class_table"].names == ["Ctx", "HypoTh", "Str", "VP", "WM", "ZI"]
+    for a, b in zip(shipped.state_dict().values(), installed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # float16 -> float32 is exact
+    folder = weights.sample_model_path().parent
+    for name in ("sample_beta_vae.safetensors", "sample_vae.safetensors"):
+        load_latent_model(folder / name)

@@ -254,7 +254,8 @@ def check_tensor_table(
         if not isinstance(entry, Mapping):
             raise ValueError(f"tensor {name!r} has no description, got {_show(entry)}")
         dtype = _DTYPES.get(entry.get("dtype")) if isinstance(entry.get("dtype"), str) else None
-        if dtype != want.dtype:
+        half = want.dtype == torch.float32 and dtype in (torch.float16, torch.bfloat16)
+        if dtype != want.dtype and not half:  # half-precision weights load as float32
             raise ValueError(
                 f"tensor {name!r} is {_show(entry.get('dtype'))}, the network needs "
                 f"{str(want.dtype).removeprefix('torch.')}"
@@ -267,7 +268,7 @@ def check_tensor_table(
                 f"tensor {name!r} has shape {tuple(shape)}, the network needs {tuple(want.shape)}"
             )
         offsets = entry.get("data_offsets")
-        nbytes = math.prod(shape) * want.element_size()
+        nbytes = math.prod(shape) * (2 if half else want.element_size())
         if not (
             isinstance(offsets, list)
             and len(offsets) == 2
