@@ -187,3 +187,19 @@ def test_bad_sources_say_so(make_napari_viewer, qtbot, scene, tmp_path):
     assert w.runner.last_error is None and "is gone" in w.status.value
     w.live.start_button.clicked.emit()  # no features: refused, nothing added
     assert STROKES not in viewer.layers
+
+
+def test_the_maps_go_on_the_features_own_image(make_napari_viewer, qtbot, scene, monkeypatch):
+    import napari_brainfeatures._widgets.explore as mod
+
+    said = []
+    monkeypatch.setattr(mod, "show_warning", said.append)
+    image, store, _, areas = scene
+    viewer, w = _viewer(make_napari_viewer, image, areas)
+    crop = viewer.add_image(image[:30, :30], name="crop")
+    w.image.value = None  # not chosen: the image of the features' shape is taken
+    _plot(w, qtbot, store, method="PCA")
+    assert w.image.value is viewer.layers["ct"] and not said
+    w.image.value = crop  # another image: said, not silently misplaced
+    _plot(w, qtbot, store, method="PCA")
+    assert said and "computed on an image of 40x44 px, not on 'crop'" in said[-1]

@@ -30,7 +30,7 @@ from magicgui.widgets import (
     SpinBox,
     Table,
 )
-from napari.layers import Labels, Shapes
+from napari.layers import Image, Labels, Shapes
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 
@@ -38,6 +38,7 @@ from napari_brainfeatures._widgets._common import (
     class_names,
     follow_edits,
     image_choices,
+    image_shape,
     insert_after,
     labels_choices,
     plain_numbers,
@@ -242,9 +243,28 @@ class ExploreWidget(Container):
 
         self.runner.start(job(), name="Explore plot", on_done=self._plotted)
 
+    def _place(self) -> None:
+        """Maps go on the features' own image: picked when none is chosen, else checked."""
+        want = tuple(self.grid.image_shape or ())[-2:]
+        if not want:
+            return
+        img = self.image.value
+        if img is None:
+            fits = [ly for ly in self.viewer.layers if isinstance(ly, Image) and not ly.rgb
+                    and image_shape(ly)[-2:] == want]  # fmt: skip
+            if fits:
+                self.image.value = fits[0]
+        elif image_shape(img)[-2:] != want:
+            show_warning(
+                f"Explore: the features were computed on an image of {want[0]}x{want[1]} px, "
+                f"not on {img.name!r} ({image_shape(img)[-2]}x{image_shape(img)[-1]} px); "
+                "choose the image they belong to, or the maps land in the wrong place"
+            )
+
     def _plotted(self, out: tuple[Any, ...]) -> None:
         self.sources, self.density, self.readout, (colour, kind) = out
         self.selected = None
+        self._place()
         self.within.reset_choices()
         classes = self.readout.classes if self.colour.value == "predicted area" else None
         key = {c.id: (c.name, c.colour) for c in classes} if classes is not None else None
