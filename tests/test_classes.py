@@ -43,3 +43,11 @@ def test_duplicates_refused():
         default_table().add("Ctx")
     with pytest.raises(ValueError, match="classes"):
         ClassTable.from_dict({"nope": []})
+
+
+def test_a_class_colour_too_light_for_a_white_plot_is_darkened():
+    from napari_brainfeatures.classes import on_white
+
+    r, g, b, _ = on_white("#f0f0f0")  # white matter in tables of earlier versions
+    assert 0.299 * r + 0.587 * g + 0.114 * b == pytest.approx(0.7)
+    assert on_white("#e6194b") == pytest.approx((0xE6 / 255, 0x19 / 255, 0x4B / 255, 1.0))

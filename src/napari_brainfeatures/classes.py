@@ -203,6 +203,20 @@ _PAPER_AREAS = (
 )
 
 
+def on_white(colour: str) -> tuple[float, float, float, float]:
+    """A class colour as drawn on a white plot: one too light to see there is darkened.
+
+    Tables of earlier versions gave white matter ``#f0f0f0``, which shows on tissue
+    but not on a figure's white; its hue is kept, its luminance brought to 0.7.
+    """
+    from matplotlib.colors import to_rgba
+
+    r, g, b, a = to_rgba(colour)
+    lum = 0.299 * r + 0.587 * g + 0.114 * b
+    k = 0.7 / lum if lum > 0.7 else 1.0
+    return (r * k, g * k, b * k, a)
+
+
 def default_table() -> ClassTable:
     """The paper's six areas: Ctx, HypoTh, Str, VP, WM, ZI with ids 1..6."""
     return ClassTable(

@@ -22,6 +22,7 @@ from matplotlib.patches import Patch
 from matplotlib.widgets import LassoSelector, RectangleSelector
 from qtpy.QtWidgets import QSizePolicy
 
+from napari_brainfeatures.classes import on_white
 from napari_brainfeatures.explore.density import Density
 
 TOOLS = ("lasso", "rectangle")
@@ -174,6 +175,7 @@ def _categorical(
     tab = colormaps["tab10"]
     rows = {i: key[i] if key and i in key else (f"cluster {i}", tab((i - 1) % 10)) for i in present}
     rgba = np.zeros((*ids.shape, 4), np.float32)
+    rows = {i: (name, on_white(c) if isinstance(c, str) else c) for i, (name, c) in rows.items()}
     for i, (_, c) in rows.items():
         rgba[ids == i] = to_rgba(c)
     return rgba, list(rows.values())

@@ -31,7 +31,7 @@ from napari_brainfeatures.analyse.probes import (
     pca_scatter,
     probe_scores,
 )
-from napari_brainfeatures.classes import ClassTable
+from napari_brainfeatures.classes import ClassTable, on_white
 from napari_brainfeatures.models.cnn import check_image_dtype, load_cnn
 from napari_brainfeatures.progress import Progress, ProgressGen
 from napari_brainfeatures.train.bounds import PER_CLASS, SEED, SIGMA, as_slices
@@ -174,7 +174,10 @@ def report_figure(
                 c = known.get(int(cid))
                 pts = [a[labels == cid] for a in xyz]
                 ax.scatter(
-                    *pts, s=3, color=c.colour if c else "grey", label=c.name if c else str(int(cid))
+                    *pts,
+                    s=3,
+                    color=on_white(c.colour) if c else "grey",
+                    label=c.name if c else str(int(cid)),
                 )
             if row == 0 and narrow:  # one legend for every scatter, beside the noise curves
                 handles, names = ax.get_legend_handles_labels()
