@@ -358,3 +358,18 @@ def test_analyse_model_defaults_to_the_models_own_regions_of_one_section(tmp_pat
     for part, name in ((result.train, "train"), (result.test, "test")):
         for _, y, x in part.centres:
             assert sm.region(name)[y - p // 2 : y - p // 2 + p, x - p // 2 : x - p // 2 + p].all()
+
+
+def test_one_section_without_the_models_regions_is_said_to_be_no_held_out_test(tmp_path):
+    from napari_brainfeatures.analyse import analyse_model
+    from napari_brainfeatures.classes import ClassTable
+    from napari_brainfeatures.models.cnn import save_cnn
+
+    table = ClassTable.from_names(["a", "b"])
+    model = save_cnn(tmp_path / "m", tiny_cnn(2), classes=table)
+    areas = np.ones((64, 120), np.uint8)
+    areas[:, 60:] = 2
+    image = (np.random.default_rng(0).random(areas.shape) * 60 + 60 * areas).astype(np.uint8)
+    kw = {"per_class": 6, "sigmas": [0.0]}
+    with pytest.warns(UserWarning, match="trained and tested on patches of the same section"):
+        run(analyse_model(model, image, areas, **kw))

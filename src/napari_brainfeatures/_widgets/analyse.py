@@ -159,6 +159,8 @@ class AnalyseWidget(Container):
             notes.append("the model records no split: using the slices above")
         if not own and img.ndim == 3 and self.train_slice.value == self.test_slice.value:
             notes.append("note: train and test slices are the same")
+        if img.ndim == 2 and not own:
+            notes.append("note: one section: probes are trained and tested on it alike")
         # a failed run must not leave the last run's result
         self.status.value = "running…" + (f" ({'; '.join(notes)})" if notes else "")
         arch = str(self.tv_arch.value).strip()

@@ -328,17 +328,24 @@ def analyse_model(
             "torchvision", arch=arch, weights=weights, input_size=size, device=device
         )
     regions: dict[str, Any] = {"train": None, "test": None}
-    if train_slices is None and test_slices is None and image.ndim == 3:
+    if train_slices is None and test_slices is None:
         sm = recorded_split(meta, split_mask)
-        if sm is not None:  # one section split by region: the model's own regions
-            train_slices = test_slices = sm.z
-            regions = {k: sm.region(k) for k in regions}
-        else:
+        fits = sm is not None and tuple(sm.region("train").shape) == tuple(image.shape[-2:])
+        if fits and (image.ndim == 3 or sm.z == 0):  # the model's own regions of the section
+            train_slices = test_slices = sm.z  # type: ignore[union-attr]
+            regions = {k: sm.region(k) for k in regions}  # type: ignore[union-attr]
+        elif image.ndim == 3:
             train_slices = recorded_slices(meta, "train")
             test_slices = recorded_slices(meta, "test")
     split = regions["train"] is not None  # classes missing from a region are left out
     if image.ndim == 2:
         train_slices = test_slices = 0
+        if not split:
+            warnings.warn(
+                "one section and no regions of it recorded by the model: the probes are "
+                "trained and tested on patches of the same section (not a held-out test)",
+                stacklevel=2,
+            )
     if train_slices is None or test_slices is None:
         raise ValueError("the model records no split; give the training and test slices")
     table = meta["class_table"]
