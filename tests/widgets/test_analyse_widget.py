@@ -63,10 +63,12 @@ def test_default_slices_50um_apart_and_cancel_clears_running(make_napari_viewer,
     w.default_slices()
     assert (w.train_slice.value, w.test_slice.value) == (10, 53)
     w.model_path.value = model_file
+    w.table.value = {"data": [[0.9]], "index": ["linear SVM"], "columns": ["trained"]}  # earlier
     w.run_button.clicked.emit()
     w.runner.cancel()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert w.status.value.startswith("stopped: no result")
+    assert w.table.shape[0] == 0  # no earlier numbers left under 'no result'
 
 
 def test_own_split_uses_the_models_regions_and_falls_back_to_the_slices(

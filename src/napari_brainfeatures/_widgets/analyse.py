@@ -191,6 +191,10 @@ class AnalyseWidget(Container):
     def _stopped(self) -> None:
         if self.status.value.startswith("running…"):  # cancelled or failed: no result
             self.status.value = "stopped: no result (cancelled or failed; see the message)"
+            self.report = None
+            self.table.clear()  # not the last run's numbers under a line saying 'no result'
+            self.figure.clear()
+            self.canvas.draw_idle()
 
     def _done(self, result: ModelAnalysis) -> None:
         self.report = report = result.report
