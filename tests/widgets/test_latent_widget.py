@@ -389,3 +389,19 @@ def test_comparison_headers_say_what_each_score_is(qtbot):
     assert table.column_headers == ("penalty", "FD recon")
     header = table.native.horizontalHeaderItem(1).toolTip()
     assert header.startswith("PCA-Fréchet distance") and "penalty: " in table.native.toolTip()
+
+
+def test_a_model_of_other_sections_is_said_to_be_so(make_napari_viewer, monkeypatch):
+    """A model trained on 32×48 sections shown 32×56 ones it was not cropped from: said."""
+    import napari_brainfeatures._widgets.latent as mod
+
+    said = []
+    monkeypatch.setattr(mod, "show_warning", said.append)
+    viewer = make_napari_viewer()
+    cfg = VAEConfig(image_shape=SHAPE, n_down=3, channels=4, fc=(16,), latent_dim=2)
+    result = run(train_vae(population(), config=cfg, epochs=1, batch_size=4))  # 32×48 itself
+    wide = np.concatenate([population(), population(seed=1)[:, :, :8]], axis=2)  # (12, 32, 56)
+    viewer.add_image(wide, name="wide")
+    w = LatentWidget(viewer)
+    w.set_model(result.latent_model(), result.meta)
+    assert said and "trained on 32×48 sections, these are 32×56" in said[0]

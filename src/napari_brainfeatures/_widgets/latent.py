@@ -29,7 +29,7 @@ from magicgui.widgets import (
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_brainfeatures._widgets._common import (
     insert_after,
@@ -265,10 +265,11 @@ class LatentWidget(LatentTraining, LatentAnalyses, Container):
 
         def done(codes: PopulationCodes) -> None:
             self.set_model(model, meta, codes=codes, runs=runs)
+            about = self.status.value  # what set_model said (the sections it sees included)
             if message:
                 self.status.value = message
             elif file is not None:
-                say_file(self.status, "loaded {}", file)
+                say_file(self.status, "loaded {}: " + about, file)
 
         gen = population_codes(model, images, meta=meta)
         self.runner.start(gen, name="Encode the population", on_done=done)
@@ -305,6 +306,14 @@ class LatentWidget(LatentTraining, LatentAnalyses, Container):
         if codes.section_shape is not None and self.offset != (0, 0):
             (H, W), (h, w) = codes.section_shape, model.image_shape
             self.status.value += f" (on the {h}×{w} centre of the {H}×{W} sections)"
+        trained_on = meta.get("cropped_from") or list(model.image_shape)
+        if codes.section_shape is not None and list(trained_on) != list(codes.section_shape):
+            (H, W), (h, w) = codes.section_shape, trained_on
+            show_warning(
+                f"Latent: the model was trained on {h}×{w} sections, these are {H}×{W}: its "
+                "fields and scores describe what it sees of them and do not compare with a "
+                "model trained on sections like these"
+            )
         self.reset()
 
     @property
