@@ -98,6 +98,12 @@ def test_bad_kind_and_file_names_are_refused(tmp_path):
         open_result(tmp_path)
 
 
+def test_result_folder_names_spell_greek_letters_out(tmp_path):
+    with new_result(tmp_path, "latent", "β-VAE L=8 β=3") as out:
+        out.json("x.json", 1)
+    assert out.root.name.startswith("beta-VAE_L_8_beta_3-")  # not '-VAE…', which reads as a flag
+
+
 def test_evaluation_result(tmp_path):
     path = save_evaluation_result(tmp_path, _evaluation(), name="cnn-1", inputs={"volume": "v"})
     res = open_result(path)

@@ -223,7 +223,8 @@ def new_result(
     folder.mkdir(parents=True, exist_ok=True)
     _clean_kind_folder(folder)
     now = _dt.datetime.now(_dt.UTC)
-    safe = _SAFE.sub("_", name).strip("._") or kind
+    spelt = name.replace("β", "beta").replace("σ", "sigma").replace("λ", "lambda")
+    safe = _SAFE.sub("_", spelt).strip("._-") or kind  # 'β-VAE': 'beta-VAE', not '-VAE'
     target = folder / f"{safe}-{_stamp(now)}"
     tmp = temp_path(target, "partial")
     tmp.mkdir()
