@@ -145,6 +145,9 @@ def test_train_pca_projective_and_receptive(setup, qtbot, tmp_path, monkeypatch)
     assert w.receptive_result.impact.shape == (2, 2)
     assert w.receptive_result.roi_names == ["Ctx", "TH"]
     assert w.receptive_result.n_images == 10  # artifact sections left out
+    w.set_model(w.model, w.meta)  # another model (here the same): the old pictures go
+    assert "projective fields" not in viewer.layers
+    assert "projective field labels" not in viewer.layers
 
 
 def test_train_vae_live_curves_and_bad_model_file(setup, qtbot, tmp_path):

@@ -32,6 +32,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_brainfeatures._widgets._common import (
+    OWNER_TAG,
     insert_after,
     layers_of,
     put_layer,
@@ -288,6 +289,9 @@ class LatentWidget(LatentTraining, LatentAnalyses, Container):
         if codes is None:
             images = self._images() if self.population.value is not None else None
             codes = run(population_codes(model, images, meta=meta))
+        stale = {f"Latent: {n}" for n in ("projective fields", "reconstructions", "tile labels")}
+        for old in [ly for ly in self.viewer.layers if ly.metadata.get(OWNER_TAG) in stale]:
+            self.viewer.layers.remove(old)  # another model's pictures, not this one's
         self.model, self.meta = model, dict(meta)
         self.runs = runs or [(run_seed(model, meta), model, self.meta)]
         self.mean, self.codes, self.active = codes.mean, codes.codes, codes.active
