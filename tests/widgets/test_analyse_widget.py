@@ -50,6 +50,9 @@ def test_bad_inputs(make_napari_viewer, qtbot, model_file, monkeypatch):
     w.run_button.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert "fewer than two" in str(w.runner.last_error)
+    w.area_labels.value = viewer.add_labels(np.ones((40, 40), np.uint8), name="flat")
+    w.run_button.clicked.emit()  # 2-D labels for a volume: said before any work
+    assert not w.runner.running and "have shape (40, 40), the image 'ct' (2, 40, 40)" in shown[-1]
 
 
 def test_default_slices_50um_apart_and_cancel_clears_running(make_napari_viewer, qtbot, model_file):

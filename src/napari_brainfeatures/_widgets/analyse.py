@@ -153,6 +153,13 @@ class AnalyseWidget(Container):
         except ValueError as err:
             show_error(f"Analyse: {err}")
             return
+        shapes = [tuple((ly.data[0] if ly.multiscale else ly.data).shape) for ly in (img, lab)]
+        if shapes[0] != shapes[1]:
+            show_error(
+                f"Analyse: the labels {lab.name!r} have shape {shapes[1]}, the image "
+                f"{img.name!r} {shapes[0]}; pick the labels painted on this image"
+            )
+            return
         own = bool(self.own_split.value) and _records_split(path)
         notes = []
         if self.own_split.value and not own:

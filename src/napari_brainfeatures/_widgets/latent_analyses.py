@@ -110,6 +110,7 @@ class LatentAnalyses:
         layer = self._set_layer("projective fields", picture, rgb=True)
         layer.translate = (0.0, 1.1 * width)  # to the right of the sections
         self._label_tiles(fields.shape[1:3], len(fields), layer.translate)
+        self.viewer.reset_view()  # the sections and the fields beside them, both in view
         c, half = float(self.c_max.value), float(self.c_max.value) / 2
         self.status.value = (
             f"projective fields z0..z{len(fields) - 1} (labelled), {min(len(fields), 4)} per "
