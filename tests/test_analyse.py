@@ -373,3 +373,18 @@ def test_one_section_without_the_models_regions_is_said_to_be_no_held_out_test(t
     kw = {"per_class": 6, "sigmas": [0.0]}
     with pytest.warns(UserWarning, match="trained and tested on patches of the same section"):
         run(analyse_model(model, image, areas, **kw))
+
+
+def test_features_are_extracted_a_chunk_at_a_time_with_a_record_each():
+    from napari_brainfeatures.analyse.report import _in_chunks
+
+    patches = np.arange(10 * 4, dtype=np.float32).reshape(10, 4)
+    gen = _in_chunks(lambda p: p * 2, patches, "features", 0, 1, chunk=3)
+    records = []
+    try:
+        while True:
+            records.append(next(gen))
+    except StopIteration as stop:
+        out = stop.value
+    np.testing.assert_array_equal(out, patches * 2)
+    assert [r.message for r in records][-1] == "features 10/10" and len(records) == 4

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,19 @@ __all__ = [
     "report_json",
 ]
 SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.3)
+
+
+def _in_chunks(
+    fn: Any, patches: np.ndarray, what: str, step: int, total: int, chunk: int = 256
+) -> Generator[Progress, None, np.ndarray]:
+    """``fn(patches)`` a chunk at a time, with a record after each (so Cancel is quick)."""
+    if len(patches) <= chunk:
+        return fn(patches)
+    parts = []
+    for i in range(0, len(patches), chunk):
+        parts.append(fn(patches[i : i + chunk]))
+        yield Progress(step, total, f"{what} {min(i + chunk, len(patches))}/{len(patches)}")
+    return np.concatenate(parts)
 
 
 def compare_extractors(
@@ -87,7 +100,8 @@ def compare_extractors(
     step, report = 0, {}
     for name, fn in extractors.items():
         yield Progress(step, total, f"{name}: features")
-        ftr, fte = fn(ptr), fn(pte)
+        ftr = yield from _in_chunks(fn, ptr, f"{name}: training features", step, total)
+        fte = yield from _in_chunks(fn, pte, f"{name}: test features", step, total)
         step += 1
         yield Progress(step, total, f"{name}: probes, V-measure, Gram matrix")
         res: dict[str, Any] = {
