@@ -224,7 +224,7 @@ def write(kind: str, target: str, work: str, killed: bool) -> None:
         if killed:  # the result files are being written into the new folder
             matplotlib.image.imsave = lambda *a, **k: _mid()
         store = str(work_dir / "store.zarr")
-        args = ["--k", "3" if killed else "2", "--out", target, "--z", "0"]
+        args = ["--k", "3" if killed else "2", "--out", target, "--z", "0", "--overwrite"]
         if kind == "factors":
             args += ["--max-iter", "20"]
         command = "factors" if kind == "factors" else "cluster"
