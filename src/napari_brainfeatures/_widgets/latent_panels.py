@@ -109,7 +109,7 @@ def plot_curves(figure: Figure, history: Sequence[Mapping[str, float]]) -> None:
         ax = figure.add_subplot(1, 2, i + 1)
         ax.plot(ep, [h[key] for h in history], ".-", label="train")  # dots: 1 epoch shows
         ax.plot(ep, [h[f"val_{key}"] for h in history], ".-", label="val")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))  # a narrow dock: few
         ax.set_xlim(0.5, max(ep) + 0.5)  # one epoch: an axis around it, not 0.96 … 1.04
         ax.set_title(key)
         ax.set_xlabel("epoch")
