@@ -203,3 +203,14 @@ def test_the_maps_go_on_the_features_own_image(make_napari_viewer, qtbot, scene,
     w.image.value = crop  # another image: said, not silently misplaced
     _plot(w, qtbot, store, method="PCA")
     assert said and "computed on an image of 40x44 px, not on 'crop'" in said[-1]
+
+
+def test_the_same_axis_twice_is_said(make_napari_viewer, qtbot, scene, monkeypatch):
+    import napari_brainfeatures._widgets.explore as mod
+
+    said = []
+    monkeypatch.setattr(mod, "show_error", said.append)
+    image, store, _, areas = scene
+    _, w = _viewer(make_napari_viewer, image, areas)
+    _plot(w, qtbot, store, method="PCA", x=1, y=1)
+    assert said and "both axis 1" in said[-1] and w.density is None

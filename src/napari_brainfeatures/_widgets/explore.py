@@ -212,6 +212,10 @@ class ExploreWidget(Container):
             return
         z, pair = int(self.z.value), (int(self.x.value), int(self.y.value))
         method, bins, colour = str(self.method.value), int(self.bins.value), str(self.colour.value)
+        if pair[0] == pair[1] and method != "UMAP":
+            show_error(f"Explore: x and y are both axis {pair[0]}; pick two different axes.")
+            return
+        self.status.value = "plotting… (progress below)"  # not the last plot's line
         factor = int(self.factor.value)
         clusters_layer = self.clusters.value
 
