@@ -41,7 +41,8 @@ EXAMPLES = int(os.environ.get("BENCH_TRUST_EXAMPLES", "12"))
 ZERO_OK = {"--tol", "--z-range", "--seed", "--z", "--erode", "--smooth", "--lam", "--eps",
            "--kl-warmup", "--section", "--patience", "--guard", "--slice", "--train-slice",
            "--val-slice", "--test-slice", "--split-slice", "--sigmas", "--random-seed",
-           "--min-context"}  # fmt: skip
+           "--min-context", "--rotate", "--gradient", "--local-contrast",
+           "--min-tissue"}  # fmt: skip  # 0: that augmentation (or the tissue rule) off
 
 
 def fixtures(d: Path) -> dict[str, Path]:
