@@ -273,3 +273,8 @@ def test_tissue_mask_leaves_unmeasured_pixels_out():
     keep[:, :30] = False
     assert (m & keep).sum() / (m | keep).sum() > 0.9
     assert not tissue_mask(np.full((8, 8), np.nan, np.float32)).any()
+
+
+def test_a_section_of_one_grey_value_is_said_to_be_so():
+    with pytest.warns(UserWarning, match=r"one grey value \(7\) only"):
+        assert tissue_mask(np.full((16, 16), 7, np.uint8)).all()

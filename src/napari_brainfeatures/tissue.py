@@ -247,6 +247,14 @@ def tissue_mask(image: Any, options: TissueOptions | None = None, **overrides: A
         raise ValueError(f"image must be at least 2x2 pixels, got {img.shape!r}")
     bad = ~np.isfinite(img) if img.dtype.kind == "f" else None
     if bad is None or not bad.any():
+        if img.size and img.min() == img.max():  # nothing to tell tissue from background by
+            import warnings
+
+            warnings.warn(
+                f"the section holds one grey value ({img.flat[0]}) only: its mask is all "
+                "tissue; check that this is the image you meant",
+                stacklevel=2,
+            )
         return _clean(_split(img, opts), opts)
     if bad.all():  # nothing measured (NaN or infinite everywhere): no tissue
         return np.zeros(img.shape, dtype=bool)
