@@ -298,17 +298,24 @@ def test_headless_factors_and_clusters_are_kept_for_export(tmp_path, capsys):
     rng = np.random.default_rng(0)
     image = (rng.random((2, 48, 48)) * 200).astype(np.uint8)
     image[:, :, 24:] //= 3
-    zarr.open_group(str(tmp_path / "ct.zarr"), mode="w").create_array("image", data=image)
+    group = zarr.open_group(str(tmp_path / "ct.zarr"), mode="w")
+    group.create_array("image", data=image)
+    areas = np.ones_like(image)
+    areas[:, :, 24:] = 2
+    group.create_array("areas", data=areas)
     three = ClassTable(default_table().classes[:3])
     model = save_cnn(tmp_path / "m.safetensors", tiny_cnn(), classes=three)
     feat = tmp_path / "feat.zarr"
     run = ["features", str(model), str(tmp_path / "ct.zarr"), "--z", "1", "--stride", "4"]
     assert cli.main([*run, "--out", str(feat)]) == 0
-    assert cli.main(["factors", str(feat), "--k", "2", "--max-iter", "20"]) == 0
+    rois = ["--rois", str(tmp_path / "ct.zarr" / "areas")]
+    assert cli.main(["factors", str(feat), "--k", "2", "--max-iter", "20", *rois]) == 0
     kept = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kept"]
     ws = tmp_path / "ct.brainfeatures"
     assert kept and Path(kept).parent.parent == ws / "results"
     assert (ws / "workspace.json").exists()  # a whole workspace: the docks open it later
+    sizes = (Path(kept) / "roi_sizes.csv").read_text()
+    assert "Ctx" in sizes and "HypoTh" in sizes  # the workspace's class names, as the docks
     assert cli.main(["cluster", str(tmp_path / "feat_factors" / "factors.zarr"), "--k", "2"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kept"]
     assert [r.kind for r in list_results(ws)] == ["factors", "clusters"]

@@ -225,7 +225,7 @@ def _keep(what: str, grid: Any, write: Any) -> str | None:
     """Keep the result in the workspace of the store's image as well, as the docks do.
 
     There ``brainfeatures export`` and the Results dock find it; ``write(workspace,
-    geometry, image)`` writes it.  Returns the result folder (None: no image found).
+    geometry, image, class names)`` writes it.  Returns the result folder (None: no image).
     """
     from napari_brainfeatures.io.volume import open_volume
     from napari_brainfeatures.workspace import Workspace, default_workspace_path
@@ -236,10 +236,12 @@ def _keep(what: str, grid: Any, write: Any) -> str | None:
     ws = default_workspace_path(image)
     try:
         vol = open_volume(image)
-        Workspace.open(ws, shape=tuple(vol.shape), data_path=image).close()  # a whole workspace
+        space = Workspace.open(ws, shape=tuple(vol.shape), data_path=image)  # a whole one
+        names = {c.id: c.name for c in space.classes}  # tables name areas as the docks do
+        space.close()
         voxel = vol.voxel_size or (1.0,) * 3
         geo = grid.layer_kwargs(voxel if vol.shape[0] > 1 else voxel[1:])  # a section: 2-D
-        return str(write(ws, geo, str(image)))
+        return str(write(ws, geo, str(image), names))
     except (OSError, ValueError) as err:  # WorkspaceError too
         warnings.warn(f"{what} written, but not kept in {str(ws)!r}: {err}", stacklevel=1)
         return None
@@ -309,8 +311,8 @@ def _factors(args: argparse.Namespace) -> int:
         print(f"warning: {folder} holds clusters of the factors this run replaced; run "
               "'brainfeatures cluster' again", file=sys.stderr)  # fmt: skip
     summary.update({"out": str(out), "rgb_factors": top})
-    summary["kept"] = _keep("factors", grid, lambda ws, geo, image: save_factors_result(
-        ws, fac, **geo, rois=rois, name=f"{Path(args.store).stem}-z{grid.z}",
+    summary["kept"] = _keep("factors", grid, lambda ws, geo, image, names: save_factors_result(
+        ws, fac, **geo, rois=rois, roi_names=names, name=f"{Path(args.store).stem}-z{grid.z}",
         inputs={"volume": image, "feature_store": str(args.store)},
         parameters={**fac.info, "store_z": grid.index, "z": grid.z},
     ))  # fmt: skip
@@ -424,7 +426,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
     out = write_folder(_out_dir(args, "_clusters"), fill, names=CLUSTER_FILES,
                        inputs=[args.store], overwrite=args.overwrite)  # fmt: skip
-    report["kept"] = _keep("clusters", grid, lambda ws, geo, image: save_clusters_result(
+    report["kept"] = _keep("clusters", grid, lambda ws, geo, image, _: save_clusters_result(
         ws, res.labels, **geo, scores=report.get("scores"), name=Path(args.store).parent.name,
         inputs={"volume": image, "map": str(args.store)}, parameters=report,
     ))  # fmt: skip
