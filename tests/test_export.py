@@ -43,6 +43,7 @@ def test_label_map_as_ome_zarr_labels_with_colours_and_names(clusters, tmp_path)
     meta = dict(zarr.open_group(str(path / "labels" / "clusters"), mode="r").attrs)["ome"]
     names = {p["label-value"]: p["name"] for p in meta["image-label"]["properties"]}
     assert names == {1: "cluster 1", 2: "cluster 2", 3: "cluster 3"}
+    assert meta["image-label"]["source"] == {"image": "../../"}  # tied to its image
     assert all(len(c["rgba"]) == 4 for c in meta["image-label"]["colors"])
     axes = dict(zarr.open_group(str(path), mode="r").attrs)["ome"]["multiscales"][0]["axes"]
     assert {a["unit"] for a in axes} == {"micrometer"}

@@ -187,6 +187,7 @@ def _write_ome(path: Path, data: np.ndarray, m: MapLayer, name: str | None = Non
                 for i, (_, rgba) in classes
             ],
             "properties": [{"label-value": i, "name": nm} for i, (nm, _) in classes],
+            "source": {"image": "../../"},  # the image it labels (readers tie them by it)
         }
         write_labels(data, group, name=m.name, axes=axes, scaler=None, scale_factors=factors,
                      scale=scale, axes_units=units, label_metadata=meta)  # fmt: skip
