@@ -200,21 +200,25 @@ def _tissue(given: str, grid: Any, store: str) -> tuple[str, Any] | None:
         return None if given == "none" else (given, open_volume(given).data)
     from napari_brainfeatures.workspace import default_workspace_path
 
-    image = _image_of(store)
+    attrs = grid.store.attrs if grid.store is not None else None  # open already
+    image = _image_of(store, attrs)
     found = None if image is None else default_workspace_path(image) / "tissue.zarr"
     if found is None or not found.exists():
         return None
     mask = open_volume(str(found)).data
-    shape = ((grid.store.attrs if grid.store is not None else {}).get("image") or {}).get("shape")
+    shape = ((attrs or {}).get("image") or {}).get("shape")
     return (str(found), mask) if shape and tuple(mask.shape) == tuple(shape) else None
 
 
-def _image_of(store: Any) -> Path | None:
-    """The image a feature store was computed from, when it is still where the store says."""
+def _image_of(store: Any, attrs: dict[str, Any] | None = None) -> Path | None:
+    """The image a feature store was computed from, when it is still where the store says.
+
+    ``attrs``: the store's attributes when it is open already (else it is read).
+    """
     from napari_brainfeatures.features.store import FeatureStore
 
     try:
-        name = FeatureStore(store).attrs.get("image_name")
+        name = (attrs if attrs is not None else FeatureStore(store).attrs).get("image_name")
     except Exception:  # noqa: BLE001 - gone or not a store: nothing to keep beside
         return None
     paths = (Path(name), Path(store).parent / name) if name else ()
@@ -230,7 +234,8 @@ def _keep(what: str, grid: Any, write: Any) -> str | None:
     from napari_brainfeatures.io.volume import open_volume
     from napari_brainfeatures.workspace import Workspace, default_workspace_path
 
-    image = _image_of(grid.source) if grid.source else None
+    attrs = grid.store.attrs if grid.store is not None else None  # open already, if so
+    image = _image_of(grid.source, attrs) if grid.source else None
     if image is None:
         return None
     ws = default_workspace_path(image)

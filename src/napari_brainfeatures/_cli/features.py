@@ -74,8 +74,8 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_image(path: str) -> Any:
-    """A lazy ``(Z, Y, X)`` array for ``path`` (``io.open_volume``; zarr fallback)."""
+def open_image(path: str) -> tuple[Any, Any]:
+    """A lazy ``(Z, Y, X)`` array for ``path`` and its voxel size (None: unknown)."""
     try:
         from napari_brainfeatures.io.volume import open_volume
     except ImportError:  # pragma: no cover - io not installed in this build
@@ -84,21 +84,21 @@ def open_image(path: str) -> Any:
 
         p = Path(path)
         if not p.exists() and p.parent.suffix == ".zarr":
-            return da.from_zarr(zarr.open_array(p.parent, path=p.name, mode="r"))
-        return da.from_zarr(zarr.open_array(p, mode="r"))
-    return open_volume(path).data
+            return da.from_zarr(zarr.open_array(p.parent, path=p.name, mode="r")), None
+        return da.from_zarr(zarr.open_array(p, mode="r")), None
+    vol = open_volume(path)
+    return vol.data, vol.voxel_size
 
 
-def _check_pixel_size(model: str, image: str) -> None:
+def _check_pixel_size(model: str, voxel: Any) -> None:
     """Warn when the image's pixel size is not the model's (an unreadable model: said later)."""
     import warnings
 
-    from napari_brainfeatures.io.volume import open_volume
     from napari_brainfeatures.models.checkpoint import read_header
     from napari_brainfeatures.train.recorded import pixel_size_warning
 
     try:
-        said = pixel_size_warning(read_header(model)["meta"], open_volume(image).voxel_size)
+        said = pixel_size_warning(read_header(model)["meta"], voxel)
     except (OSError, ValueError, KeyError):
         return
     if said:
@@ -133,8 +133,8 @@ def run(name: str, args: argparse.Namespace) -> int:
     from napari_brainfeatures.features.run import compute_feature_map
 
     options = options_of(args)  # bad values: a clear error before the image is opened
-    image = open_image(args.image)
-    _check_pixel_size(args.model, args.image)
+    image, voxel = open_image(args.image)
+    _check_pixel_size(args.model, voxel)
     if args.scheduler:
         from napari_brainfeatures.features.distributed import compute_feature_map_distributed
 

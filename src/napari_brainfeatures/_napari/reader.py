@@ -84,7 +84,8 @@ def ome_label_layers(path: Path) -> list[LayerData]:
             vol = open_volume(path / "labels" / str(name))
         except Exception:  # noqa: BLE001 - a damaged label image: the image still opens
             continue
-        data, kwargs, kind = _as_labels(layer_data(vol), _ome(path / "labels" / str(name)))
+        layer = layer_data(vol)  # with image-label metadata it is a Labels layer already
+        data, kwargs, kind = layer if layer[2] == "labels" else _as_labels(layer, {})
         out.append((data, {**kwargs, "name": f"{path.name.split('.')[0]} {name} labels"}, kind))
     return out
 
@@ -109,8 +110,9 @@ def layer_data(vol: Volume) -> LayerData:
     data = vol.levels if vol.multiscale else vol.data
     if vol.multiscale:
         kwargs["multiscale"] = True
-    if vol.kind == "ome-zarr" and "image-label" in _ome(vol.path):  # a label image itself
-        return _as_labels((data, kwargs, "image"), _ome(vol.path))
+    ome = _ome(vol.path) if vol.kind == "ome-zarr" else {}
+    if "image-label" in ome:  # a label image itself
+        return _as_labels((data, kwargs, "image"), ome)
     return (data, kwargs, "image")
 
 

@@ -42,7 +42,6 @@ from napari_brainfeatures.features.store import (
     FeatureStoreError,
     StoreMismatchError,
 )
-from napari_brainfeatures.models.checkpoint import read_header
 from napari_brainfeatures.models.cnn import input_scale_for
 from napari_brainfeatures.progress import Progress
 from napari_brainfeatures.train.recorded import model_warnings, pixel_size_warning
@@ -87,6 +86,7 @@ class FeatureMapWidget(Container):
         self.run_button.changed.connect(self.run)
         self.channel_button.changed.connect(self.show_channel)
         self.model: Any = None
+        self.model_meta: dict[str, Any] = {}  # the loaded model's header meta
         self.store: FeatureStore | None = None
         self._auto_out = ""
         self._live: Path | None = None
@@ -100,12 +100,13 @@ class FeatureMapWidget(Container):
     def load_model(self, *_: Any) -> None:
         """Read the model file; show its classes and patch size (and deviation if padded)."""
         path = Path(str(self.model_path.value))
-        self.model = None
+        self.model, self.model_meta = None, {}
         if not path.is_file():
             self.model_info.value = "Pick a trained model file."
             return
         try:
             self.model, header, _ = load_model(path)
+            self.model_meta = header["meta"]
         except (ValueError, OSError) as err:
             self.model_info.value = f"cannot load: {err}"
             show_error(f"Feature map: cannot load {path.name}: {err}")
@@ -209,7 +210,7 @@ class FeatureMapWidget(Container):
             show_error(f"Feature map: {err}")
             return
         voxel = layer.metadata.get("brainfeatures", {}).get("voxel_size_um")
-        said = pixel_size_warning(read_header(path)["meta"], voxel) if self.model else None
+        said = pixel_size_warning(self.model_meta, voxel)  # read when the model was loaded
         if said:  # said, not refused: the user may mean it
             show_warning(f"Feature map: {said}")
         self.store, self._target, self._live = None, layer, None

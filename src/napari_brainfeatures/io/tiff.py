@@ -55,13 +55,7 @@ def open_tiff(path: Path) -> Volume:
             raise
         raise VolumeError(f"{str(path)!r} is not a readable TIFF image: {err}") from None
     named = ij.get("Labels") if isinstance(ij.get("Labels"), list) else None
-    if named and "C" in axes and series.shape[axes.index("C")] > 1:  # channels with names
-        raise VolumeError(
-            f"{str(path)!r} has {series.shape[axes.index('C')]} named channels "
-            f"({', '.join(map(str, named[:4]))}{', …' if len(named) > 4 else ''}); a grey volume "
-            "is expected: save one channel per TIFF (for exported maps, open their OME-Zarr)"
-        )
-    c_is_z = grey_c and axes == "CYX"
+    c_is_z = grey_c and axes == "CYX" and not named  # named channels are channels
     if axes == "SYX" and shaped:  # tifffile stores a plain 3- or 4-slice stack as planar RGB
         axes, c_is_z = "CYX", True
     levels = []
@@ -70,7 +64,7 @@ def open_tiff(path: Path) -> Volume:
         if palette is not None:
             arr = arr.map_blocks(lambda b: palette[b], dtype=palette.dtype)
             said.append("palette (indexed colour) image converted to grey")
-        arr = _to_zyx(arr, axes, path, said, c_is_z=c_is_z)
+        arr = _to_zyx(arr, axes, path, said, c_is_z=c_is_z, named=named)
         levels.append(arr.rechunk((1, *arr.shape[1:])) if arr.chunksize[0] != 1 else arr)
     if len(levels) > 1:
         notes.append(f"a pyramid of {len(levels)} levels (full size first)")
@@ -82,11 +76,18 @@ def open_tiff(path: Path) -> Volume:
 
 
 def _to_zyx(
-    arr: da.Array, axes: str, path: Path, notes: list[str], *, c_is_z: bool = False
+    arr: da.Array,
+    axes: str,
+    path: Path,
+    notes: list[str],
+    *,
+    c_is_z: bool = False,
+    named: list[Any] | None = None,
 ) -> da.Array:
     """Reorder tifffile's axes to (Z, Y, X): grey from S, refuse channels, add Z.
 
     ``c_is_z``: the channel axis of a grey ImageJ "CYX" file is its stack.
+    ``named``: the channels' names (ImageJ ``Labels``), said when they are refused.
     """
     if c_is_z:
         axes = axes.replace("C", "Z")
@@ -98,6 +99,12 @@ def _to_zyx(
         notes.append(f"{mode} image converted to grey (0.299 R + 0.587 G + 0.114 B)")
     extra = [(a, n) for a, n in zip(axes, arr.shape, strict=True) if a not in "YX"]
     for a, n in extra:
+        if a == "C" and n > 1 and named:  # an exported map's channels, say
+            shown = ", ".join(map(str, named[:4])) + (", …" if len(named) > 4 else "")
+            raise VolumeError(
+                f"{str(path)!r} has {n} named channels ({shown}); a grey volume is expected: "
+                "save one channel per TIFF (for exported maps, open their OME-Zarr)"
+            )
         if a == "C" and n > 1:
             raise VolumeError(
                 f"{str(path)!r} has {n} channels (axis 'C' of {axes!r}, shape "
