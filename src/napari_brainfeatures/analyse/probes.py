@@ -139,6 +139,7 @@ def iter_noise_robustness(
     test_patches: Any = None,
     test_labels: Any = None,
     seed: int = 0,
+    train_features: Any = None,
 ) -> ProgressGen[dict[str, list[float]]]:
     """Accuracy of a logistic regression trained on clean features as test images get noisier.
 
@@ -157,6 +158,9 @@ def iter_noise_robustness(
         The test images and labels.
     seed : int
         Seeds the held-out half, the probe and the noise.
+    train_features : array ``(N, D)``, optional
+        ``extract(patches)`` when the caller has it already (with ``test_patches``):
+        not computed again.
 
     Yields
     ------
@@ -185,7 +189,8 @@ def iter_noise_robustness(
         patches, test_patches = np.asarray(patches)[tr], np.asarray(patches)[te]
         labels, test_labels = labels[tr], labels[te]
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    clf.fit(extract(patches), labels)
+    given = train_features is not None and test_patches is not None
+    clf.fit(np.asarray(train_features) if given else extract(patches), labels)
     clean, (lo, hi), (bottom, top) = _as_unit(test_patches)
     rng = np.random.default_rng(seed)
     acc: list[float] = []

@@ -103,19 +103,19 @@ def compare_extractors(
         ftr = yield from _in_chunks(fn, ptr, f"{name}: training features", step, total)
         fte = yield from _in_chunks(fn, pte, f"{name}: test features", step, total)
         step += 1
-        yield Progress(step, total, f"{name}: probes, V-measure, Gram matrix")
-        res: dict[str, Any] = {
-            "probes": probe_scores(ftr, ytr, fte, yte, seed=seed),
-            "vmeasure": gmm_vmeasure(ftr, fte, yte, n_components, seed=seed),
-            "gram_distance": gram_block_distance(fte, yte),
-        }
+        yield Progress(step, total, f"{name}: probes")  # a record between the steps: Cancel
+        res: dict[str, Any] = {"probes": probe_scores(ftr, ytr, fte, yte, seed=seed)}
+        yield Progress(step, total, f"{name}: V-measure, Gram matrix")
+        res["vmeasure"] = gmm_vmeasure(ftr, fte, yte, n_components, seed=seed)
+        res["gram_distance"] = gram_block_distance(fte, yte)
         res["pca"], res["pca_explained"] = pca_scatter(fte, min(3, *fte.shape))
         res["gram"], res["gram_labels"] = gram_matrix(fte, yte, seed=seed)
         res["test_labels"] = yte
+        yield Progress(step, total, f"{name}: noise robustness")
         step += 1
         gen = iter_noise_robustness(
-            fn, ptr, ytr, sigmas, test_patches=pte, test_labels=yte, seed=seed
-        )
+            fn, ptr, ytr, sigmas, test_patches=pte, test_labels=yte, seed=seed, train_features=ftr
+        )  # the training features above, not extracted a second time
         while True:
             try:
                 rec = next(gen)
