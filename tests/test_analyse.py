@@ -388,3 +388,23 @@ def test_features_are_extracted_a_chunk_at_a_time_with_a_record_each():
         out = stop.value
     np.testing.assert_array_equal(out, patches * 2)
     assert [r.message for r in records][-1] == "features 10/10" and len(records) == 4
+
+
+def test_noise_robustness_uses_training_features_it_is_given():
+    from napari_brainfeatures.analyse.probes import noise_robustness
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 10)
+    patches = (rng.random((20, 8, 8)) * 60 + 100 * labels[:, None, None]).astype(np.uint8)
+    seen = []
+
+    def extract(p):
+        seen.append(len(p))
+        return np.asarray(p, np.float32).reshape(len(p), -1)[:, :4]
+
+    kw = {"test_patches": patches, "test_labels": labels, "sigmas": [0.0]}
+    plain = noise_robustness(extract, patches, labels, **kw)
+    assert seen == [20, 20]  # the training features, then the test images
+    seen.clear()
+    given = noise_robustness(extract, patches, labels, train_features=extract(patches), **kw)
+    assert seen == [20, 20] and given == plain  # one of those was the caller's
